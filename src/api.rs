@@ -1,0 +1,334 @@
+//! The HTTP API, sans I/O: a complete request (head and body) in, a reply
+//! out — a response to send, or "make this connection a stream". Routing,
+//! authentication and every REST handler live here; the registry records
+//! what connections must see, and the reactor applies it.
+
+use log::info;
+
+use crate::auth::{AccountId, Keys};
+use crate::config::Config;
+use crate::http::{self, Framing, Head};
+use crate::json;
+use crate::metrics::Stats;
+use crate::source::{CreateError, Registry, Source, SourceKey};
+use crate::sse::EventId;
+use crate::webhook;
+
+/// What a request gets.
+pub enum Reply {
+    /// A complete response; `close` ends the connection after it.
+    Response { status: u16, bytes: Vec<u8>, close: bool },
+    /// The connection becomes a stream of `source`, replaying what follows
+    /// `after` first.
+    Stream { source: SourceKey, after: Option<EventId> },
+}
+
+/// What a handler may read and change.
+pub struct Ctx<'a> {
+    pub registry: &'a mut Registry,
+    pub keys: &'a Keys,
+    pub config: &'a Config,
+    pub stats: &'a Stats,
+    /// Unix milliseconds.
+    pub now_ms: u64,
+}
+
+/// The routes, matched on the path alone; methods are checked after.
+enum Route<'p> {
+    Healthz,
+    Metrics,
+    Stream(&'p str),
+    Sources,
+    Source(&'p str),
+    Events(&'p str),
+    Summaries(&'p str),
+    Ingest(&'p str, &'p str),
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    if let Some(rest) = path.strip_prefix("/e/") {
+        let (key, suffix) = rest.find('/').map_or((rest, ""), |i| (&rest[..i], &rest[i..]));
+        return Route::Ingest(key, suffix);
+    }
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["healthz"] => Route::Healthz,
+        ["metrics"] => Route::Metrics,
+        ["sources", s, "sse"] | ["v1", "sources", s, "sse"] | ["sse", "dc", s, "emits"] => Route::Stream(s),
+        ["v1", "sources"] => Route::Sources,
+        ["v1", "sources", s] => Route::Source(s),
+        ["v1", "sources", s, "events"] => Route::Events(s),
+        ["v1", "sources", s, "event_summaries"] => Route::Summaries(s),
+        _ => Route::NotFound,
+    }
+}
+
+/// An error answer: the status and its sentence as JSON.
+pub struct Fail(pub u16, pub String);
+
+impl Fail {
+    fn new(status: u16, message: impl Into<String>) -> Fail {
+        Fail(status, message.into())
+    }
+}
+
+type Result<T> = std::result::Result<T, Fail>;
+
+pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
+    let head_only = head.method == "HEAD";
+    match dispatch(ctx, head, body) {
+        Ok(reply) => reply,
+        Err(Fail(status, message)) => error_reply(status, &message, head.keep_alive, head_only),
+    }
+}
+
+/// The JSON error answer for `status`.
+pub fn error_reply(status: u16, message: &str, keep_alive: bool, head_only: bool) -> Reply {
+    let extra = match status {
+        401 => "WWW-Authenticate: Bearer\r\n",
+        _ => "",
+    };
+    let close = !keep_alive;
+    Reply::Response {
+        status,
+        bytes: http::response(status, "application/json", extra, &json::error_body(message), !close, head_only),
+        close,
+    }
+}
+
+fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
+    let method = head.method.as_str();
+    let get = matches!(method, "GET" | "HEAD");
+    match route(head.path()) {
+        Route::Ingest(key, suffix) => webhook::ingest(ctx, head, key, suffix, body),
+        Route::Healthz if get => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
+        Route::Metrics if get => Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", ctx.stats.render().as_bytes())),
+        Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
+        Route::Stream(s) if method == "GET" => {
+            let account = authenticate(ctx.keys, head, true)?;
+            let source = find(ctx, account, s)?;
+            let after = last_event_id(head)?;
+            Ok(Reply::Stream { source, after })
+        }
+        Route::Stream(_) => Err(not_allowed("GET")),
+        Route::Sources => {
+            let account = authenticate(ctx.keys, head, false)?;
+            match method {
+                "GET" | "HEAD" => {
+                    let base = base_url(ctx, head);
+                    let mut out = b"{\"data\":[".to_vec();
+                    for (i, source) in ctx.registry.list(account).into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        source_json(&mut out, source, &base);
+                    }
+                    out.extend_from_slice(b"]}");
+                    Ok(ok(head, 200, "application/json", "", &out))
+                }
+                "POST" => create_source(ctx, head, account, body),
+                _ => Err(not_allowed("GET, HEAD, POST")),
+            }
+        }
+        Route::Source(s) => {
+            let account = authenticate(ctx.keys, head, false)?;
+            let source = find(ctx, account, s)?;
+            match method {
+                "GET" | "HEAD" => {
+                    let mut out = b"{\"data\":".to_vec();
+                    source_json(&mut out, ctx.registry.get(source), &base_url(ctx, head));
+                    out.push(b'}');
+                    Ok(ok(head, 200, "application/json", "", &out))
+                }
+                "DELETE" => {
+                    let s = ctx.registry.get(source);
+                    info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
+                    ctx.registry.delete(source);
+                    Ok(ok(head, 204, "", "", b""))
+                }
+                _ => Err(not_allowed("GET, HEAD, DELETE")),
+            }
+        }
+        Route::Events(s) => {
+            let account = authenticate(ctx.keys, head, false)?;
+            let source = find(ctx, account, s)?;
+            match method {
+                "POST" => {
+                    require_length(head)?;
+                    let payload = json::compact(body).map_err(|e| Fail::new(400, e.to_string()))?;
+                    let id = ctx.registry.emit(source, &payload, ctx.now_ms);
+                    Ok(ok(head, 202, "application/json", "", format!("{{\"id\":\"{id}\"}}").as_bytes()))
+                }
+                "DELETE" => {
+                    ctx.registry.clear_history(source);
+                    Ok(ok(head, 202, "application/json", "", b"{}"))
+                }
+                _ => Err(not_allowed("POST, DELETE")),
+            }
+        }
+        Route::Summaries(s) if get => {
+            let account = authenticate(ctx.keys, head, false)?;
+            let source = find(ctx, account, s)?;
+            summaries(ctx, head, source)
+        }
+        Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
+        Route::NotFound => Err(Fail::new(404, "no such path")),
+    }
+}
+
+fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
+    let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method == "HEAD");
+    Reply::Response { status, bytes, close: !head.keep_alive }
+}
+
+fn not_allowed(allow: &'static str) -> Fail {
+    Fail(405, format!("method not allowed; allowed: {allow}"))
+}
+
+/// A request that carries a body must say how long it is.
+pub fn require_length(head: &Head) -> Result<()> {
+    match head.framing {
+        Framing::None => Err(Fail::new(411, http::HttpError::LengthRequired.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The account of the request's key: `Authorization: Bearer`, or for
+/// streams (browsers' EventSource cannot set headers) `?access_token=`.
+fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<AccountId> {
+    let from_header = head.header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
+        scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii().to_vec())
+    });
+    let token =
+        from_header.or_else(|| allow_query.then(|| http::query_param(head.query(), "access_token").map(String::into_bytes)).flatten());
+    match token {
+        None => Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>")),
+        Some(t) => keys.lookup(&t).ok_or_else(|| Fail::new(401, "invalid API key")),
+    }
+}
+
+fn find(ctx: &Ctx<'_>, account: AccountId, s: &str) -> Result<SourceKey> {
+    ctx.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
+}
+
+fn last_event_id(head: &Head) -> Result<Option<EventId>> {
+    let text = match head.header_str("last-event-id") {
+        Some(v) => Some(v.to_string()),
+        None => http::query_param(head.query(), "last_event_id"),
+    };
+    match text {
+        None => Ok(None),
+        Some(t) if t.trim().is_empty() => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| Fail::new(400, "Last-Event-ID must be an event id such as 1764262800123-0")),
+    }
+}
+
+fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]) -> Result<Reply> {
+    require_length(head)?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
+    let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
+    let key = ctx.registry.create(account, name, ctx.now_ms).map_err(|e| match e {
+        CreateError::BadName => Fail(400, e.to_string()),
+        CreateError::Taken => Fail(409, e.to_string()),
+    })?;
+    let s = ctx.registry.get(key);
+    info!("source {} ({}) created in account {}", s.name, s.id, ctx.keys.account_name(account));
+    let mut out = b"{\"data\":".to_vec();
+    source_json(&mut out, s, &base_url(ctx, head));
+    out.push(b'}');
+    Ok(ok(head, 201, "application/json", "", &out))
+}
+
+fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
+    let max = ctx.config.history.max(1);
+    let limit = match http::query_param(head.query(), "limit") {
+        None => 10.min(max),
+        Some(l) => l.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| Fail::new(400, "limit must be a positive number"))?.min(max),
+    };
+    let history = &ctx.registry.get(source).history;
+    let events: Vec<_> = history.newest(limit).collect();
+    let cursor = |e: Option<&&crate::sse::Event>| e.map_or("null".to_string(), |e| format!("\"{}\"", e.id));
+    let mut out = format!(
+        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
+        history.len(),
+        events.len(),
+        cursor(events.first()),
+        cursor(events.last())
+    )
+    .into_bytes();
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e.envelope());
+    }
+    out.extend_from_slice(b"]}");
+    Ok(ok(head, 200, "application/json", "", &out))
+}
+
+/// `--public-url`, else `http://` + the request's Host.
+fn base_url(ctx: &Ctx<'_>, head: &Head) -> String {
+    match &ctx.config.public_url {
+        Some(url) => url.clone(),
+        None => match head.header_str("host").filter(|h| !h.is_empty()) {
+            Some(host) => format!("http://{host}"),
+            None => format!("http://{}", ctx.config.listen),
+        },
+    }
+}
+
+fn source_json(out: &mut Vec<u8>, s: &Source, base: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    json::write_str(out, &s.id);
+    out.extend_from_slice(b",\"name\":");
+    json::write_str(out, &s.name);
+    out.extend_from_slice(b",\"sse_url\":");
+    json::write_str(out, &format!("{base}/sources/{}/sse", s.id));
+    out.extend_from_slice(b",\"endpoint_url\":");
+    json::write_str(out, &format!("{base}/e/{}", s.endpoint_key));
+    out.extend_from_slice(format!(",\"created_at\":{}}}", s.created_at).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_paths() {
+        let table: &[(&str, &str)] = &[
+            ("/healthz", "healthz"),
+            ("/metrics", "metrics"),
+            ("/sources/orders/sse", "stream orders"),
+            ("/v1/sources/dc_x/sse", "stream dc_x"),
+            ("/sse/dc/dc_x/emits", "stream dc_x"),
+            ("/v1/sources", "sources"),
+            ("/v1/sources/", "sources"),
+            ("/v1/sources/orders", "source orders"),
+            ("/v1/sources/orders/events", "events orders"),
+            ("/v1/sources/orders/event_summaries", "summaries orders"),
+            ("/e/KEY", "ingest KEY "),
+            ("/e/KEY/a/b", "ingest KEY /a/b"),
+            ("/", "404"),
+            ("/v1", "404"),
+            ("/v1/sources/a/b/c", "404"),
+            ("/sources/orders", "404"),
+        ];
+        for (path, want) in table {
+            let got = match route(path) {
+                Route::Healthz => "healthz".to_string(),
+                Route::Metrics => "metrics".to_string(),
+                Route::Stream(s) => format!("stream {s}"),
+                Route::Sources => "sources".to_string(),
+                Route::Source(s) => format!("source {s}"),
+                Route::Events(s) => format!("events {s}"),
+                Route::Summaries(s) => format!("summaries {s}"),
+                Route::Ingest(k, rest) => format!("ingest {k} {rest}"),
+                Route::NotFound => "404".to_string(),
+            };
+            assert_eq!(&got, want, "{path}");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Accounts and their API keys: loading a keys file, finding the account of
+//! a presented key in constant time, and random tokens from the OS.
+
+use std::fmt;
+
+/// Index of an account in `Keys::accounts`.
+pub type AccountId = u32;
+
+/// The account that `--api-key` and `--source` act on.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+#[derive(Debug, Default, Clone)]
+pub struct Keys {
+    accounts: Vec<String>,
+    keys: Vec<(Vec<u8>, AccountId)>,
+}
+
+#[derive(Debug)]
+pub struct KeysFileError {
+    pub line: usize,
+    pub why: &'static str,
+}
+
+impl fmt::Display for KeysFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "keys file line {}: {}", self.line, self.why)
+    }
+}
+
+impl Keys {
+    /// Adds `key` for `account` (created on first mention).
+    pub fn add(&mut self, key: &str, account: &str) -> AccountId {
+        let id = self.account(account);
+        self.keys.push((key.as_bytes().to_vec(), id));
+        id
+    }
+
+    /// The id of `account`, created if new.
+    pub fn account(&mut self, account: &str) -> AccountId {
+        match self.accounts.iter().position(|a| a == account) {
+            Some(i) => i as AccountId,
+            None => {
+                self.accounts.push(account.to_string());
+                (self.accounts.len() - 1) as AccountId
+            }
+        }
+    }
+
+    pub fn account_name(&self, id: AccountId) -> &str {
+        &self.accounts[id as usize]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Parses `KEY ACCOUNT` lines; `#` starts a comment.
+    pub fn parse_file(&mut self, text: &str) -> Result<(), KeysFileError> {
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(key), Some(account), None) = (words.next(), words.next(), words.next()) else {
+                return Err(KeysFileError { line: i + 1, why: "expected `KEY ACCOUNT`" });
+            };
+            self.add(key, account);
+        }
+        Ok(())
+    }
+
+    /// The account of `presented`. Every key is compared in full, so the
+    /// time taken does not tell how much of a key matched, nor which.
+    pub fn lookup(&self, presented: &[u8]) -> Option<AccountId> {
+        let mut found = None;
+        for (key, account) in &self.keys {
+            if constant_time_eq(key, presented) {
+                found = Some(*account);
+            }
+        }
+        found
+    }
+}
+
+/// Equal without an early exit on the first differing byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// `len` random characters of `[0-9A-Za-z]` from the OS's generator
+/// (5.95 bits each, unbiased by rejection).
+pub fn random_base62(len: usize) -> String {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        os_random(&mut buf);
+        for &b in &buf {
+            // 248 = 4 * 62: bytes above it would favour the first letters.
+            if b < 248 && out.len() < len {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+fn os_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the live buffer.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Without OS randomness keys and ids would be guessable: stop.
+            panic!("getrandom failed: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_accounts_by_key() {
+        let mut keys = Keys::default();
+        keys.parse_file("# accounts\nk-alice alice\n\nk-bob bob # second\nk-alice2 alice\n").unwrap();
+        let alice = keys.lookup(b"k-alice").unwrap();
+        assert_eq!(keys.account_name(alice), "alice");
+        assert_eq!(keys.lookup(b"k-alice2"), Some(alice));
+        assert_eq!(keys.account_name(keys.lookup(b"k-bob").unwrap()), "bob");
+        for wrong in [&b"k-alic"[..], b"k-alicf", b"", b"k-alice "] {
+            assert_eq!(keys.lookup(wrong), None);
+        }
+        let err = keys.parse_file("ok a\nlonely\n").unwrap_err();
+        assert_eq!((err.line, err.why), (2, "expected `KEY ACCOUNT`"));
+    }
+
+    #[test]
+    fn random_tokens_are_base62_and_differ() {
+        let a = random_base62(22);
+        assert_eq!(a.len(), 22);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(a, random_base62(22));
+    }
+}

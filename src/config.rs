@@ -1,0 +1,238 @@
+//! Server configuration: `Config` with its defaults, and how flags and
+//! `SSEHUB_*` environment variables fill it (a flag wins over its variable).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_HISTORY: usize = 100;
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 512 * 1024;
+pub const DEFAULT_MAX_SUBSCRIBER_BUFFER: usize = 1024 * 1024;
+
+/// Everything a server needs to start. `Default` serves a laptop with no
+/// set-up: loopback port 8080 and a generated key.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind; port 0 picks a free one (see `Server::local_addr`).
+    pub listen: SocketAddr,
+    /// Key of the default account; if no key is configured at all, one is
+    /// generated and logged once at start.
+    pub api_key: Option<String>,
+    /// A file of `KEY ACCOUNT` lines: more accounts.
+    pub keys_file: Option<PathBuf>,
+    /// Sources created in the default account at start.
+    pub sources: Vec<String>,
+    /// Period of the `:sse-handshake` comment on every stream.
+    pub handshake_interval: Duration,
+    /// Events kept per source for replay and `event_summaries`.
+    pub history: usize,
+    /// Largest emit or webhook body; above it: 413.
+    pub max_event_bytes: usize,
+    /// Unsent bytes one subscriber may have queued before it is dropped.
+    pub max_subscriber_buffer: usize,
+    /// Open connections beyond which new ones are refused; `None`: from
+    /// `RLIMIT_NOFILE`.
+    pub max_connections: Option<usize>,
+    /// Base of the URLs the API returns; `None`: from the request's Host.
+    pub public_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            api_key: None,
+            keys_file: None,
+            sources: Vec::new(),
+            handshake_interval: DEFAULT_HANDSHAKE_INTERVAL,
+            history: DEFAULT_HISTORY,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_subscriber_buffer: DEFAULT_MAX_SUBSCRIBER_BUFFER,
+            max_connections: None,
+            public_url: None,
+        }
+    }
+}
+
+/// A flag or variable that could not be used; `Display` is the one line
+/// the binary prints before exiting 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The flags of `ssehub serve`, each also read from `SSEHUB_<FLAG>`.
+const FLAGS: &[(&str, &str)] = &[
+    ("listen", "address to bind [default: 127.0.0.1:8080]"),
+    ("api-key", "key of the default account [default: generated and logged]"),
+    ("keys-file", "file of `KEY ACCOUNT` lines: more accounts"),
+    ("source", "create this source in the default account at start (repeatable)"),
+    ("handshake-interval", "period of the :sse-handshake comment [default: 15s]"),
+    ("history", "events kept per source [default: 100]"),
+    ("max-event-bytes", "largest emit or webhook body [default: 524288]"),
+    ("max-subscriber-buffer", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
+    ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
+    ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
+];
+
+/// The help text of `ssehub serve`.
+pub fn usage() -> String {
+    let mut s = String::from(
+        "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
+         (upper case, - as _); the flag wins. Logging: RUST_LOG (default info).\n\nFlags:\n",
+    );
+    for (name, help) in FLAGS {
+        s.push_str(&format!("  --{name:<24}{help}\n"));
+    }
+    s.push_str("  -h, --help                  print this help\n");
+    s
+}
+
+impl Config {
+    /// Builds a config from `--flag value` / `--flag=value` arguments and
+    /// `env` (a lookup of `SSEHUB_*` variables).
+    pub fn from_args(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut given: Vec<(&str, String)> = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                return Err(ConfigError(format!("unexpected argument `{arg}` (see ssehub --help)")));
+            };
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (flag, None),
+            };
+            let Some(&(name, _)) = FLAGS.iter().find(|(n, _)| *n == name) else {
+                return Err(ConfigError(format!("unknown flag `--{name}` (see ssehub --help)")));
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().cloned().ok_or_else(|| ConfigError(format!("--{name} needs a value")))?,
+            };
+            given.push((name, value));
+        }
+        let mut config = Config::default();
+        for &(name, _) in FLAGS {
+            let from_flags: Vec<String> = given.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect();
+            let values = if from_flags.is_empty() {
+                let var = format!("SSEHUB_{}", name.to_uppercase().replace('-', "_"));
+                match env(&var) {
+                    // A variable for a repeatable flag lists values split by commas.
+                    Some(v) if name == "source" => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                    Some(v) => vec![v],
+                    None => continue,
+                }
+            } else {
+                from_flags
+            };
+            config.set(name, values)?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, name: &str, mut values: Vec<String>) -> Result<(), ConfigError> {
+        let bad = |why: &str| ConfigError(format!("--{name}: {why}"));
+        if name == "source" {
+            self.sources = values;
+            return Ok(());
+        }
+        let v = values.pop().unwrap_or_default();
+        match name {
+            "listen" => self.listen = v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:8080"))?,
+            "api-key" if v.is_empty() || v.chars().any(char::is_whitespace) => return Err(bad("a key is one word")),
+            "api-key" => self.api_key = Some(v),
+            "keys-file" => self.keys_file = Some(v.into()),
+            "handshake-interval" => {
+                self.handshake_interval = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 15s or 500ms"))?;
+                if self.handshake_interval < std::time::Duration::from_millis(10) {
+                    return Err(bad("must be at least 10ms"));
+                }
+            }
+            "history" => self.history = v.parse().map_err(|_| bad("expected a count"))?,
+            "max-event-bytes" => self.max_event_bytes = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
+            "max-subscriber-buffer" => self.max_subscriber_buffer = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
+            "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
+            "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
+            _ => unreachable!("every flag in FLAGS is handled"),
+        }
+        Ok(())
+    }
+}
+
+fn parse_positive(s: &str) -> Option<usize> {
+    s.parse().ok().filter(|&n| n > 0)
+}
+
+/// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let env = |k: &str| match k {
+            "SSEHUB_LISTEN" => Some("127.0.0.1:9000".to_string()),
+            "SSEHUB_HISTORY" => Some("5".to_string()),
+            "SSEHUB_SOURCE" => Some("a, b".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&args("--history 7 --api-key=k"), env).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.history, 7);
+        assert_eq!(c.api_key.as_deref(), Some("k"));
+        assert_eq!(c.sources, ["a", "b"]);
+        let c = Config::from_args(&args("--source x --source y"), env).unwrap();
+        assert_eq!(c.sources, ["x", "y"]);
+    }
+
+    #[test]
+    fn refuses_bad_flags_in_one_line() {
+        let none = |_: &str| None;
+        let table = [
+            ("--nope 1", "unknown flag `--nope` (see ssehub --help)"),
+            ("--listen", "--listen needs a value"),
+            ("--listen nowhere", "--listen: expected an address such as 127.0.0.1:8080"),
+            ("--handshake-interval 5x", "--handshake-interval: expected a duration such as 15s or 500ms"),
+            ("--max-event-bytes 0", "--max-event-bytes: expected a byte count"),
+            ("stray", "unexpected argument `stray` (see ssehub --help)"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn parses_durations() {
+        let table =
+            [("15s", Some(15_000)), ("500ms", Some(500)), ("2m", Some(120_000)), ("3", Some(3000)), ("", None), ("1d", None), ("s", None)];
+        for (input, want) in table {
+            assert_eq!(parse_duration(input).map(|d| d.as_millis() as u64), want, "{input:?}");
+        }
+    }
+}

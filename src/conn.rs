@@ -1,0 +1,166 @@
+//! One client connection: what it waits for (`Phase`), its read buffer,
+//! its output queue, and the two I/O loops — `fill` and `flush` — that are
+//! the only places it touches its socket.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use mio::net::TcpStream;
+
+use crate::http::{BodyReader, Head};
+use crate::outq::{Buf, Flushed, OutQ};
+use crate::source::SourceKey;
+use crate::timer::TimerId;
+
+/// Bytes read from one socket per `fill` call before others get a turn.
+pub const READ_BUDGET: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+pub enum Phase {
+    /// Waiting for a request head (header or keep-alive timer armed).
+    Head,
+    /// Reading the body of a request whose head is parsed.
+    Body(Box<BodyRead>),
+    /// An SSE subscriber at `index` in `source`'s subscriber list.
+    Stream { source: SourceKey, index: u32 },
+    /// The last response is queued: once flushed, shut down our side and
+    /// read until the peer closes (so it gets the response, not a reset).
+    Linger,
+}
+
+pub struct BodyRead {
+    pub head: Head,
+    pub reader: BodyReader,
+    pub body: Vec<u8>,
+}
+
+/// Why a connection closed; logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    PeerClosed,
+    Done,
+    HeaderTimeout,
+    IdleTimeout,
+    BodyTimeout,
+    SendTimeout,
+    SlowSubscriber,
+    Io(io::ErrorKind),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::PeerClosed => write!(f, "closed by peer"),
+            Reason::Done => write!(f, "response sent"),
+            Reason::HeaderTimeout => write!(f, "request head not complete in time"),
+            Reason::IdleTimeout => write!(f, "idle keep-alive connection"),
+            Reason::BodyTimeout => write!(f, "request body not complete in time"),
+            Reason::SendTimeout => write!(f, "peer stopped reading"),
+            Reason::SlowSubscriber => write!(f, "subscriber over --max-subscriber-buffer"),
+            Reason::Io(kind) => write!(f, "I/O error: {kind}"),
+        }
+    }
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    /// Distinguishes this connection from an earlier one with the same key.
+    pub generation: u32,
+    pub phase: Phase,
+    /// Received bytes not yet parsed (heads and bodies only).
+    pub rbuf: Vec<u8>,
+    pub out: OutQ,
+    /// The socket was writable when last tried (readiness kept in user space).
+    pub can_write: bool,
+    /// Data may be waiting in the socket: a read budget ran out, or reading
+    /// paused while the output queue was full.
+    pub can_read: bool,
+    /// Listed in the reactor's flush list.
+    pub pending_write: bool,
+    pub timer: Option<TimerId>,
+    /// Milliseconds (reactor clock) of the last write that made progress.
+    pub last_progress: u64,
+    /// The peer has closed its side.
+    pub peer_eof: bool,
+    /// At least one request was answered (so a quiet head is keep-alive idling).
+    pub served: bool,
+    pub closing: Option<Reason>,
+}
+
+/// What one read brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    Read(usize),
+    /// Nothing left: `WouldBlock`.
+    Drained,
+    /// The peer closed its side.
+    Eof,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, generation: u32, now: u64) -> Conn {
+        Conn {
+            sock,
+            generation,
+            phase: Phase::Head,
+            rbuf: Vec::new(),
+            out: OutQ::default(),
+            can_write: true,
+            can_read: false,
+            pending_write: false,
+            timer: None,
+            last_progress: now,
+            peer_eof: false,
+            served: false,
+            closing: None,
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self.phase, Phase::Stream { .. })
+    }
+
+    /// One read: into `rbuf` while a request is being read, into `scratch`
+    /// (discarded) otherwise. The reactor's read loop calls it until
+    /// `Drained`, `Eof` or its budget.
+    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
+        let keep = matches!(self.phase, Phase::Head | Phase::Body(_));
+        loop {
+            let result = if keep {
+                let len = self.rbuf.len();
+                self.rbuf.resize(len + READ_CHUNK, 0);
+                let r = self.sock.read(&mut self.rbuf[len..]);
+                self.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
+                r
+            } else {
+                self.sock.read(scratch)
+            };
+            return match result {
+                Ok(0) => Ok(Fill::Eof),
+                Ok(n) => Ok(Fill::Read(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.can_read = false;
+                    Ok(Fill::Drained)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    pub fn push(&mut self, buf: Buf) {
+        self.out.push(buf);
+    }
+
+    /// Writes queued output, up to `budget` bytes.
+    pub fn flush(&mut self, budget: usize, now: u64) -> io::Result<(Flushed, usize)> {
+        let (flushed, n) = self.out.flush(&mut self.sock, budget)?;
+        if n > 0 {
+            self.last_progress = now;
+        }
+        if flushed == Flushed::Blocked {
+            self.can_write = false;
+        }
+        Ok((flushed, n))
+    }
+}

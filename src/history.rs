@@ -1,0 +1,96 @@
+//! The bounded ring of a source's recent events: replay after a
+//! `Last-Event-ID`, and the newest N for `event_summaries`.
+
+use std::collections::VecDeque;
+
+use crate::sse::{Event, EventId};
+
+pub struct History {
+    capacity: usize,
+    events: VecDeque<Event>,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> History {
+        History { capacity, events: VecDeque::new() }
+    }
+
+    /// Appends; ids arrive increasing. The oldest event falls out at capacity.
+    pub fn push(&mut self, event: Event) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Every retained event with an id greater than `last`, oldest first.
+    /// An id older than the oldest retained replays them all.
+    pub fn after(&self, last: EventId) -> impl Iterator<Item = &Event> {
+        let start = self.events.partition_point(|e| e.id <= last);
+        self.events.range(start..)
+    }
+
+    /// The newest `n`, newest first.
+    pub fn newest(&self, n: usize) -> impl Iterator<Item = &Event> {
+        self.events.iter().rev().take(n)
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64, seq: u64) -> EventId {
+        EventId { ms, seq }
+    }
+
+    fn ring(capacity: usize, ids: &[(u64, u64)]) -> History {
+        let mut h = History::new(capacity);
+        for &(ms, seq) in ids {
+            h.push(Event::new(id(ms, seq), ms, "dc_x", b"1"));
+        }
+        h
+    }
+
+    #[test]
+    fn replays_after_an_id() {
+        let h = ring(100, &[(10, 0), (10, 1), (12, 0), (15, 0)]);
+        type Case = ((u64, u64), &'static [(u64, u64)]);
+        let table: &[Case] = &[
+            ((0, 0), &[(10, 0), (10, 1), (12, 0), (15, 0)]),
+            ((10, 0), &[(10, 1), (12, 0), (15, 0)]),
+            ((10, 1), &[(12, 0), (15, 0)]),
+            ((11, 5), &[(12, 0), (15, 0)]),
+            ((15, 0), &[]),
+            ((99, 0), &[]),
+        ];
+        for &((ms, seq), want) in table {
+            let got: Vec<EventId> = h.after(id(ms, seq)).map(|e| e.id).collect();
+            let want: Vec<EventId> = want.iter().map(|&(m, s)| id(m, s)).collect();
+            assert_eq!(got, want, "after {ms}-{seq}");
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_newest() {
+        let h = ring(3, &[(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)]);
+        assert_eq!(h.len(), 3);
+        let all: Vec<u64> = h.after(id(0, 0)).map(|e| e.id.ms).collect();
+        assert_eq!(all, [3, 4, 5], "an id older than the oldest retained replays all retained");
+        let newest: Vec<u64> = h.newest(2).map(|e| e.id.ms).collect();
+        assert_eq!(newest, [5, 4]);
+        assert_eq!(h.newest(10).count(), 3);
+        assert_eq!(ring(0, &[(1, 0)]).len(), 0);
+    }
+}

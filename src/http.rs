@@ -1,0 +1,475 @@
+//! HTTP/1.1, sans I/O: request heads (httparse), request bodies
+//! (Content-Length and chunked), query strings, and response heads.
+//! "Need more bytes" is `Ok(None)`, never an error.
+
+use std::fmt;
+
+/// Largest request head; beyond it the answer is 431.
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+const HEADERS_MAX: usize = 64;
+/// A chunk-size line or a trailer line longer than this is malformed.
+const CHUNK_LINE_MAX: usize = 4096;
+
+/// What is wrong with a request; each maps to a status and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    Malformed(&'static str),
+    HeadTooLarge,
+    BodyTooLarge,
+    LengthRequired,
+}
+
+impl HttpError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::Malformed(_) => 400,
+            HttpError::HeadTooLarge => 431,
+            HttpError::BodyTooLarge => 413,
+            HttpError::LengthRequired => 411,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Malformed(why) => write!(f, "malformed request: {why}"),
+            HttpError::HeadTooLarge => write!(f, "request head larger than {HEAD_BYTES_MAX} bytes"),
+            HttpError::BodyTooLarge => write!(f, "request body too large"),
+            HttpError::LengthRequired => write!(f, "a request body needs Content-Length or chunked encoding"),
+        }
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head. Header names are lower-cased.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: String,
+    /// The request target as sent: path plus optional `?query`.
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
+}
+
+/// Parses a request head from the start of `buf`: `Ok(Some((head, len)))`
+/// once complete, `Ok(None)` if more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => return Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(e) => return Err(HttpError::Malformed(parse_error(e))),
+    };
+    if len > HEAD_BYTES_MAX {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let minor = req.version.unwrap_or(1);
+    let mut head = Head {
+        method: req.method.unwrap_or("").to_string(),
+        target: req.path.unwrap_or("").to_string(),
+        minor,
+        headers: Vec::with_capacity(req.headers.len()),
+        framing: Framing::None,
+        keep_alive: minor >= 1,
+        expect_continue: false,
+    };
+    let (mut length, mut chunked) = (None, false);
+    for h in req.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "content-length" => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(HttpError::Malformed("bad Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(HttpError::Malformed("conflicting Content-Length"));
+                }
+                length = Some(n);
+            }
+            "transfer-encoding" => {
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(HttpError::Malformed("unsupported Transfer-Encoding"));
+                }
+                chunked = true;
+            }
+            "connection" => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        head.keep_alive = true;
+                    }
+                }
+            }
+            "expect" => head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
+            _ => {}
+        }
+        head.headers.push((name, h.value.to_vec()));
+    }
+    head.framing = match (chunked, length) {
+        // Both present is a smuggling vector (RFC 9112 §6.3): refuse.
+        (true, Some(_)) => return Err(HttpError::Malformed("both Content-Length and Transfer-Encoding")),
+        (true, None) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::None,
+    };
+    Ok(Some((head, len)))
+}
+
+fn parse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine | httparse::Error::Status => "invalid line ending",
+        httparse::Error::Token => "invalid method",
+        httparse::Error::Version => "invalid HTTP version",
+        _ => "invalid request line",
+    }
+}
+
+/// Reads a request body into a buffer, refusing it once it passes `max`
+/// bytes (for Content-Length, before a byte of it is read).
+#[derive(Debug)]
+pub struct BodyReader {
+    state: BodyState,
+    max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// Bytes left of a Content-Length body.
+    Length(u64),
+    /// Waiting for a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk's data.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines up to the final empty line.
+    Trailers,
+    Done,
+}
+
+impl BodyReader {
+    /// `None` when the request has no body.
+    pub fn new(framing: Framing, max: usize) -> Result<Option<BodyReader>, HttpError> {
+        let state = match framing {
+            Framing::None | Framing::Length(0) => return Ok(None),
+            Framing::Length(n) if n > max as u64 => return Err(HttpError::BodyTooLarge),
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::ChunkSize,
+        };
+        Ok(Some(BodyReader { state, max }))
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// Consumes what it can of `input`, appending body bytes to `body`.
+    /// Returns the number of input bytes consumed; stops at the body's end.
+    pub fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<usize, HttpError> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            match self.state {
+                BodyState::Done => return Ok(at),
+                BodyState::Length(left) | BodyState::ChunkData(left) => {
+                    let n = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    if n == 0 {
+                        return Ok(at);
+                    }
+                    body.extend_from_slice(&rest[..n]);
+                    at += n;
+                    let left = left - n as u64;
+                    self.state = match self.state {
+                        BodyState::Length(_) if left == 0 => BodyState::Done,
+                        BodyState::Length(_) => BodyState::Length(left),
+                        _ if left == 0 => BodyState::ChunkEnd,
+                        _ => BodyState::ChunkData(left),
+                    };
+                }
+                BodyState::ChunkSize => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        at += used;
+                        if size > (self.max - body.len()) as u64 {
+                            return Err(HttpError::BodyTooLarge);
+                        }
+                        self.state = if size == 0 { BodyState::Trailers } else { BodyState::ChunkData(size) };
+                    }
+                    Ok(httparse::Status::Partial) if rest.len() > CHUNK_LINE_MAX => {
+                        return Err(HttpError::Malformed("chunk size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(at),
+                    Err(_) => return Err(HttpError::Malformed("invalid chunk size")),
+                },
+                BodyState::ChunkEnd => {
+                    if rest.len() < 2 {
+                        return Ok(at);
+                    }
+                    if &rest[..2] != b"\r\n" {
+                        return Err(HttpError::Malformed("chunk data longer than its size"));
+                    }
+                    at += 2;
+                    self.state = BodyState::ChunkSize;
+                }
+                BodyState::Trailers => match rest.windows(2).position(|w| w == b"\r\n") {
+                    Some(0) => {
+                        at += 2;
+                        self.state = BodyState::Done;
+                    }
+                    Some(line) => at += line + 2,
+                    None if rest.len() > CHUNK_LINE_MAX => return Err(HttpError::Malformed("trailer line too long")),
+                    None => return Ok(at),
+                },
+            }
+        }
+    }
+}
+
+/// Splits a query string into percent-decoded `(key, value)` pairs
+/// (`+` is a space, as in forms). Invalid escapes are kept literally;
+/// invalid UTF-8 is replaced.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+/// The first value of `key` in `query`.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query_pairs(query).find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b),
+            },
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A complete response with a body. `extra` holds whole header lines, each
+/// ending in CRLF. `head_only` answers HEAD: the same head, no body.
+pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_alive: bool, head_only: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + extra.len() + body.len());
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    if status != 204 {
+        if !content_type.is_empty() {
+            out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(extra.as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && status != 204 {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The head of an SSE stream: no length, no chunking; the body runs until
+/// either side closes.
+pub const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\n\
+Content-Type: text/event-stream\r\n\
+Cache-Control: no-cache\r\n\
+Connection: keep-alive\r\n\
+X-Accel-Buffering: no\r\n\
+Access-Control-Allow-Origin: *\r\n\r\n";
+
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_heads() {
+        type Want = Result<Option<(&'static str, &'static str, Framing, bool)>, HttpError>;
+        let table: &[(&[u8], Want)] = &[
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Ok(Some(("GET", "/healthz", Framing::None, true)))),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", Ok(None)),
+            (b"GET /healthz HTT", Ok(None)),
+            (b"", Ok(None)),
+            (b"POST /e HTTP/1.1\r\nContent-Length: 12\r\n\r\n", Ok(Some(("POST", "/e", Framing::Length(12), true)))),
+            (b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Some(("POST", "/e", Framing::Chunked, true)))),
+            (b"GET / HTTP/1.0\r\n\r\n", Ok(Some(("GET", "/", Framing::None, false)))),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(Some(("GET", "/", Framing::None, true)))),
+            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", Ok(Some(("GET", "/", Framing::None, false)))),
+            (b"GET /q?a=1 HTTP/1.1\r\n\r\n", Ok(Some(("GET", "/q?a=1", Framing::None, true)))),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Err(HttpError::Malformed("conflicting Content-Length"))),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::Malformed("both Content-Length and Transfer-Encoding")),
+            ),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
+            (b"G@T / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed("invalid method"))),
+            (b"GET / HTTP/2.0\r\n\r\n", Err(HttpError::Malformed("invalid HTTP version"))),
+            (b"\x16\x03\x01\x02\x00\x01", Err(HttpError::Malformed("invalid method"))),
+        ];
+        for (input, want) in table {
+            let got = parse_head(input).map(|o| o.map(|(h, _)| (h.method.clone(), h.target.clone(), h.framing, h.keep_alive)));
+            let want = want.clone().map(|o| o.map(|(m, t, f, k)| (m.to_string(), t.to_string(), f, k)));
+            assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn head_size_and_header_count_are_bounded() {
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(HEAD_BYTES_MAX + 10, b'a');
+        assert_eq!(parse_head(&big).unwrap_err(), HttpError::HeadTooLarge);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_head(&many).unwrap_err(), HttpError::HeadTooLarge);
+    }
+
+    #[test]
+    fn headers_are_lower_cased_and_pipelined_bytes_left() {
+        let input = b"GET /a?x=%41 HTTP/1.1\r\nAuthorization: Bearer k\r\nExpect: 100-continue\r\n\r\nGET /b";
+        let (head, len) = parse_head(input).unwrap().unwrap();
+        assert_eq!(&input[len..], b"GET /b");
+        assert_eq!(head.header("authorization"), Some(&b"Bearer k"[..]));
+        assert!(head.expect_continue);
+        assert_eq!((head.path(), head.query()), ("/a", "x=%41"));
+    }
+
+    /// Feeds `input` in pieces of `step` bytes as a socket would deliver it.
+    fn read_body(framing: Framing, max: usize, input: &[u8], step: usize) -> Result<(Vec<u8>, usize), HttpError> {
+        let mut reader = BodyReader::new(framing, max)?.expect("has a body");
+        let (mut body, mut buf, mut used) = (Vec::new(), Vec::new(), 0);
+        for piece in input.chunks(step) {
+            buf.extend_from_slice(piece);
+            let n = reader.feed(&buf, &mut body)?;
+            buf.drain(..n);
+            used += n;
+            if reader.is_done() {
+                return Ok((body, used));
+            }
+        }
+        Err(HttpError::Malformed("incomplete"))
+    }
+
+    #[test]
+    fn reads_bodies_split_anywhere() {
+        let chunked = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 100] {
+            let (body, used) = read_body(Framing::Chunked, 100, chunked, step).unwrap();
+            assert_eq!(body, b"hello, world");
+            assert_eq!(&chunked[used..], b"NEXT", "step {step}");
+            let (body, used) = read_body(Framing::Length(5), 100, b"abcdeNEXT", step).unwrap();
+            assert_eq!((body.as_slice(), used), (&b"abcde"[..], 5));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_and_large_bodies() {
+        assert_eq!(BodyReader::new(Framing::Length(11), 10).unwrap_err(), HttpError::BodyTooLarge);
+        assert!(BodyReader::new(Framing::Length(0), 10).unwrap().is_none());
+        let table: &[(&[u8], HttpError)] = &[
+            (b"b\r\nhello world\r\n0\r\n\r\n", HttpError::BodyTooLarge),
+            (b"6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n", HttpError::BodyTooLarge),
+            (b"zz\r\n", HttpError::Malformed("invalid chunk size")),
+            (b"2\r\nabc\r\n", HttpError::Malformed("chunk data longer than its size")),
+        ];
+        for (input, want) in table {
+            assert_eq!(read_body(Framing::Chunked, 10, input, 1).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn decodes_queries() {
+        let pairs: Vec<(String, String)> = query_pairs("a=1&b=%41%42&c=x+y&d&&e=%zz&f=%4").collect();
+        let want = [("a", "1"), ("b", "AB"), ("c", "x y"), ("d", ""), ("e", "%zz"), ("f", "%4")];
+        assert_eq!(pairs, want.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(query_param("access_token=k%2B1&x=2", "access_token").as_deref(), Some("k+1"));
+        assert_eq!(percent_decode("%E2%98%83"), "☃");
+        assert_eq!(percent_decode("%ff"), "\u{fffd}");
+    }
+}

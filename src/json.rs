@@ -1,0 +1,142 @@
+//! JSON in and out without a DOM: validate and compact an emitted payload,
+//! and write strings escaped. Validation is serde_json's (strict RFC 8259,
+//! UTF-8 checked); compaction is then a byte pass that only drops
+//! whitespace outside strings, so numbers, key order and duplicate keys are
+//! delivered exactly as the emitter wrote them.
+
+use std::fmt;
+
+/// Why a payload is not JSON; `Display` is the sentence for the 400 answer.
+#[derive(Debug)]
+pub struct InvalidJson(String);
+
+impl fmt::Display for InvalidJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "body is not valid JSON: {}", self.0)
+    }
+}
+
+/// Checks that `input` is one JSON value and returns it compacted to one line.
+pub fn compact(input: &[u8]) -> Result<Vec<u8>, InvalidJson> {
+    validate(input)?;
+    Ok(strip_whitespace(input))
+}
+
+/// Whether `input` is one valid JSON value.
+pub fn is_valid(input: &[u8]) -> bool {
+    validate(input).is_ok()
+}
+
+fn validate(input: &[u8]) -> Result<(), InvalidJson> {
+    // serde_json skips ignored strings without checking their UTF-8.
+    let text = std::str::from_utf8(input).map_err(|e| InvalidJson(format!("not UTF-8 ({e})")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| InvalidJson(e.to_string()))?;
+    Ok(())
+}
+
+/// Drops JSON whitespace outside strings. The input must be valid JSON:
+/// inside a string a raw space is content, and `\"` does not end it.
+fn strip_whitespace(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in input {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// Appends `s` as a JSON string literal, quotes included.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.push(b'"');
+}
+
+/// `{"error":"<message>"}`: the body of every error answer.
+pub fn error_body(message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    out.extend_from_slice(b"{\"error\":");
+    write_str(&mut out, message);
+    out.push(b'}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacts_only_outside_strings() {
+        let table: &[(&str, &str)] = &[
+            ("{\"total\": 12}", "{\"total\":12}"),
+            (" [1, 2 ,\n3 ]\r\n", "[1,2,3]"),
+            ("{\"a b\" : \" x  y \"}", "{\"a b\":\" x  y \"}"),
+            ("\"esc \\\" still in  string\"", "\"esc \\\" still in  string\""),
+            ("\"back\\\\\" ", "\"back\\\\\""),
+            ("1.50e+3", "1.50e+3"),
+            ("{\"k\":1,\"k\":2}", "{\"k\":1,\"k\":2}"),
+            ("\t null \t", "null"),
+            ("{\"u\": \"\\u00e9 é\"}", "{\"u\":\"\\u00e9 é\"}"),
+        ];
+        for (input, want) in table {
+            let got = compact(input.as_bytes()).unwrap();
+            assert_eq!(std::str::from_utf8(&got).unwrap(), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_one_json_value() {
+        for input in ["", " ", "{", "{\"a\":}", "[1,]", "tru", "1 2", "{'a':1}", "\"\n\"", "NaN", "01"] {
+            assert!(compact(input.as_bytes()).is_err(), "accepted {input:?}");
+        }
+        assert!(compact(b"\"\xff\"").is_err(), "accepted invalid UTF-8");
+    }
+
+    #[test]
+    fn escapes_strings() {
+        let table: &[(&str, &str)] = &[
+            ("plain", "\"plain\""),
+            ("q\"b\\", "\"q\\\"b\\\\\""),
+            ("a\nb\rc\td", "\"a\\nb\\rc\\td\""),
+            ("\u{1}", "\"\\u0001\""),
+            ("é☃", "\"é☃\""),
+        ];
+        for (input, want) in table {
+            let mut out = Vec::new();
+            write_str(&mut out, input);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), *want);
+            assert!(is_valid(&out));
+        }
+    }
+}

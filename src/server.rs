@@ -1,0 +1,770 @@
+//! The reactor: one mio `Poll`, the listener, every connection in a slab
+//! (token = key), the source registry, and the timer wheel; the loop that
+//! drives them. See the crate docs for the loop contract.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::api::{self, Ctx, Reply};
+use crate::auth::{self, AccountId, Keys};
+use crate::config::Config;
+use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
+use crate::http::{self, BodyReader, Head, HttpError};
+use crate::metrics::{Published, Stats};
+use crate::outq::{Buf, Flushed};
+use crate::source::{CreateError, Effect, Registry, SourceKey};
+use crate::sse::{self, EventId};
+use crate::timer::Timers;
+use crate::{Error, SourceInfo};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// From accept until the first request head is complete (slowloris).
+const HEADER_TIMEOUT_MS: u64 = 10_000;
+/// An idle keep-alive connection between requests.
+const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+/// From a complete head until its body is complete.
+const BODY_TIMEOUT_MS: u64 = 30_000;
+/// A stream with queued output whose peer takes no byte for this long is dropped.
+const SEND_TIMEOUT_MS: u64 = 30_000;
+/// After an answer that closes: how long to wait for the peer's FIN.
+const LINGER_TIMEOUT_MS: u64 = 2_000;
+/// Handshake comments go out in slots of this period, spread over the interval.
+const HANDSHAKE_TICK_MS: u64 = 100;
+/// Retry accepting after this when the process is out of descriptors.
+const ACCEPT_RETRY_MS: u64 = 100;
+
+/// Per-turn budgets: work beyond them waits for the next turn.
+const ACCEPT_BUDGET: usize = 256;
+const WRITE_BUDGET: usize = 256 * 1024;
+const TIMER_BUDGET: usize = 4096;
+const EVENTS_CAPACITY: usize = 1024;
+/// Descriptors kept free under the connection limit: listener, epoll,
+/// waker, the spare, stdio, log files.
+const FD_RESERVE: u64 = 16;
+
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 48\r\nConnection: close\r\n\r\n{\"error\":\"server is at its connection limit\"}\n\n\n";
+
+/// What a timer is for.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// The connection's phase timeout (key, generation).
+    Conn(u32, u32),
+    Handshake,
+    AcceptRetry,
+}
+
+/// A request from a `Handle`, carried out on the reactor thread.
+pub enum Command {
+    Create { name: String, reply: mpsc::Sender<Result<SourceInfo, Error>> },
+    Delete { source: String, reply: mpsc::Sender<Result<(), Error>> },
+    Emit { source: String, payload: Vec<u8>, reply: mpsc::Sender<Result<String, Error>> },
+    Shutdown,
+}
+
+/// What handles and the reactor share.
+pub struct Shared {
+    commands: Mutex<Vec<Command>>,
+    /// Set when the reactor has stopped: commands are refused from then on.
+    stopped: AtomicBool,
+    waker: Waker,
+    pub published: Published,
+    pub max_event_bytes: usize,
+}
+
+impl Shared {
+    pub fn send(&self, command: Command) -> Result<(), Error> {
+        let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        queue.push(command);
+        drop(queue);
+        self.waker.wake().map_err(|_| Error::Stopped)
+    }
+}
+
+/// A server bound but not running; everything in it is `Send`.
+pub struct Bound {
+    poll: Poll,
+    listener: TcpListener,
+    pub local_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub default_key: Option<String>,
+    keys: Keys,
+    default_account: AccountId,
+    config: Config,
+    max_connections: usize,
+}
+
+impl Bound {
+    pub fn new(config: Config) -> io::Result<Bound> {
+        let mut keys = Keys::default();
+        let mut default_key = config.api_key.clone();
+        if let Some(key) = &default_key {
+            keys.add(key, auth::DEFAULT_ACCOUNT);
+        }
+        if let Some(path) = &config.keys_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("--keys-file {}: {e}", path.display())))?;
+            keys.parse_file(&text)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--keys-file {}: {e}", path.display())))?;
+        }
+        if keys.is_empty() {
+            let key = format!("sk_{}", auth::random_base62(32));
+            warn!("no API key configured; generated one for this run: {key}");
+            keys.add(&key, auth::DEFAULT_ACCOUNT);
+            default_key = Some(key);
+        }
+        // Without --api-key, `--source` and handles act on the keys file's first account.
+        let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let max_connections = config.max_connections.unwrap_or_else(|| crate::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
+        let shared = Arc::new(Shared {
+            commands: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+            waker,
+            published: Published::default(),
+            max_event_bytes: config.max_event_bytes,
+        });
+        Ok(Bound { poll, listener, local_addr, shared, default_key, keys, default_account, config, max_connections })
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Spreads handshake comments: streams are split into `slots` by slab key
+/// (key % slots), and each tick writes the comment to one slot, so every
+/// stream gets one per interval and no tick carries more than its share.
+struct Handshakes {
+    slots: usize,
+    slot: usize,
+    tick_ms: u64,
+    next_at: u64,
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    conns: Slab<Conn>,
+    registry: Registry,
+    keys: Keys,
+    default_account: AccountId,
+    config: Config,
+    max_connections: usize,
+    timers: Timers<Due>,
+    start: Instant,
+    /// Reactor clock: milliseconds since start, read once per turn.
+    now: u64,
+    stats: Stats,
+    to_flush: Vec<usize>,
+    to_read: Vec<(usize, u32)>,
+    to_close: Vec<usize>,
+    accept_ready: bool,
+    /// Closed to make room to accept-and-refuse when descriptors run out.
+    spare_fd: Option<File>,
+    last_fd_warning: Option<u64>,
+    generation: u32,
+    handshakes: Handshakes,
+    scratch: Vec<u8>,
+}
+
+impl Reactor {
+    pub fn new(bound: Bound) -> Reactor {
+        let Bound { poll, listener, shared, keys, default_account, config, max_connections, local_addr, .. } = bound;
+        let mut registry = Registry::new(config.history, unix_ms());
+        for name in &config.sources {
+            match registry.create(default_account, name, unix_ms()) {
+                Ok(key) => info!("source {name} ({}) ready", registry.get(key).id),
+                Err(e) => warn!("--source {name}: {e}"),
+            }
+        }
+        let interval_ms = (config.handshake_interval.as_millis() as u64).max(1);
+        let tick_ms = HANDSHAKE_TICK_MS.min(interval_ms);
+        let handshakes = Handshakes { slots: (interval_ms / tick_ms).max(1) as usize, slot: 0, tick_ms, next_at: tick_ms };
+        info!("listening on http://{local_addr} (up to {max_connections} connections)");
+        Reactor {
+            poll,
+            listener: Some(listener),
+            shared,
+            conns: Slab::new(),
+            registry,
+            keys,
+            default_account,
+            config,
+            max_connections,
+            timers: Timers::new(0),
+            start: Instant::now(),
+            now: 0,
+            stats: Stats::default(),
+            to_flush: Vec::new(),
+            to_read: Vec::new(),
+            to_close: Vec::new(),
+            accept_ready: true,
+            spare_fd: File::open("/dev/null").ok(),
+            last_fd_warning: None,
+            generation: 0,
+            handshakes,
+            scratch: vec![0; 16 * 1024],
+        }
+    }
+
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        self.timers.insert(self.handshakes.next_at, Due::Handshake);
+        let result = loop {
+            if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(e);
+            }
+            self.now = self.start.elapsed().as_millis() as u64;
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_ready = true,
+                    WAKER => woken = true,
+                    Token(key) => self.on_event(key, event),
+                }
+            }
+            if woken && self.run_commands() {
+                break Ok(());
+            }
+            self.accept();
+            self.resume_reads();
+            self.expire_timers();
+            self.flush_pending();
+            self.free_closed();
+            self.publish();
+        };
+        self.stop();
+        result
+    }
+
+    /// Zero while work is carried over from a spent budget; else until the next timer.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.accept_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.start.elapsed().as_millis() as u64;
+        self.timers.next_expiry().map(|at| Duration::from_millis(at.saturating_sub(now)))
+    }
+
+    fn on_event(&mut self, key: usize, event: &mio::event::Event) {
+        // Stale: the connection is closing or gone.
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            conn.can_write = true;
+            if !conn.out.is_empty() {
+                mark_flush(&mut self.to_flush, conn, key);
+            }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.can_read = true;
+            self.read(key);
+        }
+    }
+
+    // ---- connections: accept, read, parse, dispatch ----
+
+    fn accept(&mut self) {
+        if !self.accept_ready {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((sock, _)) => self.admit(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                    self.out_of_descriptors(&e);
+                    return;
+                }
+                // The peer gave up before we accepted (ECONNABORTED and kin).
+                Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// Out of descriptors: free the spare one to accept and refuse a
+    /// waiting connection (rather than leave it hanging in the backlog),
+    /// then retry on a timer, not in a busy loop.
+    fn out_of_descriptors(&mut self, e: &io::Error) {
+        if self.last_fd_warning.is_none_or(|at| self.now >= at + 1000) {
+            warn!("accept failed: {e}; refusing new connections until descriptors are free");
+            self.last_fd_warning = Some(self.now);
+        }
+        if self.spare_fd.take().is_some() {
+            if let Some(Ok((mut sock, _))) = self.listener.as_ref().map(TcpListener::accept) {
+                let _ = sock.write(REFUSED);
+                self.stats.connections_refused += 1;
+            }
+            self.spare_fd = File::open("/dev/null").ok();
+        }
+        self.accept_ready = false;
+        self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
+    }
+
+    fn admit(&mut self, mut sock: TcpStream) {
+        if self.conns.len() >= self.max_connections {
+            // Best effort: a fresh socket's send buffer is empty.
+            let _ = sock.write(REFUSED);
+            self.stats.connections_refused += 1;
+            return;
+        }
+        let key = self.conns.vacant_key();
+        let _ = sock.set_nodelay(true);
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE) {
+            warn!("register: {e}");
+            return;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        self.conns.insert(Conn::new(sock, self.generation, self.now));
+        self.stats.connections_accepted += 1;
+        self.arm(key, self.now + HEADER_TIMEOUT_MS);
+    }
+
+    /// The connection's one read loop: until drained, closed, or its budget.
+    fn read(&mut self, key: usize) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
+            // A client that pipelines without reading its answers waits
+            // until they drain; the flush resumes reading.
+            if !conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer {
+                return;
+            }
+            if budget == 0 {
+                self.to_read.push((key, conn.generation));
+                return;
+            }
+            match conn.fill(&mut self.scratch) {
+                Ok(Fill::Read(n)) => {
+                    budget = budget.saturating_sub(n);
+                    if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
+                        self.process(key);
+                    }
+                }
+                Ok(Fill::Drained) => return,
+                Ok(Fill::Eof) => return self.on_eof(key),
+                Err(e) => return self.close(key, Reason::Io(e.kind())),
+            }
+        }
+    }
+
+    fn resume_reads(&mut self) {
+        for (key, generation) in std::mem::take(&mut self.to_read) {
+            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read) {
+                self.read(key);
+            }
+        }
+    }
+
+    fn on_eof(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        conn.peer_eof = true;
+        match conn.phase {
+            // Answers to requests read before the FIN still go out.
+            Phase::Head | Phase::Body(_) if !conn.out.is_empty() => {
+                conn.phase = Phase::Linger;
+                mark_flush(&mut self.to_flush, conn, key);
+            }
+            Phase::Linger if !conn.out.is_empty() => {}
+            Phase::Linger => self.close(key, Reason::Done),
+            _ => self.close(key, Reason::PeerClosed),
+        }
+    }
+
+    /// Parses and answers every complete request in the read buffer.
+    fn process(&mut self, key: usize) {
+        loop {
+            let max_body = self.config.max_event_bytes;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
+            match &mut conn.phase {
+                Phase::Head if conn.rbuf.is_empty() => return,
+                Phase::Head => match http::parse_head(&conn.rbuf) {
+                    Ok(None) => return,
+                    Err(e) => return self.refuse(key, &e),
+                    Ok(Some((head, len))) => {
+                        conn.rbuf.drain(..len);
+                        match BodyReader::new(head.framing, max_body) {
+                            Err(e) => return self.refuse(key, &e),
+                            Ok(None) => self.dispatch(key, head, Vec::new()),
+                            Ok(Some(reader)) => {
+                                if head.expect_continue && head.minor >= 1 {
+                                    conn.push(Buf::Static(http::CONTINUE));
+                                    mark_flush(&mut self.to_flush, conn, key);
+                                }
+                                conn.phase = Phase::Body(Box::new(BodyRead { head, reader, body: Vec::new() }));
+                                self.arm(key, self.now + BODY_TIMEOUT_MS);
+                            }
+                        }
+                    }
+                },
+                Phase::Body(read) => match read.reader.feed(&conn.rbuf, &mut read.body) {
+                    Err(e) => return self.refuse(key, &e),
+                    Ok(n) => {
+                        conn.rbuf.drain(..n);
+                        if !read.reader.is_done() {
+                            return;
+                        }
+                        let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Head) else { return };
+                        let BodyRead { head, body, .. } = *read;
+                        self.dispatch(key, head, body);
+                    }
+                },
+                Phase::Stream { .. } | Phase::Linger => return,
+            }
+        }
+    }
+
+    /// Answers a request that cannot be read any further, then closes.
+    fn refuse(&mut self, key: usize, e: &HttpError) {
+        let status = e.status();
+        let conn = &mut self.conns[key];
+        conn.push(Buf::Owned(http::response(status, "application/json", "", &crate::json::error_body(&e.to_string()), false, false)));
+        conn.phase = Phase::Linger;
+        conn.rbuf = Vec::new();
+        mark_flush(&mut self.to_flush, conn, key);
+        self.stats.count_response(status);
+        self.disarm(key);
+    }
+
+    fn dispatch(&mut self, key: usize, head: Head, body: Vec<u8>) {
+        self.refresh_gauges();
+        let mut ctx = Ctx { registry: &mut self.registry, keys: &self.keys, config: &self.config, stats: &self.stats, now_ms: unix_ms() };
+        let reply = api::handle(&mut ctx, &head, &body);
+        match reply {
+            Reply::Response { status, bytes, close } => {
+                self.stats.count_response(status);
+                let conn = &mut self.conns[key];
+                conn.push(Buf::Owned(bytes));
+                conn.served = true;
+                mark_flush(&mut self.to_flush, conn, key);
+                if close {
+                    conn.phase = Phase::Linger;
+                    conn.rbuf = Vec::new();
+                    self.disarm(key);
+                } else {
+                    conn.phase = Phase::Head;
+                    self.arm(key, self.now + KEEPALIVE_TIMEOUT_MS);
+                }
+            }
+            Reply::Stream { source, after } => {
+                self.stats.count_response(200);
+                self.subscribe(key, source, after);
+            }
+        }
+        self.apply_effects();
+    }
+
+    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>) {
+        let conn = &mut self.conns[key];
+        conn.push(Buf::Static(http::STREAM_HEAD));
+        conn.push(Buf::Static(sse::HANDSHAKE));
+        if let Some(after) = after {
+            for event in self.registry.get(source).history.after(after) {
+                conn.push(Buf::Shared(event.frame.clone()));
+                self.stats.frames_delivered += 1;
+            }
+        }
+        let index = self.registry.subscribe(source, key as u32);
+        conn.phase = Phase::Stream { source, index };
+        conn.rbuf = Vec::new();
+        mark_flush(&mut self.to_flush, conn, key);
+        self.stats.subscribers += 1;
+        self.disarm(key);
+    }
+
+    /// Carries out what the registry recorded: deliver events, end streams.
+    fn apply_effects(&mut self) {
+        for effect in std::mem::take(&mut self.registry.effects) {
+            match effect {
+                Effect::Publish(source, event) => {
+                    self.stats.events_emitted += 1;
+                    let max = self.config.max_subscriber_buffer;
+                    for &k in &self.registry.get(source).subscribers {
+                        let k = k as usize;
+                        let conn = &mut self.conns[k];
+                        if conn.closing.is_some() {
+                            continue;
+                        }
+                        if conn.out.queued() + event.frame.len() > max {
+                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", peer(conn), conn.out.queued());
+                            self.stats.subscribers_dropped_slow += 1;
+                            conn.closing = Some(Reason::SlowSubscriber);
+                            self.to_close.push(k);
+                            continue;
+                        }
+                        conn.push(Buf::Shared(event.frame.clone()));
+                        self.stats.frames_delivered += 1;
+                        mark_flush(&mut self.to_flush, conn, k);
+                    }
+                }
+                Effect::EndStreams(keys) => {
+                    for k in keys {
+                        // The source is gone: the stream ends after what is queued.
+                        let conn = &mut self.conns[k as usize];
+                        if conn.closing.is_none() {
+                            conn.phase = Phase::Linger;
+                            self.stats.subscribers -= 1;
+                            mark_flush(&mut self.to_flush, conn, k as usize);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- writing ----
+
+    /// Writes before sleeping: every connection with queued output, once.
+    fn flush_pending(&mut self) {
+        for key in std::mem::take(&mut self.to_flush) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            conn.pending_write = false;
+            if conn.closing.is_some() || !conn.can_write {
+                continue;
+            }
+            match conn.flush(WRITE_BUDGET, self.now) {
+                Ok((done, n)) => {
+                    if conn.is_stream() {
+                        self.stats.bytes_delivered += n as u64;
+                    }
+                    match done {
+                        Flushed::Empty => self.on_flushed(key),
+                        Flushed::Budget => mark_flush(&mut self.to_flush, conn, key),
+                        Flushed::Blocked if conn.is_stream() && conn.timer.is_none() => {
+                            self.arm(key, self.now + SEND_TIMEOUT_MS);
+                        }
+                        Flushed::Blocked => {}
+                    }
+                }
+                Err(e) => self.close(key, Reason::Io(e.kind())),
+            }
+        }
+    }
+
+    fn on_flushed(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        match conn.phase {
+            Phase::Linger => {
+                let _ = conn.sock.shutdown(Shutdown::Write);
+                if conn.peer_eof {
+                    self.close(key, Reason::Done);
+                } else {
+                    self.arm(key, self.now + LINGER_TIMEOUT_MS);
+                }
+            }
+            // Reading paused while answers piled up: resume.
+            Phase::Head | Phase::Body(_) if conn.can_read => self.read(key),
+            _ => {}
+        }
+    }
+
+    // ---- timers ----
+
+    fn arm(&mut self, key: usize, at: u64) {
+        let conn = &mut self.conns[key];
+        if let Some(id) = conn.timer.take() {
+            self.timers.remove(id);
+        }
+        conn.timer = Some(self.timers.insert(at, Due::Conn(key as u32, conn.generation)));
+    }
+
+    fn disarm(&mut self, key: usize) {
+        if let Some(id) = self.conns[key].timer.take() {
+            self.timers.remove(id);
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        let mut due = Vec::new();
+        self.timers.expire(self.now, TIMER_BUDGET, &mut due);
+        for d in due {
+            match d {
+                Due::Handshake => self.handshake_tick(),
+                Due::AcceptRetry => self.accept_ready = true,
+                Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
+            }
+        }
+    }
+
+    fn on_conn_timer(&mut self, key: usize, generation: u32) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) else { return };
+        conn.timer = None;
+        let reason = match conn.phase {
+            Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
+            Phase::Head => Reason::HeaderTimeout,
+            Phase::Body(_) => Reason::BodyTimeout,
+            Phase::Linger => Reason::Done,
+            // Lazily re-armed: progress since arming moves the deadline.
+            Phase::Stream { .. } if conn.out.is_empty() => return,
+            Phase::Stream { .. } if self.now < conn.last_progress + SEND_TIMEOUT_MS => {
+                let at = conn.last_progress + SEND_TIMEOUT_MS;
+                return self.arm(key, at);
+            }
+            Phase::Stream { .. } => Reason::SendTimeout,
+        };
+        self.close(key, reason);
+    }
+
+    /// Writes the handshake comment to this tick's slot of streams. A
+    /// stream with output still queued is busy anyway and is skipped.
+    fn handshake_tick(&mut self) {
+        let hs = &mut self.handshakes;
+        let mut key = hs.slot;
+        while key < self.conns.capacity() {
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.is_stream()
+                && conn.closing.is_none()
+                && conn.out.is_empty()
+            {
+                conn.push(Buf::Static(sse::HANDSHAKE));
+                mark_flush(&mut self.to_flush, conn, key);
+            }
+            key += hs.slots;
+        }
+        hs.slot = (hs.slot + 1) % hs.slots;
+        // Fixed cadence; after a stall, skip missed ticks rather than burst.
+        hs.next_at = (hs.next_at + hs.tick_ms).max(self.now);
+        self.timers.insert(hs.next_at, Due::Handshake);
+    }
+
+    // ---- closing ----
+
+    /// Marks for closing; the slot is freed at the end of the turn.
+    fn close(&mut self, key: usize, reason: Reason) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.closing.is_none()
+        {
+            conn.closing = Some(reason);
+            self.to_close.push(key);
+        }
+    }
+
+    fn free_closed(&mut self) {
+        for key in std::mem::take(&mut self.to_close) {
+            let conn = self.conns.remove(key);
+            let reason = conn.closing.unwrap_or(Reason::Done);
+            if let Some(id) = conn.timer {
+                self.timers.remove(id);
+            }
+            if let Phase::Stream { source, index } = conn.phase {
+                self.stats.subscribers -= 1;
+                if let Some(moved) = self.registry.unsubscribe(source, index)
+                    && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
+                {
+                    *i = index;
+                }
+            }
+            match reason {
+                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", peer(&conn)),
+                _ => debug!("closed {}: {reason}", peer(&conn)),
+            }
+        }
+    }
+
+    // ---- handles, metrics, stopping ----
+
+    /// Runs queued handle commands; true when asked to stop.
+    fn run_commands(&mut self) -> bool {
+        let commands = std::mem::take(&mut *self.shared.commands.lock().unwrap_or_else(|e| e.into_inner()));
+        let account = self.default_account;
+        for command in commands {
+            match command {
+                Command::Shutdown => return true,
+                Command::Create { name, reply } => {
+                    let result =
+                        self.registry.create(account, &name, unix_ms()).map(|k| source_info(&self.registry, k)).map_err(|e| match e {
+                            CreateError::BadName => Error::BadName,
+                            CreateError::Taken => Error::NameTaken,
+                        });
+                    let _ = reply.send(result);
+                }
+                Command::Delete { source, reply } => {
+                    let result = self.registry.find(account, &source).map(|k| self.registry.delete(k)).ok_or(Error::NotFound);
+                    let _ = reply.send(result);
+                }
+                Command::Emit { source, payload, reply } => {
+                    let now = unix_ms();
+                    let result = self
+                        .registry
+                        .find(account, &source)
+                        .map(|k| self.registry.emit(k, &payload, now).to_string())
+                        .ok_or(Error::NotFound);
+                    let _ = reply.send(result);
+                }
+            }
+            self.apply_effects();
+        }
+        false
+    }
+
+    fn refresh_gauges(&mut self) {
+        self.stats.connections_open = self.conns.len() as u64;
+        self.stats.sources = self.registry.len() as u64;
+    }
+
+    fn publish(&mut self) {
+        self.refresh_gauges();
+        self.shared.published.store(&self.stats);
+    }
+
+    /// Stops accepting, flushes what each connection has queued (as far as
+    /// its socket takes it now), and ends every connection with a FIN.
+    fn stop(&mut self) {
+        self.listener = None;
+        for (_, conn) in self.conns.iter_mut() {
+            let _ = conn.flush(WRITE_BUDGET, self.now);
+            let _ = conn.sock.shutdown(Shutdown::Write);
+        }
+        info!("stopped: closed {} connections", self.conns.len());
+        self.conns.clear();
+        let mut queue = self.shared.commands.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.stopped.store(true, Ordering::Release);
+        // Dropping queued commands drops their reply senders: callers get `Stopped`.
+        queue.clear();
+        drop(queue);
+        self.publish();
+    }
+}
+
+fn mark_flush(list: &mut Vec<usize>, conn: &mut Conn, key: usize) {
+    if !conn.pending_write {
+        conn.pending_write = true;
+        list.push(key);
+    }
+}
+
+fn peer(conn: &Conn) -> String {
+    conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string())
+}
+
+fn source_info(registry: &Registry, key: SourceKey) -> SourceInfo {
+    let s = registry.get(key);
+    SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) }
+}

@@ -1,0 +1,196 @@
+//! SSE framing, sans I/O: an event becomes one immutable frame, shared by
+//! the history ring and every subscriber's output queue (never copied per
+//! subscriber).
+//!
+//! Rules (WHATWG `text/event-stream`): a field value never holds CR or LF,
+//! so data is split on every line ending into several `data:` lines, which
+//! the client joins back with `\n`; one space follows the colon, so a value
+//! that starts with spaces keeps them; a blank line ends the frame.
+
+use std::fmt;
+use std::rc::Rc;
+use std::str::FromStr;
+
+/// The comment sent first on every stream and then every handshake interval.
+pub const HANDSHAKE: &[u8] = b":sse-handshake\n\n";
+
+/// An immutable, shared, framed event.
+pub type Frame = Rc<[u8]>;
+
+/// `<unix-ms>-<seq>`, ordered as (ms, seq) like a Redis stream id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The id after `self` at wall-clock `now_ms`: a new millisecond starts
+    /// at seq 0; the same (or an earlier: the clock stepped back) one
+    /// continues the sequence, so ids never go down.
+    pub fn next(self, now_ms: u64) -> EventId {
+        if now_ms > self.ms { EventId { ms: now_ms, seq: 0 } } else { EventId { ms: self.ms, seq: self.seq + 1 } }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// The `Last-Event-ID` a client sent could not be an id of ours.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadEventId;
+
+impl FromStr for EventId {
+    type Err = BadEventId;
+
+    /// Accepts `<ms>-<seq>` and, as Redis does, a bare `<ms>` (= `<ms>-0`).
+    fn from_str(s: &str) -> Result<Self, BadEventId> {
+        let digits = |t: &str| -> Result<u64, BadEventId> {
+            if t.is_empty() || t.len() > 20 || !t.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(BadEventId);
+            }
+            t.parse().map_err(|_| BadEventId)
+        };
+        match s.trim().split_once('-') {
+            Some((ms, seq)) => Ok(EventId { ms: digits(ms)?, seq: digits(seq)? }),
+            None => Ok(EventId { ms: digits(s.trim())?, seq: 0 }),
+        }
+    }
+}
+
+/// One event as stored and sent: its id, its frame, and where the JSON
+/// envelope sits inside the frame (for `event_summaries`).
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub id: EventId,
+    pub frame: Frame,
+    envelope_at: u32,
+}
+
+impl Event {
+    /// Frames the Pipedream-style envelope of `payload` (compact JSON):
+    /// `{"id","indexed_at_ms","event","metadata":{"emitter_id","emit_id","name"}}`.
+    pub fn new(id: EventId, indexed_at_ms: u64, emitter_id: &str, payload: &[u8]) -> Event {
+        let id_text = id.to_string();
+        let mut f = Vec::with_capacity(payload.len() + 2 * id_text.len() + emitter_id.len() + 128);
+        f.extend_from_slice(b"{\"id\":\"");
+        f.extend_from_slice(id_text.as_bytes());
+        f.extend_from_slice(b"\",\"indexed_at_ms\":");
+        f.extend_from_slice(indexed_at_ms.to_string().as_bytes());
+        f.extend_from_slice(b",\"event\":");
+        f.extend_from_slice(payload);
+        f.extend_from_slice(b",\"metadata\":{\"emitter_id\":");
+        crate::json::write_str(&mut f, emitter_id);
+        f.extend_from_slice(b",\"emit_id\":\"");
+        f.extend_from_slice(id_text.as_bytes());
+        f.extend_from_slice(b"\",\"name\":\"\"}}");
+        // Compact JSON is one line, so the envelope is one `data:` value.
+        let envelope_at = (b"id: \ndata: ".len() + id_text.len()) as u32;
+        Event { id, frame: frame(Some(id_text.as_bytes()), &f).into(), envelope_at }
+    }
+
+    /// The envelope JSON (the frame's single `data:` value).
+    pub fn envelope(&self) -> &[u8] {
+        &self.frame[self.envelope_at as usize..self.frame.len() - 2]
+    }
+}
+
+/// Frames arbitrary data as one event: `id:` (if any) then one `data:` line
+/// per line of `data`. Ids with a line ending are cut at it: an id is one line.
+pub fn frame(id: Option<&[u8]>, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 32);
+    if let Some(id) = id {
+        let id = id.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id);
+        out.push(b'\n');
+    }
+    for line in lines(data) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Splits on `\r\n`, `\r` and `\n`, as an SSE parser does; "" is one empty line.
+fn lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.iter().position(|&b| b == b'\r' || b == b'\n') {
+            Some(i) => {
+                let skip = if s[i..].starts_with(b"\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_text() {
+        let table: &[(Option<&str>, &str, &str)] = &[
+            (None, "hello", "data: hello\n\n"),
+            (Some("1-0"), "x", "id: 1-0\ndata: x\n\n"),
+            (None, "", "data: \n\n"),
+            (None, "a\nb", "data: a\ndata: b\n\n"),
+            (None, "a\r\nb\rc", "data: a\ndata: b\ndata: c\n\n"),
+            (None, "a\n", "data: a\ndata: \n\n"),
+            (None, "  lead", "data:   lead\n\n"),
+            (Some("7-1\nevil: x"), "d", "id: 7-1\ndata: d\n\n"),
+        ];
+        for (id, data, want) in table {
+            let got = frame(id.map(str::as_bytes), data.as_bytes());
+            assert_eq!(String::from_utf8(got).unwrap(), *want, "data {data:?}");
+        }
+    }
+
+    #[test]
+    fn frames_an_envelope_once() {
+        let e = Event::new(EventId { ms: 1764262800123, seq: 0 }, 1764262800123, "dc_abc", b"{\"total\":12}");
+        let want = "id: 1764262800123-0\ndata: {\"id\":\"1764262800123-0\",\"indexed_at_ms\":1764262800123,\
+                    \"event\":{\"total\":12},\"metadata\":{\"emitter_id\":\"dc_abc\",\"emit_id\":\"1764262800123-0\",\"name\":\"\"}}\n\n";
+        assert_eq!(std::str::from_utf8(&e.frame).unwrap(), want);
+        let env: serde_json::Value = serde_json::from_slice(e.envelope()).unwrap();
+        assert_eq!(env["event"]["total"], 12);
+    }
+
+    #[test]
+    fn ids_parse_order_and_advance() {
+        let table: &[(&str, Option<(u64, u64)>)] = &[
+            ("1764262800123-0", Some((1764262800123, 0))),
+            ("5-17", Some((5, 17))),
+            ("42", Some((42, 0))),
+            (" 9-1 ", Some((9, 1))),
+            ("", None),
+            ("-1", None),
+            ("1-", None),
+            ("1-2-3", None),
+            ("a-1", None),
+            ("+1-2", None),
+            ("99999999999999999999999-0", None),
+        ];
+        for (text, want) in table {
+            let got = text.parse::<EventId>().ok().map(|id| (id.ms, id.seq));
+            assert_eq!(got, *want, "{text:?}");
+        }
+        let id = EventId { ms: 10, seq: 3 };
+        assert_eq!(id.next(11), EventId { ms: 11, seq: 0 });
+        assert_eq!(id.next(10), EventId { ms: 10, seq: 4 });
+        assert_eq!(id.next(2), EventId { ms: 10, seq: 4 }, "clock stepped back");
+        assert!(EventId { ms: 10, seq: 9 } < EventId { ms: 11, seq: 0 });
+    }
+}

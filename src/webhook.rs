@@ -1,0 +1,155 @@
+//! Webhook ingest (`/e/<endpoint-key>[/path]`): any HTTP request to a
+//! source's endpoint becomes one event, with the exact body bytes kept so
+//! that receivers can check the sender's signature.
+
+use crate::api::{Ctx, Fail, Reply};
+use crate::http::{self, Head};
+use crate::json;
+
+/// Methods named in CORS preflight answers.
+const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u8]) -> Result<Reply, Fail> {
+    let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail(404, "no such endpoint".to_string()))?;
+    if head.method == "OPTIONS" && head.header("access-control-request-method").is_some() {
+        let requested = head.header_str("access-control-request-headers").unwrap_or("");
+        let extra = format!(
+            "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: {CORS_METHODS}\r\n\
+             Access-Control-Allow-Headers: {}\r\nAccess-Control-Max-Age: 86400\r\n",
+            requested.trim()
+        );
+        let bytes = http::response(204, "", &extra, b"", head.keep_alive, false);
+        return Ok(Reply::Response { status: 204, bytes, close: !head.keep_alive });
+    }
+    let payload = event(head, suffix, body);
+    ctx.registry.emit(source, &payload, ctx.now_ms);
+    let bytes = http::response(
+        200,
+        "application/json",
+        "Access-Control-Allow-Origin: *\r\n",
+        b"{\"success\":true}",
+        head.keep_alive,
+        head.method == "HEAD",
+    );
+    Ok(Reply::Response { status: 200, bytes, close: !head.keep_alive })
+}
+
+/// `{"method","path","query","headers","body","bodyRaw"[,"bodyRawEncoding"]}`
+/// as compact JSON.
+pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() * 2 + 512);
+    out.extend_from_slice(b"{\"method\":");
+    json::write_str(&mut out, &head.method);
+    out.extend_from_slice(b",\"path\":");
+    json::write_str(&mut out, if suffix.is_empty() { "/" } else { suffix });
+    out.extend_from_slice(b",\"query\":");
+    write_grouped(&mut out, http::query_pairs(head.query()).collect(), true);
+    out.extend_from_slice(b",\"headers\":");
+    let headers = head.headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+    write_grouped(&mut out, headers, false);
+    out.extend_from_slice(b",\"body\":");
+    let text = std::str::from_utf8(body);
+    match text {
+        _ if json::is_valid(body) => out.extend_from_slice(&json::compact(body).unwrap_or_default()),
+        Ok(text) => json::write_str(&mut out, text),
+        Err(_) => json::write_str(&mut out, &base64(body)),
+    }
+    out.extend_from_slice(b",\"bodyRaw\":");
+    match text {
+        Ok(text) => json::write_str(&mut out, text),
+        Err(_) => {
+            json::write_str(&mut out, &base64(body));
+            out.extend_from_slice(b",\"bodyRawEncoding\":\"base64\"");
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// A JSON object of `pairs` in first-seen order. A repeated key becomes an
+/// array of its values (`as_array`, for queries) or one value joined with
+/// ", " (for headers, as HTTP allows).
+fn write_grouped(out: &mut Vec<u8>, pairs: Vec<(String, String)>, as_array: bool) {
+    let mut keys: Vec<&str> = Vec::new();
+    for (k, _) in &pairs {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
+        }
+    }
+    out.push(b'{');
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::write_str(out, key);
+        out.push(b':');
+        let values: Vec<&str> = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect();
+        match values.as_slice() {
+            [one] => json::write_str(out, one),
+            many if as_array => {
+                out.push(b'[');
+                for (j, v) in many.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    json::write_str(out, v);
+                }
+                out.push(b']');
+            }
+            many => json::write_str(out, &many.join(", ")),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_base64() {
+        let table: &[(&[u8], &str)] =
+            &[(b"", ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foob", "Zm9vYg=="), (b"\xff\x00\xfe", "/wD+")];
+        for (input, want) in table {
+            assert_eq!(base64(input), *want);
+        }
+    }
+
+    fn head(raw: &str) -> Head {
+        http::parse_head(raw.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn builds_events() {
+        let h = head("POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\r\n");
+        let got: serde_json::Value = serde_json::from_slice(&event(&h, "/hook", b"{ \"n\": 1 }")).unwrap();
+        let want = serde_json::json!({
+            "method": "POST", "path": "/hook",
+            "query": {"a": ["1", "2"], "b": " x"},
+            "headers": {"x-sig": "s1, s2", "content-type": "application/json"},
+            "body": {"n": 1}, "bodyRaw": "{ \"n\": 1 }"
+        });
+        assert_eq!(got, want);
+        let got: serde_json::Value = serde_json::from_slice(&event(&h, "", b"a=1&b=2")).unwrap();
+        assert_eq!((got["path"].as_str(), got["body"].as_str()), (Some("/"), Some("a=1&b=2")));
+        let got: serde_json::Value = serde_json::from_slice(&event(&h, "", b"\xff\x00")).unwrap();
+        assert_eq!((got["bodyRaw"].as_str(), got["bodyRawEncoding"].as_str()), (Some("/wA="), Some("base64")));
+    }
+}
