@@ -65,12 +65,17 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
-/// An error answer: the status and its sentence as JSON.
-pub struct Fail(pub u16, pub String);
+/// An error answer: the status and its sentence as JSON (and for 405 the
+/// allowed methods).
+pub struct Fail {
+    status: u16,
+    message: String,
+    allow: Option<&'static str>,
+}
 
 impl Fail {
-    fn new(status: u16, message: impl Into<String>) -> Fail {
-        Fail(status, message.into())
+    pub fn new(status: u16, message: impl Into<String>) -> Fail {
+        Fail { status, message: message.into(), allow: None }
     }
 }
 
@@ -80,21 +85,16 @@ pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
     let head_only = head.method == "HEAD";
     match dispatch(ctx, head, body) {
         Ok(reply) => reply,
-        Err(Fail(status, message)) => error_reply(status, &message, head.keep_alive, head_only),
-    }
-}
-
-/// The JSON error answer for `status`.
-pub fn error_reply(status: u16, message: &str, keep_alive: bool, head_only: bool) -> Reply {
-    let extra = match status {
-        401 => "WWW-Authenticate: Bearer\r\n",
-        _ => "",
-    };
-    let close = !keep_alive;
-    Reply::Response {
-        status,
-        bytes: http::response(status, "application/json", extra, &json::error_body(message), !close, head_only),
-        close,
+        Err(fail) => {
+            let extra = match (fail.status, fail.allow) {
+                (401, _) => "WWW-Authenticate: Bearer\r\n".to_string(),
+                (_, Some(allow)) => format!("Allow: {allow}\r\n"),
+                _ => String::new(),
+            };
+            let body = json::error_body(&fail.message);
+            let bytes = http::response(fail.status, "application/json", &extra, &body, head.keep_alive, head_only);
+            Reply::Response { status: fail.status, bytes, close: !head.keep_alive }
+        }
     }
 }
 
@@ -184,7 +184,7 @@ fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) ->
 }
 
 fn not_allowed(allow: &'static str) -> Fail {
-    Fail(405, format!("method not allowed; allowed: {allow}"))
+    Fail { status: 405, message: format!("method not allowed; allowed: {allow}"), allow: Some(allow) }
 }
 
 /// A request that carries a body must say how long it is.
@@ -231,8 +231,8 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
     let key = ctx.registry.create(account, name, ctx.now_ms).map_err(|e| match e {
-        CreateError::BadName => Fail(400, e.to_string()),
-        CreateError::Taken => Fail(409, e.to_string()),
+        CreateError::BadName => Fail::new(400, e.to_string()),
+        CreateError::Taken => Fail::new(409, e.to_string()),
     })?;
     let s = ctx.registry.get(key);
     info!("source {} ({}) created in account {}", s.name, s.id, ctx.keys.account_name(account));

@@ -512,7 +512,8 @@ impl Reactor {
                         if conn.closing.is_some() {
                             continue;
                         }
-                        if conn.out.queued() + event.frame.len() > max {
+                        // An empty queue takes any one frame, so a large event alone drops no one.
+                        if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
                             warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", peer(conn), conn.out.queued());
                             self.stats.subscribers_dropped_slow += 1;
                             conn.closing = Some(Reason::SlowSubscriber);

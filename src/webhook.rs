@@ -10,7 +10,7 @@ use crate::json;
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u8]) -> Result<Reply, Fail> {
-    let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail(404, "no such endpoint".to_string()))?;
+    let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
     if head.method == "OPTIONS" && head.header("access-control-request-method").is_some() {
         let requested = head.header_str("access-control-request-headers").unwrap_or("");
         let extra = format!(

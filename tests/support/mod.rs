@@ -1,0 +1,299 @@
+//! Test support: the real `ssehub` binary on 127.0.0.1:0, and small
+//! clients over real sockets (HTTP requests, an SSE reader).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "test-key";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ssehub")
+}
+
+/// A server process; killed on drop.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub key: String,
+    logs: Arc<Mutex<String>>,
+}
+
+impl TestServer {
+    /// `ssehub serve --listen 127.0.0.1:0 --api-key test-key <args>`.
+    pub fn start(args: &[&str]) -> TestServer {
+        Self::spawn(Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]).args(args), KEY)
+    }
+
+    /// Runs `command` (an ssehub server) and waits for its listening line.
+    pub fn spawn(command: &mut Command, key: &str) -> TestServer {
+        let mut child = command
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssehub");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("server did not start:\n{}", logs.lock().unwrap()));
+        TestServer { child, addr: addr.parse().unwrap(), key: key.to_string(), logs }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection (`Connection: close`), with the
+    /// test key unless `auth` is false.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let auth = format!("Authorization: Bearer {}\r\n", self.key);
+        self.raw_request(method, path, &auth, body)
+    }
+
+    pub fn raw_request(&self, method: &str, path: &str, headers: &str, body: Option<&str>) -> Response {
+        let mut s = self.connect();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{headers}", self.addr);
+        if let Some(body) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        s.write_all(req.as_bytes()).unwrap();
+        read_response(&mut BufReader::new(s))
+    }
+
+    pub fn create_source(&self, name: &str) -> serde_json::Value {
+        let r = self.request("POST", "/v1/sources", Some(&format!("{{\"name\":\"{name}\"}}")));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["data"].clone()
+    }
+
+    /// Emits `json`; returns the event id.
+    pub fn emit(&self, source: &str, json: &str) -> String {
+        let r = self.request("POST", &format!("/v1/sources/{source}/events"), Some(json));
+        assert_eq!(r.status, 202, "{}", r.body);
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// Opens `GET path` as a stream with the test key and extra headers;
+    /// checks the 200 head and the first handshake.
+    pub fn subscribe(&self, path: &str, headers: &str) -> Sse {
+        let mut sse = self.subscribe_raw(path, &format!("Authorization: Bearer {}\r\n{headers}", self.key));
+        let head = sse.head();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(sse.next(), Frame::Comment("sse-handshake".into()));
+        sse
+    }
+
+    pub fn subscribe_raw(&self, path: &str, headers: &str) -> Sse {
+        let mut s = self.connect();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{headers}\r\n", self.addr).unwrap();
+        Sse { r: BufReader::new(s) }
+    }
+
+    /// The value of a `/metrics` line such as `ssehub_subscribers`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.request("GET", "/metrics", None).body;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until `metric` equals `want` (the reactor publishes once per turn).
+    pub fn wait_metric(&self, name: &str, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.metric(name);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} stayed {got}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM; returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        signal(self.pid(), "TERM");
+        let status = self.child.wait().unwrap();
+        (status, start.elapsed())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Reads one response with a Content-Length body (all the server sends).
+pub fn read_response(r: &mut impl BufRead) -> Response {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("connection closed inside a response head: {head:?}");
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let response = Response { status, head, body: String::new() };
+    let len: usize = response.header("content-length").map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    Response { body: String::from_utf8(body).unwrap(), ..response }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Comment(String),
+    Event {
+        id: Option<String>,
+        data: String,
+    },
+    /// The server closed the stream.
+    End,
+}
+
+impl Frame {
+    pub fn envelope(&self) -> serde_json::Value {
+        match self {
+            Frame::Event { data, .. } => serde_json::from_str(data).unwrap(),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Frame::Event { id: Some(id), .. } => id.clone(),
+            other => panic!("expected an event with an id, got {other:?}"),
+        }
+    }
+}
+
+/// A minimal SSE reader over a real socket.
+pub struct Sse {
+    pub r: BufReader<TcpStream>,
+}
+
+impl Sse {
+    /// The response head.
+    pub fn head(&mut self) -> String {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(self.r.read_line(&mut line).unwrap() > 0, "closed in head: {head}");
+            if line == "\r\n" {
+                return head;
+            }
+            head.push_str(&line);
+        }
+    }
+
+    /// The next comment or event (blank-line terminated).
+    pub fn next(&mut self) -> Frame {
+        let (mut id, mut data, mut comment): (Option<String>, Option<String>, Option<String>) = (None, None, None);
+        loop {
+            let mut line = String::new();
+            match self.r.read_line(&mut line) {
+                Ok(0) => return Frame::End,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Frame::End,
+                Err(e) => panic!("stream read: {e}"),
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if let Some(c) = comment.take() {
+                    return Frame::Comment(c);
+                }
+                if let Some(data) = data.take() {
+                    return Frame::Event { id, data };
+                }
+                continue;
+            }
+            if let Some(c) = line.strip_prefix(':') {
+                comment = Some(c.to_string());
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(match data {
+                    Some(d) => format!("{d}\n{v}"),
+                    None => v.to_string(),
+                });
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        }
+    }
+
+    /// The next event, skipping handshake comments.
+    pub fn next_event(&mut self) -> Frame {
+        loop {
+            match self.next() {
+                Frame::Comment(_) => continue,
+                other => return other,
+            }
+        }
+    }
+}
