@@ -130,7 +130,8 @@ impl Bound {
         // Without --api-key, `--source` and handles act on the keys file's first account.
         let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener =
+            TcpListener::bind(config.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
