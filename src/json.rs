@@ -16,29 +16,32 @@ impl fmt::Display for InvalidJson {
     }
 }
 
-/// Checks that `input` is one JSON value and returns it compacted to one line.
+/// Deepest nesting of arrays and objects accepted in a payload. The
+/// envelope adds a level, and JSON parsers commonly stop at 128 (serde_json
+/// does): deeper payloads would make events subscribers cannot read.
+pub const DEPTH_MAX: usize = 100;
+
+/// Checks that `input` is one JSON value nested at most `DEPTH_MAX` deep,
+/// and returns it compacted to one line.
 pub fn compact(input: &[u8]) -> Result<Vec<u8>, InvalidJson> {
-    validate(input)?;
-    Ok(strip_whitespace(input))
-}
-
-/// Whether `input` is one valid JSON value.
-pub fn is_valid(input: &[u8]) -> bool {
-    validate(input).is_ok()
-}
-
-fn validate(input: &[u8]) -> Result<(), InvalidJson> {
-    // serde_json skips ignored strings without checking their UTF-8.
     let text = std::str::from_utf8(input).map_err(|e| InvalidJson(format!("not UTF-8 ({e})")))?;
+    let (compacted, depth) = strip_whitespace(input);
+    if depth > DEPTH_MAX {
+        return Err(InvalidJson(format!("nested deeper than {DEPTH_MAX} levels")));
+    }
+    // Whitespace-stripping a non-JSON input proves nothing: validate the original.
+    // (serde_json skips ignored strings without checking UTF-8: done above.)
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| InvalidJson(e.to_string()))?;
-    Ok(())
+    Ok(compacted)
 }
 
-/// Drops JSON whitespace outside strings. The input must be valid JSON:
-/// inside a string a raw space is content, and `\"` does not end it.
-fn strip_whitespace(input: &[u8]) -> Vec<u8> {
+/// Drops JSON whitespace outside strings and measures the deepest nesting.
+/// Only meaningful for valid JSON: inside a string a raw space is content,
+/// and `\"` does not end it.
+fn strip_whitespace(input: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(input.len());
     let (mut in_string, mut escaped) = (false, false);
+    let (mut depth, mut deepest) = (0usize, 0usize);
     for &b in input {
         if in_string {
             out.push(b);
@@ -49,12 +52,21 @@ fn strip_whitespace(input: &[u8]) -> Vec<u8> {
             } else if b == b'"' {
                 in_string = false;
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = b == b'"';
-            out.push(b);
+            continue;
         }
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => continue,
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        out.push(b);
     }
-    out
+    (out, deepest)
 }
 
 /// Appends `s` as a JSON string literal, quotes included.
@@ -121,6 +133,13 @@ mod tests {
             assert!(compact(input.as_bytes()).is_err(), "accepted {input:?}");
         }
         assert!(compact(b"\"\xff\"").is_err(), "accepted invalid UTF-8");
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(compact(deep(DEPTH_MAX).as_bytes()).is_ok());
+        assert_eq!(
+            compact(deep(DEPTH_MAX + 1).as_bytes()).unwrap_err().to_string(),
+            "body is not valid JSON: nested deeper than 100 levels"
+        );
+        assert!(compact(format!("[\"{}\"]", "[".repeat(500)).as_bytes()).is_ok(), "brackets in strings are not nesting");
     }
 
     #[test]
@@ -136,7 +155,7 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, input);
             assert_eq!(std::str::from_utf8(&out).unwrap(), *want);
-            assert!(is_valid(&out));
+            assert!(compact(&out).is_ok());
         }
     }
 }

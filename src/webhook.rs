@@ -2,24 +2,19 @@
 //! source's endpoint becomes one event, with the exact body bytes kept so
 //! that receivers can check the sender's signature.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use crate::api::{Ctx, Fail, Reply};
 use crate::http::{self, Head};
 use crate::json;
 
 /// Methods named in CORS preflight answers.
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-
 pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u8]) -> Result<Reply, Fail> {
     let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
     if head.method == "OPTIONS" && head.header("access-control-request-method").is_some() {
-        let requested = head.header_str("access-control-request-headers").unwrap_or("");
-        let extra = format!(
-            "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: {CORS_METHODS}\r\n\
-             Access-Control-Allow-Headers: {}\r\nAccess-Control-Max-Age: 86400\r\n",
-            requested.trim()
-        );
-        let bytes = http::response(204, "", &extra, b"", head.keep_alive, false);
-        return Ok(Reply::Response { status: 204, bytes, close: !head.keep_alive });
+        return Ok(preflight(head));
     }
     let payload = event(head, suffix, body);
     ctx.registry.emit(source, &payload, ctx.now_ms);
@@ -34,6 +29,26 @@ pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u
     Ok(Reply::Response { status: 200, bytes, close: !head.keep_alive })
 }
 
+/// The answer to a CORS preflight (not an event): any origin, the methods,
+/// and the headers the page asked for, echoed (every one is accepted).
+fn preflight(head: &Head) -> Reply {
+    let mut extra = format!("Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: {CORS_METHODS}\r\n");
+    // httparse has refused CR and LF in values, so echoing cannot split the head.
+    let requested: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "access-control-request-headers")
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim))
+        .filter(|v| !v.is_empty())
+        .collect();
+    if !requested.is_empty() {
+        extra.push_str(&format!("Access-Control-Allow-Headers: {}\r\n", requested.join(", ")));
+    }
+    extra.push_str("Access-Control-Max-Age: 86400\r\n");
+    let bytes = http::response(204, "", &extra, b"", head.keep_alive, false);
+    Reply::Response { status: 204, bytes, close: !head.keep_alive }
+}
+
 /// `{"method","path","query","headers","body","bodyRaw"[,"bodyRawEncoding"]}`
 /// as compact JSON.
 pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
@@ -43,16 +58,18 @@ pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b",\"path\":");
     json::write_str(&mut out, if suffix.is_empty() { "/" } else { suffix });
     out.extend_from_slice(b",\"query\":");
-    write_grouped(&mut out, http::query_pairs(head.query()).collect(), true);
+    let query: Vec<(String, String)> = http::query_pairs(head.query()).collect();
+    write_grouped(&mut out, &query, true);
     out.extend_from_slice(b",\"headers\":");
-    let headers = head.headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
-    write_grouped(&mut out, headers, false);
+    let headers: Vec<(String, String)> = head.headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+    write_grouped(&mut out, &headers, false);
     out.extend_from_slice(b",\"body\":");
+    // JSON (no deeper than json::DEPTH_MAX, so the event stays readable), else text.
     let text = std::str::from_utf8(body);
-    match text {
-        _ if json::is_valid(body) => out.extend_from_slice(&json::compact(body).unwrap_or_default()),
-        Ok(text) => json::write_str(&mut out, text),
-        Err(_) => json::write_str(&mut out, &base64(body)),
+    match (json::compact(body), text) {
+        (Ok(compacted), _) => out.extend_from_slice(&compacted),
+        (Err(_), Ok(text)) => json::write_str(&mut out, text),
+        (Err(_), Err(_)) => json::write_str(&mut out, &base64(body)),
     }
     out.extend_from_slice(b",\"bodyRaw\":");
     match text {
@@ -68,22 +85,27 @@ pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
 
 /// A JSON object of `pairs` in first-seen order. A repeated key becomes an
 /// array of its values (`as_array`, for queries) or one value joined with
-/// ", " (for headers, as HTTP allows).
-fn write_grouped(out: &mut Vec<u8>, pairs: Vec<(String, String)>, as_array: bool) {
-    let mut keys: Vec<&str> = Vec::new();
-    for (k, _) in &pairs {
-        if !keys.contains(&k.as_str()) {
-            keys.push(k);
+/// ", " (for headers, as HTTP allows). Linear: a 16 KiB query can hold
+/// thousands of keys, and this runs on the reactor thread.
+fn write_grouped(out: &mut Vec<u8>, pairs: &[(String, String)], as_array: bool) {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        match index.entry(k) {
+            Entry::Occupied(e) => groups[*e.get()].1.push(v),
+            Entry::Vacant(e) => {
+                e.insert(groups.len());
+                groups.push((k, vec![v]));
+            }
         }
     }
     out.push(b'{');
-    for (i, key) in keys.iter().enumerate() {
+    for (i, (key, values)) in groups.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         json::write_str(out, key);
         out.push(b':');
-        let values: Vec<&str> = pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect();
         match values.as_slice() {
             [one] => json::write_str(out, one),
             many if as_array => {
