@@ -1,0 +1,421 @@
+//! Real clients against the real server. tests/js holds two scripts that
+//! print what they receive as JSON lines: `eventsource.mjs` uses the npm
+//! `eventsource` package (the client Pipedream's docs point to) with an
+//! `Authorization: Bearer` header; `browser.mjs` opens a page of another
+//! origin in headless Chromium, whose own `EventSource` connects with
+//! `?access_token=`. The set-up installs tests/js's npm packages once;
+//! Chromium must be on the machine (`.ci/run` installs it).
+
+mod support;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{KEY, TestServer};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Longest wait for one line from a client script: long enough for
+/// Chromium to start and for a client's 3 s reconnect delay.
+const LINE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Line types the scripts print for the record; `Client::next` passes over them.
+const RECORD_ONLY: &[&str] = &["page", "request", "response", "console"];
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+/// The test set-up: installs tests/js's npm packages (`npm ci`) unless an
+/// install at least as new as the lock file is there. Once per process; a
+/// file lock makes concurrent test processes (several binaries, nextest)
+/// take turns. A failure fails every client test with the same message.
+fn npm_setup() {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = SETUP.get_or_init(npm_install) {
+        panic!("{e}");
+    }
+}
+
+fn npm_install() -> Result<(), String> {
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("`node` is not on PATH: the client tests need Node.js and npm".into());
+    }
+    let lock_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tests-js-npm.lock");
+    let lock = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock().map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let dir = js_dir();
+    let modified = |p: PathBuf| p.metadata().and_then(|m| m.modified()).ok();
+    let lockfile = modified(dir.join("package-lock.json"));
+    // npm writes node_modules/.package-lock.json last, so it marks a complete install.
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    if installed.is_some() && installed >= lockfile {
+        return Ok(());
+    }
+    let command = if lockfile.is_some() { "ci" } else { "install" };
+    let out = Command::new("npm")
+        .args([command, "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `npm {command}` in {}: {e}", dir.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`npm {command}` in {} failed ({}):\n{}{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// A client script's process: its JSON lines as they come, and a
+/// transcript of them for failure messages. Killed on drop.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Client {
+    /// `node tests/js/eventsource.mjs --url URL --key KEY <args>`.
+    fn eventsource(url: &str, key: &str, args: &[&str]) -> Client {
+        Self::spawn("eventsource.mjs", &[&["--url", url, "--key", key], args].concat())
+    }
+
+    /// `node tests/js/browser.mjs --url URL --key KEY <args>`.
+    fn browser(url: &str, key: &str, args: &[&str]) -> Client {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: the browser tests need Debian's Chromium (`apt-get install -y chromium`; .ci/run installs it)"
+        );
+        Self::spawn("browser.mjs", &[&["--url", url, "--key", key], args].concat())
+    }
+
+    fn spawn(script: &str, args: &[&str]) -> Client {
+        npm_setup();
+        let mut child = Command::new("node")
+            .arg(js_dir().join(script))
+            .args(args)
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn node {script}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (sink, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        Client { stdin: child.stdin.take(), child, lines, seen: Vec::new(), stderr }
+    }
+
+    /// The next line of type `kind`, passing over record-only lines.
+    fn next(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let line = match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("no {kind:?} line within {LINE_TIMEOUT:?}\n{}", self.transcript()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    panic!("the client exited ({status}) while a {kind:?} line was awaited\n{}", self.transcript());
+                }
+            };
+            self.seen.push(line.clone());
+            let got = line["type"].as_str().unwrap_or("");
+            if got == kind {
+                return line;
+            }
+            assert!(RECORD_ONLY.contains(&got), "wanted a {kind:?} line, got {line}\n{}", self.transcript());
+        }
+    }
+
+    /// The next `n` messages as (lastEventId, event).
+    fn messages(&mut self, n: usize) -> Vec<(String, Value)> {
+        (0..n)
+            .map(|_| {
+                let m = self.next("message");
+                (m["lastEventId"].as_str().unwrap().to_string(), m["event"].clone())
+            })
+            .collect()
+    }
+
+    /// Waits for the script to exit, keeping the rest of its lines.
+    fn exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the client did not exit\n{}", self.transcript());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        status
+    }
+
+    fn expect_exit(&mut self, code: i32) {
+        let status = self.exit();
+        assert_eq!(status.code(), Some(code), "exit status\n{}", self.transcript());
+    }
+
+    fn tell(&mut self) {
+        writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+
+    /// The record-only lines of one type, such as the browser's requests.
+    fn seen(&self, kind: &str) -> Vec<&Value> {
+        self.seen.iter().filter(|l| l["type"] == kind).collect()
+    }
+
+    fn transcript(&self) -> String {
+        let lines: Vec<String> = self.seen.iter().map(Value::to_string).collect();
+        format!("lines so far:\n{}\nstderr:\n{}", lines.join("\n"), self.stderr.lock().unwrap())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP forwarder to the server whose connections the test can
+/// cut, so that a client sees its stream drop as in a network failure and
+/// reconnects by itself.
+struct Proxy {
+    addr: SocketAddr,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = Proxy { addr: listener.local_addr().unwrap(), open: Arc::default(), accepted: Arc::default(), stop: Arc::default() };
+        let (open, accepted, stop) = (proxy.open.clone(), proxy.accepted.clone(), proxy.stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                open.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                forward(client.try_clone().unwrap(), server.try_clone().unwrap());
+                forward(server, client);
+            }
+        });
+        proxy
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Drops every connection open through the proxy, both sides.
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop to see `stop`
+    }
+}
+
+fn forward(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+/// Payloads that exercise the framing: strings with newlines and CRs,
+/// non-ASCII and U+2028, scalars, nesting, text that looks like SSE fields,
+/// and one big enough to arrive in many reads.
+fn payloads() -> Vec<Value> {
+    vec![
+        json!({"n": 0, "total": 12}),
+        json!("line one\nline two\r\nline three\r"),
+        json!({"text": "Grüße, 東京, 🚀, \u{2028} end"}),
+        json!([1, 2.5, -3, null, true, false, {}, []]),
+        json!(null),
+        json!(0),
+        json!({"big": "x".repeat(100_000), "end": true}),
+        json!({"nested": {"deep": [{"a": "data: no\n\nid: 1-0\nevent: nope"}]}}),
+    ]
+}
+
+/// Emits each payload (pretty-printed, so the server compacts it); returns the ids.
+fn emit_all(server: &TestServer, source: &str, payloads: &[Value]) -> Vec<String> {
+    payloads.iter().map(|p| server.emit(source, &serde_json::to_string_pretty(p).unwrap())).collect()
+}
+
+fn numbered(range: std::ops::Range<u64>) -> Vec<Value> {
+    range.map(|n| json!({"n": n})).collect()
+}
+
+fn pairs(ids: &[String], payloads: &[Value]) -> Vec<(String, Value)> {
+    ids.iter().cloned().zip(payloads.iter().cloned()).collect()
+}
+
+#[test]
+fn eventsource_package_receives_every_event_once_in_order() {
+    let server = TestServer::start(&["--source", "orders", "--history", "1000"]);
+    let mut sent = payloads();
+    sent.extend(numbered(0..200));
+    let count = sent.len().to_string();
+    let mut client = Client::eventsource(&format!("http://{}/sources/orders/sse", server.addr), KEY, &["--count", &count]);
+    client.next("open");
+    let ids = emit_all(&server, "orders", &sent);
+    let got = client.messages(sent.len());
+    assert_eq!(got, pairs(&ids, &sent));
+    client.expect_exit(0);
+}
+
+#[test]
+fn eventsource_package_stops_on_401_and_404() {
+    let server = TestServer::start(&["--source", "orders"]);
+    let url = format!("http://{}/sources/orders/sse", server.addr);
+    for (url, key, code) in [(url.as_str(), "wrong-key", 401), (&format!("http://{}/sources/missing/sse", server.addr), KEY, 404)] {
+        let mut client = Client::eventsource(url, key, &["--count", "1"]);
+        let error = client.next("error");
+        assert_eq!((&error["code"], &error["readyState"]), (&json!(code), &json!(2)), "closed, no retry\n{}", client.transcript());
+        client.expect_exit(2);
+    }
+}
+
+/// The connection drops under the client; the package reconnects by itself
+/// with `Last-Event-ID` and gets exactly what it missed, then live events.
+#[test]
+fn eventsource_package_resumes_after_a_dropped_connection() {
+    let server = TestServer::start(&["--source", "orders"]);
+    let proxy = Proxy::start(server.addr);
+    let mut client = Client::eventsource(&proxy.url("/sources/orders/sse"), KEY, &["--count", "7"]);
+    client.next("open");
+    let (before, missed, live) = (numbered(0..2), numbered(2..5), numbered(5..7));
+    let ids = emit_all(&server, "orders", &before);
+    assert_eq!(client.messages(2), pairs(&ids, &before));
+
+    proxy.cut();
+    let ids = emit_all(&server, "orders", &missed);
+    assert_eq!(client.next("error")["readyState"], 0, "reconnecting");
+    client.next("open");
+    assert_eq!(client.messages(3), pairs(&ids, &missed), "the replay is exactly the missed events");
+    let ids = emit_all(&server, "orders", &live);
+    assert_eq!(client.messages(2), pairs(&ids, &live), "then live, no duplicate");
+    client.expect_exit(0);
+    assert_eq!(proxy.accepted(), 2);
+}
+
+/// A consumer that closes and later opens a new `EventSource` resumes from
+/// the last id it saw, sent as `Last-Event-ID`.
+#[test]
+fn eventsource_package_reopened_with_last_event_id_gets_the_missed_events() {
+    let server = TestServer::start(&["--source", "orders"]);
+    let url = format!("http://{}/sources/orders/sse", server.addr);
+    let mut client = Client::eventsource(&url, KEY, &["--count", "7", "--reopen-after", "2"]);
+    client.next("open");
+    let (before, missed, live) = (numbered(0..2), numbered(2..5), numbered(5..7));
+    let ids = emit_all(&server, "orders", &before);
+    assert_eq!(client.messages(2), pairs(&ids, &before));
+    assert_eq!(client.next("closed")["lastEventId"], ids[1]);
+
+    let ids = emit_all(&server, "orders", &missed);
+    client.tell();
+    client.next("open");
+    assert_eq!(client.messages(3), pairs(&ids, &missed));
+    let ids = emit_all(&server, "orders", &live);
+    assert_eq!(client.messages(2), pairs(&ids, &live));
+    client.expect_exit(0);
+}
+
+/// The browser's own `EventSource`, on a page of another origin, with
+/// `?access_token=`: a real CORS request that the stream's
+/// `Access-Control-Allow-Origin: *` lets through.
+#[test]
+fn browser_page_of_another_origin_receives_events_with_access_token() {
+    let server = TestServer::start(&["--source", "orders"]);
+    let sent = payloads();
+    let mut client = Client::browser(&format!("http://{}/sources/orders/sse", server.addr), KEY, &["--count", &sent.len().to_string()]);
+    client.next("open");
+    let ids = emit_all(&server, "orders", &sent);
+    assert_eq!(client.messages(sent.len()), pairs(&ids, &sent));
+    client.expect_exit(0);
+
+    let page = client.seen("page")[0]["origin"].as_str().unwrap().to_string();
+    assert_ne!(page, format!("http://{}", server.addr), "the page is of another origin");
+    let requests = client.seen("request");
+    assert_eq!(requests.len(), 1, "{}", client.transcript());
+    assert_eq!(requests[0]["origin"], page, "a CORS request, from the page's origin");
+    assert_eq!(client.seen("response").first().map(|r| (&r["status"], &r["allowOrigin"])), Some((&json!(200), &json!("*"))));
+    assert!(client.seen("console").is_empty(), "the page logged something\n{}", client.transcript());
+    assert!(!server.logs().contains(KEY), "a key from ?access_token= reached the log");
+}
+
+/// The browser reconnects by itself after a drop, sending `Last-Event-ID`
+/// across origins, and gets exactly the missed events.
+#[test]
+fn browser_resumes_with_last_event_id_after_a_dropped_connection() {
+    let server = TestServer::start(&["--source", "orders"]);
+    let proxy = Proxy::start(server.addr);
+    let mut client = Client::browser(&proxy.url("/sources/orders/sse"), KEY, &["--count", "6"]);
+    client.next("open");
+    let (before, missed, live) = (numbered(0..2), numbered(2..5), numbered(5..6));
+    let ids = emit_all(&server, "orders", &before);
+    assert_eq!(client.messages(2), pairs(&ids, &before));
+    let last_seen = ids[1].clone();
+
+    proxy.cut();
+    let ids = emit_all(&server, "orders", &missed);
+    assert_eq!(client.next("error")["readyState"], 0, "reconnecting");
+    client.next("open");
+    assert_eq!(client.messages(3), pairs(&ids, &missed));
+    let ids = emit_all(&server, "orders", &live);
+    assert_eq!(client.messages(1), pairs(&ids, &live));
+    client.expect_exit(0);
+
+    let requests = client.seen("request");
+    let resumed: Vec<&Value> = requests.iter().map(|r| &r["lastEventId"]).collect();
+    assert_eq!(resumed, [&Value::Null, &json!(last_seen)], "{}", client.transcript());
+    assert_eq!(proxy.accepted(), 2, "no preflight or retry beyond the one reconnect");
+}
