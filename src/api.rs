@@ -86,11 +86,14 @@ pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
     match dispatch(ctx, head, body) {
         Ok(reply) => reply,
         Err(fail) => {
-            let extra = match (fail.status, fail.allow) {
-                (401, _) => "WWW-Authenticate: Bearer\r\n".to_string(),
-                (_, Some(allow)) => format!("Allow: {allow}\r\n"),
-                _ => String::new(),
-            };
+            // Any origin may read the error, so a page sees the status
+            // and the sentence rather than an opaque CORS failure.
+            let mut extra = String::from("Access-Control-Allow-Origin: *\r\n");
+            match (fail.status, fail.allow) {
+                (401, _) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
+                (_, Some(allow)) => extra.push_str(&format!("Allow: {allow}\r\n")),
+                _ => {}
+            }
             let body = json::error_body(&fail.message);
             let bytes = http::response(fail.status, "application/json", &extra, &body, head.keep_alive, head_only);
             Reply::Response { status: fail.status, bytes, close: !head.keep_alive }

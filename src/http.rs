@@ -72,8 +72,14 @@ impl Head {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The path of the target; an absolute-form target
+    /// (`http://host/path`, RFC 9112 §3.2.2) is reduced to its path.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        let target = self.target.split_once('?').map_or(self.target.as_str(), |(p, _)| p);
+        match target.split_once("://") {
+            Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+            _ => target,
+        }
     }
 
     pub fn query(&self) -> &str {
@@ -121,13 +127,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
                 }
                 length = Some(n);
             }
-            "transfer-encoding" => {
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(HttpError::Malformed("unsupported Transfer-Encoding"));
-                }
-                chunked = true;
-            }
+            // Only plain `chunked`: we decode no compression, and passing
+            // gzip bytes on as the body would corrupt the event.
+            "transfer-encoding" if h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") && !chunked => chunked = true,
+            "transfer-encoding" => return Err(HttpError::Malformed("unsupported Transfer-Encoding")),
             "connection" => {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -386,6 +389,12 @@ mod tests {
                 Err(HttpError::Malformed("both Content-Length and Transfer-Encoding")),
             ),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::Malformed("unsupported Transfer-Encoding")),
+            ),
+            (b"GET http://h:1/healthz?x HTTP/1.1\r\n\r\n", Ok(Some(("GET", "http://h:1/healthz?x", Framing::None, true)))),
             (b"G@T / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed("invalid method"))),
             (b"GET / HTTP/2.0\r\n\r\n", Err(HttpError::Malformed("invalid HTTP version"))),
             (b"\x16\x03\x01\x02\x00\x01", Err(HttpError::Malformed("invalid method"))),
@@ -418,6 +427,10 @@ mod tests {
         assert_eq!(head.header("authorization"), Some(&b"Bearer k"[..]));
         assert!(head.expect_continue);
         assert_eq!((head.path(), head.query()), ("/a", "x=%41"));
+        for (target, path) in [("http://h/e/k/x?q", "/e/k/x"), ("https://h:8/", "/"), ("http://h", "/"), ("/a://b", "/a://b")] {
+            let (head, _) = parse_head(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes()).unwrap().unwrap();
+            assert_eq!(head.path(), path, "{target}");
+        }
     }
 
     /// Feeds `input` in pieces of `step` bytes as a socket would deliver it.

@@ -184,6 +184,39 @@ impl Handle {
     }
 }
 
+/// SIGINT and SIGTERM, blocked so that a thread can wait for them.
+///
+/// Create it first, before any thread is spawned: threads inherit the
+/// blocked mask, so the signals then wait for [`StopSignals::wait`] instead
+/// of killing the process.
+pub struct StopSignals {
+    set: libc::sigset_t,
+}
+
+impl StopSignals {
+    /// Blocks SIGINT and SIGTERM in this thread and the threads it spawns from now on.
+    pub fn block() -> StopSignals {
+        // SAFETY: the set is initialised by sigemptyset before use, and
+        // pthread_sigmask only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            StopSignals { set }
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM; returns the signal number.
+    pub fn wait(&self) -> i32 {
+        let mut signal = 0;
+        // SAFETY: `set` is initialised; sigwait writes the signal number.
+        unsafe { libc::sigwait(&self.set, &mut signal) };
+        signal
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
 /// in force. Call it before [`Server::bind`] so the connection limit follows.
 pub fn raise_fd_limit() -> u64 {

@@ -38,32 +38,15 @@ fn main() -> ExitCode {
 /// Runs the server on a thread of its own while this one waits for
 /// SIGINT or SIGTERM, then shuts it down and waits for it.
 fn serve(config: ssehub::Config) -> std::io::Result<()> {
-    let signals = block_stop_signals();
+    let signals = ssehub::StopSignals::block();
     info!("open-file limit: {}", ssehub::raise_fd_limit());
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
     let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run())?;
-    let mut signal = 0;
-    // SAFETY: `signals` is an initialised set; sigwait writes the signal number.
-    unsafe { libc::sigwait(&signals, &mut signal) };
+    let signal = signals.wait();
     info!("signal {signal}: shutting down");
     handle.shutdown();
     reactor.join().unwrap_or(Ok(()))
-}
-
-/// Blocks SIGINT and SIGTERM in this thread and every thread it spawns, so
-/// that they wait for `sigwait` instead of killing the process.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: the set is initialised by sigemptyset before use, and
-    // pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
 }
 
 /// `ssehub`, `ssehub serve ...` and `ssehub --listen ...` serve; anything

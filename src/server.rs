@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +50,7 @@ const ACCEPT_BUDGET: usize = 256;
 const WRITE_BUDGET: usize = 256 * 1024;
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
+const LISTEN_BACKLOG: i32 = 4096;
 /// Descriptors kept free under the connection limit: listener, epoll,
 /// waker, the spare, stdio, log files.
 const FD_RESERVE: u64 = 16;
@@ -133,6 +135,9 @@ impl Bound {
         let mut listener =
             TcpListener::bind(config.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
+        // std's backlog of 128 overflows in a reconnect storm; the kernel caps this at somaxconn.
+        // SAFETY: listen() on our own listening socket only changes its backlog.
+        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let max_connections = config.max_connections.unwrap_or_else(|| crate::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
@@ -446,7 +451,8 @@ impl Reactor {
     fn refuse(&mut self, key: usize, e: &HttpError) {
         let status = e.status();
         let conn = &mut self.conns[key];
-        conn.push(Buf::Owned(http::response(status, "application/json", "", &crate::json::error_body(&e.to_string()), false, false)));
+        let body = crate::json::error_body(&e.to_string());
+        conn.push(Buf::Owned(http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false)));
         conn.phase = Phase::Linger;
         conn.rbuf = Vec::new();
         mark_flush(&mut self.to_flush, conn, key);
