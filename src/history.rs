@@ -58,7 +58,7 @@ mod tests {
     fn ring(capacity: usize, ids: &[(u64, u64)]) -> History {
         let mut h = History::new(capacity);
         for &(ms, seq) in ids {
-            h.push(Event::new(id(ms, seq), ms, "dc_x", b"1"));
+            h.push(Event::new(id(ms, seq), "dc_x", b"1"));
         }
         h
     }

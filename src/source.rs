@@ -154,7 +154,7 @@ impl Registry {
         let source = &mut self.sources[key];
         let id = source.last_id.next(now_ms);
         source.last_id = id;
-        let event = Event::new(id, now_ms, &source.id, payload);
+        let event = Event::new(id, &source.id, payload);
         source.history.push(event.clone());
         self.effects.push(Effect::Publish(key, event));
         id

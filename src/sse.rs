@@ -72,14 +72,15 @@ pub struct Event {
 
 impl Event {
     /// Frames the Pipedream-style envelope of `payload` (compact JSON):
-    /// `{"id","indexed_at_ms","event","metadata":{"emitter_id","emit_id","name"}}`.
-    pub fn new(id: EventId, indexed_at_ms: u64, emitter_id: &str, payload: &[u8]) -> Event {
+    /// `{"id","indexed_at_ms","event","metadata":{"emitter_id","emit_id","name"}}`;
+    /// `indexed_at_ms` is the id's millisecond, so the two always agree.
+    pub fn new(id: EventId, emitter_id: &str, payload: &[u8]) -> Event {
         let id_text = id.to_string();
         let mut f = Vec::with_capacity(payload.len() + 2 * id_text.len() + emitter_id.len() + 128);
         f.extend_from_slice(b"{\"id\":\"");
         f.extend_from_slice(id_text.as_bytes());
         f.extend_from_slice(b"\",\"indexed_at_ms\":");
-        f.extend_from_slice(indexed_at_ms.to_string().as_bytes());
+        f.extend_from_slice(id.ms.to_string().as_bytes());
         f.extend_from_slice(b",\"event\":");
         f.extend_from_slice(payload);
         f.extend_from_slice(b",\"metadata\":{\"emitter_id\":");
@@ -160,7 +161,7 @@ mod tests {
 
     #[test]
     fn frames_an_envelope_once() {
-        let e = Event::new(EventId { ms: 1764262800123, seq: 0 }, 1764262800123, "dc_abc", b"{\"total\":12}");
+        let e = Event::new(EventId { ms: 1764262800123, seq: 0 }, "dc_abc", b"{\"total\":12}");
         let want = "id: 1764262800123-0\ndata: {\"id\":\"1764262800123-0\",\"indexed_at_ms\":1764262800123,\
                     \"event\":{\"total\":12},\"metadata\":{\"emitter_id\":\"dc_abc\",\"emit_id\":\"1764262800123-0\",\"name\":\"\"}}\n\n";
         assert_eq!(std::str::from_utf8(&e.frame).unwrap(), want);
