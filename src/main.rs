@@ -55,7 +55,7 @@ fn is_serve(args: &[String]) -> bool {
     match args.first().map(String::as_str) {
         None | Some("serve") => true,
         Some(first) if first.starts_with('-') => {
-            !args.iter().any(|a| client::COMMANDS.contains(&a.as_str())) && !matches!(first, "-V" | "--version")
+            !args.iter().any(|a| client::COMMANDS.contains(&a.as_str())) && !matches!(first, "-h" | "--help" | "-V" | "--version")
         }
         _ => false,
     }

@@ -1,8 +1,61 @@
-//! The command-line client (placeholder until the CLI lands).
+//! The `ssehub` command-line client (SPEC §3): list streams, manage
+//! sources, emit, and print or follow events. It speaks plain HTTP/1.1 to
+//! any ssehub server through a small blocking client of its own, and does
+//! not use the server's code.
+//!
+//! Layout: `args` and `config` decide what to do and where; `commands` and
+//! `follow` do it through `api`, which sits on `http` (sockets) over the
+//! sans-I/O `response` and `sse` parsers; `json` reads payloads without
+//! altering them; `output` prints.
 
-pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events"];
+mod api;
+mod args;
+mod commands;
+mod config;
+mod error;
+mod follow;
+mod help;
+mod http;
+mod json;
+mod output;
+mod response;
+mod signal;
+mod sse;
+mod url;
 
-pub fn main(_args: Vec<String>) -> i32 {
-    eprintln!("ssehub: client commands are not built yet");
-    2
+use api::Api;
+use args::Command;
+use error::Error;
+
+/// The command words; any of them on the line makes it a client call.
+pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "help"];
+
+/// Runs a client command; `args` are the process arguments after the
+/// binary's name. Returns the exit status.
+pub fn main(args: Vec<String>) -> i32 {
+    match run(&args) {
+        Ok(()) => 0,
+        Err(err) => {
+            if !err.is_quiet() {
+                output::notice(&err);
+            }
+            err.exit_code()
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Error> {
+    let (globals, command) = args::parse(args)?;
+    let api = || config::load(&globals).map(Api::new);
+    match command {
+        Command::Help(topic) => output::print(help::text(topic.as_deref()).map_err(Error::Usage)?),
+        Command::Version => output::print(concat!("ssehub ", env!("CARGO_PKG_VERSION"))),
+        Command::ListStreams => commands::list_streams(&api()?),
+        Command::ListSources => commands::list_sources(&api()?),
+        Command::Create { name } => commands::create(&api()?, &name),
+        Command::Delete { source } => commands::delete(&api()?, &source),
+        Command::Describe { source } => commands::describe(&api()?, &source),
+        Command::Emit { source, json, lines } => commands::emit(&api()?, &source, json, lines),
+        Command::Events { source, limit, follow, envelope } => commands::events(&api()?, &source, limit, follow, envelope),
+    }
 }

@@ -1,0 +1,156 @@
+//! The server's REST calls and stream as typed functions. Status codes
+//! become `Error`s here, so the commands only handle results.
+
+use super::config::Settings;
+use super::error::Error;
+use super::http::{self, Exchange, Request};
+use super::json::{self, Envelope};
+use super::url::{self, BaseUrl};
+use serde_json::Value;
+use std::time::Duration;
+
+/// How long a REST call waits for the server's next byte.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a refused stream may take to explain itself.
+const ERROR_BODY_PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct Api {
+    base: BaseUrl,
+    key: String,
+}
+
+/// A source as `/v1/sources` describes it.
+#[derive(Debug)]
+pub struct Source {
+    pub id: String,
+    pub name: String,
+    pub sse_url: String,
+    pub endpoint_url: String,
+    /// Unix milliseconds.
+    pub created_at: Option<i64>,
+}
+
+impl Api {
+    pub fn new(settings: Settings) -> Api {
+        Api { base: settings.url, key: settings.api_key }
+    }
+
+    pub fn sources(&self) -> Result<Vec<Source>, Error> {
+        let data = self.call("GET", "/v1/sources".into(), None)?;
+        let list = data.as_array().ok_or_else(|| shape("\"data\" is not a list"))?;
+        list.iter().map(Source::from_json).collect()
+    }
+
+    pub fn source(&self, source: &str) -> Result<Source, Error> {
+        Source::from_json(&self.call("GET", source_path(source), None)?)
+    }
+
+    pub fn create(&self, name: &str) -> Result<Source, Error> {
+        let body = serde_json::json!({ "name": name }).to_string();
+        Source::from_json(&self.call("POST", "/v1/sources".into(), Some(&body))?)
+    }
+
+    pub fn delete(&self, source: &str) -> Result<(), Error> {
+        self.request("DELETE", source_path(source), None).map(drop)
+    }
+
+    /// Emits `event` (already checked to be JSON) and returns its id.
+    pub fn emit(&self, source: &str, event: &str) -> Result<String, Error> {
+        let answer = self.request("POST", format!("{}/events", source_path(source)), Some(event))?;
+        let id = answer.get("id").and_then(Value::as_str);
+        id.map(str::to_string).ok_or_else(|| shape("no event \"id\" in the answer"))
+    }
+
+    /// The newest `limit` events, oldest first (the server sends newest first).
+    pub fn recent(&self, source: &str, limit: usize) -> Result<Vec<Envelope>, Error> {
+        let path = format!("{}/event_summaries?limit={limit}", source_path(source));
+        let body = self.raw("GET", path, None)?;
+        let text = String::from_utf8(body).map_err(|_| shape("the answer is not UTF-8"))?;
+        let mut events = json::summaries(&text).map_err(|e| shape(&e))?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// Opens the source's stream, replaying what came after `after`.
+    pub fn stream(&self, source: &str, after: Option<&str>, patience: Duration) -> Result<Exchange, Error> {
+        let mut headers = self.headers("text/event-stream");
+        headers.push(("Cache-Control", "no-cache".into()));
+        if let Some(id) = after {
+            headers.push(("Last-Event-ID", id.to_string()));
+        }
+        let path = format!("{}/sse", source_path(source));
+        let request = Request { method: "GET", path, headers, body: None };
+        let exchange = http::send(&self.base, &request, patience)?;
+        let head = &exchange.head;
+        if head.status != 200 {
+            let (status, reason) = (head.status, head.reason.clone());
+            let body = exchange.read_body(ERROR_BODY_PATIENCE).unwrap_or_default();
+            return Err(status_error(status, &reason, &body));
+        }
+        let kind = head.header("content-type").unwrap_or("");
+        if !kind.starts_with("text/event-stream") {
+            return Err(Error::Protocol(format!("the stream came as {kind:?}, not text/event-stream")));
+        }
+        Ok(exchange)
+    }
+
+    /// A JSON call whose answer is `{"data": ...}`; returns the data.
+    fn call(&self, method: &str, path: String, body: Option<&str>) -> Result<Value, Error> {
+        let mut answer = self.request(method, path, body)?;
+        answer.get_mut("data").map(Value::take).ok_or_else(|| shape("no \"data\" in the answer"))
+    }
+
+    /// A JSON call; an empty answer (204) is `null`.
+    fn request(&self, method: &str, path: String, body: Option<&str>) -> Result<Value, Error> {
+        let bytes = self.raw(method, path, body)?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| shape(&format!("not JSON: {e}")))
+    }
+
+    fn raw(&self, method: &str, path: String, body: Option<&str>) -> Result<Vec<u8>, Error> {
+        let request = Request { method, path, headers: self.headers("application/json"), body: body.map(str::as_bytes) };
+        let exchange = http::send(&self.base, &request, PATIENCE)?;
+        let (status, reason) = (exchange.head.status, exchange.head.reason.clone());
+        let bytes = exchange.read_body(PATIENCE)?;
+        match status {
+            200..=299 => Ok(bytes),
+            _ => Err(status_error(status, &reason, &bytes)),
+        }
+    }
+
+    fn headers(&self, accept: &str) -> Vec<(&'static str, String)> {
+        vec![("Accept", accept.to_string()), ("Authorization", format!("Bearer {}", self.key))]
+    }
+}
+
+impl Source {
+    fn from_json(value: &Value) -> Result<Source, Error> {
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
+        Ok(Source {
+            id: text("id").ok_or_else(|| shape("a source without \"id\""))?,
+            name: text("name").ok_or_else(|| shape("a source without \"name\""))?,
+            sse_url: text("sse_url").unwrap_or_default(),
+            endpoint_url: text("endpoint_url").unwrap_or_default(),
+            created_at: value.get("created_at").and_then(Value::as_i64),
+        })
+    }
+}
+
+fn source_path(source: &str) -> String {
+    format!("/v1/sources/{}", url::segment(source))
+}
+
+/// The server's own `{"error": ...}` sentence when it sent one.
+fn status_error(status: u16, reason: &str, body: &[u8]) -> Error {
+    let message = json::error_message(body).unwrap_or_else(|| match reason {
+        "" => "the server refused".to_string(),
+        reason => reason.to_string(),
+    });
+    Error::Status { status, message }
+}
+
+fn shape(what: &str) -> Error {
+    Error::Protocol(what.to_string())
+}

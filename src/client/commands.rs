@@ -1,0 +1,111 @@
+//! One function per command: call the API, print the results.
+
+use super::api::{Api, Source};
+use super::error::Error;
+use super::follow;
+use super::json;
+use super::output::{notice, print, table, utc};
+use super::signal;
+use std::io::{self, BufRead, IsTerminal, Read};
+
+/// The resume point when the history is empty: older than any id, so the
+/// stream replays whatever arrived between the history call and the
+/// stream call, none of which has been printed.
+const BEFORE_ALL: &str = "0-0";
+
+pub fn list_streams(api: &Api) -> Result<(), Error> {
+    let mut rows = vec![cells(["NAME", "TYPE", "VISIBILITY", "SSE"])];
+    rows.extend(api.sources()?.into_iter().map(|s| cells([&s.name, "http", "private", &s.sse_url])));
+    table(&rows).iter().try_for_each(|line| print(line))
+}
+
+pub fn list_sources(api: &Api) -> Result<(), Error> {
+    let mut rows = vec![cells(["ID", "NAME", "ENDPOINT"])];
+    rows.extend(api.sources()?.into_iter().map(|s| cells([&s.id, &s.name, &s.endpoint_url])));
+    table(&rows).iter().try_for_each(|line| print(line))
+}
+
+pub fn create(api: &Api, name: &str) -> Result<(), Error> {
+    describe_source(&api.create(name)?)
+}
+
+pub fn delete(api: &Api, source: &str) -> Result<(), Error> {
+    api.delete(source)?;
+    notice(format!("deleted {source}"));
+    Ok(())
+}
+
+pub fn describe(api: &Api, source: &str) -> Result<(), Error> {
+    describe_source(&api.source(source)?)
+}
+
+fn describe_source(source: &Source) -> Result<(), Error> {
+    let created = source.created_at.map_or_else(String::new, |ms| format!("{} ({ms})", utc(ms)));
+    let rows = [
+        cells(["id", &source.id]),
+        cells(["name", &source.name]),
+        cells(["sse_url", &source.sse_url]),
+        cells(["endpoint_url", &source.endpoint_url]),
+        cells(["created_at", &created]),
+    ];
+    table(&rows).iter().try_for_each(|line| print(line))
+}
+
+/// Emits the argument, all of stdin, or each line of stdin (`--lines`).
+/// Every event is checked to be JSON before it is sent.
+pub fn emit(api: &Api, source: &str, json: Option<String>, lines: bool) -> Result<(), Error> {
+    let stdin = io::stdin();
+    if json.is_none() && stdin.is_terminal() {
+        notice("reading JSON from stdin; end it with Ctrl-D");
+    }
+    if lines {
+        for (number, line) in stdin.lock().lines().enumerate() {
+            let line = line.map_err(read_failed)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            json::validate(&line).map_err(|e| Error::BadJson(format!("line {}: {e}", number + 1)))?;
+            print(&api.emit(source, &line)?)?;
+        }
+        return Ok(());
+    }
+    let event = match json {
+        Some(text) => text,
+        None => {
+            let mut text = String::new();
+            stdin.lock().read_to_string(&mut text).map_err(read_failed)?;
+            text
+        }
+    };
+    if event.trim().is_empty() {
+        return Err(Error::Usage("emit: no JSON given, as an argument or on stdin".to_string()));
+    }
+    json::validate(&event).map_err(Error::BadJson)?;
+    print(&api.emit(source, &event)?)
+}
+
+/// Prints the newest `limit` events oldest first, then follows if asked.
+pub fn events(api: &Api, source: &str, limit: usize, follow: bool, envelope: bool) -> Result<(), Error> {
+    if follow {
+        signal::install();
+    }
+    // Following needs the newest id even with `-n 0`: the stream resumes there.
+    let fetch = if follow { limit.max(1) } else { limit };
+    let recent = if fetch == 0 { Vec::new() } else { api.recent(source, fetch)? };
+    for event in &recent[recent.len().saturating_sub(limit)..] {
+        print(if envelope { &event.raw } else { &event.event })?;
+    }
+    if !follow {
+        return Ok(());
+    }
+    let after = recent.last().map_or(BEFORE_ALL, |event| &event.id);
+    follow::run(api, source, after.to_string(), envelope)
+}
+
+fn cells<const N: usize>(values: [&str; N]) -> Vec<String> {
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+fn read_failed(err: io::Error) -> Error {
+    Error::Local(format!("cannot read stdin: {err}"))
+}

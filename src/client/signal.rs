@@ -1,0 +1,33 @@
+//! Ctrl-C (SIGINT) and SIGTERM while following events. The handler only
+//! sets a flag; every blocking wait in the client looks at it at least once
+//! per `http::TICK`, so `events -f` stops between two events and exits 0
+//! instead of dying by the signal (status 130).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Process-wide because signals are.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn install() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `sigaction` gets a fully initialised struct (zeroed, empty
+        // mask) whose handler only stores to an atomic, which is
+        // async-signal-safe. No SA_RESTART, so a blocked read returns EINTR
+        // at once rather than after its tick.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
