@@ -76,7 +76,10 @@ impl OutQ {
                 slices[i] = IoSlice::new(&buf.bytes()[skip..]);
                 count += 1;
             }
-            match w.write_vectored(&slices[..count]) {
+            // One buffer (the common case: a handshake, one event) goes by
+            // send(2), cheaper in the kernel than writev(2).
+            let result = if count == 1 { w.write(&slices[0]) } else { w.write_vectored(&slices[..count]) };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
