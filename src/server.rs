@@ -534,11 +534,14 @@ impl Reactor {
                 }
                 Effect::EndStreams(keys) => {
                     for k in keys {
-                        // The source is gone: the stream ends after what is queued.
+                        // The source is gone: the stream ends after what is
+                        // queued. Even a closing connection leaves `Stream`,
+                        // so that freeing it does not unsubscribe from a new
+                        // source that reused the key.
                         let conn = &mut self.conns[k as usize];
+                        conn.phase = Phase::Linger;
+                        self.stats.subscribers -= 1;
                         if conn.closing.is_none() {
-                            conn.phase = Phase::Linger;
-                            self.stats.subscribers -= 1;
                             mark_flush(&mut self.to_flush, conn, k as usize);
                         }
                     }
