@@ -38,6 +38,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Base of the URLs the API returns; `None`: from the request's Host.
     pub public_url: Option<String>,
+    /// Where sources and their retained events are kept across a clean
+    /// restart; `None`: memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             max_subscriber_buffer: DEFAULT_MAX_SUBSCRIBER_BUFFER,
             max_connections: None,
             public_url: None,
+            state_file: None,
         }
     }
 }
@@ -80,6 +84,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("max-subscriber-buffer", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
     ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
     ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
+    ("state-file", "keep sources and retained events here across clean restarts [default: memory only]"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -160,6 +165,7 @@ impl Config {
             "max-subscriber-buffer" => self.max_subscriber_buffer = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
+            "state-file" => self.state_file = Some(v.into()),
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())

@@ -46,6 +46,7 @@ mod outq;
 mod server;
 mod source;
 mod sse;
+mod state;
 mod timer;
 mod webhook;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -24,6 +24,7 @@ use crate::metrics::{Published, Stats};
 use crate::outq::{Buf, Flushed};
 use crate::source::{CreateError, Effect, Registry, SourceKey};
 use crate::sse::{self, EventId};
+use crate::state::{self, SavedSource};
 use crate::timer::Timers;
 use crate::{Error, SourceInfo};
 
@@ -108,6 +109,7 @@ pub struct Bound {
     default_account: AccountId,
     config: Config,
     max_connections: usize,
+    saved: Vec<SavedSource>,
 }
 
 impl Bound {
@@ -148,7 +150,11 @@ impl Bound {
             published: Published::default(),
             max_event_bytes: config.max_event_bytes,
         });
-        Ok(Bound { poll, listener, local_addr, shared, default_key, keys, default_account, config, max_connections })
+        let saved = match &config.state_file {
+            Some(path) => state::load(path)?,
+            None => Vec::new(),
+        };
+        Ok(Bound { poll, listener, local_addr, shared, default_key, keys, default_account, config, max_connections, saved })
     }
 }
 
@@ -195,9 +201,17 @@ pub struct Reactor {
 
 impl Reactor {
     pub fn new(bound: Bound) -> Reactor {
-        let Bound { poll, listener, shared, keys, default_account, config, max_connections, local_addr, .. } = bound;
+        let Bound { poll, listener, shared, mut keys, default_account, config, max_connections, local_addr, saved, .. } = bound;
         let mut registry = Registry::new(config.history, unix_ms());
+        if let Some(path) = &config.state_file {
+            let events: usize = saved.iter().map(|s| s.events.len()).sum();
+            info!("restored {} sources and {events} events from {}", saved.len(), path.display());
+            state::restore(&mut registry, &mut keys, saved);
+        }
         for name in &config.sources {
+            if registry.find(default_account, name).is_some() {
+                continue;
+            }
             match registry.create(default_account, name, unix_ms()) {
                 Ok(key) => info!("source {name} ({}) ready", registry.get(key).id),
                 Err(e) => warn!("--source {name}: {e}"),
@@ -755,6 +769,12 @@ impl Reactor {
         }
         info!("stopped: closed {} connections", self.conns.len());
         self.conns.clear();
+        if let Some(path) = &self.config.state_file {
+            match state::save(path, &self.registry, &self.keys) {
+                Ok(()) => info!("saved {} sources to {}", self.registry.len(), path.display()),
+                Err(e) => error!("could not save state to {}: {e}", path.display()),
+            }
+        }
         let mut queue = self.shared.commands.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.stopped.store(true, Ordering::Release);
         // Dropping queued commands drops their reply senders: callers get `Stopped`.

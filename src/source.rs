@@ -11,6 +11,7 @@ use slab::Slab;
 use crate::auth::{AccountId, random_base62};
 use crate::history::History;
 use crate::sse::{Event, EventId};
+use crate::state::SavedSource;
 
 pub type SourceKey = usize;
 
@@ -30,6 +31,13 @@ pub struct Source {
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
     last_id: EventId,
+}
+
+impl Source {
+    /// The id of the last event emitted (or the floor, before any).
+    pub fn last_id(&self) -> EventId {
+        self.last_id
+    }
 }
 
 /// What the reactor must do to connections after a registry change.
@@ -123,6 +131,34 @@ impl Registry {
         self.by_endpoint.get(endpoint_key).copied()
     }
 
+    /// Puts back a source saved by an earlier process (see `state`), with
+    /// its events, oldest first.
+    pub fn restore(&mut self, account: AccountId, saved: &SavedSource, events: Vec<Event>) -> SourceKey {
+        let mut history = History::new(self.history);
+        for event in events {
+            history.push(event);
+        }
+        let floor = EventId { ms: self.id_floor_ms + 1, seq: 0 };
+        let key = self.sources.insert(Source {
+            id: saved.id.clone(),
+            name: saved.name.clone(),
+            account,
+            endpoint_key: saved.endpoint_key.clone(),
+            created_at: saved.created_at,
+            history,
+            subscribers: Vec::new(),
+            last_id: saved.last_id.max(floor),
+        });
+        self.by_id.insert(saved.id.clone(), key);
+        self.by_name.insert((account, saved.name.clone()), key);
+        self.by_endpoint.insert(saved.endpoint_key.clone(), key);
+        key
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &Source> {
+        self.sources.iter().map(|(_, s)| s)
+    }
+
     pub fn get(&self, key: SourceKey) -> &Source {
         &self.sources[key]
     }
@@ -133,7 +169,7 @@ impl Registry {
 
     /// The account's sources, oldest first.
     pub fn list(&self, account: AccountId) -> Vec<&Source> {
-        let mut list: Vec<&Source> = self.sources.iter().map(|(_, s)| s).filter(|s| s.account == account).collect();
+        let mut list: Vec<&Source> = self.sources().filter(|s| s.account == account).collect();
         list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         list
     }

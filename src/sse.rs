@@ -89,8 +89,15 @@ impl Event {
         f.extend_from_slice(id_text.as_bytes());
         f.extend_from_slice(b"\",\"name\":\"\"}}");
         // Compact JSON is one line, so the envelope is one `data:` value.
+        Event::from_envelope(id, &f)
+    }
+
+    /// Frames an envelope saved earlier (see `state`): the same frame bytes
+    /// as when it was first emitted.
+    pub fn from_envelope(id: EventId, envelope: &[u8]) -> Event {
+        let id_text = id.to_string();
         let envelope_at = (b"id: \ndata: ".len() + id_text.len()) as u32;
-        Event { id, frame: frame(Some(id_text.as_bytes()), &f).into(), envelope_at }
+        Event { id, frame: frame(Some(id_text.as_bytes()), envelope).into(), envelope_at }
     }
 
     /// The envelope JSON (the frame's single `data:` value).

@@ -270,3 +270,51 @@ fn sigterm_ends_open_streams_cleanly() {
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
     assert_eq!(sse.next_event(), Frame::End);
 }
+
+#[test]
+fn state_file_keeps_sources_and_history_across_a_clean_restart() {
+    let state = std::env::temp_dir().join(format!("ssehub-state-{}", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let args = ["--state-file", state.to_str().unwrap(), "--history", "3"];
+    let mut server = TestServer::start(&args);
+    let source = server.create_source("kept");
+    let ids: Vec<String> = (0..5).map(|n| server.emit("kept", &format!("{{\"n\": {n}}}"))).collect();
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    let server = TestServer::start(&[&args[..], &["--listen", &server.addr.to_string()]].concat());
+    assert!(server.logs().contains("restored 1 sources and 3 events"));
+    let again = server.request("GET", "/v1/sources/kept", None).json()["data"].clone();
+    assert_eq!(
+        (&again["id"], &again["endpoint_url"], &again["created_at"]),
+        (&source["id"], &source["endpoint_url"], &source["created_at"])
+    );
+    let mut sse = server.subscribe("/sources/kept/sse", &format!("Last-Event-ID: {}\r\n", ids[2]));
+    for id in &ids[3..] {
+        assert_eq!(sse.next_event().id(), *id, "replayed from the saved history");
+    }
+    let next = server.emit("kept", "5");
+    assert_eq!(sse.next_event().id(), next);
+    let parse = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    assert!(parse(&next) > parse(&ids[4]));
+    let endpoint = again["endpoint_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    assert_eq!(server.raw_request("POST", &format!("/e/{endpoint}"), "", Some("{}")).status, 200, "the webhook URL still works");
+    std::fs::remove_file(&state).unwrap();
+}
+
+#[test]
+fn a_damaged_state_file_stops_the_start_with_one_line() {
+    let state = std::env::temp_dir().join(format!("ssehub-bad-state-{}", std::process::id()));
+    std::fs::write(&state, "not a state file\n").unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--state-file", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not an ssehub state file"), "{stderr}");
+    std::fs::remove_file(&state).unwrap();
+}
