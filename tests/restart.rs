@@ -1,0 +1,130 @@
+//! Restarts while emitting and following through the CLI: with
+//! `--state-file`, every acknowledged (202) event reaches a follower that
+//! resumes, exactly once, across clean restarts (SIGTERM).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{KEY, TestServer};
+
+const EVENTS: u64 = 300;
+const RESTART_EVERY: u64 = 100;
+
+/// Emits `{"n":n,"try":t}` until acknowledged, retrying on any failure
+/// (the server may be restarting); returns the acknowledged (n, try) pairs
+/// and every pair that was tried.
+fn emit_all(addr: std::net::SocketAddr, acked: Arc<Mutex<Vec<(u64, u64)>>>, tried: Arc<Mutex<Vec<(u64, u64)>>>) {
+    for n in 0..EVENTS {
+        for t in 0.. {
+            tried.lock().unwrap().push((n, t));
+            let body = format!("{{\"n\":{n},\"try\":{t}}}");
+            let ok = TcpStream::connect(addr).ok().and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                write!(
+                    s,
+                    "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .ok()?;
+                let mut r = BufReader::new(s);
+                let mut status = String::new();
+                r.read_line(&mut status).ok()?;
+                status.contains(" 202 ").then_some(())
+            });
+            if ok.is_some() {
+                acked.lock().unwrap().push((n, t));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
+    let state = std::env::temp_dir().join(format!("ssehub-restart-{}", std::process::id()));
+    let _ = std::fs::remove_file(&state);
+    let args = ["--source", "s", "--history", "1000", "--state-file", state.to_str().unwrap()];
+    let mut server = TestServer::start(&args);
+    let addr = server.addr;
+    let listen = addr.to_string();
+    let args: Vec<&str> = [&args[..], &["--listen", &listen]].concat();
+
+    let mut follower = Command::new(support::bin())
+        .args(["events", "-f", "-n", "0", "s"])
+        .env("SSEHUB_URL", format!("http://{addr}"))
+        .env("SSEHUB_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
+    let out = follower.stdout.take().unwrap();
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            sink.lock().unwrap().push((v["n"].as_u64().unwrap(), v["try"].as_u64().unwrap()));
+        }
+    });
+    // The follower is connected once a first event comes through.
+    let probe = Instant::now();
+    while printed.lock().unwrap().is_empty() {
+        assert!(probe.elapsed() < Duration::from_secs(10), "the follower never printed");
+        let _ = server.raw_request(
+            "POST",
+            "/v1/sources/s/events",
+            &format!("Authorization: Bearer {KEY}\r\n"),
+            Some("{\"n\":999999,\"try\":0}"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (acked, tried) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let emitter = {
+        let (acked, tried) = (acked.clone(), tried.clone());
+        std::thread::spawn(move || emit_all(addr, acked, tried))
+    };
+    let mut restarts = 0;
+    while restarts < EVENTS / RESTART_EVERY - 1 {
+        if acked.lock().unwrap().len() as u64 >= (restarts + 1) * RESTART_EVERY {
+            let (status, _) = server.terminate();
+            assert!(status.success(), "clean exit");
+            server = TestServer::start(&args);
+            restarts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    emitter.join().unwrap();
+
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len() as u64, EVENTS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = printed.lock().unwrap().clone();
+        let mut count: HashMap<(u64, u64), usize> = HashMap::new();
+        for p in got.iter().filter(|(n, _)| *n != 999_999) {
+            *count.entry(*p).or_default() += 1;
+        }
+        assert!(count.values().all(|&c| c == 1), "an event was printed twice");
+        let tried = tried.lock().unwrap();
+        assert!(count.keys().all(|p| tried.contains(p)), "only emitted events are printed");
+        if acked.iter().all(|p| count.contains_key(p)) {
+            break;
+        }
+        let missing: Vec<_> = acked.iter().filter(|p| !count.contains_key(p)).take(5).collect();
+        assert!(Instant::now() < deadline, "acknowledged events never printed, e.g. {missing:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    support::signal(follower.id(), "INT");
+    assert!(follower.wait().unwrap().success(), "Ctrl-C ends the follower with 0");
+    drop(server);
+    let _ = std::fs::remove_file(&state);
+}
