@@ -47,6 +47,16 @@ fn emit_all(addr: std::net::SocketAddr, acked: Arc<Mutex<Vec<(u64, u64)>>>, trie
     }
 }
 
+/// The CLI follower, killed if the test fails before it ends it.
+struct Follower(std::process::Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
     let state = std::env::temp_dir().join(format!("ssehub-restart-{}", std::process::id()));
@@ -57,16 +67,16 @@ fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
     let listen = addr.to_string();
     let args: Vec<&str> = [&args[..], &["--listen", &listen]].concat();
 
-    let mut follower = Command::new(support::bin())
+    let mut follower = Follower(Command::new(support::bin())
         .args(["events", "-f", "-n", "0", "s"])
         .env("SSEHUB_URL", format!("http://{addr}"))
         .env("SSEHUB_API_KEY", KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
     let printed = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
-    let out = follower.stdout.take().unwrap();
+    let out = follower.0.stdout.take().unwrap();
     let sink = printed.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -123,8 +133,8 @@ fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
         assert!(Instant::now() < deadline, "acknowledged events never printed, e.g. {missing:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    support::signal(follower.id(), "INT");
-    assert!(follower.wait().unwrap().success(), "Ctrl-C ends the follower with 0");
+    support::signal(follower.0.id(), "INT");
+    assert!(follower.0.wait().unwrap().success(), "Ctrl-C ends the follower with 0");
     drop(server);
     let _ = std::fs::remove_file(&state);
 }
