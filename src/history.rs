@@ -10,6 +10,8 @@ pub struct History {
     events: VecDeque<Event>,
 }
 
+// Public only under the `fuzzing` feature, where clippy wants an `is_empty` no caller needs.
+#[cfg_attr(feature = "fuzzing", allow(clippy::len_without_is_empty))]
 impl History {
     pub fn new(capacity: usize) -> History {
         History { capacity, events: VecDeque::new() }
@@ -92,5 +94,40 @@ mod tests {
         assert_eq!(newest, [5, 4]);
         assert_eq!(h.newest(10).count(), 3);
         assert_eq!(ring(0, &[(1, 0)]).len(), 0);
+    }
+}
+
+/// The invariant of `fuzz/history_replay`, checked on every `cargo test`:
+/// replay after any id is exactly the retained events with a greater id.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn replays_exactly_the_later_events(
+            capacity in 0usize..12,
+            clock in prop::collection::vec(0u64..40, 0..30),
+            last in (0u64..130, 0u64..6),
+            text in "\\PC{0,
+            6}",
+        ) {
+            let (mut h, mut ids, mut id) = (History::new(capacity), Vec::new(), EventId { ms: 1, seq: 0 });
+            for now in clock {
+                id = id.next(now * 3);
+                h.push(Event::new(id, "dc_p", b"1"));
+                ids.push(id);
+            }
+            let retained = &ids[ids.len().saturating_sub(capacity)..];
+            let mut probes = vec![EventId { ms: last.0, seq: last.1 }];
+            probes.extend(retained.iter().copied());
+            probes.extend(text.parse::<EventId>().ok());
+            for last in probes {
+                let replayed: Vec<EventId> = h.after(last).map(|e| e.id).collect();
+                let want: Vec<EventId> = retained.iter().copied().filter(|&i| i > last).collect();
+                prop_assert_eq!(replayed, want, "after {}", last);
+            }
+        }
     }
 }

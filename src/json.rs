@@ -1,6 +1,6 @@
 //! JSON in and out without a DOM: validate and compact an emitted payload,
 //! and write strings escaped. Validation is serde_json's (strict RFC 8259,
-//! UTF-8 checked); compaction is then a byte pass that only drops
+//! UTF-8 checked, numbers within f64, no lone surrogates); compaction is then a byte pass that only drops
 //! whitespace outside strings, so numbers, key order and duplicate keys are
 //! delivered exactly as the emitter wrote them.
 
@@ -31,8 +31,63 @@ pub fn compact(input: &[u8]) -> Result<Vec<u8>, InvalidJson> {
     }
     // Whitespace-stripping a non-JSON input proves nothing: validate the original.
     // (serde_json skips ignored strings without checking UTF-8: done above.)
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| InvalidJson(e.to_string()))?;
+    serde_json::from_str::<Strict>(text).map_err(|e| InvalidJson(e.to_string()))?;
     Ok(compacted)
+}
+
+/// Validates exactly as parsing into a `serde_json::Value` would, without
+/// building it. `IgnoredAny` is not enough: it skips numbers and `\u`
+/// escapes unchecked, so it let through `1e400` (out of f64 range) and
+/// `"\ud800"` (a lone surrogate), which then made events that serde_json
+/// (and so a Rust subscriber) cannot parse. Found by `fuzz/json_compact`.
+struct Strict;
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
 }
 
 /// Drops JSON whitespace outside strings and measures the deepest nesting.
@@ -120,6 +175,8 @@ mod tests {
             ("{\"k\":1,\"k\":2}", "{\"k\":1,\"k\":2}"),
             ("\t null \t", "null"),
             ("{\"u\": \"\\u00e9 é\"}", "{\"u\":\"\\u00e9 é\"}"),
+            // Still valid under the stricter check: underflow, a u64 overflow (an f64), a surrogate pair.
+            ("[1e-400, 18446744073709551616, \"\\ud83d\\ude00\"]", "[1e-400,18446744073709551616,\"\\ud83d\\ude00\"]"),
         ];
         for (input, want) in table {
             let got = compact(input.as_bytes()).unwrap();
@@ -129,7 +186,10 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_one_json_value() {
-        for input in ["", " ", "{", "{\"a\":}", "[1,]", "tru", "1 2", "{'a':1}", "\"\n\"", "NaN", "01"] {
+        // Fuzz finds (serde_json's Value refuses them, so subscribers would
+        // get events they cannot parse): out-of-range numbers, lone surrogates.
+        let found = ["2E001615\t", "[-1e400]", "1e309", "\"\\ud800\"", "{\"\\udc00\":1}", "\"\\ud83d\\u0041\""];
+        for input in ["", " ", "{", "{\"a\":}", "[1,]", "tru", "1 2", "{'a':1}", "\"\n\"", "NaN", "01"].into_iter().chain(found) {
             assert!(compact(input.as_bytes()).is_err(), "accepted {input:?}");
         }
         assert!(compact(b"\"\xff\"").is_err(), "accepted invalid UTF-8");
@@ -156,6 +216,68 @@ mod tests {
             write_str(&mut out, input);
             assert_eq!(std::str::from_utf8(&out).unwrap(), *want);
             assert!(compact(&out).is_ok());
+        }
+    }
+}
+
+/// The invariants of `fuzz/json_compact`, checked on every `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((any::<String>(), inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Bytes drawn mostly from JSON's alphabet, so that many are valid.
+    fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            8 => prop::sample::select(b"{}[]\",:0123456789-+.eEtrufalsn \t\r\n\\u".to_vec()),
+            1 => any::<u8>(),
+        ];
+        prop::collection::vec(byte, 0..40)
+    }
+
+    proptest! {
+        #[test]
+        fn compacts_pretty_json_to_serde_json_compact(v in value()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            prop_assert_eq!(String::from_utf8(compact(pretty.as_bytes()).unwrap()).unwrap(), serde_json::to_string(&v).unwrap());
+        }
+
+        #[test]
+        fn accepts_exactly_what_serde_json_parses(input in jsonish()) {
+            let reference = serde_json::from_slice::<Value>(&input).ok().filter(|v| depth(v) <= DEPTH_MAX);
+            match compact(&input) {
+                Ok(out) => {
+                    prop_assert!(reference.is_some(), "accepted {:?}", String::from_utf8_lossy(&input));
+                    prop_assert_eq!(serde_json::from_slice::<Value>(&out).ok(), reference);
+                    prop_assert_eq!(compact(&out).unwrap(), out);
+                }
+                Err(_) => prop_assert!(reference.is_none(), "refused {:?}", String::from_utf8_lossy(&input)),
+            }
         }
     }
 }

@@ -32,7 +32,8 @@
 //! thread.join().unwrap().unwrap();
 //! ```
 
-#![warn(missing_docs)]
+// The `fuzzing` feature makes internal items reachable; they are documented for the crate, not the public API.
+#![cfg_attr(not(feature = "fuzzing"), warn(missing_docs))]
 
 mod api;
 mod auth;
@@ -58,6 +59,17 @@ use std::sync::mpsc;
 
 pub use config::{Config, ConfigError, usage};
 pub use metrics::Stats;
+
+/// The sans-I/O parsers, re-exported for the fuzz targets under `fuzz/`
+/// (feature `fuzzing`, never on by default). Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::history::History;
+    pub use crate::http::{BodyReader, Framing, HEAD_BYTES_MAX, Head, HttpError, parse_head, percent_decode, query_pairs, query_param};
+    pub use crate::json::{DEPTH_MAX, compact};
+    pub use crate::sse::{Event, EventId, frame};
+}
 
 /// A bound server, not yet running. `Send`: bind on one thread, run on
 /// another.

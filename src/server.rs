@@ -37,7 +37,7 @@ const HEADER_TIMEOUT_MS: u64 = 10_000;
 const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 /// From a complete head until its body is complete.
 const BODY_TIMEOUT_MS: u64 = 30_000;
-/// A stream with queued output whose peer takes no byte for this long is dropped.
+/// A stream or a last answer with queued output whose peer takes no byte for this long is dropped.
 const SEND_TIMEOUT_MS: u64 = 30_000;
 /// After an answer that closes: how long to wait for the peer's FIN.
 const LINGER_TIMEOUT_MS: u64 = 2_000;
@@ -582,9 +582,10 @@ impl Reactor {
                     match done {
                         Flushed::Empty => self.on_flushed(key),
                         Flushed::Budget => mark_flush(&mut self.to_flush, conn, key),
-                        Flushed::Blocked if conn.is_stream() && conn.timer.is_none() => {
-                            self.arm(key, self.now + SEND_TIMEOUT_MS);
-                        }
+                        // A stream, or a last answer (`Linger`, whose phase timer is
+                        // disarmed): without this deadline a peer that never reads
+                        // would hold the slot and the queued answer for ever.
+                        Flushed::Blocked if conn.timer.is_none() => self.arm(key, self.now + SEND_TIMEOUT_MS),
                         Flushed::Blocked => {}
                     }
                 }
@@ -645,14 +646,15 @@ impl Reactor {
             Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
             Phase::Head => Reason::HeaderTimeout,
             Phase::Body(_) => Reason::BodyTimeout,
-            Phase::Linger => Reason::Done,
+            // Flushed: the peer's FIN did not come in time.
+            Phase::Linger if conn.out.is_empty() => Reason::Done,
             // Lazily re-armed: progress since arming moves the deadline.
             Phase::Stream { .. } if conn.out.is_empty() => return,
-            Phase::Stream { .. } if self.now < conn.last_progress + SEND_TIMEOUT_MS => {
+            Phase::Stream { .. } | Phase::Linger if self.now < conn.last_progress + SEND_TIMEOUT_MS => {
                 let at = conn.last_progress + SEND_TIMEOUT_MS;
                 return self.arm(key, at);
             }
-            Phase::Stream { .. } => Reason::SendTimeout,
+            Phase::Stream { .. } | Phase::Linger => Reason::SendTimeout,
         };
         self.close(key, reason);
     }

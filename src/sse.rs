@@ -159,6 +159,9 @@ mod tests {
             (None, "a\n", "data: a\ndata: \n\n"),
             (None, "  lead", "data:   lead\n\n"),
             (Some("7-1\nevil: x"), "d", "id: 7-1\ndata: d\n\n"),
+            // A lone CR at the end, and CRLFs back to back: each ends one line.
+            (None, "a\r", "data: a\ndata: \n\n"),
+            (Some("\r"), "\r\n\r\n", "id: \ndata: \ndata: \ndata: \n\n"),
         ];
         for (id, data, want) in table {
             let got = frame(id.map(str::as_bytes), data.as_bytes());
@@ -190,6 +193,15 @@ mod tests {
             ("a-1", None),
             ("+1-2", None),
             ("99999999999999999999999-0", None),
+            // Edges met by fuzz/history_replay: 20 digits, u64 bounds, Unicode spaces and digits.
+            ("00000000000000000000-0", Some((0, 0))),
+            ("18446744073709551615-18446744073709551615", Some((u64::MAX, u64::MAX))),
+            ("18446744073709551616", None),
+            ("000000000000000000001", None),
+            ("\u{a0}5\u{3000}", Some((5, 0))),
+            ("\u{ff15}", None),
+            ("1 -2", None),
+            ("1-\n2", None),
         ];
         for (text, want) in table {
             let got = text.parse::<EventId>().ok().map(|id| (id.ms, id.seq));
@@ -200,5 +212,81 @@ mod tests {
         assert_eq!(id.next(10), EventId { ms: 10, seq: 4 });
         assert_eq!(id.next(2), EventId { ms: 10, seq: 4 }, "clock stepped back");
         assert!(EventId { ms: 10, seq: 9 } < EventId { ms: 11, seq: 0 });
+    }
+}
+
+/// The invariants of `fuzz/sse_frame` and of the id half of
+/// `fuzz/history_replay`, checked on every `cargo test`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A client's reading of one stream (WHATWG rules, bytes in): the
+    /// (last event id, data) of each dispatched event.
+    fn parse(stream: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let (mut events, mut data, mut id) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rest = stream;
+        while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            let line = &rest[..i];
+            rest = &rest[i + if rest[i..].starts_with(b"\r\n") { 2 } else { 1 }..];
+            if line.is_empty() {
+                if !data.is_empty() {
+                    data.pop();
+                    events.push((id.clone(), std::mem::take(&mut data)));
+                }
+                continue;
+            }
+            let c = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+            let value = line.get(c + 1..).unwrap_or_default();
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            match &line[..c] {
+                b"data" => data.extend_from_slice(&[value, b"\n"].concat()),
+                b"id" if !value.contains(&0) => id = value.to_vec(),
+                _ => {}
+            }
+        }
+        assert!(rest.is_empty(), "a frame ends with a complete line");
+        events
+    }
+
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![4 => prop::sample::select(b"\r\n :ab\0".to_vec()), 1 => any::<u8>()];
+        prop::collection::vec(byte, 0..40)
+    }
+
+    proptest! {
+        #[test]
+        fn framed_data_reads_back_as_one_event(id in prop::option::of(text()), data in text()) {
+            let events = parse(&frame(id.as_deref(), &data));
+            let want_data = String::from_utf8_lossy(&data).replace("\r\n", "\n").replace('\r', "\n");
+            let want_id = id.map(|id| id.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default().to_vec())
+                .filter(|id| !id.contains(&0)).unwrap_or_default();
+            prop_assert_eq!(events.len(), 1);
+            prop_assert_eq!(&events[0].0, &want_id);
+            prop_assert_eq!(String::from_utf8_lossy(&events[0].1), want_data);
+        }
+
+        #[test]
+        fn ids_print_and_parse_back(ms in any::<u64>(), seq in any::<u64>(), now in any::<u64>()) {
+            let id = EventId { ms, seq: seq / 2 };
+            prop_assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
+            prop_assert_eq!(format!(" {ms} ").parse::<EventId>(), Ok(EventId { ms, seq: 0 }));
+            prop_assert!(id.next(now) > id);
+            let event = Event::new(id, "dc_p", b"[1]");
+            prop_assert_eq!(parse(&event.frame), vec![(id.to_string().into_bytes(), event.envelope().to_vec())]);
+        }
+
+        #[test]
+        fn only_ids_parse(text in "[0-9]{1,21}(-[0-9]{1,21})?|[0-9 -]{0,8}|\\PC{0,8}") {
+            if let Ok(id) = text.parse::<EventId>() {
+                // What parsed is `<ms>[-<seq>]` in digits, naming the same numbers.
+                let t = text.trim();
+                let (ms, seq) = t.split_once('-').unwrap_or((t, "0"));
+                prop_assert!(!ms.is_empty() && !seq.is_empty() && (ms.to_string() + seq).bytes().all(|b| b.is_ascii_digit()), "{:?}", text);
+                let canon = |digits: &str| digits.trim_start_matches('0').to_string();
+                prop_assert_eq!((canon(ms), canon(seq)), (canon(&id.ms.to_string()), canon(&id.seq.to_string())));
+            }
+        }
     }
 }

@@ -1,0 +1,740 @@
+//! Hostile and broken clients over real sockets: slowloris, readers that
+//! stall, connections reset or half-closed at every stage, and thousands of
+//! garbage requests. Each test states what the server must keep doing for
+//! everyone else while it happens.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{Frame, KEY, TestServer, read_response};
+
+/// A memory figure of a process in KiB from /proc/<pid>/status: `VmRSS`
+/// (resident now) or `VmHWM` (the most it has been resident).
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Closing this socket sends RST instead of FIN (SO_LINGER with a zero timeout).
+fn set_linger_zero(s: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `linger` for the given length; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+/// A small receive buffer, so a reader that never reads stops the sender sooner.
+fn set_small_receive_buffer(s: &TcpStream) {
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt reads `size` for the given length; the fd is open.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Reads until the server closes (FIN or RST); `None` if it did not within `timeout`.
+fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(all),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
+                return Some(all);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+    }
+}
+
+fn endpoint_path(server: &TestServer, source: &str) -> String {
+    let r = server.request("GET", &format!("/v1/sources/{source}"), None);
+    let url = r.json()["data"]["endpoint_url"].as_str().unwrap().to_string();
+    url[url.find("/e/").unwrap()..].to_string()
+}
+
+// ---- slowloris ----
+
+const SLOW_CONNECTIONS: usize = 200;
+/// The server's head timeout (README: a request head must be complete 10 s after connect).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[test]
+fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_served() {
+    let server = TestServer::start(&["--source", "s"]);
+    let baseline = server.metric("ssehub_connections_open");
+
+    // 200 connections that send a head one byte every 500 ms, never finishing it.
+    let mut slow: Vec<(TcpStream, Instant)> = (0..SLOW_CONNECTIONS)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            let at = Instant::now();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, at)
+        })
+        .collect();
+    server.wait_metric("ssehub_connections_open", baseline + SLOW_CONNECTIONS as u64);
+    let trickler = std::thread::spawn(move || {
+        // (time from connect to close, bytes the server sent) of each.
+        let mut closed: Vec<(Duration, usize)> = Vec::new();
+        let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(8);
+        while !slow.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            slow.retain_mut(|(s, at)| {
+                let mut buf = [0u8; 512];
+                let gone = match s.read(&mut buf) {
+                    Ok(0) => Some(0),
+                    Ok(n) => Some(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => s.write(b"a").err().map(|_| 0),
+                    Err(_) => Some(0),
+                };
+                if let Some(n) = gone {
+                    closed.push((at.elapsed(), n));
+                }
+                gone.is_none()
+            });
+        }
+        (closed, slow.len())
+    });
+
+    // Meanwhile an ordinary client emits every 400 ms and a subscriber reads each event.
+    let mut sse = server.subscribe("/sources/s/sse", "");
+    let start = Instant::now();
+    let (mut emits, mut slowest) = (0, Duration::ZERO);
+    while start.elapsed() < HEADER_TIMEOUT + Duration::from_secs(1) {
+        let t = Instant::now();
+        server.emit("s", &emits.to_string());
+        assert_eq!(sse.next_event().envelope()["event"], emits);
+        slowest = slowest.max(t.elapsed());
+        emits += 1;
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(slowest < Duration::from_secs(1), "an emit and its delivery took {slowest:?} during the attack");
+
+    let (closed, still_open) = trickler.join().unwrap();
+    assert_eq!(still_open, 0, "slow connections still open after {:?}", HEADER_TIMEOUT + Duration::from_secs(8));
+    for (took, sent) in &closed {
+        assert_eq!(*sent, 0, "a slow connection got an answer instead of a close");
+        // The trickler looks every 500 ms, so a close is seen up to ~0.6 s late.
+        assert!(
+            *took >= HEADER_TIMEOUT - Duration::from_millis(100) && *took < HEADER_TIMEOUT + Duration::from_secs(3),
+            "closed after {took:?}"
+        );
+    }
+    let timeouts = server.logs().matches("request head not complete in time").count();
+    assert_eq!(timeouts, SLOW_CONNECTIONS, "each slow connection closed by the head timeout");
+    drop(sse);
+    server.wait_metric("ssehub_connections_open", baseline);
+    let (first, last) = (closed.iter().map(|c| c.0).min().unwrap(), closed.iter().map(|c| c.0).max().unwrap());
+    eprintln!("slowloris: {SLOW_CONNECTIONS} closed {first:?} to {last:?} after connect; {emits} emits served, slowest {slowest:?}");
+}
+
+// ---- stalled readers ----
+
+const STALLED: usize = 200;
+/// 2560 events of 8 KiB: 20 MiB emitted.
+const EVENTS: usize = 2560;
+const PAYLOAD_BYTES: usize = 8 * 1024;
+/// --max-subscriber-buffer, small enough that the bound below is tighter than
+/// what stalled queues would hold without it (every frame, 20 MiB, plus an
+/// entry per frame per subscriber).
+const MAX_BUFFER: usize = 64 * 1024;
+/// The default --history: the ring keeps this many frames alive.
+const HISTORY: usize = 100;
+/// Allocator and bookkeeping headroom.
+const SLACK_KIB: u64 = 4 * 1024;
+
+fn payload(i: usize) -> String {
+    let head = format!("{{\"i\":{i},\"pad\":\"");
+    format!("{head}{}\"}}", "x".repeat(PAYLOAD_BYTES - head.len() - 2))
+}
+
+#[test]
+fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
+    let server = TestServer::start(&["--source", "s", "--max-subscriber-buffer", &MAX_BUFFER.to_string()]);
+    let pid = server.pid();
+    server.emit("s", "0");
+    let baseline_kib = memory_kib(pid, "VmRSS:");
+
+    let healthy = server.subscribe("/sources/s/sse", "");
+    let stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| {
+            let mut s = server.connect();
+            set_small_receive_buffer(&s);
+            write!(s, "GET /sources/s/sse HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    server.wait_metric("ssehub_subscribers", 1 + STALLED as u64);
+
+    let mut healthy = healthy;
+    let reader = std::thread::spawn(move || {
+        for i in 0..EVENTS {
+            let frame = healthy.next_event();
+            assert_eq!(frame.envelope()["event"]["i"], i, "the healthy subscriber missed or reordered an event");
+        }
+        healthy
+    });
+    let start = Instant::now();
+    let mut emitter = server.connect();
+    let mut answers = BufReader::new(emitter.try_clone().unwrap());
+    for i in 0..EVENTS {
+        let body = payload(i);
+        write!(
+            emitter,
+            "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut answers).status, 202);
+    }
+    let emitted = start.elapsed();
+    let _healthy = reader.join().unwrap();
+    let delivered = start.elapsed();
+    let peak_kib = memory_kib(pid, "VmHWM:");
+
+    // An envelope adds under 200 bytes to the payload.
+    let frame_len = payload(0).len() + 200;
+    // The bound: what every connection may queue, plus the history ring, plus slack.
+    let bound_kib = baseline_kib + ((MAX_BUFFER * (STALLED + 1) + HISTORY * frame_len) / 1024) as u64 + SLACK_KIB;
+    eprintln!(
+        "stalled readers: {} MiB in {EVENTS} events emitted in {emitted:?}, delivered in {delivered:?}; \
+         RSS baseline {baseline_kib} KiB, peak {peak_kib} KiB (+{} KiB), bound {bound_kib} KiB",
+        (EVENTS * PAYLOAD_BYTES) >> 20,
+        peak_kib - baseline_kib
+    );
+    assert!(peak_kib <= bound_kib, "RSS peaked at {peak_kib} KiB, over the bound of {bound_kib} KiB");
+    assert_eq!(server.metric("ssehub_subscribers_dropped_slow_total"), STALLED as u64);
+    assert_eq!(server.metric("ssehub_subscribers"), 1, "the healthy subscriber is still there");
+    // Each was dropped at its limit: with less than MAX_BUFFER queued, and less than a frame short of it.
+    let logs = server.logs();
+    let queued: Vec<usize> = logs
+        .lines()
+        .filter(|l| l.contains("dropping subscriber"))
+        .map(|l| l.split(": ").last().unwrap().split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(queued.len(), STALLED);
+    assert!(queued.iter().all(|&q| q <= MAX_BUFFER && q + frame_len > MAX_BUFFER), "queued at drop: {queued:?}");
+
+    drop(stalled);
+}
+
+// ---- half-open and reset connections ----
+
+#[test]
+fn reset_and_half_closed_connections_leak_nothing() {
+    let server = TestServer::start(&["--source", "s"]);
+    let ingest = endpoint_path(&server, "s");
+    let baseline = server.metric("ssehub_connections_open");
+    let chunked_head = format!("POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for round in 0..10 {
+        // A subscriber that resets mid-stream, with events still coming.
+        let mut sse = server.subscribe("/sources/s/sse", "");
+        server.emit("s", &round.to_string());
+        assert_eq!(sse.next_event().envelope()["event"], round);
+        let s = sse.r.into_inner();
+        set_linger_zero(&s);
+        drop(s);
+        server.emit("s", "\"after the reset\"");
+
+        // A subscriber that stops reading, fills its socket, then resets.
+        let mut s = server.connect();
+        set_small_receive_buffer(&s);
+        write!(s, "GET /sources/s/sse HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+        server.wait_metric("ssehub_subscribers", 1);
+        for _ in 0..4 {
+            server.emit("s", &format!("\"{}\"", "z".repeat(100_000)));
+        }
+        set_linger_zero(&s);
+        drop(s);
+
+        // A subscriber that half-closes its write side: the stream ends (FIN), nothing hangs.
+        let mut sse = server.subscribe("/sources/s/sse", "");
+        sse.r.get_ref().shutdown(Shutdown::Write).unwrap();
+        assert_eq!(sse.next_event(), Frame::End);
+
+        // A request half-closed after it is sent still gets its whole answer.
+        let mut s = server.connect();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the answer");
+        assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
+
+        // Gone in the middle of a chunked body: by FIN, and by RST.
+        for reset in [false, true] {
+            let mut s = server.connect();
+            write!(s, "{chunked_head}10\r\n{{\"half\":").unwrap();
+            if reset {
+                set_linger_zero(&s);
+                drop(s);
+            } else {
+                s.shutdown(Shutdown::Write).unwrap();
+                assert_eq!(read_until_closed(&mut s, Duration::from_secs(5)), Some(Vec::new()), "closed without an answer");
+            }
+        }
+        // The same through a webhook with Expect: 100-continue, after the 100.
+        let mut s = server.connect();
+        write!(s, "POST {ingest} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let mut cont = [0u8; 25];
+        s.read_exact(&mut cont).unwrap();
+        assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"5\r\nab").unwrap();
+        set_linger_zero(&s);
+        drop(s);
+
+        // Gone in the middle of a head: by FIN, and by RST.
+        for reset in [false, true] {
+            let mut s = server.connect();
+            s.write_all(b"POST /v1/sources/s/events HTTP/1.1\r\nAuthori").unwrap();
+            if reset {
+                set_linger_zero(&s);
+                drop(s);
+            } else {
+                s.shutdown(Shutdown::Write).unwrap();
+                assert_eq!(read_until_closed(&mut s, Duration::from_secs(5)), Some(Vec::new()));
+            }
+        }
+
+        // Requests pipelined, then a reset before reading any answer.
+        let mut s = server.connect();
+        s.write_all("GET /healthz HTTP/1.1\r\n\r\n".repeat(20).as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        set_linger_zero(&s);
+        drop(s);
+    }
+    server.wait_metric("ssehub_subscribers", 0);
+    server.wait_metric("ssehub_connections_open", baseline);
+    assert_eq!(server.request("GET", "/healthz", None).status, 200);
+    // Every chunked body that was cut off emitted nothing.
+    assert_eq!(server.metric("ssehub_events_emitted_total"), 10 * 6);
+    let mut reasons = BTreeMap::<&str, usize>::new();
+    let logs = server.logs();
+    for line in logs.lines().filter(|l| l.contains(" closed ")) {
+        *reasons.entry(line.rsplit(": ").next().unwrap()).or_default() += 1;
+    }
+    eprintln!("reset and half-closed: close reasons {reasons:?}");
+    let resets = ["connection reset", "broken pipe"].iter().filter_map(|r| reasons.get(r)).sum::<usize>();
+    assert_eq!(resets, 10 * 6, "each reset seen as one: {reasons:?}");
+}
+
+/// The server's send timeout (README: a peer that takes no byte for 30 s while output is queued).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A last answer (`Connection: close`, HTTP/1.0, or an error) too large for
+/// the socket, to a client that never reads it: the connection is closed
+/// once the peer has taken no byte for the send timeout, as a stream would
+/// be, rather than held open with the answer in memory for ever.
+#[test]
+fn a_closing_answer_nobody_reads_is_dropped_after_the_send_timeout() {
+    let server = TestServer::start(&["--source", "s"]);
+    let big = format!("\"{}\"", "q".repeat(100_000));
+    for _ in 0..100 {
+        server.emit("s", &big);
+    }
+    let baseline = server.metric("ssehub_connections_open");
+    let start = Instant::now();
+    // About 10 MB each, far more than socket buffers hold.
+    let stuck: Vec<TcpStream> = ["HTTP/1.1\r\nConnection: close", "HTTP/1.0"]
+        .iter()
+        .map(|version| {
+            let mut s = server.connect();
+            set_small_receive_buffer(&s);
+            write!(s, "GET /v1/sources/s/event_summaries?limit=100 {version}\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    server.wait_metric("ssehub_connections_open", baseline + 2);
+    // A slow reader that keeps taking bytes is not cut off.
+    let mut slow = server.connect();
+    write!(slow, "GET /v1/sources/s/event_summaries?limit=100 HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let slow_reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        // Reads a little every 2 s for longer than the send timeout.
+        let until = Instant::now() + SEND_TIMEOUT + Duration::from_secs(4);
+        while Instant::now() < until {
+            match slow.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("the slow reader was cut off after {got} bytes: {e}"),
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        got + read_until_closed(&mut slow, Duration::from_secs(30)).expect("the slow reader's answer ends").len()
+    });
+    // Closed for the send timeout, as the log says of each by its address.
+    let wanted: Vec<String> = stuck.iter().map(|s| format!("closed {}: peer stopped reading", s.local_addr().unwrap())).collect();
+    let deadline = start + SEND_TIMEOUT + Duration::from_secs(8);
+    while !wanted.iter().all(|w| server.logs().contains(w.as_str())) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let took = start.elapsed();
+    for w in &wanted {
+        assert!(server.logs().contains(w.as_str()), "not {w:?} after {took:?} (send timeout {SEND_TIMEOUT:?})");
+    }
+    assert!(took >= SEND_TIMEOUT, "closed after {took:?}, before the send timeout");
+    let got = slow_reader.join().unwrap();
+    assert!(got > 10_000_000, "the slow reader got its whole answer: {got} bytes");
+    drop(stuck);
+    server.wait_metric("ssehub_connections_open", baseline);
+}
+
+// ---- garbage ----
+
+/// Seeded, so a failure names a case that can be replayed.
+const GARBAGE_SEED: u64 = 0x5eed_5e11_da7a_0005;
+const GARBAGE_CASES: usize = 10_000;
+const GARBAGE_WORKERS: usize = 8;
+
+/// xorshift64*: small, fast, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Valid requests the garbage is made from, with the status each earns
+/// unmutated. A stream has none: it may end before its head is sent, as
+/// the server takes a client's FIN on a stream to mean it is gone.
+fn valid_requests(ingest: &str) -> Vec<(Vec<u8>, Option<u16>)> {
+    let auth = format!("Authorization: Bearer {KEY}\r\n");
+    let emit = "{\"order\": 42, \"items\": [1, 2, {\"x\": null}]}";
+    let chunked = "8\r\n{\"a\": [1\r\n3\r\n, 2\r\n2\r\n]}\r\n0\r\n\r\n";
+    let hook = "{\"a\": 1}";
+    [
+        ("GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n".to_string(), 200),
+        ("GET /metrics HTTP/1.1\r\n\r\n".to_string(), 200),
+        ("HEAD /healthz HTTP/1.0\r\n\r\n".to_string(), 200),
+        (format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Content-Length: {}\r\n\r\n{emit}", emit.len()), 202),
+        (format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{chunked}"), 202),
+        (
+            format!(
+                "POST {ingest}/hook?x=1&y=%41+b HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{hook}",
+                hook.len()
+            ),
+            200,
+        ),
+        (format!("PUT {ingest} HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"), 200),
+        (format!("OPTIONS {ingest} HTTP/1.1\r\nOrigin: http://o\r\nAccess-Control-Request-Method: POST\r\n\r\n"), 204),
+        (format!("GET /v1/sources/s/event_summaries?limit=3 HTTP/1.1\r\n{auth}\r\n"), 200),
+        (format!("GET /v1/sources HTTP/1.1\r\n{auth}Connection: keep-alive\r\n\r\n"), 200),
+        (format!("POST /v1/sources HTTP/1.1\r\n{auth}Content-Length: 12\r\n\r\n{{\"name\":\"s\"}}"), 409),
+        (format!("GET /sources/s/sse?last_event_id=1 HTTP/1.1\r\n{auth}Accept: text/event-stream\r\n\r\n"), 0),
+        ("GET /v1/sources/s HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n".to_string(), 401),
+        ("GET /nowhere HTTP/1.1\r\n\r\n".to_string(), 404),
+    ]
+    .into_iter()
+    .map(|(r, status)| (r.into_bytes(), Some(status).filter(|&s| s != 0)))
+    .collect()
+}
+
+fn replace_first(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    match bytes.windows(from.len()).position(|w| w == from) {
+        Some(i) => [&bytes[..i], to, &bytes[i + from.len()..]].concat(),
+        None => bytes.to_vec(),
+    }
+}
+
+/// One mutation of a request; see the match arms.
+fn mutate(rng: &mut Rng, mut r: Vec<u8>) -> Vec<u8> {
+    const HUGE: &[&str] =
+        &["99999999999999999999999", "18446744073709551615", "18446744073709551616", "4294967296", "-1", "+5", "0x10", "1e3", "5, 6", ""];
+    const CHUNK_SIZES: &[&str] = &["ffffffffffffffff", "fffffffffffffff", "7fffffff", "10000000", "-1", "", "0x5", "5 5", "g"];
+    const METHODS: &[&str] =
+        &["G\0T", "GETT", "", "PO ST", "\x16\x03\x01\x02\x00", "get", "DELETE", "BREW", "POST\t", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"];
+    const INSERTS: &[&[u8]] = &[b"\r", b"\n", b"\0", b"\r\n", b"\r\n\r\n", b" ", b":", b"\xff", b"%"];
+    match rng.below(12) {
+        0 | 1 => {
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(r.len());
+                if let Some(b) = r.get_mut(at) {
+                    *b = rng.next() as u8;
+                }
+            }
+        }
+        2 => r.truncate(rng.below(r.len())),
+        3 | 4 => {
+            let at = rng.below(r.len() + 1);
+            r.splice(at..at, rng.pick(INSERTS).iter().copied());
+        }
+        5 => {
+            let value = format!("Content-Length: {}\r\n", rng.pick(HUGE));
+            r = replace_first(&r, b"\r\n", format!("\r\n{value}").as_bytes());
+            if rng.chance(30) {
+                r = replace_first(&r, b"\r\n", b"\r\nTransfer-Encoding: chunked\r\n");
+            }
+        }
+        6 => {
+            let size = rng.pick(CHUNK_SIZES);
+            let chunked = format!("Transfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n");
+            let head_end = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(r.len());
+            r = [&r[..head_end], b"\r\n", chunked.as_bytes()].concat();
+        }
+        7 => {
+            let end = r.iter().position(|&b| b == b' ').unwrap_or(0);
+            r.splice(..end, rng.pick(METHODS).bytes());
+        }
+        8 => {
+            let version = rng.pick(&["HTTP/1.2", "HTTP/2.0", "HTTP/1.1x", "http/1.1", "HTTP/1", "HTTP/01.1"]);
+            r = replace_first(&r, b"HTTP/1.1", version.as_bytes());
+        }
+        9 => {
+            let mut headers = String::new();
+            match rng.below(3) {
+                0 => (0..70).for_each(|i| headers.push_str(&format!("X-Many-{i}: v\r\n"))),
+                1 => headers = format!("X-Huge: {}\r\n", "h".repeat(17 * 1024)),
+                _ => headers = format!("Transfer-Encoding: {}\r\n", rng.pick(&["gzip", "chunked, chunked", "identity", "chunked\0"])),
+            }
+            r = replace_first(&r, b"\r\n", format!("\r\n{headers}").as_bytes());
+        }
+        10 => r = replace_first(&r, b" /", format!(" /{}", "%".repeat(rng.below(3))).as_bytes()),
+        _ => {
+            let target =
+                rng.pick(&["*", "http://h/healthz", "//x", "/e/", "/e/short", "/sources//sse", "/v1/sources/%00/events", "/\u{e9}"]);
+            let start = r.iter().position(|&b| b == b' ').map_or(0, |i| i + 1);
+            let end = r[start..].iter().position(|&b| b == b' ').map_or(start, |i| start + i);
+            r.splice(start..end, target.bytes());
+        }
+    }
+    r
+}
+
+/// One case: the bytes sent on one connection, and the status expected if unmutated.
+fn garbage_case(case: usize, valid: &[(Vec<u8>, Option<u16>)]) -> (Vec<u8>, Option<u16>) {
+    let mut rng = Rng::new(GARBAGE_SEED ^ case as u64);
+    match rng.below(20) {
+        // Plain random bytes.
+        0 | 1 => ((0..rng.below(400)).map(|_| rng.next() as u8).collect(), None),
+        // Valid, untouched: must still get its answer amid the garbage.
+        2 => {
+            let (r, status) = rng.pick(valid);
+            (r.clone(), *status)
+        }
+        // Pipelined mixes of valid and mutated requests.
+        3..=5 => {
+            let mut all = Vec::new();
+            for _ in 0..2 + rng.below(3) {
+                let r = rng.pick(valid).0.clone();
+                all.extend(if rng.chance(50) { mutate(&mut rng, r) } else { r });
+            }
+            (all, None)
+        }
+        // Mutated, once or a few times.
+        _ => {
+            let mut r = rng.pick(valid).0.clone();
+            for _ in 0..1 + rng.below(3) {
+                r = mutate(&mut rng, r);
+            }
+            (r, None)
+        }
+    }
+}
+
+/// Checks that `bytes` is a sequence of well-formed responses (ending, at
+/// most, in an SSE stream) and returns their statuses.
+fn parse_answers(mut bytes: &[u8]) -> Result<Vec<u16>, String> {
+    const STATUSES: &[u16] = &[100, 200, 201, 202, 204, 400, 401, 404, 405, 409, 411, 413, 414, 431];
+    let mut statuses = Vec::new();
+    while !bytes.is_empty() {
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").ok_or("a response head cut short")?;
+        let head = std::str::from_utf8(&bytes[..end]).map_err(|_| "a head that is not UTF-8")?;
+        bytes = &bytes[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        if !STATUSES.contains(&status) {
+            return Err(format!("unexpected status {status}"));
+        }
+        statuses.push(status);
+        let mut headers = BTreeMap::new();
+        for line in lines {
+            let (name, value) = line.split_once(": ").ok_or_else(|| format!("bad header line {line:?}"))?;
+            headers.insert(name.to_ascii_lowercase(), value.to_string());
+        }
+        if headers.get("content-type").is_some_and(|t| t == "text/event-stream") {
+            // The rest is the stream, until the server saw our FIN.
+            if !b":sse-handshake\n\n".starts_with(&bytes[..bytes.len().min(16)]) {
+                return Err("a stream that does not start with the handshake".into());
+            }
+            break;
+        }
+        if matches!(status, 100 | 204) {
+            continue;
+        }
+        let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).ok_or("no Content-Length")?;
+        // An answer to HEAD has the head only: the next response (or the end)
+        // follows at once. (No body the server sends starts like a response.)
+        if len > 0 && (bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 ")) {
+            continue;
+        }
+        if bytes.len() < len {
+            return Err(format!("a body cut short: {} of {len} bytes", bytes.len()));
+        }
+        if status >= 400 {
+            let error: serde_json::Value = serde_json::from_slice(&bytes[..len]).map_err(|e| format!("error body not JSON: {e}"))?;
+            if !error["error"].is_string() {
+                return Err(format!("error body without a sentence: {error}"));
+            }
+        }
+        bytes = &bytes[len..];
+    }
+    Ok(statuses)
+}
+
+#[test]
+fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
+    let mut server = TestServer::start(&["--source", "s", "--max-event-bytes", "65536"]);
+    let valid = Arc::new(valid_requests(&endpoint_path(&server, "s")));
+    let baseline = server.metric("ssehub_connections_open");
+    let addr = server.addr;
+    let start = Instant::now();
+
+    // /healthz from another client every 100 ms for the whole run.
+    let done = Arc::new(AtomicBool::new(false));
+    let health = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut checks, mut slowest) = (0, Duration::ZERO);
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let mut s = TcpStream::connect(addr).expect("the server accepts");
+                s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+                let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("/healthz answered");
+                assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
+                slowest = slowest.max(t.elapsed());
+                checks += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (checks, slowest)
+        })
+    };
+
+    let next = Arc::new(AtomicU64::new(0));
+    let outcomes = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let workers: Vec<_> = (0..GARBAGE_WORKERS)
+        .map(|_| {
+            let (next, outcomes, valid) = (next.clone(), outcomes.clone(), valid.clone());
+            std::thread::spawn(move || {
+                let mut local = BTreeMap::<String, usize>::new();
+                loop {
+                    let case = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if case >= GARBAGE_CASES {
+                        break;
+                    }
+                    let (bytes, expected) = garbage_case(case, &valid);
+                    let show =
+                        || format!("case {case} (seed {GARBAGE_SEED:#x}): {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
+                    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}; {}", show()));
+                    s.set_nodelay(true).unwrap();
+                    // Sent whole or in a few pieces, then half-closed: the server sees
+                    // the end of the input at once instead of waiting out a timeout.
+                    let mut rng = Rng::new(case as u64);
+                    let pieces = if rng.chance(20) { 2 + rng.below(4) } else { 1 };
+                    let sent = bytes
+                        .chunks(bytes.len().div_ceil(pieces).max(1))
+                        .try_for_each(|piece| {
+                            std::thread::sleep(Duration::from_micros(if pieces > 1 { 500 } else { 0 }));
+                            s.write_all(piece)
+                        })
+                        .and_then(|_| s.shutdown(Shutdown::Write));
+                    let answer =
+                        read_until_closed(&mut s, Duration::from_secs(5)).unwrap_or_else(|| panic!("no close within 5 s; {}", show()));
+                    let statuses = parse_answers(&answer).unwrap_or_else(|e| {
+                        panic!("{e}; {}; answer {:?}", show(), String::from_utf8_lossy(&answer[..answer.len().min(400)]))
+                    });
+                    if let Some(want) = expected {
+                        assert_eq!(statuses.iter().find(|&&s| s != 100), Some(&want), "{}", show());
+                    }
+                    let key = match (statuses.as_slice(), sent) {
+                        ([], Err(_)) => "reset while sending".to_string(),
+                        ([], Ok(())) => "closed without an answer".to_string(),
+                        (all, _) => format!("answered {}", all.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+                    };
+                    *local.entry(key).or_default() += 1;
+                }
+                let mut all = outcomes.lock().unwrap();
+                for (k, n) in local {
+                    *all.entry(k).or_default() += n;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let took = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (checks, slowest) = health.join().unwrap();
+
+    assert!(server.child.try_wait().unwrap().is_none(), "the server died:\n{}", server.logs());
+    assert!(!server.logs().contains("panicked"), "the server panicked:\n{}", server.logs());
+    assert!(checks >= 10 && slowest < Duration::from_secs(2), "/healthz: {checks} checks, slowest {slowest:?}");
+    server.wait_metric("ssehub_connections_open", baseline);
+    assert_eq!(server.request("GET", "/healthz", None).status, 200);
+    let outcomes = outcomes.lock().unwrap();
+    let mut by_status = BTreeMap::<&str, usize>::new();
+    for (k, n) in outcomes.iter() {
+        *by_status.entry(k.split(',').next().unwrap()).or_default() += n;
+    }
+    eprintln!(
+        "garbage: {GARBAGE_CASES} cases in {took:?}; /healthz {checks} checks, slowest {slowest:?}; first outcome of each: {by_status:?}"
+    );
+    assert!(took < Duration::from_secs(30), "garbage took {took:?}");
+}
