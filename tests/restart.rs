@@ -67,14 +67,16 @@ fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
     let listen = addr.to_string();
     let args: Vec<&str> = [&args[..], &["--listen", &listen]].concat();
 
-    let mut follower = Follower(Command::new(support::bin())
-        .args(["events", "-f", "-n", "0", "s"])
-        .env("SSEHUB_URL", format!("http://{addr}"))
-        .env("SSEHUB_API_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut follower = Follower(
+        Command::new(support::bin())
+            .args(["events", "-f", "-n", "0", "s"])
+            .env("SSEHUB_URL", format!("http://{addr}"))
+            .env("SSEHUB_API_KEY", KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let printed = Arc::new(Mutex::new(Vec::<(u64, u64)>::new()));
     let out = follower.0.stdout.take().unwrap();
     let sink = printed.clone();
