@@ -9,8 +9,15 @@
 //! cargo bench --bench load -- handshake --n 19000 --secs 60
 //! common: --url http://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
 //!         --pid SERVER_PID  --per-worker 19000  --workers K  --inflight 128
-//!         --window 64  --timeout 120s
+//!         --window 64  --timeout 120s  --target ssehub|nchan
 //! ```
+//!
+//! `--target nchan` points the same scenarios at nginx + nchan for a side by
+//! side comparison (`scripts/bench.sh`): subscribe `GET /sub/<source>`
+//! (EventSource), publish `POST /pub/<source>` with the raw JSON body (201 or
+//! 202), read the payload from the `data:` line itself rather than from an
+//! envelope's `.event`, no API key, and no source to create. A stream counts
+//! as open at its first comment: ssehub's `:sse-handshake`, nchan's `: hi`.
 //!
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
@@ -81,11 +88,56 @@ fn main() {
 const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|selftest> [--n N] [--hold 5s] \
     [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--url URL] \
     [--key KEY] [--source NAME] [--pid PID] [--per-worker N] [--workers K] [--inflight N] \
-    [--window N] [--timeout 120s]";
+    [--window N] [--timeout 120s] [--target ssehub|nchan]";
+
+/// The server the tool speaks to: ssehub's API, or nchan's for comparison.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    Ssehub,
+    Nchan,
+}
+
+impl FromStr for Target {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Target, ()> {
+        match s {
+            "ssehub" => Ok(Target::Ssehub),
+            "nchan" => Ok(Target::Nchan),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Target {
+    fn sub_path(self, source: &str) -> String {
+        match self {
+            Target::Ssehub => format!("/sources/{source}/sse"),
+            Target::Nchan => format!("/sub/{source}"),
+        }
+    }
+
+    fn emit_path(self, source: &str) -> String {
+        match self {
+            Target::Ssehub => format!("/v1/sources/{source}/events"),
+            Target::Nchan => format!("/pub/{source}"),
+        }
+    }
+
+    /// ssehub answers an emit 202; nchan 201 with subscribers, 202 without.
+    fn emit_ok(self, status: u16) -> bool {
+        status == 202 || (self == Target::Nchan && status == 201)
+    }
+
+    /// ssehub wraps the payload in an envelope (`.event`); nchan sends it as is.
+    fn envelope(self) -> bool {
+        self == Target::Ssehub
+    }
+}
 
 /// Command-line options; every flag but the key has a default.
 struct Opts {
     scenario: String,
+    target: Target,
     addr: SocketAddrV4,
     host: String,
     key: String,
@@ -151,6 +203,7 @@ impl Opts {
         let hold = if scenario == "ladder" { "2s" } else { "5s" };
         let steps = get("steps", "5000,10000,15000,19500");
         let o = Opts {
+            target: parse("target", get("target", "ssehub"))?,
             addr,
             host,
             key: get("key", &env_key),
@@ -176,7 +229,7 @@ impl Opts {
         if o.scenario == "fanout" && o.events == 0 {
             return Err("fanout needs --events of at least 1".into());
         }
-        if o.key.is_empty() {
+        if o.key.is_empty() && o.target == Target::Ssehub {
             return Err("no API key: pass --key or set SSEHUB_API_KEY".into());
         }
         let name_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
@@ -384,21 +437,28 @@ mod sse {
         pub t_ns: u64,
     }
 
-    /// Finds `.event.{run,seq,t_ns}` in an envelope. The fast path relies on
-    /// the server keeping our key order (the contract only strips whitespace)
+    /// Finds `{run,seq,t_ns}` in an envelope's `.event` or, without
+    /// `envelope` (nchan), in the data itself. The fast path relies on the
+    /// server keeping our key order (the contract only strips whitespace)
     /// and saves a full JSON parse per delivery, which counts at 10M
     /// deliveries on cores the server shares; any other shape goes to serde_json.
-    pub fn probe(data: &[u8]) -> Option<Probe> {
-        fast_probe(data).or_else(|| {
+    pub fn probe(data: &[u8], envelope: bool) -> Option<Probe> {
+        fast_probe(data, envelope).or_else(|| {
             let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-            let field = |k: &str| v.get("event")?.get(k)?.as_u64();
+            let p = if envelope { v.get("event")? } else { &v };
+            let field = |k: &str| p.get(k)?.as_u64();
             Some(Probe { run: field("run")?, seq: field("seq")?, t_ns: field("t_ns")? })
         })
     }
 
-    fn fast_probe(data: &[u8]) -> Option<Probe> {
+    fn fast_probe(data: &[u8], envelope: bool) -> Option<Probe> {
         const START: &[u8] = br#""event":{"run":"#;
-        let (run, rest) = digits(&data[find(data, START)? + START.len()..])?;
+        const RAW: &[u8] = br#"{"run":"#;
+        let rest = match envelope {
+            true => &data[find(data, START)? + START.len()..],
+            false => data.strip_prefix(RAW)?,
+        };
+        let (run, rest) = digits(rest)?;
         let (seq, rest) = digits(rest.strip_prefix(br#","seq":"#)?)?;
         let (t_ns, _) = digits(rest.strip_prefix(br#","t_ns":"#)?)?;
         Some(Probe { run, seq, t_ns })
@@ -510,9 +570,9 @@ mod http {
         }
 
         pub fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Res<()> {
-            let (host, key, len) = (&self.host, &self.key, body.len());
+            let (host, auth, len) = (&self.host, auth_header(&self.key), body.len());
             let mut req = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\
                  Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
             )
             .into_bytes();
@@ -558,6 +618,11 @@ mod http {
     }
 }
 
+/// `Authorization: Bearer <key>` and its CRLF, or nothing without a key (nchan).
+fn auth_header(key: &str) -> String {
+    if key.is_empty() { String::new() } else { format!("Authorization: Bearer {key}\r\n") }
+}
+
 /// A worker: holds subscribers on one epoll and measures what they receive.
 mod worker {
     use super::*;
@@ -573,6 +638,8 @@ mod worker {
         index: usize,
         stride: usize,
         inflight: usize,
+        /// Payloads arrive in ssehub's envelope (else raw, as from nchan).
+        envelope: bool,
     }
 
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -581,7 +648,7 @@ mod worker {
         Connecting,
         /// Request sent; waits for the response head.
         AwaitHead,
-        /// 200 received; waits for the first `:sse-handshake`.
+        /// 200 received; waits for the first comment (`:sse-handshake`, nchan's `: hi`).
         AwaitHandshake,
         Streaming,
         Closed,
@@ -623,6 +690,7 @@ mod worker {
         announced: bool,
         foreign: u64,
         bad: u64,
+        envelope: bool,
     }
 
     impl Measure {
@@ -639,7 +707,7 @@ mod worker {
                     return;
                 }
             };
-            let Some(p) = sse::probe(data) else {
+            let Some(p) = sse::probe(data, self.envelope) else {
                 return self.bad += 1;
             };
             if !sub.measured || p.run != self.run || p.seq >= u64::from(self.events) {
@@ -698,14 +766,11 @@ mod worker {
         Ok(Cfg {
             dst: dst.ip().octets(),
             port: dst.port(),
-            request: format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
-                 Accept: text/event-stream\r\n\r\n"
-            )
-            .into_bytes(),
+            request: format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{}Accept: text/event-stream\r\n\r\n", auth_header(key)).into_bytes(),
             index: n("index")?,
             stride: n("stride")?.max(1),
             inflight: n("inflight")?.max(1),
+            envelope: v["envelope"].as_bool().ok_or("config lacks envelope")?,
         })
     }
 
@@ -922,7 +987,8 @@ mod worker {
             let (first, last, count) = (vec![u64::MAX; n], vec![0; n], vec![0; n]);
             // With no events there is nothing to complete: `handshake` only counts comments.
             let announced = events == 0;
-            self.m = Measure { active: true, run, events, first, last, count, announced, ..Default::default() };
+            let envelope = self.cfg.envelope;
+            self.m = Measure { active: true, run, events, first, last, count, announced, envelope, ..Default::default() };
             for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Streaming) {
                 c.sub = Sub { comments: c.sub.comments, measured: true, ..Sub::default() };
                 self.m.subs += 1;
@@ -1094,7 +1160,7 @@ mod fleet {
             for w in 0..workers {
                 let cfg = serde_json::json!({
                     "dst": o.addr.to_string(), "host": o.host, "key": o.key,
-                    "path": format!("/sources/{}/sse", o.source),
+                    "path": o.target.sub_path(&o.source), "envelope": o.target.envelope(),
                     "index": w, "stride": workers, "inflight": o.inflight.div_ceil(workers),
                 });
                 let mut child = Command::new(&exe)
@@ -1255,8 +1321,8 @@ mod scenario {
         ("bytes", "payload bytes"),
         ("rate", "emit rate asked (/s, 0 = back-to-back)"),
         ("emit_rate", "emit rate achieved (/s)"),
-        ("emit_p50_us", "emit -> 202 p50 (µs)"),
-        ("emit_p99_us", "emit -> 202 p99 (µs)"),
+        ("emit_p50_us", "emit -> answer p50 (µs)"),
+        ("emit_p99_us", "emit -> answer p99 (µs)"),
         ("complete", "every subscriber got every event"),
         ("deliveries", "deliveries"),
         ("loss", "lost (must be 0)"),
@@ -1376,10 +1442,14 @@ mod scenario {
     pub fn run(o: &Opts) -> Res<()> {
         let limit = sys::raise_nofile()?;
         let pid = o.pid.map_or("none: no server RSS/CPU".into(), |p| p.to_string());
-        eprintln!("load: RLIMIT_NOFILE {limit}; server {} pid {pid}", o.addr);
+        eprintln!("load: RLIMIT_NOFILE {limit}; {:?} server {} pid {pid}", o.target, o.addr);
         let mut http = http::Http::connect(o)?;
         let body = serde_json::json!({ "name": o.source }).to_string();
-        let (status, answer) = http.call("POST", "/v1/sources", body.as_bytes())?;
+        // nchan makes a channel on its first publish or subscribe.
+        let (status, answer) = match o.target {
+            Target::Ssehub => http.call("POST", "/v1/sources", body.as_bytes())?,
+            Target::Nchan => (201, Vec::new()),
+        };
         if status != 201 && status != 409 {
             let answer = String::from_utf8_lossy(&answer);
             return Err(format!("creating source {}: HTTP {status} {answer}", o.source));
@@ -1470,7 +1540,7 @@ mod scenario {
         Ok(out)
     }
 
-    /// What the emitter saw: send times, and when each 202 came back.
+    /// What the emitter saw: send times, and when each answer came back.
     struct Emitted {
         sent: Vec<u64>,
         answered: Vec<u64>,
@@ -1481,13 +1551,13 @@ mod scenario {
     /// answer, up to --window unanswered, so a slow answer does not lower the
     /// offered rate and hide the delay (coordinated omission).
     fn emit(o: &Opts, mut http: http::Http, run: u64) -> Res<Emitted> {
-        let (n, mut reader) = (o.events as usize, http.try_clone()?);
+        let (n, mut reader, target) = (o.events as usize, http.try_clone()?, o.target);
         let (tx, rx) = mpsc::channel();
         let answers = std::thread::spawn(move || -> Res<Vec<u64>> {
             let mut at = Vec::with_capacity(n);
             for seq in 0..n {
                 let (status, body) = reader.recv().map_err(|e| format!("emit {seq}: {e}"))?;
-                if status != 202 {
+                if !target.emit_ok(status) {
                     let body = String::from_utf8_lossy(&body);
                     return Err(format!("emit {seq}: HTTP {status} {body}"));
                 }
@@ -1496,7 +1566,7 @@ mod scenario {
             }
             Ok(at)
         });
-        let path = format!("/v1/sources/{}/events", o.source);
+        let path = o.target.emit_path(&o.source);
         let (mut sent, mut acked) = (Vec::with_capacity(n), 0);
         let t0 = sys::now_ns();
         for seq in 0..n {
@@ -1658,10 +1728,19 @@ mod selftest {
         }
         let p = Some(Probe { run: 7, seq: 3, t_ns: 99 });
         let env = br#"{"id":"1-0","event":{"run":7,"seq":3,"t_ns":99,"pad":"xx"},"metadata":{}}"#;
-        check("probe fast path", probe(env) == p);
-        check("probe fallback", probe(br#"{"event":{"t_ns":99,"seq":3,"run":7}}"#) == p);
-        check("probe other payload", probe(br#"{"event":{"total":12}}"#).is_none());
-        check("probe garbage", probe(b"not json").is_none());
+        check("probe fast path", probe(env, true) == p);
+        check("probe fallback", probe(br#"{"event":{"t_ns":99,"seq":3,"run":7}}"#, true) == p);
+        check("probe other payload", probe(br#"{"event":{"total":12}}"#, true).is_none());
+        check("probe garbage", probe(b"not json", true).is_none());
+        // nchan: the payload is the data itself.
+        check("probe raw fast path", probe(br#"{"run":7,"seq":3,"t_ns":99,"pad":"xx"}"#, false) == p);
+        check("probe raw fallback", probe(br#"{"t_ns":99, "seq":3, "run":7}"#, false) == p);
+        check("probe raw is no envelope", probe(env, false).is_none());
+        check("probe envelope is not raw", probe(br#"{"run":7,"seq":3,"t_ns":99}"#, true).is_none());
+        check("target", "nchan".parse() == Ok(Target::Nchan) && "x".parse::<Target>().is_err());
+        check("nchan paths", Target::Nchan.emit_path("s") == "/pub/s" && Target::Nchan.sub_path("s") == "/sub/s");
+        check("emit status", Target::Nchan.emit_ok(201) && !Target::Ssehub.emit_ok(201));
+        check("auth header", auth_header("").is_empty() && auth_header("k") == "Authorization: Bearer k\r\n");
         for v in [0u64, 1, 63, 64, 65, 127, 128, 1000, 123_456, 10_000_000_007, u64::MAX / 3] {
             let back = hist::value(hist::index(v));
             check(&format!("hist bucket {v}"), back.abs_diff(v) as f64 <= v as f64 / 64.0);
