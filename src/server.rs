@@ -165,11 +165,13 @@ pub fn unix_ms() -> u64 {
 /// Spreads handshake comments: streams are split into `slots` by slab key
 /// (key % slots), and each tick writes the comment to one slot, so every
 /// stream gets one per interval and no tick carries more than its share.
+/// The tick runs only while there are streams, so an idle server sleeps.
 struct Handshakes {
     slots: usize,
     slot: usize,
     tick_ms: u64,
     next_at: u64,
+    armed: bool,
 }
 
 pub struct Reactor {
@@ -219,7 +221,7 @@ impl Reactor {
         }
         let interval_ms = (config.handshake_interval.as_millis() as u64).max(1);
         let tick_ms = HANDSHAKE_TICK_MS.min(interval_ms);
-        let handshakes = Handshakes { slots: (interval_ms / tick_ms).max(1) as usize, slot: 0, tick_ms, next_at: tick_ms };
+        let handshakes = Handshakes { slots: (interval_ms / tick_ms).max(1) as usize, slot: 0, tick_ms, next_at: 0, armed: false };
         info!("listening on http://{local_addr} (up to {max_connections} connections)");
         Reactor {
             poll,
@@ -249,7 +251,6 @@ impl Reactor {
 
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        self.timers.insert(self.handshakes.next_at, Due::Handshake);
         let result = loop {
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -513,6 +514,11 @@ impl Reactor {
             }
         }
         let index = self.registry.subscribe(source, key as u32);
+        if !self.handshakes.armed {
+            self.handshakes.armed = true;
+            self.handshakes.next_at = self.now + self.handshakes.tick_ms;
+            self.timers.insert(self.handshakes.next_at, Due::Handshake);
+        }
         conn.phase = Phase::Stream { source, index };
         conn.rbuf = Vec::new();
         mark_flush(&mut self.to_flush, conn, key);
@@ -676,9 +682,12 @@ impl Reactor {
             key += hs.slots;
         }
         hs.slot = (hs.slot + 1) % hs.slots;
-        // Fixed cadence; after a stall, skip missed ticks rather than burst.
-        hs.next_at = (hs.next_at + hs.tick_ms).max(self.now);
-        self.timers.insert(hs.next_at, Due::Handshake);
+        hs.armed = self.stats.subscribers > 0;
+        if hs.armed {
+            // Fixed cadence; after a stall, skip missed ticks rather than burst.
+            hs.next_at = (hs.next_at + hs.tick_ms).max(self.now);
+            self.timers.insert(hs.next_at, Due::Handshake);
+        }
     }
 
     // ---- closing ----
