@@ -82,7 +82,7 @@ impl Fail {
 type Result<T> = std::result::Result<T, Fail>;
 
 pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
-    let head_only = head.method == "HEAD";
+    let head_only = head.method() == "HEAD";
     match dispatch(ctx, head, body) {
         Ok(reply) => reply,
         Err(fail) => {
@@ -102,7 +102,7 @@ pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
 }
 
 fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
-    let method = head.method.as_str();
+    let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
     match route(head.path()) {
         Route::Ingest(key, suffix) => webhook::ingest(ctx, head, key, suffix, body),
@@ -182,7 +182,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
 }
 
 fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
-    let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method == "HEAD");
+    let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method() == "HEAD");
     Reply::Response { status, bytes, close: !head.keep_alive }
 }
 

@@ -14,7 +14,6 @@ use crate::timer::TimerId;
 
 /// Bytes read from one socket per `fill` call before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
-const READ_CHUNK: usize = 16 * 1024;
 
 pub enum Phase {
     /// Waiting for a request head (header or keep-alive timer armed).
@@ -120,24 +119,21 @@ impl Conn {
         matches!(self.phase, Phase::Stream { .. })
     }
 
-    /// One read: into `rbuf` while a request is being read, into `scratch`
-    /// (discarded) otherwise. The reactor's read loop calls it until
+    /// One read into `scratch`, kept in `rbuf` while a request is being
+    /// read, discarded otherwise. The reactor's read loop calls it until
     /// `Drained`, `Eof` or its budget.
     pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
-        let keep = matches!(self.phase, Phase::Head | Phase::Body(_));
         loop {
-            let result = if keep {
-                let len = self.rbuf.len();
-                self.rbuf.resize(len + READ_CHUNK, 0);
-                let r = self.sock.read(&mut self.rbuf[len..]);
-                self.rbuf.truncate(len + *r.as_ref().unwrap_or(&0));
-                r
-            } else {
-                self.sock.read(scratch)
-            };
-            return match result {
+            return match self.sock.read(scratch) {
                 Ok(0) => Ok(Fill::Eof),
-                Ok(n) => Ok(Fill::Read(n)),
+                Ok(n) => {
+                    // Copying what came costs less than zeroing room for
+                    // a read in `rbuf` each time.
+                    if matches!(self.phase, Phase::Head | Phase::Body(_)) {
+                        self.rbuf.extend_from_slice(&scratch[..n]);
+                    }
+                    Ok(Fill::Read(n))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.can_read = false;
                     Ok(Fill::Drained)

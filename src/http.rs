@@ -49,23 +49,51 @@ pub enum Framing {
     Chunked,
 }
 
-/// A parsed request head. Header names are lower-cased.
+/// A parsed request head: its bytes, and where in them the method, the
+/// target and each header are (one allocation for the bytes and one for
+/// the index, however many headers).
 #[derive(Debug, Clone)]
 pub struct Head {
-    pub method: String,
-    /// The request target as sent: path plus optional `?query`.
-    pub target: String,
+    raw: Box<[u8]>,
+    method: Span,
+    target: Span,
+    /// (name, value) of each header, names as sent.
+    headers: Vec<(Span, Span)>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    pub headers: Vec<(String, Vec<u8>)>,
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
 }
 
+/// A range of `Head::raw`; a head is at most `HEAD_BYTES_MAX` bytes.
+#[derive(Debug, Clone, Copy)]
+struct Span(u16, u16);
+
 impl Head {
+    fn text(&self, span: Span) -> &str {
+        // Method, target and header names passed httparse's token and URI
+        // checks, which admit ASCII only.
+        std::str::from_utf8(&self.raw[span.0 as usize..span.1 as usize]).unwrap_or("")
+    }
+
+    pub fn method(&self) -> &str {
+        self.text(self.method)
+    }
+
+    /// The request target as sent: path plus optional `?query`.
+    pub fn target(&self) -> &str {
+        self.text(self.target)
+    }
+
+    /// Every header as sent, in order: (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|&(n, v)| (self.text(n), &self.raw[v.0 as usize..v.1 as usize]))
+    }
+
+    /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
@@ -75,7 +103,8 @@ impl Head {
     /// The path of the target; an absolute-form target
     /// (`http://host/path`, RFC 9112 §3.2.2) is reduced to its path.
     pub fn path(&self) -> &str {
-        let target = self.target.split_once('?').map_or(self.target.as_str(), |(p, _)| p);
+        let target = self.target();
+        let target = target.split_once('?').map_or(target, |(p, _)| p);
         match target.split_once("://") {
             Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
             _ => target,
@@ -83,7 +112,7 @@ impl Head {
     }
 
     pub fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+        self.target().split_once('?').map_or("", |(_, q)| q)
     }
 }
 
@@ -102,49 +131,59 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
     if len > HEAD_BYTES_MAX {
         return Err(HttpError::HeadTooLarge);
     }
+    // httparse's slices point into `buf`: keep their offsets.
+    // (An empty slice may point anywhere.)
+    let span = |s: &[u8]| {
+        if s.is_empty() {
+            return Span(0, 0);
+        }
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        Span(start as u16, (start + s.len()) as u16)
+    };
     let minor = req.version.unwrap_or(1);
     let mut head = Head {
-        method: req.method.unwrap_or("").to_string(),
-        target: req.path.unwrap_or("").to_string(),
-        minor,
+        raw: buf[..len].into(),
+        method: span(req.method.unwrap_or("").as_bytes()),
+        target: span(req.path.unwrap_or("").as_bytes()),
         headers: Vec::with_capacity(req.headers.len()),
+        minor,
         framing: Framing::None,
         keep_alive: minor >= 1,
         expect_continue: false,
     };
     let (mut length, mut chunked) = (None, false);
     for h in req.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        match name.as_str() {
-            "content-length" => {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(HttpError::Malformed("bad Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(HttpError::Malformed("conflicting Content-Length"));
-                }
-                length = Some(n);
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        if is("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(HttpError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Malformed("conflicting Content-Length"));
             }
+            length = Some(n);
+        } else if is("transfer-encoding") {
             // Only plain `chunked`: we decode no compression, and passing
             // gzip bytes on as the body would corrupt the event.
-            "transfer-encoding" if h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") && !chunked => chunked = true,
-            "transfer-encoding" => return Err(HttpError::Malformed("unsupported Transfer-Encoding")),
-            "connection" => {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                        head.keep_alive = true;
-                    }
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(HttpError::Malformed("unsupported Transfer-Encoding"));
+            }
+            chunked = true;
+        } else if is("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    head.keep_alive = true;
                 }
             }
-            "expect" => head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
-            _ => {}
+        } else if is("expect") {
+            head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
         }
-        head.headers.push((name, h.value.to_vec()));
+        head.headers.push((span(h.name.as_bytes()), span(h.value)));
     }
     head.framing = match (chunked, length) {
         // Both present is a smuggling vector (RFC 9112 §6.3): refuse.
@@ -411,7 +450,7 @@ mod tests {
             (b"\x16\x03\x01\x02\x00\x01", Err(HttpError::Malformed("invalid method"))),
         ];
         for (input, want) in table {
-            let got = parse_head(input).map(|o| o.map(|(h, _)| (h.method.clone(), h.target.clone(), h.framing, h.keep_alive)));
+            let got = parse_head(input).map(|o| o.map(|(h, _)| (h.method().to_string(), h.target().to_string(), h.framing, h.keep_alive)));
             let want = want.clone().map(|o| o.map(|(m, t, f, k)| (m.to_string(), t.to_string(), f, k)));
             assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(input));
         }
@@ -652,7 +691,7 @@ mod properties {
             prop_assert_eq!(format!("{:?}", parse_head(&req)), head_in_pieces(&req, &sizes));
             if let Ok(Some((head, len))) = parse_head(&req) {
                 prop_assert!(len <= req.len() && len <= HEAD_BYTES_MAX);
-                prop_assert!(head.headers.iter().all(|(n, _)| !n.bytes().any(|b| b.is_ascii_uppercase())));
+                prop_assert!(head.headers().all(|(n, _)| head.header(&n.to_ascii_lowercase()).is_some()), "found in any case");
                 let max = 64;
                 let at_once = body_in_pieces(head.framing, max, &req[len..], &[usize::MAX]);
                 prop_assert_eq!(&at_once, &body_in_pieces(head.framing, max, &req[len..], &sizes));

@@ -49,6 +49,8 @@ const ACCEPT_RETRY_MS: u64 = 100;
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 256;
 const WRITE_BUDGET: usize = 256 * 1024;
+/// Stream connections written per turn (about 5 ms of `send` calls here).
+const STREAM_FLUSH_BUDGET: usize = 1024;
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 const LISTEN_BACKLOG: i32 = 4096;
@@ -189,7 +191,7 @@ pub struct Reactor {
     /// Reactor clock: milliseconds since start, read once per turn.
     now: u64,
     stats: Stats,
-    to_flush: Vec<usize>,
+    to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
     to_close: Vec<usize>,
     accept_ready: bool,
@@ -237,7 +239,7 @@ impl Reactor {
             start: Instant::now(),
             now: 0,
             stats: Stats::default(),
-            to_flush: Vec::new(),
+            to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
             accept_ready: true,
@@ -296,7 +298,7 @@ impl Reactor {
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             conn.can_write = true;
             if !conn.out.is_empty() {
-                mark_flush(&mut self.to_flush, conn, key);
+                self.to_flush.mark(conn, key);
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -411,7 +413,7 @@ impl Reactor {
             // Answers to requests read before the FIN still go out.
             Phase::Head | Phase::Body(_) if !conn.out.is_empty() => {
                 conn.phase = Phase::Linger;
-                mark_flush(&mut self.to_flush, conn, key);
+                self.to_flush.mark(conn, key);
             }
             Phase::Linger if !conn.out.is_empty() => {}
             Phase::Linger => self.close(key, Reason::Done),
@@ -437,7 +439,7 @@ impl Reactor {
                             Ok(Some(reader)) => {
                                 if head.expect_continue && head.minor >= 1 {
                                     conn.push(Buf::Static(http::CONTINUE));
-                                    mark_flush(&mut self.to_flush, conn, key);
+                                    self.to_flush.mark(conn, key);
                                 }
                                 conn.phase = Phase::Body(Box::new(BodyRead { head, reader, body: Vec::new() }));
                                 self.arm(key, self.now + BODY_TIMEOUT_MS);
@@ -470,7 +472,7 @@ impl Reactor {
         conn.push(Buf::Owned(http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false)));
         conn.phase = Phase::Linger;
         conn.rbuf = Vec::new();
-        mark_flush(&mut self.to_flush, conn, key);
+        self.to_flush.mark(conn, key);
         self.stats.count_response(status);
         self.disarm(key);
     }
@@ -485,7 +487,7 @@ impl Reactor {
                 let conn = &mut self.conns[key];
                 conn.push(Buf::Owned(bytes));
                 conn.served = true;
-                mark_flush(&mut self.to_flush, conn, key);
+                self.to_flush.mark(conn, key);
                 if close {
                     conn.phase = Phase::Linger;
                     conn.rbuf = Vec::new();
@@ -521,7 +523,7 @@ impl Reactor {
         }
         conn.phase = Phase::Stream { source, index };
         conn.rbuf = Vec::new();
-        mark_flush(&mut self.to_flush, conn, key);
+        self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
     }
@@ -549,7 +551,7 @@ impl Reactor {
                         }
                         conn.push(Buf::Shared(event.frame.clone()));
                         self.stats.frames_delivered += 1;
-                        mark_flush(&mut self.to_flush, conn, k);
+                        self.to_flush.mark(conn, k);
                     }
                 }
                 Effect::EndStreams(keys) => {
@@ -562,7 +564,7 @@ impl Reactor {
                         conn.phase = Phase::Linger;
                         self.stats.subscribers -= 1;
                         if conn.closing.is_none() {
-                            mark_flush(&mut self.to_flush, conn, k as usize);
+                            self.to_flush.mark(conn, k as usize);
                         }
                     }
                 }
@@ -574,8 +576,14 @@ impl Reactor {
 
     /// Writes before sleeping: every connection with queued output, once.
     fn flush_pending(&mut self) {
-        for key in std::mem::take(&mut self.to_flush) {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+        let answers = std::mem::take(&mut self.to_flush.answers);
+        let mut streams = std::mem::take(&mut self.to_flush.streams);
+        // The streams over budget go first next turn, still marked pending.
+        self.to_flush.streams = streams.split_off(streams.len().min(STREAM_FLUSH_BUDGET));
+        for key in answers.into_iter().chain(streams) {
+            // Not pending: a carried-over key whose connection closed (the
+            // key may be reused) or that was listed twice.
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.pending_write) else { continue };
             conn.pending_write = false;
             if conn.closing.is_some() || !conn.can_write {
                 continue;
@@ -587,7 +595,7 @@ impl Reactor {
                     }
                     match done {
                         Flushed::Empty => self.on_flushed(key),
-                        Flushed::Budget => mark_flush(&mut self.to_flush, conn, key),
+                        Flushed::Budget => self.to_flush.mark(conn, key),
                         // A stream, or a last answer (`Linger`, whose phase timer is
                         // disarmed): without this deadline a peer that never reads
                         // would hold the slot and the queued answer for ever.
@@ -677,7 +685,7 @@ impl Reactor {
                 && conn.out.is_empty()
             {
                 conn.push(Buf::Static(sse::HANDSHAKE));
-                mark_flush(&mut self.to_flush, conn, key);
+                self.to_flush.mark(conn, key);
             }
             key += hs.slots;
         }
@@ -795,10 +803,27 @@ impl Reactor {
     }
 }
 
-fn mark_flush(list: &mut Vec<usize>, conn: &mut Conn, key: usize) {
-    if !conn.pending_write {
-        conn.pending_write = true;
-        list.push(key);
+/// Connections with output to write this turn: answers (all of them, each
+/// turn, so a publisher's `202` never waits behind a fan-out) and streams
+/// (a budget per turn, the rest carried over, so new requests are read
+/// between slices of a long fan-out and their events join the queues not
+/// yet flushed).
+#[derive(Default)]
+struct ToFlush {
+    answers: Vec<usize>,
+    streams: Vec<usize>,
+}
+
+impl ToFlush {
+    fn mark(&mut self, conn: &mut Conn, key: usize) {
+        if !conn.pending_write {
+            conn.pending_write = true;
+            if conn.is_stream() { self.streams.push(key) } else { self.answers.push(key) }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.answers.is_empty() && self.streams.is_empty()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::json;
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u8]) -> Result<Reply, Fail> {
     let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
-    if head.method == "OPTIONS" && head.header("access-control-request-method").is_some() {
+    if head.method() == "OPTIONS" && head.header("access-control-request-method").is_some() {
         return Ok(preflight(head));
     }
     let payload = event(head, suffix, body);
@@ -24,7 +24,7 @@ pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u
         "Access-Control-Allow-Origin: *\r\n",
         b"{\"success\":true}",
         head.keep_alive,
-        head.method == "HEAD",
+        head.method() == "HEAD",
     );
     Ok(Reply::Response { status: 200, bytes, close: !head.keep_alive })
 }
@@ -35,9 +35,8 @@ fn preflight(head: &Head) -> Reply {
     let mut extra = format!("Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: {CORS_METHODS}\r\n");
     // httparse has refused CR and LF in values, so echoing cannot split the head.
     let requested: Vec<&str> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "access-control-request-headers")
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("access-control-request-headers"))
         .filter_map(|(_, v)| std::str::from_utf8(v).ok().map(str::trim))
         .filter(|v| !v.is_empty())
         .collect();
@@ -54,14 +53,15 @@ fn preflight(head: &Head) -> Reply {
 pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() * 2 + 512);
     out.extend_from_slice(b"{\"method\":");
-    json::write_str(&mut out, &head.method);
+    json::write_str(&mut out, head.method());
     out.extend_from_slice(b",\"path\":");
     json::write_str(&mut out, if suffix.is_empty() { "/" } else { suffix });
     out.extend_from_slice(b",\"query\":");
     let query: Vec<(String, String)> = http::query_pairs(head.query()).collect();
     write_grouped(&mut out, &query, true);
     out.extend_from_slice(b",\"headers\":");
-    let headers: Vec<(String, String)> = head.headers.iter().map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+    let headers: Vec<(String, String)> =
+        head.headers().map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(v).into_owned())).collect();
     write_grouped(&mut out, &headers, false);
     out.extend_from_slice(b",\"body\":");
     // JSON (no deeper than json::DEPTH_MAX, so the event stays readable), else text.
