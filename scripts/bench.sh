@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# Side by side benchmark: ssehub against nchan (nginx + libnginx-mod-nchan),
+# the same scenarios driven by the same load tool (benches/load.rs) and wrk,
+# each scenario on a freshly started server, on loopback only. BENCHMARKS.md
+# explains the method and holds the last full run.
+#
+#   scripts/bench.sh            full run (8-10 minutes on 2 cores)
+#   scripts/bench.sh --quick    smoke run with small numbers (1-2 minutes)
+#   scripts/bench.sh --only ssehub|nchan
+#
+# It builds ssehub (release) and the load tool, installs nginx,
+# libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
+# sudo, the first time only), then writes to target/bench/:
+#   results.txt  the raw RESULT lines, each with server=<name>, and # notes
+#   table.md     the side by side table (also printed)
+#   chart.png    RSS vs idle subscribers and completion p99 vs subscribers
+#   logs/        every load-tool table, wrk summary, server log, nginx.conf
+# A full run also copies the chart to docs/bench.png.
+#
+# Scenarios (full; --quick shrinks every number):
+#   ladder     idle subscribers 5k, 10k, 15k, 19.5k: RSS per subscriber
+#   fanout     1k, 5k, 10k subscribers x 1000 events x 100 B at 200/s (the
+#              p99 curve), and 10k as fast as possible (rate 0)
+#   emit       wrk -t2 -c64 -d10s, no subscriber
+#   handshake  19.5k idle subscribers held 60 s: server CPU (ssehub writes a
+#              :sse-handshake every 15 s; nchan sends nothing to an idle
+#              EventSource, so for it this is plain idle cost)
+#
+# Environment: BENCH_PORT (first port tried, default 18080).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+SERVERS="ssehub nchan"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --only) SERVERS=${2:?--only needs ssehub or nchan}; shift ;;
+    -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for s in $SERVERS; do
+  case $s in ssehub | nchan) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
+done
+
+if [ $QUICK = 1 ]; then
+  LADDER=1000,2000 HOLD=1s
+  CURVE="500 1000 2000" FAN_N=2000 EVENTS=200
+  WRK_SECS=3
+  HS_N=2000 HS_SECS=16s
+else
+  LADDER=5000,10000,15000,19500 HOLD=2s
+  CURVE="1000 5000 10000" FAN_N=10000 EVENTS=1000
+  WRK_SECS=10
+  HS_N=19500 HS_SECS=60s
+fi
+RATE=200 BYTES=100
+
+OUT=$ROOT/target/bench
+LOGS=$OUT/logs
+RESULTS=$OUT/results.txt
+NCHAN_MOD=/usr/lib/nginx/modules/ngx_nchan_module.so
+
+say() { printf '%s\n' "$*" >&2; }
+
+# ---- what it needs ---------------------------------------------------------
+install_missing() {
+  local need=()
+  command -v nginx >/dev/null || need+=(nginx)
+  [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v gnuplot >/dev/null || need+=(gnuplot-nox)
+  [ ${#need[@]} -eq 0 ] && return
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "bench: installing ${need[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+build() {
+  say "bench: building ssehub (release) and the load tool"
+  cargo build --release --quiet
+  LOAD=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*/load-[^"]*"' | tail -1 | cut -d'"' -f4)
+  [ -x "$LOAD" ] || { say "bench: cannot find the load tool's executable"; exit 1; }
+  SSEHUB=$ROOT/target/release/ssehub
+}
+
+# ---- servers ---------------------------------------------------------------
+SRV_MAIN= # the process we started (ssehub, or nginx's master)
+SRV_PID=  # the one measured (ssehub, or nginx's only worker)
+PORT=${BENCH_PORT:-18080}
+TMP=$(mktemp -d /tmp/ssehub-bench.XXXXXX)
+chmod 755 "$TMP" # nginx's worker runs as nobody when started by root
+
+stop_server() {
+  [ -n "$SRV_MAIN" ] || return 0
+  kill -TERM "$SRV_MAIN" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$SRV_MAIN" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$SRV_MAIN" 2>/dev/null || true
+  wait "$SRV_MAIN" 2>/dev/null || true
+  SRV_MAIN= SRV_PID=
+}
+
+cleanup() {
+  local rc=$?
+  stop_server
+  rm -rf "$TMP"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Each fresh server gets a fresh port, so no TIME_WAIT of the last run is met.
+next_port() {
+  PORT=$((PORT + 1))
+  while port_open $PORT; do PORT=$((PORT + 1)); done
+}
+
+wait_listening() {
+  for _ in $(seq 100); do
+    port_open $PORT && return 0
+    kill -0 "$SRV_MAIN" 2>/dev/null || break
+    sleep 0.1
+  done
+  say "bench: $1 did not start on port $PORT (see $LOGS/$1.log)"
+  exit 1
+}
+
+start_ssehub() {
+  next_port
+  SSEHUB_API_KEY=$KEY RUST_LOG=info "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load \
+    >>"$LOGS/ssehub.log" 2>&1 &
+  SRV_MAIN=$! SRV_PID=$!
+  wait_listening ssehub
+}
+
+# One worker process, as ssehub is one thread: each server gets one core.
+# The fd limit is the hard one for both. nginx's connection slots are twice
+# that: nchan takes more than one slot for some subscribers, and with slots =
+# fds nginx stopped at ~18.7k subscribers ("worker_connections are not
+# enough") with descriptors to spare; this way the fd limit is the limit, as
+# for ssehub. Keep-alive is not capped at 1000 requests (nginx's default)
+# since ssehub does not cap it either.
+start_nchan() {
+  next_port
+  local dir=$TMP/nginx hard
+  hard=$(ulimit -Hn)
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+load_module $NCHAN_MOD;
+worker_processes 1;
+worker_rlimit_nofile $hard;
+pid $dir/nginx.pid;
+error_log "$LOGS/nchan-error.log" warn;
+events { worker_connections $((2 * hard)); }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+  nchan_message_buffer_length 100;
+  server {
+    listen 127.0.0.1:$PORT backlog=4096;
+    location ~ ^/pub/(\w+)\$ {
+      nchan_publisher http;
+      nchan_channel_id \$1;
+    }
+    location ~ ^/sub/(\w+)\$ {
+      nchan_subscriber eventsource;
+      nchan_channel_id \$1;
+      nchan_subscriber_first_message newest;
+    }
+  }
+}
+EOF
+  cp "$dir/nginx.conf" "$LOGS/nginx.conf"
+  nginx -p "$dir" -e "$LOGS/nchan-error.log" -c "$dir/nginx.conf" -g 'daemon off;' >>"$LOGS/nchan.log" 2>&1 &
+  SRV_MAIN=$!
+  wait_listening nchan
+  # The master listens before it forks its worker.
+  for _ in $(seq 100); do
+    SRV_PID=$(awk '{print $1}' "/proc/$SRV_MAIN/task/$SRV_MAIN/children")
+    [ -n "$SRV_PID" ] && return 0
+    sleep 0.1
+  done
+  say "bench: nginx started no worker"
+  exit 1
+}
+
+start_server() { stop_server; "start_$1"; }
+
+# ---- measurements ----------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+cpu_s() { sed 's/.*) //' "/proc/$1/stat" | awk -v t="$CLK_TCK" '{printf "%.3f", ($12 + $13) / t}'; }
+
+FAILED=()
+
+# busy_s: CPU seconds the whole machine has spent busy since boot.
+busy_s() { awk -v t="$CLK_TCK" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / t; exit }' /proc/stat; }
+now_s() { date +%s.%N; }
+
+# others BUSY0 SRV0 T0 TOOL_CPU: the % of all cores that processes other than
+# the server and the load tool took since the three readings: other
+# engineers' builds and tests on a shared machine. Shown in the table.
+others() {
+  awk -v b0="$1" -v b1="$(busy_s)" -v s0="$2" -v s1="$(cpu_s "$SRV_PID")" -v t0="$3" -v t1="$(now_s)" \
+    -v tool="$4" -v n="$(nproc)" 'BEGIN { o = (b1 - b0) - (s1 - s0) - tool; printf "%.0f", (o < 0 ? 0 : o) * 100 / (n * (t1 - t0)) }'
+}
+
+# load SERVER LABEL SCENARIO ARGS...: one load-tool run against a fresh server.
+load() {
+  local server=$1 label=$2 log b0 s0 t0 tool pct key=
+  shift 2
+  log=$LOGS/$server-$label.log
+  [ "$server" = ssehub ] && key=$KEY # nchan takes no key
+  start_server "$server"
+  say "bench: $server $label"
+  b0=$(busy_s) s0=$(cpu_s "$SRV_PID") t0=$(now_s)
+  if ! SSEHUB_API_KEY=$key timeout --foreground -k 5 900 "$LOAD" "$@" --target "$server" \
+    --url "http://127.0.0.1:$PORT" --pid "$SRV_PID" >"$log" 2>&1; then
+    FAILED+=("$server $label")
+    say "bench: $server $label FAILED; the end of $log:"
+    tail -5 "$log" >&2
+  fi
+  tool=$(sed -n 's/.* tool_cpu_total_s=\([0-9.]*\).*/\1/p' "$log" | tail -1)
+  pct=$(others "$b0" "$s0" "$t0" "${tool:-0}")
+  sed -n "s/^RESULT \(.*\)/RESULT server=$server label=$label \1 others_cpu_pct=$pct/p" "$log" >>"$RESULTS"
+  stop_server
+}
+
+# wrk_emit SERVER: emit throughput with no subscriber, plus both sides' CPU.
+wrk_emit() {
+  local server=$1 log=$LOGS/$1-emit.log script b0 c0 c1 t0 tool pct
+  start_server "$server"
+  say "bench: $server emit (wrk -t2 -c64 -d${WRK_SECS}s)"
+  script=$ROOT/scripts/wrk/emit.lua
+  [ "$server" = nchan ] && script=$ROOT/scripts/wrk/nchan.lua
+  b0=$(busy_s) c0=$(cpu_s "$SRV_PID") t0=$(now_s)
+  # `times` prints the subshell's children's CPU (wrk's) on its second line.
+  tool=$( (SSEHUB_API_KEY=$KEY timeout --foreground -k 5 $((WRK_SECS + 60)) wrk -t2 -c64 -d${WRK_SECS}s \
+    -s "$script" "http://127.0.0.1:$PORT" -- load $BYTES >"$log" 2>&1 || echo "wrk failed" >>"$log"
+    times) | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
+  pct=$(others "$b0" "$c0" "$t0" "$tool")
+  c1=$(cpu_s "$SRV_PID")
+  if grep -q '^RESULT' "$log"; then
+    sed -n "s/^RESULT \(.*\)/RESULT server=$server label=emit \1/p" "$log" |
+      awk -v c0="$c0" -v c1="$c1" -v t="$tool" -v secs="$WRK_SECS" -v o="$pct" '{
+        n = $0; sub(/.* requests=/, "", n); sub(/ .*/, "", n)
+        printf "%s srv_cpu_s=%.3f srv_core_pct=%.1f srv_us_per_emit=%.2f tool_cpu_s=%s others_cpu_pct=%s\n",
+          $0, c1 - c0, (c1 - c0) * 100 / secs, (c1 - c0) * 1e6 / (n > 0 ? n : 1), t, o }' >>"$RESULTS"
+  else
+    FAILED+=("$server emit")
+    say "bench: $server emit FAILED; see $log"
+  fi
+  stop_server
+}
+
+run_server() {
+  local s=$1 n
+  load "$s" ladder ladder --steps "$LADDER" --hold "$HOLD"
+  for n in $CURVE; do
+    # Every event may be outstanding, so a server that falls behind the
+    # schedule shows it as completion time, not as a lower emit rate.
+    load "$s" "fanout-$n-rate$RATE" fanout --n "$n" --events "$EVENTS" --bytes $BYTES --rate $RATE \
+      --window "$EVENTS" --timeout 600s
+  done
+  load "$s" "fanout-$FAN_N-rate0" fanout --n "$FAN_N" --events "$EVENTS" --bytes $BYTES --rate 0 --timeout 600s
+  wrk_emit "$s"
+  load "$s" handshake handshake --n "$HS_N" --secs "$HS_SECS"
+}
+
+# ---- report ----------------------------------------------------------------
+# get SERVER LABEL KEY [SCENARIO]: a value from results.txt, or n/a.
+get() {
+  awk -v srv="$1" -v label="$2" -v key="$3" -v sc="${4:-}" '
+    $1 != "RESULT" { next }
+    {
+      delete f
+      for (i = 2; i <= NF; i++) { eq = index($i, "="); f[substr($i, 1, eq - 1)] = substr($i, eq + 1) }
+    }
+    f["server"] == srv && f["label"] == label && (sc == "" || f["scenario"] == sc) && (key in f) { v = f[key] }
+    END { print (v == "" || v == "na" ? "n/a" : v) }' "$RESULTS"
+}
+
+# fmt SCALE DECIMALS VALUE: VALUE / SCALE, or n/a as is.
+fmt() { case $3 in n/a) echo n/a ;; *) awk -v s="$1" -v d="$2" -v v="$3" 'BEGIN { printf "%.*f", d, v / s }' ;; esac; }
+
+# Cell helpers for the table: each takes the server first.
+v() { get "$1" "$2" "$3" "${4:-}"; }
+lossdup() { echo "$(get "$1" "$2" loss)/$(get "$1" "$2" dup)"; }
+perm() { fmt 1 2 "$(get "$1" "$2" srv_cpu_s_per_m)"; }
+ms() { fmt 1000 1 "$(get "$1" "$2" "$3")"; }
+both_cpu() { echo "$(get "$1" "$2" srv_cpu_s) / $(get "$1" "$2" tool_cpu_s)"; }
+top_rss() { fmt 1024 1 "$(get "$1" ladder rss_after_kb ladder)"; }
+top_per_sub() { get "$1" ladder rss_per_sub_b ladder; }
+emit_cpu() { echo "$(get "$1" emit srv_core_pct) / $(get "$1" emit tool_cpu_s)"; }
+# The mean and max of others_cpu_pct over a server's runs (one per label).
+others_cpu() {
+  awk -v srv="$1" '$1 == "RESULT" && index($0, " server=" srv " ") {
+      split($0, a, " label="); split(a[2], b, " "); o = $0; sub(/.* others_cpu_pct=/, "", o); sub(/ .*/, "", o)
+      seen[b[1]] = o
+    }
+    END { for (l in seen) { v = seen[l] + 0; n++; sum += v; if (v > max) max = v }
+      if (n) printf "%.0f / %.0f", sum / n, max; else print "n/a" }' "$RESULTS"
+}
+hs() { if [ "$1" = nchan ]; then echo "$3"; else get "$1" handshake "$2"; fi; }
+
+# row LABEL CMD ARGS...: one line of the table, CMD SERVER ARGS... per cell.
+row() {
+  local label=$1 cells="" s
+  shift
+  for s in $SERVERS; do cells+=" $("$1" "$s" "${@:2}") |"; done
+  printf '| %s |%s\n' "$label" "$cells"
+}
+
+table() {
+  local top=${LADDER##*,} fix="fanout-$FAN_N-rate$RATE" max="fanout-$FAN_N-rate0" n
+  printf '| | %s |\n' "${SERVERS// / | }"
+  printf '|---|%s\n' "$(for _ in $SERVERS; do printf -- '---:|'; done)"
+  row "idle: subscribers held at the top step ($top asked)" v ladder held_end ladder
+  row "idle: server RSS at the top step (MiB)" top_rss
+  row "idle: server RSS per subscriber, fitted slope (B)" v ladder rss_slope_b ladder-fit
+  row "idle: server RSS per subscriber at the top step (B)" top_per_sub
+  row "idle: kernel memory per connection, both ends, fitted (B)" v ladder kernel_slope_b ladder-fit
+  for n in $CURVE; do
+    row "fan-out $n subs @ $RATE/s: completion p99 (ms)" ms "fanout-$n-rate$RATE" done_p99_us
+  done
+  row "fan-out $FAN_N @ $RATE/s: emit rate achieved (/s)" v "$fix" emit_rate
+  row "fan-out $FAN_N @ $RATE/s: server CPU-s per million deliveries" perm "$fix"
+  row "fan-out $FAN_N @ $RATE/s: delivery latency p99 (ms)" ms "$fix" lat_p99_us
+  row "fan-out $FAN_N @ $RATE/s: lost / duplicated" lossdup "$fix"
+  row "fan-out $FAN_N @ $RATE/s: server / load-tool CPU (s)" both_cpu "$fix"
+  row "fan-out $FAN_N @ $RATE/s: others' CPU meanwhile (% of all cores)" v "$fix" others_cpu_pct
+  row "fan-out $FAN_N max rate: server CPU-s per million deliveries" perm "$max"
+  row "fan-out $FAN_N max rate: deliveries/s" v "$max" deliveries_per_s
+  row "fan-out $FAN_N max rate: emits/s achieved" v "$max" emit_rate
+  row "fan-out $FAN_N max rate: completion p99 (ms)" ms "$max" done_p99_us
+  row "fan-out $FAN_N max rate: lost / duplicated" lossdup "$max"
+  row "fan-out $FAN_N max rate: server / load-tool CPU (s)" both_cpu "$max"
+  row "fan-out $FAN_N max rate: others' CPU meanwhile (% of all cores)" v "$max" others_cpu_pct
+  row "emit, wrk -t2 -c64 -d${WRK_SECS}s, no subscriber: emits/s" v emit emits_per_s
+  row "emit: latency p99 (ms)" ms emit lat_p99_us
+  row "emit: non-2xx / errors" v emit non_2xx
+  row "emit: server CPU (% of one core) / wrk CPU (s)" emit_cpu
+  row "emit: server CPU per emit (µs)" v emit srv_us_per_emit
+  row "emit: others' CPU meanwhile (% of all cores)" v emit others_cpu_pct
+  row "handshake: idle subscribers held for ${HS_SECS}" v handshake held_end
+  row "handshake: server CPU (% of one core)" v handshake srv_core_pct
+  row "handshake: periodic handshakes received" hs handshakes "none (no keep-alive)"
+  row "handshake: busiest 100 ms window (% of them)" hs peak_share_pct n/a
+  row "handshake: load-tool CPU (s)" v handshake tool_cpu_s
+  row "handshake: others' CPU meanwhile (% of all cores)" v handshake others_cpu_pct
+  row "machine: other processes' CPU during the runs, mean / max (% of all cores)" others_cpu
+}
+
+chart() {
+  local s plots_rss=() plots_p99=() n
+  for s in $SERVERS; do
+    # (subscribers, MiB): the fresh server, then each ladder step.
+    awk -v srv="$s" '$1 == "RESULT" {
+        delete f
+        for (i = 2; i <= NF; i++) { eq = index($i, "="); f[substr($i, 1, eq - 1)] = substr($i, eq + 1) }
+        if (f["server"] != srv || f["scenario"] != "ladder") next
+        if (!started) { print 0, f["rss_before_kb"] / 1024; started = 1 }
+        print f["held"], f["rss_after_kb"] / 1024
+      }' "$RESULTS" >"$OUT/rss-$s.dat"
+    : >"$OUT/p99-$s.dat"
+    for n in $CURVE; do
+      local p
+      p=$(get "$s" "fanout-$n-rate$RATE" done_p99_us)
+      [ "$p" = n/a ] || echo "$n $(fmt 1000 2 "$p")" >>"$OUT/p99-$s.dat"
+    done
+    plots_rss+=("'$OUT/rss-$s.dat' using 1:2 with linespoints title '$s'")
+    plots_p99+=("'$OUT/p99-$s.dat' using 1:2 with linespoints title '$s'")
+  done
+  local IFS=,
+  gnuplot <<EOF
+set terminal pngcairo size 1200,480 font 'DejaVu Sans,10'
+set output '$OUT/chart.png'
+set multiplot layout 1,2 title "ssehub vs nchan: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+set grid
+set key left top
+set xlabel 'subscribers'
+set format x '%.0f'
+set title 'Server RSS with idle subscribers'
+set ylabel 'RSS (MiB)'
+set yrange [0:*]
+plot ${plots_rss[*]}
+set title "Completion p99: emit to the last subscriber ($EVENTS x $BYTES B events at $RATE/s)"
+set ylabel 'p99 (ms)'
+set logscale y
+set yrange [*:*]
+plot ${plots_p99[*]}
+unset multiplot
+EOF
+}
+
+# ---- main ------------------------------------------------------------------
+install_missing
+build
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$LOGS"
+rm -f "$LOGS"/*.log "$OUT"/*.dat
+KEY=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+{
+  echo "# scripts/bench.sh$([ $QUICK = 1 ] && echo ' --quick') $(date -u +%FT%TZ) ssehub $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo +changes)"
+  echo "# $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(uname -r), RLIMIT_NOFILE $(ulimit -Hn)"
+  echo "# $(nginx -v 2>&1), nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+  echo "# load at start:$(uptime | sed 's/.*load average: / /')"
+} >"$RESULTS"
+say "bench: $(sed -n 4p "$RESULTS" | cut -c3-)"
+for s in $SERVERS; do run_server "$s"; done
+echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
+
+table | tee "$OUT/table.md"
+chart
+if [ $QUICK = 0 ] && [ "$SERVERS" = "ssehub nchan" ]; then
+  mkdir -p "$ROOT/docs"
+  cp "$OUT/chart.png" "$ROOT/docs/bench.png"
+fi
+say "bench: raw results in $RESULTS, chart in $OUT/chart.png, logs in $LOGS"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  say "bench: FAILED: ${FAILED[*]}"
+  exit 1
+fi
