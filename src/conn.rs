@@ -81,6 +81,8 @@ pub struct Conn {
     pub last_progress: u64,
     /// The peer has closed its side.
     pub peer_eof: bool,
+    /// An event said the peer may have closed its side (RDHUP, HUP, error).
+    pub fin_hint: bool,
     /// At least one request was answered (so a quiet head is keep-alive idling).
     pub served: bool,
     pub closing: Option<Reason>,
@@ -90,6 +92,10 @@ pub struct Conn {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fill {
     Read(usize),
+    /// Read fewer bytes than asked: the socket had no more. Another read
+    /// would only say `WouldBlock`; bytes that arrive later raise a new
+    /// edge, as nginx relies on too (one syscall less per request).
+    Last(usize),
     /// Nothing left: `WouldBlock`.
     Drained,
     /// The peer closed its side.
@@ -110,6 +116,7 @@ impl Conn {
             timer: None,
             last_progress: now,
             peer_eof: false,
+            fin_hint: false,
             served: false,
             closing: None,
         }
@@ -131,6 +138,11 @@ impl Conn {
                     // a read in `rbuf` each time.
                     if matches!(self.phase, Phase::Head | Phase::Body(_)) {
                         self.rbuf.extend_from_slice(&scratch[..n]);
+                    }
+                    // A FIN that came with the data raised no edge of its own: read on to see it.
+                    if n < scratch.len() && !self.fin_hint {
+                        self.can_read = false;
+                        return Ok(Fill::Last(n));
                     }
                     Ok(Fill::Read(n))
                 }

@@ -7,7 +7,9 @@
 //! edge-triggered, for both directions; readiness is kept in user space
 //! (`can_read`, `can_write`), since an event flag is only a hint that a
 //! direction may have changed. Every ready direction is drained until
-//! `WouldBlock`, or until its per-turn budget runs out, in which case the
+//! `WouldBlock` (or a short read, which on a Linux TCP socket means the
+//! same: later bytes raise a new edge; unless the event hinted at a FIN,
+//! which raises none), or until its per-turn budget runs out, in which case the
 //! connection is remembered and served on the next turn. Output is never
 //! written where it is produced: an event is framed once into a shared
 //! buffer, queued on every subscriber, and each connection with queued

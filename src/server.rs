@@ -303,6 +303,7 @@ impl Reactor {
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             conn.can_read = true;
+            conn.fin_hint |= event.is_read_closed() || event.is_error();
             self.read(key);
         }
     }
@@ -390,6 +391,12 @@ impl Reactor {
                     if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
                         self.process(key);
                     }
+                }
+                Ok(Fill::Last(_)) => {
+                    if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
+                        self.process(key);
+                    }
+                    return;
                 }
                 Ok(Fill::Drained) => return,
                 Ok(Fill::Eof) => return self.on_eof(key),
