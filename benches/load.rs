@@ -7,6 +7,8 @@
 //! cargo bench --bench load -- ladder    --steps 5000,10000,15000,19500 [--hold 2s]
 //! cargo bench --bench load -- fanout    --n 10000 --events 1000 --bytes 100 --rate 200
 //! cargo bench --bench load -- handshake --n 19000 --secs 60
+//! cargo bench --bench load -- storm     --n 10000 --events 1000 --rate 200
+//! cargo bench --bench load -- churn     --secs 60 --rate 500 [--reads 3 --emit-rate 50]
 //! common: --url http://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
 //!         --pid SERVER_PID  --per-worker 19000  --workers K  --inflight 128
 //!         --window 64  --timeout 120s  --target ssehub|nchan
@@ -18,6 +20,23 @@
 //! 202), read the payload from the `data:` line itself rather than from an
 //! envelope's `.event`, no API key, and no source to create. A stream counts
 //! as open at its first comment: ssehub's `:sse-handshake`, nchan's `: hi`.
+//!
+//! `storm`: N subscribers stream while events go out at `--rate`; halfway
+//! through, every worker closes all its sockets at once and reconnects each
+//! at once (at most `--reconnect-inflight` in flight, default N: no pacing)
+//! with `Last-Event-ID` = the last id
+//! that subscriber saw. It reports how many came back, the time from the drop
+//! until the last one had its handshake, and, per subscriber across both
+//! connections, loss and duplicates. Run the server with `--history` above
+//! the events emitted while reconnecting (rate x window; 1000 is ample), or
+//! replay cannot cover the gap and the run reports loss.
+//!
+//! `churn`: subscribers connect at a steady `--rate` per second, each reads
+//! `--reads` events and leaves, while events go out at `--emit-rate` for
+//! `--secs` (plus a short tail so the last ones finish). Every other one
+//! resumes with `Last-Event-ID` from the newest event seen, so replay is
+//! churned too. Each checks its events are consecutive (a replay must start
+//! right after its id). `scripts/soak.sh` runs it and watches the server.
 //!
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
@@ -31,11 +50,16 @@
 //!
 //! Worker protocol, one line per message. Config: JSON in `$SSEHUB_LOAD_WORKER`
 //! (keeps the key off the command line). Coordinator -> worker on stdin:
-//! `open <count>`, `measure <run> <events>`, `report`, `quit`. Worker ->
-//! coordinator on stdout: `opened <held> <failed>` (every new socket has its
-//! first handshake or has failed), `measuring`, `complete` (every measured
-//! subscriber has every event or is gone), and for `report`: `stat k=v...`,
+//! `open <count>`, `measure <run> <events>`, `drop <in-flight>` (close every
+//! stream, reconnect each), `churn <run> <per_s> <reads>`, `churn stop`, `report`,
+//! `quit`. Worker -> coordinator on stdout: `opened <held> <failed>` (every
+//! new or reconnecting socket has its first handshake or has failed; also the
+//! answer to `drop`), `measuring`, `complete` (every measured subscriber has
+//! every event or is gone), `churning`, `churned` (stopped, and the last churn
+//! subscriber is gone), and for `report`: `stat k=v...`,
 //! `ev <seq> <count> <first_ns> <last_ns>`, `lat <bucket> <count>`,
+//! `cl <bucket> <count>` (connect -> first handshake; after a `drop`, from the
+//! drop), `storm <drop_ns> <closed_ns> <last_up_ns>`,
 //! `hs <100ms-window> <count>`, `err <count> <reason>`, `end`.
 //! Times are CLOCK_MONOTONIC nanoseconds, comparable across processes.
 //!
@@ -85,8 +109,9 @@ fn main() {
     std::process::exit(code);
 }
 
-const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|selftest> [--n N] [--hold 5s] \
-    [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--url URL] \
+const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|selftest> [--n N] [--hold 5s] \
+    [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--reads N] \
+    [--emit-rate PER_S] [--reconnect-inflight N] [--url URL] \
     [--key KEY] [--source NAME] [--pid PID] [--per-worker N] [--workers K] [--inflight N] \
     [--window N] [--timeout 120s] [--target ssehub|nchan]";
 
@@ -150,12 +175,18 @@ struct Opts {
     bytes: usize,
     rate: f64,
     secs: Duration,
+    /// `churn`: events each subscriber reads before it leaves.
+    reads: u32,
+    /// `churn`: emits per second (`--rate` is connects per second there).
+    emit_rate: f64,
     per_worker: usize,
     /// At least this many workers (0: as many as the fd limit needs).
     workers: usize,
     /// Connects in flight over all workers; at most the server's listen
     /// backlog (128 is std's), as an overflow costs a 1 s SYN retransmit.
     inflight: usize,
+    /// `storm`: reconnects in flight over all workers (default: all at once).
+    reconnect_inflight: usize,
     /// Emits sent but not yet answered, at most.
     window: usize,
     /// Bound on every wait: connecting, delivery, reports.
@@ -183,7 +214,7 @@ impl FromStr for Secs {
 impl Opts {
     fn parse(args: &[String]) -> Res<Opts> {
         let scenario = args[0].clone();
-        if !["idle", "ladder", "fanout", "handshake"].contains(&scenario.as_str()) {
+        if !["idle", "ladder", "fanout", "handshake", "storm", "churn"].contains(&scenario.as_str()) {
             return Err(format!("unknown scenario {scenario:?}\n{USAGE}"));
         }
         let mut flags = BTreeMap::new();
@@ -202,6 +233,8 @@ impl Opts {
         let n = if scenario == "handshake" { "19000" } else { "10000" };
         let hold = if scenario == "ladder" { "2s" } else { "5s" };
         let steps = get("steps", "5000,10000,15000,19500");
+        let n: usize = parse("n", get("n", n))?;
+        let rate = if scenario == "churn" { "500" } else { "200" };
         let o = Opts {
             target: parse("target", get("target", "ssehub"))?,
             addr,
@@ -209,16 +242,20 @@ impl Opts {
             key: get("key", &env_key),
             source: get("source", "load"),
             pid: Some(get("pid", "")).filter(|p| !p.is_empty()).map(|p| parse("pid", p)).transpose()?,
-            n: parse("n", get("n", n))?,
+            n,
             hold: parse::<Secs>("hold", get("hold", hold))?.0,
             steps: steps.split(',').map(|s| parse("steps", s.into())).collect::<Res<_>>()?,
             events: parse("events", get("events", "1000"))?,
             bytes: parse("bytes", get("bytes", "100"))?,
-            rate: parse("rate", get("rate", "200"))?,
+            rate: parse("rate", get("rate", rate))?,
             secs: parse::<Secs>("secs", get("secs", "60s"))?.0,
+            reads: parse("reads", get("reads", "3"))?,
+            emit_rate: parse("emit-rate", get("emit-rate", "50"))?,
             per_worker: parse("per-worker", get("per-worker", PER_WORKER))?,
             workers: parse("workers", get("workers", "0"))?,
             inflight: parse("inflight", get("inflight", "128"))?,
+            // A storm's subscribers all reconnect at once, as real clients would.
+            reconnect_inflight: parse("reconnect-inflight", get("reconnect-inflight", &n.to_string()))?,
             window: parse("window", get("window", "64"))?,
             timeout: parse::<Secs>("timeout", get("timeout", "120s"))?.0,
             scenario,
@@ -226,8 +263,14 @@ impl Opts {
         if let Some(k) = flags.keys().next() {
             return Err(format!("unknown flag --{k}\n{USAGE}"));
         }
-        if o.scenario == "fanout" && o.events == 0 {
-            return Err("fanout needs --events of at least 1".into());
+        if ["fanout", "storm"].contains(&o.scenario.as_str()) && o.events == 0 {
+            return Err(format!("{} needs --events of at least 1", o.scenario));
+        }
+        if o.scenario == "storm" && o.rate <= 0.0 {
+            return Err("storm needs a --rate above 0: it drops everyone halfway through the emits".into());
+        }
+        if o.scenario == "churn" && (o.reads == 0 || !(o.rate > 0.0 && o.emit_rate > 0.0)) {
+            return Err("churn needs --reads, --rate and --emit-rate above 0".into());
         }
         if o.key.is_empty() && o.target == Target::Ssehub {
             return Err("no API key: pass --key or set SSEHUB_API_KEY".into());
@@ -236,8 +279,8 @@ impl Opts {
         if o.source.is_empty() || !o.source.bytes().all(name_ok) {
             return Err(format!("bad source name {:?}", o.source));
         }
-        if [o.per_worker, o.inflight, o.window].contains(&0) || o.rate.is_nan() || o.rate < 0.0 {
-            return Err("--per-worker, --inflight, --window must be > 0, --rate >= 0".into());
+        if [o.per_worker, o.inflight, o.reconnect_inflight, o.window].contains(&0) || o.rate.is_nan() || o.rate < 0.0 {
+            return Err("--per-worker, --inflight, --reconnect-inflight, --window must be > 0, --rate >= 0".into());
         }
         Ok(o)
     }
@@ -660,10 +703,13 @@ mod worker {
         head: Vec<u8>,
         sse: sse::Parser,
         sub: Sub,
+        /// When its connect began (for a storm's reconnects: the drop).
+        started_ns: u64,
     }
 
-    /// One subscriber's counters. Order per connection is in the contract,
-    /// so a seq below `next` is a duplicate or a reorder: both count as dups.
+    /// One subscriber's counters, kept across a storm's reconnect. Order per
+    /// connection is in the contract, so a seq below `next` is a duplicate
+    /// or a reorder: both count as dups.
     #[derive(Default)]
     struct Sub {
         comments: u32,
@@ -671,6 +717,106 @@ mod worker {
         next: u32,
         got: u32,
         dups: u32,
+        /// The id of the last event seen: the `Last-Event-ID` of its next connect.
+        last_id: Vec<u8>,
+        /// Dropped by a storm; reconnecting or reconnected.
+        dropped: bool,
+        /// A churn subscriber, and the seq it must get next, once known.
+        churn: bool,
+        expect: Option<u32>,
+    }
+
+    /// What a `drop` did, in this worker.
+    #[derive(Default)]
+    struct Storm {
+        drop_ns: u64,
+        closed_ns: u64,
+        /// The last reconnected subscriber's first handshake.
+        up_ns: u64,
+        dropped: u64,
+        reconnected: u64,
+        /// Dropped before any event: reconnected without `Last-Event-ID`.
+        no_last_id: u64,
+        /// Reconnects in flight, at most.
+        inflight: usize,
+    }
+
+    /// `churn`: subscribers opened at a steady rate, each leaving after
+    /// `reads` events.
+    #[derive(Default)]
+    struct Churn {
+        run: u64,
+        /// Connects per second; 0 once stopped.
+        per_s: f64,
+        reads: u32,
+        since_ns: u64,
+        opened: u64,
+        complete: u64,
+        /// Gone before `reads` events: refused, or closed by the server.
+        failed: u64,
+        gaps: u64,
+        dups: u64,
+        /// Those that resumed with `Last-Event-ID`.
+        replayed: u64,
+        open_now: usize,
+        peak: usize,
+        /// Stopped opening: `churned` is said once the last one is gone.
+        stopping: bool,
+        /// The newest event any churn subscriber saw: (seq, id).
+        latest: Option<(u64, Vec<u8>)>,
+    }
+
+    impl Churn {
+        /// Connects due by `now`: the schedule is open-loop, so a stall is
+        /// caught up rather than lowering the offered rate.
+        fn due(&self, now: u64) -> u64 {
+            if self.per_s <= 0.0 {
+                return 0;
+            }
+            let target = (now.saturating_sub(self.since_ns) as f64 * self.per_s / 1e9) as u64 + 1;
+            target.saturating_sub(self.opened)
+        }
+
+        /// Milliseconds until the next connect is due, for epoll_wait.
+        fn wait_ms(&self, now: u64) -> i32 {
+            if self.per_s <= 0.0 {
+                return 1000;
+            }
+            let next = self.since_ns + (self.opened as f64 * 1e9 / self.per_s) as u64;
+            next.saturating_sub(now).div_ceil(1_000_000).min(1000) as i32
+        }
+
+        /// Events must come consecutively; a replay must start right after its id.
+        fn on_item(&mut self, item: sse::Item<'_>, sub: &mut Sub, envelope: bool) {
+            let (id, data) = match item {
+                sse::Item::Comment(_) => return sub.comments += 1,
+                sse::Item::Event { id, data } => (id, data),
+            };
+            let Some(p) = sse::probe(data, envelope).filter(|p| p.run == self.run) else { return };
+            let seq = p.seq as u32;
+            match sub.expect {
+                Some(e) if seq < e => return self.dups += 1,
+                Some(e) => self.gaps += u64::from(seq - e),
+                None => {}
+            }
+            sub.expect = Some(seq + 1);
+            sub.got += 1;
+            if self.latest.as_ref().is_none_or(|l| p.seq > l.0) {
+                self.latest = Some((p.seq, id.to_vec()));
+            }
+        }
+    }
+
+    /// The selftest's view of the churn schedule: one connect at once, then
+    /// one per period, caught up after a stall; a stopped churn opens none.
+    pub(crate) fn churn_schedule_ok() -> bool {
+        let mut c = Churn { per_s: 100.0, since_ns: 1_000_000_000, ..Churn::default() };
+        let first = c.due(c.since_ns) == 1 && c.wait_ms(c.since_ns) == 0;
+        c.opened = 1;
+        let waits = c.wait_ms(c.since_ns) == 10 && c.due(c.since_ns + 9_999_999) == 0;
+        let stalled = c.due(c.since_ns + 50_000_000) == 5;
+        c.per_s = 0.0;
+        first && waits && stalled && c.due(u64::MAX / 2) == 0 && c.wait_ms(0) == 1000
     }
 
     /// The current `measure` window.
@@ -696,7 +842,10 @@ mod worker {
     impl Measure {
         fn on_item(&mut self, item: sse::Item<'_>, sub: &mut Sub, now: u64) {
             let data = match item {
-                sse::Item::Event { data, .. } => data,
+                sse::Item::Event { id, data } => {
+                    id.clone_into(&mut sub.last_id);
+                    data
+                }
                 sse::Item::Comment(_) => {
                     sub.comments += 1;
                     // Measured subscribers had their connect-time handshake
@@ -739,11 +888,24 @@ mod worker {
         inflight: usize,
         failed: usize,
         closed: usize,
-        /// An `open` awaits its `opened` answer.
+        /// An `open` or a `drop` awaits its `opened` answer.
         opening: bool,
         errors: BTreeMap<String, u64>,
         m: Measure,
         cmd: Vec<u8>,
+        /// Connects attempted, which spreads them over the source addresses.
+        attempts: usize,
+        /// A `drop` to carry out after the current event batch.
+        dropping: bool,
+        /// Dropped slots waiting for their reconnect.
+        reconnect: Vec<usize>,
+        /// Churn slots free for reuse: closed during an event batch and reused
+        /// after it, when no stale event for the old socket can follow.
+        free: Vec<usize>,
+        storm: Storm,
+        churn: Churn,
+        /// Connect -> first handshake; reset by a `drop` to time its reconnects.
+        connect_lat: hist::Hist,
     }
 
     pub fn run() -> i32 {
@@ -810,8 +972,9 @@ mod worker {
             let mut rbuf = vec![0u8; READ_BUF_BYTES];
             loop {
                 let (ptr, cap) = (events.as_mut_ptr(), events.len() as i32);
+                let wait_ms = self.churn.wait_ms(sys::now_ns());
                 // SAFETY: epoll_wait writes at most `cap` entries into `events`.
-                let n = unsafe { libc::epoll_wait(self.ep, ptr, cap, 1000) };
+                let n = unsafe { libc::epoll_wait(self.ep, ptr, cap, wait_ms) };
                 if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                     return Err(sys::last_err("epoll_wait"));
                 }
@@ -823,34 +986,104 @@ mod worker {
                         return Ok(());
                     }
                 }
+                // After the batch: a later entry in it may name a socket the drop closes.
+                if std::mem::take(&mut self.dropping) {
+                    self.drop_all();
+                }
                 self.open_more();
                 self.announce()?;
             }
         }
 
         fn open_more(&mut self) {
+            let now = sys::now_ns();
+            for _ in 0..self.churn.due(now) {
+                self.open_churner(now);
+            }
             while self.to_open > 0 && self.inflight < self.cfg.inflight {
                 self.to_open -= 1;
-                let global = self.cfg.index + self.conns.len() * self.cfg.stride;
-                let src = [127, 0, 0, (SRC_FIRST + global % SRC_COUNT) as u8];
-                let token = self.conns.len() as u64;
-                let fd = connect_from(&self.cfg, src);
-                match fd.and_then(|fd| self.register(fd, token).map(|()| fd)) {
-                    Ok(fd) => {
-                        let (phase, sse, sub) = (Phase::Connecting, Default::default(), Sub::default());
-                        self.conns.push(Conn { fd, phase, head: Vec::new(), sse, sub });
-                        self.inflight += 1;
-                    }
-                    Err(e) => {
-                        self.failed += 1;
-                        *self.errors.entry(e).or_default() += 1;
-                    }
+                self.open(self.conns.len(), Sub::default(), now);
+            }
+            while self.inflight < self.storm.inflight
+                && let Some(i) = self.reconnect.pop()
+            {
+                let sub = std::mem::take(&mut self.conns[i].sub);
+                self.open(i, sub, self.storm.drop_ns);
+            }
+        }
+
+        /// A churn subscriber; every other one resumes from the newest event seen.
+        fn open_churner(&mut self, now: u64) {
+            let mut sub = Sub { churn: true, ..Sub::default() };
+            if self.churn.opened % 2 == 1
+                && let Some((seq, id)) = &self.churn.latest
+            {
+                sub.last_id = id.clone();
+                sub.expect = Some(*seq as u32 + 1);
+                self.churn.replayed += 1;
+            }
+            self.churn.opened += 1;
+            self.churn.open_now += 1;
+            self.churn.peak = self.churn.peak.max(self.churn.open_now);
+            let i = self.free.pop().unwrap_or(self.conns.len());
+            self.open(i, sub, now);
+        }
+
+        /// Connects slot `i` (a new one when `i` is the length) for `sub`;
+        /// on failure the slot stays closed.
+        fn open(&mut self, i: usize, sub: Sub, started_ns: u64) {
+            let global = self.cfg.index + self.attempts * self.cfg.stride;
+            self.attempts += 1;
+            let src = [127, 0, 0, (SRC_FIRST + global % SRC_COUNT) as u8];
+            let fd = connect_from(&self.cfg, src).and_then(|fd| match self.register(fd, i as u64) {
+                Ok(()) => Ok(fd),
+                Err(e) => {
+                    // SAFETY: closes the socket connect_from just made.
+                    unsafe { libc::close(fd) };
+                    Err(e)
+                }
+            });
+            let phase = if fd.is_ok() { Phase::Connecting } else { Phase::Closed };
+            let conn = Conn { fd: *fd.as_ref().unwrap_or(&-1), phase, head: Vec::new(), sse: Default::default(), sub, started_ns };
+            if i == self.conns.len() {
+                self.conns.push(conn);
+            } else {
+                self.conns[i] = conn;
+            }
+            match fd {
+                Ok(_) => self.inflight += 1,
+                Err(e) => {
+                    self.failed += 1;
+                    *self.errors.entry(e).or_default() += 1;
+                    self.gone(i);
                 }
             }
         }
 
+        /// The storm: closes every stream at once, then queues each to
+        /// reconnect from its last id; `opened` follows once all are back.
+        fn drop_all(&mut self) {
+            self.connect_lat = hist::Hist::default();
+            self.storm.drop_ns = sys::now_ns();
+            for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.phase == Phase::Streaming) {
+                // SAFETY: closes the fd this connection owns (which also leaves epoll).
+                unsafe { libc::close(c.fd) };
+                c.phase = Phase::Closed;
+                c.sub.dropped = true;
+                self.storm.no_last_id += u64::from(c.sub.last_id.is_empty());
+                self.reconnect.push(i);
+            }
+            self.storm.closed_ns = sys::now_ns();
+            self.storm.dropped = self.reconnect.len() as u64;
+            self.opening = true;
+        }
+
         fn announce(&mut self) -> Res<()> {
-            if self.opening && self.to_open == 0 && self.inflight == 0 {
+            if self.churn.stopping && self.churn.open_now == 0 {
+                self.churn.stopping = false;
+                say("churned")?;
+            }
+            if self.opening && self.to_open == 0 && self.reconnect.is_empty() && self.inflight == 0 {
                 self.opening = false;
                 let held = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count();
                 say(&format!("opened {held} {}", self.failed))?;
@@ -868,7 +1101,11 @@ mod worker {
                 if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
                     return; // spurious
                 }
-                if let Err(e) = send_request(c.fd, &self.cfg.request) {
+                let request = match c.sub.last_id.is_empty() {
+                    true => std::borrow::Cow::Borrowed(&self.cfg.request[..]),
+                    false => std::borrow::Cow::Owned(resume_request(&self.cfg.request, &c.sub.last_id)),
+                };
+                if let Err(e) = send_request(c.fd, &request) {
                     return self.close(i, e);
                 }
                 c.phase = Phase::AwaitHead;
@@ -915,29 +1152,63 @@ mod worker {
                 c.phase = Phase::AwaitHandshake;
                 body = &head[end + 4..];
             }
-            let (m, Conn { sse, sub, .. }) = (&mut self.m, &mut *c);
-            sse.feed(body, &mut |item| m.on_item(item, sub, now));
+            let (m, churn, envelope, Conn { sse, sub, .. }) = (&mut self.m, &mut self.churn, self.cfg.envelope, &mut *c);
+            sse.feed(body, &mut |item| match sub.churn {
+                true => churn.on_item(item, sub, envelope),
+                false => m.on_item(item, sub, now),
+            });
             if c.phase == Phase::AwaitHandshake && c.sub.comments > 0 {
                 c.phase = Phase::Streaming;
                 self.inflight -= 1;
+                self.connect_lat.record(now.saturating_sub(c.started_ns));
+                if c.sub.dropped {
+                    self.storm.reconnected += 1;
+                    self.storm.up_ns = self.storm.up_ns.max(now);
+                }
+            }
+            if c.sub.churn && c.sub.got >= self.churn.reads {
+                self.end(i, None); // done: it leaves
             }
         }
 
         fn close(&mut self, i: usize, reason: String) {
+            self.end(i, Some(reason));
+        }
+
+        /// Closes connection `i`: on an error (`reason`), or because it is done.
+        fn end(&mut self, i: usize, reason: Option<String>) {
             let c = &mut self.conns[i];
             // SAFETY: closes the fd this connection owns (which also leaves epoll).
             unsafe { libc::close(c.fd) };
-            if c.phase == Phase::Streaming {
-                self.closed += 1;
-            } else {
+            if c.phase != Phase::Streaming {
                 self.failed += 1;
                 self.inflight -= 1;
-            }
-            if c.sub.measured && c.sub.got < self.m.events {
-                self.m.settled += 1; // it will get nothing more
+            } else if reason.is_some() {
+                self.closed += 1;
             }
             c.phase = Phase::Closed;
-            *self.errors.entry(reason).or_default() += 1;
+            self.gone(i);
+            if let Some(reason) = reason {
+                *self.errors.entry(reason).or_default() += 1;
+            }
+        }
+
+        /// Connection `i` will get nothing more.
+        fn gone(&mut self, i: usize) {
+            let sub = &self.conns[i].sub;
+            if sub.measured && sub.got < self.m.events {
+                self.m.settled += 1;
+            }
+            if sub.churn {
+                let c = &mut self.churn;
+                c.open_now -= 1;
+                if sub.got >= c.reads {
+                    c.complete += 1;
+                } else {
+                    c.failed += 1;
+                }
+                self.free.push(i);
+            }
         }
 
         /// Reads stdin to EAGAIN; false on EOF or `quit`.
@@ -975,6 +1246,20 @@ mod worker {
                     self.start_measure(num(run)?, num(events)? as u32);
                     say("measuring")?;
                 }
+                ["drop", inflight] => {
+                    self.storm.inflight = num(inflight)?.max(1) as usize;
+                    self.dropping = true;
+                }
+                ["churn", "stop"] => {
+                    self.churn.per_s = 0.0;
+                    self.churn.stopping = true;
+                }
+                ["churn", run, per_s, reads] => {
+                    let per_s = per_s.parse().map_err(|_| format!("bad command {line:?}"))?;
+                    let since_ns = sys::now_ns();
+                    self.churn = Churn { run: num(run)?, per_s, reads: num(reads)? as u32, since_ns, ..Churn::default() };
+                    say("churning")?;
+                }
                 ["report"] => self.report().map_err(|e| format!("stdout: {e}"))?,
                 ["quit"] => return Ok(false),
                 _ => return Err(format!("unknown command {line:?}")),
@@ -990,7 +1275,8 @@ mod worker {
             let envelope = self.cfg.envelope;
             self.m = Measure { active: true, run, events, first, last, count, announced, envelope, ..Default::default() };
             for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Streaming) {
-                c.sub = Sub { comments: c.sub.comments, measured: true, ..Sub::default() };
+                let (comments, last_id) = (c.sub.comments, std::mem::take(&mut c.sub.last_id));
+                c.sub = Sub { comments, last_id, measured: true, ..Sub::default() };
                 self.m.subs += 1;
             }
         }
@@ -1004,9 +1290,19 @@ mod worker {
                 loss += u64::from(self.m.events - s.got);
             }
             let held = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count();
-            let (m, failed, closed) = (&self.m, self.failed, self.closed);
+            let (m, failed, closed, st, ch) = (&self.m, self.failed, self.closed, &self.storm, &self.churn);
             write!(out, "stat held={held} failed={failed} closed={closed} subs={} ", m.subs)?;
-            writeln!(out, "got={got} dups={dups} loss={loss} foreign={} bad={}", m.foreign, m.bad)?;
+            write!(out, "got={got} dups={dups} loss={loss} foreign={} bad={} ", m.foreign, m.bad)?;
+            write!(out, "dropped={} reconnected={} no_last_id={} ", st.dropped, st.reconnected, st.no_last_id)?;
+            write!(out, "churn_opened={} churn_complete={} churn_failed={} ", ch.opened, ch.complete, ch.failed)?;
+            write!(out, "churn_gaps={} churn_dups={} churn_replayed={} ", ch.gaps, ch.dups, ch.replayed)?;
+            writeln!(out, "churn_open={} churn_peak={}", ch.open_now, ch.peak)?;
+            if st.dropped > 0 {
+                writeln!(out, "storm {} {} {}", st.drop_ns, st.closed_ns, st.up_ns)?;
+            }
+            for (b, &n) in self.connect_lat.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                writeln!(out, "cl {b} {n}")?;
+            }
             for (s, &n) in m.count.iter().enumerate().filter(|(_, n)| **n > 0) {
                 writeln!(out, "ev {s} {n} {} {}", m.first[s], m.last[s])?;
             }
@@ -1086,6 +1382,12 @@ mod worker {
         Ok(())
     }
 
+    /// The subscription request with `Last-Event-ID: <id>` added.
+    pub(crate) fn resume_request(request: &[u8], id: &[u8]) -> Vec<u8> {
+        let head = request.strip_suffix(b"\r\n").unwrap_or(request);
+        [head, b"Last-Event-ID: ", id, b"\r\n\r\n"].concat()
+    }
+
     /// A stream must be `200` and unframed (the contract rules out chunked).
     fn check_head(head: &[u8]) -> Result<(), String> {
         let text = String::from_utf8_lossy(head).to_ascii_lowercase();
@@ -1118,6 +1420,10 @@ mod fleet {
         /// seq -> (deliveries, first receive ns, last receive ns)
         pub events: BTreeMap<u64, (u64, u64, u64)>,
         pub lat: hist::Hist,
+        /// Connect -> first handshake (after a drop: drop -> first handshake).
+        pub connect: hist::Hist,
+        /// A drop: (first worker's drop, last worker's sockets closed, last reconnect up).
+        pub storm: Option<(u64, u64, u64)>,
         pub hs: BTreeMap<u64, u64>,
         pub errors: BTreeMap<String, u64>,
     }
@@ -1141,6 +1447,11 @@ mod fleet {
                     *e = (e.0 + count, e.1.min(first), e.2.max(last));
                 }
                 ("lat", &[bucket, count]) => self.lat.add(bucket as usize, count),
+                ("cl", &[bucket, count]) => self.connect.add(bucket as usize, count),
+                ("storm", &[drop, closed, up]) => {
+                    let s = self.storm.get_or_insert((drop, closed, up));
+                    *s = (s.0.min(drop), s.1.max(closed), s.2.max(up));
+                }
                 ("hs", &[window, count]) => *self.hs.entry(window).or_default() += count,
                 ("err", _) => {
                     let (count, reason) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -1238,8 +1549,13 @@ mod fleet {
                     who.push(w);
                 }
             }
-            let mut counts = vec![(0, 0); k];
-            let done = self.gather(&who, Instant::now() + self.timeout, |w, line| {
+            self.await_opened(&who, &format!("{total} subscribers not connected"))
+        }
+
+        /// Sums `opened <held> <failed>` from each of `who`; `late` is the error on timeout.
+        fn await_opened(&self, who: &[usize], late: &str) -> Res<(u64, u64)> {
+            let mut counts = vec![(0, 0); self.procs.len()];
+            let done = self.gather(who, Instant::now() + self.timeout, |w, line| {
                 let f: Vec<u64> = line.split(' ').skip(1).filter_map(|v| v.parse().ok()).collect();
                 match (line.starts_with("opened "), f.as_slice()) {
                     (true, &[held, failed]) => counts[w] = (held, failed),
@@ -1248,9 +1564,30 @@ mod fleet {
                 true
             })?;
             if !done {
-                return Err(format!("{total} subscribers not connected within {:?}", self.timeout));
+                return Err(format!("{late} within {:?}", self.timeout));
             }
             Ok(counts.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1)))
+        }
+
+        /// Every worker closes all its streams at once and reconnects each;
+        /// waits until all are back or failed. Returns (held, failed so far).
+        pub fn drop_all(&mut self, inflight: usize) -> Res<(u64, u64)> {
+            let each = inflight.div_ceil(self.procs.len());
+            self.all().into_iter().try_for_each(|w| self.send(w, &format!("drop {each}")))?;
+            self.await_opened(&self.all(), "subscribers not reconnected")
+        }
+
+        /// Starts churning: `per_s` connects per second over all workers.
+        pub fn churn(&mut self, run: u64, per_s: f64, reads: u32) -> Res<()> {
+            let each = per_s / self.procs.len() as f64;
+            self.ask_all(&format!("churn {run} {each} {reads}"), "churning")
+        }
+
+        /// Stops opening; true once every churn subscriber is gone, false if
+        /// some are still waiting for events at `deadline`.
+        pub fn churn_stop(&mut self, deadline: Instant) -> Res<bool> {
+            self.all().into_iter().try_for_each(|w| self.send(w, "churn stop"))?;
+            self.gather(&self.all(), deadline, |_, l| l == "churned")
         }
 
         pub fn measure(&mut self, run: u64, events: u32) -> Res<()> {
@@ -1336,6 +1673,31 @@ mod scenario {
         ("done_p99_us", "completion p99 (µs)"),
         ("done_max_us", "completion max (µs)"),
         ("deliveries_per_s", "deliveries/s (first emit -> last receive)"),
+        ("drop_after_s", "drop, after the first emit (s)"),
+        ("dropped", "subscribers dropped at once, by the client"),
+        ("drop_close_ms", "time to close them all (ms)"),
+        ("no_last_id", "dropped before any event (no Last-Event-ID)"),
+        ("reconnect_inflight", "reconnects in flight, at most"),
+        ("reconnected", "reconnected (first handshake again)"),
+        ("reconnect_failed", "not reconnected (must be 0)"),
+        ("all_back_ms", "drop -> every one reconnected (ms; target 1000)"),
+        ("rc_p50_ms", "drop -> reconnected p50 (ms)"),
+        ("rc_p99_ms", "drop -> reconnected p99 (ms)"),
+        ("rc_max_ms", "drop -> reconnected max (ms)"),
+        ("connect_rate", "connects asked (/s)"),
+        ("reads", "events each reads before leaving"),
+        ("emit_rate_asked", "emit rate asked (/s)"),
+        ("connects", "connects"),
+        ("connects_per_s", "connects achieved (/s)"),
+        ("replayed", "of which resumed with Last-Event-ID"),
+        ("completes", "read their events and left"),
+        ("churn_failed", "refused or closed early (must be 0)"),
+        ("gaps", "events skipped within a subscriber (must be 0)"),
+        ("unfinished", "still waiting for events at the end (must be 0)"),
+        ("peak_open", "most open at once (summed over workers)"),
+        ("connect_p50_us", "connect -> first handshake p50 (µs)"),
+        ("connect_p99_us", "connect -> first handshake p99 (µs)"),
+        ("connect_max_us", "connect -> first handshake max (µs)"),
         ("secs", "window (s)"),
         ("handshakes", "periodic handshakes received"),
         ("interval_s", "implied handshake interval (s)"),
@@ -1437,6 +1799,19 @@ mod scenario {
         bytes / 1024
     }
 
+    fn ms(ns: u64) -> String {
+        format!("{:.1}", ns as f64 / 1e6)
+    }
+
+    /// Tells this run's events from any others on the source.
+    fn run_id() -> u64 {
+        sys::now_ns() ^ (u64::from(std::process::id()) << 40)
+    }
+
+    /// How long `churn` keeps emitting after it stops connecting, so the last
+    /// subscribers get their events.
+    const CHURN_TAIL: Duration = Duration::from_secs(2);
+
     /// Runs the scenario, stops the workers, then prints its last table with
     /// the whole run's CPU (getrusage counts children once they are reaped).
     pub fn run(o: &Opts) -> Res<()> {
@@ -1455,13 +1830,19 @@ mod scenario {
             return Err(format!("creating source {}: HTTP {status} {answer}", o.source));
         }
         let ladder_top = o.steps.iter().copied().max().unwrap_or(0);
-        let top = if o.scenario == "ladder" { ladder_top } else { o.n };
+        let top = match o.scenario.as_str() {
+            "ladder" => ladder_top,
+            "churn" => 0,
+            _ => o.n,
+        };
         let before = Sample::take(o, None);
         let mut fleet = Fleet::spawn(o, o.workers_for(top))?;
         let mut out = match o.scenario.as_str() {
             "idle" => idle(o, &mut fleet, &before, o.n)?,
             "ladder" => ladder(o, &mut fleet, &before)?,
             "fanout" => fanout(o, &mut fleet, &before, http)?,
+            "storm" => storm(o, &mut fleet, &before, http)?,
+            "churn" => churn(o, &mut fleet, &before, http)?,
             _ => handshake(o, &mut fleet)?,
         };
         drop(fleet);
@@ -1550,8 +1931,8 @@ mod scenario {
     /// schedule (back-to-back for rate 0) without waiting for the previous
     /// answer, up to --window unanswered, so a slow answer does not lower the
     /// offered rate and hide the delay (coordinated omission).
-    fn emit(o: &Opts, mut http: http::Http, run: u64) -> Res<Emitted> {
-        let (n, mut reader, target) = (o.events as usize, http.try_clone()?, o.target);
+    fn emit(o: &Opts, mut http: http::Http, run: u64, events: u32, rate: f64) -> Res<Emitted> {
+        let (n, mut reader, target) = (events as usize, http.try_clone()?, o.target);
         let (tx, rx) = mpsc::channel();
         let answers = std::thread::spawn(move || -> Res<Vec<u64>> {
             let mut at = Vec::with_capacity(n);
@@ -1573,8 +1954,8 @@ mod scenario {
             while seq - acked >= o.window && rx.recv().is_ok() {
                 acked += 1;
             }
-            if o.rate > 0.0 {
-                let due = t0 + (seq as f64 * 1e9 / o.rate) as u64;
+            if rate > 0.0 {
+                let due = t0 + (seq as f64 * 1e9 / rate) as u64;
                 std::thread::sleep(Duration::from_nanos(due.saturating_sub(sys::now_ns())));
             }
             let t = sys::now_ns();
@@ -1591,19 +1972,32 @@ mod scenario {
         Ok(Emitted { sent, answered })
     }
 
+    impl Emitted {
+        /// Emit -> answer times.
+        fn rtt(&self) -> hist::Hist {
+            let mut rtt = hist::Hist::default();
+            self.sent.iter().zip(&self.answered).for_each(|(s, a)| rtt.record(a - s));
+            rtt
+        }
+
+        /// Emits per second achieved.
+        fn rate(&self) -> String {
+            let span = self.sent.last().zip(self.sent.first()).map_or(0, |(b, a)| b - a);
+            format!("{:.0}", self.sent.len() as f64 * 1e9 / span.max(1) as f64)
+        }
+    }
+
     fn fanout(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res<Out> {
         let mut out = open(o, fleet, o.n)?;
-        // A run id tells this run's events from any others on the source.
-        let run = sys::now_ns() ^ (u64::from(std::process::id()) << 40);
+        let run = run_id();
         fleet.measure(run, o.events)?;
         let s1 = Sample::take(o, Some(fleet));
-        let e = emit(o, http, run)?;
+        let e = emit(o, http, run, o.events, o.rate)?;
         let complete = fleet.wait_complete(Instant::now() + o.timeout)?;
         let s2 = Sample::take(o, Some(fleet));
         let r = fleet.report()?;
-        let (t0, sent_end) = (e.sent[0], e.sent[e.sent.len() - 1]);
-        let mut rtt = hist::Hist::default();
-        e.sent.iter().zip(&e.answered).for_each(|(s, a)| rtt.record(a - s));
+        let t0 = e.sent[0];
+        let rtt = e.rtt();
         // Completion: emit -> the last subscriber has it, over events all got.
         let subs = r.get("subs");
         let all_got = r.events.iter().filter(|(_, v)| v.0 == subs);
@@ -1619,7 +2013,7 @@ mod scenario {
         out.put("events", o.events);
         out.put("bytes", o.bytes);
         out.put("rate", o.rate);
-        out.put("emit_rate", per_s(o.events.into(), sent_end - t0));
+        out.put("emit_rate", e.rate());
         out.put("emit_p50_us", us(rtt.quantile(0.5)));
         out.put("emit_p99_us", us(rtt.quantile(0.99)));
         out.put("complete", complete);
@@ -1645,6 +2039,119 @@ mod scenario {
         out.errors(&r);
         if r.get("loss") + r.get("dups") > 0 || !complete {
             out.failure = Some("loss, duplicates or incomplete delivery (see above)".into());
+        }
+        Ok(out)
+    }
+
+    /// Halfway through the emits every subscriber is dropped at once and
+    /// reconnects with its last id: all must be back within a second, and
+    /// each must see every event exactly once across its two connections.
+    fn storm(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res<Out> {
+        let mut out = open(o, fleet, o.n)?;
+        let run = run_id();
+        fleet.measure(run, o.events)?;
+        let s1 = Sample::take(o, Some(fleet));
+        let half = Duration::from_secs_f64(f64::from(o.events) / 2.0 / o.rate);
+        let (emitted, back) = std::thread::scope(|scope| {
+            let emitter = scope.spawn(move || emit(o, http, run, o.events, o.rate));
+            std::thread::sleep(half);
+            let back = fleet.drop_all(o.reconnect_inflight);
+            (emitter.join().map_err(|_| "emitter panicked".to_string()), back)
+        });
+        let (e, _) = (emitted??, back?);
+        let complete = fleet.wait_complete(Instant::now() + o.timeout)?;
+        let s2 = Sample::take(o, Some(fleet));
+        let r = fleet.report()?;
+        let (drop_ns, closed_ns, up_ns) = r.storm.unwrap_or_default();
+        let (dropped, back) = (r.get("dropped"), r.get("reconnected"));
+        let all_back = (dropped > 0 && back == dropped).then(|| up_ns.saturating_sub(drop_ns));
+        let (rtt, (cpu, tool_cpu)) = (e.rtt(), s2.cpu_since(&s1));
+        out.put("events", o.events);
+        out.put("rate", o.rate);
+        out.put("emit_rate", e.rate());
+        out.put("emit_p99_us", us(rtt.quantile(0.99)));
+        out.put("drop_after_s", f2(half.as_secs_f64()));
+        out.put("dropped", dropped);
+        out.put("drop_close_ms", ms(closed_ns.saturating_sub(drop_ns)));
+        out.put("no_last_id", r.get("no_last_id"));
+        out.put("reconnect_inflight", o.reconnect_inflight);
+        out.put("reconnected", back);
+        out.put("reconnect_failed", dropped - back);
+        out.add("all_back_ms", all_back.map(ms));
+        out.put("rc_p50_ms", ms(r.connect.quantile(0.5)));
+        out.put("rc_p99_ms", ms(r.connect.quantile(0.99)));
+        out.put("rc_max_ms", ms(r.connect.max));
+        out.put("complete", complete);
+        out.put("held_end", r.get("held"));
+        out.put("deliveries", r.get("got"));
+        out.put("loss", r.get("loss"));
+        out.put("dup", r.get("dups"));
+        out.put("foreign", r.get("foreign") + r.get("bad"));
+        out.put("lat_p50_us", us(r.lat.quantile(0.5)));
+        out.put("lat_p99_us", us(r.lat.quantile(0.99)));
+        out.put("lat_max_us", us(r.lat.max));
+        out.add("rss_before_kb", before.rss.map(kib));
+        out.add("rss_after_kb", s2.rss.map(kib));
+        out.add("srv_cpu_s", cpu.map(f3));
+        out.put("tool_cpu_s", f3(tool_cpu));
+        out.errors(&r);
+        if r.get("loss") + r.get("dups") > 0 || !complete || dropped == 0 || back < dropped {
+            out.failure = Some("a subscriber did not come back, or lost or repeated an event (see above)".into());
+        } else if all_back.is_none_or(|ns| ns > 1_000_000_000) {
+            out.failure = Some("not every subscriber was back within 1 s of the drop".into());
+        }
+        Ok(out)
+    }
+
+    /// Subscribers arrive at a steady rate, read a few events and leave,
+    /// with emits throughout; each checks its events come consecutively.
+    fn churn(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res<Out> {
+        let mut out = Out::new(&o.scenario);
+        out.put("workers", fleet.size());
+        let run = run_id();
+        let events = ((o.secs + CHURN_TAIL).as_secs_f64() * o.emit_rate).ceil() as u32;
+        let s1 = Sample::take(o, Some(fleet));
+        let (emitted, churned) = std::thread::scope(|scope| {
+            let emitter = scope.spawn(move || emit(o, http, run, events, o.emit_rate));
+            let churned = fleet.churn(run, o.rate, o.reads).and_then(|()| {
+                std::thread::sleep(o.secs);
+                fleet.churn_stop(Instant::now() + CHURN_TAIL)
+            });
+            (emitter.join().map_err(|_| "emitter panicked".to_string()), churned)
+        });
+        let (e, _) = (emitted??, churned?);
+        let s2 = Sample::take(o, Some(fleet));
+        let r = fleet.report()?;
+        let secs = o.secs.as_secs_f64();
+        let (rtt, (cpu, tool_cpu)) = (e.rtt(), s2.cpu_since(&s1));
+        out.put("secs", secs);
+        out.put("connect_rate", o.rate);
+        out.put("reads", o.reads);
+        out.put("emit_rate_asked", o.emit_rate);
+        out.put("events", e.sent.len());
+        out.put("emit_rate", e.rate());
+        out.put("emit_p99_us", us(rtt.quantile(0.99)));
+        out.put("connects", r.get("churn_opened"));
+        out.put("connects_per_s", format!("{:.0}", r.get("churn_opened") as f64 / secs));
+        out.put("replayed", r.get("churn_replayed"));
+        out.put("completes", r.get("churn_complete"));
+        out.put("churn_failed", r.get("churn_failed"));
+        out.put("gaps", r.get("churn_gaps"));
+        out.put("dup", r.get("churn_dups"));
+        out.put("unfinished", r.get("churn_open"));
+        out.put("peak_open", r.get("churn_peak"));
+        out.put("connect_p50_us", us(r.connect.quantile(0.5)));
+        out.put("connect_p99_us", us(r.connect.quantile(0.99)));
+        out.put("connect_max_us", us(r.connect.max));
+        out.add("rss_before_kb", before.rss.map(kib));
+        out.add("rss_after_kb", s2.rss.map(kib));
+        out.add("srv_cpu_s", cpu.map(f3));
+        out.add("srv_core_pct", cpu.map(|c| f3(c * 100.0 / secs)));
+        out.put("tool_cpu_s", f3(tool_cpu));
+        out.errors(&r);
+        let bad = ["churn_failed", "churn_gaps", "churn_dups", "churn_open"].iter().map(|k| r.get(k)).sum::<u64>();
+        if bad > 0 || r.get("churn_complete") == 0 {
+            out.failure = Some("churn subscribers failed, skipped or repeated events, or never finished (see above)".into());
         }
         Ok(out)
     }
@@ -1741,6 +2248,9 @@ mod selftest {
         check("nchan paths", Target::Nchan.emit_path("s") == "/pub/s" && Target::Nchan.sub_path("s") == "/sub/s");
         check("emit status", Target::Nchan.emit_ok(201) && !Target::Ssehub.emit_ok(201));
         check("auth header", auth_header("").is_empty() && auth_header("k") == "Authorization: Bearer k\r\n");
+        let resumed = worker::resume_request(b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n", b"17-3");
+        check("resume request", resumed == b"GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 17-3\r\n\r\n");
+        check("churn schedule", worker::churn_schedule_ok());
         for v in [0u64, 1, 63, 64, 65, 127, 128, 1000, 123_456, 10_000_000_007, u64::MAX / 3] {
             let back = hist::value(hist::index(v));
             check(&format!("hist bucket {v}"), back.abs_diff(v) as f64 <= v as f64 / 64.0);

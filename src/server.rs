@@ -53,7 +53,10 @@ const WRITE_BUDGET: usize = 256 * 1024;
 const STREAM_FLUSH_BUDGET: usize = 1024;
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
-const LISTEN_BACKLOG: i32 = 4096;
+/// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
+/// operator sizes the accept queue. A reconnect storm larger than the queue
+/// loses SYNs, which clients retry only after 1 s (RELIABILITY.md).
+const LISTEN_BACKLOG: i32 = 65535;
 /// Descriptors kept free under the connection limit: listener, epoll,
 /// waker, the spare, stdio, log files.
 const FD_RESERVE: u64 = 16;
@@ -139,7 +142,7 @@ impl Bound {
         let mut listener =
             TcpListener::bind(config.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
-        // std's backlog of 128 overflows in a reconnect storm; the kernel caps this at somaxconn.
+        // std's backlog of 128 overflows in a reconnect storm.
         // SAFETY: listen() on our own listening socket only changes its backlog.
         unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
