@@ -47,7 +47,7 @@ const HANDSHAKE_TICK_MS: u64 = 100;
 const ACCEPT_RETRY_MS: u64 = 100;
 
 /// Per-turn budgets: work beyond them waits for the next turn.
-const ACCEPT_BUDGET: usize = 256;
+const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Stream connections written per turn (about 5 ms of `send` calls here).
 const STREAM_FLUSH_BUDGET: usize = 1024;
