@@ -1791,6 +1791,20 @@ mod scenario {
         format!("{v:.3}")
     }
 
+    /// What every measured run reports of its deliveries: completeness,
+    /// the count, loss and duplicates (must be 0), and latency.
+    fn put_deliveries(out: &mut Out, r: &Report, complete: bool) {
+        out.put("complete", complete);
+        out.put("held_end", r.get("held"));
+        out.put("deliveries", r.get("got"));
+        out.put("loss", r.get("loss"));
+        out.put("dup", r.get("dups"));
+        out.put("foreign", r.get("foreign") + r.get("bad"));
+        out.put("lat_p50_us", us(r.lat.quantile(0.5)));
+        out.put("lat_p99_us", us(r.lat.quantile(0.99)));
+        out.put("lat_max_us", us(r.lat.max));
+    }
+
     fn us(ns: u64) -> String {
         format!("{:.0}", ns as f64 / 1e3)
     }
@@ -2016,15 +2030,7 @@ mod scenario {
         out.put("emit_rate", e.rate());
         out.put("emit_p50_us", us(rtt.quantile(0.5)));
         out.put("emit_p99_us", us(rtt.quantile(0.99)));
-        out.put("complete", complete);
-        out.put("held_end", r.get("held"));
-        out.put("deliveries", got);
-        out.put("loss", r.get("loss"));
-        out.put("dup", r.get("dups"));
-        out.put("foreign", r.get("foreign") + r.get("bad"));
-        out.put("lat_p50_us", us(r.lat.quantile(0.5)));
-        out.put("lat_p99_us", us(r.lat.quantile(0.99)));
-        out.put("lat_max_us", us(r.lat.max));
+        put_deliveries(&mut out, &r, complete);
         out.put("done_events", done.len());
         out.add("done_p50_us", pct(0.5));
         out.add("done_p99_us", pct(0.99));
@@ -2081,15 +2087,7 @@ mod scenario {
         out.put("rc_p50_ms", ms(r.connect.quantile(0.5)));
         out.put("rc_p99_ms", ms(r.connect.quantile(0.99)));
         out.put("rc_max_ms", ms(r.connect.max));
-        out.put("complete", complete);
-        out.put("held_end", r.get("held"));
-        out.put("deliveries", r.get("got"));
-        out.put("loss", r.get("loss"));
-        out.put("dup", r.get("dups"));
-        out.put("foreign", r.get("foreign") + r.get("bad"));
-        out.put("lat_p50_us", us(r.lat.quantile(0.5)));
-        out.put("lat_p99_us", us(r.lat.quantile(0.99)));
-        out.put("lat_max_us", us(r.lat.max));
+        put_deliveries(&mut out, &r, complete);
         out.add("rss_before_kb", before.rss.map(kib));
         out.add("rss_after_kb", s2.rss.map(kib));
         out.add("srv_cpu_s", cpu.map(f3));
