@@ -383,13 +383,15 @@ pub fn reason(status: u16) -> &'static str {
 /// A complete response with a body. `extra` holds whole header lines, each
 /// ending in CRLF. `head_only` answers HEAD: the same head, no body.
 pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_alive: bool, head_only: bool) -> Vec<u8> {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
     let mut out = Vec::with_capacity(160 + extra.len() + body.len());
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
     if status != 204 {
         if !content_type.is_empty() {
-            out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+            let _ = write!(out, "Content-Type: {content_type}\r\n");
         }
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
     }
     out.extend_from_slice(extra.as_bytes());
     if !keep_alive {

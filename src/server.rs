@@ -19,7 +19,7 @@ use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
-use crate::http::{self, BodyReader, Head, HttpError};
+use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::metrics::{Published, Stats};
 use crate::outq::{Buf, Flushed};
 use crate::source::{CreateError, Effect, Registry, SourceKey};
@@ -204,6 +204,7 @@ pub struct Reactor {
     generation: u32,
     handshakes: Handshakes,
     scratch: Vec<u8>,
+    spare_effects: Vec<Effect>,
 }
 
 impl Reactor {
@@ -251,6 +252,7 @@ impl Reactor {
             generation: 0,
             handshakes,
             scratch: vec![0; 16 * 1024],
+            spare_effects: Vec::new(),
         }
     }
 
@@ -443,10 +445,25 @@ impl Reactor {
                     Err(e) => return self.refuse(key, &e),
                     Ok(Some((head, len))) => {
                         conn.rbuf.drain(..len);
-                        match BodyReader::new(head.framing, max_body) {
-                            Err(e) => return self.refuse(key, &e),
-                            Ok(None) => self.dispatch(key, head, Vec::new()),
-                            Ok(Some(reader)) => {
+                        // The common case, a whole Content-Length body
+                        // already read, is answered from the read buffer.
+                        let whole = match head.framing {
+                            Framing::Length(n) if n as usize <= conn.rbuf.len() => Some(n as usize),
+                            _ => None,
+                        };
+                        match (BodyReader::new(head.framing, max_body), whole) {
+                            (Err(e), _) => return self.refuse(key, &e),
+                            (Ok(None), _) => self.dispatch(key, head, &[]),
+                            (Ok(Some(_)), Some(n)) => {
+                                let mut rbuf = std::mem::take(&mut conn.rbuf);
+                                self.dispatch(key, head, &rbuf[..n]);
+                                // Kept only if the connection still reads requests.
+                                if let Some(conn) = self.conns.get_mut(key).filter(|c| matches!(c.phase, Phase::Head)) {
+                                    rbuf.drain(..n);
+                                    conn.rbuf = rbuf;
+                                }
+                            }
+                            (Ok(Some(reader)), None) => {
                                 if head.expect_continue && head.minor >= 1 {
                                     conn.push(Buf::Static(http::CONTINUE));
                                     self.to_flush.mark(conn, key);
@@ -466,7 +483,7 @@ impl Reactor {
                         }
                         let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Head) else { return };
                         let BodyRead { head, body, .. } = *read;
-                        self.dispatch(key, head, body);
+                        self.dispatch(key, head, &body);
                     }
                 },
                 Phase::Stream { .. } | Phase::Linger => return,
@@ -487,10 +504,10 @@ impl Reactor {
         self.disarm(key);
     }
 
-    fn dispatch(&mut self, key: usize, head: Head, body: Vec<u8>) {
+    fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.refresh_gauges();
         let mut ctx = Ctx { registry: &mut self.registry, keys: &self.keys, config: &self.config, stats: &self.stats, now_ms: unix_ms() };
-        let reply = api::handle(&mut ctx, &head, &body);
+        let reply = api::handle(&mut ctx, &head, body);
         match reply {
             Reply::Response { status, bytes, close } => {
                 self.stats.count_response(status);
@@ -540,7 +557,10 @@ impl Reactor {
 
     /// Carries out what the registry recorded: deliver events, end streams.
     fn apply_effects(&mut self) {
-        for effect in std::mem::take(&mut self.registry.effects) {
+        // Swapped with a kept buffer: no allocation per emit.
+        let mut effects = std::mem::take(&mut self.spare_effects);
+        std::mem::swap(&mut effects, &mut self.registry.effects);
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Publish(source, event) => {
                     self.stats.events_emitted += 1;
@@ -580,6 +600,7 @@ impl Reactor {
                 }
             }
         }
+        self.spare_effects = effects;
     }
 
     // ---- writing ----

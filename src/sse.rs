@@ -75,21 +75,18 @@ impl Event {
     /// `{"id","indexed_at_ms","event","metadata":{"emitter_id","emit_id","name"}}`;
     /// `indexed_at_ms` is the id's millisecond, so the two always agree.
     pub fn new(id: EventId, emitter_id: &str, payload: &[u8]) -> Event {
-        let id_text = id.to_string();
-        let mut f = Vec::with_capacity(payload.len() + 2 * id_text.len() + emitter_id.len() + 128);
-        f.extend_from_slice(b"{\"id\":\"");
-        f.extend_from_slice(id_text.as_bytes());
-        f.extend_from_slice(b"\",\"indexed_at_ms\":");
-        f.extend_from_slice(id.ms.to_string().as_bytes());
-        f.extend_from_slice(b",\"event\":");
+        use std::io::Write;
+        // Written straight into the frame: compact JSON is one line, so the
+        // envelope is one `data:` value and needs no splitting.
+        let mut f = Vec::with_capacity(payload.len() + emitter_id.len() + 160);
+        let _ = write!(f, "id: {id}\ndata: ");
+        let envelope_at = f.len() as u32;
+        let _ = write!(f, "{{\"id\":\"{id}\",\"indexed_at_ms\":{},\"event\":", id.ms);
         f.extend_from_slice(payload);
         f.extend_from_slice(b",\"metadata\":{\"emitter_id\":");
         crate::json::write_str(&mut f, emitter_id);
-        f.extend_from_slice(b",\"emit_id\":\"");
-        f.extend_from_slice(id_text.as_bytes());
-        f.extend_from_slice(b"\",\"name\":\"\"}}");
-        // Compact JSON is one line, so the envelope is one `data:` value.
-        Event::from_envelope(id, &f)
+        let _ = write!(f, ",\"emit_id\":\"{id}\",\"name\":\"\"}}}}\n\n");
+        Event { id, frame: f.into(), envelope_at }
     }
 
     /// Frames an envelope saved earlier (see `state`): the same frame bytes
