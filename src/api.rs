@@ -181,7 +181,8 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
     }
 }
 
-fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
+/// A complete answer to `head` (no body for HEAD; closes unless kept alive).
+pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
     let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method() == "HEAD");
     Reply::Response { status, bytes, close: !head.keep_alive }
 }

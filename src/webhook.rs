@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use crate::api::{Ctx, Fail, Reply};
+use crate::api::{Ctx, Fail, Reply, ok};
 use crate::http::{self, Head};
 use crate::json;
 
@@ -18,15 +18,7 @@ pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u
     }
     let payload = event(head, suffix, body);
     ctx.registry.emit(source, &payload, ctx.now_ms);
-    let bytes = http::response(
-        200,
-        "application/json",
-        "Access-Control-Allow-Origin: *\r\n",
-        b"{\"success\":true}",
-        head.keep_alive,
-        head.method() == "HEAD",
-    );
-    Ok(Reply::Response { status: 200, bytes, close: !head.keep_alive })
+    Ok(ok(head, 200, "application/json", "Access-Control-Allow-Origin: *\r\n", b"{\"success\":true}"))
 }
 
 /// The answer to a CORS preflight (not an event): any origin, the methods,
@@ -44,8 +36,7 @@ fn preflight(head: &Head) -> Reply {
         extra.push_str(&format!("Access-Control-Allow-Headers: {}\r\n", requested.join(", ")));
     }
     extra.push_str("Access-Control-Max-Age: 86400\r\n");
-    let bytes = http::response(204, "", &extra, b"", head.keep_alive, false);
-    Reply::Response { status: 204, bytes, close: !head.keep_alive }
+    ok(head, 204, "", &extra, b"")
 }
 
 /// `{"method","path","query","headers","body","bodyRaw"[,"bodyRawEncoding"]}`

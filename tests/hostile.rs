@@ -23,35 +23,24 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Sets a SOL_SOCKET option to `value`.
+fn set_socket_option<T>(s: &TcpStream, name: libc::c_int, value: &T) -> std::io::Result<()> {
+    // SAFETY: setsockopt reads `value` for its size; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, name, (value as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// Closing this socket sends RST instead of FIN (SO_LINGER with a zero timeout).
 fn set_linger_zero(s: &TcpStream) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt reads `linger` for the given length; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    set_socket_option(s, libc::SO_LINGER, &linger).expect("SO_LINGER");
 }
 
 /// A small receive buffer, so a reader that never reads stops the sender sooner.
 fn set_small_receive_buffer(s: &TcpStream) {
-    let size: libc::c_int = 4096;
-    // SAFETY: setsockopt reads `size` for the given length; the fd is open.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    let _ = set_socket_option(s, libc::SO_RCVBUF, &(4096 as libc::c_int));
 }
 
 /// Reads until the server closes (FIN or RST); `None` if it did not within `timeout`.
