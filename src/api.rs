@@ -3,6 +3,8 @@
 //! authentication and every REST handler live here; the registry records
 //! what connections must see, and the reactor applies it.
 
+use std::borrow::Cow;
+
 use log::info;
 
 use crate::auth::{AccountId, Keys};
@@ -31,6 +33,8 @@ pub struct Ctx<'a> {
     pub stats: &'a Stats,
     /// Unix milliseconds.
     pub now_ms: u64,
+    /// A buffer kept across requests (no allocation per emit).
+    pub scratch: &'a mut Vec<u8>,
 }
 
 /// The routes, matched on the path alone; methods are checked after.
@@ -52,8 +56,15 @@ fn route(path: &str) -> Route<'_> {
         return Route::Ingest(key, suffix);
     }
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
+    let (mut segments, mut n) = ([""; 4], 0);
+    for segment in path.split('/').skip(1) {
+        if n == segments.len() {
+            return Route::NotFound;
+        }
+        segments[n] = segment;
+        n += 1;
+    }
+    match &segments[..n] {
         ["healthz"] => Route::Healthz,
         ["metrics"] => Route::Metrics,
         ["sources", s, "sse"] | ["v1", "sources", s, "sse"] | ["sse", "dc", s, "emits"] => Route::Stream(s),
@@ -160,9 +171,14 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             match method {
                 "POST" => {
                     require_length(head)?;
-                    let payload = json::compact(body).map_err(|e| Fail::new(400, e.to_string()))?;
-                    let id = ctx.registry.emit(source, &payload, ctx.now_ms);
-                    Ok(ok(head, 202, "application/json", "", format!("{{\"id\":\"{id}\"}}").as_bytes()))
+                    json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
+                    let id = ctx.registry.emit(source, ctx.scratch, ctx.now_ms);
+                    let answer = &mut *ctx.scratch;
+                    answer.clear();
+                    answer.extend_from_slice(b"{\"id\":\"");
+                    id.write(answer);
+                    answer.extend_from_slice(b"\"}");
+                    Ok(ok(head, 202, "application/json", "", answer))
                 }
                 "DELETE" => {
                     ctx.registry.clear_history(source);
@@ -204,10 +220,10 @@ pub fn require_length(head: &Head) -> Result<()> {
 fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<AccountId> {
     let from_header = head.header("authorization").and_then(|v| {
         let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
-        scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii().to_vec())
+        scheme.eq_ignore_ascii_case(b"bearer").then(|| Cow::Borrowed(token.trim_ascii()))
     });
-    let token =
-        from_header.or_else(|| allow_query.then(|| http::query_param(head.query(), "access_token").map(String::into_bytes)).flatten());
+    let token = from_header
+        .or_else(|| allow_query.then(|| http::query_param(head.query(), "access_token").map(|t| Cow::Owned(t.into_bytes()))).flatten());
     match token {
         None => Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>")),
         Some(t) => keys.lookup(&t).ok_or_else(|| Fail::new(401, "invalid API key")),

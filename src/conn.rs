@@ -77,6 +77,9 @@ pub struct Conn {
     /// Listed in the reactor's flush list.
     pub pending_write: bool,
     pub timer: Option<TimerId>,
+    /// When the phase's timeout is due; the armed timer may fire before
+    /// it (re-armed lazily, so a request costs no timer-wheel work).
+    pub deadline: u64,
     /// Milliseconds (reactor clock) of the last write that made progress.
     pub last_progress: u64,
     /// The peer has closed its side.
@@ -114,6 +117,7 @@ impl Conn {
             can_read: false,
             pending_write: false,
             timer: None,
+            deadline: 0,
             last_progress: now,
             peer_eof: false,
             fin_hint: false,

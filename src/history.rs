@@ -60,7 +60,7 @@ mod tests {
     fn ring(capacity: usize, ids: &[(u64, u64)]) -> History {
         let mut h = History::new(capacity);
         for &(ms, seq) in ids {
-            h.push(Event::new(id(ms, seq), "dc_x", b"1"));
+            h.push(Event::new(id(ms, seq), "dc_x", b"1", &mut Vec::new()));
         }
         h
     }
@@ -116,7 +116,7 @@ mod properties {
             let (mut h, mut ids, mut id) = (History::new(capacity), Vec::new(), EventId { ms: 1, seq: 0 });
             for now in clock {
                 id = id.next(now * 3);
-                h.push(Event::new(id, "dc_p", b"1"));
+                h.push(Event::new(id, "dc_p", b"1", &mut Vec::new()));
                 ids.push(id);
             }
             let retained = &ids[ids.len().saturating_sub(capacity)..];

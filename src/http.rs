@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::text::push_u64;
+
 /// Largest request head; beyond it the answer is 431.
 pub const HEAD_BYTES_MAX: usize = 16 * 1024;
 const HEADERS_MAX: usize = 64;
@@ -42,19 +44,20 @@ impl fmt::Display for HttpError {
 }
 
 /// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Framing {
+    #[default]
     None,
     Length(u64),
     Chunked,
 }
 
 /// A parsed request head: its bytes, and where in them the method, the
-/// target and each header are (one allocation for the bytes and one for
-/// the index, however many headers).
-#[derive(Debug, Clone)]
+/// target and each header are (one buffer for the bytes and one for the
+/// index, however many headers, both reused by `parse_head_into`).
+#[derive(Debug, Clone, Default)]
 pub struct Head {
-    raw: Box<[u8]>,
+    raw: Vec<u8>,
     method: Span,
     target: Span,
     /// (name, value) of each header, names as sent.
@@ -67,7 +70,7 @@ pub struct Head {
 }
 
 /// A range of `Head::raw`; a head is at most `HEAD_BYTES_MAX` bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Span(u16, u16);
 
 impl Head {
@@ -93,7 +96,8 @@ impl Head {
 
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        let bytes = |s: Span| &self.raw[s.0 as usize..s.1 as usize];
+        self.headers.iter().find(|&&(n, _)| bytes(n).eq_ignore_ascii_case(name.as_bytes())).map(|&(_, v)| bytes(v))
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
@@ -105,6 +109,9 @@ impl Head {
     pub fn path(&self) -> &str {
         let target = self.target();
         let target = target.split_once('?').map_or(target, |(p, _)| p);
+        if target.starts_with('/') {
+            return target;
+        }
         match target.split_once("://") {
             Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
             _ => target,
@@ -118,7 +125,16 @@ impl Head {
 
 /// Parses a request head from the start of `buf`: `Ok(Some((head, len)))`
 /// once complete, `Ok(None)` if more bytes are needed.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
+    let mut head = Head::default();
+    Ok(parse_head_into(buf, &mut head)?.map(|len| (head, len)))
+}
+
+/// `parse_head` into a head kept from an earlier request, whose buffers
+/// are reused: `Ok(Some(len))` once complete. On `Ok(None)` or an error
+/// `head` holds nothing of use.
+pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, HttpError> {
     let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
@@ -141,16 +157,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         Span(start as u16, (start + s.len()) as u16)
     };
     let minor = req.version.unwrap_or(1);
-    let mut head = Head {
-        raw: buf[..len].into(),
-        method: span(req.method.unwrap_or("").as_bytes()),
-        target: span(req.path.unwrap_or("").as_bytes()),
-        headers: Vec::with_capacity(req.headers.len()),
-        minor,
-        framing: Framing::None,
-        keep_alive: minor >= 1,
-        expect_continue: false,
-    };
+    head.raw.clear();
+    head.raw.extend_from_slice(&buf[..len]);
+    head.method = span(req.method.unwrap_or("").as_bytes());
+    head.target = span(req.path.unwrap_or("").as_bytes());
+    head.headers.clear();
+    head.minor = minor;
+    head.framing = Framing::None;
+    head.keep_alive = minor >= 1;
+    head.expect_continue = false;
     let (mut length, mut chunked) = (None, false);
     for h in req.headers.iter() {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
@@ -192,7 +207,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         (false, Some(n)) => Framing::Length(n),
         (false, None) => Framing::None,
     };
-    Ok(Some((head, len)))
+    Ok(Some(len))
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -383,15 +398,22 @@ pub fn reason(status: u16) -> &'static str {
 /// A complete response with a body. `extra` holds whole header lines, each
 /// ending in CRLF. `head_only` answers HEAD: the same head, no body.
 pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_alive: bool, head_only: bool) -> Vec<u8> {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let mut out = Vec::with_capacity(160 + extra.len() + body.len());
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
+    // Built by hand, not with `write!`: this runs for every request.
+    let mut out = Vec::with_capacity(96 + content_type.len() + extra.len() + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(&mut out, status.into());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     if status != 204 {
         if !content_type.is_empty() {
-            let _ = write!(out, "Content-Type: {content_type}\r\n");
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(content_type.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(&mut out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(extra.as_bytes());
     if !keep_alive {

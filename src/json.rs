@@ -24,15 +24,23 @@ pub const DEPTH_MAX: usize = 100;
 /// Checks that `input` is one JSON value nested at most `DEPTH_MAX` deep,
 /// and returns it compacted to one line.
 pub fn compact(input: &[u8]) -> Result<Vec<u8>, InvalidJson> {
+    let mut out = Vec::with_capacity(input.len());
+    compact_into(input, &mut out)?;
+    Ok(out)
+}
+
+/// `compact`, written to `out` (cleared first), a buffer the caller keeps.
+pub fn compact_into(input: &[u8], out: &mut Vec<u8>) -> Result<(), InvalidJson> {
     let text = std::str::from_utf8(input).map_err(|e| InvalidJson(format!("not UTF-8 ({e})")))?;
-    let (compacted, depth) = strip_whitespace(input);
+    out.clear();
+    let depth = strip_whitespace(input, out);
     if depth > DEPTH_MAX {
         return Err(InvalidJson(format!("nested deeper than {DEPTH_MAX} levels")));
     }
     // Whitespace-stripping a non-JSON input proves nothing: validate the original.
     // (serde_json skips ignored strings without checking UTF-8: done above.)
     serde_json::from_str::<Strict>(text).map_err(|e| InvalidJson(e.to_string()))?;
-    Ok(compacted)
+    Ok(())
 }
 
 /// Validates exactly as parsing into a `serde_json::Value` would, without
@@ -90,28 +98,38 @@ impl<'de> serde::de::Visitor<'de> for Strict {
     }
 }
 
-/// Drops JSON whitespace outside strings and measures the deepest nesting.
+/// Appends `input` without the JSON whitespace outside strings to `out`,
+/// and returns the deepest nesting.
 /// Only meaningful for valid JSON: inside a string a raw space is content,
 /// and `\"` does not end it.
-fn strip_whitespace(input: &[u8]) -> (Vec<u8>, usize) {
-    let mut out = Vec::with_capacity(input.len());
-    let (mut in_string, mut escaped) = (false, false);
+fn strip_whitespace(input: &[u8], out: &mut Vec<u8>) -> usize {
+    // Runs between whitespace are copied whole, and strings are skipped to
+    // their closing quote: most payloads are one run.
     let (mut depth, mut deepest) = (0usize, 0usize);
-    for &b in input {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let (mut run, mut i) = (0, 0);
+    while i < input.len() {
+        match input[i] {
+            b'"' => {
+                // To the closing quote; a backslash escapes the byte after it.
+                // (An unterminated string ends the pass: validation refuses it.)
+                i += 1;
+                loop {
+                    match input[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+                        None => i = input.len(),
+                        Some(at) if input[i + at] == b'\\' => {
+                            i = (i + at + 2).min(input.len());
+                            continue;
+                        }
+                        Some(at) => i += at + 1,
+                    }
+                    break;
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b' ' | b'\t' | b'\n' | b'\r' => continue,
-            b'"' => in_string = true,
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.extend_from_slice(&input[run..i]);
+                run = i + 1;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
@@ -119,9 +137,10 @@ fn strip_whitespace(input: &[u8]) -> (Vec<u8>, usize) {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        out.push(b);
+        i += 1;
     }
-    (out, deepest)
+    out.extend_from_slice(&input[run..]);
+    deepest
 }
 
 /// Appends `s` as a JSON string literal, quotes included.

@@ -50,6 +50,7 @@ mod server;
 mod source;
 mod sse;
 mod state;
+mod text;
 mod timer;
 mod webhook;
 

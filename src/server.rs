@@ -204,7 +204,12 @@ pub struct Reactor {
     generation: u32,
     handshakes: Handshakes,
     scratch: Vec<u8>,
+    /// Lent to request handlers (no allocation per emit).
+    handler_scratch: Vec<u8>,
     spare_effects: Vec<Effect>,
+    spare_head: Head,
+    /// Unix milliseconds, read once per turn (event ids).
+    unix_now: u64,
 }
 
 impl Reactor {
@@ -253,6 +258,9 @@ impl Reactor {
             handshakes,
             scratch: vec![0; 16 * 1024],
             spare_effects: Vec::new(),
+            spare_head: Head::default(),
+            handler_scratch: Vec::new(),
+            unix_now: unix_ms(),
         }
     }
 
@@ -266,6 +274,7 @@ impl Reactor {
                 break Err(e);
             }
             self.now = self.start.elapsed().as_millis() as u64;
+            self.unix_now = unix_ms();
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -440,10 +449,12 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             match &mut conn.phase {
                 Phase::Head if conn.rbuf.is_empty() => return,
-                Phase::Head => match http::parse_head(&conn.rbuf) {
+                Phase::Head => match http::parse_head_into(&conn.rbuf, &mut self.spare_head) {
                     Ok(None) => return,
                     Err(e) => return self.refuse(key, &e),
-                    Ok(Some((head, len))) => {
+                    Ok(Some(len)) => {
+                        // Reused request after request: its buffers stay allocated.
+                        let head = std::mem::take(&mut self.spare_head);
                         conn.rbuf.drain(..len);
                         // The common case, a whole Content-Length body
                         // already read, is answered from the read buffer.
@@ -504,10 +515,19 @@ impl Reactor {
         self.disarm(key);
     }
 
+    /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.refresh_gauges();
-        let mut ctx = Ctx { registry: &mut self.registry, keys: &self.keys, config: &self.config, stats: &self.stats, now_ms: unix_ms() };
+        let mut ctx = Ctx {
+            registry: &mut self.registry,
+            keys: &self.keys,
+            config: &self.config,
+            stats: &self.stats,
+            now_ms: self.unix_now,
+            scratch: &mut self.handler_scratch,
+        };
         let reply = api::handle(&mut ctx, &head, body);
+        self.spare_head = head;
         match reply {
             Reply::Response { status, bytes, close } => {
                 self.stats.count_response(status);
@@ -658,8 +678,15 @@ impl Reactor {
 
     // ---- timers ----
 
+    /// Sets the connection's deadline. A later deadline keeps the armed
+    /// timer, which re-arms itself when it fires early.
     fn arm(&mut self, key: usize, at: u64) {
         let conn = &mut self.conns[key];
+        let later = at >= conn.deadline;
+        conn.deadline = at;
+        if later && conn.timer.is_some() {
+            return;
+        }
         if let Some(id) = conn.timer.take() {
             self.timers.remove(id);
         }
@@ -687,6 +714,10 @@ impl Reactor {
     fn on_conn_timer(&mut self, key: usize, generation: u32) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) else { return };
         conn.timer = None;
+        if self.now < conn.deadline {
+            let at = conn.deadline;
+            return self.arm(key, at);
+        }
         let reason = match conn.phase {
             Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
             Phase::Head => Reason::HeaderTimeout,

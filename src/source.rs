@@ -66,13 +66,16 @@ impl fmt::Display for CreateError {
 pub struct Registry {
     sources: Slab<Source>,
     by_id: HashMap<String, SourceKey>,
-    by_name: HashMap<(AccountId, String), SourceKey>,
+    /// Per account, by name (looked up without building a key).
+    by_name: HashMap<AccountId, HashMap<String, SourceKey>>,
     by_endpoint: HashMap<String, SourceKey>,
     history: usize,
     /// Ids start above this millisecond, the process start: so they keep
     /// increasing across a restart on the same clock.
     id_floor_ms: u64,
     pub effects: Vec<Effect>,
+    /// Where each event is framed before its shared copy is made.
+    frame_scratch: Vec<u8>,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -89,6 +92,7 @@ impl Registry {
             history,
             id_floor_ms: start_ms,
             effects: Vec::new(),
+            frame_scratch: Vec::new(),
         }
     }
 
@@ -96,7 +100,7 @@ impl Registry {
         if !valid_name(name) {
             return Err(CreateError::BadName);
         }
-        if self.by_name.contains_key(&(account, name.to_string())) {
+        if self.by_name.get(&account).is_some_and(|names| names.contains_key(name)) {
             return Err(CreateError::Taken);
         }
         let source = Source {
@@ -112,7 +116,7 @@ impl Registry {
             last_id: EventId { ms: self.id_floor_ms + 1, seq: 0 },
         };
         self.by_id.insert(source.id.clone(), self.sources.vacant_key());
-        self.by_name.insert((account, source.name.clone()), self.sources.vacant_key());
+        self.by_name.entry(account).or_default().insert(source.name.clone(), self.sources.vacant_key());
         self.by_endpoint.insert(source.endpoint_key.clone(), self.sources.vacant_key());
         Ok(self.sources.insert(source))
     }
@@ -122,7 +126,7 @@ impl Registry {
     pub fn find(&self, account: AccountId, id_or_name: &str) -> Option<SourceKey> {
         let key = match self.by_id.get(id_or_name) {
             Some(&k) => k,
-            None => *self.by_name.get(&(account, id_or_name.to_string()))?,
+            None => *self.by_name.get(&account)?.get(id_or_name)?,
         };
         (self.sources[key].account == account).then_some(key)
     }
@@ -150,7 +154,7 @@ impl Registry {
             last_id: saved.last_id.max(floor),
         });
         self.by_id.insert(saved.id.clone(), key);
-        self.by_name.insert((account, saved.name.clone()), key);
+        self.by_name.entry(account).or_default().insert(saved.name.clone(), key);
         self.by_endpoint.insert(saved.endpoint_key.clone(), key);
         key
     }
@@ -177,7 +181,9 @@ impl Registry {
     pub fn delete(&mut self, key: SourceKey) {
         let source = self.sources.remove(key);
         self.by_id.remove(&source.id);
-        self.by_name.remove(&(source.account, source.name));
+        if let Some(names) = self.by_name.get_mut(&source.account) {
+            names.remove(&source.name);
+        }
         self.by_endpoint.remove(&source.endpoint_key);
         if !source.subscribers.is_empty() {
             self.effects.push(Effect::EndStreams(source.subscribers));
@@ -190,7 +196,7 @@ impl Registry {
         let source = &mut self.sources[key];
         let id = source.last_id.next(now_ms);
         source.last_id = id;
-        let event = Event::new(id, &source.id, payload);
+        let event = Event::new(id, &source.id, payload, &mut self.frame_scratch);
         source.history.push(event.clone());
         self.effects.push(Effect::Publish(key, event));
         id

@@ -11,6 +11,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::str::FromStr;
 
+use crate::text::push_u64;
+
 /// The comment sent first on every stream and then every handshake interval.
 pub const HANDSHAKE: &[u8] = b":sse-handshake\n\n";
 
@@ -30,6 +32,13 @@ impl EventId {
     /// continues the sequence, so ids never go down.
     pub fn next(self, now_ms: u64) -> EventId {
         if now_ms > self.ms { EventId { ms: now_ms, seq: 0 } } else { EventId { ms: self.ms, seq: self.seq + 1 } }
+    }
+
+    /// Appends `<ms>-<seq>` (what `Display` writes, without `fmt`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        push_u64(out, self.ms);
+        out.push(b'-');
+        push_u64(out, self.seq);
     }
 }
 
@@ -74,19 +83,30 @@ impl Event {
     /// Frames the Pipedream-style envelope of `payload` (compact JSON):
     /// `{"id","indexed_at_ms","event","metadata":{"emitter_id","emit_id","name"}}`;
     /// `indexed_at_ms` is the id's millisecond, so the two always agree.
-    pub fn new(id: EventId, emitter_id: &str, payload: &[u8]) -> Event {
-        use std::io::Write;
-        // Written straight into the frame: compact JSON is one line, so the
-        // envelope is one `data:` value and needs no splitting.
-        let mut f = Vec::with_capacity(payload.len() + emitter_id.len() + 160);
-        let _ = write!(f, "id: {id}\ndata: ");
+    ///
+    /// `scratch` is any buffer the caller keeps: the frame is written there
+    /// and copied once into its shared allocation.
+    pub fn new(id: EventId, emitter_id: &str, payload: &[u8], scratch: &mut Vec<u8>) -> Event {
+        // Compact JSON is one line, so the envelope is one `data:` value
+        // and needs no splitting.
+        let f = scratch;
+        f.clear();
+        f.extend_from_slice(b"id: ");
+        id.write(f);
+        f.extend_from_slice(b"\ndata: ");
         let envelope_at = f.len() as u32;
-        let _ = write!(f, "{{\"id\":\"{id}\",\"indexed_at_ms\":{},\"event\":", id.ms);
+        f.extend_from_slice(b"{\"id\":\"");
+        id.write(f);
+        f.extend_from_slice(b"\",\"indexed_at_ms\":");
+        push_u64(f, id.ms);
+        f.extend_from_slice(b",\"event\":");
         f.extend_from_slice(payload);
         f.extend_from_slice(b",\"metadata\":{\"emitter_id\":");
-        crate::json::write_str(&mut f, emitter_id);
-        let _ = write!(f, ",\"emit_id\":\"{id}\",\"name\":\"\"}}}}\n\n");
-        Event { id, frame: f.into(), envelope_at }
+        crate::json::write_str(f, emitter_id);
+        f.extend_from_slice(b",\"emit_id\":\"");
+        id.write(f);
+        f.extend_from_slice(b"\",\"name\":\"\"}}\n\n");
+        Event { id, frame: Rc::from(&f[..]), envelope_at }
     }
 
     /// Frames an envelope saved earlier (see `state`): the same frame bytes
@@ -168,7 +188,7 @@ mod tests {
 
     #[test]
     fn frames_an_envelope_once() {
-        let e = Event::new(EventId { ms: 1764262800123, seq: 0 }, "dc_abc", b"{\"total\":12}");
+        let e = Event::new(EventId { ms: 1764262800123, seq: 0 }, "dc_abc", b"{\"total\":12}", &mut Vec::new());
         let want = "id: 1764262800123-0\ndata: {\"id\":\"1764262800123-0\",\"indexed_at_ms\":1764262800123,\
                     \"event\":{\"total\":12},\"metadata\":{\"emitter_id\":\"dc_abc\",\"emit_id\":\"1764262800123-0\",\"name\":\"\"}}\n\n";
         assert_eq!(std::str::from_utf8(&e.frame).unwrap(), want);
@@ -270,7 +290,7 @@ mod properties {
             prop_assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
             prop_assert_eq!(format!(" {ms} ").parse::<EventId>(), Ok(EventId { ms, seq: 0 }));
             prop_assert!(id.next(now) > id);
-            let event = Event::new(id, "dc_p", b"[1]");
+            let event = Event::new(id, "dc_p", b"[1]", &mut Vec::new());
             prop_assert_eq!(parse(&event.frame), vec![(id.to_string().into_bytes(), event.envelope().to_vec())]);
         }
 

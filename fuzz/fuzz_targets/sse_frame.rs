@@ -120,7 +120,7 @@ fuzz_target!(|input: &[u8]| {
     if let Ok(payload) = compact(data) {
         let seed = u64::from(mode);
         let id = EventId { ms: seed * 1_000_003, seq: seed % 7 };
-        let event = Event::new(id, "dc_fuzz", &payload);
+        let event = Event::new(id, "dc_fuzz", &payload, &mut Vec::new());
         let (events, left) = parse(&event.frame);
         assert!(left.is_empty() && events.len() == 1);
         assert_eq!(events[0].last_event_id, id.to_string().into_bytes());
