@@ -21,7 +21,8 @@
 #   ladder     idle subscribers 5k, 10k, 15k, 19.5k: RSS per subscriber
 #   fanout     1k, 5k, 10k subscribers x 1000 events x 100 B at 200/s (the
 #              p99 curve), and 10k as fast as possible (rate 0)
-#   emit       wrk -t2 -c64 -d10s, no subscriber
+#   emit       wrk -t2 -c64 -d10s, no subscriber, server on core 0 and wrk
+#              on core 1; then the same against GET /healthz: wrk's ceiling
 #   handshake  19.5k idle subscribers held 60 s: server CPU (ssehub writes a
 #              :sse-handshake every 15 s; nchan sends nothing to an idle
 #              EventSource, so for it this is plain idle cost)
@@ -136,9 +137,13 @@ wait_listening() {
   exit 1
 }
 
+# Set by wrk_emit: the server on core 0, wrk on core 1 (see there).
+PIN_SRV=()
+PIN_TOOL=()
+
 start_ssehub() {
   next_port
-  SSEHUB_API_KEY=$KEY RUST_LOG=info "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load \
+  SSEHUB_API_KEY=$KEY RUST_LOG=info "${PIN_SRV[@]}" "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load \
     >>"$LOGS/ssehub.log" 2>&1 &
   SRV_MAIN=$! SRV_PID=$!
   wait_listening ssehub
@@ -183,11 +188,13 @@ http {
       nchan_channel_id \$1;
       nchan_subscriber_first_message newest;
     }
+    # Plain nginx, for wrk's ceiling (as ssehub's /healthz).
+    location = /healthz { return 200 "ok\\n"; }
   }
 }
 EOF
   cp "$dir/nginx.conf" "$LOGS/nginx.conf"
-  nginx -p "$dir" -e "$LOGS/nchan-error.log" -c "$dir/nginx.conf" -g 'daemon off;' >>"$LOGS/nchan.log" 2>&1 &
+  "${PIN_SRV[@]}" nginx -p "$dir" -e "$LOGS/nchan-error.log" -c "$dir/nginx.conf" -g 'daemon off;' >>"$LOGS/nchan.log" 2>&1 &
   SRV_MAIN=$!
   wait_listening nchan
   # The master listens before it forks its worker.
@@ -241,29 +248,52 @@ load() {
   stop_server
 }
 
-# wrk_emit SERVER: emit throughput with no subscriber, plus both sides' CPU.
+# wrk_emit SERVER: emit throughput with no subscriber, plus both sides' CPU;
+# then wrk's ceiling: the same wrk against the server's cheapest answer
+# (GET /healthz), which no emit can beat. With two cores or more the server
+# runs on core 0 and wrk on core 1, for both servers alike: unpinned, the
+# scheduler often ran the server and a wrk thread on one core while the
+# other idled (up to 20 % of the machine idle, measured), and which server
+# that hurt more changed from run to run.
 wrk_emit() {
-  local server=$1 log=$LOGS/$1-emit.log script b0 c0 c1 t0 tool pct
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_SRV=(taskset -c 0) PIN_TOOL=(taskset -c 1)
+  fi
+  wrk_run "$1" emit
+  wrk_run "$1" ceiling
+  PIN_SRV=() PIN_TOOL=()
+}
+
+# wrk_run SERVER emit|ceiling: one wrk run against a fresh server.
+wrk_run() {
+  local server=$1 label=$2 log=$LOGS/$1-$2.log url args b0 c0 c1 t0 tool pct
   start_server "$server"
-  say "bench: $server emit (wrk -t2 -c64 -d${WRK_SECS}s)"
-  script=$ROOT/scripts/wrk/emit.lua
-  [ "$server" = nchan ] && script=$ROOT/scripts/wrk/nchan.lua
+  url=http://127.0.0.1:$PORT
+  case $label-$server in
+    emit-ssehub) args=(-s "$ROOT/scripts/wrk/emit.lua" "$url" -- load $BYTES) ;;
+    emit-nchan) args=(-s "$ROOT/scripts/wrk/nchan.lua" "$url" -- load $BYTES) ;;
+    *) args=("$url/healthz") ;;
+  esac
+  say "bench: $server $label (wrk -t2 -c64 -d${WRK_SECS}s${PIN_TOOL[*]:+, pinned})"
   b0=$(busy_s) c0=$(cpu_s "$SRV_PID") t0=$(now_s)
   # `times` prints the subshell's children's CPU (wrk's) on its second line.
-  tool=$( (SSEHUB_API_KEY=$KEY timeout --foreground -k 5 $((WRK_SECS + 60)) wrk -t2 -c64 -d${WRK_SECS}s \
-    -s "$script" "http://127.0.0.1:$PORT" -- load $BYTES >"$log" 2>&1 || echo "wrk failed" >>"$log"
+  tool=$( (SSEHUB_API_KEY=$KEY timeout --foreground -k 5 $((WRK_SECS + 60)) "${PIN_TOOL[@]}" wrk -t2 -c64 \
+    -d${WRK_SECS}s "${args[@]}" >"$log" 2>&1 || echo "wrk failed" >>"$log"
     times) | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
   pct=$(others "$b0" "$c0" "$t0" "$tool")
   c1=$(cpu_s "$SRV_PID")
+  # Without a script wrk prints only its summary: the same line from it.
+  grep -q '^RESULT' "$log" || awk '/ requests in / { n = $1 } /^Requests\/sec:/ { r = $2 }
+    END { if (n) printf "RESULT scenario=%s requests=%d req_per_s=%.0f\n", "ceiling", n, r }' "$log" >>"$log"
   if grep -q '^RESULT' "$log"; then
-    sed -n "s/^RESULT \(.*\)/RESULT server=$server label=emit \1/p" "$log" |
+    sed -n "s/^RESULT \(.*\)/RESULT server=$server label=$label \1/p" "$log" |
       awk -v c0="$c0" -v c1="$c1" -v t="$tool" -v secs="$WRK_SECS" -v o="$pct" '{
         n = $0; sub(/.* requests=/, "", n); sub(/ .*/, "", n)
-        printf "%s srv_cpu_s=%.3f srv_core_pct=%.1f srv_us_per_emit=%.2f tool_cpu_s=%s others_cpu_pct=%s\n",
-          $0, c1 - c0, (c1 - c0) * 100 / secs, (c1 - c0) * 1e6 / (n > 0 ? n : 1), t, o }' >>"$RESULTS"
+        printf "%s srv_cpu_s=%.3f srv_core_pct=%.1f srv_us_per_emit=%.2f tool_cpu_s=%s tool_us_per_req=%.2f others_cpu_pct=%s\n",
+          $0, c1 - c0, (c1 - c0) * 100 / secs, (c1 - c0) * 1e6 / (n > 0 ? n : 1), t, t * 1e6 / (n > 0 ? n : 1), o }' >>"$RESULTS"
   else
-    FAILED+=("$server emit")
-    say "bench: $server emit FAILED; see $log"
+    FAILED+=("$server $label")
+    say "bench: $server $label FAILED; see $log"
   fi
   stop_server
 }
@@ -316,6 +346,8 @@ others_cpu() {
     END { for (l in seen) { v = seen[l] + 0; n++; sum += v; if (v > max) max = v }
       if (n) printf "%.0f / %.0f", sum / n, max; else print "n/a" }' "$RESULTS"
 }
+hs_us() { if [ "$1" = nchan ]; then echo n/a; else
+  awk -v c="$(get "$1" handshake srv_cpu_s)" -v n="$(get "$1" handshake handshakes)" 'BEGIN { if (n > 0) printf "%.1f", c * 1e6 / n; else print "n/a" }'; fi; }
 hs() { if [ "$1" = nchan ]; then echo "$3"; else get "$1" handshake "$2"; fi; }
 
 # row LABEL CMD ARGS...: one line of the table, CMD SERVER ARGS... per cell.
@@ -351,14 +383,17 @@ table() {
   row "fan-out $FAN_N max rate: lost / duplicated" lossdup "$max"
   row "fan-out $FAN_N max rate: server / load-tool CPU (s)" both_cpu "$max"
   row "fan-out $FAN_N max rate: others' CPU meanwhile (% of all cores)" v "$max" others_cpu_pct
-  row "emit, wrk -t2 -c64 -d${WRK_SECS}s, no subscriber: emits/s" v emit emits_per_s
+  row "emit, wrk -t2 -c64 -d${WRK_SECS}s, no subscriber, server on core 0, wrk on core 1: emits/s" v emit emits_per_s
+  row "emit: wrk's ceiling, GET /healthz pinned the same (requests/s)" v ceiling req_per_s
   row "emit: latency p99 (ms)" ms emit lat_p99_us
   row "emit: non-2xx / errors" v emit non_2xx
   row "emit: server CPU (% of one core) / wrk CPU (s)" emit_cpu
   row "emit: server CPU per emit (µs)" v emit srv_us_per_emit
+  row "emit: wrk CPU per emit (µs)" v emit tool_us_per_req
   row "emit: others' CPU meanwhile (% of all cores)" v emit others_cpu_pct
   row "handshake: idle subscribers held for ${HS_SECS}" v handshake held_end
   row "handshake: server CPU (% of one core)" v handshake srv_core_pct
+  row "handshake: server CPU per handshake (µs)" hs_us
   row "handshake: periodic handshakes received" hs handshakes "none (no keep-alive)"
   row "handshake: busiest 100 ms window (% of them)" hs peak_share_pct n/a
   row "handshake: load-tool CPU (s)" v handshake tool_cpu_s
