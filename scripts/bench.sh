@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side by side benchmark: ssehub against nchan (nginx + libnginx-mod-nchan),
-# the same scenarios driven by the same load tool (benches/load.rs) and wrk,
+# the same scenarios driven by the same load tool (benches/load/) and wrk,
 # each scenario on a freshly started server, on loopback only. BENCHMARKS.md
 # explains the method and holds the last full run.
 #

@@ -24,7 +24,7 @@
 // `data`). Those frames are counted as handshakes, not as events.
 // One k6 process holds as many streams as its open-file limit allows
 // (`ulimit -n`); k6 spends far more memory and CPU per stream than
-// benches/load.rs, so use that tool for the server's own numbers
+// benches/load/, so use that tool for the server's own numbers
 // (BENCHMARKS.md) and this script to test ssehub the way a k6 user would.
 
 import sse from "k6/x/sse";

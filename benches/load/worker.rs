@@ -1,0 +1,734 @@
+//! A worker: holds subscribers on one epoll and measures what they receive.
+
+use super::*;
+use std::os::fd::RawFd;
+
+#[derive(Default)]
+struct Cfg {
+    dst: [u8; 4],
+    port: u16,
+    request: Vec<u8>,
+    /// Connection j of worker `index` is global connection index + j * stride,
+    /// which picks its source address.
+    index: usize,
+    stride: usize,
+    inflight: usize,
+    /// Payloads arrive in ssehub's envelope (else raw, as from nchan).
+    envelope: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nonblocking connect issued; waits for writability.
+    Connecting,
+    /// Request sent; waits for the response head.
+    AwaitHead,
+    /// 200 received; waits for the first comment (`:sse-handshake`, nchan's `: hi`).
+    AwaitHandshake,
+    Streaming,
+    Closed,
+}
+
+struct Conn {
+    fd: RawFd,
+    phase: Phase,
+    head: Vec<u8>,
+    sse: sse::Parser,
+    sub: Sub,
+    /// When its connect began (for a storm's reconnects: the drop).
+    started_ns: u64,
+}
+
+/// One subscriber's counters, kept across a storm's reconnect. Order per
+/// connection is in the contract, so a seq below `next` is a duplicate
+/// or a reorder: both count as dups.
+#[derive(Default)]
+struct Sub {
+    comments: u32,
+    measured: bool,
+    next: u32,
+    got: u32,
+    dups: u32,
+    /// The id of the last event seen: the `Last-Event-ID` of its next connect.
+    last_id: Vec<u8>,
+    /// Dropped by a storm; reconnecting or reconnected.
+    dropped: bool,
+    /// A churn subscriber, and the seq it must get next, once known.
+    churn: bool,
+    expect: Option<u32>,
+}
+
+/// What a `drop` did, in this worker.
+#[derive(Default)]
+struct Storm {
+    drop_ns: u64,
+    closed_ns: u64,
+    /// The last reconnected subscriber's first handshake.
+    up_ns: u64,
+    dropped: u64,
+    reconnected: u64,
+    /// Dropped before any event: reconnected without `Last-Event-ID`.
+    no_last_id: u64,
+    /// Reconnects in flight, at most.
+    inflight: usize,
+}
+
+/// `churn`: subscribers opened at a steady rate, each leaving after
+/// `reads` events.
+#[derive(Default)]
+struct Churn {
+    run: u64,
+    /// Connects per second; 0 once stopped.
+    per_s: f64,
+    reads: u32,
+    since_ns: u64,
+    opened: u64,
+    complete: u64,
+    /// Gone before `reads` events: refused, or closed by the server.
+    failed: u64,
+    gaps: u64,
+    dups: u64,
+    /// Those that resumed with `Last-Event-ID`.
+    replayed: u64,
+    open_now: usize,
+    peak: usize,
+    /// Stopped opening: `churned` is said once the last one is gone.
+    stopping: bool,
+    /// The newest event any churn subscriber saw: (seq, id).
+    latest: Option<(u64, Vec<u8>)>,
+}
+
+impl Churn {
+    /// Connects due by `now`: the schedule is open-loop, so a stall is
+    /// caught up rather than lowering the offered rate.
+    fn due(&self, now: u64) -> u64 {
+        if self.per_s <= 0.0 {
+            return 0;
+        }
+        let target = (now.saturating_sub(self.since_ns) as f64 * self.per_s / 1e9) as u64 + 1;
+        target.saturating_sub(self.opened)
+    }
+
+    /// Milliseconds until the next connect is due, for epoll_wait.
+    fn wait_ms(&self, now: u64) -> i32 {
+        if self.per_s <= 0.0 {
+            return 1000;
+        }
+        let next = self.since_ns + (self.opened as f64 * 1e9 / self.per_s) as u64;
+        next.saturating_sub(now).div_ceil(1_000_000).min(1000) as i32
+    }
+
+    /// Events must come consecutively; a replay must start right after its id.
+    fn on_item(&mut self, item: sse::Item<'_>, sub: &mut Sub, envelope: bool) {
+        let (id, data) = match item {
+            sse::Item::Comment(_) => return sub.comments += 1,
+            sse::Item::Event { id, data } => (id, data),
+        };
+        let Some(p) = sse::probe(data, envelope).filter(|p| p.run == self.run) else { return };
+        let seq = p.seq as u32;
+        match sub.expect {
+            Some(e) if seq < e => return self.dups += 1,
+            Some(e) => self.gaps += u64::from(seq - e),
+            None => {}
+        }
+        sub.expect = Some(seq + 1);
+        sub.got += 1;
+        if self.latest.as_ref().is_none_or(|l| p.seq > l.0) {
+            self.latest = Some((p.seq, id.to_vec()));
+        }
+    }
+}
+
+/// The selftest's view of the churn schedule: one connect at once, then
+/// one per period, caught up after a stall; a stopped churn opens none.
+pub(crate) fn churn_schedule_ok() -> bool {
+    let mut c = Churn { per_s: 100.0, since_ns: 1_000_000_000, ..Churn::default() };
+    let first = c.due(c.since_ns) == 1 && c.wait_ms(c.since_ns) == 0;
+    c.opened = 1;
+    let waits = c.wait_ms(c.since_ns) == 10 && c.due(c.since_ns + 9_999_999) == 0;
+    let stalled = c.due(c.since_ns + 50_000_000) == 5;
+    c.per_s = 0.0;
+    first && waits && stalled && c.due(u64::MAX / 2) == 0 && c.wait_ms(0) == 1000
+}
+
+/// The current `measure` window.
+#[derive(Default)]
+struct Measure {
+    active: bool,
+    run: u64,
+    events: u32,
+    first: Vec<u64>,
+    last: Vec<u64>,
+    count: Vec<u32>,
+    lat: hist::Hist,
+    hs: BTreeMap<u64, u64>,
+    /// Measured subscribers, and those that have all events or are gone.
+    subs: usize,
+    settled: usize,
+    announced: bool,
+    foreign: u64,
+    bad: u64,
+    envelope: bool,
+}
+
+impl Measure {
+    fn on_item(&mut self, item: sse::Item<'_>, sub: &mut Sub, now: u64) {
+        let data = match item {
+            sse::Item::Event { id, data } => {
+                id.clone_into(&mut sub.last_id);
+                data
+            }
+            sse::Item::Comment(_) => {
+                sub.comments += 1;
+                // Measured subscribers had their connect-time handshake
+                // before, so these are the periodic ones.
+                if self.active && sub.measured {
+                    *self.hs.entry(now / HS_WINDOW_NS).or_default() += 1;
+                }
+                return;
+            }
+        };
+        let Some(p) = sse::probe(data, self.envelope) else {
+            return self.bad += 1;
+        };
+        if !sub.measured || p.run != self.run || p.seq >= u64::from(self.events) {
+            return self.foreign += 1;
+        }
+        let seq = p.seq as u32;
+        if seq < sub.next {
+            return sub.dups += 1;
+        }
+        sub.next = seq + 1;
+        sub.got += 1;
+        self.lat.record(now.saturating_sub(p.t_ns));
+        let s = seq as usize;
+        self.first[s] = self.first[s].min(now);
+        self.last[s] = self.last[s].max(now);
+        self.count[s] += 1;
+        if sub.got == self.events {
+            self.settled += 1;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    cfg: Cfg,
+    ep: RawFd,
+    conns: Vec<Conn>,
+    to_open: usize,
+    inflight: usize,
+    failed: usize,
+    closed: usize,
+    /// An `open` or a `drop` awaits its `opened` answer.
+    opening: bool,
+    errors: BTreeMap<String, u64>,
+    m: Measure,
+    cmd: Vec<u8>,
+    /// Connects attempted, which spreads them over the source addresses.
+    attempts: usize,
+    /// A `drop` to carry out after the current event batch.
+    dropping: bool,
+    /// Dropped slots waiting for their reconnect.
+    reconnect: Vec<usize>,
+    /// Churn slots free for reuse: closed during an event batch and reused
+    /// after it, when no stale event for the old socket can follow.
+    free: Vec<usize>,
+    storm: Storm,
+    churn: Churn,
+    /// Connect -> first handshake; reset by a `drop` to time its reconnects.
+    connect_lat: hist::Hist,
+}
+
+pub fn run() -> i32 {
+    match Worker::new().and_then(|mut w| w.run()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("load worker: {e}");
+            1
+        }
+    }
+}
+
+fn config() -> Res<Cfg> {
+    let raw = std::env::var(WORKER_ENV).map_err(|_| format!("${WORKER_ENV} unset"))?;
+    let v: serde_json::Value = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+    let s = |k: &str| v[k].as_str().ok_or(format!("config lacks {k}"));
+    let n = |k: &str| v[k].as_u64().map(|x| x as usize).ok_or(format!("config lacks {k}"));
+    let (path, host, key) = (s("path")?, s("host")?, s("key")?);
+    let dst: SocketAddrV4 = s("dst")?.parse().map_err(|_| "bad dst".to_string())?;
+    Ok(Cfg {
+        dst: dst.ip().octets(),
+        port: dst.port(),
+        request: format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{}Accept: text/event-stream\r\n\r\n", auth_header(key)).into_bytes(),
+        index: n("index")?,
+        stride: n("stride")?.max(1),
+        inflight: n("inflight")?.max(1),
+        envelope: v["envelope"].as_bool().ok_or("config lacks envelope")?,
+    })
+}
+
+fn say(line: &str) -> Res<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
+}
+
+impl Worker {
+    fn new() -> Res<Worker> {
+        sys::raise_nofile()?;
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        // SAFETY: fcntl on our own stdin, which nothing else reads.
+        if ep < 0 || unsafe { libc::fcntl(0, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(sys::last_err("epoll/stdin"));
+        }
+        let w = Worker { cfg: config()?, ep, ..Worker::default() };
+        w.register(0, STDIN_TOKEN)?;
+        Ok(w)
+    }
+
+    /// Each fd is registered once, edge-triggered, for all it will ever
+    /// need; readiness is then drained.
+    fn register(&self, fd: RawFd, token: u64) -> Res<()> {
+        let flags = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
+        // SAFETY: epoll_ctl reads the event struct we own.
+        if unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(sys::last_err("epoll_ctl"));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self) -> Res<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+        let mut rbuf = vec![0u8; READ_BUF_BYTES];
+        loop {
+            let (ptr, cap) = (events.as_mut_ptr(), events.len() as i32);
+            let wait_ms = self.churn.wait_ms(sys::now_ns());
+            // SAFETY: epoll_wait writes at most `cap` entries into `events`.
+            let n = unsafe { libc::epoll_wait(self.ep, ptr, cap, wait_ms) };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return Err(sys::last_err("epoll_wait"));
+            }
+            for ev in &events[..n.max(0) as usize] {
+                let (token, flags) = (ev.u64, ev.events);
+                if token != STDIN_TOKEN {
+                    self.on_ready(token as usize, flags, &mut rbuf);
+                } else if !self.read_commands()? {
+                    return Ok(());
+                }
+            }
+            // After the batch: a later entry in it may name a socket the drop closes.
+            if std::mem::take(&mut self.dropping) {
+                self.drop_all();
+            }
+            self.open_more();
+            self.announce()?;
+        }
+    }
+
+    fn open_more(&mut self) {
+        let now = sys::now_ns();
+        for _ in 0..self.churn.due(now) {
+            self.open_churner(now);
+        }
+        while self.to_open > 0 && self.inflight < self.cfg.inflight {
+            self.to_open -= 1;
+            self.open(self.conns.len(), Sub::default(), now);
+        }
+        while self.inflight < self.storm.inflight
+            && let Some(i) = self.reconnect.pop()
+        {
+            let sub = std::mem::take(&mut self.conns[i].sub);
+            self.open(i, sub, self.storm.drop_ns);
+        }
+    }
+
+    /// A churn subscriber; every other one resumes from the newest event seen.
+    fn open_churner(&mut self, now: u64) {
+        let mut sub = Sub { churn: true, ..Sub::default() };
+        if self.churn.opened % 2 == 1
+            && let Some((seq, id)) = &self.churn.latest
+        {
+            sub.last_id = id.clone();
+            sub.expect = Some(*seq as u32 + 1);
+            self.churn.replayed += 1;
+        }
+        self.churn.opened += 1;
+        self.churn.open_now += 1;
+        self.churn.peak = self.churn.peak.max(self.churn.open_now);
+        let i = self.free.pop().unwrap_or(self.conns.len());
+        self.open(i, sub, now);
+    }
+
+    /// Connects slot `i` (a new one when `i` is the length) for `sub`;
+    /// on failure the slot stays closed.
+    fn open(&mut self, i: usize, sub: Sub, started_ns: u64) {
+        let global = self.cfg.index + self.attempts * self.cfg.stride;
+        self.attempts += 1;
+        let src = [127, 0, 0, (SRC_FIRST + global % SRC_COUNT) as u8];
+        let fd = connect_from(&self.cfg, src).and_then(|fd| match self.register(fd, i as u64) {
+            Ok(()) => Ok(fd),
+            Err(e) => {
+                // SAFETY: closes the socket connect_from just made.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
+        });
+        let phase = if fd.is_ok() { Phase::Connecting } else { Phase::Closed };
+        let conn = Conn { fd: *fd.as_ref().unwrap_or(&-1), phase, head: Vec::new(), sse: Default::default(), sub, started_ns };
+        if i == self.conns.len() {
+            self.conns.push(conn);
+        } else {
+            self.conns[i] = conn;
+        }
+        match fd {
+            Ok(_) => self.inflight += 1,
+            Err(e) => {
+                self.failed += 1;
+                *self.errors.entry(e).or_default() += 1;
+                self.gone(i);
+            }
+        }
+    }
+
+    /// The storm: closes every stream at once, then queues each to
+    /// reconnect from its last id; `opened` follows once all are back.
+    fn drop_all(&mut self) {
+        self.connect_lat = hist::Hist::default();
+        self.storm.drop_ns = sys::now_ns();
+        for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.phase == Phase::Streaming) {
+            // SAFETY: closes the fd this connection owns (which also leaves epoll).
+            unsafe { libc::close(c.fd) };
+            c.phase = Phase::Closed;
+            c.sub.dropped = true;
+            self.storm.no_last_id += u64::from(c.sub.last_id.is_empty());
+            self.reconnect.push(i);
+        }
+        self.storm.closed_ns = sys::now_ns();
+        self.storm.dropped = self.reconnect.len() as u64;
+        self.opening = true;
+    }
+
+    fn announce(&mut self) -> Res<()> {
+        if self.churn.stopping && self.churn.open_now == 0 {
+            self.churn.stopping = false;
+            say("churned")?;
+        }
+        if self.opening && self.to_open == 0 && self.reconnect.is_empty() && self.inflight == 0 {
+            self.opening = false;
+            let held = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count();
+            say(&format!("opened {held} {}", self.failed))?;
+        }
+        if self.m.active && !self.m.announced && self.m.settled >= self.m.subs {
+            self.m.announced = true;
+            say("complete")?;
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self, i: usize, flags: u32, rbuf: &mut [u8]) {
+        let c = &mut self.conns[i];
+        if c.phase == Phase::Connecting {
+            if flags & (libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+                return; // spurious
+            }
+            let request = match c.sub.last_id.is_empty() {
+                true => std::borrow::Cow::Borrowed(&self.cfg.request[..]),
+                false => std::borrow::Cow::Owned(resume_request(&self.cfg.request, &c.sub.last_id)),
+            };
+            if let Err(e) = send_request(c.fd, &request) {
+                return self.close(i, e);
+            }
+            c.phase = Phase::AwaitHead;
+        }
+        while self.conns[i].phase != Phase::Closed {
+            // SAFETY: read writes at most rbuf.len() bytes into rbuf.
+            let n = unsafe { libc::read(self.conns[i].fd, rbuf.as_mut_ptr().cast(), rbuf.len()) };
+            if n > 0 {
+                self.on_bytes(i, &rbuf[..n as usize], sys::now_ns());
+                // A short read drained the socket, and data arriving after
+                // it raises a new edge: skipping the EAGAIN read halves the
+                // syscalls when each event comes in a read of its own.
+                if (n as usize) < rbuf.len() {
+                    return;
+                }
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                _ if n == 0 => return self.close(i, "closed by server".into()),
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted => {}
+                _ => return self.close(i, e.to_string()),
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, i: usize, bytes: &[u8], now: u64) {
+        let c = &mut self.conns[i];
+        let head;
+        let mut body = bytes;
+        if c.phase == Phase::AwaitHead {
+            c.head.extend_from_slice(bytes);
+            let Some(end) = sys::find(&c.head, b"\r\n\r\n") else {
+                if c.head.len() > HEAD_MAX_BYTES {
+                    self.close(i, "response head too large".into());
+                }
+                return;
+            };
+            head = std::mem::take(&mut c.head);
+            if let Err(e) = check_head(&head[..end]) {
+                return self.close(i, e);
+            }
+            c.phase = Phase::AwaitHandshake;
+            body = &head[end + 4..];
+        }
+        let (m, churn, envelope, Conn { sse, sub, .. }) = (&mut self.m, &mut self.churn, self.cfg.envelope, &mut *c);
+        sse.feed(body, &mut |item| match sub.churn {
+            true => churn.on_item(item, sub, envelope),
+            false => m.on_item(item, sub, now),
+        });
+        if c.phase == Phase::AwaitHandshake && c.sub.comments > 0 {
+            c.phase = Phase::Streaming;
+            self.inflight -= 1;
+            self.connect_lat.record(now.saturating_sub(c.started_ns));
+            if c.sub.dropped {
+                self.storm.reconnected += 1;
+                self.storm.up_ns = self.storm.up_ns.max(now);
+            }
+        }
+        if c.sub.churn && c.sub.got >= self.churn.reads {
+            self.end(i, None); // done: it leaves
+        }
+    }
+
+    fn close(&mut self, i: usize, reason: String) {
+        self.end(i, Some(reason));
+    }
+
+    /// Closes connection `i`: on an error (`reason`), or because it is done.
+    fn end(&mut self, i: usize, reason: Option<String>) {
+        let c = &mut self.conns[i];
+        // SAFETY: closes the fd this connection owns (which also leaves epoll).
+        unsafe { libc::close(c.fd) };
+        if c.phase != Phase::Streaming {
+            self.failed += 1;
+            self.inflight -= 1;
+        } else if reason.is_some() {
+            self.closed += 1;
+        }
+        c.phase = Phase::Closed;
+        self.gone(i);
+        if let Some(reason) = reason {
+            *self.errors.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Connection `i` will get nothing more.
+    fn gone(&mut self, i: usize) {
+        let sub = &self.conns[i].sub;
+        if sub.measured && sub.got < self.m.events {
+            self.m.settled += 1;
+        }
+        if sub.churn {
+            let c = &mut self.churn;
+            c.open_now -= 1;
+            if sub.got >= c.reads {
+                c.complete += 1;
+            } else {
+                c.failed += 1;
+            }
+            self.free.push(i);
+        }
+    }
+
+    /// Reads stdin to EAGAIN; false on EOF or `quit`.
+    fn read_commands(&mut self) -> Res<bool> {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: read writes at most buf.len() bytes into buf.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            match io::Error::last_os_error().kind() {
+                _ if n >= 0 => self.cmd.extend_from_slice(&buf[..n as usize]),
+                io::ErrorKind::WouldBlock => return Ok(true),
+                io::ErrorKind::Interrupted => continue,
+                e => return Err(format!("stdin: {e}")),
+            }
+            while let Some(at) = sys::find_byte(&self.cmd, b'\n') {
+                let line: Vec<u8> = self.cmd.drain(..=at).collect();
+                if !self.command(String::from_utf8_lossy(&line).trim())? {
+                    return Ok(false);
+                }
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) -> Res<bool> {
+        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad command {line:?}"));
+        match line.split(' ').collect::<Vec<_>>().as_slice() {
+            ["open", n] => {
+                self.to_open += num(n)? as usize;
+                self.opening = true;
+            }
+            ["measure", run, events] => {
+                self.start_measure(num(run)?, num(events)? as u32);
+                say("measuring")?;
+            }
+            ["drop", inflight] => {
+                self.storm.inflight = num(inflight)?.max(1) as usize;
+                self.dropping = true;
+            }
+            ["churn", "stop"] => {
+                self.churn.per_s = 0.0;
+                self.churn.stopping = true;
+            }
+            ["churn", run, per_s, reads] => {
+                let per_s = per_s.parse().map_err(|_| format!("bad command {line:?}"))?;
+                let since_ns = sys::now_ns();
+                self.churn = Churn { run: num(run)?, per_s, reads: num(reads)? as u32, since_ns, ..Churn::default() };
+                say("churning")?;
+            }
+            ["report"] => self.report().map_err(|e| format!("stdout: {e}"))?,
+            ["quit"] => return Ok(false),
+            _ => return Err(format!("unknown command {line:?}")),
+        }
+        Ok(true)
+    }
+
+    fn start_measure(&mut self, run: u64, events: u32) {
+        let n = events as usize;
+        let (first, last, count) = (vec![u64::MAX; n], vec![0; n], vec![0; n]);
+        // With no events there is nothing to complete: `handshake` only counts comments.
+        let announced = events == 0;
+        let envelope = self.cfg.envelope;
+        self.m = Measure { active: true, run, events, first, last, count, announced, envelope, ..Default::default() };
+        for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Streaming) {
+            let (comments, last_id) = (c.sub.comments, std::mem::take(&mut c.sub.last_id));
+            c.sub = Sub { comments, last_id, measured: true, ..Sub::default() };
+            self.m.subs += 1;
+        }
+    }
+
+    fn report(&self) -> io::Result<()> {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let (mut got, mut dups, mut loss) = (0u64, 0u64, 0u64);
+        for s in self.conns.iter().map(|c| &c.sub).filter(|s| s.measured) {
+            got += u64::from(s.got);
+            dups += u64::from(s.dups);
+            loss += u64::from(self.m.events - s.got);
+        }
+        let held = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count();
+        let (m, failed, closed, st, ch) = (&self.m, self.failed, self.closed, &self.storm, &self.churn);
+        write!(out, "stat held={held} failed={failed} closed={closed} subs={} ", m.subs)?;
+        write!(out, "got={got} dups={dups} loss={loss} foreign={} bad={} ", m.foreign, m.bad)?;
+        write!(out, "dropped={} reconnected={} no_last_id={} ", st.dropped, st.reconnected, st.no_last_id)?;
+        write!(out, "churn_opened={} churn_complete={} churn_failed={} ", ch.opened, ch.complete, ch.failed)?;
+        write!(out, "churn_gaps={} churn_dups={} churn_replayed={} ", ch.gaps, ch.dups, ch.replayed)?;
+        writeln!(out, "churn_open={} churn_peak={}", ch.open_now, ch.peak)?;
+        if st.dropped > 0 {
+            writeln!(out, "storm {} {} {}", st.drop_ns, st.closed_ns, st.up_ns)?;
+        }
+        for (b, &n) in self.connect_lat.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            writeln!(out, "cl {b} {n}")?;
+        }
+        for (s, &n) in m.count.iter().enumerate().filter(|(_, n)| **n > 0) {
+            writeln!(out, "ev {s} {n} {} {}", m.first[s], m.last[s])?;
+        }
+        for (b, &n) in m.lat.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            writeln!(out, "lat {b} {n}")?;
+        }
+        for (w, n) in &m.hs {
+            writeln!(out, "hs {w} {n}")?;
+        }
+        for (e, n) in &self.errors {
+            writeln!(out, "err {n} {e}")?;
+        }
+        writeln!(out, "end")?;
+        out.flush()
+    }
+}
+
+/// Nonblocking connect from 127.0.0.x. IP_BIND_ADDRESS_NO_PORT defers the
+/// port choice to connect(), so each source address can use its whole
+/// ephemeral range towards the server.
+fn connect_from(cfg: &Cfg, src: [u8; 4]) -> Result<RawFd, String> {
+    let sa = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
+        sin_zero: [0; 8],
+    };
+    let (local, remote) = (sa(src, 0), sa(cfg.dst, cfg.port));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, kind, 0) };
+    if fd < 0 {
+        return Err(sys::last_err("socket"));
+    }
+    let one: libc::c_int = 1;
+    let opt = libc::IP_BIND_ADDRESS_NO_PORT;
+    // SAFETY: each call reads only a c_int or a `len`-byte sockaddr_in that we own.
+    let failed = unsafe {
+        if libc::setsockopt(fd, libc::IPPROTO_IP, opt, (&raw const one).cast(), 4) < 0 {
+            Some("setsockopt")
+        } else if libc::bind(fd, (&raw const local).cast(), len) < 0 {
+            Some("bind")
+        } else if libc::connect(fd, (&raw const remote).cast(), len) < 0
+            && io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS)
+        {
+            Some("connect")
+        } else {
+            None
+        }
+    };
+    let Some(what) = failed else { return Ok(fd) };
+    let e = sys::last_err(what);
+    // SAFETY: closes the socket created above.
+    unsafe { libc::close(fd) };
+    Err(e)
+}
+
+/// Finishes a connect and sends the request. A fresh socket's send buffer
+/// always holds the ~150-byte request, so a short write is an error.
+fn send_request(fd: RawFd, request: &[u8]) -> Result<(), String> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let so_error = (&raw mut err).cast();
+    // SAFETY: getsockopt writes one c_int into `err` and its size into `len`.
+    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, so_error, &mut len) } < 0 {
+        return Err(sys::last_err("getsockopt"));
+    }
+    if err != 0 {
+        return Err(format!("connect: {}", io::Error::from_raw_os_error(err)));
+    }
+    // SAFETY: write reads request.len() bytes from request.
+    let n = unsafe { libc::write(fd, request.as_ptr().cast(), request.len()) };
+    if n != request.len() as isize {
+        return Err(sys::last_err("short request write"));
+    }
+    Ok(())
+}
+
+/// The subscription request with `Last-Event-ID: <id>` added.
+pub(crate) fn resume_request(request: &[u8], id: &[u8]) -> Vec<u8> {
+    let head = request.strip_suffix(b"\r\n").unwrap_or(request);
+    [head, b"Last-Event-ID: ", id, b"\r\n\r\n"].concat()
+}
+
+/// A stream must be `200` and unframed (the contract rules out chunked).
+fn check_head(head: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let status = text.lines().next().unwrap_or("");
+    if !(status.starts_with("http/1.1 200") || status.starts_with("http/1.0 200")) {
+        return Err(format!("stream answered {status:?}"));
+    }
+    if text.contains("transfer-encoding: chunked") {
+        return Err("stream is chunked".into());
+    }
+    Ok(())
+}
