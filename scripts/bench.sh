@@ -272,7 +272,7 @@ wrk_run() {
   case $label-$server in
     emit-ssehub) args=(-s "$ROOT/scripts/wrk/emit.lua" "$url" -- load $BYTES) ;;
     emit-nchan) args=(-s "$ROOT/scripts/wrk/nchan.lua" "$url" -- load $BYTES) ;;
-    *) args=("$url/healthz") ;;
+    *) args=(--latency "$url/healthz") ;;
   esac
   say "bench: $server $label (wrk -t2 -c64 -d${WRK_SECS}s${PIN_TOOL[*]:+, pinned})"
   b0=$(busy_s) c0=$(cpu_s "$SRV_PID") t0=$(now_s)
@@ -284,7 +284,8 @@ wrk_run() {
   c1=$(cpu_s "$SRV_PID")
   # Without a script wrk prints only its summary: the same line from it.
   grep -q '^RESULT' "$log" || awk '/ requests in / { n = $1 } /^Requests\/sec:/ { r = $2 }
-    END { if (n) printf "RESULT scenario=%s requests=%d req_per_s=%.0f\n", "ceiling", n, r }' "$log" >>"$log"
+    /^ +99%/ { p = $2; m = (p ~ /us$/ ? 1 : p ~ /ms$/ ? 1000 : 1e6); sub(/[a-z]+$/, "", p); p99 = p * m }
+    END { if (n) printf "RESULT scenario=ceiling requests=%d req_per_s=%.0f lat_p99_us=%d\n", n, r, p99 }' "$log" >>"$log"
   if grep -q '^RESULT' "$log"; then
     sed -n "s/^RESULT \(.*\)/RESULT server=$server label=$label \1/p" "$log" |
       awk -v c0="$c0" -v c1="$c1" -v t="$tool" -v secs="$WRK_SECS" -v o="$pct" '{
@@ -386,6 +387,7 @@ table() {
   row "emit, wrk -t2 -c64 -d${WRK_SECS}s, no subscriber, server on core 0, wrk on core 1: emits/s" v emit emits_per_s
   row "emit: wrk's ceiling, GET /healthz pinned the same (requests/s)" v ceiling req_per_s
   row "emit: latency p99 (ms)" ms emit lat_p99_us
+  row "emit: wrk's ceiling, latency p99 (ms)" ms ceiling lat_p99_us
   row "emit: non-2xx / errors" v emit non_2xx
   row "emit: server CPU (% of one core) / wrk CPU (s)" emit_cpu
   row "emit: server CPU per emit (µs)" v emit srv_us_per_emit
