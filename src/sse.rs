@@ -92,19 +92,25 @@ impl Event {
         let f = scratch;
         f.clear();
         f.extend_from_slice(b"id: ");
-        id.write(f);
+        // The id's text is written once and copied where it recurs.
+        let start = f.len();
+        push_u64(f, id.ms);
+        let ms_text = start..f.len();
+        f.push(b'-');
+        push_u64(f, id.seq);
+        let id_text = start..f.len();
         f.extend_from_slice(b"\ndata: ");
         let envelope_at = f.len() as u32;
         f.extend_from_slice(b"{\"id\":\"");
-        id.write(f);
+        f.extend_from_within(id_text.clone());
         f.extend_from_slice(b"\",\"indexed_at_ms\":");
-        push_u64(f, id.ms);
+        f.extend_from_within(ms_text);
         f.extend_from_slice(b",\"event\":");
         f.extend_from_slice(payload);
         f.extend_from_slice(b",\"metadata\":{\"emitter_id\":");
         crate::json::write_str(f, emitter_id);
         f.extend_from_slice(b",\"emit_id\":\"");
-        id.write(f);
+        f.extend_from_within(id_text);
         f.extend_from_slice(b"\",\"name\":\"\"}}\n\n");
         Event { id, frame: Rc::from(&f[..]), envelope_at }
     }
