@@ -76,7 +76,8 @@ pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
 
 /// A JSON object of `pairs` in first-seen order. A repeated key becomes an
 /// array of its values (`as_array`, for queries) or one value joined with
-/// ", " (for headers, as HTTP allows). Linear: a 16 KiB query can hold
+/// ", " (for headers, as HTTP allows; `cookie` with "; ", as RFC 6265
+/// §5.4 has a client send them, since a cookie value may hold a comma). Linear: a 16 KiB query can hold
 /// thousands of keys, and this runs on the reactor thread.
 fn write_grouped(out: &mut Vec<u8>, pairs: &[(String, String)], as_array: bool) {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
@@ -109,7 +110,7 @@ fn write_grouped(out: &mut Vec<u8>, pairs: &[(String, String)], as_array: bool) 
                 }
                 out.push(b']');
             }
-            many => json::write_str(out, &many.join(", ")),
+            many => json::write_str(out, &many.join(if *key == "cookie" { "; " } else { ", " })),
         }
     }
     out.push(b'}');
@@ -151,12 +152,15 @@ mod tests {
 
     #[test]
     fn builds_events() {
-        let h = head("POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\r\n");
+        let h = head(
+            "POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\
+             Cookie: a=1\r\ncookie: b=2,3\r\n\r\n",
+        );
         let got: serde_json::Value = serde_json::from_slice(&event(&h, "/hook", b"{ \"n\": 1 }")).unwrap();
         let want = serde_json::json!({
             "method": "POST", "path": "/hook",
             "query": {"a": ["1", "2"], "b": " x"},
-            "headers": {"x-sig": "s1, s2", "content-type": "application/json"},
+            "headers": {"x-sig": "s1, s2", "content-type": "application/json", "cookie": "a=1; b=2,3"},
             "body": {"n": 1}, "bodyRaw": "{ \"n\": 1 }"
         });
         assert_eq!(got, want);
