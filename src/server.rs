@@ -1,6 +1,8 @@
 //! The reactor: one mio `Poll`, the listener, every connection in a slab
 //! (token = key), the source registry, and the timer wheel; the loop that
-//! drives them. See the crate docs for the loop contract.
+//! drives them, and its reading half (accept, read, parse, dispatch,
+//! close). The writing half is in `delivery`. See the crate docs for the
+//! loop contract.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,12 +23,15 @@ use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::metrics::{Published, Stats};
-use crate::outq::{Buf, Flushed};
+use crate::outq::Buf;
 use crate::source::{CreateError, Effect, Registry, SourceKey};
 use crate::sse::{self, EventId};
 use crate::state::{self, SavedSource};
 use crate::timer::Timers;
 use crate::{Error, SourceInfo};
+
+mod delivery;
+use delivery::{Handshakes, ToFlush};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -41,18 +46,12 @@ const BODY_TIMEOUT_MS: u64 = 30_000;
 const SEND_TIMEOUT_MS: u64 = 30_000;
 /// After an answer that closes: how long to wait for the peer's FIN.
 const LINGER_TIMEOUT_MS: u64 = 2_000;
-/// Handshake comments go out in slots of this period, spread over the interval.
-const HANDSHAKE_TICK_MS: u64 = 100;
-/// Consecutive slab keys that share a handshake slot (see `Handshakes`).
-const HANDSHAKE_RUN: usize = 32;
 /// Retry accepting after this when the process is out of descriptors.
 const ACCEPT_RETRY_MS: u64 = 100;
 
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
-/// Stream connections written per turn (about 5 ms of `send` calls here).
-const STREAM_FLUSH_BUDGET: usize = 1024;
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 /// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
@@ -169,23 +168,6 @@ pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Spreads handshake comments: streams are split into `slots` by slab key,
-/// in runs of `HANDSHAKE_RUN` consecutive keys (slot = key / run % slots),
-/// and each tick writes the comment to one slot, so every stream gets one
-/// per interval and no tick carries more than its share. Runs rather than
-/// single keys: a tick then writes to neighbouring connections, whose state
-/// (ours and the kernel's, allocated in accept order) is near in memory,
-/// and on loopback wakes each reading process once per run rather than once
-/// per write: 30 % less CPU per handshake than key % slots, measured.
-/// The tick runs only while there are streams, so an idle server sleeps.
-struct Handshakes {
-    slots: usize,
-    slot: usize,
-    tick_ms: u64,
-    next_at: u64,
-    armed: bool,
-}
-
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -237,9 +219,7 @@ impl Reactor {
                 Err(e) => warn!("--source {name}: {e}"),
             }
         }
-        let interval_ms = (config.handshake_interval.as_millis() as u64).max(1);
-        let tick_ms = HANDSHAKE_TICK_MS.min(interval_ms);
-        let handshakes = Handshakes { slots: (interval_ms / tick_ms).max(1) as usize, slot: 0, tick_ms, next_at: 0, armed: false };
+        let handshakes = Handshakes::new(config.handshake_interval);
         info!("listening on http://{local_addr} (up to {max_connections} connections)");
         Reactor {
             poll,
@@ -570,117 +550,12 @@ impl Reactor {
             }
         }
         let index = self.registry.subscribe(source, key as u32);
-        if !self.handshakes.armed {
-            self.handshakes.armed = true;
-            self.handshakes.next_at = self.now + self.handshakes.tick_ms;
-            self.timers.insert(self.handshakes.next_at, Due::Handshake);
-        }
         conn.phase = Phase::Stream { source, index };
         conn.rbuf = Vec::new();
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
-    }
-
-    /// Carries out what the registry recorded: deliver events, end streams.
-    fn apply_effects(&mut self) {
-        // Swapped with a kept buffer: no allocation per emit.
-        let mut effects = std::mem::take(&mut self.spare_effects);
-        std::mem::swap(&mut effects, &mut self.registry.effects);
-        for effect in effects.drain(..) {
-            match effect {
-                Effect::Publish(source, event) => {
-                    self.stats.events_emitted += 1;
-                    let max = self.config.max_subscriber_buffer;
-                    for &k in &self.registry.get(source).subscribers {
-                        let k = k as usize;
-                        let conn = &mut self.conns[k];
-                        if conn.closing.is_some() {
-                            continue;
-                        }
-                        // An empty queue takes any one frame, so a large event alone drops no one.
-                        if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
-                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", peer(conn), conn.out.queued());
-                            self.stats.subscribers_dropped_slow += 1;
-                            conn.closing = Some(Reason::SlowSubscriber);
-                            self.to_close.push(k);
-                            continue;
-                        }
-                        conn.push(Buf::Shared(event.frame.clone()));
-                        self.stats.frames_delivered += 1;
-                        self.to_flush.mark(conn, k);
-                    }
-                }
-                Effect::EndStreams(keys) => {
-                    for k in keys {
-                        // The source is gone: the stream ends after what is
-                        // queued. Even a closing connection leaves `Stream`,
-                        // so that freeing it does not unsubscribe from a new
-                        // source that reused the key.
-                        let conn = &mut self.conns[k as usize];
-                        conn.phase = Phase::Linger;
-                        self.stats.subscribers -= 1;
-                        if conn.closing.is_none() {
-                            self.to_flush.mark(conn, k as usize);
-                        }
-                    }
-                }
-            }
-        }
-        self.spare_effects = effects;
-    }
-
-    // ---- writing ----
-
-    /// Writes before sleeping: every connection with queued output, once.
-    fn flush_pending(&mut self) {
-        let answers = std::mem::take(&mut self.to_flush.answers);
-        let mut streams = std::mem::take(&mut self.to_flush.streams);
-        // The streams over budget go first next turn, still marked pending.
-        self.to_flush.streams = streams.split_off(streams.len().min(STREAM_FLUSH_BUDGET));
-        for key in answers.into_iter().chain(streams) {
-            // Not pending: a carried-over key whose connection closed (the
-            // key may be reused) or that was listed twice.
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.pending_write) else { continue };
-            conn.pending_write = false;
-            if conn.closing.is_some() || !conn.can_write {
-                continue;
-            }
-            match conn.flush(WRITE_BUDGET, self.now) {
-                Ok((done, n)) => {
-                    if conn.is_stream() {
-                        self.stats.bytes_delivered += n as u64;
-                    }
-                    match done {
-                        Flushed::Empty => self.on_flushed(key),
-                        Flushed::Budget => self.to_flush.mark(conn, key),
-                        // A stream, or a last answer (`Linger`, whose phase timer is
-                        // disarmed): without this deadline a peer that never reads
-                        // would hold the slot and the queued answer for ever.
-                        Flushed::Blocked if conn.timer.is_none() => self.arm(key, self.now + SEND_TIMEOUT_MS),
-                        Flushed::Blocked => {}
-                    }
-                }
-                Err(e) => self.close(key, Reason::Io(e.kind())),
-            }
-        }
-    }
-
-    fn on_flushed(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        match conn.phase {
-            Phase::Linger => {
-                let _ = conn.sock.shutdown(Shutdown::Write);
-                if conn.peer_eof {
-                    self.close(key, Reason::Done);
-                } else {
-                    self.arm(key, self.now + LINGER_TIMEOUT_MS);
-                }
-            }
-            // Reading paused while answers piled up: resume.
-            Phase::Head | Phase::Body(_) if conn.can_read => self.read(key),
-            _ => {}
-        }
+        self.start_handshakes();
     }
 
     // ---- timers ----
@@ -740,34 +615,6 @@ impl Reactor {
             Phase::Stream { .. } | Phase::Linger => Reason::SendTimeout,
         };
         self.close(key, reason);
-    }
-
-    /// Writes the handshake comment to this tick's slot of streams. A
-    /// stream with output still queued is busy anyway and is skipped.
-    fn handshake_tick(&mut self) {
-        let hs = &mut self.handshakes;
-        let end = self.conns.capacity();
-        let mut run = hs.slot * HANDSHAKE_RUN;
-        while run < end {
-            for key in run..(run + HANDSHAKE_RUN).min(end) {
-                if let Some(conn) = self.conns.get_mut(key)
-                    && conn.is_stream()
-                    && conn.closing.is_none()
-                    && conn.out.is_empty()
-                {
-                    conn.push(Buf::Static(sse::HANDSHAKE));
-                    self.to_flush.mark(conn, key);
-                }
-            }
-            run += hs.slots * HANDSHAKE_RUN;
-        }
-        hs.slot = (hs.slot + 1) % hs.slots;
-        hs.armed = self.stats.subscribers > 0;
-        if hs.armed {
-            // Fixed cadence; after a stall, skip missed ticks rather than burst.
-            hs.next_at = (hs.next_at + hs.tick_ms).max(self.now);
-            self.timers.insert(hs.next_at, Due::Handshake);
-        }
     }
 
     // ---- closing ----
@@ -872,30 +719,6 @@ impl Reactor {
         queue.clear();
         drop(queue);
         self.publish();
-    }
-}
-
-/// Connections with output to write this turn: answers (all of them, each
-/// turn, so a publisher's `202` never waits behind a fan-out) and streams
-/// (a budget per turn, the rest carried over, so new requests are read
-/// between slices of a long fan-out and their events join the queues not
-/// yet flushed).
-#[derive(Default)]
-struct ToFlush {
-    answers: Vec<usize>,
-    streams: Vec<usize>,
-}
-
-impl ToFlush {
-    fn mark(&mut self, conn: &mut Conn, key: usize) {
-        if !conn.pending_write {
-            conn.pending_write = true;
-            if conn.is_stream() { self.streams.push(key) } else { self.answers.push(key) }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.answers.is_empty() && self.streams.is_empty()
     }
 }
 
