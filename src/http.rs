@@ -74,10 +74,14 @@ pub struct Head {
 struct Span(u16, u16);
 
 impl Head {
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.raw[span.0 as usize..span.1 as usize]
+    }
+
     fn text(&self, span: Span) -> &str {
         // Method, target and header names passed httparse's token and URI
         // checks, which admit ASCII only.
-        std::str::from_utf8(&self.raw[span.0 as usize..span.1 as usize]).unwrap_or("")
+        std::str::from_utf8(self.bytes(span)).unwrap_or("")
     }
 
     pub fn method(&self) -> &str {
@@ -91,13 +95,13 @@ impl Head {
 
     /// Every header as sent, in order: (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|&(n, v)| (self.text(n), &self.raw[v.0 as usize..v.1 as usize]))
+        self.headers.iter().map(|&(n, v)| (self.text(n), self.bytes(v)))
     }
 
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        let bytes = |s: Span| &self.raw[s.0 as usize..s.1 as usize];
-        self.headers.iter().find(|&&(n, _)| bytes(n).eq_ignore_ascii_case(name.as_bytes())).map(|&(_, v)| bytes(v))
+        // Compared as bytes: no UTF-8 check per header.
+        self.headers.iter().find(|&&(n, _)| self.bytes(n).eq_ignore_ascii_case(name.as_bytes())).map(|&(_, v)| self.bytes(v))
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {

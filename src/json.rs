@@ -110,20 +110,7 @@ fn strip_whitespace(input: &[u8], out: &mut Vec<u8>) -> usize {
     while i < input.len() {
         match input[i] {
             b'"' => {
-                // To the closing quote; a backslash escapes the byte after it.
-                // (An unterminated string ends the pass: validation refuses it.)
-                i += 1;
-                loop {
-                    match input[i..].iter().position(|&b| b == b'"' || b == b'\\') {
-                        None => i = input.len(),
-                        Some(at) if input[i + at] == b'\\' => {
-                            i = (i + at + 2).min(input.len());
-                            continue;
-                        }
-                        Some(at) => i += at + 1,
-                    }
-                    break;
-                }
+                i = string_end(input, i + 1);
                 continue;
             }
             b' ' | b'\t' | b'\n' | b'\r' => {
@@ -141,6 +128,19 @@ fn strip_whitespace(input: &[u8], out: &mut Vec<u8>) -> usize {
     }
     out.extend_from_slice(&input[run..]);
     deepest
+}
+
+/// Where the string whose content starts at `i` ends: just past its closing
+/// quote (a backslash escapes the byte after it), or the input's end if it
+/// has none (validation refuses that input).
+fn string_end(input: &[u8], mut i: usize) -> usize {
+    while let Some(at) = input[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+        if input[i + at] == b'"' {
+            return i + at + 1;
+        }
+        i = (i + at + 2).min(input.len());
+    }
+    input.len()
 }
 
 /// Appends `s` as a JSON string literal, quotes included.

@@ -197,7 +197,7 @@ pub struct Reactor {
     handler_scratch: Vec<u8>,
     spare_effects: Vec<Effect>,
     spare_head: Head,
-    /// Unix milliseconds, read once per turn (event ids).
+    /// Unix milliseconds, read once per turn (event ids, creation times).
     unix_now: u64,
 }
 
@@ -662,7 +662,7 @@ impl Reactor {
                 Command::Shutdown => return true,
                 Command::Create { name, reply } => {
                     let result =
-                        self.registry.create(account, &name, unix_ms()).map(|k| source_info(&self.registry, k)).map_err(|e| match e {
+                        self.registry.create(account, &name, self.unix_now).map(|k| source_info(&self.registry, k)).map_err(|e| match e {
                             CreateError::BadName => Error::BadName,
                             CreateError::Taken => Error::NameTaken,
                         });
@@ -673,7 +673,7 @@ impl Reactor {
                     let _ = reply.send(result);
                 }
                 Command::Emit { source, payload, reply } => {
-                    let now = unix_ms();
+                    let now = self.unix_now;
                     let result = self
                         .registry
                         .find(account, &source)
