@@ -99,7 +99,7 @@ pub fn random_base62(len: usize) -> String {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
     while out.len() < len {
-        os_random(&mut buf);
+        crate::sys::os_random(&mut buf);
         for &b in &buf {
             // 248 = 4 * 62: bytes above it would favour the first letters.
             if b < 248 && out.len() < len {
@@ -108,20 +108,6 @@ pub fn random_base62(len: usize) -> String {
         }
     }
     out
-}
-
-fn os_random(buf: &mut [u8]) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: getrandom writes at most `len` bytes into the live buffer.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n > 0 {
-            filled += n as usize;
-        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // Without OS randomness keys and ids would be guessable: stop.
-            panic!("getrandom failed: {}", std::io::Error::last_os_error());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engine::EngineKind;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_HISTORY: usize = 100;
@@ -41,6 +43,8 @@ pub struct Config {
     /// Where sources and their retained events are kept across a clean
     /// restart; `None`: memory only.
     pub state_file: Option<PathBuf>,
+    /// Where sources and history live.
+    pub engine: EngineKind,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             max_connections: None,
             public_url: None,
             state_file: None,
+            engine: EngineKind::default(),
         }
     }
 }
@@ -84,7 +89,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("max-subscriber-buffer", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
     ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
     ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
-    ("state-file", "keep sources and retained events here across clean restarts [default: memory only]"),
+    ("state-file", "import sources and retained events from this file of an earlier version"),
+    ("engine", "where sources and history live: memory [default: memory]"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -166,6 +172,7 @@ impl Config {
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
             "state-file" => self.state_file = Some(v.into()),
+            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected memory"))?,
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())

@@ -1,29 +1,39 @@
-//! One client connection: what it waits for (`Phase`), its read buffer,
-//! its output queue, and the two I/O loops — `fill` and `flush` — that are
-//! the only places it touches its socket.
+//! One client connection: what it waits for (`Phase`) and every change of
+//! it, its read buffer, its output queue, and the two I/O loops — `fill`
+//! and `flush` — that are the only places it touches its socket. The
+//! reactor asks a connection to move on; it never sets the phase itself.
 
 use std::fmt;
 use std::io::{self, Read};
 
 use mio::net::TcpStream;
 
+use crate::engine::SourceKey;
 use crate::http::{BodyReader, Head};
 use crate::outq::{Buf, Flushed, OutQ};
-use crate::source::SourceKey;
 use crate::timer::TimerId;
 
 /// Bytes read from one socket per `fill` call before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
 
 pub enum Phase {
-    /// Waiting for a request head (header or keep-alive timer armed).
+    /// Waits for a request head (header or keep-alive timer armed).
+    /// Next: `Body` (`begin_body`), `Waiting` (`park`), `Stream`
+    /// (`subscribe`), `Linger` (`linger`), or `Head` again after an answer.
     Head,
-    /// Reading the body of a request whose head is parsed.
+    /// Reads the body of a request whose head is parsed (body timer armed).
+    /// Next: `Head` (`take_body`), then as from `Head`.
     Body(Box<BodyRead>),
+    /// Waits for storage to acknowledge the request's change; nothing more
+    /// is read or parsed meanwhile, so pipelined requests keep their order.
+    /// Next: `Head` or `Linger` (`answered`).
+    Waiting,
     /// An SSE subscriber at `index` in `source`'s subscriber list.
+    /// Next: `Linger` (`end_stream`: the source is gone), or closed.
     Stream { source: SourceKey, index: u32 },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
+    /// Next: closed.
     Linger,
 }
 
@@ -130,6 +140,74 @@ impl Conn {
         matches!(self.phase, Phase::Stream { .. })
     }
 
+    /// Reads and parses requests (a head or a body).
+    pub fn reads_requests(&self) -> bool {
+        matches!(self.phase, Phase::Head | Phase::Body(_))
+    }
+
+    /// `Head` → `Body`: the head is parsed, its body is still to come.
+    pub fn begin_body(&mut self, read: BodyRead) {
+        debug_assert!(matches!(self.phase, Phase::Head));
+        self.phase = Phase::Body(Box::new(read));
+    }
+
+    /// `Body` → `Head`: the body is complete; the request is the caller's.
+    pub fn take_body(&mut self) -> Option<BodyRead> {
+        match std::mem::replace(&mut self.phase, Phase::Head) {
+            Phase::Body(read) => Some(*read),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    /// `Head` → `Waiting`: the request's answer waits for storage.
+    pub fn park(&mut self) {
+        self.phase = Phase::Waiting;
+    }
+
+    /// An answer is queued: `Head` for the next request, or `Linger` if it
+    /// was the last (then nothing more is read into `rbuf`).
+    pub fn answered(&mut self, answer: Vec<u8>, close: bool) {
+        self.push(Buf::Owned(answer));
+        self.served = true;
+        if close { self.linger() } else { self.phase = Phase::Head }
+    }
+
+    /// → `Linger`: only what is queued is still to go.
+    pub fn linger(&mut self) {
+        self.phase = Phase::Linger;
+        self.rbuf = Vec::new();
+    }
+
+    /// → `Stream`: a subscriber from now on (its read buffer is dropped).
+    pub fn subscribe(&mut self, source: SourceKey, index: u32) {
+        self.phase = Phase::Stream { source, index };
+        self.rbuf = Vec::new();
+    }
+
+    /// `Stream` → `Linger`: the source is gone; what is queued still goes.
+    pub fn end_stream(&mut self) {
+        self.phase = Phase::Linger;
+    }
+
+    /// The peer closed its side: true if answers already queued still go
+    /// out (then `Linger`), false if the connection is done.
+    pub fn peer_closed(&mut self) -> bool {
+        self.peer_eof = true;
+        match self.phase {
+            Phase::Head | Phase::Body(_) if !self.out.is_empty() => {
+                self.phase = Phase::Linger;
+                true
+            }
+            // The parked request is still answered; the answer then lingers.
+            Phase::Waiting => true,
+            Phase::Linger => !self.out.is_empty(),
+            _ => false,
+        }
+    }
+
     /// One read into `scratch`, kept in `rbuf` while a request is being
     /// read, discarded otherwise. The reactor's read loop calls it until
     /// `Drained`, `Eof` or its budget.
@@ -140,7 +218,7 @@ impl Conn {
                 Ok(n) => {
                     // Copying what came costs less than zeroing room for
                     // a read in `rbuf` each time.
-                    if matches!(self.phase, Phase::Head | Phase::Body(_)) {
+                    if self.reads_requests() {
                         self.rbuf.extend_from_slice(&scratch[..n]);
                     }
                     // A FIN that came with the data raised no edge of its own: read on to see it.

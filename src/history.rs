@@ -1,5 +1,7 @@
 //! The bounded ring of a source's recent events: replay after a
-//! `Last-Event-ID`, and the newest N for `event_summaries`.
+//! `Last-Event-ID`, the newest N for `event_summaries`, and the newest id
+//! that fell out of it (evicted or cleared), which tells a resume point
+//! whose events can no longer all be replayed (the gap signal).
 
 use std::collections::VecDeque;
 
@@ -8,24 +10,62 @@ use crate::sse::{Event, EventId};
 pub struct History {
     capacity: usize,
     events: VecDeque<Event>,
+    /// The newest id evicted at capacity or cleared.
+    evicted: Option<EventId>,
+}
+
+/// A resume point older than events that are gone: what the `gap` frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The client's resume point.
+    pub after: EventId,
+    /// The first id replayed, if any is left.
+    pub resumed_from: Option<EventId>,
 }
 
 // Public only under the `fuzzing` feature, where clippy wants an `is_empty` no caller needs.
 #[cfg_attr(feature = "fuzzing", allow(clippy::len_without_is_empty))]
 impl History {
     pub fn new(capacity: usize) -> History {
-        History { capacity, events: VecDeque::new() }
+        History { capacity, events: VecDeque::new(), evicted: None }
+    }
+
+    /// A ring recovered from storage: `events` oldest first (only the
+    /// newest `capacity` are kept), `evicted` as stored.
+    pub fn restore(capacity: usize, events: impl IntoIterator<Item = Event>, evicted: Option<EventId>) -> History {
+        let mut h = History { capacity, events: VecDeque::new(), evicted };
+        for event in events {
+            h.push(event);
+        }
+        h
     }
 
     /// Appends; ids arrive increasing. The oldest event falls out at capacity.
     pub fn push(&mut self, event: Event) {
         if self.capacity == 0 {
+            self.evicted = Some(event.id);
             return;
         }
-        if self.events.len() == self.capacity {
-            self.events.pop_front();
+        if self.events.len() == self.capacity
+            && let Some(old) = self.events.pop_front()
+        {
+            self.evicted = Some(old.id);
         }
         self.events.push_back(event);
+    }
+
+    /// The gap a resume after `last` meets: some event newer than `last`
+    /// was evicted or cleared. Resuming from exactly the newest evicted id
+    /// loses nothing.
+    pub fn gap(&self, last: EventId) -> Option<Gap> {
+        let evicted = self.evicted?;
+        (last < evicted).then(|| Gap { after: last, resumed_from: self.after(last).next().map(|e| e.id) })
+    }
+
+    /// The newest id evicted or cleared, if any.
+    #[cfg(test)]
+    pub fn evicted(&self) -> Option<EventId> {
+        self.evicted
     }
 
     /// Every retained event with an id greater than `last`, oldest first.
@@ -45,6 +85,9 @@ impl History {
     }
 
     pub fn clear(&mut self) {
+        if let Some(newest) = self.events.back() {
+            self.evicted = Some(newest.id);
+        }
         self.events.clear();
     }
 }
@@ -94,6 +137,39 @@ mod tests {
         assert_eq!(newest, [5, 4]);
         assert_eq!(h.newest(10).count(), 3);
         assert_eq!(ring(0, &[(1, 0)]).len(), 0);
+    }
+
+    #[test]
+    fn knows_the_gap_of_a_resume_point() {
+        let gap = |after: (u64, u64), from: Option<(u64, u64)>| {
+            Some(Gap { after: id(after.0, after.1), resumed_from: from.map(|(m, s)| id(m, s)) })
+        };
+        // 1..5 emitted into 3 slots: 1 and 2 evicted.
+        let h = ring(3, &[(1, 0), (2, 0), (3, 0), (4, 0), (5, 0)]);
+        type Case = ((u64, u64), Option<Gap>);
+        let table: &[Case] = &[
+            ((0, 0), gap((0, 0), Some((3, 0)))),
+            ((1, 0), gap((1, 0), Some((3, 0)))),
+            ((1, 9), gap((1, 9), Some((3, 0)))),
+            // exactly the newest evicted: nothing lost
+            ((2, 0), None),
+            ((3, 0), None),
+            ((5, 0), None),
+            ((9, 0), None),
+        ];
+        for &(after, want) in table {
+            assert_eq!(h.gap(id(after.0, after.1)), want, "after {after:?}");
+        }
+        assert_eq!(ring(3, &[(1, 0), (2, 0)]).gap(id(0, 0)), None, "never evicted");
+        let mut cleared = ring(3, &[(1, 0), (2, 0)]);
+        cleared.clear();
+        assert_eq!(cleared.gap(id(1, 0)), gap((1, 0), None));
+        assert_eq!(cleared.gap(id(2, 0)), None);
+        cleared.clear();
+        assert_eq!(cleared.evicted(), Some(id(2, 0)), "clearing nothing moves nothing");
+        assert_eq!(ring(0, &[(1, 0), (2, 0)]).gap(id(1, 0)), gap((1, 0), None), "--history 0 keeps nothing");
+        let restored = History::restore(2, ring(5, &[(1, 0), (2, 0), (3, 0)]).after(id(0, 0)).cloned(), None);
+        assert_eq!((restored.len(), restored.evicted()), (2, Some(id(1, 0))), "a smaller --history at restore evicts");
     }
 }
 

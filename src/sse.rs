@@ -115,22 +115,35 @@ impl Event {
         Event { id, frame: Rc::from(&f[..]), envelope_at }
     }
 
-    /// Frames an envelope saved earlier (see `state`): the same frame bytes
-    /// as when it was first emitted.
-    pub fn from_envelope(id: EventId, envelope: &[u8]) -> Event {
-        let id_text = id.to_string();
-        let envelope_at = (b"id: \ndata: ".len() + id_text.len()) as u32;
-        Event { id, frame: frame(Some(id_text.as_bytes()), envelope).into(), envelope_at }
-    }
-
     /// The envelope JSON (the frame's single `data:` value).
     pub fn envelope(&self) -> &[u8] {
         &self.frame[self.envelope_at as usize..self.frame.len() - 2]
     }
 }
 
+/// The `gap` frame sent before a replay that cannot be whole (no `id:`
+/// line, so the client's resume point stays; an `event:` name, so
+/// `onmessage` consumers do not see it).
+pub fn gap_frame(gap: &crate::history::Gap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"event: gap\ndata: {\"after\":\"");
+    gap.after.write(&mut out);
+    out.extend_from_slice(b"\",\"resumed_from\":");
+    match gap.resumed_from {
+        Some(id) => {
+            out.push(b'"');
+            id.write(&mut out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"lost\":\"unknown\"}\n\n");
+    out
+}
+
 /// Frames arbitrary data as one event: `id:` (if any) then one `data:` line
 /// per line of `data`. Ids with a line ending are cut at it: an id is one line.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn frame(id: Option<&[u8]>, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 32);
     if let Some(id) = id {
@@ -149,6 +162,7 @@ pub fn frame(id: Option<&[u8]>, data: &[u8]) -> Vec<u8> {
 }
 
 /// Splits on `\r\n`, `\r` and `\n`, as an SSE parser does; "" is one empty line.
+#[cfg(any(test, feature = "fuzzing"))]
 fn lines(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {

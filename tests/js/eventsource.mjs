@@ -6,6 +6,7 @@
 //   {"type":"message","lastEventId":"…","event":…}       e.lastEventId, JSON.parse(e.data).event
 //   {"type":"error","code":401,"message":"…","readyState":2}
 //   {"type":"closed","lastEventId":"…"}                  --reopen-after: closed, waiting on stdin
+//   {"type":"gap","lastEventId":"…","data":{…}}          an `event: gap` frame (addEventListener)
 //
 // It exits 0 after --count messages, 2 when the client gives up (an error
 // that leaves it CLOSED, e.g. a 401), 3 on --timeout-ms.
@@ -71,6 +72,8 @@ function open(resumeFrom) {
       }),
   })
   es.onopen = () => print({type: 'open'})
+  // Named events never reach onmessage; the gap signal is one.
+  es.addEventListener('gap', (e) => print({type: 'gap', lastEventId: e.lastEventId, data: JSON.parse(e.data)}))
   es.onerror = (e) => {
     print({type: 'error', code: e.code ?? null, message: e.message ?? null, readyState: es.readyState})
     if (es.readyState === EventSource.CLOSED) {

@@ -212,6 +212,11 @@ pub enum Frame {
         id: Option<String>,
         data: String,
     },
+    /// A frame with an `event:` name (such as the `gap` signal).
+    Named {
+        event: String,
+        data: String,
+    },
     /// The server closed the stream.
     End,
 }
@@ -254,6 +259,7 @@ impl Sse {
     /// The next comment or event (blank-line terminated).
     pub fn next(&mut self) -> Frame {
         let (mut id, mut data, mut comment): (Option<String>, Option<String>, Option<String>) = (None, None, None);
+        let mut event: Option<String> = None;
         loop {
             let mut line = String::new();
             match self.r.read_line(&mut line) {
@@ -267,6 +273,10 @@ impl Sse {
                 if let Some(c) = comment.take() {
                     return Frame::Comment(c);
                 }
+                if let (Some(event), Some(data)) = (event.take(), data.clone()) {
+                    assert!(id.is_none(), "a named frame with an id");
+                    return Frame::Named { event, data };
+                }
                 if let Some(data) = data.take() {
                     return Frame::Event { id, data };
                 }
@@ -274,6 +284,8 @@ impl Sse {
             }
             if let Some(c) = line.strip_prefix(':') {
                 comment = Some(c.to_string());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("id: ") {
                 id = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("data: ") {

@@ -8,11 +8,11 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -21,16 +21,21 @@ use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
+use crate::engine::{self, Ack, EngineKind, SourceKey};
+use crate::handle::{Command, Shared};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
+use crate::hub::{Hub, Waiter};
 use crate::metrics::{Published, Stats};
 use crate::outq::Buf;
-use crate::source::{CreateError, Effect, Registry, SourceKey};
+use crate::registry::CreateError;
 use crate::sse::{self, EventId};
-use crate::state::{self, SavedSource};
+use crate::state;
 use crate::timer::Timers;
 use crate::{Error, SourceInfo};
 
 mod delivery;
+#[cfg(test)]
+mod tests;
 use delivery::{Handshakes, ToFlush};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -74,36 +79,6 @@ enum Due {
     AcceptRetry,
 }
 
-/// A request from a `Handle`, carried out on the reactor thread.
-pub enum Command {
-    Create { name: String, reply: mpsc::Sender<Result<SourceInfo, Error>> },
-    Delete { source: String, reply: mpsc::Sender<Result<(), Error>> },
-    Emit { source: String, payload: Vec<u8>, reply: mpsc::Sender<Result<String, Error>> },
-    Shutdown,
-}
-
-/// What handles and the reactor share.
-pub struct Shared {
-    commands: Mutex<Vec<Command>>,
-    /// Set when the reactor has stopped: commands are refused from then on.
-    stopped: AtomicBool,
-    waker: Waker,
-    pub published: Published,
-    pub max_event_bytes: usize,
-}
-
-impl Shared {
-    pub fn send(&self, command: Command) -> Result<(), Error> {
-        let mut queue = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-        if self.stopped.load(Ordering::Acquire) {
-            return Err(Error::Stopped);
-        }
-        queue.push(command);
-        drop(queue);
-        self.waker.wake().map_err(|_| Error::Stopped)
-    }
-}
-
 /// A server bound but not running; everything in it is `Send`.
 pub struct Bound {
     poll: Poll,
@@ -111,17 +86,29 @@ pub struct Bound {
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     pub default_key: Option<String>,
+    /// A generated key the engine is to keep for the next start.
+    key_to_keep: Option<String>,
     keys: Keys,
     default_account: AccountId,
     config: Config,
     max_connections: usize,
-    saved: Vec<SavedSource>,
+    engine: engine::Opened,
+    imported: Vec<engine::StoredSource>,
 }
 
 impl Bound {
     pub fn new(config: Config) -> io::Result<Bound> {
+        Bound::with_engine(config, engine::Opened::open)
+    }
+
+    /// Binds with the engine `open` gives (tests bring their own).
+    pub fn with_engine(config: Config, open: impl FnOnce(&Config, Arc<Waker>) -> io::Result<engine::Opened>) -> io::Result<Bound> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let engine = open(&config, waker.clone())?;
         let mut keys = Keys::default();
         let mut default_key = config.api_key.clone();
+        let mut key_to_keep = None;
         if let Some(key) = &default_key {
             keys.add(key, auth::DEFAULT_ACCOUNT);
         }
@@ -132,35 +119,62 @@ impl Bound {
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--keys-file {}: {e}", path.display())))?;
         }
         if keys.is_empty() {
-            let key = format!("sk_{}", auth::random_base62(32));
-            warn!("no API key configured; generated one for this run: {key}");
+            let key = match engine.recovered().default_key.clone() {
+                Some(key) => {
+                    warn!("no API key configured; using the generated key kept in {}: {key}", engine.describe());
+                    key
+                }
+                None => {
+                    let key = format!("sk_{}", auth::random_base62(32));
+                    if config.engine == EngineKind::Memory {
+                        warn!("no API key configured; generated one for this run: {key}");
+                    } else {
+                        warn!("no API key configured; generated one, kept in {}: {key}", engine.describe());
+                    }
+                    key_to_keep = Some(key.clone());
+                    key
+                }
+            };
             keys.add(&key, auth::DEFAULT_ACCOUNT);
             default_key = Some(key);
         }
         // Without --api-key, `--source` and handles act on the keys file's first account.
         let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
-        let poll = Poll::new()?;
+        let imported = match &config.state_file {
+            Some(path) if engine.recovered().sources.is_empty() => state::load(path)?,
+            Some(path) => {
+                info!("--state-file {}: not imported, {} already has sources", path.display(), engine.describe());
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         let mut listener =
             TcpListener::bind(config.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
-        // std's backlog of 128 overflows in a reconnect storm.
-        // SAFETY: listen() on our own listening socket only changes its backlog.
-        unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+        crate::sys::set_listen_backlog(listener.as_raw_fd(), LISTEN_BACKLOG);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let max_connections = config.max_connections.unwrap_or_else(|| crate::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
+        let max_connections = config.max_connections.unwrap_or_else(|| crate::sys::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
         let shared = Arc::new(Shared {
-            commands: Mutex::new(Vec::new()),
+            commands: Default::default(),
             stopped: AtomicBool::new(false),
             waker,
             published: Published::default(),
             max_event_bytes: config.max_event_bytes,
         });
-        let saved = match &config.state_file {
-            Some(path) => state::load(path)?,
-            None => Vec::new(),
-        };
-        Ok(Bound { poll, listener, local_addr, shared, default_key, keys, default_account, config, max_connections, saved })
+        Ok(Bound {
+            poll,
+            listener,
+            local_addr,
+            shared,
+            default_key,
+            key_to_keep,
+            keys,
+            default_account,
+            config,
+            max_connections,
+            engine,
+            imported,
+        })
     }
 }
 
@@ -173,7 +187,7 @@ pub struct Reactor {
     listener: Option<TcpListener>,
     shared: Arc<Shared>,
     conns: Slab<Conn>,
-    registry: Registry,
+    hub: Hub,
     keys: Keys,
     default_account: AccountId,
     config: Config,
@@ -186,6 +200,8 @@ pub struct Reactor {
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
     to_close: Vec<usize>,
+    /// Parked connections answered this turn: (key, generation).
+    to_resume: Vec<(usize, u32)>,
     accept_ready: bool,
     /// Closed to make room to accept-and-refuse when descriptors run out.
     spare_fd: Option<File>,
@@ -195,7 +211,7 @@ pub struct Reactor {
     scratch: Vec<u8>,
     /// Lent to request handlers (no allocation per emit).
     handler_scratch: Vec<u8>,
-    spare_effects: Vec<Effect>,
+    spare_effects: Vec<crate::hub::Effect>,
     spare_head: Head,
     /// Unix milliseconds, read once per turn (event ids, creation times).
     unix_now: u64,
@@ -203,19 +219,44 @@ pub struct Reactor {
 
 impl Reactor {
     pub fn new(bound: Bound) -> Reactor {
-        let Bound { poll, listener, shared, mut keys, default_account, config, max_connections, local_addr, saved, .. } = bound;
-        let mut registry = Registry::new(config.history, unix_ms());
-        if let Some(path) = &config.state_file {
-            let events: usize = saved.iter().map(|s| s.events.len()).sum();
-            info!("restored {} sources and {events} events from {}", saved.len(), path.display());
-            state::restore(&mut registry, &mut keys, saved);
+        let Bound {
+            poll,
+            listener,
+            shared,
+            mut keys,
+            default_account,
+            config,
+            max_connections,
+            local_addr,
+            engine,
+            imported,
+            key_to_keep,
+            ..
+        } = bound;
+        let now = unix_ms();
+        let (engine, recovered) = engine.start(now);
+        let mut hub = Hub::new(engine);
+        if let Some(key) = key_to_keep {
+            hub.keep_default_key(&key, now);
+        }
+        for stored in recovered.sources {
+            let account = keys.account(&stored.meta.account);
+            hub.restore(account, stored);
+        }
+        if let Some(path) = config.state_file.as_ref().filter(|_| !imported.is_empty()) {
+            let events: usize = imported.iter().map(|s| s.events.len()).sum();
+            info!("imported {} sources and {events} events from --state-file {}", imported.len(), path.display());
+            for stored in imported {
+                let account = keys.account(&stored.meta.account);
+                hub.import(account, stored, now);
+            }
         }
         for name in &config.sources {
-            if registry.find(default_account, name).is_some() {
+            if hub.registry.find(default_account, name).is_some() {
                 continue;
             }
-            match registry.create(default_account, name, unix_ms()) {
-                Ok(key) => info!("source {name} ({}) ready", registry.get(key).id),
+            match hub.create(default_account, keys.account_name(default_account), name, now) {
+                Ok((key, _)) => info!("source {name} ({}) ready", hub.source(key).id),
                 Err(e) => warn!("--source {name}: {e}"),
             }
         }
@@ -226,7 +267,7 @@ impl Reactor {
             listener: Some(listener),
             shared,
             conns: Slab::new(),
-            registry,
+            hub,
             keys,
             default_account,
             config,
@@ -238,6 +279,7 @@ impl Reactor {
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
+            to_resume: Vec::new(),
             accept_ready: true,
             spare_fd: File::open("/dev/null").ok(),
             last_fd_warning: None,
@@ -276,6 +318,11 @@ impl Reactor {
             self.accept();
             self.resume_reads();
             self.expire_timers();
+            // Storage writes what this turn submitted; what it acknowledged
+            // is answered and fanned out before the sockets are written.
+            self.hub.flush();
+            self.settle();
+            self.resume_parked();
             self.flush_pending();
             self.free_closed();
             self.publish();
@@ -286,7 +333,7 @@ impl Reactor {
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() {
+        if self.accept_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
@@ -378,8 +425,9 @@ impl Reactor {
         loop {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             // A client that pipelines without reading its answers waits
-            // until they drain; the flush resumes reading.
-            if !conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer {
+            // until they drain; the flush resumes reading. A request parked
+            // on storage reads nothing more until it is answered.
+            if matches!(conn.phase, Phase::Waiting) || (!conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer) {
                 return;
             }
             if budget == 0 {
@@ -389,12 +437,12 @@ impl Reactor {
             match conn.fill(&mut self.scratch) {
                 Ok(Fill::Read(n)) => {
                     budget = budget.saturating_sub(n);
-                    if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
+                    if conn.reads_requests() {
                         self.process(key);
                     }
                 }
                 Ok(Fill::Last(_)) => {
-                    if matches!(conn.phase, Phase::Head | Phase::Body(_)) {
+                    if conn.reads_requests() {
                         self.process(key);
                     }
                     return;
@@ -416,16 +464,14 @@ impl Reactor {
 
     fn on_eof(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        conn.peer_eof = true;
-        match conn.phase {
-            // Answers to requests read before the FIN still go out.
-            Phase::Head | Phase::Body(_) if !conn.out.is_empty() => {
-                conn.phase = Phase::Linger;
+        let was_linger = matches!(conn.phase, Phase::Linger);
+        // Answers to requests read before the FIN still go out.
+        if conn.peer_closed() {
+            if !conn.out.is_empty() {
                 self.to_flush.mark(conn, key);
             }
-            Phase::Linger if !conn.out.is_empty() => {}
-            Phase::Linger => self.close(key, Reason::Done),
-            _ => self.close(key, Reason::PeerClosed),
+        } else {
+            self.close(key, if was_linger { Reason::Done } else { Reason::PeerClosed });
         }
     }
 
@@ -456,7 +502,7 @@ impl Reactor {
                                 let mut rbuf = std::mem::take(&mut conn.rbuf);
                                 self.dispatch(key, head, &rbuf[..n]);
                                 // Kept only if the connection still reads requests.
-                                if let Some(conn) = self.conns.get_mut(key).filter(|c| matches!(c.phase, Phase::Head)) {
+                                if let Some(conn) = self.conns.get_mut(key).filter(|c| matches!(c.phase, Phase::Head | Phase::Waiting)) {
                                     rbuf.drain(..n);
                                     conn.rbuf = rbuf;
                                 }
@@ -466,7 +512,7 @@ impl Reactor {
                                     conn.push(Buf::Static(http::CONTINUE));
                                     self.to_flush.mark(conn, key);
                                 }
-                                conn.phase = Phase::Body(Box::new(BodyRead { head, reader, body: Vec::new() }));
+                                conn.begin_body(BodyRead { head, reader, body: Vec::new() });
                                 self.arm(key, self.now + BODY_TIMEOUT_MS);
                             }
                         }
@@ -479,12 +525,11 @@ impl Reactor {
                         if !read.reader.is_done() {
                             return;
                         }
-                        let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Head) else { return };
-                        let BodyRead { head, body, .. } = *read;
+                        let Some(BodyRead { head, body, .. }) = conn.take_body() else { return };
                         self.dispatch(key, head, &body);
                     }
                 },
-                Phase::Stream { .. } | Phase::Linger => return,
+                Phase::Waiting | Phase::Stream { .. } | Phase::Linger => return,
             }
         }
     }
@@ -495,8 +540,7 @@ impl Reactor {
         let conn = &mut self.conns[key];
         let body = crate::json::error_body(&e.to_string());
         conn.push(Buf::Owned(http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false)));
-        conn.phase = Phase::Linger;
-        conn.rbuf = Vec::new();
+        conn.linger();
         self.to_flush.mark(conn, key);
         self.stats.count_response(status);
         self.disarm(key);
@@ -506,7 +550,7 @@ impl Reactor {
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.refresh_gauges();
         let mut ctx = Ctx {
-            registry: &mut self.registry,
+            hub: &mut self.hub,
             keys: &self.keys,
             config: &self.config,
             stats: &self.stats,
@@ -516,27 +560,56 @@ impl Reactor {
         let reply = api::handle(&mut ctx, &head, body);
         self.spare_head = head;
         match reply {
-            Reply::Response { status, bytes, close } => {
-                self.stats.count_response(status);
-                let conn = &mut self.conns[key];
-                conn.push(Buf::Owned(bytes));
-                conn.served = true;
-                self.to_flush.mark(conn, key);
-                if close {
-                    conn.phase = Phase::Linger;
-                    conn.rbuf = Vec::new();
-                    self.disarm(key);
-                } else {
-                    conn.phase = Phase::Head;
-                    self.arm(key, self.now + KEEPALIVE_TIMEOUT_MS);
-                }
-            }
+            Reply::Response { status, bytes, close } => self.answer(key, status, bytes, close),
             Reply::Stream { source, after } => {
                 self.stats.count_response(200);
                 self.subscribe(key, source, after);
             }
+            Reply::Wait { ticket, answer } => {
+                let conn = &mut self.conns[key];
+                conn.park();
+                let generation = conn.generation;
+                self.disarm(key);
+                self.hub.wait(ticket, Waiter::Conn { key, generation, answer });
+            }
         }
+        // An engine that acknowledges at once (memory) answers before the
+        // next pipelined request is parsed.
+        self.settle();
+    }
+
+    /// Queues a complete answer; the connection reads its next request or lingers.
+    fn answer(&mut self, key: usize, status: u16, bytes: Vec<u8>, close: bool) {
+        self.stats.count_response(status);
+        let conn = &mut self.conns[key];
+        let close = close || conn.peer_eof;
+        conn.answered(bytes, close);
+        self.to_flush.mark(conn, key);
+        if close {
+            self.disarm(key);
+        } else {
+            self.arm(key, self.now + KEEPALIVE_TIMEOUT_MS);
+        }
+    }
+
+    /// What the engine acknowledged: answers, fan-out, ended streams.
+    fn settle(&mut self) {
+        self.hub.settle();
         self.apply_effects();
+    }
+
+    /// Parked connections answered this turn read and parse again.
+    fn resume_parked(&mut self) {
+        for (key, generation) in std::mem::take(&mut self.to_resume) {
+            let Some(conn) = self.conns.get(key).filter(|c| c.generation == generation && c.closing.is_none()) else { continue };
+            if matches!(conn.phase, Phase::Head) {
+                let can_read = conn.can_read;
+                self.process(key);
+                if can_read {
+                    self.read(key);
+                }
+            }
+        }
     }
 
     fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>) {
@@ -544,14 +617,17 @@ impl Reactor {
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
         if let Some(after) = after {
-            for event in self.registry.get(source).history.after(after) {
+            let (gap, events) = self.hub.replay(source, after);
+            if let Some(gap) = gap {
+                conn.push(Buf::Owned(sse::gap_frame(&gap)));
+            }
+            for event in events {
                 conn.push(Buf::Shared(event.frame.clone()));
                 self.stats.frames_delivered += 1;
             }
         }
-        let index = self.registry.subscribe(source, key as u32);
-        conn.phase = Phase::Stream { source, index };
-        conn.rbuf = Vec::new();
+        let index = self.hub.registry.subscribe(source, key as u32);
+        conn.subscribe(source, index);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
@@ -604,6 +680,8 @@ impl Reactor {
             Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
             Phase::Head => Reason::HeaderTimeout,
             Phase::Body(_) => Reason::BodyTimeout,
+            // Storage answers in its own time (and fails what it cannot take).
+            Phase::Waiting => return,
             // Flushed: the peer's FIN did not come in time.
             Phase::Linger if conn.out.is_empty() => Reason::Done,
             // Lazily re-armed: progress since arming moves the deadline.
@@ -638,7 +716,7 @@ impl Reactor {
             }
             if let Phase::Stream { source, index } = conn.phase {
                 self.stats.subscribers -= 1;
-                if let Some(moved) = self.registry.unsubscribe(source, index)
+                if let Some(moved) = self.hub.registry.unsubscribe(source, index)
                     && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
                 {
                     *i = index;
@@ -655,41 +733,64 @@ impl Reactor {
 
     /// Runs queued handle commands; true when asked to stop.
     fn run_commands(&mut self) -> bool {
-        let commands = std::mem::take(&mut *self.shared.commands.lock().unwrap_or_else(|e| e.into_inner()));
         let account = self.default_account;
-        for command in commands {
+        let now = self.unix_now;
+        for command in self.shared.take_commands() {
             match command {
                 Command::Shutdown => return true,
-                Command::Create { name, reply } => {
-                    let result =
-                        self.registry.create(account, &name, self.unix_now).map(|k| source_info(&self.registry, k)).map_err(|e| match e {
+                Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, now) {
+                    Ok((key, ticket)) => {
+                        let s = self.hub.source(key);
+                        let info = SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
+                        let waiter = Waiter::Handle(Box::new(move |result| {
+                            let _ = reply.send(result.map(|_| info).map_err(|_| Error::Unavailable));
+                        }));
+                        self.hub.wait(ticket, waiter);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(match e {
                             CreateError::BadName => Error::BadName,
                             CreateError::Taken => Error::NameTaken,
-                        });
-                    let _ = reply.send(result);
-                }
-                Command::Delete { source, reply } => {
-                    let result = self.registry.find(account, &source).map(|k| self.registry.delete(k)).ok_or(Error::NotFound);
-                    let _ = reply.send(result);
-                }
-                Command::Emit { source, payload, reply } => {
-                    let now = self.unix_now;
-                    let result = self
-                        .registry
-                        .find(account, &source)
-                        .map(|k| self.registry.emit(k, &payload, now).to_string())
-                        .ok_or(Error::NotFound);
-                    let _ = reply.send(result);
-                }
+                        }));
+                    }
+                },
+                Command::Delete { source, reply } => match self.hub.registry.find(account, &source) {
+                    Some(key) => {
+                        let ticket = self.hub.delete(key, now);
+                        let waiter = Waiter::Handle(Box::new(move |result| {
+                            let _ = reply.send(result.map(|_| ()).map_err(|_| Error::Unavailable));
+                        }));
+                        self.hub.wait(ticket, waiter);
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::NotFound));
+                    }
+                },
+                Command::Emit { source, payload, reply } => match self.hub.registry.find(account, &source) {
+                    Some(key) => {
+                        let ticket = self.hub.emit(key, &payload, now);
+                        let waiter = Waiter::Handle(Box::new(move |result| {
+                            let _ = reply.send(match result {
+                                Ok(Ack::Appended(id)) => Ok(id.to_string()),
+                                Ok(Ack::Stored) => Err(Error::NotFound),
+                                Err(_) => Err(Error::Unavailable),
+                            });
+                        }));
+                        self.hub.wait(ticket, waiter);
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::NotFound));
+                    }
+                },
             }
-            self.apply_effects();
+            self.settle();
         }
         false
     }
 
     fn refresh_gauges(&mut self) {
         self.stats.connections_open = self.conns.len() as u64;
-        self.stats.sources = self.registry.len() as u64;
+        self.stats.sources = self.hub.registry.len() as u64;
     }
 
     fn publish(&mut self) {
@@ -707,26 +808,13 @@ impl Reactor {
         }
         info!("stopped: closed {} connections", self.conns.len());
         self.conns.clear();
-        if let Some(path) = &self.config.state_file {
-            match state::save(path, &self.registry, &self.keys) {
-                Ok(()) => info!("saved {} sources to {}", self.registry.len(), path.display()),
-                Err(e) => error!("could not save state to {}: {e}", path.display()),
-            }
-        }
-        let mut queue = self.shared.commands.lock().unwrap_or_else(|e| e.into_inner());
-        self.shared.stopped.store(true, Ordering::Release);
-        // Dropping queued commands drops their reply senders: callers get `Stopped`.
-        queue.clear();
-        drop(queue);
+        // Storage writes what is still submitted; unanswered callers get `Stopped`.
+        self.hub.flush();
+        self.shared.stop();
         self.publish();
     }
 }
 
 fn peer(conn: &Conn) -> String {
     conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string())
-}
-
-fn source_info(registry: &Registry, key: SourceKey) -> SourceInfo {
-    let s = registry.get(key);
-    SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) }
 }

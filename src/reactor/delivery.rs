@@ -9,9 +9,10 @@ use std::time::Duration;
 use log::warn;
 
 use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET, peer};
+use crate::api::Reply;
 use crate::conn::{Conn, Phase, Reason};
+use crate::hub::Effect;
 use crate::outq::{Buf, Flushed};
-use crate::source::Effect;
 use crate::sse;
 
 /// Handshake comments go out in slots of this period, spread over the interval.
@@ -71,17 +72,19 @@ impl ToFlush {
 }
 
 impl Reactor {
-    /// Carries out what the registry recorded: deliver events, end streams.
+    /// Carries out what the hub recorded: answer parked requests, deliver
+    /// events, end streams.
     pub(super) fn apply_effects(&mut self) {
         // Swapped with a kept buffer: no allocation per emit.
         let mut effects = std::mem::take(&mut self.spare_effects);
-        std::mem::swap(&mut effects, &mut self.registry.effects);
+        std::mem::swap(&mut effects, &mut self.hub.effects);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Publish(source, event) => {
                     self.stats.events_emitted += 1;
                     let max = self.config.max_subscriber_buffer;
-                    for &k in &self.registry.get(source).subscribers {
+                    let Some(s) = self.hub.registry.get(source) else { continue };
+                    for &k in &s.subscribers {
                         let k = k as usize;
                         let conn = &mut self.conns[k];
                         if conn.closing.is_some() {
@@ -107,12 +110,21 @@ impl Reactor {
                         // so that freeing it does not unsubscribe from a new
                         // source that reused the key.
                         let conn = &mut self.conns[k as usize];
-                        conn.phase = Phase::Linger;
+                        conn.end_stream();
                         self.stats.subscribers -= 1;
                         if conn.closing.is_none() {
                             self.to_flush.mark(conn, k as usize);
                         }
                     }
+                }
+                Effect::Answer { key, generation, answer, result } => {
+                    let Some(conn) = self.conns.get(key).filter(|c| c.generation == generation && c.closing.is_none()) else { continue };
+                    if !matches!(conn.phase, Phase::Waiting) {
+                        continue;
+                    }
+                    let Reply::Response { status, bytes, close } = answer.render(result, &mut self.handler_scratch) else { continue };
+                    self.answer(key, status, bytes, close);
+                    self.to_resume.push((key, generation));
                 }
             }
         }

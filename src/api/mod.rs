@@ -1,7 +1,10 @@
 //! The HTTP API, sans I/O: a complete request (head and body) in, a reply
-//! out — a response to send, or "make this connection a stream". Routing,
-//! authentication and every REST handler live here; the registry records
-//! what connections must see, and the reactor applies it.
+//! out — a response to send, "make this connection a stream", or "wait
+//! for storage". Routing, authentication and every REST handler live here;
+//! changes go through the hub, and the reactor applies what it records.
+
+pub mod reply;
+mod webhook;
 
 use std::borrow::Cow;
 
@@ -9,25 +12,19 @@ use log::info;
 
 use crate::auth::{AccountId, Keys};
 use crate::config::Config;
+use crate::engine::SourceKey;
 use crate::http::{self, Framing, Head};
+use crate::hub::Hub;
 use crate::json;
 use crate::metrics::Stats;
-use crate::source::{CreateError, Registry, Source, SourceKey};
+use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
-use crate::webhook;
-
-/// What a request gets.
-pub enum Reply {
-    /// A complete response; `close` ends the connection after it.
-    Response { status: u16, bytes: Vec<u8>, close: bool },
-    /// The connection becomes a stream of `source`, replaying what follows
-    /// `after` first.
-    Stream { source: SourceKey, after: Option<EventId> },
-}
+pub use reply::Reply;
+use reply::{Answer, Fail, ok};
 
 /// What a handler may read and change.
 pub struct Ctx<'a> {
-    pub registry: &'a mut Registry,
+    pub hub: &'a mut Hub,
     pub keys: &'a Keys,
     pub config: &'a Config,
     pub stats: &'a Stats,
@@ -76,49 +73,24 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
-/// An error answer: the status and its sentence as JSON (and for 405 the
-/// allowed methods).
-pub struct Fail {
-    status: u16,
-    message: String,
-    allow: Option<&'static str>,
-}
-
-impl Fail {
-    pub fn new(status: u16, message: impl Into<String>) -> Fail {
-        Fail { status, message: message.into(), allow: None }
-    }
-}
-
 type Result<T> = std::result::Result<T, Fail>;
 
 pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
-    let head_only = head.method() == "HEAD";
-    match dispatch(ctx, head, body) {
-        Ok(reply) => reply,
-        Err(fail) => {
-            // Any origin may read the error, so a page sees the status
-            // and the sentence rather than an opaque CORS failure.
-            let mut extra = String::from("Access-Control-Allow-Origin: *\r\n");
-            match (fail.status, fail.allow) {
-                (401, _) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
-                (_, Some(allow)) => extra.push_str(&format!("Allow: {allow}\r\n")),
-                _ => {}
-            }
-            let body = json::error_body(&fail.message);
-            let bytes = http::response(fail.status, "application/json", &extra, &body, head.keep_alive, head_only);
-            Reply::Response { status: fail.status, bytes, close: !head.keep_alive }
-        }
-    }
+    dispatch(ctx, head, body).unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD"))
 }
 
 fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
     let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
     match route(head.path()) {
-        Route::Ingest(key, suffix) => webhook::ingest(ctx, head, key, suffix, body),
-        Route::Healthz if get => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
-        Route::Metrics if get => Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", ctx.stats.render().as_bytes())),
+        Route::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
+        Route::Healthz if get && ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
+        Route::Healthz if get => Err(Fail::new(503, "storage unavailable")),
+        Route::Metrics if get => {
+            let mut text = ctx.stats.render();
+            ctx.hub.engine().metrics(&mut text);
+            Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes()))
+        }
         Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
         Route::Stream(s) if method == "GET" => {
             let account = authenticate(ctx.keys, head, true)?;
@@ -133,7 +105,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
                 "GET" | "HEAD" => {
                     let base = base_url(ctx, head);
                     let mut out = b"{\"data\":[".to_vec();
-                    for (i, source) in ctx.registry.list(account).into_iter().enumerate() {
+                    for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
                         if i > 0 {
                             out.push(b',');
                         }
@@ -152,15 +124,15 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             match method {
                 "GET" | "HEAD" => {
                     let mut out = b"{\"data\":".to_vec();
-                    source_json(&mut out, ctx.registry.get(source), &base_url(ctx, head));
+                    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
                     out.push(b'}');
                     Ok(ok(head, 200, "application/json", "", &out))
                 }
                 "DELETE" => {
-                    let s = ctx.registry.get(source);
+                    let s = ctx.hub.source(source);
                     info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
-                    ctx.registry.delete(source);
-                    Ok(ok(head, 204, "", "", b""))
+                    let ticket = ctx.hub.delete(source, ctx.now_ms);
+                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) })
                 }
                 _ => Err(not_allowed("GET, HEAD, DELETE")),
             }
@@ -172,17 +144,12 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
                 "POST" => {
                     require_length(head)?;
                     json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-                    let id = ctx.registry.emit(source, ctx.scratch, ctx.now_ms);
-                    let answer = &mut *ctx.scratch;
-                    answer.clear();
-                    answer.extend_from_slice(b"{\"id\":\"");
-                    id.write(answer);
-                    answer.extend_from_slice(b"\"}");
-                    Ok(ok(head, 202, "application/json", "", answer))
+                    let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
+                    Ok(Reply::Wait { ticket, answer: Answer::emitted(head) })
                 }
                 "DELETE" => {
-                    ctx.registry.clear_history(source);
-                    Ok(ok(head, 202, "application/json", "", b"{}"))
+                    let ticket = ctx.hub.clear(source, ctx.now_ms);
+                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec()) })
                 }
                 _ => Err(not_allowed("POST, DELETE")),
             }
@@ -197,14 +164,8 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
     }
 }
 
-/// A complete answer to `head` (no body for HEAD; closes unless kept alive).
-pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
-    let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method() == "HEAD");
-    Reply::Response { status, bytes, close: !head.keep_alive }
-}
-
 fn not_allowed(allow: &'static str) -> Fail {
-    Fail { status: 405, message: format!("method not allowed; allowed: {allow}"), allow: Some(allow) }
+    Fail::not_allowed(allow)
 }
 
 /// A request that carries a body must say how long it is.
@@ -231,7 +192,7 @@ fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<AccountId
 }
 
 fn find(ctx: &Ctx<'_>, account: AccountId, s: &str) -> Result<SourceKey> {
-    ctx.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
+    ctx.hub.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
 }
 
 fn last_event_id(head: &Head) -> Result<Option<EventId>> {
@@ -250,16 +211,17 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
-    let key = ctx.registry.create(account, name, ctx.now_ms).map_err(|e| match e {
+    let account_name = ctx.keys.account_name(account);
+    let (key, ticket) = ctx.hub.create(account, account_name, name, ctx.now_ms).map_err(|e| match e {
         CreateError::BadName => Fail::new(400, e.to_string()),
         CreateError::Taken => Fail::new(409, e.to_string()),
     })?;
-    let s = ctx.registry.get(key);
-    info!("source {} ({}) created in account {}", s.name, s.id, ctx.keys.account_name(account));
+    let s = ctx.hub.source(key);
+    info!("source {} ({}) created in account {account_name}", s.name, s.id);
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
-    Ok(ok(head, 201, "application/json", "", &out))
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
 }
 
 fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
@@ -268,7 +230,7 @@ fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
         None => 10.min(max),
         Some(l) => l.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| Fail::new(400, "limit must be a positive number"))?.min(max),
     };
-    let history = &ctx.registry.get(source).history;
+    let Some(history) = ctx.hub.history(source) else { return Err(Fail::new(404, "no such source")) };
     let events: Vec<_> = history.newest(limit).collect();
     let cursor = |e: Option<&&crate::sse::Event>| e.map_or("null".to_string(), |e| format!("\"{}\"", e.id));
     let mut out = format!(

@@ -5,20 +5,24 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use crate::api::{Ctx, Fail, Reply, ok};
+use super::reply::{Answer, Fail, Reply, ok};
 use crate::http::{self, Head};
+use crate::hub::Hub;
 use crate::json;
 
 /// Methods named in CORS preflight answers.
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-pub fn ingest(ctx: &mut Ctx<'_>, head: &Head, key: &str, suffix: &str, body: &[u8]) -> Result<Reply, Fail> {
-    let source = ctx.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
+
+/// Emits the request as an event of the endpoint's source; answered once
+/// storage has it.
+pub fn ingest(hub: &mut Hub, head: &Head, key: &str, suffix: &str, body: &[u8], now_ms: u64) -> Result<Reply, Fail> {
+    let source = hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
     if head.method() == "OPTIONS" && head.header("access-control-request-method").is_some() {
         return Ok(preflight(head));
     }
     let payload = event(head, suffix, body);
-    ctx.registry.emit(source, &payload, ctx.now_ms);
-    Ok(ok(head, 200, "application/json", "Access-Control-Allow-Origin: *\r\n", b"{\"success\":true}"))
+    let ticket = hub.emit(source, &payload, now_ms);
+    Ok(Reply::Wait { ticket, answer: Answer::ingested(head) })
 }
 
 /// The answer to a CORS preflight (not an event): any origin, the methods,

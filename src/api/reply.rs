@@ -1,0 +1,117 @@
+//! The shared leaf of the API: what a request gets (`Reply`), an error
+//! answer (`Fail`), a complete answer (`ok`), and the answer a request
+//! parked on storage gets once its change is acknowledged (`Answer`).
+
+use crate::engine::{Ack, SourceKey, StorageError, Ticket};
+use crate::http::{self, Head};
+use crate::json;
+use crate::sse::EventId;
+
+/// What a request gets.
+pub enum Reply {
+    /// A complete response; `close` ends the connection after it.
+    Response { status: u16, bytes: Vec<u8>, close: bool },
+    /// The connection becomes a stream of `source`, replaying what follows
+    /// `after` first.
+    Stream { source: SourceKey, after: Option<EventId> },
+    /// The answer waits until storage acknowledges `ticket`.
+    Wait { ticket: Ticket, answer: Answer },
+}
+
+/// An error answer: the status and its sentence as JSON (and for 405 the
+/// allowed methods).
+pub struct Fail {
+    pub status: u16,
+    pub message: String,
+    pub allow: Option<&'static str>,
+}
+
+impl Fail {
+    pub fn new(status: u16, message: impl Into<String>) -> Fail {
+        Fail { status, message: message.into(), allow: None }
+    }
+
+    pub fn not_allowed(allow: &'static str) -> Fail {
+        Fail { status: 405, message: format!("method not allowed; allowed: {allow}"), allow: Some(allow) }
+    }
+
+    /// The response; any origin may read it, so a page sees the status and
+    /// the sentence rather than an opaque CORS failure.
+    pub fn reply(&self, keep_alive: bool, head_only: bool) -> Reply {
+        let mut extra = String::from("Access-Control-Allow-Origin: *\r\n");
+        match (self.status, self.allow) {
+            (401, _) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
+            (503, _) => extra.push_str("Retry-After: 1\r\n"),
+            (_, Some(allow)) => extra.push_str(&format!("Allow: {allow}\r\n")),
+            _ => {}
+        }
+        let body = json::error_body(&self.message);
+        let bytes = http::response(self.status, "application/json", &extra, &body, keep_alive, head_only);
+        Reply::Response { status: self.status, bytes, close: !keep_alive }
+    }
+}
+
+/// A complete answer to `head` (no body for HEAD; closes unless kept alive).
+pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
+    let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method() == "HEAD");
+    Reply::Response { status, bytes, close: !head.keep_alive }
+}
+
+/// How a parked request is answered once storage has spoken.
+pub struct Answer {
+    what: Answered,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+enum Answered {
+    /// `202 {"id":…}`.
+    Emitted,
+    /// A webhook's `200 {"success":true}`.
+    Ingested,
+    /// Known at submission (a new source's JSON, a 204).
+    Fixed { status: u16, body: Vec<u8> },
+}
+
+impl Answer {
+    fn new(head: &Head, what: Answered) -> Answer {
+        Answer { what, keep_alive: head.keep_alive, head_only: head.method() == "HEAD" }
+    }
+
+    pub fn emitted(head: &Head) -> Answer {
+        Answer::new(head, Answered::Emitted)
+    }
+
+    pub fn ingested(head: &Head) -> Answer {
+        Answer::new(head, Answered::Ingested)
+    }
+
+    pub fn fixed(head: &Head, status: u16, body: Vec<u8>) -> Answer {
+        Answer::new(head, Answered::Fixed { status, body })
+    }
+
+    /// The response for `result`; `scratch` is a buffer kept across calls.
+    pub fn render(self, result: Result<Ack, StorageError>, scratch: &mut Vec<u8>) -> Reply {
+        let Answer { what, keep_alive, head_only } = self;
+        let Ok(ack) = result else {
+            return Fail::new(503, "storage unavailable").reply(keep_alive, head_only);
+        };
+        let response = |status, content_type, extra, body: &[u8]| {
+            let bytes = http::response(status, content_type, extra, body, keep_alive, head_only);
+            Reply::Response { status, bytes, close: !keep_alive }
+        };
+        match (what, ack) {
+            (Answered::Emitted, Ack::Appended(id)) => {
+                scratch.clear();
+                scratch.extend_from_slice(b"{\"id\":\"");
+                id.write(scratch);
+                scratch.extend_from_slice(b"\"}");
+                response(202, "application/json", "", scratch)
+            }
+            (Answered::Ingested, _) => response(200, "application/json", "Access-Control-Allow-Origin: *\r\n", b"{\"success\":true}"),
+            (Answered::Fixed { status, body }, _) => response(status, "application/json", "", &body),
+            // An emit acknowledged without an id: its source went away meanwhile.
+            (Answered::Emitted, Ack::Stored) => Fail::new(404, "no such source").reply(keep_alive, head_only),
+        }
+    }
+}

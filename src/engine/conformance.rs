@@ -1,0 +1,284 @@
+//! The storage conformance suite: what every engine must do, checked
+//! through the seam alone. Each engine's tests call `check_all` with a
+//! way to open it (and, for engines that keep data, to reopen the same
+//! data); `Delayed` wraps an engine to acknowledge late and in batches.
+
+use std::path::Path;
+
+use super::{Ack, Engine, Op, Outcome, Recovered, SourceKey, SourceMeta, StoredSource, Ticket};
+use crate::history::Gap;
+use crate::sse::EventId;
+
+/// Opens an engine on `dir` with `history` slots, ids above `floor_ms`:
+/// the engine and what it found there.
+pub type Open<'a> = &'a dyn Fn(&Path, usize, u64) -> (Box<dyn Engine>, Recovered);
+type Check = fn(Open<'_>, &Path);
+
+/// Runs every check; `persistent` engines are also reopened.
+pub fn check_all(open: Open<'_>, persistent: bool) {
+    let dir = TempDir::new();
+    let checks: &[(&str, Check)] = &[
+        ("replay seam", replay_seam),
+        ("summaries", summaries),
+        ("delete", delete),
+        ("clear and gap", clear_and_gap),
+        ("eviction gap", eviction_gap),
+        ("ids increase", ids_increase),
+        ("late acks", late_acks),
+    ];
+    for (i, (name, check)) in checks.iter().enumerate() {
+        let sub = dir.0.join(format!("{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        eprintln!("conformance: {name}");
+        check(open, &sub);
+    }
+    if persistent {
+        let sub = dir.0.join("reopen");
+        std::fs::create_dir_all(&sub).unwrap();
+        reopen(open, &sub);
+    }
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ssehub-conformance-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn meta(n: u64) -> SourceMeta {
+    SourceMeta {
+        id: format!("dc_conformance{n:04}"),
+        account: "default".into(),
+        name: format!("s{n}"),
+        endpoint_key: format!("endpoint{n}"),
+        created_at: 1000 + n,
+    }
+}
+
+/// Submits, then flushes and polls until every ticket is done (bounded):
+/// the outcomes in the order they came.
+fn settle(engine: &mut dyn Engine, tickets: &[Ticket]) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        engine.flush();
+        engine.poll(&mut out);
+        let done = out.iter().filter(|o| matches!(o, Outcome::Done { ticket, .. } if tickets.contains(ticket))).count();
+        if done == tickets.len() {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    panic!("tickets not acknowledged: {tickets:?}, got {out:?}");
+}
+
+fn create(engine: &mut dyn Engine, key: SourceKey, now: u64) {
+    let m = meta(key);
+    let t = engine.submit(Op::Create { key, meta: &m }, now);
+    settle(engine, &[t]);
+}
+
+/// Appends payloads `{"n":i}`; returns the acknowledged ids in order and
+/// checks that each was published after its ack, in the same order.
+fn append(engine: &mut dyn Engine, key: SourceKey, range: std::ops::Range<u64>, now: u64) -> Vec<EventId> {
+    let payloads: Vec<String> = range.map(|n| format!("{{\"n\":{n}}}")).collect();
+    let tickets: Vec<Ticket> = payloads.iter().map(|p| engine.submit(Op::Append { key, payload: p.as_bytes() }, now)).collect();
+    let out = settle(engine, &tickets);
+    let mut acked = Vec::new();
+    let mut published = Vec::new();
+    for o in out {
+        match o {
+            Outcome::Done { ticket, result: Ok(Ack::Appended(id)) } => {
+                assert_eq!(ticket, tickets[acked.len()], "acknowledged in submission order");
+                acked.push(id);
+            }
+            Outcome::Done { result, .. } => panic!("append not stored: {result:?}"),
+            Outcome::Publish { key: k, event } => {
+                assert_eq!(k, key);
+                assert!(acked.contains(&event.id), "published only once acknowledged");
+                assert!(std::str::from_utf8(event.envelope()).unwrap().contains(&payloads[published.len()]));
+                published.push(event.id);
+            }
+        }
+    }
+    assert_eq!(acked, published, "every acknowledged event is published once, in order");
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "ids increase: {acked:?}");
+    acked
+}
+
+fn replayed(engine: &dyn Engine, key: SourceKey, after: EventId) -> (Option<Gap>, Vec<EventId>) {
+    let (gap, events) = engine.rings().replay(key, after);
+    (gap, events.map(|e| e.id).collect())
+}
+
+fn replay_seam(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 100, 1_000_000);
+    create(&mut *e, 1, 2_000_000);
+    let ids = append(&mut *e, 1, 0..5, 2_000_000);
+    assert_eq!(replayed(&*e, 1, ids[1]), (None, ids[2..].to_vec()), "after an id: exactly the later ones");
+    assert_eq!(replayed(&*e, 1, EventId::default()), (None, ids.clone()), "never evicted: no gap");
+    assert_eq!(replayed(&*e, 1, ids[4]), (None, vec![]));
+    // A resume point, then live: the next appends continue the replay with no gap or duplicate.
+    let more = append(&mut *e, 1, 5..8, 2_000_000);
+    assert!(more[0] > ids[4]);
+    assert_eq!(replayed(&*e, 1, ids[4]).1, more);
+}
+
+fn summaries(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 4, 1_000_000);
+    create(&mut *e, 7, 2_000_000);
+    let ids = append(&mut *e, 7, 0..6, 2_000_000);
+    let history = e.rings().history(7).unwrap();
+    assert_eq!(history.len(), 4);
+    let newest: Vec<EventId> = history.newest(2).map(|e| e.id).collect();
+    assert_eq!(newest, [ids[5], ids[4]], "newest first");
+    assert!(e.rings().history(8).is_none(), "an unknown source has no history");
+}
+
+fn delete(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 10, 1_000_000);
+    create(&mut *e, 1, 2_000_000);
+    create(&mut *e, 2, 2_000_000);
+    append(&mut *e, 1, 0..3, 2_000_000);
+    let ids2 = append(&mut *e, 2, 0..2, 2_000_000);
+    // An append submitted just before the delete is answered; the source is gone after.
+    let late = e.submit(Op::Append { key: 1, payload: b"1" }, 2_000_000);
+    let del = e.submit(Op::Delete { key: 1 }, 2_000_000);
+    let out = settle(&mut *e, &[late, del]);
+    let done: Vec<Ticket> = out.iter().filter_map(|o| if let Outcome::Done { ticket, .. } = o { Some(*ticket) } else { None }).collect();
+    assert_eq!(done, [late, del], "in submission order");
+    assert!(e.rings().history(1).is_none());
+    assert_eq!(replayed(&*e, 2, EventId::default()).1, ids2, "other sources untouched");
+}
+
+fn clear_and_gap(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 10, 1_000_000);
+    create(&mut *e, 1, 2_000_000);
+    let ids = append(&mut *e, 1, 0..3, 2_000_000);
+    let t = e.submit(Op::Clear { key: 1 }, 2_000_000);
+    settle(&mut *e, &[t]);
+    assert_eq!(replayed(&*e, 1, ids[0]), (Some(Gap { after: ids[0], resumed_from: None }), vec![]));
+    assert_eq!(replayed(&*e, 1, ids[2]), (None, vec![]), "from the newest cleared id nothing is lost");
+    let after = append(&mut *e, 1, 3..5, 2_000_000);
+    assert!(after[0] > ids[2], "ids go on above the cleared ones");
+    assert_eq!(replayed(&*e, 1, ids[1]), (Some(Gap { after: ids[1], resumed_from: Some(after[0]) }), after.clone()));
+}
+
+fn eviction_gap(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 5, 1_000_000);
+    create(&mut *e, 1, 2_000_000);
+    let ids = append(&mut *e, 1, 0..12, 2_000_000);
+    let (gap, replay) = replayed(&*e, 1, ids[1]);
+    assert_eq!(gap, Some(Gap { after: ids[1], resumed_from: Some(ids[7]) }));
+    assert_eq!(replay, ids[7..].to_vec(), "the 5 retained");
+    assert_eq!(replayed(&*e, 1, ids[6]), (None, ids[7..].to_vec()), "exactly the newest evicted: no gap");
+    assert_eq!(replayed(&*e, 1, ids[8]).0, None, "inside history: no gap");
+}
+
+fn ids_increase(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 100, 5_000);
+    create(&mut *e, 1, 6_000);
+    let mut ids = Vec::new();
+    // The clock steps back and stands still: ids still increase, above the floor.
+    for now in [4_000, 6_000, 6_000, 5_000, 7_000] {
+        ids.extend(append(&mut *e, 1, 0..2, now));
+    }
+    assert!(ids[0] > EventId { ms: 5_000, seq: u64::MAX }, "above every id of an earlier process");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
+fn late_acks(open: Open<'_>, dir: &Path) {
+    let (inner, _) = open(dir, 100, 1_000_000);
+    let mut e = Delayed::new(inner, 3);
+    create(&mut e, 1, 2_000_000);
+    let ids = append(&mut e, 1, 0..20, 2_000_000);
+    assert_eq!(ids.len(), 20);
+    assert!(e.batches > 0, "acknowledged late, in batches");
+}
+
+fn reopen(open: Open<'_>, dir: &Path) {
+    let (ids, last) = {
+        let (mut e, _) = open(dir, 5, 1_000_000);
+        create(&mut *e, 1, 2_000_000);
+        create(&mut *e, 2, 2_000_000);
+        let ids = append(&mut *e, 1, 0..8, 2_000_000);
+        let t = e.submit(Op::Delete { key: 2 }, 2_000_000);
+        settle(&mut *e, &[t]);
+        (ids.clone(), *ids.last().unwrap())
+    };
+    let (mut e, recovered) = open(dir, 5, 1_000_000);
+    assert_eq!(recovered.sources.len(), 1, "the deleted source stays deleted");
+    let stored: StoredSource = recovered.sources.into_iter().next().unwrap();
+    assert_eq!(stored.meta, meta(1));
+    assert_eq!(stored.events.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[3..].to_vec(), "the newest 5");
+    assert_eq!(stored.last_id, Some(last));
+    assert_eq!(stored.evicted, Some(ids[2]));
+    e.restore(9, stored);
+    assert_eq!(replayed(&*e, 9, ids[0]).0, Some(Gap { after: ids[0], resumed_from: Some(ids[3]) }), "the gap survives");
+    let next = append(&mut *e, 9, 0..1, 2_000_000);
+    assert!(next[0] > last, "ids go on above the last one before the reopen");
+}
+
+/// Wraps an engine: acknowledges only every `every`-th poll, all that
+/// is due at once (late, and in batches).
+pub struct Delayed {
+    inner: Box<dyn Engine>,
+    every: u32,
+    polls: u32,
+    held: Vec<Outcome>,
+    pub batches: u32,
+}
+
+impl Delayed {
+    pub fn new(inner: Box<dyn Engine>, every: u32) -> Delayed {
+        Delayed { inner, every, polls: 0, held: Vec::new(), batches: 0 }
+    }
+}
+
+impl Engine for Delayed {
+    fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
+        self.inner.submit(op, now_ms)
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
+    fn wants_flush(&self) -> bool {
+        !self.held.is_empty() || self.inner.wants_flush()
+    }
+
+    fn poll(&mut self, out: &mut Vec<Outcome>) {
+        self.inner.poll(&mut self.held);
+        self.polls += 1;
+        if self.polls.is_multiple_of(self.every) && !self.held.is_empty() {
+            self.batches += 1;
+            out.append(&mut self.held);
+        }
+    }
+
+    fn rings(&self) -> &super::Rings {
+        self.inner.rings()
+    }
+
+    fn restore(&mut self, key: SourceKey, source: StoredSource) {
+        self.inner.restore(key, source);
+    }
+}
+
+#[test]
+fn memory_engine_conforms() {
+    check_all(&|_, history, floor| (Box::new(super::Memory::new(history, floor)), Recovered::default()), false);
+}

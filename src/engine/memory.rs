@@ -1,0 +1,54 @@
+//! The `memory` engine: the rings alone. Every change is acknowledged as
+//! it is submitted; nothing survives a stop.
+
+use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, StoredSource, Ticket};
+
+pub struct Memory {
+    rings: Rings,
+    next_ticket: u64,
+    ready: Vec<Outcome>,
+}
+
+impl Memory {
+    pub fn new(history: usize, floor_ms: u64) -> Memory {
+        Memory { rings: Rings::new(history, floor_ms), next_ticket: 0, ready: Vec::new() }
+    }
+}
+
+impl Engine for Memory {
+    fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        let mut ack = Ack::Stored;
+        match op {
+            Op::Create { key, meta } => self.rings.create(key, &meta.id),
+            Op::Delete { key } => self.rings.remove(key),
+            Op::Clear { key } => self.rings.clear(key),
+            Op::Import { key, source } => self.rings.restore(key, source.clone()),
+            Op::DefaultKey(_) => {}
+            Op::Append { key, payload } => {
+                if let Some(event) = self.rings.stage(key, payload, now_ms) {
+                    ack = Ack::Appended(event.id);
+                    self.rings.retain(key, event.clone());
+                    self.ready.push(Outcome::Done { ticket, result: Ok(ack) });
+                    self.ready.push(Outcome::Publish { key, event });
+                    return ticket;
+                }
+            }
+        }
+        self.ready.push(Outcome::Done { ticket, result: Ok(ack) });
+        ticket
+    }
+
+    fn poll(&mut self, out: &mut Vec<Outcome>) {
+        out.append(&mut self.ready);
+    }
+
+    fn rings(&self) -> &Rings {
+        &self.rings
+    }
+
+    fn restore(&mut self, key: SourceKey, source: StoredSource) {
+        self.rings.restore(key, source);
+    }
+}

@@ -1,0 +1,251 @@
+//! The storage seam: what the core asks of storage, and the engines that
+//! answer (`memory`; `log` and `redis` follow the same contract).
+//!
+//! Every change (create, update, delete a source; append an event; clear a
+//! history; tokens) is *submitted* during a loop turn and gets a
+//! [`Ticket`]; the engine *acknowledges* it later, at once (`memory`),
+//! after the turn's records were written or synced (`log`), or when Redis
+//! replied. Acknowledgements come out of [`Engine::poll`] in submission
+//! order, as [`Outcome`]s: `Done` answers the ticket, `Publish` hands an
+//! event to the subscribers. An event is retained and delivered only once
+//! it is acknowledged, so a subscriber never sees what storage may lose.
+//!
+//! The retained events themselves live in [`Rings`], shared by every
+//! engine: one bounded ring per source, the id floor, and the newest id
+//! evicted or cleared (the gap signal).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use mio::Waker;
+
+mod memory;
+mod rings;
+
+#[cfg(test)]
+pub mod conformance;
+
+pub use memory::Memory;
+pub use rings::Rings;
+
+use crate::config::Config;
+use crate::sse::{Event, EventId};
+
+/// A source as the core names it: never reused within a process, so an
+/// acknowledgement that arrives after a delete finds nothing to touch.
+pub type SourceKey = u64;
+
+/// What storage keeps of a source besides its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMeta {
+    pub id: String,
+    /// The account's name (its id is a per-process index).
+    pub account: String,
+    pub name: String,
+    pub endpoint_key: String,
+    pub created_at: u64,
+}
+
+/// A source and its retained events as an engine found them at start
+/// (plain data, `Send`: framed on the reactor thread).
+#[derive(Debug, Clone)]
+pub struct StoredSource {
+    pub meta: SourceMeta,
+    /// (id, compact JSON payload), oldest first.
+    pub events: Vec<(EventId, Vec<u8>)>,
+    /// The newest id ever assigned (ids continue above it).
+    pub last_id: Option<EventId>,
+    /// The newest id evicted or cleared.
+    pub evicted: Option<EventId>,
+}
+
+/// Everything an engine found at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub sources: Vec<StoredSource>,
+    /// A generated default key kept from an earlier start.
+    pub default_key: Option<String>,
+}
+
+/// One submitted change.
+pub enum Op<'a> {
+    Create {
+        key: SourceKey,
+        meta: &'a SourceMeta,
+    },
+    Delete {
+        key: SourceKey,
+    },
+    /// `payload` is compact JSON; the engine assigns the id.
+    Append {
+        key: SourceKey,
+        payload: &'a [u8],
+    },
+    Clear {
+        key: SourceKey,
+    },
+    /// A source with its events and their ids, from an earlier version's
+    /// state file (stored as it is, retained at once).
+    Import {
+        key: SourceKey,
+        source: &'a StoredSource,
+    },
+    /// Keep a generated default key for the next start.
+    #[allow(dead_code)] // kept by the log and redis engines
+    DefaultKey(&'a str),
+}
+
+/// Names a submitted op until it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// An acknowledgement's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    Stored,
+    /// An appended event, with the id it got.
+    Appended(EventId),
+}
+
+/// Why storage did not take a change; nothing of it is acknowledged.
+#[allow(dead_code)] // constructed by the log and redis engines
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageError {
+    /// A write failed (disk full, file too large); may recover.
+    WriteFailed,
+    /// A sync failed: the page cache is not trusted until a restart.
+    SyncFailed,
+    /// The engine cannot be reached (Redis down).
+    Unreachable,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::WriteFailed => write!(f, "a write to storage failed"),
+            StorageError::SyncFailed => write!(f, "a sync of storage failed; restart needed"),
+            StorageError::Unreachable => write!(f, "storage is unreachable"),
+        }
+    }
+}
+
+/// What `poll` hands the core, in submission order.
+#[derive(Debug)]
+pub enum Outcome {
+    Done {
+        ticket: Ticket,
+        result: Result<Ack, StorageError>,
+    },
+    /// An acknowledged event, now retained: deliver it.
+    Publish {
+        key: SourceKey,
+        event: Event,
+    },
+}
+
+/// A storage engine. Called only on the reactor thread.
+pub trait Engine {
+    /// Queues a change; the ticket comes back in a later `Outcome::Done`.
+    /// Rings change at submission for creates, deletes and clears (so the
+    /// core's view is at once consistent), and at acknowledgement for
+    /// appends (so nothing unacknowledged is retained).
+    fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket;
+
+    /// End of a loop turn: hand what was submitted to storage (one write).
+    fn flush(&mut self) {}
+
+    /// True while submitted work waits for `flush`: the loop must not sleep.
+    fn wants_flush(&self) -> bool {
+        false
+    }
+
+    /// Appends every outcome ready now.
+    fn poll(&mut self, out: &mut Vec<Outcome>);
+
+    /// The retained events.
+    fn rings(&self) -> &Rings;
+
+    /// Prometheus lines of the engine's own metrics.
+    fn metrics(&self, _out: &mut String) {}
+
+    /// False while the engine cannot take changes (for `/healthz`).
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    /// Puts back a source found at start.
+    fn restore(&mut self, key: SourceKey, source: StoredSource);
+}
+
+/// Which engine `--engine` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// Nothing survives a stop.
+    #[default]
+    Memory,
+}
+
+impl EngineKind {
+    /// The engine a `--engine` value names.
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "memory" => Some(EngineKind::Memory),
+            _ => None,
+        }
+    }
+}
+
+/// An engine opened at bind (files locked, what was stored read), not yet
+/// started. `Send`, so a server binds on one thread and runs on another.
+pub struct Opened {
+    kind: Opening,
+    recovered: Recovered,
+}
+
+enum Opening {
+    Memory {
+        history: usize,
+    },
+    /// Tests bring their own engine (started with the floor).
+    #[cfg(test)]
+    Custom(Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>),
+}
+
+impl Opened {
+    pub fn open(config: &Config, _waker: Arc<Waker>) -> io::Result<Opened> {
+        let kind = match config.engine {
+            EngineKind::Memory => Opening::Memory { history: config.history },
+        };
+        Ok(Opened { kind, recovered: Recovered::default() })
+    }
+
+    #[cfg(test)]
+    pub fn custom(make: Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>) -> Opened {
+        Opened { kind: Opening::Custom(make), recovered: Recovered::default() }
+    }
+
+    /// Where the engine keeps its data, for log lines.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Opening::Memory { .. } => "memory".to_string(),
+            #[cfg(test)]
+            Opening::Custom(_) => "a test engine".to_string(),
+        }
+    }
+
+    /// What the engine found.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// Starts the engine on the reactor thread; ids start above `floor_ms`.
+    pub fn start(self, floor_ms: u64) -> (Box<dyn Engine>, Recovered) {
+        let engine: Box<dyn Engine> = match self.kind {
+            Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
+            #[cfg(test)]
+            Opening::Custom(make) => make(floor_ms),
+        };
+        (engine, self.recovered)
+    }
+}

@@ -1,0 +1,92 @@
+//! The retained events of every source, as every engine keeps them in
+//! memory: one `History` ring per source, and the last id assigned, so
+//! that ids increase strictly per source (also across a restart on the
+//! same clock: they start above the process's start millisecond).
+
+use std::collections::HashMap;
+
+use super::{SourceKey, StoredSource};
+use crate::history::{Gap, History};
+use crate::sse::{Event, EventId};
+
+struct Ring {
+    /// The source's public id: the envelope's `emitter_id`.
+    id: String,
+    history: History,
+    last_id: EventId,
+}
+
+pub struct Rings {
+    rings: HashMap<SourceKey, Ring>,
+    capacity: usize,
+    /// Ids start above this millisecond.
+    floor_ms: u64,
+    /// Where each event is framed before its shared copy is made.
+    scratch: Vec<u8>,
+}
+
+impl Rings {
+    pub fn new(capacity: usize, floor_ms: u64) -> Rings {
+        Rings { rings: HashMap::new(), capacity, floor_ms, scratch: Vec::new() }
+    }
+
+    fn floor(&self) -> EventId {
+        // The first id is at least (floor+1)-1: above any id of an
+        // earlier process, even one that stopped in this millisecond.
+        EventId { ms: self.floor_ms + 1, seq: 0 }
+    }
+
+    pub fn create(&mut self, key: SourceKey, id: &str) {
+        let ring = Ring { id: id.to_string(), history: History::new(self.capacity), last_id: self.floor() };
+        self.rings.insert(key, ring);
+    }
+
+    pub fn restore(&mut self, key: SourceKey, source: StoredSource) {
+        let last_id = source.last_id.unwrap_or_default().max(self.floor());
+        let id = &source.meta.id;
+        let events = source.events.iter().map(|(event_id, payload)| Event::new(*event_id, id, payload, &mut self.scratch));
+        let history = History::restore(self.capacity, events, source.evicted);
+        self.rings.insert(key, Ring { id: source.meta.id, history, last_id });
+    }
+
+    pub fn remove(&mut self, key: SourceKey) {
+        self.rings.remove(&key);
+    }
+
+    pub fn clear(&mut self, key: SourceKey) {
+        if let Some(ring) = self.rings.get_mut(&key) {
+            ring.history.clear();
+        }
+    }
+
+    /// Assigns the next id of `key` at `now_ms` and frames the event (not
+    /// yet retained: see `retain`). `None` if the source is gone.
+    pub fn stage(&mut self, key: SourceKey, payload: &[u8], now_ms: u64) -> Option<Event> {
+        let ring = self.rings.get_mut(&key)?;
+        let id = ring.last_id.next(now_ms);
+        ring.last_id = id;
+        Some(Event::new(id, &ring.id, payload, &mut self.scratch))
+    }
+
+    /// Keeps an acknowledged event; false if its source is gone.
+    pub fn retain(&mut self, key: SourceKey, event: Event) -> bool {
+        match self.rings.get_mut(&key) {
+            Some(ring) => {
+                ring.history.push(event);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The source's ring.
+    pub fn history(&self, key: SourceKey) -> Option<&History> {
+        self.rings.get(&key).map(|r| &r.history)
+    }
+
+    /// What a resume after `after` replays, and its gap.
+    pub fn replay(&self, key: SourceKey, after: EventId) -> (Option<Gap>, impl Iterator<Item = &Event>) {
+        let history = self.history(key);
+        (history.and_then(|h| h.gap(after)), history.into_iter().flat_map(move |h| h.after(after)))
+    }
+}

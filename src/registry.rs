@@ -1,0 +1,184 @@
+//! The source registry: every account's sources by id, name and endpoint
+//! key, and each source's subscribers (connection keys). No events: those
+//! are the engine's (`engine::Rings`). No I/O.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::auth::{AccountId, random_base62};
+use crate::engine::SourceKey;
+
+/// Random characters after `dc_` in a source id (~95 bits).
+const SOURCE_ID_CHARS: usize = 16;
+/// Random characters of a webhook endpoint key (~143 bits).
+const ENDPOINT_KEY_CHARS: usize = 24;
+const NAME_MAX: usize = 64;
+
+pub struct Source {
+    pub id: String,
+    pub name: String,
+    pub account: AccountId,
+    pub endpoint_key: String,
+    pub created_at: u64,
+    /// Keys of the connections streaming this source.
+    pub subscribers: Vec<u32>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    BadName,
+    Taken,
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::BadName => write!(f, "a source name is 1 to {NAME_MAX} characters of A-Z a-z 0-9 _ -"),
+            CreateError::Taken => write!(f, "a source with this name already exists"),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sources: HashMap<SourceKey, Source>,
+    next_key: SourceKey,
+    by_id: HashMap<String, SourceKey>,
+    /// Per account, by name (looked up without building a key).
+    by_name: HashMap<AccountId, HashMap<String, SourceKey>>,
+    by_endpoint: HashMap<String, SourceKey>,
+}
+
+pub fn valid_name(name: &str) -> bool {
+    (1..=NAME_MAX).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Registry {
+    /// A new source with a fresh id and endpoint key.
+    pub fn create(&mut self, account: AccountId, name: &str, now_ms: u64) -> Result<SourceKey, CreateError> {
+        if !valid_name(name) {
+            return Err(CreateError::BadName);
+        }
+        if self.by_name.get(&account).is_some_and(|names| names.contains_key(name)) {
+            return Err(CreateError::Taken);
+        }
+        let id = format!("dc_{}", random_base62(SOURCE_ID_CHARS));
+        Ok(self.insert(account, id, name.to_string(), random_base62(ENDPOINT_KEY_CHARS), now_ms))
+    }
+
+    /// Puts in a source as stored (at start, or created elsewhere).
+    pub fn insert(&mut self, account: AccountId, id: String, name: String, endpoint_key: String, created_at: u64) -> SourceKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.by_id.insert(id.clone(), key);
+        self.by_name.entry(account).or_default().insert(name.clone(), key);
+        self.by_endpoint.insert(endpoint_key.clone(), key);
+        self.sources.insert(key, Source { id, name, account, endpoint_key, created_at, subscribers: Vec::new() });
+        key
+    }
+
+    /// The source named by id or name in `account`. Both are looked up in
+    /// the account alone: another account's source is not found, exactly
+    /// like a missing one, and a name that looks like another account's id
+    /// still finds this account's source.
+    pub fn find(&self, account: AccountId, id_or_name: &str) -> Option<SourceKey> {
+        let by_id = self.by_id.get(id_or_name).copied().filter(|k| self.sources[k].account == account);
+        by_id.or_else(|| self.by_name.get(&account)?.get(id_or_name).copied())
+    }
+
+    pub fn find_endpoint(&self, endpoint_key: &str) -> Option<SourceKey> {
+        self.by_endpoint.get(endpoint_key).copied()
+    }
+
+    pub fn get(&self, key: SourceKey) -> Option<&Source> {
+        self.sources.get(&key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// The account's sources, oldest first.
+    pub fn list(&self, account: AccountId) -> Vec<&Source> {
+        let mut list: Vec<&Source> = self.sources.values().filter(|s| s.account == account).collect();
+        list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        list
+    }
+
+    /// Removes a source; returns it (its subscribers are to be ended).
+    pub fn remove(&mut self, key: SourceKey) -> Option<Source> {
+        let source = self.sources.remove(&key)?;
+        self.by_id.remove(&source.id);
+        if let Some(names) = self.by_name.get_mut(&source.account) {
+            names.remove(&source.name);
+        }
+        self.by_endpoint.remove(&source.endpoint_key);
+        Some(source)
+    }
+
+    /// Adds a subscriber; returns its index in the source's list.
+    pub fn subscribe(&mut self, key: SourceKey, conn: u32) -> u32 {
+        let subs = &mut self.sources.get_mut(&key).expect("subscribing to a live source").subscribers;
+        subs.push(conn);
+        (subs.len() - 1) as u32
+    }
+
+    /// Removes the subscriber at `index`; returns the connection that moved
+    /// into its place (whose index is now `index`), if any.
+    pub fn unsubscribe(&mut self, key: SourceKey, index: u32) -> Option<u32> {
+        let subs = &mut self.sources.get_mut(&key)?.subscribers;
+        subs.swap_remove(index as usize);
+        subs.get(index as usize).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ids_and_accounts() {
+        let mut r = Registry::default();
+        let a = r.create(0, "orders", 5).unwrap();
+        assert_eq!(r.create(0, "orders", 5), Err(CreateError::Taken));
+        let b = r.create(1, "orders", 5).unwrap();
+        for bad in ["", "has space", "é", &"x".repeat(65)] {
+            assert_eq!(r.create(0, bad, 5), Err(CreateError::BadName), "{bad:?}");
+        }
+        let id_a = r.get(a).unwrap().id.clone();
+        assert!(id_a.starts_with("dc_") && id_a.len() == 19);
+        assert_eq!(r.find(0, "orders"), Some(a));
+        assert_eq!(r.find(0, &id_a), Some(a));
+        assert_eq!(r.find(1, &id_a), None, "another account's source is not found");
+        assert_eq!(r.find(1, "orders"), Some(b));
+        assert_eq!(r.find_endpoint(&r.get(b).unwrap().endpoint_key.clone()), Some(b));
+        r.remove(a);
+        assert_eq!(r.find(0, "orders"), None);
+        let again = r.create(0, "orders", 6).unwrap();
+        assert_ne!(again, a, "keys are never reused");
+    }
+
+    #[test]
+    fn a_name_like_another_accounts_id_finds_the_named_source() {
+        let mut r = Registry::default();
+        let a = r.create(0, "orders", 5).unwrap();
+        let id_a = r.get(a).unwrap().id.clone();
+        let b = r.create(1, &id_a, 5).unwrap();
+        assert_eq!(r.find(1, &id_a), Some(b));
+        assert_eq!(r.find(0, &id_a), Some(a));
+        assert_eq!(r.find(2, &id_a), None);
+    }
+
+    #[test]
+    fn unsubscribe_reports_the_moved_subscriber() {
+        let mut r = Registry::default();
+        let s = r.create(0, "s", 0).unwrap();
+        for conn in [10, 11, 12] {
+            r.subscribe(s, conn);
+        }
+        assert_eq!(r.unsubscribe(s, 0), Some(12));
+        assert_eq!(r.get(s).unwrap().subscribers, [12, 11]);
+        assert_eq!(r.unsubscribe(s, 1), None);
+        assert_eq!(r.remove(s).unwrap().subscribers, [12]);
+    }
+}

@@ -1,0 +1,86 @@
+//! Every call into libc, each with its SAFETY note: signals, resource
+//! limits, socket options, OS randomness. The rest of the crate is safe
+//! code.
+
+use std::os::fd::RawFd;
+
+/// SIGINT and SIGTERM, blocked so that a thread can wait for them.
+///
+/// Create it first, before any thread is spawned: threads inherit the
+/// blocked mask, so the signals then wait for [`StopSignals::wait`] instead
+/// of killing the process.
+pub struct StopSignals {
+    set: libc::sigset_t,
+}
+
+impl StopSignals {
+    /// Blocks SIGINT and SIGTERM in this thread and the threads it spawns from now on.
+    pub fn block() -> StopSignals {
+        // SAFETY: the set is initialised by sigemptyset before use, and
+        // pthread_sigmask only reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            StopSignals { set }
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM; returns the signal number.
+    pub fn wait(&self) -> i32 {
+        let mut signal = 0;
+        // SAFETY: `set` is initialised; sigwait writes the signal number.
+        unsafe { libc::sigwait(&self.set, &mut signal) };
+        signal
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
+/// in force. Call it before [`Server::bind`] so the connection limit follows.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = nofile();
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The soft open-file limit now in force.
+pub fn fd_limit() -> u64 {
+    nofile().rlim_cur
+}
+
+fn nofile() -> libc::rlimit {
+    let mut lim = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+    // SAFETY: getrlimit only writes the struct we pass; on failure it is untouched.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim
+}
+
+/// Sets the listen backlog of a listening socket (std asks 128, which
+/// overflows in a reconnect storm; the kernel caps it at somaxconn).
+pub fn set_listen_backlog(fd: RawFd, backlog: i32) {
+    // SAFETY: listen() on a listening socket we own only changes its backlog.
+    unsafe { libc::listen(fd, backlog) };
+}
+
+/// Fills `buf` from the OS's random source.
+pub fn os_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the live buffer.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Without OS randomness keys and ids would be guessable: stop.
+            panic!("getrandom failed: {}", std::io::Error::last_os_error());
+        }
+    }
+}
