@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use ssehub::{Config, Server, StopSignals};
+use ssehub::{Config, EngineKind, Server, StopSignals};
 
 fn main() -> std::io::Result<()> {
     // Before any thread starts, so that Ctrl-C waits for `signals.wait()`.
     let signals = StopSignals::block();
-    let server = Server::bind(Config { api_key: Some("embed-key".into()), ..Config::default() })?;
+    let server = Server::bind(Config { api_key: Some("embed-key".into()), engine: EngineKind::Memory, ..Config::default() })?;
     println!("serving on http://{}", server.local_addr());
     let handle = server.handle();
     let reactor = std::thread::spawn(move || server.run());

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::EngineKind;
+pub use crate::engine::log::Fsync;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
 pub const DEFAULT_HISTORY: usize = 100;
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 512 * 1024;
+pub const DEFAULT_DATA_DIR: &str = "./ssehub-data";
 pub const DEFAULT_MAX_SUBSCRIBER_BUFFER: usize = 1024 * 1024;
 
 /// Everything a server needs to start. `Default` serves a laptop with no
@@ -45,6 +47,12 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Where sources and history live.
     pub engine: EngineKind,
+    /// The `log` engine's directory.
+    pub data_dir: PathBuf,
+    /// When the `log` engine syncs what it wrote.
+    pub fsync: Fsync,
+    /// Start even if the log is damaged before its tail, cutting it there.
+    pub repair: bool,
 }
 
 impl Default for Config {
@@ -62,6 +70,9 @@ impl Default for Config {
             public_url: None,
             state_file: None,
             engine: EngineKind::default(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            fsync: Fsync::default(),
+            repair: false,
         }
     }
 }
@@ -90,7 +101,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
     ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
     ("state-file", "import sources and retained events from this file of an earlier version"),
-    ("engine", "where sources and history live: memory [default: memory]"),
+    ("engine", "where sources and history live: log or memory [default: log]"),
+    ("data-dir", "the log engine's directory [default: ./ssehub-data]"),
+    ("fsync", "when the log is synced: always, everysec or never [default: everysec]"),
+    ("repair", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -125,6 +139,7 @@ impl Config {
             };
             let value = match inline {
                 Some(v) => v,
+                None if name == "repair" => String::new(),
                 None => it.next().cloned().ok_or_else(|| ConfigError(format!("--{name} needs a value")))?,
             };
             given.push((name, value));
@@ -172,7 +187,16 @@ impl Config {
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
             "state-file" => self.state_file = Some(v.into()),
-            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected memory"))?,
+            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log or memory"))?,
+            "data-dir" => self.data_dir = v.into(),
+            "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
+            "repair" => {
+                self.repair = match v.as_str() {
+                    "" | "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    _ => return Err(bad("expected true or false")),
+                }
+            }
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())

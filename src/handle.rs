@@ -74,8 +74,8 @@ impl Server {
 
     /// Binds with an engine of the test's own.
     #[cfg(test)]
-    pub(crate) fn bind_with(config: Config, opened: crate::engine::Opened) -> io::Result<Server> {
-        reactor::Bound::with_engine(config, |_, _| Ok(opened)).map(|inner| Server { inner })
+    pub(crate) fn bind_with(config: Config, make: Box<dyn FnOnce(u64) -> Box<dyn crate::engine::Engine> + Send>) -> io::Result<Server> {
+        reactor::Bound::with_engine(config, |_, waker| Ok(crate::engine::Opened::custom(make, waker))).map(|inner| Server { inner })
     }
 
     /// The bound address (the real port when the config asked for port 0).

@@ -63,7 +63,6 @@ impl History {
     }
 
     /// The newest id evicted or cleared, if any.
-    #[cfg(test)]
     pub fn evicted(&self) -> Option<EventId> {
         self.evicted
     }
@@ -73,6 +72,11 @@ impl History {
     pub fn after(&self, last: EventId) -> impl Iterator<Item = &Event> {
         let start = self.events.partition_point(|e| e.id <= last);
         self.events.range(start..)
+    }
+
+    /// Every retained event, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     /// The newest `n`, newest first.

@@ -20,9 +20,9 @@
 //! # Embedding
 //!
 //! ```no_run
-//! use ssehub::{Config, Server};
+//! use ssehub::{Config, EngineKind, Server};
 //!
-//! let config = Config { listen: "127.0.0.1:0".parse().unwrap(), api_key: Some("secret".into()), ..Config::default() };
+//! let config = Config { listen: "127.0.0.1:0".parse().unwrap(), api_key: Some("secret".into()), engine: EngineKind::Memory, ..Config::default() };
 //! let server = Server::bind(config).unwrap();
 //! let handle = server.handle();
 //! println!("listening on {}", server.local_addr());

@@ -84,3 +84,18 @@ pub fn os_random(buf: &mut [u8]) {
         }
     }
 }
+
+/// Takes an exclusive, non-blocking `flock` on `file`; false if another
+/// process (or another open file) holds it. Released when the file closes.
+pub fn try_lock(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; it changes no memory.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Ignores SIGXFSZ, so a write past `RLIMIT_FSIZE` fails with `EFBIG`
+/// (answered 503) instead of killing the process.
+pub fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory of ours.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}

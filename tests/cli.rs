@@ -299,7 +299,9 @@ impl Server {
     /// Port 0 picks a free one; the server logs the one it bound.
     fn on(port: u16) -> Server {
         let listen = format!("127.0.0.1:{port}");
-        let args = ["serve", "--listen", &listen, "--api-key", KEY, "--source", "orders", "--handshake-interval", "200ms"];
+        // The memory engine: these tests are about the CLI (restarts with the log engine: tests/restart.rs).
+        let args =
+            ["serve", "--listen", &listen, "--api-key", KEY, "--source", "orders", "--handshake-interval", "200ms", "--engine", "memory"];
         let mut child = clean(Command::new(BIN))
             .args(args)
             .env("RUST_LOG", "info")

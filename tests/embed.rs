@@ -12,7 +12,12 @@ use ssehub::{Config, Error, Server};
 use support::{Frame, Sse};
 
 fn start() -> (ssehub::Handle, std::net::SocketAddr, std::thread::JoinHandle<std::io::Result<()>>) {
-    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), api_key: Some("embed".into()), ..Config::default() };
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some("embed".into()),
+        engine: ssehub::EngineKind::Memory,
+        ..Config::default()
+    };
     let server = Server::bind(config).unwrap();
     assert_eq!(server.api_key(), Some("embed"));
     let (handle, addr) = (server.handle(), server.local_addr());

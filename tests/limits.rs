@@ -147,7 +147,19 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn out_of_descriptors_refuses_without_spinning_and_recovers() {
     let mut command = Command::new(support::bin());
-    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY, "--source", "s", "--max-connections", "10000"]);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        KEY,
+        "--source",
+        "s",
+        "--max-connections",
+        "10000",
+        "--engine",
+        "memory",
+    ]);
     // SAFETY: setrlimit is async-signal-safe; the child runs it before exec.
     unsafe {
         command.pre_exec(|| {

@@ -1,5 +1,5 @@
 //! Restarts while emitting and following through the CLI: with
-//! `--state-file`, every acknowledged (202) event reaches a follower that
+//! the `log` engine, every acknowledged (202) event reaches a follower that
 //! resumes, exactly once, across clean restarts (SIGTERM).
 
 mod support;
@@ -58,11 +58,9 @@ impl Drop for Follower {
 }
 
 #[test]
-#[ignore = "moves to the log engine, its next step"]
 fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
-    let state = std::env::temp_dir().join(format!("ssehub-restart-{}", std::process::id()));
-    let _ = std::fs::remove_file(&state);
-    let args = ["--source", "s", "--history", "1000", "--state-file", state.to_str().unwrap()];
+    let dir = support::TempDir::new("restart");
+    let args = ["--source", "s", "--history", "1000", "--data-dir", dir.path()];
     let mut server = TestServer::start(&args);
     let addr = server.addr;
     let listen = addr.to_string();
@@ -139,5 +137,4 @@ fn every_acknowledged_event_reaches_a_resuming_follower_once_across_restarts() {
     support::signal(follower.0.id(), "INT");
     assert!(follower.0.wait().unwrap().success(), "Ctrl-C ends the follower with 0");
     drop(server);
-    let _ = std::fs::remove_file(&state);
 }

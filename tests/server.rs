@@ -307,7 +307,7 @@ fn a_damaged_state_file_stops_the_start_with_one_line() {
     let state = std::env::temp_dir().join(format!("ssehub-bad-state-{}", std::process::id()));
     std::fs::write(&state, "not a state file\n").unwrap();
     let out = std::process::Command::new(support::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--state-file", state.to_str().unwrap()])
+        .args(["serve", "--listen", "127.0.0.1:0", "--api-key", "k", "--engine", "memory", "--state-file", state.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
+pub mod log;
 mod memory;
 mod rings;
 
@@ -92,7 +93,6 @@ pub enum Op<'a> {
         source: &'a StoredSource,
     },
     /// Keep a generated default key for the next start.
-    #[allow(dead_code)] // kept by the log and redis engines
     DefaultKey(&'a str),
 }
 
@@ -109,7 +109,7 @@ pub enum Ack {
 }
 
 /// Why storage did not take a change; nothing of it is acknowledged.
-#[allow(dead_code)] // constructed by the log and redis engines
+#[allow(dead_code)] // `Unreachable`: the redis engine's
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageError {
     /// A write failed (disk full, file too large); may recover.
@@ -182,8 +182,10 @@ pub trait Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineKind {
     /// Nothing survives a stop.
-    #[default]
     Memory,
+    /// Append-only files in `--data-dir` (SPEC §5).
+    #[default]
+    Log,
 }
 
 impl EngineKind {
@@ -191,6 +193,7 @@ impl EngineKind {
     pub fn parse(s: &str) -> Option<EngineKind> {
         match s {
             "memory" => Some(EngineKind::Memory),
+            "log" => Some(EngineKind::Log),
             _ => None,
         }
     }
@@ -201,34 +204,41 @@ impl EngineKind {
 pub struct Opened {
     kind: Opening,
     recovered: Recovered,
+    waker: Arc<Waker>,
 }
 
 enum Opening {
     Memory {
         history: usize,
     },
+    Log(log::Opened),
     /// Tests bring their own engine (started with the floor).
     #[cfg(test)]
     Custom(Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>),
 }
 
 impl Opened {
-    pub fn open(config: &Config, _waker: Arc<Waker>) -> io::Result<Opened> {
-        let kind = match config.engine {
-            EngineKind::Memory => Opening::Memory { history: config.history },
-        };
-        Ok(Opened { kind, recovered: Recovered::default() })
+    pub fn open(config: &Config, waker: Arc<Waker>) -> io::Result<Opened> {
+        Ok(match config.engine {
+            EngineKind::Memory => Opened { kind: Opening::Memory { history: config.history }, recovered: Recovered::default(), waker },
+            EngineKind::Log => {
+                let mut opened = log::open(&config.data_dir, config.fsync, config.history, config.repair)?;
+                let recovered = std::mem::take(&mut opened.recovered);
+                Opened { kind: Opening::Log(opened), recovered, waker }
+            }
+        })
     }
 
     #[cfg(test)]
-    pub fn custom(make: Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>) -> Opened {
-        Opened { kind: Opening::Custom(make), recovered: Recovered::default() }
+    pub fn custom(make: Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>, waker: Arc<Waker>) -> Opened {
+        Opened { kind: Opening::Custom(make), recovered: Recovered::default(), waker }
     }
 
     /// Where the engine keeps its data, for log lines.
     pub fn describe(&self) -> String {
         match &self.kind {
             Opening::Memory { .. } => "memory".to_string(),
+            Opening::Log(log) => log.describe(),
             #[cfg(test)]
             Opening::Custom(_) => "a test engine".to_string(),
         }
@@ -243,6 +253,7 @@ impl Opened {
     pub fn start(self, floor_ms: u64) -> (Box<dyn Engine>, Recovered) {
         let engine: Box<dyn Engine> = match self.kind {
             Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
+            Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };

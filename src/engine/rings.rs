@@ -89,4 +89,9 @@ impl Rings {
         let history = self.history(key);
         (history.and_then(|h| h.gap(after)), history.into_iter().flat_map(move |h| h.after(after)))
     }
+
+    /// The newest id assigned to the source (or the floor).
+    pub fn last_id(&self, key: SourceKey) -> Option<EventId> {
+        self.rings.get(&key).map(|r| r.last_id)
+    }
 }

@@ -6,15 +6,16 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::engine::Memory;
 use crate::engine::conformance::Delayed;
-use crate::engine::{Memory, Opened};
 use crate::{Config, Server};
 
 fn server() -> (std::net::SocketAddr, crate::Handle, std::thread::JoinHandle<std::io::Result<()>>) {
     let config =
         Config { listen: "127.0.0.1:0".parse().unwrap(), api_key: Some("k".into()), sources: vec!["s".into()], ..Config::default() };
-    let opened = Opened::custom(Box::new(|floor| Box::new(Delayed::new(Box::new(Memory::new(100, floor)), 3))));
-    let server = Server::bind_with(config, opened).unwrap();
+    let make: Box<dyn FnOnce(u64) -> Box<dyn crate::engine::Engine> + Send> =
+        Box::new(|floor| Box::new(Delayed::new(Box::new(Memory::new(100, floor)), 3)));
+    let server = Server::bind_with(config, make).unwrap();
     let (addr, handle) = (server.local_addr(), server.handle());
     (addr, handle, std::thread::spawn(move || server.run()))
 }

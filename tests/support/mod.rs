@@ -20,12 +20,47 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub key: String,
     logs: Arc<Mutex<String>>,
+    /// A data dir made for this server alone, removed on drop.
+    own_dir: Option<TempDir>,
+}
+
+/// A fresh directory under the system's temporary dir; removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ssehub-test-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl TestServer {
-    /// `ssehub serve --listen 127.0.0.1:0 --api-key test-key <args>`.
+    /// `ssehub serve --listen 127.0.0.1:0 --api-key test-key <args>`, with
+    /// a data dir of its own unless `args` name one (or another engine).
     pub fn start(args: &[&str]) -> TestServer {
-        Self::spawn(Command::new(bin()).args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]).args(args), KEY)
+        let mut command = Command::new(bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]).args(args);
+        let own_dir = (!args.iter().any(|a| a.starts_with("--data-dir") || a.starts_with("--engine"))).then(|| TempDir::new("data"));
+        if let Some(dir) = &own_dir {
+            command.args(["--data-dir", dir.path()]);
+        }
+        let mut server = Self::spawn(&mut command, KEY);
+        server.own_dir = own_dir;
+        server
     }
 
     /// Runs `command` (an ssehub server) and waits for its listening line.
@@ -53,7 +88,7 @@ impl TestServer {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("server did not start:\n{}", logs.lock().unwrap()));
-        TestServer { child, addr: addr.parse().unwrap(), key: key.to_string(), logs }
+        TestServer { child, addr: addr.parse().unwrap(), key: key.to_string(), logs, own_dir: None }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,706 @@
+//! The `log` engine: sources, events and the generated key in append-only
+//! segment files under `--data-dir`, each record length-prefixed and
+//! CRC32C-checksummed (`record`). The reactor encodes a turn's records and
+//! writes them with one `write` before it polls again; only then are they
+//! acknowledged (`never`, `everysec`), or once a helper thread's
+//! `fdatasync` covering them has returned (`always`: group commit, one sync
+//! for everything written since the last). `everysec` syncs once a second
+//! on that thread.
+//!
+//! Compaction keeps the disk bounded: when the active segment outgrows
+//! max(4 MiB, the last snapshot), the reactor starts a new active segment
+//! and hands a snapshot of the live state (sources, each one's newest
+//! `--history` events, last and evicted ids) to a thread, which writes it
+//! as the segment between the old ones and the new active one (temporary
+//! file, fsync, rename, fsync of the dir), then deletes the older
+//! segments. A snapshot begins with a `Snapshot` record, so recovery
+//! replays every segment in order whatever point a crash hit: before the
+//! rename the old segments are whole; after it the snapshot supersedes them.
+//!
+//! Files: `LOCK` (flock: one process per dir), `<20 digits>.log` segments,
+//! each starting with `MAGIC`. The dir is mode 0700 and files 0600.
+
+pub mod record;
+mod recover;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::Waker;
+
+use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, Ticket};
+use crate::sse::Event;
+#[cfg(test)]
+use crate::sse::EventId;
+use record::Record;
+
+/// The first bytes of every segment.
+pub const MAGIC: &[u8] = b"SSEHLOG1";
+/// The active segment is compacted past max(this, the last snapshot).
+const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `--fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    Always,
+    #[default]
+    EverySec,
+    Never,
+}
+
+impl Fsync {
+    pub fn parse(s: &str) -> Option<Fsync> {
+        match s {
+            "always" => Some(Fsync::Always),
+            "everysec" => Some(Fsync::EverySec),
+            "never" => Some(Fsync::Never),
+            _ => None,
+        }
+    }
+}
+
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.log"))
+}
+
+/// The segment numbers in `dir`, oldest first; leftover temporary files
+/// (a compaction a crash interrupted) are removed.
+pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(dir.join(&*name));
+        } else if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// What `open` found and holds, before the reactor starts the engine.
+pub struct Opened {
+    dir: PathBuf,
+    fsync: Fsync,
+    history: usize,
+    lock: File,
+    active: File,
+    active_no: u64,
+    active_len: u64,
+    disk_bytes: u64,
+    cut_bytes: u64,
+    pub recovered: Recovered,
+}
+
+/// Opens (creating) the data dir, takes its lock and recovers it.
+pub fn open(dir: &Path, fsync: Fsync, history: usize, repair: bool) -> io::Result<Opened> {
+    let fail = |e: String| io::Error::other(e);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(format!("cannot create data dir {}: {e}", dir.display())))?;
+    // Whatever the umask: the files hold endpoint keys and payloads.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail(format!("data dir {}: {e}", dir.display())))?;
+    let lock = create_file(&dir.join("LOCK"), false).map_err(|e| fail(format!("data dir {}: {e}", dir.display())))?;
+    if !crate::sys::try_lock(&lock) {
+        return Err(fail(format!("data dir {} is in use by another ssehub process", dir.display())));
+    }
+    crate::sys::ignore_sigxfsz();
+    let started = Instant::now();
+    let scan = recover::scan(dir, history, repair).map_err(fail)?;
+    let secs = started.elapsed().as_secs_f64();
+    let (active_no, active_len) = match scan.segments.last() {
+        Some(&(n, len)) => (n, len),
+        None => (1, 0),
+    };
+    let active = if active_len == 0 {
+        let f = create_file(&segment_path(dir, active_no), true)?;
+        (&f).write_all(MAGIC)?;
+        f.sync_all()?;
+        sync_dir(dir)?;
+        f
+    } else {
+        OpenOptions::new().append(true).open(segment_path(dir, active_no))?
+    };
+    let active_len = active_len.max(MAGIC.len() as u64);
+    let disk_bytes = scan.segments.iter().map(|(_, len)| len).sum::<u64>().max(active_len);
+    let recovered = scan.state.into_recovered();
+    let events: usize = recovered.sources.iter().map(|s| s.events.len()).sum();
+    if scan.bytes_read > 0 {
+        info!(
+            "recovered {} sources and {events} events from {} ({} bytes in {:.3} s, {:.0} MB/s)",
+            recovered.sources.len(),
+            dir.display(),
+            scan.bytes_read,
+            secs,
+            scan.bytes_read as f64 / 1e6 / secs.max(1e-6)
+        );
+    }
+    Ok(Opened {
+        dir: dir.to_path_buf(),
+        fsync,
+        history,
+        lock,
+        active,
+        active_no,
+        active_len,
+        disk_bytes,
+        cut_bytes: scan.cut_bytes,
+        recovered,
+    })
+}
+
+fn create_file(path: &Path, append: bool) -> io::Result<File> {
+    OpenOptions::new().create(true).write(true).append(append).mode(0o600).open(path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// An op written (or to be written), acknowledged when durable.
+struct Staged {
+    ticket: Ticket,
+    ack: Ack,
+    publish: Option<(SourceKey, Event)>,
+}
+
+/// Between the reactor and the sync thread.
+struct SyncShared {
+    state: Mutex<SyncWant>,
+    wake: Condvar,
+    /// Log position (bytes written since start, all segments) covered by a completed sync.
+    synced: AtomicU64,
+    failed: AtomicBool,
+    syncs: AtomicU64,
+    sync_ns: AtomicU64,
+}
+
+struct SyncWant {
+    file: Arc<File>,
+    /// Position written so far.
+    written: u64,
+    stop: bool,
+}
+
+/// A compaction running on its thread: its result once done.
+type Compaction = Arc<Mutex<Option<Result<u64, String>>>>;
+
+pub struct Log {
+    rings: Rings,
+    metas: HashMap<SourceKey, SourceMeta>,
+    default_key: Option<String>,
+    dir: PathBuf,
+    fsync: Fsync,
+    file: Arc<File>,
+    active_no: u64,
+    active_len: u64,
+    /// Bytes of the segments before the active one.
+    older_bytes: u64,
+    snapshot_len: u64,
+    /// Encoded records not yet written, and their ops.
+    pending: Vec<u8>,
+    staged: Vec<Staged>,
+    /// Written, waiting for a sync (`always`): (position, op).
+    unsynced: VecDeque<(u64, Staged)>,
+    written: u64,
+    next_ticket: u64,
+    ready: Vec<Outcome>,
+    sync: Option<Arc<SyncShared>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+    waker: Arc<Waker>,
+    compaction: Option<Compaction>,
+    /// A sync failed: nothing is acknowledged until a restart.
+    broken: bool,
+    /// A write failed and has not succeeded since (logged once).
+    write_failing: bool,
+    cut_bytes: u64,
+    compactions: u64,
+    _lock: File,
+}
+
+impl Opened {
+    pub fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// Starts the engine on the reactor thread (and its sync thread).
+    pub fn start(self, floor_ms: u64, waker: Arc<Waker>) -> Log {
+        let file = Arc::new(self.active);
+        let (sync, syncer) = match self.fsync {
+            Fsync::Never => (None, None),
+            mode => {
+                let shared = Arc::new(SyncShared {
+                    state: Mutex::new(SyncWant { file: file.clone(), written: 0, stop: false }),
+                    wake: Condvar::new(),
+                    synced: AtomicU64::new(0),
+                    failed: AtomicBool::new(false),
+                    syncs: AtomicU64::new(0),
+                    sync_ns: AtomicU64::new(0),
+                });
+                let (s, w) = (shared.clone(), waker.clone());
+                let thread = std::thread::Builder::new().name("log-sync".into()).spawn(move || sync_loop(&s, mode, &w)).ok();
+                (Some(shared), thread)
+            }
+        };
+        Log {
+            rings: Rings::new(self.history, floor_ms),
+            metas: HashMap::new(),
+            default_key: self.recovered.default_key.clone(),
+            dir: self.dir,
+            fsync: self.fsync,
+            file,
+            active_no: self.active_no,
+            older_bytes: self.disk_bytes - self.active_len,
+            active_len: self.active_len,
+            snapshot_len: 0,
+            pending: Vec::new(),
+            staged: Vec::new(),
+            unsynced: VecDeque::new(),
+            written: 0,
+            next_ticket: 0,
+            ready: Vec::new(),
+            sync,
+            syncer,
+            waker,
+            compaction: None,
+            broken: false,
+            write_failing: false,
+            cut_bytes: self.cut_bytes,
+            compactions: 0,
+            _lock: self.lock,
+        }
+    }
+}
+
+/// The sync thread: waits for something written and unsynced (`always`:
+/// told at once; `everysec`: looks once a second), syncs it, wakes the reactor.
+fn sync_loop(shared: &SyncShared, mode: Fsync, waker: &Waker) {
+    loop {
+        let (file, target) = {
+            let mut want = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if want.stop {
+                    return;
+                }
+                if want.written > shared.synced.load(Ordering::Acquire) && mode == Fsync::Always {
+                    break;
+                }
+                want = match mode {
+                    Fsync::Always => shared.wake.wait(want).unwrap_or_else(|e| e.into_inner()),
+                    _ => {
+                        let (w, timeout) = shared.wake.wait_timeout(want, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+                        if timeout.timed_out() && !w.stop && w.written > shared.synced.load(Ordering::Acquire) {
+                            want = w;
+                            break;
+                        }
+                        w
+                    }
+                };
+            }
+            (want.file.clone(), want.written)
+        };
+        let started = Instant::now();
+        let result = file.sync_data();
+        shared.sync_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                shared.synced.fetch_max(target, Ordering::AcqRel);
+            }
+            Err(e) => {
+                error!("fdatasync of the log failed: {e}");
+                shared.failed.store(true, Ordering::Release);
+                let _ = waker.wake();
+                return;
+            }
+        }
+        if mode == Fsync::Always {
+            let _ = waker.wake();
+        }
+    }
+}
+
+impl Log {
+    fn encode(&mut self, record: Record<'_>) {
+        record.encode(&mut self.pending);
+    }
+
+    fn stage(&mut self, ticket: Ticket, ack: Ack, publish: Option<(SourceKey, Event)>) {
+        self.staged.push(Staged { ticket, ack, publish });
+    }
+
+    fn fail_all(&mut self, staged: impl IntoIterator<Item = Staged>, e: StorageError) {
+        for s in staged {
+            self.ready.push(Outcome::Done { ticket: s.ticket, result: Err(e) });
+        }
+    }
+
+    fn acknowledge(&mut self, s: Staged) {
+        self.ready.push(Outcome::Done { ticket: s.ticket, result: Ok(s.ack) });
+        if let Some((key, event)) = s.publish
+            && self.rings.retain(key, event.clone())
+        {
+            self.ready.push(Outcome::Publish { key, event });
+        }
+    }
+
+    fn durable(&self) -> u64 {
+        match (&self.sync, self.fsync) {
+            (Some(s), Fsync::Always) => s.synced.load(Ordering::Acquire),
+            _ => self.written,
+        }
+    }
+
+    fn break_down(&mut self) {
+        if !self.broken {
+            error!("the log cannot be trusted after a failed fdatasync: emits are refused (503) until ssehub is restarted");
+            self.broken = true;
+        }
+        let unsynced: Vec<Staged> = self.unsynced.drain(..).map(|(_, s)| s).collect();
+        self.fail_all(unsynced, StorageError::SyncFailed);
+    }
+
+    /// The live state as records: what a snapshot holds.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        Record::Snapshot.encode(&mut out);
+        if let Some(key) = &self.default_key {
+            Record::DefaultKey { key }.encode(&mut out);
+        }
+        for (&key, m) in &self.metas {
+            let (Some(history), Some(last_id)) = (self.rings.history(key), self.rings.last_id(key)) else { continue };
+            Record::Source { id: &m.id, account: &m.account, name: &m.name, endpoint_key: &m.endpoint_key, created_at: m.created_at }
+                .encode(&mut out);
+            Record::SourceState { source: &m.id, last_id, evicted: history.evicted() }.encode(&mut out);
+            for event in history.iter() {
+                let payload = event_payload(event);
+                Record::Event { source: &m.id, id: event.id, payload }.encode(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Rotates and hands a snapshot to a thread, when the active segment
+    /// has grown past its bound and nothing is waiting for a sync.
+    fn maybe_compact(&mut self) {
+        if let Some(done) = &self.compaction {
+            let result = done.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match result {
+                None => return,
+                Some(Ok(len)) => {
+                    self.compactions += 1;
+                    self.snapshot_len = len;
+                    self.older_bytes = len;
+                }
+                Some(Err(e)) => warn!("compaction failed: {e}; the older segments stay"),
+            }
+            self.compaction = None;
+        }
+        if self.broken || self.active_len < COMPACT_MIN_BYTES.max(self.snapshot_len) || !self.pending.is_empty() {
+            return;
+        }
+        // Everything written so far is made durable here (rare: once per
+        // segment), so the snapshot holds every acknowledged change.
+        if self.fsync != Fsync::Never {
+            if let Err(e) = self.file.sync_data() {
+                error!("fdatasync of the log failed: {e}");
+                return self.break_down();
+            }
+            if let Some(s) = &self.sync {
+                s.synced.fetch_max(self.written, Ordering::AcqRel);
+            }
+            let unsynced: Vec<Staged> = self.unsynced.drain(..).map(|(_, s)| s).collect();
+            for s in unsynced {
+                self.acknowledge(s);
+            }
+        }
+        let snapshot = self.snapshot();
+        let (snap_no, new_no) = (self.active_no + 1, self.active_no + 2);
+        let new = match create_file(&segment_path(&self.dir, new_no), true).and_then(|f| {
+            (&f).write_all(MAGIC)?;
+            sync_dir(&self.dir)?;
+            Ok(f)
+        }) {
+            Ok(f) => Arc::new(f),
+            Err(e) => return warn!("compaction: cannot start a new segment: {e}"),
+        };
+        self.older_bytes += self.active_len;
+        self.file = new;
+        self.active_no = new_no;
+        self.active_len = MAGIC.len() as u64;
+        if let Some(s) = &self.sync {
+            s.state.lock().unwrap_or_else(|e| e.into_inner()).file = self.file.clone();
+        }
+        let done: Compaction = Arc::new(Mutex::new(None));
+        let (dir, result, waker) = (self.dir.clone(), done.clone(), self.waker.clone());
+        let spawned = std::thread::Builder::new().name("log-compact".into()).spawn(move || {
+            let r = write_snapshot(&dir, snap_no, &snapshot).map_err(|e| e.to_string());
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            let _ = waker.wake();
+        });
+        if spawned.is_ok() {
+            self.compaction = Some(done);
+        }
+    }
+}
+
+/// The payload an event was framed from: its envelope's `event` value.
+fn event_payload(event: &Event) -> &[u8] {
+    let envelope = event.envelope();
+    // `{"id":"…","indexed_at_ms":…,"event":` <payload> `,"metadata":{…}}`;
+    // the metadata is ours and holds no `,"metadata":`, so the last one ends the payload.
+    let start = envelope.windows(9).position(|w| w == b",\"event\":").map_or(0, |i| i + 9);
+    let end = envelope.windows(12).rposition(|w| w == b",\"metadata\":").unwrap_or(envelope.len());
+    &envelope[start..end]
+}
+
+/// Writes a snapshot as segment `n` (temporary file, fsync, rename, fsync
+/// of the dir), then deletes the segments before it. Returns its size.
+fn write_snapshot(dir: &Path, n: u64, bytes: &[u8]) -> io::Result<u64> {
+    let tmp = dir.join(format!("{n:020}.tmp"));
+    let f = create_file(&tmp, false)?;
+    (&f).write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, segment_path(dir, n))?;
+    sync_dir(dir)?;
+    for old in segments(dir)?.into_iter().filter(|&m| m < n) {
+        std::fs::remove_file(segment_path(dir, old))?;
+    }
+    sync_dir(dir)?;
+    Ok(bytes.len() as u64)
+}
+
+impl Engine for Log {
+    fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        match op {
+            Op::Create { key, meta } => {
+                self.rings.create(key, &meta.id);
+                let m = meta;
+                self.encode(Record::Source {
+                    id: &m.id,
+                    account: &m.account,
+                    name: &m.name,
+                    endpoint_key: &m.endpoint_key,
+                    created_at: m.created_at,
+                });
+                self.metas.insert(key, meta.clone());
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::Delete { key } => {
+                self.rings.remove(key);
+                if let Some(m) = self.metas.remove(&key) {
+                    self.encode(Record::Deleted { id: &m.id });
+                }
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::Clear { key } => {
+                let newest = self.rings.history(key).and_then(|h| h.newest(1).next().map(|e| e.id));
+                self.rings.clear(key);
+                if let (Some(up_to), Some(m)) = (newest, self.metas.get(&key)) {
+                    let id = m.id.clone();
+                    self.encode(Record::Cleared { source: &id, up_to });
+                }
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::Append { key, payload } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
+                (Some(event), Some(m)) => {
+                    let id = m.id.clone();
+                    self.encode(Record::Event { source: &id, id: event.id, payload });
+                    self.stage(ticket, Ack::Appended(event.id), Some((key, event)));
+                }
+                _ => self.stage(ticket, Ack::Stored, None),
+            },
+            Op::Import { key, source } => {
+                let m = &source.meta;
+                self.encode(Record::Source {
+                    id: &m.id,
+                    account: &m.account,
+                    name: &m.name,
+                    endpoint_key: &m.endpoint_key,
+                    created_at: m.created_at,
+                });
+                for (id, payload) in &source.events {
+                    self.encode(Record::Event { source: &m.id, id: *id, payload });
+                }
+                if let Some(last_id) = source.last_id {
+                    self.encode(Record::SourceState { source: &m.id, last_id, evicted: source.evicted });
+                }
+                self.metas.insert(key, m.clone());
+                self.rings.restore(key, source.clone());
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::DefaultKey(key) => {
+                self.encode(Record::DefaultKey { key });
+                self.default_key = Some(key.to_string());
+                self.stage(ticket, Ack::Stored, None);
+            }
+        }
+        ticket
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        if self.broken {
+            self.pending.clear();
+            return self.fail_all(staged, StorageError::SyncFailed);
+        }
+        match (&*self.file).write_all(&self.pending) {
+            Ok(()) => {
+                if self.write_failing {
+                    info!("writes to the log succeed again");
+                    self.write_failing = false;
+                }
+                let n = self.pending.len() as u64;
+                self.active_len += n;
+                self.written += n;
+                match (&self.sync, self.fsync) {
+                    (Some(s), Fsync::Always) => {
+                        s.state.lock().unwrap_or_else(|e| e.into_inner()).written = self.written;
+                        s.wake.notify_one();
+                        let at = self.written;
+                        self.unsynced.extend(staged.into_iter().map(|st| (at, st)));
+                    }
+                    (sync, _) => {
+                        if let Some(s) = sync {
+                            s.state.lock().unwrap_or_else(|e| e.into_inner()).written = self.written;
+                        }
+                        for st in staged {
+                            self.acknowledge(st);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.write_failing {
+                    error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
+                    self.write_failing = true;
+                }
+                // What part of the batch reached the file is cut off again.
+                if let Err(e) = self.file.set_len(self.active_len) {
+                    error!("cannot cut the failed write off the log: {e}");
+                    self.broken = true;
+                }
+                self.fail_all(staged, StorageError::WriteFailed);
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn wants_flush(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn poll(&mut self, out: &mut Vec<Outcome>) {
+        if self.sync.as_ref().is_some_and(|s| s.failed.load(Ordering::Acquire)) {
+            self.break_down();
+        }
+        let durable = self.durable();
+        while self.unsynced.front().is_some_and(|(at, _)| *at <= durable) {
+            if let Some((_, s)) = self.unsynced.pop_front() {
+                self.acknowledge(s);
+            }
+        }
+        self.maybe_compact();
+        out.append(&mut self.ready);
+    }
+
+    fn rings(&self) -> &Rings {
+        &self.rings
+    }
+
+    fn metrics(&self, out: &mut String) {
+        let (synced, syncs, ns) = match &self.sync {
+            Some(s) => (s.synced.load(Ordering::Relaxed), s.syncs.load(Ordering::Relaxed), s.sync_ns.load(Ordering::Relaxed)),
+            None => (0, 0, 0),
+        };
+        let rows: [(&str, &str, &str, String); 7] = [
+            ("log_bytes", "gauge", "Bytes of the log's segments on disk.", (self.older_bytes + self.active_len).to_string()),
+            ("log_written_bytes_total", "counter", "Bytes written to the log since start.", self.written.to_string()),
+            ("log_synced_bytes_total", "counter", "Bytes of the log covered by a completed fdatasync since start.", synced.to_string()),
+            ("log_syncs_total", "counter", "fdatasync calls on the log.", syncs.to_string()),
+            ("log_sync_seconds_total", "counter", "Seconds spent in fdatasync of the log.", format!("{:.6}", ns as f64 / 1e9)),
+            ("log_cut_bytes_total", "counter", "Bytes cut off the log at recovery (torn tail, --repair).", self.cut_bytes.to_string()),
+            ("log_compactions_total", "counter", "Compactions of the log.", self.compactions.to_string()),
+        ];
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!("# HELP ssehub_{name} {help}\n# TYPE ssehub_{name} {kind}\nssehub_{name} {value}\n"));
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        !self.broken
+    }
+
+    fn restore(&mut self, key: SourceKey, source: StoredSource) {
+        self.metas.insert(key, source.meta.clone());
+        self.rings.restore(key, source);
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sync {
+            s.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+            s.wake.notify_one();
+        }
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::conformance::{TempDir, check_all};
+
+    fn waker() -> Arc<Waker> {
+        let poll = Box::leak(Box::new(mio::Poll::new().unwrap()));
+        Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap())
+    }
+
+    fn engine(dir: &Path, history: usize, floor: u64, fsync: Fsync) -> (Box<dyn Engine>, Recovered) {
+        let mut opened = open(dir, fsync, history, false).unwrap();
+        let recovered = std::mem::take(&mut opened.recovered);
+        (Box::new(opened.start(floor, waker())), recovered)
+    }
+
+    #[test]
+    fn log_engine_conforms_in_every_fsync_mode() {
+        for fsync in [Fsync::Always, Fsync::EverySec, Fsync::Never] {
+            check_all(&|dir, history, floor| engine(dir, history, floor, fsync), true);
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_the_dir_is_refused() {
+        let dir = TempDir::new();
+        let _first = open(&dir.0, Fsync::Never, 10, false).unwrap();
+        let e = open(&dir.0, Fsync::Never, 10, false).err().unwrap();
+        assert_eq!(e.to_string(), format!("data dir {} is in use by another ssehub process", dir.0.display()));
+    }
+
+    #[test]
+    fn payloads_come_back_from_frames() {
+        for payload in [&b"1"[..], b"{\"event\":{\"metadata\":2},\"x\":\",\\\"metadata\\\":\"}", b"[]", b"\"s\""] {
+            let event = Event::new(EventId { ms: 5, seq: 1 }, "dc_x", payload, &mut Vec::new());
+            assert_eq!(event_payload(&event), payload);
+        }
+    }
+}

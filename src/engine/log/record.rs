@@ -1,0 +1,302 @@
+//! The log's records, sans I/O. Each is
+//!
+//! ```text
+//! len: u32 LE (of type + body)   crc: u32 LE (CRC32C of type + body)   type: u8   body
+//! ```
+//!
+//! Strings and payloads in a body are a u32 LE length and the bytes; ids
+//! are two u64 LE (ms, seq). A record that runs past the end of the bytes,
+//! or whose CRC does not match, is `Bad`: a torn write or damage.
+
+use crate::sse::EventId;
+
+/// Bytes before a record's type: length and CRC.
+pub const HEADER: usize = 8;
+/// Largest record accepted when reading (a payload is at most
+/// `--max-event-bytes`, well below it): a bigger length is damage.
+const RECORD_MAX: usize = 64 * 1024 * 1024;
+
+const SOURCE: u8 = 1;
+const DELETED: u8 = 2;
+const EVENT: u8 = 3;
+const CLEARED: u8 = 4;
+const DEFAULT_KEY: u8 = 5;
+const SOURCE_STATE: u8 = 6;
+const SNAPSHOT: u8 = 7;
+
+/// One record, borrowing what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    Source {
+        id: &'a str,
+        account: &'a str,
+        name: &'a str,
+        endpoint_key: &'a str,
+        created_at: u64,
+    },
+    Deleted {
+        id: &'a str,
+    },
+    Event {
+        source: &'a str,
+        id: EventId,
+        payload: &'a [u8],
+    },
+    /// History cleared; `up_to` is the newest id it held.
+    Cleared {
+        source: &'a str,
+        up_to: EventId,
+    },
+    DefaultKey {
+        key: &'a str,
+    },
+    /// In a snapshot: the source's newest id ever and newest evicted id.
+    SourceState {
+        source: &'a str,
+        last_id: EventId,
+        evicted: Option<EventId>,
+    },
+    /// The first record of a snapshot: everything before it is replaced.
+    Snapshot,
+}
+
+/// Why the bytes at an offset are not a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// The record runs past the end: a write cut short.
+    Short,
+    /// Length, CRC or fields are wrong.
+    Corrupt,
+}
+
+impl Record<'_> {
+    /// Appends the record's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; HEADER]);
+        match *self {
+            Record::Source { id, account, name, endpoint_key, created_at } => {
+                out.push(SOURCE);
+                for s in [id, account, name, endpoint_key] {
+                    put_bytes(out, s.as_bytes());
+                }
+                out.extend_from_slice(&created_at.to_le_bytes());
+            }
+            Record::Deleted { id } => {
+                out.push(DELETED);
+                put_bytes(out, id.as_bytes());
+            }
+            Record::Event { source, id, payload } => {
+                out.push(EVENT);
+                put_bytes(out, source.as_bytes());
+                put_id(out, id);
+                put_bytes(out, payload);
+            }
+            Record::Cleared { source, up_to } => {
+                out.push(CLEARED);
+                put_bytes(out, source.as_bytes());
+                put_id(out, up_to);
+            }
+            Record::DefaultKey { key } => {
+                out.push(DEFAULT_KEY);
+                put_bytes(out, key.as_bytes());
+            }
+            Record::SourceState { source, last_id, evicted } => {
+                out.push(SOURCE_STATE);
+                put_bytes(out, source.as_bytes());
+                put_id(out, last_id);
+                match evicted {
+                    Some(id) => {
+                        out.push(1);
+                        put_id(out, id);
+                    }
+                    None => out.push(0),
+                }
+            }
+            Record::Snapshot => out.push(SNAPSHOT),
+        }
+        let body = &out[start + HEADER..];
+        let (len, crc) = (body.len() as u32, crc32c(body));
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Decodes the record at the start of `buf`: it and its length in bytes.
+pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
+    if buf.len() < HEADER {
+        return Err(Bad::Short);
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default());
+    if len == 0 || len > RECORD_MAX {
+        return Err(Bad::Corrupt);
+    }
+    let Some(body) = buf.get(HEADER..HEADER + len) else { return Err(Bad::Short) };
+    if crc32c(body) != crc {
+        return Err(Bad::Corrupt);
+    }
+    let mut r = Reader { buf: &body[1..] };
+    let record = match body[0] {
+        SOURCE => Record::Source { id: r.str()?, account: r.str()?, name: r.str()?, endpoint_key: r.str()?, created_at: r.u64()? },
+        DELETED => Record::Deleted { id: r.str()? },
+        EVENT => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()? },
+        CLEARED => Record::Cleared { source: r.str()?, up_to: r.id()? },
+        DEFAULT_KEY => Record::DefaultKey { key: r.str()? },
+        SOURCE_STATE => {
+            let (source, last_id) = (r.str()?, r.id()?);
+            let evicted = match r.u8()? {
+                0 => None,
+                1 => Some(r.id()?),
+                _ => return Err(Bad::Corrupt),
+            };
+            Record::SourceState { source, last_id, evicted }
+        }
+        SNAPSHOT => Record::Snapshot,
+        _ => return Err(Bad::Corrupt),
+    };
+    if !r.buf.is_empty() {
+        return Err(Bad::Corrupt);
+    }
+    Ok((record, HEADER + len))
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_id(out: &mut Vec<u8>, id: EventId) {
+    out.extend_from_slice(&id.ms.to_le_bytes());
+    out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        if self.buf.len() < n {
+            return Err(Bad::Corrupt);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, Bad> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, Bad> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Bad::Corrupt)?))
+    }
+
+    fn id(&mut self) -> Result<EventId, Bad> {
+        Ok(EventId { ms: self.u64()?, seq: self.u64()? })
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], Bad> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Bad::Corrupt)?) as usize;
+        self.take(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, Bad> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Bad::Corrupt)
+    }
+}
+
+/// CRC32C (Castagnoli, reflected 0x82F63B78), slicing by 8.
+pub fn crc32c(data: &[u8]) -> u32 {
+    static TABLES: std::sync::OnceLock<[[u32; 256]; 8]> = std::sync::OnceLock::new();
+    let t = TABLES.get_or_init(|| {
+        let mut t = [[0u32; 256]; 8];
+        for (i, slot) in t[0].iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        for i in 0..256 {
+            for k in 1..8 {
+                t[k][i] = (t[k - 1][i] >> 8) ^ t[0][(t[k - 1][i] & 0xff) as usize];
+            }
+        }
+        t
+    });
+    let mut crc = !0u32;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) ^ crc;
+        let hi = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        crc = t[7][(lo & 0xff) as usize]
+            ^ t[6][((lo >> 8) & 0xff) as usize]
+            ^ t[5][((lo >> 16) & 0xff) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][(hi & 0xff) as usize]
+            ^ t[2][((hi >> 8) & 0xff) as usize]
+            ^ t[1][((hi >> 16) & 0xff) as usize]
+            ^ t[0][(hi >> 24) as usize];
+    }
+    for &b in chunks.remainder() {
+        crc = (crc >> 8) ^ t[0][((crc ^ b as u32) & 0xff) as usize];
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64, seq: u64) -> EventId {
+        EventId { ms, seq }
+    }
+
+    fn samples() -> Vec<Record<'static>> {
+        vec![
+            Record::Source { id: "dc_a", account: "default", name: "orders", endpoint_key: "k", created_at: 7 },
+            Record::Event { source: "dc_a", id: id(10, 0), payload: b"{\"n\":1}" },
+            Record::Event { source: "dc_a", id: id(10, 1), payload: b"" },
+            Record::Cleared { source: "dc_a", up_to: id(10, 1) },
+            Record::DefaultKey { key: "sk_x" },
+            Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: Some(id(9, 3)) },
+            Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: None },
+            Record::Deleted { id: "dc_a" },
+            Record::Snapshot,
+        ]
+    }
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        let long: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let bytewise = long.iter().fold(!0u32, |crc, &b| {
+            let mut c = crc ^ b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            }
+            c
+        });
+        assert_eq!(crc32c(&long), !bytewise, "slicing by 8 = bit by bit");
+    }
+
+    #[test]
+    fn round_trips_every_record() {
+        for record in samples() {
+            let mut buf = Vec::new();
+            record.encode(&mut buf);
+            assert_eq!(decode(&buf), Ok((record.clone(), buf.len())));
+            for cut in 0..buf.len() {
+                assert_eq!(decode(&buf[..cut]).unwrap_err(), Bad::Short, "{record:?} cut at {cut}");
+            }
+            for bit in 0..buf.len() * 8 {
+                let mut bad = buf.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode(&bad).is_err(), "bit {bit} of {record:?} went unnoticed");
+            }
+        }
+    }
+}
