@@ -3,6 +3,7 @@
 //! and `flush` — that are the only places it touches its socket. The
 //! reactor asks a connection to move on; it never sets the phase itself.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 
@@ -24,8 +25,12 @@ pub enum Phase {
     /// Reads the body of a request whose head is parsed (body timer armed).
     /// Next: `Head` (`take_body`), then as from `Head`.
     Body(Box<BodyRead>),
-    /// Waits for storage to acknowledge the request's change; nothing more
-    /// is read or parsed meanwhile, so pipelined requests keep their order.
+    /// Reads and parses nothing more until every answer awaited from
+    /// storage is in (`awaited`): the next request must see what those
+    /// changed (a `GET`), or none may follow (`Connection: close`, the
+    /// peer's FIN), or enough are in flight. Pipelined changes behind an
+    /// awaited one are read and submitted in `Head` meanwhile; their
+    /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
     /// An SSE subscriber at `index` in `source`'s subscriber list.
@@ -98,6 +103,10 @@ pub struct Conn {
     pub fin_hint: bool,
     /// At least one request was answered (so a quiet head is keep-alive idling).
     pub served: bool,
+    /// Answers of pipelined requests in request order, from the oldest one
+    /// still awaited from storage (`None`) on; the front is slot `front_slot`.
+    awaited: VecDeque<Option<(Vec<u8>, bool)>>,
+    front_slot: u32,
     pub closing: Option<Reason>,
 }
 
@@ -132,6 +141,8 @@ impl Conn {
             peer_eof: false,
             fin_hint: false,
             served: false,
+            awaited: VecDeque::new(),
+            front_slot: 0,
             closing: None,
         }
     }
@@ -162,17 +173,56 @@ impl Conn {
         }
     }
 
-    /// `Head` → `Waiting`: the request's answer waits for storage.
+    /// The request just read is answered by storage later: its slot in
+    /// the order of answers.
+    pub fn await_answer(&mut self) -> u32 {
+        self.awaited.push_back(None);
+        self.front_slot.wrapping_add(self.awaited.len() as u32 - 1)
+    }
+
+    /// Answers still awaited from storage.
+    pub fn awaiting(&self) -> usize {
+        self.awaited.len()
+    }
+
+    /// `Head` → `Waiting`: nothing more is read until the awaited answers are in.
     pub fn park(&mut self) {
         self.phase = Phase::Waiting;
     }
 
-    /// An answer is queued: `Head` for the next request, or `Linger` if it
-    /// was the last (then nothing more is read into `rbuf`).
-    pub fn answered(&mut self, answer: Vec<u8>, close: bool) {
+    /// An answer: to the request just read (`slot` None) or to an awaited
+    /// one. It goes out once every earlier answer has; then the connection
+    /// reads its next request (`Head`), or lingers after the last one.
+    pub fn answered(&mut self, slot: Option<u32>, answer: Vec<u8>, close: bool) {
+        match slot {
+            None if self.awaited.is_empty() => return self.send_answer(answer, close),
+            None => self.awaited.push_back(Some((answer, close))),
+            Some(slot) => match self.awaited.get_mut(slot.wrapping_sub(self.front_slot) as usize) {
+                Some(at @ None) => *at = Some((answer, close)),
+                _ => return,
+            },
+        }
+        while let Some(Some(_)) = self.awaited.front() {
+            let Some(Some((answer, close))) = self.awaited.pop_front() else { break };
+            self.front_slot = self.front_slot.wrapping_add(1);
+            let last = self.awaited.is_empty() && self.peer_eof;
+            self.send_answer(answer, close || last);
+            if close {
+                // Nothing after a closing answer was read (it parked).
+                self.awaited.clear();
+                return;
+            }
+        }
+    }
+
+    fn send_answer(&mut self, answer: Vec<u8>, close: bool) {
         self.push(Buf::Owned(answer));
         self.served = true;
-        if close { self.linger() } else { self.phase = Phase::Head }
+        if close {
+            self.linger();
+        } else if self.awaited.is_empty() && matches!(self.phase, Phase::Waiting) {
+            self.phase = Phase::Head;
+        }
     }
 
     /// → `Linger`: only what is queued is still to go.
@@ -196,6 +246,11 @@ impl Conn {
     /// out (then `Linger`), false if the connection is done.
     pub fn peer_closed(&mut self) -> bool {
         self.peer_eof = true;
+        if !self.awaited.is_empty() && !matches!(self.phase, Phase::Linger) {
+            // Awaited answers still go out; the last one then lingers.
+            self.phase = Phase::Waiting;
+            return true;
+        }
         match self.phase {
             Phase::Head | Phase::Body(_) if !self.out.is_empty() => {
                 self.phase = Phase::Linger;

@@ -19,8 +19,9 @@ use crate::sse::{Event, EventId};
 pub enum Waiter {
     /// Nobody (changes made at start).
     Nobody,
-    /// A connection parked in `Phase::Waiting`, answered with `answer`.
-    Conn { key: usize, generation: u32, answer: Answer },
+    /// A connection's request, answered with `answer` in its `slot` of
+    /// the connection's answers.
+    Conn { key: usize, generation: u32, slot: u32, answer: Answer },
     /// A library handle's call.
     Handle(Box<dyn FnOnce(Result<Ack, StorageError>)>),
 }
@@ -31,8 +32,8 @@ pub enum Effect {
     Publish(SourceKey, Event),
     /// These streams' source is gone: end them.
     EndStreams(Vec<u32>),
-    /// Answer the parked connection (if it is still the same one).
-    Answer { key: usize, generation: u32, answer: Answer, result: Result<Ack, StorageError> },
+    /// Answer the connection's request in `slot` (if it is still the same connection).
+    Answer { key: usize, generation: u32, slot: u32, answer: Answer, result: Result<Ack, StorageError> },
 }
 
 struct Pending {
@@ -169,7 +170,7 @@ impl Hub {
         match p.waiter {
             Waiter::Nobody => {}
             Waiter::Handle(reply) => reply(result),
-            Waiter::Conn { key, generation, answer } => self.effects.push(Effect::Answer { key, generation, answer, result }),
+            Waiter::Conn { key, generation, slot, answer } => self.effects.push(Effect::Answer { key, generation, slot, answer, result }),
         }
     }
 

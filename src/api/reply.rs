@@ -86,6 +86,11 @@ impl Answer {
         Answer::new(head, Answered::Ingested)
     }
 
+    /// More requests may follow on the connection.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
     pub fn fixed(head: &Head, status: u16, body: Vec<u8>) -> Answer {
         Answer::new(head, Answered::Fixed { status, body })
     }

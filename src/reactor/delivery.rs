@@ -117,14 +117,12 @@ impl Reactor {
                         }
                     }
                 }
-                Effect::Answer { key, generation, answer, result } => {
-                    let Some(conn) = self.conns.get(key).filter(|c| c.generation == generation && c.closing.is_none()) else { continue };
-                    if !matches!(conn.phase, Phase::Waiting) {
+                Effect::Answer { key, generation, slot, answer, result } => {
+                    if self.conns.get(key).is_none_or(|c| c.generation != generation || c.closing.is_some()) {
                         continue;
                     }
                     let Reply::Response { status, bytes, close } = answer.render(result, &mut self.handler_scratch) else { continue };
-                    self.answer(key, status, bytes, close);
-                    self.to_resume.push((key, generation));
+                    self.answer(key, Some(slot), status, bytes, close);
                 }
             }
         }

@@ -57,6 +57,8 @@ const ACCEPT_RETRY_MS: u64 = 100;
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
+/// Pipelined requests awaiting storage on one connection before it stops reading.
+const MAX_AWAITED: usize = 64;
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 /// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
@@ -480,6 +482,13 @@ impl Reactor {
         loop {
             let max_body = self.config.max_event_bytes;
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
+            // A read must see the changes awaited before it.
+            if matches!(conn.phase, Phase::Head)
+                && conn.awaiting() > 0
+                && (conn.rbuf.starts_with(b"GET ") || conn.rbuf.starts_with(b"HEAD "))
+            {
+                return conn.park();
+            }
             match &mut conn.phase {
                 Phase::Head if conn.rbuf.is_empty() => return,
                 Phase::Head => match http::parse_head_into(&conn.rbuf, &mut self.spare_head) {
@@ -509,7 +518,12 @@ impl Reactor {
                             }
                             (Ok(Some(reader)), None) => {
                                 if head.expect_continue && head.minor >= 1 {
-                                    conn.push(Buf::Static(http::CONTINUE));
+                                    // Interim answers too keep their place behind awaited ones.
+                                    if conn.awaiting() > 0 {
+                                        conn.answered(None, http::CONTINUE.to_vec(), false);
+                                    } else {
+                                        conn.push(Buf::Static(http::CONTINUE));
+                                    }
                                     self.to_flush.mark(conn, key);
                                 }
                                 conn.begin_body(BodyRead { head, reader, body: Vec::new() });
@@ -539,8 +553,12 @@ impl Reactor {
         let status = e.status();
         let conn = &mut self.conns[key];
         let body = crate::json::error_body(&e.to_string());
-        conn.push(Buf::Owned(http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false)));
-        conn.linger();
+        let bytes = http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false);
+        // After the answers still awaited, if any; nothing more is read.
+        conn.answered(None, bytes, true);
+        if conn.awaiting() > 0 {
+            conn.park();
+        }
         self.to_flush.mark(conn, key);
         self.stats.count_response(status);
         self.disarm(key);
@@ -560,17 +578,22 @@ impl Reactor {
         let reply = api::handle(&mut ctx, &head, body);
         self.spare_head = head;
         match reply {
-            Reply::Response { status, bytes, close } => self.answer(key, status, bytes, close),
+            Reply::Response { status, bytes, close } => self.answer(key, None, status, bytes, close),
             Reply::Stream { source, after } => {
                 self.stats.count_response(200);
                 self.subscribe(key, source, after);
             }
             Reply::Wait { ticket, answer } => {
                 let conn = &mut self.conns[key];
-                conn.park();
+                let slot = conn.await_answer();
+                // Later changes are read meanwhile (their answers queue
+                // behind this one), unless none may follow.
+                if !answer.keep_alive() || conn.peer_eof || conn.awaiting() >= MAX_AWAITED {
+                    conn.park();
+                }
                 let generation = conn.generation;
                 self.disarm(key);
-                self.hub.wait(ticket, Waiter::Conn { key, generation, answer });
+                self.hub.wait(ticket, Waiter::Conn { key, generation, slot, answer });
             }
         }
         // An engine that acknowledges at once (memory) answers before the
@@ -578,17 +601,25 @@ impl Reactor {
         self.settle();
     }
 
-    /// Queues a complete answer; the connection reads its next request or lingers.
-    fn answer(&mut self, key: usize, status: u16, bytes: Vec<u8>, close: bool) {
+    /// Queues an answer (to the request just read, or to the awaited one
+    /// in `slot`); the connection reads its next request or lingers.
+    fn answer(&mut self, key: usize, slot: Option<u32>, status: u16, bytes: Vec<u8>, close: bool) {
         self.stats.count_response(status);
         let conn = &mut self.conns[key];
+        let was_parked = matches!(conn.phase, Phase::Waiting);
         let close = close || conn.peer_eof;
-        conn.answered(bytes, close);
+        conn.answered(slot, bytes, close);
         self.to_flush.mark(conn, key);
-        if close {
-            self.disarm(key);
-        } else {
-            self.arm(key, self.now + KEEPALIVE_TIMEOUT_MS);
+        let generation = conn.generation;
+        match conn.phase {
+            Phase::Linger => self.disarm(key),
+            Phase::Head if conn.awaiting() == 0 => {
+                if was_parked {
+                    self.to_resume.push((key, generation));
+                }
+                self.arm(key, self.now + KEEPALIVE_TIMEOUT_MS);
+            }
+            _ => {}
         }
     }
 
@@ -677,6 +708,8 @@ impl Reactor {
             return self.arm(key, at);
         }
         let reason = match conn.phase {
+            // Storage answers in its own time; the last answer re-arms.
+            Phase::Head | Phase::Waiting if conn.awaiting() > 0 => return,
             Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
             Phase::Head => Reason::HeaderTimeout,
             Phase::Body(_) => Reason::BodyTimeout,

@@ -99,6 +99,57 @@ fn pipelined_emits_are_answered_in_order_and_delivered_after_their_ack() {
     thread.join().unwrap().unwrap();
 }
 
+fn emit_request(source: &str, n: u32, close: bool) -> String {
+    let body = format!("{{\"n\":{n}}}");
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "POST /v1/sources/{source}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n{connection}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn answers_keep_request_order_around_immediate_and_closing_ones() {
+    let (addr, handle, thread) = server();
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Awaited, immediate (404), awaited, then one that closes, and one
+    // after it that must not be carried out.
+    let batch = [emit_request("s", 1, false), emit_request("missing", 2, false), emit_request("s", 3, false), emit_request("s", 4, true)]
+        .concat()
+        + &emit_request("s", 5, false);
+    c.write_all(batch.as_bytes()).unwrap();
+    let mut r = BufReader::new(c);
+    let answers = responses(&mut r, 4);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [202, 404, 202, 202], "{answers:?}");
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the closing answer: {}", String::from_utf8_lossy(&rest));
+    let ids: Vec<String> = [0, 2, 3]
+        .iter()
+        .map(|&i| serde_json::from_str::<serde_json::Value>(&answers[i].1).unwrap()["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+
+    // A malformed request behind awaited ones is refused after their answers.
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all((emit_request("s", 6, false) + "BAD\x01 / HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+    let mut r = BufReader::new(c);
+    let answers = responses(&mut r, 2);
+    assert_eq!((answers[0].0, answers[1].0), (202, 400), "{answers:?}");
+
+    let summaries: serde_json::Value = {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /v1/sources/s/event_summaries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n").unwrap();
+        serde_json::from_str(&responses(&mut BufReader::new(c), 1)[0].1).unwrap()
+    };
+    assert_eq!(summaries["page_info"]["total_count"], 4, "the request after the closing one was not carried out");
+    handle.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
 #[test]
 fn handle_calls_wait_for_the_acknowledgement() {
     let (_, handle, thread) = server();
