@@ -188,6 +188,34 @@ fn events_follow_survives_a_server_restart_printing_every_event_once() {
 }
 
 #[test]
+fn events_follow_warns_of_a_gap_on_stderr_and_keeps_printing_payloads() {
+    let mut server = Server::start();
+    let port = server.port;
+    let client = Client::new(&server);
+    client.emit("0");
+    let mut follower = client.follow(&["events", "-f", "-n", "1", "orders"]);
+    assert_eq!(follower.line(), "0");
+
+    // Held still while the server restarts and evicts: its resume point
+    // (the id of "0") is then older than events no longer retained.
+    signal(&follower.child, libc::SIGSTOP);
+    server.terminate();
+    let _server = Server::on(port);
+    let lines: String = (1..=150).map(|n| format!("{n}\n")).collect();
+    client.ok_with_stdin(&["emit", "--lines", "orders"], &lines);
+    signal(&follower.child, libc::SIGCONT);
+
+    // The default --history 100 keeps 51..=150; the gap is one line on stderr.
+    let printed = follower.lines(100);
+    assert_eq!(printed, (51..=150).map(|n| n.to_string()).collect::<Vec<_>>());
+    follower.wait_for_notice("warning: gap: an unknown number of events after ");
+    assert_eq!(follower.stderr().matches("warning: gap").count(), 1, "{}", follower.stderr());
+    client.emit("151");
+    assert_eq!(follower.line(), "151");
+    follower.interrupt();
+}
+
+#[test]
 fn events_follow_stops_when_its_source_is_deleted() {
     let server = Server::start();
     let client = Client::new(&server);

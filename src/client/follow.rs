@@ -87,7 +87,12 @@ fn pump(stream: &mut Exchange, after: &mut String, envelope: bool, idle: Duratio
 }
 
 /// Prints one event unless it was printed already, and moves `after` on.
+/// A gap frame (SPEC §2.2) is a warning on stderr, never a printed event.
 fn deliver(event: sse::Event, after: &mut String, envelope: bool) -> Result<(), Error> {
+    if event.kind.as_deref() == Some("gap") {
+        notice(gap_warning(&event.data));
+        return Ok(());
+    }
     if let Some(id) = &event.id {
         // Ids only grow (SPEC §1) and the server replays only later ones;
         // this guards against a server or proxy that replays more.
@@ -103,6 +108,25 @@ fn deliver(event: sse::Event, after: &mut String, envelope: bool) -> Result<(), 
         *after = id;
     }
     Ok(())
+}
+
+/// One line saying what the server could no longer replay.
+fn gap_warning(data: &str) -> String {
+    let gap: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+    let text = |key: &str| match &gap[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "nothing".to_string(),
+        other => other.to_string(),
+    };
+    let lost = match &gap["lost"] {
+        serde_json::Value::Number(n) => format!("{n} events"),
+        _ => "an unknown number of events".to_string(),
+    };
+    format!(
+        "warning: gap: {lost} after {} were evicted or cleared before they could be replayed; resuming from {}",
+        text("after"),
+        text("resumed_from")
+    )
 }
 
 /// Compares `<ms>-<seq>` ids; an id of another form is taken as new.
@@ -142,6 +166,18 @@ fn idle_timeout() -> Result<Duration, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_gap_warnings() {
+        assert_eq!(
+            gap_warning(r#"{"after":"1-0","resumed_from":"5-0","lost":"unknown"}"#),
+            "warning: gap: an unknown number of events after 1-0 were evicted or cleared before they could be replayed; resuming from 5-0"
+        );
+        assert_eq!(
+            gap_warning(r#"{"after":"1-0","resumed_from":null,"lost":3}"#),
+            "warning: gap: 3 events after 1-0 were evicted or cleared before they could be replayed; resuming from nothing"
+        );
+    }
 
     #[test]
     fn orders_ids() {
