@@ -7,6 +7,7 @@
 #   scripts/bench.sh            full run (8-10 minutes on 2 cores)
 #   scripts/bench.sh --quick    smoke run with small numbers (1-2 minutes)
 #   scripts/bench.sh --only ssehub|nchan
+#   scripts/bench.sh --storage  the storage engines instead (ssehub only, 3-4 minutes)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -27,17 +28,28 @@
 #              :sse-handshake every 15 s; nchan sends nothing to an idle
 #              EventSource, so for it this is plain idle cost)
 #
+# Storage (--storage): the fdatasync latency of this disk (dd oflag=dsync,
+# 1000 appends of 200 B, in the dir the data dirs live in); emit with wrk
+# -t2 -c64 pinned as above for memory and log --fsync never|everysec|always
+# (syncs/s and events per sync from /metrics); fan-out 5k subscribers x
+# 1000 events as fast as possible with memory and with log; recovery: start
+# with 10,000 sources x 100 events of 200 B retained.
+#
+# Every ssehub gets a fresh --data-dir under a temporary dir (the default
+# engine is log --fsync everysec).
+#
 # Environment: BENCH_PORT (first port tried, default 18080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-QUICK=0
+QUICK=0 STORAGE=0
 SERVERS="ssehub nchan"
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --only) SERVERS=${2:?--only needs ssehub or nchan}; shift ;;
+    --storage) STORAGE=1 ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -141,10 +153,14 @@ wait_listening() {
 PIN_SRV=()
 PIN_TOOL=()
 
+# Engine flags of the next ssehub (--storage sets them per run).
+ENGINE_ARGS=()
+
 start_ssehub() {
   next_port
+  DATA=$TMP/data-$PORT
   SSEHUB_API_KEY=$KEY RUST_LOG=info "${PIN_SRV[@]}" "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load \
-    >>"$LOGS/ssehub.log" 2>&1 &
+    --data-dir "$DATA" "${ENGINE_ARGS[@]}" >>"$LOGS/ssehub.log" 2>&1 &
   SRV_MAIN=$! SRV_PID=$!
   wait_listening ssehub
 }
@@ -270,7 +286,7 @@ wrk_run() {
   start_server "$server"
   url=http://127.0.0.1:$PORT
   case $label-$server in
-    emit-ssehub) args=(-s "$ROOT/scripts/wrk/emit.lua" "$url" -- load $BYTES) ;;
+    emit*-ssehub) args=(-s "$ROOT/scripts/wrk/emit.lua" "$url" -- load $BYTES) ;;
     emit-nchan) args=(-s "$ROOT/scripts/wrk/nchan.lua" "$url" -- load $BYTES) ;;
     *) args=(--latency "$url/healthz") ;;
   esac
@@ -282,6 +298,7 @@ wrk_run() {
     times) | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
   pct=$(others "$b0" "$c0" "$t0" "$tool")
   c1=$(cpu_s "$SRV_PID")
+  [ "$server" = ssehub ] && metrics >"$LOGS/$server-$label.metrics"
   # Without a script wrk prints only its summary: the same line from it.
   grep -q '^RESULT' "$log" || awk '/ requests in / { n = $1 } /^Requests\/sec:/ { r = $2 }
     /^ +99%/ { p = $2; m = (p ~ /us$/ ? 1 : p ~ /ms$/ ? 1000 : 1e6); sub(/[a-z]+$/, "", p); p99 = p * m }
@@ -297,6 +314,100 @@ wrk_run() {
     say "bench: $server $label FAILED; see $log"
   fi
   stop_server
+}
+
+# metrics: the current ssehub's /metrics.
+metrics() {
+  exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+  printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+  cat <&3
+  exec 3<&-
+}
+
+# ---- storage ---------------------------------------------------------------
+# fsync_probe: mean µs of a 200 B append with O_DSYNC (a write + fdatasync).
+fsync_probe() {
+  local f=$TMP/probe n=1000 t0 t1
+  t0=$(now_s)
+  dd if=/dev/zero of="$f" bs=200 count=$n oflag=dsync status=none
+  t1=$(now_s)
+  rm -f "$f"
+  awk -v a="$t0" -v b="$t1" -v n=$n 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }'
+}
+
+# recovery: fills a log, stops it, and times the next start to listening.
+recovery() {
+  local t0 t1 line
+  ENGINE_ARGS=(--history 100)
+  start_server ssehub
+  say "bench: recovery: filling 10,000 sources x 100 events of 200 B"
+  SSEHUB_API_KEY=$KEY python3 "$ROOT/scripts/populate.py" "http://127.0.0.1:$PORT" 10000 100 200 >>"$LOGS/populate.log" 2>&1 ||
+    { FAILED+=("ssehub recovery"); say "bench: populate failed, see $LOGS/populate.log"; return; }
+  local dir=$DATA
+  stop_server
+  : >"$LOGS/ssehub-recovery.log"
+  t0=$(now_s)
+  SSEHUB_API_KEY=$KEY RUST_LOG=info "$SSEHUB" serve --listen 127.0.0.1:$PORT --data-dir "$dir" --history 100 \
+    >>"$LOGS/ssehub-recovery.log" 2>&1 &
+  SRV_MAIN=$! SRV_PID=$!
+  for _ in $(seq 3000); do port_open $PORT && break; sleep 0.01; done
+  t1=$(now_s)
+  line=$(grep -m1 'recovered' "$LOGS/ssehub-recovery.log" || true)
+  echo "RESULT server=ssehub label=recovery start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" \
+    "read_s=$(sed -n 's/.* in \([0-9.]*\) s,.*/\1/p' <<<"$line")" \
+    "read_bytes=$(sed -n 's/.*(\([0-9]*\) bytes.*/\1/p' <<<"$line")" \
+    "mb_per_s=$(sed -n 's/.* \([0-9]*\) MB\/s.*/\1/p' <<<"$line")" \
+    "data_dir_bytes=$(du -sb "$dir" | cut -f1)" >>"$RESULTS"
+  stop_server
+}
+
+run_storage() {
+  local probe e syncs emits
+  probe=$(fsync_probe)
+  echo "RESULT server=ssehub label=probe fdatasync_us=$probe" >>"$RESULTS"
+  say "bench: a 200 B append + fdatasync takes $probe µs here"
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_SRV=(taskset -c 0) PIN_TOOL=(taskset -c 1)
+  fi
+  for e in memory never everysec always; do
+    case $e in memory) ENGINE_ARGS=(--engine memory) ;; *) ENGINE_ARGS=(--engine log --fsync $e) ;; esac
+    wrk_run ssehub "emit-$e"
+    syncs=$(sed -n 's/^ssehub_log_syncs_total //p' "$LOGS/ssehub-emit-$e.metrics")
+    emits=$(get ssehub "emit-$e" requests)
+    echo "RESULT server=ssehub label=syncs-$e syncs=${syncs:-0} syncs_per_s=$(awk -v s="${syncs:-0}" -v t=$WRK_SECS 'BEGIN { printf "%.0f", s / t }')" \
+      "events_per_sync=$(awk -v s="${syncs:-0}" -v n="$emits" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "na" }')" >>"$RESULTS"
+  done
+  PIN_SRV=() PIN_TOOL=()
+  for e in memory log; do
+    ENGINE_ARGS=(--engine $e)
+    load ssehub "fanout-$FAN_N-rate0-$e" fanout --n "$FAN_N" --events "$EVENTS" --bytes $BYTES --rate 0 --timeout 600s
+  done
+  recovery
+  ENGINE_ARGS=()
+}
+
+storage_table() {
+  local m f e
+  m=$(get ssehub emit-memory emits_per_s)
+  printf '| storage, one run | value |\n|---|---:|\n'
+  printf '| 200 B append + fdatasync on this disk (µs) | %s |\n' "$(get ssehub probe fdatasync_us)"
+  for e in memory never everysec always; do
+    printf '| emit, wrk -t2 -c64 -d%ss pinned, %s: emits/s | %s |\n' "$WRK_SECS" "$e" "$(get ssehub "emit-$e" emits_per_s)"
+    [ $e = memory ] && continue
+    printf '| … %s ÷ memory | %s |\n' "$e" "$(awk -v a="$(get ssehub "emit-$e" emits_per_s)" -v b="$m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
+    printf '| … %s: latency p99 (ms) / server CPU per emit (µs) | %s / %s |\n' "$e" "$(ms ssehub "emit-$e" lat_p99_us)" "$(get ssehub "emit-$e" srv_us_per_emit)"
+    printf '| … %s: syncs/s, events per sync | %s, %s |\n' "$e" "$(get ssehub "syncs-$e" syncs_per_s)" "$(get ssehub "syncs-$e" events_per_sync)"
+  done
+  printf '| always: 0.8 × min(memory, 64 ÷ fdatasync latency) (emits/s) | %s |\n' \
+    "$(awk -v m="$m" -v p="$(get ssehub probe fdatasync_us)" 'BEGIN { c = 64e6 / p; printf "%.0f", 0.8 * (m < c ? m : c) }')"
+  for e in memory log; do
+    f="fanout-$FAN_N-rate0-$e"
+    printf '| fan-out %s subs max rate, %s: server CPU-s per million deliveries | %s |\n' "$FAN_N" "$e" "$(perm ssehub "$f")"
+    printf '| fan-out %s subs max rate, %s: deliveries/s, lost/dup | %s, %s |\n' "$FAN_N" "$e" "$(get ssehub "$f" deliveries_per_s)" "$(lossdup ssehub "$f")"
+  done
+  printf '| recovery, 10,000 sources × 100 events × 200 B: start to listening (s) | %s |\n' "$(get ssehub recovery start_s)"
+  printf '| … log read (s, bytes, MB/s) | %s, %s, %s |\n' "$(get ssehub recovery read_s)" "$(get ssehub recovery read_bytes)" "$(get ssehub recovery mb_per_s)"
+  printf '| … data dir (bytes) | %s |\n' "$(get ssehub recovery data_dir_bytes)"
 }
 
 run_server() {
@@ -459,6 +570,15 @@ KEY=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
   echo "# load at start:$(uptime | sed 's/.*load average: / /')"
 } >"$RESULTS"
 say "bench: $(sed -n 4p "$RESULTS" | cut -c3-)"
+if [ $STORAGE = 1 ]; then
+  SERVERS=ssehub
+  run_storage
+  echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
+  storage_table | tee "$OUT/storage.md"
+  say "bench: raw results in $RESULTS, logs in $LOGS"
+  [ ${#FAILED[@]} -eq 0 ] || { say "bench: FAILED: ${FAILED[*]}"; exit 1; }
+  exit 0
+fi
 for s in $SERVERS; do run_server "$s"; done
 echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
 
