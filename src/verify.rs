@@ -7,10 +7,11 @@
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Sha256;
 
 use crate::base64;
+use crate::json;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -150,29 +151,35 @@ impl Verify {
         Ok(Verify { scheme, secret, reject_invalid })
     }
 
-    /// What the API shows: never the secret.
-    pub fn public_json(&self) -> Value {
-        let mut out = self.settings_json();
-        out.remove("secret");
-        Value::Object(out)
+    /// What the API shows, as compact JSON: never the secret.
+    pub fn write_public(&self, out: &mut Vec<u8>) {
+        self.write(out, false);
     }
 
     /// Everything, the secret included: what storage keeps.
     pub fn stored_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&Value::Object(self.settings_json())).unwrap_or_default()
+        let mut out = Vec::new();
+        self.write(&mut out, true);
+        out
     }
 
-    fn settings_json(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        out.insert("scheme".into(), self.scheme.name().into());
+    fn write(&self, out: &mut Vec<u8>, secret: bool) {
+        out.extend_from_slice(b"{\"scheme\":\"");
+        out.extend_from_slice(self.scheme.name().as_bytes());
+        out.push(b'"');
         if let Scheme::HmacSha256 { header, encoding, prefix } = &self.scheme {
-            out.insert("header".into(), header.as_str().into());
-            out.insert("encoding".into(), if *encoding == Encoding::Hex { "hex" } else { "base64" }.into());
-            out.insert("prefix".into(), prefix.as_str().into());
+            out.extend_from_slice(b",\"header\":");
+            json::write_str(out, header);
+            out.extend_from_slice(if *encoding == Encoding::Hex { b",\"encoding\":\"hex\"" } else { b",\"encoding\":\"base64\"" });
+            out.extend_from_slice(b",\"prefix\":");
+            json::write_str(out, prefix);
         }
-        out.insert("reject_invalid".into(), self.reject_invalid.into());
-        out.insert("secret".into(), self.secret.as_str().into());
-        out
+        out.extend_from_slice(if self.reject_invalid { b",\"reject_invalid\":true" } else { b",\"reject_invalid\":false" });
+        if secret {
+            out.extend_from_slice(b",\"secret\":");
+            json::write_str(out, &self.secret);
+        }
+        out.push(b'}');
     }
 
     /// Reads what `stored_json` wrote.
@@ -307,7 +314,7 @@ pub fn write_signature(out: &mut Vec<u8>, scheme: &Scheme, outcome: &Outcome) {
         Outcome::Valid => out.extend_from_slice(b"\",\"valid\":true}"),
         Outcome::Invalid(reason) => {
             out.extend_from_slice(b"\",\"valid\":false,\"reason\":");
-            crate::json::write_str(out, &reason.to_string());
+            json::write_str(out, &reason.to_string());
             out.push(b'}');
         }
     }
@@ -459,8 +466,10 @@ mod tests {
             assert!(err.contains(want), "{value}: {err}");
         }
         let v = settings(json!({"scheme": "hmac-sha256", "secret": "s3cr3t", "header": "X-Sig", "reject_invalid": true}));
+        let mut public = Vec::new();
+        v.write_public(&mut public);
         assert_eq!(
-            v.public_json(),
+            serde_json::from_slice::<Value>(&public).unwrap(),
             json!({"scheme": "hmac-sha256", "header": "x-sig", "encoding": "hex", "prefix": "", "reject_invalid": true})
         );
         assert!(!format!("{v:?}").contains("s3cr3t"));

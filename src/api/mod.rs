@@ -304,7 +304,7 @@ fn source_json(out: &mut Vec<u8>, s: &Source, base: &str) {
     out.extend_from_slice(format!(",\"created_at\":{},\"verify\":", s.created_at).as_bytes());
     match &s.verify {
         // Write-only: the secret never leaves.
-        Some(v) => out.extend_from_slice(v.public_json().to_string().as_bytes()),
+        Some(v) => v.write_public(out),
         None => out.extend_from_slice(b"null"),
     }
     out.push(b'}');
