@@ -122,7 +122,7 @@ impl Verify {
             Some(_) => return Err("verify.reject_invalid must be true or false".into()),
         };
         let scheme_name = text("scheme")?.ok_or("verify.scheme is required: github, stripe, standard-webhooks or hmac-sha256")?;
-        let custom = ["header", "encoding", "prefix"].into_iter().find(|k| object.contains_key(*k));
+        let custom = ["header", "encoding", "prefix"].into_iter().find(|k| object.get(*k).is_some_and(|v| !v.is_null()));
         let scheme = match scheme_name {
             "hmac-sha256" => {
                 let header = text("header")?.map(str::trim).filter(|h| !h.is_empty()).ok_or("verify.header is required for hmac-sha256")?;
@@ -460,11 +460,14 @@ mod tests {
             (json!({"scheme": "hmac-sha256", "secret": "s", "header": "x", "encoding": "b32"}), "hex or base64"),
             (json!({"scheme": "standard-webhooks", "secret": "whsec_!!"}), "whsec_"),
             (json!({"scheme": "github", "secret": "s", "secrets": "s"}), "not a setting"),
+            (json!({"scheme": "github", "secret": "s", "prefix": ""}), "only for the hmac-sha256"),
         ];
         for (value, want) in bad {
             let err = Verify::from_json(&value).unwrap_err();
             assert!(err.contains(want), "{value}: {err}");
         }
+        let null_is_absent = json!({"scheme": "github", "secret": "s", "header": null, "encoding": null, "prefix": null});
+        assert_eq!(settings(null_is_absent).scheme, Scheme::Github);
         let v = settings(json!({"scheme": "hmac-sha256", "secret": "s3cr3t", "header": "X-Sig", "reject_invalid": true}));
         let mut public = Vec::new();
         v.write_public(&mut public);

@@ -49,11 +49,7 @@ impl Api {
 
     /// Creates a source, with `verify` settings (`{"scheme","secret",…}`) if given.
     pub fn create(&self, name: &str, verify: Option<Value>) -> Result<Source, Error> {
-        let mut body = serde_json::json!({ "name": name });
-        if let Some(verify) = verify {
-            body["verify"] = verify;
-        }
-        let body = body.to_string();
+        let body = serde_json::json!({ "name": name, "verify": verify }).to_string();
         Source::from_json(&self.call("POST", "/v1/sources".into(), Some(&body))?)
     }
 

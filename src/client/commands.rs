@@ -42,13 +42,9 @@ fn verify_settings(args: VerifyArgs) -> Result<serde_json::Value, Error> {
     if secret.is_empty() {
         return Err(Error::Usage("create: the secret is empty".to_string()));
     }
-    let mut settings = serde_json::json!({ "scheme": args.scheme, "secret": secret, "reject_invalid": args.reject_invalid });
-    for (key, value) in [("header", args.header), ("encoding", args.encoding), ("prefix", args.prefix)] {
-        if let Some(value) = value {
-            settings[key] = value.into();
-        }
-    }
-    Ok(settings)
+    // Absent options are null, which the server takes as not given.
+    Ok(serde_json::json!({ "scheme": args.scheme, "secret": secret, "reject_invalid": args.reject_invalid,
+        "header": args.header, "encoding": args.encoding, "prefix": args.prefix }))
 }
 
 pub fn delete(api: &Api, source: &str) -> Result<(), Error> {

@@ -16,7 +16,6 @@ use super::output::{notice, print};
 use super::signal;
 use super::url::BaseUrl;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -155,7 +154,7 @@ struct Replay {
 
 impl Replay {
     fn of(event: &Envelope, to: &BaseUrl) -> Replay {
-        let payload: Option<Fields<Box<RawValue>>> = serde_json::from_str(&event.event).ok();
+        let payload: Option<Fields> = serde_json::from_str(&event.event).ok();
         match payload.as_ref().and_then(|p| Replay::webhook(p, to)) {
             Some(replay) => replay,
             None => Replay {
@@ -171,8 +170,8 @@ impl Replay {
     }
 
     /// The original request of a webhook event (SPEC §2.4), if it is one.
-    fn webhook(event: &Fields<Box<RawValue>>, to: &BaseUrl) -> Option<Replay> {
-        let text = |key: &str| -> Option<String> { serde_json::from_str(event.get(key)?.get()).ok() };
+    fn webhook(event: &Fields, to: &BaseUrl) -> Option<Replay> {
+        let text = |key: &str| event.text(key);
         let method = text("method").filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()))?;
         let path = text("path").filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))?;
         let raw = text("bodyRaw")?;
@@ -181,15 +180,15 @@ impl Replay {
             _ => raw.into_bytes(),
         };
         // Objects in the order sent (a `Value` would sort them).
-        let sent: Fields<Value> = serde_json::from_str(event.get("headers")?.get()).ok()?;
+        let sent: Fields = serde_json::from_str(event.get("headers")?.get()).ok()?;
         // Names listed in Connection are hop-by-hop too.
-        let listed: Vec<String> = match sent.get("connection").and_then(Value::as_str) {
+        let listed: Vec<String> = match sent.text("connection") {
             Some(v) => v.split(',').map(|n| n.trim().to_ascii_lowercase()).collect(),
             None => Vec::new(),
         };
         let mut headers = Vec::new();
         for (name, value) in &sent.0 {
-            let Some(value) = value.as_str() else { continue };
+            let Ok(value) = serde_json::from_str::<String>(value.get()) else { continue };
             let hop = NOT_FORWARDED.contains(&name.as_str()) || name.starts_with("proxy-") || listed.contains(name);
             let sendable = is_token(name) && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
             if !hop && sendable {
@@ -197,7 +196,7 @@ impl Replay {
             }
         }
         let mut target = under(to, &path);
-        let query: Option<Fields<Value>> = event.get("query").and_then(|q| serde_json::from_str(q.get()).ok());
+        let query: Option<Fields> = event.get("query").and_then(|q| serde_json::from_str(q.get()).ok());
         if let Some(query) = query.filter(|q| !q.0.is_empty()) {
             target.push('?');
             target.push_str(&encode_query(&query));
@@ -223,23 +222,28 @@ impl Replay {
 
 /// A JSON object's members in the order they were written.
 #[derive(Debug)]
-struct Fields<V>(Vec<(String, V)>);
+struct Fields(Vec<(String, Box<RawValue>)>);
 
-impl<V> Fields<V> {
-    fn get(&self, key: &str) -> Option<&V> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+impl Fields {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// A member that is a string.
+    fn text(&self, key: &str) -> Option<String> {
+        serde_json::from_str(self.get(key)?.get()).ok()
     }
 }
 
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for Fields<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields<V>, D::Error> {
-        struct Members<V>(std::marker::PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for Members<V> {
-            type Value = Fields<V>;
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Fields;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<V>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
                 let mut fields = Vec::new();
                 while let Some(member) = map.next_entry()? {
                     fields.push(member);
@@ -247,7 +251,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Fields<V> {
                 Ok(Fields(fields))
             }
         }
-        deserializer.deserialize_map(Members(std::marker::PhantomData))
+        deserializer.deserialize_map(Members)
     }
 }
 
@@ -263,14 +267,14 @@ fn under(to: &BaseUrl, path: &str) -> String {
 
 /// The event's decoded `query` object as a query string again: pairs in
 /// order, repeated keys (arrays) as repeated pairs, percent-encoded.
-fn encode_query(query: &Fields<Value>) -> String {
+fn encode_query(query: &Fields) -> String {
     let mut pairs = Vec::new();
     for (key, value) in &query.0 {
-        let values = match value {
-            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-            other => other.as_str().into_iter().collect::<Vec<_>>(),
+        let values: Vec<String> = match serde_json::from_str::<String>(value.get()) {
+            Ok(one) => vec![one],
+            Err(_) => serde_json::from_str(value.get()).unwrap_or_default(),
         };
-        for v in values {
+        for v in &values {
             pairs.push(format!("{}={}", escape(key), escape(v)));
         }
     }
