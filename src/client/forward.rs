@@ -119,8 +119,17 @@ impl Forwarder<'_> {
         Ok(())
     }
 
-    /// One attempt: the status of the answer, its body read and dropped.
+    /// One attempt: the status of the answer, its body read and dropped. A
+    /// Ctrl-C meanwhile waits for the answer, so that a clean stop never
+    /// leaves a request sent but not recorded in the cursor.
     fn send(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
+        signal::hold(true);
+        let result = self.attempt(request, bytes);
+        signal::hold(false);
+        result
+    }
+
+    fn attempt(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
         let exchange = http::send_bytes(self.target, bytes, PATIENCE)?;
         let status = exchange.head.status;
         // An answer to HEAD has no body, whatever its Content-Length says.

@@ -153,8 +153,8 @@ is final. Each request prints one line on stdout:
                       forwarding starts with events that arrive from now on.
   --max-retries N     retries of one event before it is skipped (default 10)
 
-Lost connections to the server are retried as 'events -f' does; Ctrl-C
-exits 0. SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap
+Lost connections to the server are retried as 'events -f' does. Ctrl-C
+exits 0, once a request in flight has its answer (at most 30 s). SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap
 is 30 times it): a knob for tests.";
 
 /// The help for `topic` (a command word), or the main help.
