@@ -199,6 +199,31 @@ fn a_restart_with_the_cursor_resumes_exactly_after_the_last_forwarded() {
 }
 
 #[test]
+fn a_cursor_older_than_the_history_warns_of_the_gap_and_goes_on() {
+    let server = TestServer::start(&["--history", "3"]);
+    server.create_source("s");
+    let receiver = Receiver::start();
+    let dir = TempDir::new("gap-cursor");
+    let cursor = dir.0.join("cursor");
+    let args = ["--cursor", cursor.to_str().unwrap()];
+    let mut fwd = Forward::start(&server, "s", &receiver.url(), &args);
+    let first = server.emit("s", "1");
+    receiver.wait_for(1);
+    fwd.line();
+    fwd.stop();
+    for n in 2..=7 {
+        server.emit("s", &n.to_string());
+    }
+    let fwd = Forward::start(&server, "s", &receiver.url(), &args);
+    let got = receiver.wait_for(4);
+    let bodies: Vec<&[u8]> = got.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies, [&b"1"[..], b"5", b"6", b"7"], "2 to 4 were evicted (--history 3)");
+    fwd.wait_for_notice(&format!("warning: events after {first} were no longer kept by the server and are lost; resuming from "));
+    receiver.assert_no_more(4);
+    fwd.stop();
+}
+
+#[test]
 fn forward_survives_a_server_restart_with_nothing_lost_or_repeated() {
     let dir = TempDir::new("forward-restart");
     let mut server = TestServer::start(&["--data-dir", dir.path()]);
