@@ -47,9 +47,9 @@ impl Api {
         Source::from_json(&self.call("GET", source_path(source), None)?)
     }
 
-    /// Creates a source, with `verify` settings (`{"scheme","secret",…}`) if given.
-    pub fn create(&self, name: &str, verify: Option<Value>) -> Result<Source, Error> {
-        let body = serde_json::json!({ "name": name, "verify": verify }).to_string();
+    /// Creates a source, with `verify` settings (a JSON object) if given.
+    pub fn create(&self, name: &str, verify: Option<&str>) -> Result<Source, Error> {
+        let body = format!("{{\"name\":{},\"verify\":{}}}", json::string(name), verify.unwrap_or("null"));
         Source::from_json(&self.call("POST", "/v1/sources".into(), Some(&body))?)
     }
 

@@ -28,12 +28,17 @@ pub fn list_sources(api: &Api) -> Result<(), Error> {
 
 pub fn create(api: &Api, name: &str, verify: Option<VerifyArgs>) -> Result<(), Error> {
     let verify = verify.map(verify_settings).transpose()?;
-    describe_source(&api.create(name, verify)?)
+    let asked = verify.is_some();
+    let source = api.create(name, verify.as_deref())?;
+    if asked && source.verify.is_none() {
+        notice("warning: the server created the source without the signature check (a version before it?)");
+    }
+    describe_source(&source)
 }
 
 /// The `verify` JSON of `create --verify`, with the secret read from the
 /// environment or a file (a trailing newline is not part of it).
-fn verify_settings(args: VerifyArgs) -> Result<serde_json::Value, Error> {
+fn verify_settings(args: VerifyArgs) -> Result<String, Error> {
     let secret = match &args.secret {
         Secret::Env(var) => std::env::var(var).map_err(|_| Error::Usage(format!("create: the environment variable {var} is not set")))?,
         Secret::File(path) => std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("create: cannot read {path}: {e}")))?,
@@ -42,9 +47,19 @@ fn verify_settings(args: VerifyArgs) -> Result<serde_json::Value, Error> {
     if secret.is_empty() {
         return Err(Error::Usage("create: the secret is empty".to_string()));
     }
-    // Absent options are null, which the server takes as not given.
-    Ok(serde_json::json!({ "scheme": args.scheme, "secret": secret, "reject_invalid": args.reject_invalid,
-        "header": args.header, "encoding": args.encoding, "prefix": args.prefix }))
+    let mut settings = format!(
+        "{{\"scheme\":{},\"secret\":{},\"reject_invalid\":{}",
+        json::string(&args.scheme),
+        json::string(secret),
+        args.reject_invalid
+    );
+    for (key, value) in [("header", args.header), ("encoding", args.encoding), ("prefix", args.prefix)] {
+        if let Some(value) = value {
+            settings.push_str(&format!(",\"{key}\":{}", json::string(&value)));
+        }
+    }
+    settings.push('}');
+    Ok(settings)
 }
 
 pub fn delete(api: &Api, source: &str) -> Result<(), Error> {

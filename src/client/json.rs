@@ -42,6 +42,11 @@ pub fn gap_resumed_from(data: &str) -> Option<String> {
     Some(value.get("resumed_from")?.as_str()?.to_string())
 }
 
+/// `text` as a JSON string, quoted and escaped.
+pub fn string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
 /// Checks that `text` is one JSON value, before it is sent anywhere.
 pub fn validate(text: &str) -> Result<(), String> {
     serde_json::from_str::<&RawValue>(text).map(drop).map_err(|e| e.to_string())
