@@ -16,6 +16,7 @@ use super::output::{notice, print};
 use super::signal;
 use super::url::BaseUrl;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -197,7 +198,7 @@ impl Replay {
         };
         let mut headers = Vec::new();
         for (name, value) in &sent.0 {
-            let Ok(value) = serde_json::from_str::<String>(value.get()) else { continue };
+            let Some(value) = string(value) else { continue };
             let hop = NOT_FORWARDED.contains(&name.as_str()) || name.starts_with("proxy-") || listed.contains(name);
             let sendable = is_token(name) && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
             if !hop && sendable {
@@ -240,7 +241,7 @@ impl Fields {
 
     /// A member that is a string.
     fn text(&self, key: &str) -> Option<String> {
-        serde_json::from_str(self.get(key)?.get()).ok()
+        string(self.get(key)?)
     }
 }
 
@@ -264,6 +265,15 @@ impl<'de> Deserialize<'de> for Fields {
     }
 }
 
+/// A JSON string member's text (read as a `Value`, whose reader the
+/// client has anyway: a reader of its own per type costs binary size).
+fn string(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str(raw.get()) {
+        Ok(Value::String(text)) => Some(text),
+        _ => None,
+    }
+}
+
 /// `path` under `--to`'s path: `/hooks` + `/github` = `/hooks/github`;
 /// the endpoint's own root (`/`) is `--to`'s path itself.
 fn under(to: &BaseUrl, path: &str) -> String {
@@ -279,11 +289,12 @@ fn under(to: &BaseUrl, path: &str) -> String {
 fn encode_query(query: &Fields) -> String {
     let mut pairs = Vec::new();
     for (key, value) in &query.0 {
-        let values: Vec<String> = match serde_json::from_str::<String>(value.get()) {
-            Ok(one) => vec![one],
-            Err(_) => serde_json::from_str(value.get()).unwrap_or_default(),
+        let values = match serde_json::from_str(value.get()) {
+            Ok(Value::String(one)) => vec![Value::String(one)],
+            Ok(Value::Array(many)) => many,
+            _ => Vec::new(),
         };
-        for v in &values {
+        for v in values.iter().filter_map(Value::as_str) {
             pairs.push(format!("{}={}", escape(key), escape(v)));
         }
     }
