@@ -14,6 +14,7 @@ use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageErro
 use crate::history::{Gap, History};
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::{Event, EventId};
+use crate::verify::Verify;
 
 /// Who waits for a ticket.
 pub enum Waiter {
@@ -39,8 +40,16 @@ pub enum Effect {
 struct Pending {
     ticket: Ticket,
     waiter: Waiter,
-    /// A create to undo if storage refuses it.
-    undo_create: Option<SourceKey>,
+    /// What to undo if storage refuses the change.
+    undo: Undo,
+}
+
+enum Undo {
+    Nothing,
+    /// Remove the created source.
+    Create(SourceKey),
+    /// Put back the signature check it had.
+    Verify(SourceKey, Option<Verify>),
 }
 
 pub struct Hub {
@@ -63,9 +72,9 @@ impl Hub {
         &*self.engine
     }
 
-    fn submit(&mut self, op: Op<'_>, now_ms: u64, undo_create: Option<SourceKey>) -> Ticket {
+    fn submit(&mut self, op: Op<'_>, now_ms: u64, undo: Undo) -> Ticket {
         let ticket = self.engine.submit(op, now_ms);
-        self.pending.push_back(Pending { ticket, waiter: Waiter::Nobody, undo_create });
+        self.pending.push_back(Pending { ticket, waiter: Waiter::Nobody, undo });
         ticket
     }
 
@@ -76,10 +85,27 @@ impl Hub {
         }
     }
 
-    pub fn create(&mut self, account: AccountId, account_name: &str, name: &str, now_ms: u64) -> Result<(SourceKey, Ticket), CreateError> {
+    /// Creates a source, with a signature check of its webhooks if given.
+    pub fn create(
+        &mut self,
+        account: AccountId,
+        account_name: &str,
+        name: &str,
+        verify: Option<Verify>,
+        now_ms: u64,
+    ) -> Result<(SourceKey, Ticket), CreateError> {
         let key = self.registry.create(account, name, now_ms)?;
+        self.registry.set_verify(key, verify);
         let meta = self.meta(key, account_name);
-        Ok((key, self.submit(Op::Create { key, meta: &meta }, now_ms, Some(key))))
+        Ok((key, self.submit(Op::Create { key, meta: &meta }, now_ms, Undo::Create(key))))
+    }
+
+    /// Sets, changes or (`None`) removes a source's signature check; in
+    /// effect for the next delivery, put back if storage refuses it.
+    pub fn set_verify(&mut self, key: SourceKey, verify: Option<Verify>, now_ms: u64) -> Ticket {
+        let before = self.registry.set_verify(key, verify);
+        let verify = self.source(key).verify.clone();
+        self.submit(Op::Verify { key, verify: verify.as_ref() }, now_ms, Undo::Verify(key, before))
     }
 
     fn meta(&self, key: SourceKey, account_name: &str) -> SourceMeta {
@@ -90,6 +116,7 @@ impl Hub {
             name: s.name.clone(),
             endpoint_key: s.endpoint_key.clone(),
             created_at: s.created_at,
+            verify: s.verify.clone(),
         }
     }
 
@@ -100,20 +127,20 @@ impl Hub {
         {
             self.effects.push(Effect::EndStreams(source.subscribers));
         }
-        self.submit(Op::Delete { key }, now_ms, None)
+        self.submit(Op::Delete { key }, now_ms, Undo::Nothing)
     }
 
     /// Emits compact JSON; retained and delivered once acknowledged.
     pub fn emit(&mut self, key: SourceKey, payload: &[u8], now_ms: u64) -> Ticket {
-        self.submit(Op::Append { key, payload }, now_ms, None)
+        self.submit(Op::Append { key, payload }, now_ms, Undo::Nothing)
     }
 
     pub fn clear(&mut self, key: SourceKey, now_ms: u64) -> Ticket {
-        self.submit(Op::Clear { key }, now_ms, None)
+        self.submit(Op::Clear { key }, now_ms, Undo::Nothing)
     }
 
     pub fn keep_default_key(&mut self, key: &str, now_ms: u64) {
-        self.submit(Op::DefaultKey(key), now_ms, None);
+        self.submit(Op::DefaultKey(key), now_ms, Undo::Nothing);
     }
 
     /// End of a loop turn: storage writes what the turn submitted.
@@ -157,8 +184,10 @@ impl Hub {
                     error!("storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
                 }
-                if let Some(key) = p.undo_create {
-                    self.registry.remove(key);
+                match p.undo {
+                    Undo::Nothing => {}
+                    Undo::Create(key) => drop(self.registry.remove(key)),
+                    Undo::Verify(key, before) => drop(self.registry.set_verify(key, before)),
                 }
             }
             Ok(_) if self.failing => {
@@ -178,6 +207,7 @@ impl Hub {
     pub fn restore(&mut self, account: AccountId, stored: StoredSource) -> SourceKey {
         let m = &stored.meta;
         let key = self.registry.insert(account, m.id.clone(), m.name.clone(), m.endpoint_key.clone(), m.created_at);
+        self.registry.set_verify(key, m.verify.clone());
         self.engine.restore(key, stored);
         key
     }
@@ -187,7 +217,8 @@ impl Hub {
     pub fn import(&mut self, account: AccountId, stored: StoredSource, now_ms: u64) -> SourceKey {
         let m = &stored.meta;
         let key = self.registry.insert(account, m.id.clone(), m.name.clone(), m.endpoint_key.clone(), m.created_at);
-        self.submit(Op::Import { key, source: &stored }, now_ms, None);
+        self.registry.set_verify(key, stored.meta.verify.clone());
+        self.submit(Op::Import { key, source: &stored }, now_ms, Undo::Nothing);
         key
     }
 

@@ -39,6 +39,8 @@
 
 mod api;
 mod auth;
+#[doc(hidden)]
+pub mod base64;
 mod config;
 mod conn;
 mod engine;
@@ -56,6 +58,7 @@ mod state;
 mod sys;
 mod text;
 mod timer;
+mod verify;
 
 pub use config::{Config, ConfigError, usage};
 pub use engine::EngineKind;

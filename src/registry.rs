@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
 use crate::engine::SourceKey;
+use crate::verify::Verify;
 
 /// Random characters after `dc_` in a source id (~95 bits).
 const SOURCE_ID_CHARS: usize = 16;
@@ -20,6 +21,8 @@ pub struct Source {
     pub account: AccountId,
     pub endpoint_key: String,
     pub created_at: u64,
+    /// The signature check of its webhook deliveries.
+    pub verify: Option<Verify>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
 }
@@ -73,7 +76,7 @@ impl Registry {
         self.by_id.insert(id.clone(), key);
         self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
-        self.sources.insert(key, Source { id, name, account, endpoint_key, created_at, subscribers: Vec::new() });
+        self.sources.insert(key, Source { id, name, account, endpoint_key, created_at, verify: None, subscribers: Vec::new() });
         key
     }
 
@@ -103,6 +106,11 @@ impl Registry {
         let mut list: Vec<&Source> = self.sources.values().filter(|s| s.account == account).collect();
         list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         list
+    }
+
+    /// Sets or removes the source's signature check; returns the one before.
+    pub fn set_verify(&mut self, key: SourceKey, verify: Option<Verify>) -> Option<Verify> {
+        self.sources.get_mut(&key).and_then(|s| std::mem::replace(&mut s.verify, verify))
     }
 
     /// Removes a source; returns it (its subscribers are to be ended).

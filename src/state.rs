@@ -46,6 +46,7 @@ impl SavedSource {
             name: self.name,
             endpoint_key: self.endpoint_key,
             created_at: self.created_at,
+            verify: None,
         };
         StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted }
     }

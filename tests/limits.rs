@@ -39,7 +39,8 @@ fn every_error_is_json_with_the_right_status() {
         let error = r.json()["error"].as_str().unwrap().to_string();
         assert!(error.starts_with(message), "{method} {path}: {error}");
     }
-    assert_eq!(server.request("PATCH", "/v1/sources/s", None).header("allow").as_deref(), Some("GET, HEAD, DELETE"));
+    assert_eq!(server.request("PUT", "/v1/sources/s", None).header("allow").as_deref(), Some("GET, HEAD, PATCH, DELETE"));
+    assert_eq!(server.request("PATCH", "/v1/sources/s", None).status, 411, "a PATCH needs its body");
     let r = server.raw_request("GET", "/v1/sources", "Authorization: Bearer wrong\r\n", None);
     assert_eq!((r.status, r.header("www-authenticate").as_deref()), (401, Some("Bearer")));
     assert_eq!(r.json()["error"], "invalid API key");

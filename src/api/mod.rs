@@ -19,6 +19,7 @@ use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
+use crate::verify::Verify;
 pub use reply::Reply;
 use reply::{Answer, Fail, ok};
 
@@ -128,13 +129,14 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
                     out.push(b'}');
                     Ok(ok(head, 200, "application/json", "", &out))
                 }
+                "PATCH" => update_source(ctx, head, source, body),
                 "DELETE" => {
                     let s = ctx.hub.source(source);
                     info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
                     let ticket = ctx.hub.delete(source, ctx.now_ms);
                     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) })
                 }
-                _ => Err(not_allowed("GET, HEAD, DELETE")),
+                _ => Err(not_allowed("GET, HEAD, PATCH, DELETE")),
             }
         }
         Route::Events(s) => {
@@ -211,8 +213,12 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
+    let verify = match value.get("verify") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
+    };
     let account_name = ctx.keys.account_name(account);
-    let (key, ticket) = ctx.hub.create(account, account_name, name, ctx.now_ms).map_err(|e| match e {
+    let (key, ticket) = ctx.hub.create(account, account_name, name, verify, ctx.now_ms).map_err(|e| match e {
         CreateError::BadName => Fail::new(400, e.to_string()),
         CreateError::Taken => Fail::new(409, e.to_string()),
     })?;
@@ -222,6 +228,30 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
+}
+
+/// `PATCH /v1/sources/{source}` `{"verify":{…}|null}`: the one setting a
+/// source has. Answered with the source once storage has the change.
+fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8]) -> Result<Reply> {
+    require_length(head)?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
+    let Some(setting) = value.as_object().and_then(|o| o.get("verify")) else {
+        return Err(Fail::new(400, "body must be {\"verify\":{…}} or {\"verify\":null}"));
+    };
+    let verify = match setting {
+        serde_json::Value::Null => None,
+        v => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
+    };
+    let s = ctx.hub.source(source);
+    match &verify {
+        Some(v) => info!("source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
+        None => info!("source {} ({}): signature check removed", s.name, s.id),
+    }
+    let ticket = ctx.hub.set_verify(source, verify, ctx.now_ms);
+    let mut out = b"{\"data\":".to_vec();
+    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
+    out.push(b'}');
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out) })
 }
 
 fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
@@ -271,7 +301,13 @@ fn source_json(out: &mut Vec<u8>, s: &Source, base: &str) {
     json::write_str(out, &format!("{base}/sources/{}/sse", s.id));
     out.extend_from_slice(b",\"endpoint_url\":");
     json::write_str(out, &format!("{base}/e/{}", s.endpoint_key));
-    out.extend_from_slice(format!(",\"created_at\":{}}}", s.created_at).as_bytes());
+    out.extend_from_slice(format!(",\"created_at\":{},\"verify\":", s.created_at).as_bytes());
+    match &s.verify {
+        // Write-only: the secret never leaves.
+        Some(v) => v.write_public(out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]

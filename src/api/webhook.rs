@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use super::reply::{Answer, Fail, Reply, ok};
+use crate::base64;
 use crate::http::{self, Head};
 use crate::hub::Hub;
 use crate::json;
+use crate::verify::{self, Outcome};
+use log::debug;
 
 /// Methods named in CORS preflight answers.
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -20,7 +23,19 @@ pub fn ingest(hub: &mut Hub, head: &Head, key: &str, suffix: &str, body: &[u8], 
     if head.method() == "OPTIONS" && head.header("access-control-request-method").is_some() {
         return Ok(preflight(head));
     }
-    let payload = event(head, suffix, body);
+    let mut signature = None;
+    if let Some(verify) = &hub.source(source).verify {
+        let outcome = verify.check(|name| head.header(name), body, now_ms / 1000);
+        if let (true, Outcome::Invalid(reason)) = (verify.reject_invalid, &outcome) {
+            debug!("webhook delivery to source {} refused: {reason}", hub.source(source).id);
+            let body = json::error_body(&format!("invalid signature: {reason}"));
+            return Ok(ok(head, 401, "application/json", "Access-Control-Allow-Origin: *\r\n", &body));
+        }
+        let mut out = Vec::with_capacity(96);
+        verify::write_signature(&mut out, &verify.scheme, &outcome);
+        signature = Some(out);
+    }
+    let payload = event(head, suffix, body, signature.as_deref());
     let ticket = hub.emit(source, &payload, now_ms);
     Ok(Reply::Wait { ticket, answer: Answer::ingested(head) })
 }
@@ -43,9 +58,9 @@ fn preflight(head: &Head) -> Reply {
     ok(head, 204, "", &extra, b"")
 }
 
-/// `{"method","path","query","headers","body","bodyRaw"[,"bodyRawEncoding"]}`
-/// as compact JSON.
-pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
+/// `{"method","path","query","headers","body","bodyRaw"[,"bodyRawEncoding"][,"signature"]}`
+/// as compact JSON; `signature` is the check's JSON, when the source has one.
+pub fn event(head: &Head, suffix: &str, body: &[u8], signature: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() * 2 + 512);
     out.extend_from_slice(b"{\"method\":");
     json::write_str(&mut out, head.method());
@@ -64,15 +79,19 @@ pub fn event(head: &Head, suffix: &str, body: &[u8]) -> Vec<u8> {
     match (json::compact(body), text) {
         (Ok(compacted), _) => out.extend_from_slice(&compacted),
         (Err(_), Ok(text)) => json::write_str(&mut out, text),
-        (Err(_), Err(_)) => json::write_str(&mut out, &base64(body)),
+        (Err(_), Err(_)) => json::write_str(&mut out, &base64::encode(body)),
     }
     out.extend_from_slice(b",\"bodyRaw\":");
     match text {
         Ok(text) => json::write_str(&mut out, text),
         Err(_) => {
-            json::write_str(&mut out, &base64(body));
+            json::write_str(&mut out, &base64::encode(body));
             out.extend_from_slice(b",\"bodyRawEncoding\":\"base64\"");
         }
+    }
+    if let Some(signature) = signature {
+        out.extend_from_slice(b",\"signature\":");
+        out.extend_from_slice(signature);
     }
     out.push(b'}');
     out
@@ -120,35 +139,9 @@ fn write_grouped(out: &mut Vec<u8>, pairs: &[(String, String)], as_array: bool) 
     out.push(b'}');
 }
 
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encodes_base64() {
-        let table: &[(&[u8], &str)] =
-            &[(b"", ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foob", "Zm9vYg=="), (b"\xff\x00\xfe", "/wD+")];
-        for (input, want) in table {
-            assert_eq!(base64(input), *want);
-        }
-    }
 
     fn head(raw: &str) -> Head {
         http::parse_head(raw.as_bytes()).unwrap().unwrap().0
@@ -160,7 +153,7 @@ mod tests {
             "POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\
              Cookie: a=1\r\ncookie: b=2,3\r\n\r\n",
         );
-        let got: serde_json::Value = serde_json::from_slice(&event(&h, "/hook", b"{ \"n\": 1 }")).unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&event(&h, "/hook", b"{ \"n\": 1 }", None)).unwrap();
         let want = serde_json::json!({
             "method": "POST", "path": "/hook",
             "query": {"a": ["1", "2"], "b": " x"},
@@ -168,9 +161,11 @@ mod tests {
             "body": {"n": 1}, "bodyRaw": "{ \"n\": 1 }"
         });
         assert_eq!(got, want);
-        let got: serde_json::Value = serde_json::from_slice(&event(&h, "", b"a=1&b=2")).unwrap();
+        let got: serde_json::Value = serde_json::from_slice(&event(&h, "", b"a=1&b=2", None)).unwrap();
         assert_eq!((got["path"].as_str(), got["body"].as_str()), (Some("/"), Some("a=1&b=2")));
-        let got: serde_json::Value = serde_json::from_slice(&event(&h, "", b"\xff\x00")).unwrap();
+        let got: serde_json::Value =
+            serde_json::from_slice(&event(&h, "", b"\xff\x00", Some(b"{\"scheme\":\"github\",\"valid\":true}"))).unwrap();
         assert_eq!((got["bodyRaw"].as_str(), got["bodyRawEncoding"].as_str()), (Some("/wA="), Some("base64")));
+        assert_eq!(got["signature"], serde_json::json!({"scheme": "github", "valid": true}));
     }
 }

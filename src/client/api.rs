@@ -28,6 +28,8 @@ pub struct Source {
     pub endpoint_url: String,
     /// Unix milliseconds.
     pub created_at: Option<i64>,
+    /// The signature check in words (`github, invalid ones refused`), if any.
+    pub verify: Option<String>,
 }
 
 impl Api {
@@ -45,8 +47,9 @@ impl Api {
         Source::from_json(&self.call("GET", source_path(source), None)?)
     }
 
-    pub fn create(&self, name: &str) -> Result<Source, Error> {
-        let body = serde_json::json!({ "name": name }).to_string();
+    /// Creates a source, with `verify` settings (a JSON object) if given.
+    pub fn create(&self, name: &str, verify: Option<&str>) -> Result<Source, Error> {
+        let body = format!("{{\"name\":{},\"verify\":{}}}", json::string(name), verify.unwrap_or("null"));
         Source::from_json(&self.call("POST", "/v1/sources".into(), Some(&body))?)
     }
 
@@ -134,8 +137,24 @@ impl Source {
             sse_url: text("sse_url").unwrap_or_default(),
             endpoint_url: text("endpoint_url").unwrap_or_default(),
             created_at: value.get("created_at").and_then(Value::as_i64),
+            verify: value.get("verify").filter(|v| !v.is_null()).map(describe_verify),
         })
     }
+}
+
+/// `github`, `hmac-sha256 (x-sig: sha256=<hex>)`, each followed by what
+/// happens to an invalid delivery.
+fn describe_verify(verify: &Value) -> String {
+    let text = |key: &str| verify.get(key).and_then(Value::as_str).unwrap_or("");
+    let mut out = text("scheme").to_string();
+    if out == "hmac-sha256" {
+        out.push_str(&format!(" ({}: {}<{}>)", text("header"), text("prefix"), text("encoding")));
+    }
+    match verify.get("reject_invalid").and_then(Value::as_bool) {
+        Some(true) => out.push_str(", invalid deliveries refused (401)"),
+        _ => out.push_str(", invalid deliveries marked"),
+    }
+    out
 }
 
 fn source_path(source: &str) -> String {

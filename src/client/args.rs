@@ -5,6 +5,8 @@ use super::error::Error;
 
 /// How many events `events` prints when `-n` is not given.
 pub const EVENTS_DEFAULT: usize = 10;
+/// How often `forward` retries a request when `--max-retries` is not given.
+pub const RETRIES_DEFAULT: u32 = 10;
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Globals {
@@ -22,6 +24,7 @@ pub enum Command {
     ListSources,
     Create {
         name: String,
+        verify: Option<VerifyArgs>,
     },
     Delete {
         source: String,
@@ -41,6 +44,32 @@ pub enum Command {
         follow: bool,
         envelope: bool,
     },
+    Forward {
+        source: String,
+        to: String,
+        cursor: Option<String>,
+        max_retries: u32,
+    },
+}
+
+/// `create --verify SCHEME ...`: the signature check to set on the source.
+#[derive(Debug, PartialEq)]
+pub struct VerifyArgs {
+    pub scheme: String,
+    pub secret: Secret,
+    pub reject_invalid: bool,
+    /// `hmac-sha256` only.
+    pub header: Option<String>,
+    pub encoding: Option<String>,
+    pub prefix: Option<String>,
+}
+
+/// Where the secret is read from: never the command line, which other
+/// users can see in `ps`.
+#[derive(Debug, PartialEq)]
+pub enum Secret {
+    Env(String),
+    File(String),
 }
 
 pub fn parse(args: &[String]) -> Result<(Globals, Command), Error> {
@@ -105,7 +134,10 @@ fn command(word: &str, rest: &[String]) -> Result<Command, Error> {
                 return Err(usage(format!("cannot list {other:?}: say 'streams' (st) or 'sources' (so)")));
             }
         },
-        "create" => Command::Create { name: args.positionals(word, 1, "NAME")?.remove(0) },
+        "create" => {
+            let verify = args.verify_args()?;
+            Command::Create { name: args.positionals(word, 1, "NAME")?.remove(0), verify }
+        }
         "delete" => Command::Delete { source: args.positionals(word, 1, "SOURCE")?.remove(0) },
         "describe" => Command::Describe { source: args.positionals(word, 1, "SOURCE")?.remove(0) },
         "emit" => {
@@ -125,6 +157,15 @@ fn command(word: &str, rest: &[String]) -> Result<Command, Error> {
             let (follow, envelope) = (args.follow, args.envelope);
             Command::Events { source: args.positionals(word, 1, "SOURCE")?.remove(0), limit, follow, envelope }
         }
+        "forward" => {
+            let to = args.value("--to").ok_or_else(|| usage("forward: --to URL is required".to_string()))?;
+            let cursor = args.value("--cursor");
+            let max_retries = match args.value("--max-retries") {
+                None => RETRIES_DEFAULT,
+                Some(n) => n.parse().map_err(|_| usage(format!("forward: --max-retries needs a count, not {n:?}")))?,
+            };
+            Command::Forward { source: args.positionals(word, 1, "SOURCE --to URL")?.remove(0), to, cursor, max_retries }
+        }
         other => return Err(usage(format!("unknown command {other:?}"))),
     };
     Ok(command)
@@ -138,7 +179,16 @@ struct Args {
     envelope: bool,
     lines: bool,
     limit: Option<String>,
+    reject_invalid: bool,
+    /// Options with a value (`--to URL`), as given.
+    values: Vec<(&'static str, String)>,
 }
+
+/// The options with a value, per command.
+const VALUED: &[(&str, &[&str])] = &[
+    ("create", &["--verify", "--secret-env", "--secret-file", "--header", "--encoding", "--prefix"]),
+    ("forward", &["--to", "--cursor", "--max-retries"]),
+];
 
 impl Args {
     fn split(command: &str, rest: &[String]) -> Result<Args, Error> {
@@ -160,10 +210,50 @@ impl Args {
                 ("events", other) if other.starts_with("--limit=") => args.limit = Some(other[8..].to_string()),
                 ("events", other) if other.starts_with("-n") => args.limit = Some(other[2..].to_string()),
                 ("emit", "--lines") => args.lines = true,
-                _ => return Err(usage(format!("{command}: unknown option {arg:?}"))),
+                ("create", "--reject-invalid") => args.reject_invalid = true,
+                (_, option) => {
+                    let (name, inline) = option.split_once('=').map_or((option, None), |(n, v)| (n, Some(v.to_string())));
+                    let known = VALUED.iter().find(|(c, _)| *c == command).and_then(|(_, names)| names.iter().find(|n| **n == name));
+                    let Some(&name) = known else { return Err(usage(format!("{command}: unknown option {arg:?}"))) };
+                    let value = inline.or_else(|| rest.next().cloned()).ok_or_else(|| usage(format!("{name} needs a value")))?;
+                    if args.value(name).is_some() {
+                        return Err(usage(format!("{command}: {name} given twice")));
+                    }
+                    args.values.push((name, value));
+                }
             }
         }
         Ok(args)
+    }
+
+    fn value(&self, name: &str) -> Option<String> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
+
+    /// `--verify SCHEME` and what goes with it, checked for shape (the
+    /// server checks the rest).
+    fn verify_args(&self) -> Result<Option<VerifyArgs>, Error> {
+        let Some(scheme) = self.value("--verify") else {
+            let stray =
+                ["--secret-env", "--secret-file", "--header", "--encoding", "--prefix"].into_iter().find(|n| self.value(n).is_some());
+            return match stray.or(self.reject_invalid.then_some("--reject-invalid")) {
+                Some(name) => Err(usage(format!("create: {name} goes with --verify SCHEME"))),
+                None => Ok(None),
+            };
+        };
+        let secret = match (self.value("--secret-env"), self.value("--secret-file")) {
+            (Some(var), None) => Secret::Env(var),
+            (None, Some(path)) => Secret::File(path),
+            _ => return Err(usage("create: --verify needs the secret from one of --secret-env VAR or --secret-file PATH".to_string())),
+        };
+        Ok(Some(VerifyArgs {
+            scheme,
+            secret,
+            reject_invalid: self.reject_invalid,
+            header: self.value("--header"),
+            encoding: self.value("--encoding"),
+            prefix: self.value("--prefix"),
+        }))
     }
 
     fn positionals(self, command: &str, count: usize, shape: &str) -> Result<Vec<String>, Error> {
@@ -205,13 +295,36 @@ mod tests {
         Command::Events { source: source.into(), limit, follow, envelope }
     }
 
+    fn verify(scheme: &str, secret: Secret, reject_invalid: bool, header: Option<&str>) -> VerifyArgs {
+        VerifyArgs { scheme: scheme.into(), secret, reject_invalid, header: header.map(Into::into), encoding: None, prefix: None }
+    }
+
     #[test]
     fn parses_commands() {
         let cases = [
             ("list streams", Command::ListStreams),
             ("list st", Command::ListStreams),
             ("list so", Command::ListSources),
-            ("create orders", Command::Create { name: "orders".into() }),
+            ("create orders", Command::Create { name: "orders".into(), verify: None }),
+            (
+                "create hooks --verify github --secret-env GH_SECRET --reject-invalid",
+                Command::Create { name: "hooks".into(), verify: Some(verify("github", Secret::Env("GH_SECRET".into()), true, None)) },
+            ),
+            (
+                "create --verify=hmac-sha256 --secret-file /s --header X-Sig hooks",
+                Command::Create {
+                    name: "hooks".into(),
+                    verify: Some(verify("hmac-sha256", Secret::File("/s".into()), false, Some("X-Sig"))),
+                },
+            ),
+            (
+                "forward hooks --to http://localhost:3000/x",
+                Command::Forward { source: "hooks".into(), to: "http://localhost:3000/x".into(), cursor: None, max_retries: 10 },
+            ),
+            (
+                "forward --to=http://h --cursor c.txt --max-retries 0 hooks",
+                Command::Forward { source: "hooks".into(), to: "http://h".into(), cursor: Some("c.txt".into()), max_retries: 0 },
+            ),
             ("delete dc_x", Command::Delete { source: "dc_x".into() }),
             ("describe orders", Command::Describe { source: "orders".into() }),
             ("emit orders", Command::Emit { source: "orders".into(), json: None, lines: false }),
@@ -263,6 +376,16 @@ mod tests {
             ("events -n", "-n needs a count"),
             ("events -x orders", "unknown option"),
             ("create -f orders", "unknown option"),
+            ("create --verify github orders", "--secret-env VAR or --secret-file PATH"),
+            ("create --verify github --secret-env A --secret-file B orders", "--secret-env VAR or --secret-file PATH"),
+            ("create --secret-env A orders", "goes with --verify"),
+            ("create --reject-invalid orders", "goes with --verify"),
+            ("create --verify", "--verify needs a value"),
+            ("forward orders", "--to URL is required"),
+            ("forward orders --to http://a --to http://b", "given twice"),
+            ("forward orders --to http://a --max-retries many", "--max-retries needs a count"),
+            ("forward --to http://a", "usage: ssehub forward"),
+            ("events --to http://a orders", "unknown option"),
         ];
         for (line, want) in cases {
             let err = run(line).unwrap_err();

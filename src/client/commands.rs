@@ -1,6 +1,7 @@
 //! One function per command: call the API, print the results.
 
 use super::api::{Api, Source};
+use super::args::{Secret, VerifyArgs};
 use super::error::Error;
 use super::follow;
 use super::json;
@@ -25,8 +26,40 @@ pub fn list_sources(api: &Api) -> Result<(), Error> {
     table(&rows).iter().try_for_each(|line| print(line))
 }
 
-pub fn create(api: &Api, name: &str) -> Result<(), Error> {
-    describe_source(&api.create(name)?)
+pub fn create(api: &Api, name: &str, verify: Option<VerifyArgs>) -> Result<(), Error> {
+    let verify = verify.map(verify_settings).transpose()?;
+    let asked = verify.is_some();
+    let source = api.create(name, verify.as_deref())?;
+    if asked && source.verify.is_none() {
+        notice("warning: the server created the source without the signature check (a version before it?)");
+    }
+    describe_source(&source)
+}
+
+/// The `verify` JSON of `create --verify`, with the secret read from the
+/// environment or a file (a trailing newline is not part of it).
+fn verify_settings(args: VerifyArgs) -> Result<String, Error> {
+    let secret = match &args.secret {
+        Secret::Env(var) => std::env::var(var).map_err(|_| Error::Usage(format!("create: the environment variable {var} is not set")))?,
+        Secret::File(path) => std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("create: cannot read {path}: {e}")))?,
+    };
+    let secret = secret.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(Error::Usage("create: the secret is empty".to_string()));
+    }
+    let mut settings = format!(
+        "{{\"scheme\":{},\"secret\":{},\"reject_invalid\":{}",
+        json::string(&args.scheme),
+        json::string(secret),
+        args.reject_invalid
+    );
+    for (key, value) in [("header", args.header), ("encoding", args.encoding), ("prefix", args.prefix)] {
+        if let Some(value) = value {
+            settings.push_str(&format!(",\"{key}\":{}", json::string(&value)));
+        }
+    }
+    settings.push('}');
+    Ok(settings)
 }
 
 pub fn delete(api: &Api, source: &str) -> Result<(), Error> {
@@ -47,6 +80,7 @@ fn describe_source(source: &Source) -> Result<(), Error> {
         cells(["sse_url", &source.sse_url]),
         cells(["endpoint_url", &source.endpoint_url]),
         cells(["created_at", &created]),
+        cells(["verify", source.verify.as_deref().unwrap_or("none")]),
     ];
     table(&rows).iter().try_for_each(|line| print(line))
 }
@@ -99,7 +133,7 @@ pub fn events(api: &Api, source: &str, limit: usize, follow: bool, envelope: boo
         return Ok(());
     }
     let after = recent.last().map_or(BEFORE_ALL, |event| &event.id);
-    follow::run(api, source, after.to_string(), envelope)
+    follow::run(api, source, after.to_string(), &mut |event| print(if envelope { &event.raw } else { &event.event }))
 }
 
 fn cells<const N: usize>(values: [&str; N]) -> Vec<String> {

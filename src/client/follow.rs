@@ -1,13 +1,14 @@
-//! `events -f`: the stream, opened with `Last-Event-ID` = the last printed
-//! id on every connection, so nothing is lost or printed twice across
-//! drops and server restarts. Drops are retried with backoff; a silent
-//! connection counts as dropped; a refusal (401, 404) ends the command.
+//! `events -f` and `forward`: the stream, opened with `Last-Event-ID` = the
+//! last delivered id on every connection, so nothing is lost or delivered
+//! twice across drops and server restarts. Drops are retried with backoff;
+//! a silent connection counts as dropped; a refusal (401, 404) ends the
+//! command. A `gap` frame (events that were no longer kept) is a warning.
 
 use super::api::Api;
 use super::error::Error;
 use super::http::{Exchange, Progress, TICK};
-use super::json;
-use super::output::{notice, print};
+use super::json::{self, Envelope};
+use super::output::notice;
 use super::signal;
 use super::sse;
 use std::fmt;
@@ -37,8 +38,12 @@ impl fmt::Display for Lost {
     }
 }
 
+/// What a follower does with each new event, once each, in order (the
+/// envelope's id is the resume point once it returns).
+pub type Sink<'a> = &'a mut dyn FnMut(&Envelope) -> Result<(), Error>;
+
 /// Follows `source` after the event `after` until stopped or refused.
-pub fn run(api: &Api, source: &str, mut after: String, envelope: bool) -> Result<(), Error> {
+pub fn run(api: &Api, source: &str, mut after: String, sink: Sink<'_>) -> Result<(), Error> {
     let idle = idle_timeout()?;
     let mut backoff = BACKOFF_FIRST;
     let mut connected_before = false;
@@ -50,7 +55,7 @@ pub fn run(api: &Api, source: &str, mut after: String, envelope: bool) -> Result
                 }
                 connected_before = true;
                 backoff = BACKOFF_FIRST;
-                pump(&mut stream, &mut after, envelope, idle)?
+                pump(&mut stream, &mut after, sink, idle)?
             }
             Err(err) if err.is_transient() => Lost::Failed(err),
             Err(err) => return Err(err),
@@ -61,15 +66,15 @@ pub fn run(api: &Api, source: &str, mut after: String, envelope: bool) -> Result
     }
 }
 
-/// Prints the stream's events until the connection is lost.
-fn pump(stream: &mut Exchange, after: &mut String, envelope: bool, idle: Duration) -> Result<Lost, Error> {
+/// Delivers the stream's events until the connection is lost.
+fn pump(stream: &mut Exchange, after: &mut String, sink: Sink<'_>, idle: Duration) -> Result<Lost, Error> {
     let mut parser = sse::Parser::default();
     let (mut bytes, mut events) = (Vec::new(), Vec::new());
     let mut heard = Instant::now();
     loop {
         bytes.clear();
         match stream.read(&mut bytes) {
-            Ok(Progress::Bytes) => heard = Instant::now(),
+            Ok(Progress::Bytes) => {}
             Ok(Progress::Quiet) if heard.elapsed() >= idle => return Ok(Lost::Silent(idle)),
             Ok(Progress::Quiet) => continue,
             Ok(Progress::End) => return Ok(Lost::Closed),
@@ -78,19 +83,22 @@ fn pump(stream: &mut Exchange, after: &mut String, envelope: bool, idle: Duratio
         }
         let fed = parser.feed(&bytes, &mut events);
         for event in events.drain(..) {
-            deliver(event, after, envelope)?;
+            deliver(event, after, sink)?;
         }
+        // Bytes came; and a sink may have taken long (`forward` retrying),
+        // a wait that was ours, not the server's silence.
+        heard = Instant::now();
         if let Err(err) = fed {
             return Ok(Lost::Failed(Error::Protocol(err)));
         }
     }
 }
 
-/// Prints one event unless it was printed already, and moves `after` on.
-/// A gap frame (SPEC §2.2) is a warning on stderr, never a printed event.
-fn deliver(event: sse::Event, after: &mut String, envelope: bool) -> Result<(), Error> {
-    if event.kind.as_deref() == Some("gap") {
-        notice(gap_warning(&event.data));
+/// Delivers one event unless it was delivered already, and moves `after` on.
+fn deliver(event: sse::Event, after: &mut String, sink: Sink<'_>) -> Result<(), Error> {
+    if event.name.as_deref() == Some("gap") {
+        let resumed = json::gap_resumed_from(&event.data).unwrap_or_else(|| "the next event".to_string());
+        notice(format!("warning: events after {after} were no longer kept by the server and are lost; resuming from {resumed}"));
         return Ok(());
     }
     if let Some(id) = &event.id {
@@ -101,32 +109,13 @@ fn deliver(event: sse::Event, after: &mut String, envelope: bool) -> Result<(), 
         }
     }
     match json::envelope(&event.data) {
-        Ok(env) => print(if envelope { &env.raw } else { &env.event })?,
+        Ok(env) => sink(&env)?,
         Err(err) => notice(format!("skipped event {}: {err}", event.id.as_deref().unwrap_or("without id"))),
     }
     if let Some(id) = event.id {
         *after = id;
     }
     Ok(())
-}
-
-/// One line saying what the server could no longer replay.
-fn gap_warning(data: &str) -> String {
-    let gap: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-    let text = |key: &str| match &gap[key] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "nothing".to_string(),
-        other => other.to_string(),
-    };
-    let lost = match &gap["lost"] {
-        serde_json::Value::Number(n) => format!("{n} events"),
-        _ => "an unknown number of events".to_string(),
-    };
-    format!(
-        "warning: gap: {lost} after {} were evicted or cleared before they could be replayed; resuming from {}",
-        text("after"),
-        text("resumed_from")
-    )
 }
 
 /// Compares `<ms>-<seq>` ids; an id of another form is taken as new.
@@ -166,18 +155,6 @@ fn idle_timeout() -> Result<Duration, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_gap_warnings() {
-        assert_eq!(
-            gap_warning(r#"{"after":"1-0","resumed_from":"5-0","lost":"unknown"}"#),
-            "warning: gap: an unknown number of events after 1-0 were evicted or cleared before they could be replayed; resuming from 5-0"
-        );
-        assert_eq!(
-            gap_warning(r#"{"after":"1-0","resumed_from":null,"lost":3}"#),
-            "warning: gap: 3 events after 1-0 were evicted or cleared before they could be replayed; resuming from nothing"
-        );
-    }
 
     #[test]
     fn orders_ids() {

@@ -10,12 +10,15 @@ Usage:
 Commands:
   list streams (st)        table of streams: NAME  TYPE  VISIBILITY  SSE
   list sources (so)        table of sources: ID  NAME  ENDPOINT
-  create NAME              create a source
+  create NAME [--verify SCHEME --secret-env VAR]
+                           create a source, optionally checking webhook signatures
   delete SOURCE            delete a source; its streams end
   describe SOURCE          a source's id, name, URLs and creation time
   emit SOURCE [JSON]       emit one JSON event (stdin if no JSON); prints its id
   events [-n N] [-f] SOURCE
                            the last N events, oldest first; -f follows
+  forward SOURCE --to URL [--cursor FILE]
+                           replay each new event as an HTTP request to URL
   help [COMMAND]           this text, or one command's
 
 A SOURCE is a source's id or its name.
@@ -51,10 +54,30 @@ URL). 'sources' prints ID  NAME  ENDPOINT, the endpoint being the URL that
 turns any HTTP request into an event (webhooks).";
 
 const CREATE: &str = "\
-Usage: ssehub create NAME
+Usage: ssehub create NAME [--verify SCHEME (--secret-env VAR | --secret-file PATH)
+                          [--reject-invalid] [--header H] [--encoding hex|base64] [--prefix P]]
 
 Creates a source named NAME ([A-Za-z0-9_-], up to 64 characters, unique
-in the account) and prints it as 'describe' does.";
+in the account) and prints it as 'describe' does.
+
+  --verify SCHEME       check the signature of every webhook delivery on
+                        arrival: github (X-Hub-Signature-256), stripe
+                        (Stripe-Signature), standard-webhooks (webhook-id,
+                        webhook-timestamp, webhook-signature), or
+                        hmac-sha256 (HMAC-SHA256 of the body in --header)
+  --secret-env VAR      the signing secret, from this environment variable
+  --secret-file PATH    ... or from this file (a trailing newline is dropped)
+  --reject-invalid      answer invalid deliveries 401 and emit nothing
+                        (without it they are events marked \"valid\":false)
+  --header H            hmac-sha256: the header with the signature
+  --encoding E          hmac-sha256: hex (default) or base64
+  --prefix P            hmac-sha256: text before the signature, e.g. sha256=
+
+Each event of a delivery then carries \"signature\":{\"scheme\",\"valid\"[,\"reason\"]}.
+The secret is never shown again, by the API or the CLI.
+
+Example:
+  GH_SECRET=... ssehub create github --verify github --secret-env GH_SECRET";
 
 const DELETE: &str = "\
 Usage: ssehub delete SOURCE
@@ -64,7 +87,8 @@ Deletes the source (id or name); its open streams end. Prints nothing.";
 const DESCRIBE: &str = "\
 Usage: ssehub describe SOURCE
 
-Prints the source's id, name, sse_url, endpoint_url and created_at.";
+Prints the source's id, name, sse_url, endpoint_url, created_at and its
+signature check (verify), if any.";
 
 const EMIT: &str = "\
 Usage: ssehub emit [--lines] SOURCE [JSON]
@@ -102,6 +126,37 @@ message and exit status 1. Notices go to stderr.
 
 SSEHUB_IDLE_TIMEOUT_MS overrides the 45 s (a knob for tests).";
 
+const FORWARD: &str = "\
+Usage: ssehub forward SOURCE --to URL [--cursor FILE] [--max-retries N]
+
+Follows SOURCE as 'events -f' does and replays every new event as an HTTP
+request to URL, a plain http:// server such as http://localhost:3000/hooks
+(https is not supported: the target is meant to be local).
+
+A webhook event (a request to the source's endpoint URL) is sent as the
+original request: its method, its path after the endpoint key and its query
+appended to URL's path, its headers except hop-by-hop ones and Host and
+Content-Length, and the exact body bytes, so the sender's signature still
+verifies. Any other event is a POST of its JSON (application/json). Every
+request carries ssehub-event-id: <event id>.
+
+One request at a time, in order. A connection error or a 5xx answer is
+retried after 1 s, doubling up to 30 s, at most --max-retries times
+(default 10); then it is reported on stderr and skipped. Any other status
+is final. Each request prints one line on stdout:
+  <id> <METHOD> <path> -> <status> (<ms> ms)
+
+  --to URL            where to send (required)
+  --cursor FILE       keep the last forwarded id in FILE (written anew after
+                      each answer); a restarted forward resumes after it,
+                      from the server's history, then live. Without it,
+                      forwarding starts with events that arrive from now on.
+  --max-retries N     retries of one event before it is skipped (default 10)
+
+Lost connections to the server are retried as 'events -f' does. Ctrl-C
+exits 0, once a request in flight has its answer (at most 30 s). SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap
+is 30 times it): a knob for tests.";
+
 /// The help for `topic` (a command word), or the main help.
 pub fn text(topic: Option<&str>) -> Result<&'static str, String> {
     match topic {
@@ -112,6 +167,7 @@ pub fn text(topic: Option<&str>) -> Result<&'static str, String> {
         Some("describe") => Ok(DESCRIBE),
         Some("emit") => Ok(EMIT),
         Some("events") => Ok(EVENTS),
+        Some("forward") => Ok(FORWARD),
         Some("help") => Ok(MAIN),
         Some("serve") => Err("for the server's options run 'ssehub serve --help'".to_string()),
         Some(other) => Err(format!("no help for {other:?}: not a command (see 'ssehub --help')")),

@@ -73,10 +73,15 @@ pub struct Exchange {
 
 /// Connects, sends `request` and waits up to `patience` for the head.
 pub fn send(base: &BaseUrl, request: &Request, patience: Duration) -> Result<Exchange, Error> {
+    send_bytes(base, &request.encode(base), patience)
+}
+
+/// Connects, sends a whole request as given and waits up to `patience` for the head.
+pub fn send_bytes(base: &BaseUrl, request: &[u8], patience: Duration) -> Result<Exchange, Error> {
     let mut sock = connect(base)?;
     sock.set_write_timeout(Some(patience))?;
     sock.set_read_timeout(Some(TICK))?;
-    if let Err(err) = sock.write_all(&request.encode(base)) {
+    if let Err(err) = sock.write_all(request) {
         // A server may answer (413, 401) and close before reading all of a
         // body; its answer says more than the broken pipe.
         return read_head(sock, Duration::ZERO).map_err(|_| Error::from(err));

@@ -36,6 +36,17 @@ pub fn summaries(body: &str) -> Result<Vec<Envelope>, String> {
     items.iter().map(|item| envelope(item.get())).collect()
 }
 
+/// The `resumed_from` id of a `gap` frame's data, when there is one.
+pub fn gap_resumed_from(data: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    Some(value.get("resumed_from")?.as_str()?.to_string())
+}
+
+/// `text` as a JSON string, quoted and escaped.
+pub fn string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
 /// Checks that `text` is one JSON value, before it is sent anywhere.
 pub fn validate(text: &str) -> Result<(), String> {
     serde_json::from_str::<&RawValue>(text).map(drop).map_err(|e| e.to_string())

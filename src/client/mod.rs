@@ -14,6 +14,7 @@ mod commands;
 mod config;
 mod error;
 mod follow;
+mod forward;
 mod help;
 mod http;
 mod json;
@@ -28,7 +29,7 @@ use args::Command;
 use error::Error;
 
 /// The command words; any of them on the line makes it a client call.
-pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "help"];
+pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "forward", "help"];
 
 /// Runs a client command; `args` are the process arguments after the
 /// binary's name. Returns the exit status.
@@ -52,10 +53,14 @@ fn run(args: &[String]) -> Result<(), Error> {
         Command::Version => output::print(concat!("ssehub ", env!("CARGO_PKG_VERSION"))),
         Command::ListStreams => commands::list_streams(&api()?),
         Command::ListSources => commands::list_sources(&api()?),
-        Command::Create { name } => commands::create(&api()?, &name),
+        Command::Create { name, verify } => commands::create(&api()?, &name, verify),
         Command::Delete { source } => commands::delete(&api()?, &source),
         Command::Describe { source } => commands::describe(&api()?, &source),
         Command::Emit { source, json, lines } => commands::emit(&api()?, &source, json, lines),
         Command::Events { source, limit, follow, envelope } => commands::events(&api()?, &source, limit, follow, envelope),
+        Command::Forward { source, to, cursor, max_retries } => {
+            let target = forward::target(&to)?;
+            forward::run(&api()?, &source, &target, cursor.as_deref(), max_retries)
+        }
     }
 }

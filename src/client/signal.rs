@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Process-wide because signals are.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// A stop waits while this is set (`forward` finishing a request in flight).
+static HOLD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -29,5 +31,10 @@ pub fn install() {
 }
 
 pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+    STOP.load(Ordering::SeqCst) && !HOLD.load(Ordering::SeqCst)
+}
+
+/// While held, a stop is remembered but not reported.
+pub fn hold(held: bool) {
+    HOLD.store(held, Ordering::SeqCst);
 }

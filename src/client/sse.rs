@@ -11,9 +11,8 @@ pub const LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub struct Event {
     /// The `id` field of this event's own block, if it had one.
     pub id: Option<String>,
-    /// The `event` field (the type), if the block had one: `gap` is the
-    /// server's gap signal (SPEC §2.2).
-    pub kind: Option<String>,
+    /// The `event` field (`gap`), if it had one.
+    pub name: Option<String>,
     pub data: String,
 }
 
@@ -25,7 +24,7 @@ pub struct Parser {
     /// Past the first line, where a UTF-8 BOM may no longer be skipped.
     started: bool,
     id: Option<String>,
-    kind: Option<String>,
+    name: Option<String>,
     data: Option<String>,
 }
 
@@ -79,17 +78,16 @@ impl Parser {
             },
             // The spec ignores ids with NUL so they can be echoed in a header.
             "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-            "event" => self.kind = Some(value.to_string()),
-            // `retry` and unknown fields do not change what is printed.
+            "event" => self.name = Some(value.to_string()),
+            // `retry` and unknown fields do not change what is delivered.
             _ => {}
         }
     }
 
     fn dispatch(&mut self, events: &mut Vec<Event>) {
-        let id = self.id.take();
-        let kind = self.kind.take().filter(|k| !k.is_empty());
+        let (id, name) = (self.id.take(), self.name.take());
         if let Some(data) = self.data.take() {
-            events.push(Event { id, kind, data });
+            events.push(Event { id, name, data });
         }
     }
 }
@@ -99,7 +97,7 @@ mod tests {
     use super::*;
 
     fn ev(id: Option<&str>, data: &str) -> Event {
-        Event { id: id.map(str::to_string), kind: None, data: data.to_string() }
+        Event { id: id.map(str::to_string), name: None, data: data.to_string() }
     }
 
     /// Parses `wire` fed in pieces of every size; events must not depend on it.
@@ -128,9 +126,11 @@ mod tests {
             ("id: 1-0\rdata: x\r\rdata: y\r\r", vec![ev(Some("1-0"), "x"), ev(None, "y")]),
             ("data: a\ndata: b\ndata\ndata:c\n\n", vec![ev(None, "a\nb\n\nc")]),
             ("data:  two spaces\n\n", vec![ev(None, " two spaces")]),
-            ("event: x\nretry: 5\nfoo: bar\ndata: d\n\n", vec![Event { kind: Some("x".into()), ..ev(None, "d") }]),
-            ("event: gap\ndata: {}\n\ndata: d\n\n", vec![Event { kind: Some("gap".into()), ..ev(None, "{}") }, ev(None, "d")]),
-            ("event:\ndata: d\n\n", vec![ev(None, "d")]),
+            ("event: x\nretry: 5\nfoo: bar\ndata: d\n\n", vec![Event { name: Some("x".into()), ..ev(None, "d") }]),
+            (
+                "event: gap\ndata: {}\n\nid: 1-0\ndata: 1\n\n",
+                vec![Event { name: Some("gap".into()), ..ev(None, "{}") }, ev(Some("1-0"), "1")],
+            ),
             ("id: 7-1\n\ndata: d\n\n", vec![ev(None, "d")]),
             ("id: a\0b\ndata: d\n\n", vec![ev(None, "d")]),
             ("data: d\nid: 2-0\n:comment\n\n", vec![ev(Some("2-0"), "d")]),

@@ -8,6 +8,7 @@ use std::path::Path;
 use super::{Ack, Engine, Op, Outcome, Recovered, SourceKey, SourceMeta, StoredSource, Ticket};
 use crate::history::Gap;
 use crate::sse::EventId;
+use crate::verify::Verify;
 
 /// Opens an engine on `dir` with `history` slots, ids above `floor_ms`:
 /// the engine and what it found there.
@@ -65,6 +66,7 @@ fn meta(n: u64) -> SourceMeta {
         name: format!("s{n}"),
         endpoint_key: format!("endpoint{n}"),
         created_at: 1000 + n,
+        verify: None,
     }
 }
 
@@ -208,19 +210,37 @@ fn late_acks(open: Open<'_>, dir: &Path) {
     assert!(e.batches > 0, "acknowledged late, in batches");
 }
 
+/// A signature check as a source keeps it.
+pub fn verify(scheme: &str, secret: &str) -> Verify {
+    Verify::from_json(&serde_json::json!({"scheme": scheme, "secret": secret, "reject_invalid": true})).unwrap()
+}
+
 fn reopen(open: Open<'_>, dir: &Path) {
     let (ids, last) = {
         let (mut e, _) = open(dir, 5, 1_000_000);
         create(&mut *e, 1, 2_000_000);
         create(&mut *e, 2, 2_000_000);
+        // Created with a check, which is then changed; created with one, which is then removed.
+        let with = SourceMeta { verify: Some(verify("github", "first")), ..meta(3) };
+        let t = e.submit(Op::Create { key: 3, meta: &with }, 2_000_000);
+        settle(&mut *e, &[t]);
+        let (changed, removed) = (verify("stripe", "second"), SourceMeta { verify: Some(verify("github", "x")), ..meta(4) });
+        let t1 = e.submit(Op::Create { key: 4, meta: &removed }, 2_000_000);
+        let t2 = e.submit(Op::Verify { key: 3, verify: Some(&changed) }, 2_000_000);
+        let t3 = e.submit(Op::Verify { key: 4, verify: None }, 2_000_000);
+        settle(&mut *e, &[t1, t2, t3]);
         let ids = append(&mut *e, 1, 0..8, 2_000_000);
         let t = e.submit(Op::Delete { key: 2 }, 2_000_000);
         settle(&mut *e, &[t]);
         (ids.clone(), *ids.last().unwrap())
     };
     let (mut e, recovered) = open(dir, 5, 1_000_000);
-    assert_eq!(recovered.sources.len(), 1, "the deleted source stays deleted");
-    let stored: StoredSource = recovered.sources.into_iter().next().unwrap();
+    let mut sources = recovered.sources;
+    sources.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
+    assert_eq!(sources.len(), 3, "the deleted source stays deleted");
+    assert_eq!(sources[1].meta, SourceMeta { verify: Some(verify("stripe", "second")), ..meta(3) }, "the changed check survives");
+    assert_eq!(sources[2].meta, meta(4), "the removed check stays removed");
+    let stored: StoredSource = sources.into_iter().next().unwrap();
     assert_eq!(stored.meta, meta(1));
     assert_eq!(stored.events.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[3..].to_vec(), "the newest 5");
     assert_eq!(stored.last_id, Some(last));

@@ -24,6 +24,7 @@ impl Engine for Memory {
             Op::Create { key, meta } => self.rings.create(key, &meta.id),
             Op::Delete { key } => self.rings.remove(key),
             Op::Clear { key } => self.rings.clear(key),
+            Op::Verify { .. } => {}
             Op::Import { key, source } => self.rings.restore(key, source.clone()),
             Op::DefaultKey(_) => {}
             Op::Append { key, payload } => {

@@ -32,6 +32,7 @@ pub use rings::Rings;
 
 use crate::config::Config;
 use crate::sse::{Event, EventId};
+use crate::verify::Verify;
 
 /// A source as the core names it: never reused within a process, so an
 /// acknowledgement that arrives after a delete finds nothing to touch.
@@ -46,6 +47,8 @@ pub struct SourceMeta {
     pub name: String,
     pub endpoint_key: String,
     pub created_at: u64,
+    /// The signature check of its webhook deliveries (secret included).
+    pub verify: Option<Verify>,
 }
 
 /// A source and its retained events as an engine found them at start
@@ -85,6 +88,11 @@ pub enum Op<'a> {
     },
     Clear {
         key: SourceKey,
+    },
+    /// The source's signature check set, changed or (`None`) removed.
+    Verify {
+        key: SourceKey,
+        verify: Option<&'a Verify>,
     },
     /// A source with its events and their ids, from an earlier version's
     /// state file (stored as it is, retained at once).

@@ -257,7 +257,7 @@ impl Reactor {
             if hub.registry.find(default_account, name).is_some() {
                 continue;
             }
-            match hub.create(default_account, keys.account_name(default_account), name, now) {
+            match hub.create(default_account, keys.account_name(default_account), name, None, now) {
                 Ok((key, _)) => info!("source {name} ({}) ready", hub.source(key).id),
                 Err(e) => warn!("--source {name}: {e}"),
             }
@@ -771,7 +771,7 @@ impl Reactor {
         for command in self.shared.take_commands() {
             match command {
                 Command::Shutdown => return true,
-                Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, now) {
+                Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, None, now) {
                     Ok((key, ticket)) => {
                         let s = self.hub.source(key);
                         let info = SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };

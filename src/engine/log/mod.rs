@@ -371,6 +371,11 @@ impl Log {
         self.fail_all(unsynced, StorageError::SyncFailed);
     }
 
+    fn encode_verify(&mut self, id: &str, verify: Option<&crate::verify::Verify>) {
+        let settings = verify.map(|v| v.stored_json()).unwrap_or_default();
+        self.encode(Record::Verify { source: id, settings: &settings });
+    }
+
     /// The live state as records: what a snapshot holds.
     fn snapshot(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
@@ -382,6 +387,9 @@ impl Log {
             let (Some(history), Some(last_id)) = (self.rings.history(key), self.rings.last_id(key)) else { continue };
             Record::Source { id: &m.id, account: &m.account, name: &m.name, endpoint_key: &m.endpoint_key, created_at: m.created_at }
                 .encode(&mut out);
+            if let Some(v) = &m.verify {
+                Record::Verify { source: &m.id, settings: &v.stored_json() }.encode(&mut out);
+            }
             Record::SourceState { source: &m.id, last_id, evicted: history.evicted() }.encode(&mut out);
             for event in history.iter() {
                 let payload = event_payload(event);
@@ -496,6 +504,9 @@ impl Engine for Log {
                     endpoint_key: &m.endpoint_key,
                     created_at: m.created_at,
                 });
+                if m.verify.is_some() {
+                    self.encode_verify(&m.id, m.verify.as_ref());
+                }
                 self.metas.insert(key, meta.clone());
                 self.stage(ticket, Ack::Stored, None);
             }
@@ -512,6 +523,14 @@ impl Engine for Log {
                 if let (Some(up_to), Some(m)) = (newest, self.metas.get(&key)) {
                     let id = m.id.clone();
                     self.encode(Record::Cleared { source: &id, up_to });
+                }
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::Verify { key, verify } => {
+                if let Some(m) = self.metas.get_mut(&key) {
+                    m.verify = verify.cloned();
+                    let id = m.id.clone();
+                    self.encode_verify(&id, verify);
                 }
                 self.stage(ticket, Ack::Stored, None);
             }
@@ -532,6 +551,9 @@ impl Engine for Log {
                     endpoint_key: &m.endpoint_key,
                     created_at: m.created_at,
                 });
+                if m.verify.is_some() {
+                    self.encode_verify(&m.id, m.verify.as_ref());
+                }
                 for (id, payload) in &source.events {
                     self.encode(Record::Event { source: &m.id, id: *id, payload });
                 }
@@ -694,6 +716,36 @@ mod tests {
         let _first = open(&dir.0, Fsync::Never, 10, false).unwrap();
         let e = open(&dir.0, Fsync::Never, 10, false).err().unwrap();
         assert_eq!(e.to_string(), format!("data dir {} is in use by another ssehub process", dir.0.display()));
+    }
+
+    #[test]
+    fn compaction_keeps_signature_checks() {
+        let dir = TempDir::new();
+        let checked = crate::engine::conformance::verify("standard-webhooks", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        {
+            let (mut e, _) = engine(&dir.0, 4, 1_000, Fsync::Never);
+            let meta = SourceMeta {
+                id: "dc_compacted".into(),
+                account: "default".into(),
+                name: "c".into(),
+                endpoint_key: "k".into(),
+                created_at: 1,
+                verify: Some(crate::engine::conformance::verify("github", "old")),
+            };
+            e.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+            e.submit(Op::Verify { key: 1, verify: Some(&checked) }, 2_000);
+            // Past the 4 MiB that start a compaction, and on until it is done.
+            let payload = format!("\"{}\"", "x".repeat(64 * 1024));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while segments(&dir.0).unwrap().len() != 2 || segments(&dir.0).unwrap()[0] == 1 {
+                assert!(Instant::now() < deadline, "no compaction: {:?}", segments(&dir.0));
+                e.submit(Op::Append { key: 1, payload: payload.as_bytes() }, 2_000);
+                e.flush();
+                e.poll(&mut Vec::new());
+            }
+        }
+        let (_, recovered) = engine(&dir.0, 4, 1_000, Fsync::Never);
+        assert_eq!(recovered.sources[0].meta.verify, Some(checked), "read back from the snapshot alone");
     }
 
     #[test]

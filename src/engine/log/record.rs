@@ -23,6 +23,8 @@ const CLEARED: u8 = 4;
 const DEFAULT_KEY: u8 = 5;
 const SOURCE_STATE: u8 = 6;
 const SNAPSHOT: u8 = 7;
+const VERIFY: u8 = 8;
+// 9 and 10: subscribe tokens.
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,12 @@ pub enum Record<'a> {
     },
     /// The first record of a snapshot: everything before it is replaced.
     Snapshot,
+    /// The source's signature check, as JSON with its secret (`verify::Verify::stored_json`);
+    /// empty when removed. After the `Source` record, in the log and in snapshots.
+    Verify {
+        source: &'a str,
+        settings: &'a [u8],
+    },
 }
 
 /// Why the bytes at an offset are not a record.
@@ -114,6 +122,11 @@ impl Record<'_> {
                 }
             }
             Record::Snapshot => out.push(SNAPSHOT),
+            Record::Verify { source, settings } => {
+                out.push(VERIFY);
+                put_bytes(out, source.as_bytes());
+                put_bytes(out, settings);
+            }
         }
         let body = &out[start + HEADER..];
         let (len, crc) = (body.len() as u32, crc32c(body));
@@ -153,6 +166,7 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
             Record::SourceState { source, last_id, evicted }
         }
         SNAPSHOT => Record::Snapshot,
+        VERIFY => Record::Verify { source: r.str()?, settings: r.bytes()? },
         _ => return Err(Bad::Corrupt),
     };
     if !r.buf.is_empty() {
@@ -265,6 +279,8 @@ mod tests {
             Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: None },
             Record::Deleted { id: "dc_a" },
             Record::Snapshot,
+            Record::Verify { source: "dc_a", settings: br#"{"scheme":"github","secret":"s","reject_invalid":false}"# },
+            Record::Verify { source: "dc_a", settings: b"" },
         ]
     }
 

@@ -13,6 +13,7 @@ use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
 use crate::engine::{Recovered, SourceMeta, StoredSource};
 use crate::sse::EventId;
+use crate::verify::Verify;
 
 struct Source {
     meta: SourceMeta,
@@ -43,6 +44,7 @@ impl State {
                     name: name.to_string(),
                     endpoint_key: endpoint_key.to_string(),
                     created_at,
+                    verify: None,
                 };
                 self.sources.insert(id.to_string(), Source { meta, events: VecDeque::new(), last_id: None, evicted: None });
             }
@@ -68,6 +70,17 @@ impl State {
                 s.evicted = s.evicted.max(evicted);
             }
             Record::DefaultKey { key } => self.default_key = Some(key.to_string()),
+            Record::Verify { source, settings } => {
+                let Some(s) = self.sources.get_mut(source) else { return };
+                s.meta.verify = match settings {
+                    b"" => None,
+                    json => Verify::from_stored(json).or_else(|| {
+                        // Written by this code, so only a newer version's scheme gets here.
+                        warn!("source {source}: verify settings not understood; the source is kept without them");
+                        None
+                    }),
+                };
+            }
         }
     }
 

@@ -1,0 +1,426 @@
+//! `forward SOURCE --to URL` (SPEC §7): follows the source as `events -f`
+//! does and replays each event as an HTTP request to a local server. A
+//! webhook event is sent as the original request (method, path suffix and
+//! query under `--to`'s path, headers but hop-by-hop ones, the exact body
+//! bytes, so the sender's signature still verifies); any other event is a
+//! `POST` of its JSON. One request at a time, in order; a connection
+//! error or a 5xx is retried with backoff, then reported and skipped.
+//! `--cursor FILE` keeps the last id forwarded, so a restart resumes after it.
+
+use super::api::Api;
+use super::error::Error;
+use super::follow;
+use super::http::{self, TICK};
+use super::json::Envelope;
+use super::output::{notice, print};
+use super::signal;
+use super::url::BaseUrl;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// First retry after this, doubling up to `BACKOFF_MAX_FACTOR` times it.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX_FACTOR: u32 = 30;
+/// Testing knob: the first retry delay in ms (the cap stays 30 times it).
+pub const BACKOFF_ENV: &str = "SSEHUB_FORWARD_BACKOFF_MS";
+/// How long the target may take to answer (its next byte).
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The resume point when the source has no history: older than any id.
+const BEFORE_ALL: &str = "0-0";
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), and those the
+/// new request has its own of.
+const NOT_FORWARDED: &[&str] =
+    &["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "ssehub-event-id"];
+
+/// The `--to` URL: plain HTTP only (the target is on this machine or near it).
+pub fn target(to: &str) -> Result<BaseUrl, Error> {
+    if to.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
+        return Err(Error::Usage(format!(
+            "forward: --to {to}: https is not supported; forward to a plain http:// server (such as http://localhost:3000)"
+        )));
+    }
+    BaseUrl::parse(to).map_err(|e| Error::Usage(format!("forward: --to {e}")))
+}
+
+/// Forwards until stopped or refused.
+pub fn run(api: &Api, source: &str, target: &BaseUrl, cursor: Option<&str>, max_retries: u32) -> Result<(), Error> {
+    signal::install();
+    let first = backoff_first()?;
+    let cursor = cursor.map(PathBuf::from);
+    let after = match cursor.as_deref().map(read_cursor).transpose()?.flatten() {
+        Some(id) => {
+            notice(format!("forwarding {source} to {target}, resuming after {id}"));
+            id
+        }
+        None => {
+            // New events only: the newest kept one is the resume point.
+            let newest = api.recent(source, 1)?.pop().map_or(BEFORE_ALL.to_string(), |e| e.id);
+            notice(format!("forwarding new events of {source} to {target}"));
+            newest
+        }
+    };
+    let mut forwarder = Forwarder { target, cursor, max_retries, first };
+    follow::run(api, source, after, &mut |event| forwarder.forward(event))
+}
+
+struct Forwarder<'a> {
+    target: &'a BaseUrl,
+    cursor: Option<PathBuf>,
+    max_retries: u32,
+    first: Duration,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Answered(u16),
+    Failed(Error),
+}
+
+impl Forwarder<'_> {
+    /// Sends one event until it gets a final answer or the retries run out.
+    fn forward(&mut self, event: &Envelope) -> Result<(), Error> {
+        let request = Replay::of(event, self.target);
+        let bytes = request.encode(self.target, &event.id);
+        let mut backoff = self.first;
+        for attempt in 0..=self.max_retries {
+            let started = Instant::now();
+            let outcome = match self.send(&request, &bytes) {
+                Ok(status) => Attempt::Answered(status),
+                Err(Error::Stopped) => return Err(Error::Stopped),
+                Err(err) => Attempt::Failed(err),
+            };
+            let line = format!("{} {} {}", event.id, request.method, request.target);
+            let last = attempt == self.max_retries;
+            match outcome {
+                Attempt::Answered(status) if status < 500 || last => {
+                    print(&format!("{line} -> {status} ({} ms)", started.elapsed().as_millis()))?;
+                    if status >= 500 {
+                        notice(format!("{line}: still {status} after {} retries; skipped", self.max_retries));
+                    }
+                    return self.save(&event.id);
+                }
+                Attempt::Answered(status) => {
+                    notice(format!("{line} -> {status}; retry {} of {} in {} ms", attempt + 1, self.max_retries, backoff.as_millis()))
+                }
+                Attempt::Failed(err) if last => {
+                    notice(format!("{line}: {err}; gave up after {} retries, skipped", self.max_retries));
+                    return self.save(&event.id);
+                }
+                Attempt::Failed(err) => {
+                    notice(format!("{line}: {err}; retry {} of {} in {} ms", attempt + 1, self.max_retries, backoff.as_millis()))
+                }
+            }
+            pause(backoff)?;
+            backoff = (backoff * 2).min(self.first * BACKOFF_MAX_FACTOR);
+        }
+        Ok(())
+    }
+
+    /// One attempt: the status of the answer, its body read and dropped. A
+    /// Ctrl-C meanwhile waits for the answer, so that a clean stop never
+    /// leaves a request sent but not recorded in the cursor.
+    fn send(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
+        signal::hold(true);
+        let result = self.attempt(request, bytes);
+        signal::hold(false);
+        result
+    }
+
+    fn attempt(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
+        let exchange = http::send_bytes(self.target, bytes, PATIENCE)?;
+        let status = exchange.head.status;
+        // An answer to HEAD has no body, whatever its Content-Length says.
+        if request.method != "HEAD" {
+            exchange.read_body(PATIENCE)?;
+        }
+        Ok(status)
+    }
+
+    /// Records `id` as forwarded: a new file renamed over the old, so a
+    /// crash leaves one or the other, never half of one.
+    fn save(&self, id: &str) -> Result<(), Error> {
+        let Some(path) = &self.cursor else { return Ok(()) };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let failed = |e: std::io::Error| Error::Local(format!("cannot write the cursor {}: {e}", path.display()));
+        std::fs::write(&tmp, format!("{id}\n")).map_err(failed)?;
+        std::fs::rename(&tmp, path).map_err(failed)
+    }
+}
+
+/// The request an event becomes.
+#[derive(Debug, PartialEq)]
+struct Replay {
+    method: String,
+    /// Path and query as sent.
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Replay {
+    fn of(event: &Envelope, to: &BaseUrl) -> Replay {
+        let payload: Option<Fields> = serde_json::from_str(&event.event).ok();
+        match payload.as_ref().and_then(|p| Replay::webhook(p, to)) {
+            Some(replay) => replay,
+            None => Replay {
+                method: "POST".into(),
+                target: under(to, "/"),
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("User-Agent".into(), concat!("ssehub/", env!("CARGO_PKG_VERSION")).into()),
+                ],
+                body: event.event.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    /// The original request of a webhook event (SPEC §2.4), if it is one.
+    fn webhook(event: &Fields, to: &BaseUrl) -> Option<Replay> {
+        let text = |key: &str| event.text(key);
+        let method = text("method").filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()))?;
+        let path = text("path").filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))?;
+        let raw = text("bodyRaw")?;
+        let body = match text("bodyRawEncoding").as_deref() {
+            Some("base64") => ssehub::base64::decode(&raw)?,
+            _ => raw.into_bytes(),
+        };
+        // Objects in the order sent (a `Value` would sort them).
+        let sent: Fields = serde_json::from_str(event.get("headers")?.get()).ok()?;
+        // Names listed in Connection are hop-by-hop too.
+        let listed: Vec<String> = match sent.text("connection") {
+            Some(v) => v.split(',').map(|n| n.trim().to_ascii_lowercase()).collect(),
+            None => Vec::new(),
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &sent.0 {
+            let Some(value) = string(value) else { continue };
+            let hop = NOT_FORWARDED.contains(&name.as_str()) || name.starts_with("proxy-") || listed.contains(name);
+            let sendable = is_token(name) && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+            if !hop && sendable {
+                headers.push((name.clone(), value.to_string()));
+            }
+        }
+        let mut target = under(to, &path);
+        let query: Option<Fields> = event.get("query").and_then(|q| serde_json::from_str(q.get()).ok());
+        if let Some(query) = query.filter(|q| !q.0.is_empty()) {
+            target.push('?');
+            target.push_str(&encode_query(&query));
+        }
+        Some(Replay { method, target, headers, body })
+    }
+
+    fn encode(&self, to: &BaseUrl, id: &str) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", self.method, self.target, to.authority());
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let bodiless = matches!(self.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE");
+        if !self.body.is_empty() || !bodiless {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        head.push_str(&format!("ssehub-event-id: {id}\r\nConnection: close\r\n\r\n"));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// A JSON object's members in the order they were written.
+#[derive(Debug)]
+struct Fields(Vec<(String, Box<RawValue>)>);
+
+impl Fields {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// A member that is a string.
+    fn text(&self, key: &str) -> Option<String> {
+        string(self.get(key)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    fields.push(member);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// A JSON string member's text (read as a `Value`, whose reader the
+/// client has anyway: a reader of its own per type costs binary size).
+fn string(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str(raw.get()) {
+        Ok(Value::String(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// `path` under `--to`'s path: `/hooks` + `/github` = `/hooks/github`;
+/// the endpoint's own root (`/`) is `--to`'s path itself.
+fn under(to: &BaseUrl, path: &str) -> String {
+    match (to.prefix.as_str(), path) {
+        ("", path) => path.to_string(),
+        (prefix, "/") => prefix.to_string(),
+        (prefix, path) => format!("{prefix}{path}"),
+    }
+}
+
+/// The event's decoded `query` object as a query string again: pairs in
+/// order, repeated keys (arrays) as repeated pairs, percent-encoded.
+fn encode_query(query: &Fields) -> String {
+    let mut pairs = Vec::new();
+    for (key, value) in &query.0 {
+        let values = match serde_json::from_str(value.get()) {
+            Ok(Value::String(one)) => vec![Value::String(one)],
+            Ok(Value::Array(many)) => many,
+            _ => Vec::new(),
+        };
+        for v in values.iter().filter_map(Value::as_str) {
+            pairs.push(format!("{}={}", escape(key), escape(v)));
+        }
+    }
+    pairs.join("&")
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The id in a cursor file; `None` if there is no file yet.
+fn read_cursor(path: &Path) -> Result<Option<String>, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::Local(format!("cannot read the cursor {}: {e}", path.display()))),
+    };
+    let id = text.trim();
+    let valid =
+        id.split_once('-').is_some_and(|(ms, seq)| [ms, seq].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+    match valid {
+        true => Ok(Some(id.to_string())),
+        false => Err(Error::Usage(format!("forward: the cursor {} holds {id:?}, not an event id", path.display()))),
+    }
+}
+
+fn backoff_first() -> Result<Duration, Error> {
+    match std::env::var(BACKOFF_ENV) {
+        Err(_) => Ok(BACKOFF_FIRST),
+        Ok(ms) => match ms.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(Error::Usage(format!("{BACKOFF_ENV} must be a positive number of milliseconds, not {ms:?}"))),
+        },
+    }
+}
+
+/// Sleeps, waking each tick to honour Ctrl-C.
+fn pause(duration: Duration) -> Result<(), Error> {
+    let end = Instant::now() + duration;
+    while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        if signal::stop_requested() {
+            return Err(Error::Stopped);
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(payload: &str) -> Envelope {
+        Envelope { id: "5-1".into(), raw: String::new(), event: payload.into() }
+    }
+
+    #[test]
+    fn replays_webhook_events_as_the_original_request() {
+        let to = BaseUrl::parse("http://localhost:3000/hooks").unwrap();
+        let event = r#"{"method":"POST","path":"/github/push","query":{"a":["1","2"],"b":"x y&z"},
+            "headers":{"host":"hub.example","user-agent":"GitHub-Hookshot/1","content-type":"application/json",
+            "content-length":"7","connection":"keep-alive, x-hop","x-hop":"1","keep-alive":"5","proxy-authorization":"p",
+            "transfer-encoding":"chunked","te":"trailers","upgrade":"h2c","x-hub-signature-256":"sha256=ab"},
+            "body":{"n":1},"bodyRaw":"{ \"n\":1}"}"#;
+        let replay = Replay::of(&envelope(event), &to);
+        let want = Replay {
+            method: "POST".into(),
+            target: "/hooks/github/push?a=1&a=2&b=x%20y%26z".into(),
+            headers: [("user-agent", "GitHub-Hookshot/1"), ("content-type", "application/json"), ("x-hub-signature-256", "sha256=ab")]
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: b"{ \"n\":1}".to_vec(),
+        };
+        assert_eq!(replay, want);
+        let wire = String::from_utf8(replay.encode(&to, "5-1")).unwrap();
+        assert!(wire.starts_with("POST /hooks/github/push?a=1&a=2&b=x%20y%26z HTTP/1.1\r\nHost: localhost:3000\r\n"), "{wire}");
+        assert!(wire.ends_with("Content-Length: 8\r\nssehub-event-id: 5-1\r\nConnection: close\r\n\r\n{ \"n\":1}"), "{wire}");
+    }
+
+    #[test]
+    fn replays_binary_bodies_and_roots() {
+        let to = BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        let event = r#"{"method":"PUT","path":"/","query":{},"headers":{},"body":"/wA=","bodyRaw":"/wA=","bodyRawEncoding":"base64"}"#;
+        let replay = Replay::of(&envelope(event), &to);
+        assert_eq!((replay.target.as_str(), replay.body.as_slice()), ("/", &b"\xff\x00"[..]));
+        let get = r#"{"method":"GET","path":"/","query":{"flag":""},"headers":{},"body":"","bodyRaw":""}"#;
+        let wire = String::from_utf8(Replay::of(&envelope(get), &BaseUrl::parse("http://h/in").unwrap()).encode(&to, "1-0")).unwrap();
+        assert!(wire.starts_with("GET /in?flag= HTTP/1.1\r\n") && !wire.contains("Content-Length"), "{wire}");
+    }
+
+    #[test]
+    fn other_events_are_posted_as_json() {
+        let to = BaseUrl::parse("http://h/in").unwrap();
+        for payload in
+            [r#"{"total":12}"#, "[1,2]", r#"{"method":"POST","path":"/x"}"#, r#"{"method":"GET","path":"x","headers":{},"bodyRaw":""}"#]
+        {
+            let replay = Replay::of(&envelope(payload), &to);
+            assert_eq!((replay.method.as_str(), replay.target.as_str(), replay.body.as_slice()), ("POST", "/in", payload.as_bytes()));
+            assert!(replay.headers.contains(&("Content-Type".into(), "application/json".into())));
+        }
+    }
+
+    #[test]
+    fn refuses_https_targets_and_bad_cursors() {
+        assert!(target("https://localhost:3000").unwrap_err().to_string().contains("https is not supported"));
+        assert_eq!(target("http://localhost:3000/x/").unwrap().prefix, "/x");
+        let dir = std::env::temp_dir().join(format!("ssehub-cursor-test-{}", std::process::id()));
+        std::fs::write(&dir, "garbage\n").unwrap();
+        assert!(read_cursor(&dir).unwrap_err().to_string().contains("not an event id"));
+        std::fs::write(&dir, "17-3\n").unwrap();
+        assert_eq!(read_cursor(&dir).unwrap().as_deref(), Some("17-3"));
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(read_cursor(&dir).unwrap(), None);
+    }
+}
