@@ -33,9 +33,10 @@ pub enum Phase {
     /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
-    /// An SSE subscriber at `index` in `source`'s subscriber list.
-    /// Next: `Linger` (`end_stream`: the source is gone), or closed.
-    Stream { source: SourceKey, index: u32 },
+    /// An SSE subscriber at `index` in `source`'s subscriber list; if a
+    /// subscribe token opened it, that token's serial.
+    /// Next: `Linger` (`end_stream`: the source or the token is gone), or closed.
+    Stream { source: SourceKey, index: u32, token: Option<u64> },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
     /// Next: closed.
@@ -232,12 +233,12 @@ impl Conn {
     }
 
     /// → `Stream`: a subscriber from now on (its read buffer is dropped).
-    pub fn subscribe(&mut self, source: SourceKey, index: u32) {
-        self.phase = Phase::Stream { source, index };
+    pub fn subscribe(&mut self, source: SourceKey, index: u32, token: Option<u64>) {
+        self.phase = Phase::Stream { source, index, token };
         self.rbuf = Vec::new();
     }
 
-    /// `Stream` → `Linger`: the source is gone; what is queued still goes.
+    /// `Stream` → `Linger`: the source or the token is gone; what is queued still goes.
     pub fn end_stream(&mut self) {
         self.phase = Phase::Linger;
     }

@@ -56,6 +56,7 @@ mod state;
 mod sys;
 mod text;
 mod timer;
+mod tokens;
 
 pub use config::{Config, ConfigError, usage};
 pub use engine::EngineKind;

@@ -23,6 +23,9 @@ const CLEARED: u8 = 4;
 const DEFAULT_KEY: u8 = 5;
 const SOURCE_STATE: u8 = 6;
 const SNAPSHOT: u8 = 7;
+// 8: a source's signature check settings (another change).
+const TOKEN: u8 = 9;
+const TOKEN_REVOKED: u8 = 10;
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,15 @@ pub enum Record<'a> {
     },
     /// The first record of a snapshot: everything before it is replaced.
     Snapshot,
+    /// A subscribe token of `source`, until `expires_at` (unix ms).
+    Token {
+        token: &'a str,
+        source: &'a str,
+        expires_at: u64,
+    },
+    TokenRevoked {
+        token: &'a str,
+    },
 }
 
 /// Why the bytes at an offset are not a record.
@@ -114,6 +126,16 @@ impl Record<'_> {
                 }
             }
             Record::Snapshot => out.push(SNAPSHOT),
+            Record::Token { token, source, expires_at } => {
+                out.push(TOKEN);
+                put_bytes(out, token.as_bytes());
+                put_bytes(out, source.as_bytes());
+                out.extend_from_slice(&expires_at.to_le_bytes());
+            }
+            Record::TokenRevoked { token } => {
+                out.push(TOKEN_REVOKED);
+                put_bytes(out, token.as_bytes());
+            }
         }
         let body = &out[start + HEADER..];
         let (len, crc) = (body.len() as u32, crc32c(body));
@@ -153,6 +175,8 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
             Record::SourceState { source, last_id, evicted }
         }
         SNAPSHOT => Record::Snapshot,
+        TOKEN => Record::Token { token: r.str()?, source: r.str()?, expires_at: r.u64()? },
+        TOKEN_REVOKED => Record::TokenRevoked { token: r.str()? },
         _ => return Err(Bad::Corrupt),
     };
     if !r.buf.is_empty() {
@@ -265,6 +289,8 @@ mod tests {
             Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: None },
             Record::Deleted { id: "dc_a" },
             Record::Snapshot,
+            Record::Token { token: "st_x", source: "dc_a", expires_at: 9 },
+            Record::TokenRevoked { token: "st_x" },
         ]
     }
 
