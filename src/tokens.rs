@@ -8,7 +8,7 @@
 //! which says nothing about a verifier); the verifier is then compared in
 //! constant time, as API keys are.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use crate::auth::{constant_time_eq, random_base62};
 use crate::engine::SourceKey;
@@ -47,11 +47,14 @@ pub struct Ended {
     pub serial: u64,
 }
 
+/// Live tokens are few (a page holds one or two), and expiries and
+/// revocations rare, so the earliest expiry is kept as a number and found
+/// again by a scan when it goes, rather than in an ordered index.
 #[derive(Default)]
 pub struct Tokens {
     by_selector: HashMap<String, Entry>,
-    /// (expires_at, selector): the sweep's order.
-    by_expiry: BTreeSet<(u64, String)>,
+    /// The earliest `expires_at`, or `None` without tokens.
+    next_expiry: Option<u64>,
     next_serial: u64,
 }
 
@@ -81,11 +84,16 @@ impl Tokens {
         let serial = self.next_serial;
         self.next_serial += 1;
         let entry = Entry { verifier: verifier.to_vec(), source, serial, expires_at };
-        if let Some(old) = self.by_selector.insert(selector.to_string(), entry) {
-            self.by_expiry.remove(&(old.expires_at, selector.to_string()));
+        if self.by_selector.insert(selector.to_string(), entry).is_some() {
+            self.rescan();
+        } else {
+            self.next_expiry = Some(self.next_expiry.map_or(expires_at, |at| at.min(expires_at)));
         }
-        self.by_expiry.insert((expires_at, selector.to_string()));
         true
+    }
+
+    fn rescan(&mut self) {
+        self.next_expiry = self.by_selector.values().map(|e| e.expires_at).min();
     }
 
     pub fn check(&self, presented: &[u8], now_ms: u64) -> Check {
@@ -107,40 +115,35 @@ impl Tokens {
         let (selector, verifier) = split(token.as_bytes())?;
         let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, verifier))?;
         let ended = Ended { source, serial: e.serial };
-        self.remove(selector);
+        self.by_selector.remove(selector);
+        self.rescan();
         Some(ended)
-    }
-
-    fn remove(&mut self, selector: &str) {
-        if let Some(e) = self.by_selector.remove(selector) {
-            self.by_expiry.remove(&(e.expires_at, selector.to_string()));
-        }
     }
 
     /// Forgets every token of a deleted source (its streams end with it).
     pub fn remove_source(&mut self, source: SourceKey) {
-        let gone: Vec<String> = self.by_selector.iter().filter(|(_, e)| e.source == source).map(|(s, _)| s.clone()).collect();
-        for selector in gone {
-            self.remove(&selector);
-        }
+        self.by_selector.retain(|_, e| e.source != source);
+        self.rescan();
     }
 
     /// Removes every token expired at `now_ms`, into `out`.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Ended>) {
-        while let Some((at, selector)) = self.by_expiry.first().cloned() {
-            if at > now_ms {
-                break;
-            }
-            if let Some(e) = self.by_selector.get(&selector) {
+        if self.next_expiry.is_none_or(|at| at > now_ms) {
+            return;
+        }
+        self.by_selector.retain(|_, e| {
+            let live = e.expires_at > now_ms;
+            if !live {
                 out.push(Ended { source: e.source, serial: e.serial });
             }
-            self.remove(&selector);
-        }
+            live
+        });
+        self.rescan();
     }
 
     /// When the next token expires (unix ms).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.by_expiry.first().map(|(at, _)| *at)
+        self.next_expiry
     }
 
     #[cfg(test)]

@@ -199,8 +199,9 @@ type Compaction = Arc<Mutex<Option<Result<u64, String>>>>;
 pub struct Log {
     rings: Rings,
     metas: HashMap<SourceKey, SourceMeta>,
-    /// Live subscribe tokens: their source and expiry (unix ms), for snapshots.
-    tokens: HashMap<String, (SourceKey, u64)>,
+    /// Live subscribe tokens (token, source, expiry in unix ms), for
+    /// snapshots; few, so a list.
+    tokens: Vec<(String, SourceKey, u64)>,
     default_key: Option<String>,
     dir: PathBuf,
     fsync: Fsync,
@@ -258,7 +259,7 @@ impl Opened {
         Log {
             rings: Rings::new(self.history, floor_ms),
             metas: HashMap::new(),
-            tokens: HashMap::new(),
+            tokens: Vec::new(),
             default_key: self.recovered.default_key.clone(),
             dir: self.dir,
             fsync: self.fsync,
@@ -392,8 +393,9 @@ impl Log {
                 Record::Event { source: &m.id, id: event.id, payload }.encode(&mut out);
             }
         }
-        for (token, &(key, expires_at)) in &self.tokens {
-            if let Some(m) = self.metas.get(&key).filter(|_| expires_at > now_ms) {
+        for (token, key, expires_at) in &self.tokens {
+            if let Some(m) = self.metas.get(key).filter(|_| *expires_at > now_ms) {
+                let expires_at = *expires_at;
                 Record::Token { token, source: &m.id, expires_at }.encode(&mut out);
             }
         }
@@ -435,7 +437,7 @@ impl Log {
             }
         }
         let now_ms = crate::reactor::unix_ms();
-        self.tokens.retain(|_, &mut (_, expires_at)| expires_at > now_ms);
+        self.tokens.retain(|t| t.2 > now_ms);
         let snapshot = self.snapshot(now_ms);
         let (snap_no, new_no) = (self.active_no + 1, self.active_no + 2);
         let new = match create_file(&segment_path(&self.dir, new_no), true).and_then(|f| {
@@ -516,7 +518,7 @@ impl Engine for Log {
                     self.encode(Record::Deleted { id: &m.id });
                 }
                 // The record deletes them too, at recovery.
-                self.tokens.retain(|_, &mut (k, _)| k != key);
+                self.tokens.retain(|t| t.1 != key);
                 self.stage(ticket, Ack::Stored, None);
             }
             Op::Clear { key } => {
@@ -563,11 +565,12 @@ impl Engine for Log {
             Op::Token { key, token } => {
                 let t = token;
                 self.encode(Record::Token { token: &t.token, source: &t.source_id, expires_at: t.expires_at });
-                self.tokens.insert(t.token.clone(), (key, t.expires_at));
+                self.tokens.push((t.token.clone(), key, t.expires_at));
                 self.stage(ticket, Ack::Stored, None);
             }
             Op::RevokeToken { token } => {
-                if self.tokens.remove(token).is_some() {
+                if let Some(at) = self.tokens.iter().position(|t| t.0 == token) {
+                    self.tokens.swap_remove(at);
                     self.encode(Record::TokenRevoked { token });
                 }
                 self.stage(ticket, Ack::Stored, None);
@@ -678,7 +681,7 @@ impl Engine for Log {
     }
 
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
-        self.tokens.insert(token.token, (key, token.expires_at));
+        self.tokens.push((token.token, key, token.expires_at));
     }
 }
 

@@ -26,13 +26,13 @@ pub struct State {
     history: usize,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
-    /// By token.
-    tokens: HashMap<String, StoredToken>,
+    /// Few (compaction keeps only live ones), so a list.
+    tokens: Vec<StoredToken>,
 }
 
 impl State {
     pub fn new(history: usize) -> State {
-        State { history, sources: HashMap::new(), default_key: None, tokens: HashMap::new() }
+        State { history, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
     }
 
     pub fn apply(&mut self, record: Record<'_>) {
@@ -53,7 +53,7 @@ impl State {
             }
             Record::Deleted { id } => {
                 self.sources.remove(id);
-                self.tokens.retain(|_, t| t.source_id != id);
+                self.tokens.retain(|t| t.source_id != id);
             }
             Record::Event { source, id, payload } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
@@ -76,13 +76,10 @@ impl State {
             Record::DefaultKey { key } => self.default_key = Some(key.to_string()),
             Record::Token { token, source, expires_at } => {
                 if self.sources.contains_key(source) {
-                    let stored = StoredToken { token: token.to_string(), source_id: source.to_string(), expires_at };
-                    self.tokens.insert(token.to_string(), stored);
+                    self.tokens.push(StoredToken { token: token.to_string(), source_id: source.to_string(), expires_at });
                 }
             }
-            Record::TokenRevoked { token } => {
-                self.tokens.remove(token);
-            }
+            Record::TokenRevoked { token } => self.tokens.retain(|t| t.token != token),
         }
     }
 
@@ -92,7 +89,7 @@ impl State {
             .into_values()
             .map(|s| StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted })
             .collect();
-        Recovered { sources, default_key: self.default_key, tokens: self.tokens.into_values().collect() }
+        Recovered { sources, default_key: self.default_key, tokens: self.tokens }
     }
 }
 
