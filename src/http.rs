@@ -382,6 +382,7 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         202 => "Accepted",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -410,8 +411,8 @@ pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    // 204 carries no body, so no length either.
-    let bodiless = status == 204;
+    // 204 and 304 carry no body, so no length either.
+    let bodiless = status == 204 || status == 304;
     if !bodiless {
         if !content_type.is_empty() {
             out.extend_from_slice(b"Content-Type: ");

@@ -4,6 +4,7 @@
 //! changes go through the hub, and the reactor applies what it records.
 
 pub mod reply;
+mod ui;
 mod webhook;
 
 use std::borrow::Cow;
@@ -47,6 +48,7 @@ enum Route<'p> {
     Tokens(&'p str),
     Token(&'p str, &'p str),
     Ingest(&'p str, &'p str),
+    Ui(ui::Asset),
     NotFound,
 }
 
@@ -74,6 +76,9 @@ fn route(path: &str) -> Route<'_> {
         ["v1", "sources", s, "event_summaries"] => Route::Summaries(s),
         ["v1", "sources", s, "tokens"] => Route::Tokens(s),
         ["v1", "sources", s, "tokens", t] => Route::Token(s, t),
+        ["ui"] | ["ui", "sources", _] => Route::Ui(ui::Asset::Page),
+        ["ui", "app.js"] => Route::Ui(ui::Asset::Script),
+        ["ui", "app.css"] => Route::Ui(ui::Asset::Style),
         _ => Route::NotFound,
     }
 }
@@ -182,6 +187,8 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
                 _ => Err(not_allowed("DELETE")),
             }
         }
+        Route::Ui(asset) if get => Ok(ui::serve(head, asset)),
+        Route::Ui(_) => Err(not_allowed("GET, HEAD")),
         Route::NotFound => Err(Fail::new(404, "no such path")),
     }
 }
@@ -397,6 +404,12 @@ mod tests {
             ("/v1/sources/orders/tokens", "tokens orders"),
             ("/v1/sources/orders/tokens/st_x", "token orders st_x"),
             ("/v1/sources/orders/tokens/st_x/y", "404"),
+            ("/ui", "ui Page"),
+            ("/ui/", "ui Page"),
+            ("/ui/sources/orders", "ui Page"),
+            ("/ui/app.js", "ui Script"),
+            ("/ui/app.css", "ui Style"),
+            ("/ui/other", "404"),
         ];
         for (path, want) in table {
             let got = match route(path) {
@@ -409,6 +422,7 @@ mod tests {
                 Route::Summaries(s) => format!("summaries {s}"),
                 Route::Tokens(s) => format!("tokens {s}"),
                 Route::Token(s, t) => format!("token {s} {t}"),
+                Route::Ui(asset) => format!("ui {asset:?}"),
                 Route::Ingest(k, rest) => format!("ingest {k} {rest}"),
                 Route::NotFound => "404".to_string(),
             };

@@ -2,6 +2,8 @@
 //! clients over real sockets (HTTP requests, an SSE reader).
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
