@@ -101,7 +101,7 @@ async function api(method, path, body) {
       sessionStorage.setItem(KEY, key)
       continue
     }
-    if (!res.ok) throw new Error(json?.error || `${res.status} ${res.statusText}`)
+    if (!res.ok) throw Object.assign(new Error(json?.error || `${res.status} ${res.statusText}`), {status: res.status})
     return json
   }
 }
@@ -461,6 +461,7 @@ function sourceView(name) {
     try {
       t = await api('POST', `/v1/sources/${encodeURIComponent(my.source.id)}/tokens`, {expires_in_s: TOKEN_S})
     } catch (e) {
+      if (e.status === 404) return setConn('offline', 'Source deleted')
       setConn('offline', 'Offline')
       my.backoff = Math.min(my.backoff * 2, 10000)
       return later(connect, my.backoff)
