@@ -9,6 +9,7 @@
 //! constant time, as API keys are.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 
 use crate::auth::{constant_time_eq, random_base62};
 use crate::engine::SourceKey;
@@ -22,10 +23,14 @@ const VERIFIER_CHARS: usize = 32;
 pub const MAX_LIFE_S: u64 = 30 * 24 * 3600;
 pub const DEFAULT_LIFE_S: u64 = 3600;
 
+/// Names a token within the process; a stream opened with it keeps it
+/// (4 bytes that fit in the stream phase, so a connection grows by none).
+pub type Serial = NonZeroU32;
+
 struct Entry {
     verifier: Vec<u8>,
     source: SourceKey,
-    serial: u64,
+    serial: Serial,
     expires_at: u64,
 }
 
@@ -33,7 +38,7 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// A live token of `source`; streams opened with it carry `serial`.
-    Valid { source: SourceKey, serial: u64 },
+    Valid { source: SourceKey, serial: Serial },
     /// Past its expiry (not yet swept).
     Expired,
     /// Unknown or revoked.
@@ -44,7 +49,7 @@ pub enum Check {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
     pub source: SourceKey,
-    pub serial: u64,
+    pub serial: Serial,
 }
 
 /// Live tokens are few (a page holds one or two), and expiries and
@@ -55,7 +60,7 @@ pub struct Tokens {
     by_selector: HashMap<String, Entry>,
     /// The earliest `expires_at`, or `None` without tokens.
     next_expiry: Option<u64>,
-    next_serial: u64,
+    next_serial: u32,
 }
 
 /// A fresh random token.
@@ -81,8 +86,9 @@ impl Tokens {
     /// Adds a token of `source`; false if it is not of the token shape.
     pub fn insert(&mut self, token: &str, source: SourceKey, expires_at: u64) -> bool {
         let Some((selector, verifier)) = split(token.as_bytes()) else { return false };
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        // From 1; after 2^32 - 1 tokens in one process, round again.
+        self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
+        let serial = Serial::new(self.next_serial).unwrap_or(Serial::MIN);
         let entry = Entry { verifier: verifier.to_vec(), source, serial, expires_at };
         if self.by_selector.insert(selector.to_string(), entry).is_some() {
             self.rescan();

@@ -211,7 +211,7 @@ enum Caller {
     /// A subscribe token of `source`.
     Token {
         source: SourceKey,
-        serial: u64,
+        serial: crate::tokens::Serial,
     },
 }
 
@@ -260,7 +260,7 @@ fn token_refused() -> Fail {
 /// serial if a token opened it. A token names its own source only: any
 /// other is `403`, whether it exists or not (so a token tells nothing
 /// about the account's other sources).
-fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<u64>)> {
+fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<crate::tokens::Serial>)> {
     match caller(ctx, head, true)? {
         Caller::Account(account) => Ok((find(ctx, account, s)?, None)),
         Caller::Token { source, serial } => {

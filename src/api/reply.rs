@@ -14,7 +14,7 @@ pub enum Reply {
     /// The connection becomes a stream of `source`, replaying what follows
     /// `after` first; opened with the token of `token`'s serial, it ends
     /// when the token does.
-    Stream { source: SourceKey, after: Option<EventId>, token: Option<u64> },
+    Stream { source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial> },
     /// The answer waits until storage acknowledges `ticket`.
     Wait { ticket: Ticket, answer: Answer },
 }

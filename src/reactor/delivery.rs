@@ -119,7 +119,7 @@ impl Reactor {
                 }
                 Effect::EndTokenStreams(ended) => {
                     let Some(s) = self.hub.registry.get(ended.source) else { continue };
-                    let opened_with = |c: &Conn| matches!(c.phase, Phase::Stream { token: Some(t), .. } if t == ended.serial);
+                    let opened_with = |c: &Conn| c.stream_token == Some(ended.serial);
                     let keys: Vec<u32> = s.subscribers.iter().copied().filter(|&k| opened_with(&self.conns[k as usize])).collect();
                     for k in keys {
                         self.unsubscribe(k as usize);
@@ -140,7 +140,7 @@ impl Reactor {
     /// Ends one stream of a source that stays: it leaves the subscriber
     /// list, and what is queued still goes out.
     fn unsubscribe(&mut self, key: usize) {
-        let Phase::Stream { source, index, .. } = self.conns[key].phase else { return };
+        let Phase::Stream { source, index } = self.conns[key].phase else { return };
         if let Some(moved) = self.hub.registry.unsubscribe(source, index)
             && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
         {

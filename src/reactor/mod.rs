@@ -653,7 +653,7 @@ impl Reactor {
         }
     }
 
-    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, token: Option<u64>) {
+    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial>) {
         let conn = &mut self.conns[key];
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
@@ -776,7 +776,7 @@ impl Reactor {
             if let Some(id) = conn.timer {
                 self.timers.remove(id);
             }
-            if let Phase::Stream { source, index, .. } = conn.phase {
+            if let Phase::Stream { source, index } = conn.phase {
                 self.stats.subscribers -= 1;
                 if let Some(moved) = self.hub.registry.unsubscribe(source, index)
                     && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
