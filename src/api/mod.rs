@@ -20,7 +20,7 @@ use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
-use crate::tokens::{self, Check};
+use crate::tokens::{self, Check, Serial};
 pub use reply::Reply;
 use reply::{Answer, Fail, ok};
 
@@ -109,7 +109,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
         }
         Route::Stream(_) => Err(not_allowed("GET")),
         Route::Sources => {
-            let account = authenticate(ctx, head, false)?;
+            let account = authenticate(ctx, head)?;
             match method {
                 "GET" | "HEAD" => {
                     let base = base_url(ctx, head);
@@ -128,7 +128,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Source(s) => {
-            let account = authenticate(ctx, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "GET" | "HEAD" => {
@@ -147,7 +147,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Events(s) => {
-            let account = authenticate(ctx, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "POST" => {
@@ -169,7 +169,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
         }
         Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
         Route::Tokens(s) => {
-            let account = authenticate(ctx, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "POST" => create_token(ctx, head, source, body),
@@ -177,7 +177,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Token(s, t) => {
-            let account = authenticate(ctx, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "DELETE" => match ctx.hub.revoke_token(source, t, ctx.now_ms) {
@@ -211,7 +211,7 @@ enum Caller {
     /// A subscribe token of `source`.
     Token {
         source: SourceKey,
-        serial: crate::tokens::Serial,
+        serial: Serial,
     },
 }
 
@@ -244,9 +244,10 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
     }
 }
 
-/// The account of the request's key; a subscribe token is refused here.
-fn authenticate(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<AccountId> {
-    match caller(ctx, head, query)? {
+/// The account of the request's key (`Authorization: Bearer` only); a
+/// subscribe token is refused here.
+fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {
+    match caller(ctx, head, false)? {
         Caller::Account(account) => Ok(account),
         Caller::Token { .. } => Err(token_refused()),
     }
@@ -260,7 +261,7 @@ fn token_refused() -> Fail {
 /// serial if a token opened it. A token names its own source only: any
 /// other is `403`, whether it exists or not (so a token tells nothing
 /// about the account's other sources).
-fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<crate::tokens::Serial>)> {
+fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<Serial>)> {
     match caller(ctx, head, true)? {
         Caller::Account(account) => Ok((find(ctx, account, s)?, None)),
         Caller::Token { source, serial } => {
