@@ -232,7 +232,8 @@ function tree(value, name, depth = 0) {
 function sourceView(name) {
   const my = {
     events: [], // newest first: {id, ms, payload, text, row}
-    held: [],
+    held: [], // while paused, oldest first (the newest MAX_ROWS of them)
+    heldCount: 0,
     newest: null, // the newest id shown or held: the stream resumes after it
     paused: false,
     filter: '',
@@ -287,8 +288,8 @@ function sourceView(name) {
   function counts() {
     const n = my.events.length
     count.textContent = `${n} event${n === 1 ? '' : 's'}${n >= MAX_ROWS ? ` (the newest ${MAX_ROWS})` : ''}`
-    pause.textContent = my.paused ? (my.held.length ? `Resume (${my.held.length})` : 'Resume') : 'Pause'
-    heldNote.textContent = my.paused ? `Paused: ${my.held.length} held back` : ''
+    pause.textContent = my.paused ? (my.heldCount ? `Resume (${my.heldCount})` : 'Resume') : 'Pause'
+    heldNote.textContent = my.paused ? `Paused: ${my.heldCount} held back` : ''
     heldNote.className = my.paused ? 'held muted' : 'held'
   }
 
@@ -337,8 +338,10 @@ function sourceView(name) {
     if (my.newest && cmpId(env.id, my.newest) <= 0) return // replayed on a reconnect: already here
     my.newest = env.id
     const ev = envelope(env)
-    if (my.paused) my.held.push(ev)
-    else add([ev], true)
+    if (my.paused) {
+      my.heldCount++
+      if (my.held.push(ev) > MAX_ROWS) my.held.shift()
+    } else add([ev], true)
     counts()
   }
 
@@ -356,6 +359,7 @@ function sourceView(name) {
     if (!my.paused) {
       add(my.held, true)
       my.held = []
+      my.heldCount = 0
     }
     counts()
   }
@@ -366,6 +370,7 @@ function sourceView(name) {
       await api('DELETE', `/v1/sources/${encodeURIComponent(my.source.id)}/events`)
       my.events = []
       my.held = []
+      my.heldCount = 0
       rows.replaceChildren()
       showDetail(null)
       counts()
