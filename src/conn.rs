@@ -13,6 +13,7 @@ use crate::engine::SourceKey;
 use crate::http::{BodyReader, Head};
 use crate::outq::{Buf, Flushed, OutQ};
 use crate::timer::TimerId;
+use crate::tokens::Serial;
 
 /// Bytes read from one socket per `fill` call before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -33,8 +34,9 @@ pub enum Phase {
     /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
-    /// An SSE subscriber at `index` in `source`'s subscriber list.
-    /// Next: `Linger` (`end_stream`: the source is gone), or closed.
+    /// An SSE subscriber at `index` in `source`'s subscriber list (if a
+    /// subscribe token opened it, `Conn::stream_token` names it).
+    /// Next: `Linger` (`end_stream`: the source or the token is gone), or closed.
     Stream { source: SourceKey, index: u32 },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
@@ -108,6 +110,10 @@ pub struct Conn {
     awaited: VecDeque<Option<(Vec<u8>, bool)>>,
     front_slot: u32,
     pub closing: Option<Reason>,
+    /// The subscribe token a stream was opened with: the stream ends with
+    /// it. Here rather than in `Phase::Stream`, where it would cost every
+    /// connection 8 bytes; here it fits in padding.
+    pub stream_token: Option<Serial>,
 }
 
 /// What one read brought.
@@ -144,6 +150,7 @@ impl Conn {
             awaited: VecDeque::new(),
             front_slot: 0,
             closing: None,
+            stream_token: None,
         }
     }
 
@@ -232,12 +239,13 @@ impl Conn {
     }
 
     /// → `Stream`: a subscriber from now on (its read buffer is dropped).
-    pub fn subscribe(&mut self, source: SourceKey, index: u32) {
+    pub fn subscribe(&mut self, source: SourceKey, index: u32, token: Option<Serial>) {
         self.phase = Phase::Stream { source, index };
+        self.stream_token = token;
         self.rbuf = Vec::new();
     }
 
-    /// `Stream` → `Linger`: the source is gone; what is queued still goes.
+    /// `Stream` → `Linger`: the source or the token is gone; what is queued still goes.
     pub fn end_stream(&mut self) {
         self.phase = Phase::Linger;
     }

@@ -382,8 +382,10 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         202 => "Accepted",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -409,7 +411,9 @@ pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_
     out.push(b' ');
     out.extend_from_slice(reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    if status != 204 {
+    // 204 and 304 carry no body, so no length either.
+    let bodiless = status == 204 || status == 304;
+    if !bodiless {
         if !content_type.is_empty() {
             out.extend_from_slice(b"Content-Type: ");
             out.extend_from_slice(content_type.as_bytes());
@@ -424,7 +428,7 @@ pub fn response(status: u16, content_type: &str, extra: &str, body: &[u8], keep_
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only && status != 204 {
+    if !head_only && !bodiless {
         out.extend_from_slice(body);
     }
     out

@@ -10,10 +10,11 @@ use log::{error, info};
 
 use crate::api::reply::Answer;
 use crate::auth::AccountId;
-use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, Ticket};
+use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::{Gap, History};
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::{Event, EventId};
+use crate::tokens::{self, Ended, Tokens};
 use crate::verify::Verify;
 
 /// Who waits for a ticket.
@@ -33,6 +34,8 @@ pub enum Effect {
     Publish(SourceKey, Event),
     /// These streams' source is gone: end them.
     EndStreams(Vec<u32>),
+    /// A token ended (expired, revoked): end the source's streams opened with it.
+    EndTokenStreams(Ended),
     /// Answer the connection's request in `slot` (if it is still the same connection).
     Answer { key: usize, generation: u32, slot: u32, answer: Answer, result: Result<Ack, StorageError> },
 }
@@ -44,16 +47,20 @@ struct Pending {
     undo: Undo,
 }
 
+/// What to take back if storage refuses a change.
 enum Undo {
     Nothing,
     /// Remove the created source.
     Create(SourceKey),
     /// Put back the signature check it had.
     Verify(SourceKey, Option<Verify>),
+    /// A new token (of this source).
+    Token(SourceKey, String),
 }
 
 pub struct Hub {
     pub registry: Registry,
+    pub tokens: Tokens,
     engine: Box<dyn Engine>,
     /// In submission order, as engines acknowledge.
     pending: VecDeque<Pending>,
@@ -65,7 +72,15 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(engine: Box<dyn Engine>) -> Hub {
-        Hub { registry: Registry::default(), engine, pending: VecDeque::new(), effects: Vec::new(), outcomes: Vec::new(), failing: false }
+        Hub {
+            registry: Registry::default(),
+            tokens: Tokens::default(),
+            engine,
+            pending: VecDeque::new(),
+            effects: Vec::new(),
+            outcomes: Vec::new(),
+            failing: false,
+        }
     }
 
     pub fn engine(&self) -> &dyn Engine {
@@ -120,13 +135,15 @@ impl Hub {
         }
     }
 
-    /// Deletes a source at once, ending its streams; storage acknowledges later.
+    /// Deletes a source at once, ending its streams and revoking its
+    /// tokens; storage acknowledges later.
     pub fn delete(&mut self, key: SourceKey, now_ms: u64) -> Ticket {
         if let Some(source) = self.registry.remove(key)
             && !source.subscribers.is_empty()
         {
             self.effects.push(Effect::EndStreams(source.subscribers));
         }
+        self.tokens.remove_source(key);
         self.submit(Op::Delete { key }, now_ms, Undo::Nothing)
     }
 
@@ -141,6 +158,38 @@ impl Hub {
 
     pub fn keep_default_key(&mut self, key: &str, now_ms: u64) {
         self.submit(Op::DefaultKey(key), now_ms, Undo::Nothing);
+    }
+
+    /// A new subscribe token of `key`, valid until `expires_at` (unix ms).
+    pub fn create_token(&mut self, key: SourceKey, expires_at: u64, now_ms: u64) -> (StoredToken, Ticket) {
+        let token = StoredToken { token: tokens::generate(), source_id: self.source(key).id.clone(), expires_at };
+        self.tokens.insert(&token.token, key, expires_at);
+        let ticket = self.submit(Op::Token { key, token: &token }, now_ms, Undo::Token(key, token.token.clone()));
+        (token, ticket)
+    }
+
+    /// Revokes one of `key`'s tokens at once, ending its streams; `None`
+    /// if it is not one of them.
+    pub fn revoke_token(&mut self, key: SourceKey, token: &str, now_ms: u64) -> Option<Ticket> {
+        let ended = self.tokens.revoke(key, token)?;
+        self.effects.push(Effect::EndTokenStreams(ended));
+        Some(self.submit(Op::RevokeToken { token }, now_ms, Undo::Nothing))
+    }
+
+    /// Forgets the tokens expired at `now_ms`, ending their streams.
+    pub fn expire_tokens(&mut self, now_ms: u64) {
+        let mut ended = Vec::new();
+        self.tokens.expire(now_ms, &mut ended);
+        self.effects.extend(ended.into_iter().map(Effect::EndTokenStreams));
+    }
+
+    /// Puts back a token the engine found at start (unless its source is
+    /// gone or it has expired).
+    pub fn restore_token(&mut self, token: StoredToken, now_ms: u64) {
+        let Some(key) = self.registry.find_id(&token.source_id) else { return };
+        if token.expires_at > now_ms && self.tokens.insert(&token.token, key, token.expires_at) {
+            self.engine.restore_token(key, token);
+        }
     }
 
     /// End of a loop turn: storage writes what the turn submitted.
@@ -188,6 +237,7 @@ impl Hub {
                     Undo::Nothing => {}
                     Undo::Create(key) => drop(self.registry.remove(key)),
                     Undo::Verify(key, before) => drop(self.registry.set_verify(key, before)),
+                    Undo::Token(key, token) => drop(self.tokens.revoke(key, &token)),
                 }
             }
             Ok(_) if self.failing => {

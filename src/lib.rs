@@ -58,6 +58,7 @@ mod state;
 mod sys;
 mod text;
 mod timer;
+mod tokens;
 mod verify;
 
 pub use config::{Config, ConfigError, usage};

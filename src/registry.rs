@@ -89,6 +89,11 @@ impl Registry {
         by_id.or_else(|| self.by_name.get(&account)?.get(id_or_name).copied())
     }
 
+    /// The source with this public id, in any account.
+    pub fn find_id(&self, id: &str) -> Option<SourceKey> {
+        self.by_id.get(id).copied()
+    }
+
     pub fn find_endpoint(&self, endpoint_key: &str) -> Option<SourceKey> {
         self.by_endpoint.get(endpoint_key).copied()
     }

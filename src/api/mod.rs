@@ -4,6 +4,7 @@
 //! changes go through the hub, and the reactor applies what it records.
 
 pub mod reply;
+mod ui;
 mod webhook;
 
 use std::borrow::Cow;
@@ -19,6 +20,7 @@ use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
+use crate::tokens::{self, Check, Serial};
 use crate::verify::Verify;
 pub use reply::Reply;
 use reply::{Answer, Fail, ok};
@@ -44,7 +46,10 @@ enum Route<'p> {
     Source(&'p str),
     Events(&'p str),
     Summaries(&'p str),
+    Tokens(&'p str),
+    Token(&'p str, &'p str),
     Ingest(&'p str, &'p str),
+    Ui(ui::Asset),
     NotFound,
 }
 
@@ -54,7 +59,7 @@ fn route(path: &str) -> Route<'_> {
         return Route::Ingest(key, suffix);
     }
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-    let (mut segments, mut n) = ([""; 4], 0);
+    let (mut segments, mut n) = ([""; 5], 0);
     for segment in path.split('/').skip(1) {
         if n == segments.len() {
             return Route::NotFound;
@@ -70,6 +75,11 @@ fn route(path: &str) -> Route<'_> {
         ["v1", "sources", s] => Route::Source(s),
         ["v1", "sources", s, "events"] => Route::Events(s),
         ["v1", "sources", s, "event_summaries"] => Route::Summaries(s),
+        ["v1", "sources", s, "tokens"] => Route::Tokens(s),
+        ["v1", "sources", s, "tokens", t] => Route::Token(s, t),
+        ["ui"] | ["ui", "sources", _] => Route::Ui(ui::Asset::Page),
+        ["ui", "app.js"] => Route::Ui(ui::Asset::Script),
+        ["ui", "app.css"] => Route::Ui(ui::Asset::Style),
         _ => Route::NotFound,
     }
 }
@@ -94,14 +104,13 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
         }
         Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
         Route::Stream(s) if method == "GET" => {
-            let account = authenticate(ctx.keys, head, true)?;
-            let source = find(ctx, account, s)?;
+            let (source, token) = reader(ctx, head, s)?;
             let after = last_event_id(head)?;
-            Ok(Reply::Stream { source, after })
+            Ok(Reply::Stream { source, after, token })
         }
         Route::Stream(_) => Err(not_allowed("GET")),
         Route::Sources => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let account = authenticate(ctx, head)?;
             match method {
                 "GET" | "HEAD" => {
                     let base = base_url(ctx, head);
@@ -120,7 +129,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Source(s) => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "GET" | "HEAD" => {
@@ -140,7 +149,7 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Events(s) => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let account = authenticate(ctx, head)?;
             let source = find(ctx, account, s)?;
             match method {
                 "POST" => {
@@ -157,11 +166,31 @@ fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
             }
         }
         Route::Summaries(s) if get => {
-            let account = authenticate(ctx.keys, head, false)?;
-            let source = find(ctx, account, s)?;
+            let (source, _) = reader(ctx, head, s)?;
             summaries(ctx, head, source)
         }
         Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
+        Route::Tokens(s) => {
+            let account = authenticate(ctx, head)?;
+            let source = find(ctx, account, s)?;
+            match method {
+                "POST" => create_token(ctx, head, source, body),
+                _ => Err(not_allowed("POST")),
+            }
+        }
+        Route::Token(s, t) => {
+            let account = authenticate(ctx, head)?;
+            let source = find(ctx, account, s)?;
+            match method {
+                "DELETE" => match ctx.hub.revoke_token(source, t, ctx.now_ms) {
+                    Some(ticket) => Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) }),
+                    None => Err(Fail::new(404, "no such token")),
+                },
+                _ => Err(not_allowed("DELETE")),
+            }
+        }
+        Route::Ui(asset) if get => Ok(ui::serve(head, asset)),
+        Route::Ui(_) => Err(not_allowed("GET, HEAD")),
         Route::NotFound => Err(Fail::new(404, "no such path")),
     }
 }
@@ -178,18 +207,72 @@ pub fn require_length(head: &Head) -> Result<()> {
     }
 }
 
-/// The account of the request's key: `Authorization: Bearer`, or for
-/// streams (browsers' EventSource cannot set headers) `?access_token=`.
-fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<AccountId> {
+/// Who a request comes from.
+enum Caller {
+    Account(AccountId),
+    /// A subscribe token of `source`.
+    Token {
+        source: SourceKey,
+        serial: Serial,
+    },
+}
+
+/// The credential: `Authorization: Bearer`, or where `query` allows
+/// (streams, summaries: browsers' EventSource cannot set headers)
+/// `?access_token=`. Neither is ever logged.
+fn credential<'h>(head: &'h Head, query: bool) -> Option<Cow<'h, [u8]>> {
     let from_header = head.header("authorization").and_then(|v| {
         let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
         scheme.eq_ignore_ascii_case(b"bearer").then(|| Cow::Borrowed(token.trim_ascii()))
     });
-    let token = from_header
-        .or_else(|| allow_query.then(|| http::query_param(head.query(), "access_token").map(|t| Cow::Owned(t.into_bytes()))).flatten());
-    match token {
-        None => Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>")),
-        Some(t) => keys.lookup(&t).ok_or_else(|| Fail::new(401, "invalid API key")),
+    from_header.or_else(|| query.then(|| http::query_param(head.query(), "access_token").map(|t| Cow::Owned(t.into_bytes()))).flatten())
+}
+
+/// The caller of a request: an account's key, or a subscribe token.
+fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
+    let Some(presented) = credential(head, query) else {
+        return Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>"));
+    };
+    if let Some(account) = ctx.keys.lookup(&presented) {
+        return Ok(Caller::Account(account));
+    }
+    if !tokens::looks_like(&presented) {
+        return Err(Fail::new(401, "invalid API key"));
+    }
+    match ctx.hub.tokens.check(&presented, ctx.now_ms) {
+        Check::Valid { source, serial } => Ok(Caller::Token { source, serial }),
+        Check::Expired => Err(Fail::new(401, "subscribe token expired")),
+        Check::Unknown => Err(Fail::new(401, "invalid or revoked subscribe token")),
+    }
+}
+
+/// The account of the request's key (`Authorization: Bearer` only); a
+/// subscribe token is refused here.
+fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {
+    match caller(ctx, head, false)? {
+        Caller::Account(account) => Ok(account),
+        Caller::Token { .. } => Err(token_refused()),
+    }
+}
+
+fn token_refused() -> Fail {
+    Fail::new(403, "a subscribe token reads its source's stream and event summaries only")
+}
+
+/// The source a stream or summaries request reads, and the token's
+/// serial if a token opened it. A token names its own source only: any
+/// other is `403`, whether it exists or not (so a token tells nothing
+/// about the account's other sources).
+fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<Serial>)> {
+    match caller(ctx, head, true)? {
+        Caller::Account(account) => Ok((find(ctx, account, s)?, None)),
+        Caller::Token { source, serial } => {
+            let account = ctx.hub.source(source).account;
+            match ctx.hub.registry.find(account, s) {
+                Some(found) if found == source => Ok((source, Some(serial))),
+                _ => Err(token_refused()),
+            }
+        }
     }
 }
 
@@ -252,6 +335,28 @@ fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8])
     source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out) })
+}
+
+/// `POST …/tokens` `{"expires_in_s":N}` (or no body): a subscribe token.
+fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8]) -> Result<Reply> {
+    let bad = || Fail::new(400, format!("body must be {{\"expires_in_s\":<1 to {}>}} or empty", tokens::MAX_LIFE_S));
+    let life_s = if body.trim_ascii().is_empty() {
+        tokens::DEFAULT_LIFE_S
+    } else {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
+        match value.as_object().ok_or_else(bad)?.get("expires_in_s") {
+            None => tokens::DEFAULT_LIFE_S,
+            Some(n) => n.as_u64().filter(|n| (1..=tokens::MAX_LIFE_S).contains(n)).ok_or_else(bad)?,
+        }
+    };
+    let (token, ticket) = ctx.hub.create_token(source, ctx.now_ms + life_s * 1000, ctx.now_ms);
+    info!("subscribe token for source {} created, expires in {life_s} s", token.source_id);
+    let mut out = b"{\"data\":{\"token\":".to_vec();
+    json::write_str(&mut out, &token.token);
+    out.extend_from_slice(b",\"source_id\":");
+    json::write_str(&mut out, &token.source_id);
+    out.extend_from_slice(format!(",\"expires_at\":{}}}}}", token.expires_at).as_bytes());
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
 }
 
 fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
@@ -333,6 +438,15 @@ mod tests {
             ("/v1", "404"),
             ("/v1/sources/a/b/c", "404"),
             ("/sources/orders", "404"),
+            ("/v1/sources/orders/tokens", "tokens orders"),
+            ("/v1/sources/orders/tokens/st_x", "token orders st_x"),
+            ("/v1/sources/orders/tokens/st_x/y", "404"),
+            ("/ui", "ui Page"),
+            ("/ui/", "ui Page"),
+            ("/ui/sources/orders", "ui Page"),
+            ("/ui/app.js", "ui Script"),
+            ("/ui/app.css", "ui Style"),
+            ("/ui/other", "404"),
         ];
         for (path, want) in table {
             let got = match route(path) {
@@ -343,6 +457,9 @@ mod tests {
                 Route::Source(s) => format!("source {s}"),
                 Route::Events(s) => format!("events {s}"),
                 Route::Summaries(s) => format!("summaries {s}"),
+                Route::Tokens(s) => format!("tokens {s}"),
+                Route::Token(s, t) => format!("token {s} {t}"),
+                Route::Ui(asset) => format!("ui {asset:?}"),
                 Route::Ingest(k, rest) => format!("ingest {k} {rest}"),
                 Route::NotFound => "404".to_string(),
             };

@@ -12,8 +12,9 @@ pub enum Reply {
     /// A complete response; `close` ends the connection after it.
     Response { status: u16, bytes: Vec<u8>, close: bool },
     /// The connection becomes a stream of `source`, replaying what follows
-    /// `after` first.
-    Stream { source: SourceKey, after: Option<EventId> },
+    /// `after` first; opened with the token of `token`'s serial, it ends
+    /// when the token does.
+    Stream { source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial> },
     /// The answer waits until storage acknowledges `ticket`.
     Wait { ticket: Ticket, answer: Answer },
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Ack, Engine, Op, Outcome, Recovered, SourceKey, SourceMeta, StoredSource, Ticket};
+use super::{Ack, Engine, Op, Outcome, Recovered, SourceKey, SourceMeta, StoredSource, StoredToken, Ticket};
 use crate::history::Gap;
 use crate::sse::EventId;
 use crate::verify::Verify;
@@ -37,6 +37,9 @@ pub fn check_all(open: Open<'_>, persistent: bool) {
         let sub = dir.0.join("reopen");
         std::fs::create_dir_all(&sub).unwrap();
         reopen(open, &sub);
+        let sub = dir.0.join("tokens");
+        std::fs::create_dir_all(&sub).unwrap();
+        tokens_kept(open, &sub);
     }
 }
 
@@ -251,6 +254,26 @@ fn reopen(open: Open<'_>, dir: &Path) {
     assert!(next[0] > last, "ids go on above the last one before the reopen");
 }
 
+/// Tokens survive a reopen unless revoked or their source deleted.
+fn tokens_kept(open: Open<'_>, dir: &Path) {
+    let token = |n: u64, source: u64| StoredToken { token: format!("st_{n}"), source_id: meta(source).id, expires_at: 9_000_000 + n };
+    {
+        let (mut e, _) = open(dir, 5, 1_000_000);
+        create(&mut *e, 1, 2_000_000);
+        create(&mut *e, 2, 2_000_000);
+        let (kept, revoked, of_deleted) = (token(1, 1), token(2, 1), token(3, 2));
+        let mut tickets = vec![];
+        for (key, t) in [(1, &kept), (1, &revoked), (2, &of_deleted)] {
+            tickets.push(e.submit(Op::Token { key, token: t }, 2_000_000));
+        }
+        tickets.push(e.submit(Op::RevokeToken { token: &revoked.token }, 2_000_000));
+        tickets.push(e.submit(Op::Delete { key: 2 }, 2_000_000));
+        settle(&mut *e, &tickets);
+    }
+    let (_, recovered) = open(dir, 5, 1_000_000);
+    assert_eq!(recovered.tokens, vec![token(1, 1)]);
+}
+
 /// Wraps an engine: acknowledges only every `every`-th poll, all that
 /// is due at once (late, and in batches).
 pub struct Delayed {
@@ -291,6 +314,10 @@ impl Engine for Delayed {
 
     fn rings(&self) -> &super::Rings {
         self.inner.rings()
+    }
+
+    fn restore_token(&mut self, key: SourceKey, token: super::StoredToken) {
+        self.inner.restore_token(key, token);
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {

@@ -26,7 +26,7 @@ impl Engine for Memory {
             Op::Clear { key } => self.rings.clear(key),
             Op::Verify { .. } => {}
             Op::Import { key, source } => self.rings.restore(key, source.clone()),
-            Op::DefaultKey(_) => {}
+            Op::DefaultKey(_) | Op::Token { .. } | Op::RevokeToken { .. } => {}
             Op::Append { key, payload } => {
                 if let Some(event) = self.rings.stage(key, payload, now_ms) {
                     ack = Ack::Appended(event.id);

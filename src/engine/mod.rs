@@ -64,12 +64,25 @@ pub struct StoredSource {
     pub evicted: Option<EventId>,
 }
 
+/// A subscribe token as storage keeps it (SPEC §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub token: String,
+    /// The public id of the source it reads.
+    pub source_id: String,
+    /// Unix milliseconds.
+    pub expires_at: u64,
+}
+
 /// Everything an engine found at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub sources: Vec<StoredSource>,
     /// A generated default key kept from an earlier start.
     pub default_key: Option<String>,
+    /// Subscribe tokens not revoked, of sources not deleted (some may
+    /// have expired meanwhile).
+    pub tokens: Vec<StoredToken>,
 }
 
 /// One submitted change.
@@ -102,6 +115,16 @@ pub enum Op<'a> {
     },
     /// Keep a generated default key for the next start.
     DefaultKey(&'a str),
+    /// A subscribe token of the source.
+    Token {
+        key: SourceKey,
+        token: &'a StoredToken,
+    },
+    /// A token revoked before its expiry (expired ones are dropped
+    /// without a record).
+    RevokeToken {
+        token: &'a str,
+    },
 }
 
 /// Names a submitted op until it is acknowledged.
@@ -184,6 +207,9 @@ pub trait Engine {
 
     /// Puts back a source found at start.
     fn restore(&mut self, key: SourceKey, source: StoredSource);
+
+    /// Puts back a token found at start (engines that keep tokens).
+    fn restore_token(&mut self, _key: SourceKey, _token: StoredToken) {}
 }
 
 /// Which engine `--engine` names.

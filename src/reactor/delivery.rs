@@ -117,6 +117,14 @@ impl Reactor {
                         }
                     }
                 }
+                Effect::EndTokenStreams(ended) => {
+                    let Some(s) = self.hub.registry.get(ended.source) else { continue };
+                    let opened_with = |c: &Conn| c.stream_token == Some(ended.serial);
+                    let keys: Vec<u32> = s.subscribers.iter().copied().filter(|&k| opened_with(&self.conns[k as usize])).collect();
+                    for k in keys {
+                        self.unsubscribe(k as usize);
+                    }
+                }
                 Effect::Answer { key, generation, slot, answer, result } => {
                     if self.conns.get(key).is_none_or(|c| c.generation != generation || c.closing.is_some()) {
                         continue;
@@ -127,6 +135,23 @@ impl Reactor {
             }
         }
         self.spare_effects = effects;
+    }
+
+    /// Ends one stream of a source that stays: it leaves the subscriber
+    /// list, and what is queued still goes out.
+    fn unsubscribe(&mut self, key: usize) {
+        let Phase::Stream { source, index } = self.conns[key].phase else { return };
+        if let Some(moved) = self.hub.registry.unsubscribe(source, index)
+            && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
+        {
+            *i = index;
+        }
+        let conn = &mut self.conns[key];
+        conn.end_stream();
+        self.stats.subscribers -= 1;
+        if conn.closing.is_none() {
+            self.to_flush.mark(conn, key);
+        }
     }
 
     /// Writes before sleeping: every connection with queued output, once.

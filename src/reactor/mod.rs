@@ -30,7 +30,7 @@ use crate::outq::Buf;
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
 use crate::state;
-use crate::timer::Timers;
+use crate::timer::{TimerId, Timers};
 use crate::{Error, SourceInfo};
 
 mod delivery;
@@ -79,6 +79,8 @@ enum Due {
     Conn(u32, u32),
     Handshake,
     AcceptRetry,
+    /// The first subscribe token expires.
+    Tokens,
 }
 
 /// A server bound but not running; everything in it is `Send`.
@@ -217,6 +219,9 @@ pub struct Reactor {
     spare_head: Head,
     /// Unix milliseconds, read once per turn (event ids, creation times).
     unix_now: u64,
+    /// The one timer for token expiry: (reactor ms, id), armed for the
+    /// earliest expiry; a later one fires and re-arms.
+    token_timer: Option<(u64, TimerId)>,
 }
 
 impl Reactor {
@@ -244,6 +249,9 @@ impl Reactor {
         for stored in recovered.sources {
             let account = keys.account(&stored.meta.account);
             hub.restore(account, stored);
+        }
+        for token in recovered.tokens {
+            hub.restore_token(token, now);
         }
         if let Some(path) = config.state_file.as_ref().filter(|_| !imported.is_empty()) {
             let events: usize = imported.iter().map(|s| s.events.len()).sum();
@@ -292,6 +300,7 @@ impl Reactor {
             spare_head: Head::default(),
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
+            token_timer: None,
         }
     }
 
@@ -324,6 +333,7 @@ impl Reactor {
             // is answered and fanned out before the sockets are written.
             self.hub.flush();
             self.settle();
+            self.arm_token_timer();
             self.resume_parked();
             self.flush_pending();
             self.free_closed();
@@ -579,9 +589,9 @@ impl Reactor {
         self.spare_head = head;
         match reply {
             Reply::Response { status, bytes, close } => self.answer(key, None, status, bytes, close),
-            Reply::Stream { source, after } => {
+            Reply::Stream { source, after, token } => {
                 self.stats.count_response(200);
-                self.subscribe(key, source, after);
+                self.subscribe(key, source, after, token);
             }
             Reply::Wait { ticket, answer } => {
                 let conn = &mut self.conns[key];
@@ -643,7 +653,7 @@ impl Reactor {
         }
     }
 
-    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>) {
+    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial>) {
         let conn = &mut self.conns[key];
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
@@ -658,7 +668,7 @@ impl Reactor {
             }
         }
         let index = self.hub.registry.subscribe(source, key as u32);
-        conn.subscribe(source, index);
+        conn.subscribe(source, index, token);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
@@ -695,9 +705,28 @@ impl Reactor {
             match d {
                 Due::Handshake => self.handshake_tick(),
                 Due::AcceptRetry => self.accept_ready = true,
+                Due::Tokens => {
+                    self.token_timer = None;
+                    self.hub.expire_tokens(self.unix_now);
+                    self.apply_effects();
+                }
                 Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
             }
         }
+    }
+
+    /// Arms the token timer for the earliest expiry, unless it is armed
+    /// for that or earlier. Unix time is mapped onto the reactor's clock.
+    fn arm_token_timer(&mut self) {
+        let Some(expires_at) = self.hub.tokens.next_expiry() else { return };
+        let at = self.now + expires_at.saturating_sub(self.unix_now);
+        if self.token_timer.is_some_and(|(armed, _)| armed <= at) {
+            return;
+        }
+        if let Some((_, id)) = self.token_timer.take() {
+            self.timers.remove(id);
+        }
+        self.token_timer = Some((at, self.timers.insert(at, Due::Tokens)));
     }
 
     fn on_conn_timer(&mut self, key: usize, generation: u32) {

@@ -2,6 +2,8 @@
 //! clients over real sockets (HTTP requests, an SSE reader).
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -65,13 +67,11 @@ impl TestServer {
 
     /// Runs `command` (an ssehub server) and waits for its listening line.
     pub fn spawn(command: &mut Command, key: &str) -> TestServer {
-        let mut child = command
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ssehub");
+        // Debug unless the caller chose a level.
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "debug");
+        }
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ssehub");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();

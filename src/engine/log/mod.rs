@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::Waker;
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, Ticket};
+use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::Event;
 #[cfg(test)]
 use crate::sse::EventId;
@@ -199,6 +199,9 @@ type Compaction = Arc<Mutex<Option<Result<u64, String>>>>;
 pub struct Log {
     rings: Rings,
     metas: HashMap<SourceKey, SourceMeta>,
+    /// Live subscribe tokens (token, source, expiry in unix ms), for
+    /// snapshots; few, so a list.
+    tokens: Vec<(String, SourceKey, u64)>,
     default_key: Option<String>,
     dir: PathBuf,
     fsync: Fsync,
@@ -256,6 +259,7 @@ impl Opened {
         Log {
             rings: Rings::new(self.history, floor_ms),
             metas: HashMap::new(),
+            tokens: Vec::new(),
             default_key: self.recovered.default_key.clone(),
             dir: self.dir,
             fsync: self.fsync,
@@ -376,8 +380,9 @@ impl Log {
         self.encode(Record::Verify { source: id, settings: &settings });
     }
 
-    /// The live state as records: what a snapshot holds.
-    fn snapshot(&self) -> Vec<u8> {
+    /// The live state as records: what a snapshot holds (tokens expired
+    /// by `now_ms` are left out).
+    fn snapshot(&self, now_ms: u64) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         Record::Snapshot.encode(&mut out);
         if let Some(key) = &self.default_key {
@@ -394,6 +399,12 @@ impl Log {
             for event in history.iter() {
                 let payload = event_payload(event);
                 Record::Event { source: &m.id, id: event.id, payload }.encode(&mut out);
+            }
+        }
+        for (token, key, expires_at) in &self.tokens {
+            if let Some(m) = self.metas.get(key).filter(|_| *expires_at > now_ms) {
+                let expires_at = *expires_at;
+                Record::Token { token, source: &m.id, expires_at }.encode(&mut out);
             }
         }
         out
@@ -433,7 +444,9 @@ impl Log {
                 self.acknowledge(s);
             }
         }
-        let snapshot = self.snapshot();
+        let now_ms = crate::reactor::unix_ms();
+        self.tokens.retain(|t| t.2 > now_ms);
+        let snapshot = self.snapshot(now_ms);
         let (snap_no, new_no) = (self.active_no + 1, self.active_no + 2);
         let new = match create_file(&segment_path(&self.dir, new_no), true).and_then(|f| {
             (&f).write_all(MAGIC)?;
@@ -515,6 +528,8 @@ impl Engine for Log {
                 if let Some(m) = self.metas.remove(&key) {
                     self.encode(Record::Deleted { id: &m.id });
                 }
+                // The record deletes them too, at recovery.
+                self.tokens.retain(|t| t.1 != key);
                 self.stage(ticket, Ack::Stored, None);
             }
             Op::Clear { key } => {
@@ -567,6 +582,19 @@ impl Engine for Log {
             Op::DefaultKey(key) => {
                 self.encode(Record::DefaultKey { key });
                 self.default_key = Some(key.to_string());
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::Token { key, token } => {
+                let t = token;
+                self.encode(Record::Token { token: &t.token, source: &t.source_id, expires_at: t.expires_at });
+                self.tokens.push((t.token.clone(), key, t.expires_at));
+                self.stage(ticket, Ack::Stored, None);
+            }
+            Op::RevokeToken { token } => {
+                if let Some(at) = self.tokens.iter().position(|t| t.0 == token) {
+                    self.tokens.swap_remove(at);
+                    self.encode(Record::TokenRevoked { token });
+                }
                 self.stage(ticket, Ack::Stored, None);
             }
         }
@@ -673,6 +701,10 @@ impl Engine for Log {
         self.metas.insert(key, source.meta.clone());
         self.rings.restore(key, source);
     }
+
+    fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
+        self.tokens.push((token.token, key, token.expires_at));
+    }
 }
 
 impl Drop for Log {
@@ -746,6 +778,36 @@ mod tests {
         }
         let (_, recovered) = engine(&dir.0, 4, 1_000, Fsync::Never);
         assert_eq!(recovered.sources[0].meta.verify, Some(checked), "read back from the snapshot alone");
+    }
+
+    #[test]
+    fn snapshots_keep_live_tokens_and_drop_expired_ones() {
+        let dir = TempDir::new();
+        let mut log = open(&dir.0, Fsync::Never, 10, false).unwrap().start(1_000, waker());
+        let meta = SourceMeta {
+            id: "dc_a".into(),
+            account: "default".into(),
+            name: "a".into(),
+            endpoint_key: "k".into(),
+            created_at: 1,
+            verify: None,
+        };
+        let mut tickets = vec![log.submit(Op::Create { key: 1, meta: &meta }, 2_000)];
+        for (token, expires_at) in [("st_live", 10_000), ("st_expired", 5_000)] {
+            let t = StoredToken { token: token.into(), source_id: "dc_a".into(), expires_at };
+            tickets.push(log.submit(Op::Token { key: 1, token: &t }, 2_000));
+        }
+        log.flush();
+        let mut state = recover::State::new(10);
+        let bytes = log.snapshot(6_000);
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let (record, len) = record::decode(&bytes[at..]).unwrap();
+            state.apply(record);
+            at += len;
+        }
+        let tokens: Vec<String> = state.into_recovered().tokens.into_iter().map(|t| t.token).collect();
+        assert_eq!(tokens, ["st_live"]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ const DEFAULT_KEY: u8 = 5;
 const SOURCE_STATE: u8 = 6;
 const SNAPSHOT: u8 = 7;
 const VERIFY: u8 = 8;
-// 9 and 10: subscribe tokens.
+const TOKEN: u8 = 9;
+const TOKEN_REVOKED: u8 = 10;
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,15 @@ pub enum Record<'a> {
     Verify {
         source: &'a str,
         settings: &'a [u8],
+    },
+    /// A subscribe token of `source`, until `expires_at` (unix ms).
+    Token {
+        token: &'a str,
+        source: &'a str,
+        expires_at: u64,
+    },
+    TokenRevoked {
+        token: &'a str,
     },
 }
 
@@ -127,6 +137,16 @@ impl Record<'_> {
                 put_bytes(out, source.as_bytes());
                 put_bytes(out, settings);
             }
+            Record::Token { token, source, expires_at } => {
+                out.push(TOKEN);
+                put_bytes(out, token.as_bytes());
+                put_bytes(out, source.as_bytes());
+                out.extend_from_slice(&expires_at.to_le_bytes());
+            }
+            Record::TokenRevoked { token } => {
+                out.push(TOKEN_REVOKED);
+                put_bytes(out, token.as_bytes());
+            }
         }
         let body = &out[start + HEADER..];
         let (len, crc) = (body.len() as u32, crc32c(body));
@@ -167,6 +187,8 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
         }
         SNAPSHOT => Record::Snapshot,
         VERIFY => Record::Verify { source: r.str()?, settings: r.bytes()? },
+        TOKEN => Record::Token { token: r.str()?, source: r.str()?, expires_at: r.u64()? },
+        TOKEN_REVOKED => Record::TokenRevoked { token: r.str()? },
         _ => return Err(Bad::Corrupt),
     };
     if !r.buf.is_empty() {
@@ -281,6 +303,8 @@ mod tests {
             Record::Snapshot,
             Record::Verify { source: "dc_a", settings: br#"{"scheme":"github","secret":"s","reject_invalid":false}"# },
             Record::Verify { source: "dc_a", settings: b"" },
+            Record::Token { token: "st_x", source: "dc_a", expires_at: 9 },
+            Record::TokenRevoked { token: "st_x" },
         ]
     }
 

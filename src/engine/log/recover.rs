@@ -11,7 +11,7 @@ use log::warn;
 
 use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
-use crate::engine::{Recovered, SourceMeta, StoredSource};
+use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -27,16 +27,21 @@ pub struct State {
     history: usize,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
+    /// Few (compaction keeps only live ones), so a list.
+    tokens: Vec<StoredToken>,
 }
 
 impl State {
     pub fn new(history: usize) -> State {
-        State { history, sources: HashMap::new(), default_key: None }
+        State { history, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
     }
 
     pub fn apply(&mut self, record: Record<'_>) {
         match record {
-            Record::Snapshot => self.sources.clear(),
+            Record::Snapshot => {
+                self.sources.clear();
+                self.tokens.clear();
+            }
             Record::Source { id, account, name, endpoint_key, created_at } => {
                 let meta = SourceMeta {
                     id: id.to_string(),
@@ -50,6 +55,7 @@ impl State {
             }
             Record::Deleted { id } => {
                 self.sources.remove(id);
+                self.tokens.retain(|t| t.source_id != id);
             }
             Record::Event { source, id, payload } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
@@ -81,6 +87,12 @@ impl State {
                     }),
                 };
             }
+            Record::Token { token, source, expires_at } => {
+                if self.sources.contains_key(source) {
+                    self.tokens.push(StoredToken { token: token.to_string(), source_id: source.to_string(), expires_at });
+                }
+            }
+            Record::TokenRevoked { token } => self.tokens.retain(|t| t.token != token),
         }
     }
 
@@ -90,7 +102,7 @@ impl State {
             .into_values()
             .map(|s| StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted })
             .collect();
-        Recovered { sources, default_key: self.default_key }
+        Recovered { sources, default_key: self.default_key, tokens: self.tokens }
     }
 }
 

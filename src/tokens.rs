@@ -1,0 +1,205 @@
+//! Subscribe tokens (SPEC §2.1): short-lived credentials that read one
+//! source's stream and summaries, for browsers and third parties. The
+//! table of live tokens, their expiry order, and checking a presented
+//! token. No I/O, no clock: times come in as unix milliseconds.
+//!
+//! A token is `st_` + a selector + a verifier. The selector finds the
+//! entry in a map (its lookup time may tell whether a selector exists,
+//! which says nothing about a verifier); the verifier is then compared in
+//! constant time, as API keys are.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use crate::auth::{constant_time_eq, random_base62};
+use crate::engine::SourceKey;
+
+pub const PREFIX: &str = "st_";
+/// Characters that find a token (~71 bits).
+const SELECTOR_CHARS: usize = 12;
+/// Characters that prove it (~190 bits).
+const VERIFIER_CHARS: usize = 32;
+/// The longest life a token may be given: 30 days.
+pub const MAX_LIFE_S: u64 = 30 * 24 * 3600;
+pub const DEFAULT_LIFE_S: u64 = 3600;
+
+/// Names a token within the process; a stream opened with it keeps it
+/// (4 bytes that fit in the stream phase, so a connection grows by none).
+pub type Serial = NonZeroU32;
+
+struct Entry {
+    verifier: Vec<u8>,
+    source: SourceKey,
+    serial: Serial,
+    expires_at: u64,
+}
+
+/// What a presented credential is as a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A live token of `source`; streams opened with it carry `serial`.
+    Valid { source: SourceKey, serial: Serial },
+    /// Past its expiry (not yet swept).
+    Expired,
+    /// Unknown or revoked.
+    Unknown,
+}
+
+/// A token that ended (expired, revoked): its streams are to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub source: SourceKey,
+    pub serial: Serial,
+}
+
+/// Live tokens are few (a page holds one or two), and expiries and
+/// revocations rare, so the earliest expiry is kept as a number and found
+/// again by a scan when it goes, rather than in an ordered index.
+#[derive(Default)]
+pub struct Tokens {
+    by_selector: HashMap<String, Entry>,
+    /// The earliest `expires_at`, or `None` without tokens.
+    next_expiry: Option<u64>,
+    next_serial: u32,
+}
+
+/// A fresh random token.
+pub fn generate() -> String {
+    format!("{PREFIX}{}", random_base62(SELECTOR_CHARS + VERIFIER_CHARS))
+}
+
+/// True for what looks like a token (so a wrong one is told apart from a wrong key).
+pub fn looks_like(presented: &[u8]) -> bool {
+    presented.starts_with(PREFIX.as_bytes())
+}
+
+fn split(token: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = token.strip_prefix(PREFIX.as_bytes())?;
+    if rest.len() != SELECTOR_CHARS + VERIFIER_CHARS {
+        return None;
+    }
+    let (selector, verifier) = rest.split_at(SELECTOR_CHARS);
+    Some((std::str::from_utf8(selector).ok()?, verifier))
+}
+
+impl Tokens {
+    /// Adds a token of `source`; false if it is not of the token shape.
+    pub fn insert(&mut self, token: &str, source: SourceKey, expires_at: u64) -> bool {
+        let Some((selector, verifier)) = split(token.as_bytes()) else { return false };
+        // From 1; after 2^32 - 1 tokens in one process, round again.
+        self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
+        let serial = Serial::new(self.next_serial).unwrap_or(Serial::MIN);
+        let entry = Entry { verifier: verifier.to_vec(), source, serial, expires_at };
+        if self.by_selector.insert(selector.to_string(), entry).is_some() {
+            self.rescan();
+        } else {
+            self.next_expiry = Some(self.next_expiry.map_or(expires_at, |at| at.min(expires_at)));
+        }
+        true
+    }
+
+    fn rescan(&mut self) {
+        self.next_expiry = self.by_selector.values().map(|e| e.expires_at).min();
+    }
+
+    pub fn check(&self, presented: &[u8], now_ms: u64) -> Check {
+        let Some((selector, verifier)) = split(presented) else { return Check::Unknown };
+        match self.by_selector.get(selector) {
+            Some(e) if constant_time_eq(&e.verifier, verifier) => {
+                if now_ms >= e.expires_at {
+                    Check::Expired
+                } else {
+                    Check::Valid { source: e.source, serial: e.serial }
+                }
+            }
+            _ => Check::Unknown,
+        }
+    }
+
+    /// Revokes `token` if it is one of `source`'s.
+    pub fn revoke(&mut self, source: SourceKey, token: &str) -> Option<Ended> {
+        let (selector, verifier) = split(token.as_bytes())?;
+        let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, verifier))?;
+        let ended = Ended { source, serial: e.serial };
+        self.by_selector.remove(selector);
+        self.rescan();
+        Some(ended)
+    }
+
+    /// Forgets every token of a deleted source (its streams end with it).
+    pub fn remove_source(&mut self, source: SourceKey) {
+        self.by_selector.retain(|_, e| e.source != source);
+        self.rescan();
+    }
+
+    /// Removes every token expired at `now_ms`, into `out`.
+    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Ended>) {
+        if self.next_expiry.is_none_or(|at| at > now_ms) {
+            return;
+        }
+        self.by_selector.retain(|_, e| {
+            let live = e.expires_at > now_ms;
+            if !live {
+                out.push(Ended { source: e.source, serial: e.serial });
+            }
+            live
+        });
+        self.rescan();
+    }
+
+    /// When the next token expires (unix ms).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.next_expiry
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_selector.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_scope_expiry_and_revocation() {
+        let mut t = Tokens::default();
+        let (a, b) = (generate(), generate());
+        assert!(a.starts_with("st_") && a.len() == 3 + 44);
+        assert!(t.insert(&a, 1, 1_000) && t.insert(&b, 2, 2_000));
+        assert!(!t.insert("st_short", 1, 5), "not of the token shape");
+        let Check::Valid { source: 1, serial } = t.check(a.as_bytes(), 999) else { panic!() };
+        assert_eq!(t.check(a.as_bytes(), 1_000), Check::Expired);
+        let mut wrong = a.clone().into_bytes();
+        *wrong.last_mut().unwrap() ^= 1;
+        assert_eq!(t.check(&wrong, 0), Check::Unknown, "same selector, another verifier");
+        for bad in [&b"st_"[..], b"", b"sk_whatever"] {
+            assert_eq!(t.check(bad, 0), Check::Unknown);
+        }
+        assert_eq!(t.revoke(2, &a), None, "another source's token");
+        assert_eq!(t.revoke(1, &a), Some(Ended { source: 1, serial }));
+        assert_eq!(t.check(a.as_bytes(), 0), Check::Unknown);
+        assert_eq!(t.next_expiry(), Some(2_000));
+        let mut out = Vec::new();
+        t.expire(1_999, &mut out);
+        assert!(out.is_empty());
+        t.expire(2_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((t.len(), t.next_expiry()), (0, None));
+    }
+
+    #[test]
+    fn a_deleted_sources_tokens_go() {
+        let mut t = Tokens::default();
+        let tokens: Vec<String> = (0..4).map(|_| generate()).collect();
+        for (i, tok) in tokens.iter().enumerate() {
+            t.insert(tok, i as u64 % 2, 100 + i as u64);
+        }
+        t.remove_source(0);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.next_expiry(), Some(101));
+        assert!(matches!(t.check(tokens[1].as_bytes(), 0), Check::Valid { source: 1, .. }));
+        assert_eq!(t.check(tokens[0].as_bytes(), 0), Check::Unknown);
+    }
+}
