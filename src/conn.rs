@@ -6,9 +6,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::api::reply::Access;
+use crate::auth::KeyId;
 use crate::engine::SourceKey;
 use crate::http::{BodyReader, Head};
 use crate::outq::{Buf, Flushed, OutQ};
@@ -33,9 +36,10 @@ pub enum Phase {
     /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
-    /// An SSE subscriber at `index` in `source`'s subscriber list.
-    /// Next: `Linger` (`end_stream`: the source is gone), or closed.
-    Stream { source: SourceKey, index: u32 },
+    /// An SSE subscriber at `index` in `source`'s subscriber list, opened
+    /// with API key `key` at `since` (reactor clock).
+    /// Next: `Linger` (`end_stream`: the source or the key is gone), or closed.
+    Stream { source: SourceKey, index: u32, key: KeyId, since: u64 },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
     /// Next: closed.
@@ -78,6 +82,19 @@ impl fmt::Display for Reason {
 
 pub struct Conn {
     pub sock: TcpStream,
+    /// The peer's address, kept from accept (the socket forgets it once closed).
+    pub peer: SocketAddr,
+    /// Bytes written to the socket.
+    pub sent: u64,
+    /// Accepted on `--metrics-listen`, which serves only `/metrics` and `/healthz`.
+    pub on_metrics: bool,
+    /// When the last request head was complete (reactor clock).
+    pub request_at: u64,
+    /// A stream's line for the access log, written when it ends.
+    pub access: Option<Box<Access>>,
+    /// Bytes of `--max-body-bytes-in-flight` the body being read holds;
+    /// the reactor gives them back (`release_body`) when it leaves `Body`.
+    pub body_reserved: usize,
     /// Distinguishes this connection from an earlier one with the same key.
     pub generation: u32,
     pub phase: Phase,
@@ -125,9 +142,15 @@ pub enum Fill {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32, now: u64) -> Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, generation: u32, now: u64) -> Conn {
         Conn {
             sock,
+            peer,
+            sent: 0,
+            on_metrics: false,
+            body_reserved: 0,
+            request_at: now,
+            access: None,
             generation,
             phase: Phase::Head,
             rbuf: Vec::new(),
@@ -156,10 +179,12 @@ impl Conn {
         matches!(self.phase, Phase::Head | Phase::Body(_))
     }
 
-    /// `Head` → `Body`: the head is parsed, its body is still to come.
-    pub fn begin_body(&mut self, read: BodyRead) {
+    /// `Head` → `Body`: the head is parsed, its body is still to come;
+    /// it holds `reserved` bytes of the bodies' budget meanwhile.
+    pub fn begin_body(&mut self, read: BodyRead, reserved: usize) {
         debug_assert!(matches!(self.phase, Phase::Head));
         self.phase = Phase::Body(Box::new(read));
+        self.body_reserved = reserved;
     }
 
     /// `Body` → `Head`: the body is complete; the request is the caller's.
@@ -232,12 +257,12 @@ impl Conn {
     }
 
     /// → `Stream`: a subscriber from now on (its read buffer is dropped).
-    pub fn subscribe(&mut self, source: SourceKey, index: u32) {
-        self.phase = Phase::Stream { source, index };
+    pub fn subscribe(&mut self, source: SourceKey, index: u32, key: KeyId, since: u64) {
+        self.phase = Phase::Stream { source, index, key, since };
         self.rbuf = Vec::new();
     }
 
-    /// `Stream` → `Linger`: the source is gone; what is queued still goes.
+    /// `Stream` → `Linger`: the source or the key is gone; what is queued still goes.
     pub fn end_stream(&mut self) {
         self.phase = Phase::Linger;
     }
@@ -300,6 +325,7 @@ impl Conn {
     /// Writes queued output, up to `budget` bytes.
     pub fn flush(&mut self, budget: usize, now: u64) -> io::Result<(Flushed, usize)> {
         let (flushed, n) = self.out.flush(&mut self.sock, budget)?;
+        self.sent += n as u64;
         if n > 0 {
             self.last_progress = now;
         }

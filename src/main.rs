@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         print!("{}", ssehub::usage());
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::new().parse_filters(&log_filter(std::env::var("RUST_LOG").ok())).init();
     let config = match ssehub::Config::from_args(flags, |name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -35,15 +35,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` (default `info`), with the access log off unless it is named
+/// (`RUST_LOG=ssehub::access=info`); directives naming only targets keep
+/// `info` for the rest.
+fn log_filter(rust_log: Option<String>) -> String {
+    let given = rust_log.unwrap_or_default();
+    let directives: Vec<&str> = given.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let mut filter = String::new();
+    if !directives.iter().any(|d| !d.contains('=')) {
+        filter.push_str("info,");
+    }
+    if !directives.iter().any(|d| d.starts_with("ssehub::access")) {
+        filter.push_str("ssehub::access=off,");
+    }
+    filter.push_str(&directives.join(","));
+    filter
+}
+
 /// Runs the server on a thread of its own while this one waits for
-/// SIGINT or SIGTERM, then shuts it down and waits for it.
+/// SIGINT or SIGTERM (then shuts it down and waits for it) or SIGHUP
+/// (then reloads the keys file and waits again).
 fn serve(config: ssehub::Config) -> std::io::Result<()> {
-    let signals = ssehub::StopSignals::block();
+    let signals = ssehub::StopSignals::block_with_hangup();
     info!("open-file limit: {}", ssehub::raise_fd_limit());
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
     let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run())?;
-    let signal = signals.wait();
+    let signal = loop {
+        match signals.wait() {
+            hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),
+            signal => break signal,
+        }
+    };
     info!("signal {signal}: shutting down");
     handle.shutdown();
     reactor.join().unwrap_or(Ok(()))
@@ -58,5 +81,23 @@ fn is_serve(args: &[String]) -> bool {
             !args.iter().any(|a| client::COMMANDS.contains(&a.as_str())) && !matches!(first, "-h" | "--help" | "-V" | "--version")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_access_log_is_off_unless_named() {
+        let table = [
+            (None, "info,ssehub::access=off,"),
+            (Some("debug"), "ssehub::access=off,debug"),
+            (Some("info"), "ssehub::access=off,info"),
+            (Some("ssehub::access=info"), "info,ssehub::access=info"),
+            (Some("warn,ssehub::access=info"), "warn,ssehub::access=info"),
+            (Some("ssehub=debug"), "info,ssehub::access=off,ssehub=debug"),
+        ];
+        for (given, want) in table {
+            assert_eq!(super::log_filter(given.map(String::from)), want, "{given:?}");
+        }
     }
 }

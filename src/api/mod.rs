@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use log::info;
 
-use crate::auth::{AccountId, Keys};
+use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
 use crate::engine::SourceKey;
 use crate::http::{self, Framing, Head};
@@ -20,7 +20,7 @@ use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
 pub use reply::Reply;
-use reply::{Answer, Fail, ok};
+use reply::{Answer, CORS_ANY, Cors, Fail, ok};
 
 /// What a handler may read and change.
 pub struct Ctx<'a> {
@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
     /// A buffer kept across requests (no allocation per emit).
     pub scratch: &'a mut Vec<u8>,
+    /// The request came in on `--metrics-listen`.
+    pub metrics_listener: bool,
 }
 
 /// The routes, matched on the path alone; methods are checked after.
@@ -75,92 +77,191 @@ fn route(path: &str) -> Route<'_> {
 
 type Result<T> = std::result::Result<T, Fail>;
 
-pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
-    dispatch(ctx, head, body).unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD"))
+/// Headers a page may send on `/v1` and streams (CORS preflight answers).
+const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+
+/// What a request may do, known from its head alone: routed, its key
+/// checked, its source found, its method allowed.
+enum Target<'h> {
+    Healthz,
+    Metrics,
+    /// A CORS preflight, answered before authentication; the methods of its path.
+    Preflight(&'static str),
+    Stream {
+        source: SourceKey,
+        after: Option<EventId>,
+        key: KeyId,
+    },
+    Sources(AccountId),
+    Source(AccountId, SourceKey),
+    Events(SourceKey),
+    Summaries(SourceKey),
+    Ingest(&'h str, &'h str),
 }
 
-fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
+pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
+    let route = route_of(ctx, head.path());
+    let cors = cors(ctx.config, head, &route);
+    admit(ctx, head, route)
+        .and_then(|target| run(ctx, head, target, body, &cors))
+        .unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD", &cors))
+}
+
+/// Before a body is read: the answer (401, 404, 405) that the request
+/// gets whatever its body, if any. It closes the connection, since the
+/// body that may follow is not read.
+pub fn check(ctx: &Ctx<'_>, head: &Head) -> Option<Reply> {
+    let route = route_of(ctx, head.path());
+    let cors = cors(ctx.config, head, &route);
+    admit(ctx, head, route).err().map(|fail| fail.reply(false, head.method() == "HEAD", &cors))
+}
+
+/// The route, with `/metrics` only on the listener that serves it.
+fn route_of<'p>(ctx: &Ctx<'_>, path: &'p str) -> Route<'p> {
+    match (route(path), ctx.config.metrics_listen.is_some(), ctx.metrics_listener) {
+        (r @ (Route::Metrics | Route::Healthz), _, true) => r,
+        (_, _, true) | (Route::Metrics, true, false) => Route::NotFound,
+        (r, ..) => r,
+    }
+}
+
+/// The CORS headers of every answer on `route`: `/v1` as `--cors-origin`
+/// says, streams and webhooks (and errors elsewhere) to any origin.
+fn cors(config: &Config, head: &Head, route: &Route<'_>) -> Cors {
+    let v1 = match route {
+        Route::Sources | Route::Source(_) | Route::Events(_) | Route::Summaries(_) => true,
+        Route::NotFound => head.path() == "/v1" || head.path().starts_with("/v1/"),
+        _ => false,
+    };
+    let origins = &config.cors_origins;
+    if !v1 || origins.iter().any(|o| o == "*") {
+        return Cow::Borrowed(CORS_ANY);
+    }
+    if origins.is_empty() {
+        return Cow::Borrowed("");
+    }
+    match head.header_str("origin") {
+        // httparse has refused CR and LF in values, so echoing cannot split the head.
+        Some(origin) if origins.iter().any(|o| o == origin) => {
+            Cow::Owned(format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
+        }
+        _ => Cow::Borrowed("Vary: Origin\r\n"),
+    }
+}
+
+fn admit<'h>(ctx: &Ctx<'_>, head: &'h Head, route: Route<'h>) -> Result<Target<'h>> {
     let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
-    match route(head.path()) {
-        Route::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
-        Route::Healthz if get && ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
-        Route::Healthz if get => Err(Fail::new(503, "storage unavailable")),
-        Route::Metrics if get => {
-            let mut text = ctx.stats.render();
-            ctx.hub.engine().metrics(&mut text);
-            Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes()))
+    let preflight = method == "OPTIONS" && head.header("access-control-request-method").is_some();
+    match route {
+        Route::Ingest(key, suffix) => {
+            ctx.hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
+            Ok(Target::Ingest(key, suffix))
         }
+        Route::Healthz if get => Ok(Target::Healthz),
+        Route::Metrics if get => Ok(Target::Metrics),
         Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
+        Route::Stream(_) if preflight => Ok(Target::Preflight("GET")),
+        Route::Sources if preflight => Ok(Target::Preflight("GET, HEAD, POST")),
+        Route::Source(_) if preflight => Ok(Target::Preflight("GET, HEAD, DELETE")),
+        Route::Events(_) if preflight => Ok(Target::Preflight("POST, DELETE")),
+        Route::Summaries(_) if preflight => Ok(Target::Preflight("GET, HEAD")),
         Route::Stream(s) if method == "GET" => {
-            let account = authenticate(ctx.keys, head, true)?;
+            let (account, key) = authenticate(ctx.keys, head, true)?;
             let source = find(ctx, account, s)?;
             let after = last_event_id(head)?;
-            Ok(Reply::Stream { source, after })
+            Ok(Target::Stream { source, after, key })
         }
         Route::Stream(_) => Err(not_allowed("GET")),
         Route::Sources => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let (account, _) = authenticate(ctx.keys, head, false)?;
             match method {
-                "GET" | "HEAD" => {
-                    let base = base_url(ctx, head);
-                    let mut out = b"{\"data\":[".to_vec();
-                    for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        source_json(&mut out, source, &base);
-                    }
-                    out.extend_from_slice(b"]}");
-                    Ok(ok(head, 200, "application/json", "", &out))
-                }
-                "POST" => create_source(ctx, head, account, body),
+                "GET" | "HEAD" | "POST" => Ok(Target::Sources(account)),
                 _ => Err(not_allowed("GET, HEAD, POST")),
             }
         }
         Route::Source(s) => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let (account, _) = authenticate(ctx.keys, head, false)?;
             let source = find(ctx, account, s)?;
             match method {
-                "GET" | "HEAD" => {
-                    let mut out = b"{\"data\":".to_vec();
-                    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
-                    out.push(b'}');
-                    Ok(ok(head, 200, "application/json", "", &out))
-                }
-                "DELETE" => {
-                    let s = ctx.hub.source(source);
-                    info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
-                    let ticket = ctx.hub.delete(source, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) })
-                }
+                "GET" | "HEAD" | "DELETE" => Ok(Target::Source(account, source)),
                 _ => Err(not_allowed("GET, HEAD, DELETE")),
             }
         }
         Route::Events(s) => {
-            let account = authenticate(ctx.keys, head, false)?;
+            let (account, _) = authenticate(ctx.keys, head, false)?;
             let source = find(ctx, account, s)?;
             match method {
-                "POST" => {
-                    require_length(head)?;
-                    json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-                    let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::emitted(head) })
-                }
-                "DELETE" => {
-                    let ticket = ctx.hub.clear(source, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec()) })
-                }
+                "POST" | "DELETE" => Ok(Target::Events(source)),
                 _ => Err(not_allowed("POST, DELETE")),
             }
         }
         Route::Summaries(s) if get => {
-            let account = authenticate(ctx.keys, head, false)?;
-            let source = find(ctx, account, s)?;
-            summaries(ctx, head, source)
+            let (account, _) = authenticate(ctx.keys, head, false)?;
+            Ok(Target::Summaries(find(ctx, account, s)?))
         }
         Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
         Route::NotFound => Err(Fail::new(404, "no such path")),
+    }
+}
+
+fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &Cors) -> Result<Reply> {
+    let json = "application/json";
+    match target {
+        Target::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
+        Target::Healthz if ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
+        Target::Healthz => Err(Fail::new(503, "storage unavailable")),
+        Target::Metrics => {
+            let mut text = ctx.stats.render();
+            ctx.hub.engine().metrics(&mut text);
+            Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes()))
+        }
+        Target::Preflight(methods) => {
+            let mut extra = cors.to_string();
+            if extra.contains("Allow-Origin") {
+                extra.push_str(&format!(
+                    "Access-Control-Allow-Methods: {methods}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: 86400\r\n"
+                ));
+            }
+            Ok(ok(head, 204, "", &extra, b""))
+        }
+        Target::Stream { source, after, key } => Ok(Reply::Stream { source, after, key }),
+        Target::Sources(account) if head.method() == "POST" => create_source(ctx, head, account, body, cors),
+        Target::Sources(account) => {
+            let base = base_url(ctx, head);
+            let mut out = b"{\"data\":[".to_vec();
+            for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                source_json(&mut out, source, &base);
+            }
+            out.extend_from_slice(b"]}");
+            Ok(ok(head, 200, json, cors, &out))
+        }
+        Target::Source(account, source) if head.method() == "DELETE" => {
+            let s = ctx.hub.source(source);
+            info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
+            let ticket = ctx.hub.delete(source, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) })
+        }
+        Target::Source(_, source) => {
+            let mut out = b"{\"data\":".to_vec();
+            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
+            out.push(b'}');
+            Ok(ok(head, 200, json, cors, &out))
+        }
+        Target::Events(source) if head.method() == "POST" => {
+            require_length(head)?;
+            json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
+            let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) })
+        }
+        Target::Events(source) => {
+            let ticket = ctx.hub.clear(source, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec(), cors.clone()) })
+        }
+        Target::Summaries(source) => summaries(ctx, head, source, cors),
     }
 }
 
@@ -178,7 +279,7 @@ pub fn require_length(head: &Head) -> Result<()> {
 
 /// The account of the request's key: `Authorization: Bearer`, or for
 /// streams (browsers' EventSource cannot set headers) `?access_token=`.
-fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<AccountId> {
+fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<(AccountId, KeyId)> {
     let from_header = head.header("authorization").and_then(|v| {
         let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
         scheme.eq_ignore_ascii_case(b"bearer").then(|| Cow::Borrowed(token.trim_ascii()))
@@ -207,7 +308,7 @@ fn last_event_id(head: &Head) -> Result<Option<EventId>> {
     }
 }
 
-fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]) -> Result<Reply> {
+fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
@@ -221,10 +322,10 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
 
-fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
+fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
     let max = ctx.config.history.max(1);
     let limit = match http::query_param(head.query(), "limit") {
         None => 10.min(max),
@@ -248,7 +349,7 @@ fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
         out.extend_from_slice(e.envelope());
     }
     out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", "", &out))
+    Ok(ok(head, 200, "application/json", cors, &out))
 }
 
 /// `--public-url`, else `http://` + the request's Host.

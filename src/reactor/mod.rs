@@ -17,8 +17,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::api::reply::{Access, CORS_ANY, Fail};
 use crate::api::{self, Ctx, Reply};
-use crate::auth::{self, AccountId, Keys};
+use crate::auth::{self, AccountId, KeyId, Keys};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::engine::{self, Ack, EngineKind, SourceKey};
@@ -40,6 +41,7 @@ use delivery::{Handshakes, ToFlush};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
 /// From accept until the first request head is complete (slowloris).
 const HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -85,6 +87,7 @@ enum Due {
 pub struct Bound {
     poll: Poll,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     pub default_key: Option<String>,
@@ -155,6 +158,15 @@ impl Bound {
         let local_addr = listener.local_addr()?;
         crate::sys::set_listen_backlog(listener.as_raw_fd(), LISTEN_BACKLOG);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut l = TcpListener::bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen: cannot listen on {addr}: {e}")))?;
+                poll.registry().register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let max_connections = config.max_connections.unwrap_or_else(|| crate::sys::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
         let shared = Arc::new(Shared {
             commands: Default::default(),
@@ -166,6 +178,7 @@ impl Bound {
         Ok(Bound {
             poll,
             listener,
+            metrics_listener,
             local_addr,
             shared,
             default_key,
@@ -187,6 +200,12 @@ pub fn unix_ms() -> u64 {
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
+    metrics_ready: bool,
+    /// The default account's key (configured or generated), kept for reloads.
+    default_key: Option<String>,
+    /// Bytes reserved by request bodies being read (`--max-body-bytes-in-flight`).
+    body_bytes_in_flight: usize,
     shared: Arc<Shared>,
     conns: Slab<Conn>,
     hub: Hub,
@@ -208,6 +227,7 @@ pub struct Reactor {
     /// Closed to make room to accept-and-refuse when descriptors run out.
     spare_fd: Option<File>,
     last_fd_warning: Option<u64>,
+    last_busy_warning: Option<u64>,
     generation: u32,
     handshakes: Handshakes,
     scratch: Vec<u8>,
@@ -224,6 +244,8 @@ impl Reactor {
         let Bound {
             poll,
             listener,
+            metrics_listener,
+            default_key,
             shared,
             mut keys,
             default_account,
@@ -263,10 +285,17 @@ impl Reactor {
             }
         }
         let handshakes = Handshakes::new(config.handshake_interval);
+        if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            info!("serving /metrics on http://{addr}");
+        }
         info!("listening on http://{local_addr} (up to {max_connections} connections)");
         Reactor {
             poll,
             listener: Some(listener),
+            metrics_ready: metrics_listener.is_some(),
+            metrics_listener,
+            default_key,
+            body_bytes_in_flight: 0,
             shared,
             conns: Slab::new(),
             hub,
@@ -285,6 +314,7 @@ impl Reactor {
             accept_ready: true,
             spare_fd: File::open("/dev/null").ok(),
             last_fd_warning: None,
+            last_busy_warning: None,
             generation: 0,
             handshakes,
             scratch: vec![0; 16 * 1024],
@@ -310,6 +340,7 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready = true,
+                    METRICS_LISTENER => self.metrics_ready = true,
                     WAKER => woken = true,
                     Token(key) => self.on_event(key, event),
                 }
@@ -335,7 +366,7 @@ impl Reactor {
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
+        if self.accept_ready || self.metrics_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
@@ -361,13 +392,16 @@ impl Reactor {
     // ---- connections: accept, read, parse, dispatch ----
 
     fn accept(&mut self) {
+        if self.metrics_ready {
+            self.accept_metrics();
+        }
         if !self.accept_ready {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
-                Ok((sock, _)) => self.admit(sock),
+                Ok((sock, addr)) => self.admit(sock, addr, false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_ready = false;
                     return;
@@ -379,6 +413,23 @@ impl Reactor {
                 }
                 // The peer gave up before we accepted (ECONNABORTED and kin).
                 Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// `--metrics-listen`: a few scrapers, so no spare descriptor to
+    /// refuse with; out of descriptors, it retries on the accept timer.
+    fn accept_metrics(&mut self) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = &self.metrics_listener else { return };
+            match listener.accept() {
+                Ok((sock, addr)) => self.admit(sock, addr, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.metrics_ready = false,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                    self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
+                    return self.metrics_ready = false;
+                }
+                Err(e) => debug!("accept on --metrics-listen: {e}"),
             }
         }
     }
@@ -402,7 +453,7 @@ impl Reactor {
         self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
     }
 
-    fn admit(&mut self, mut sock: TcpStream) {
+    fn admit(&mut self, mut sock: TcpStream, addr: SocketAddr, on_metrics: bool) {
         if self.conns.len() >= self.max_connections {
             // Best effort: a fresh socket's send buffer is empty.
             let _ = sock.write(REFUSED);
@@ -416,7 +467,9 @@ impl Reactor {
             return;
         }
         self.generation = self.generation.wrapping_add(1);
-        self.conns.insert(Conn::new(sock, self.generation, self.now));
+        let mut conn = Conn::new(sock, addr, self.generation, self.now);
+        conn.on_metrics = on_metrics;
+        self.conns.insert(conn);
         self.stats.connections_accepted += 1;
         self.arm(key, self.now + HEADER_TIMEOUT_MS);
     }
@@ -465,6 +518,7 @@ impl Reactor {
     }
 
     fn on_eof(&mut self, key: usize) {
+        self.release_body(key);
         let conn = &mut self.conns[key];
         let was_linger = matches!(conn.phase, Phase::Linger);
         // Answers to requests read before the FIN still go out.
@@ -497,6 +551,7 @@ impl Reactor {
                     Ok(Some(len)) => {
                         // Reused request after request: its buffers stay allocated.
                         let head = std::mem::take(&mut self.spare_head);
+                        conn.request_at = self.now;
                         conn.rbuf.drain(..len);
                         // The common case, a whole Content-Length body
                         // already read, is answered from the read buffer.
@@ -516,19 +571,7 @@ impl Reactor {
                                     conn.rbuf = rbuf;
                                 }
                             }
-                            (Ok(Some(reader)), None) => {
-                                if head.expect_continue && head.minor >= 1 {
-                                    // Interim answers too keep their place behind awaited ones.
-                                    if conn.awaiting() > 0 {
-                                        conn.answered(None, http::CONTINUE.to_vec(), false);
-                                    } else {
-                                        conn.push(Buf::Static(http::CONTINUE));
-                                    }
-                                    self.to_flush.mark(conn, key);
-                                }
-                                conn.begin_body(BodyRead { head, reader, body: Vec::new() });
-                                self.arm(key, self.now + BODY_TIMEOUT_MS);
-                            }
+                            (Ok(Some(reader)), None) => self.begin_body(key, head, reader),
                         }
                     }
                 },
@@ -540,6 +583,7 @@ impl Reactor {
                             return;
                         }
                         let Some(BodyRead { head, body, .. }) = conn.take_body() else { return };
+                        self.release_body(key);
                         self.dispatch(key, head, &body);
                     }
                 },
@@ -548,12 +592,81 @@ impl Reactor {
         }
     }
 
+    /// A head whose body is still to come. Refused at once if it would be
+    /// whatever its body (401, 404, 405: no `100 Continue`, the body is not
+    /// read), or if bodies being read already hold `--max-body-bytes-in-flight`
+    /// (503); else its body is read, holding its length (a chunked one: the
+    /// most it may be) of that budget.
+    fn begin_body(&mut self, key: usize, head: Head, reader: BodyReader) {
+        let ctx = Ctx {
+            hub: &mut self.hub,
+            keys: &self.keys,
+            config: &self.config,
+            stats: &self.stats,
+            now_ms: self.unix_now,
+            scratch: &mut self.handler_scratch,
+            metrics_listener: self.conns[key].on_metrics,
+        };
+        let reserve = match head.framing {
+            Framing::Length(n) => n as usize,
+            _ => self.config.max_event_bytes,
+        };
+        let refused = api::check(&ctx, &head).or_else(|| {
+            (self.body_bytes_in_flight + reserve > self.config.max_body_bytes_in_flight).then(|| {
+                if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
+                    warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
+                    self.last_busy_warning = Some(self.now);
+                }
+                Fail::new(503, "server busy: too many request bodies in flight").reply(false, head.method() == "HEAD", CORS_ANY)
+            })
+        });
+        if let Some(Reply::Response { status, bytes, .. }) = refused {
+            if let Some(access) = Access::of(&head, self.conns[key].request_at) {
+                access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+            }
+            self.spare_head = head;
+            self.answer(key, None, status, bytes, true);
+            let conn = &mut self.conns[key];
+            // The body that may follow is not a request: nothing more is parsed.
+            if conn.awaiting() > 0 {
+                conn.park();
+            }
+            return;
+        }
+        let conn = &mut self.conns[key];
+        if head.expect_continue && head.minor >= 1 {
+            // Interim answers too keep their place behind awaited ones.
+            if conn.awaiting() > 0 {
+                conn.answered(None, http::CONTINUE.to_vec(), false);
+            } else {
+                conn.push(Buf::Static(http::CONTINUE));
+            }
+            self.to_flush.mark(conn, key);
+            self.stats.count_response(100);
+        }
+        conn.begin_body(BodyRead { head, reader, body: Vec::new() }, reserve);
+        self.body_bytes_in_flight += reserve;
+        self.arm(key, self.now + BODY_TIMEOUT_MS);
+    }
+
+    /// The connection's body, if it was reading one, no longer holds its share.
+    fn release_body(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.body_bytes_in_flight -= std::mem::take(&mut conn.body_reserved);
+        }
+    }
+
     /// Answers a request that cannot be read any further, then closes.
     fn refuse(&mut self, key: usize, e: &HttpError) {
+        self.release_body(key);
         let status = e.status();
         let conn = &mut self.conns[key];
         let body = crate::json::error_body(&e.to_string());
-        let bytes = http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false);
+        let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
+        if log::log_enabled!(target: api::reply::ACCESS_LOG, log::Level::Info) {
+            let access = Access { request: "- -".to_string(), since: conn.request_at };
+            access.log(conn.peer, status, bytes.len() as u64, self.now);
+        }
         // After the answers still awaited, if any; nothing more is read.
         conn.answered(None, bytes, true);
         if conn.awaiting() > 0 {
@@ -574,16 +687,25 @@ impl Reactor {
             stats: &self.stats,
             now_ms: self.unix_now,
             scratch: &mut self.handler_scratch,
+            metrics_listener: self.conns[key].on_metrics,
         };
         let reply = api::handle(&mut ctx, &head, body);
+        let access = Access::of(&head, self.conns[key].request_at);
         self.spare_head = head;
         match reply {
-            Reply::Response { status, bytes, close } => self.answer(key, None, status, bytes, close),
-            Reply::Stream { source, after } => {
-                self.stats.count_response(200);
-                self.subscribe(key, source, after);
+            Reply::Response { status, bytes, close } => {
+                if let Some(access) = access {
+                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                }
+                self.answer(key, None, status, bytes, close);
             }
-            Reply::Wait { ticket, answer } => {
+            Reply::Stream { source, after, key: api_key } => {
+                self.stats.count_response(200);
+                self.subscribe(key, source, after, api_key);
+                self.conns[key].access = access;
+            }
+            Reply::Wait { ticket, mut answer } => {
+                answer.access = access;
                 let conn = &mut self.conns[key];
                 let slot = conn.await_answer();
                 // Later changes are read meanwhile (their answers queue
@@ -643,7 +765,7 @@ impl Reactor {
         }
     }
 
-    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>) {
+    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, api_key: KeyId) {
         let conn = &mut self.conns[key];
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
@@ -658,7 +780,7 @@ impl Reactor {
             }
         }
         let index = self.hub.registry.subscribe(source, key as u32);
-        conn.subscribe(source, index);
+        conn.subscribe(source, index, api_key, self.now);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
@@ -694,7 +816,10 @@ impl Reactor {
         for d in due {
             match d {
                 Due::Handshake => self.handshake_tick(),
-                Due::AcceptRetry => self.accept_ready = true,
+                Due::AcceptRetry => {
+                    self.accept_ready = true;
+                    self.metrics_ready = self.metrics_listener.is_some();
+                }
                 Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
             }
         }
@@ -742,23 +867,32 @@ impl Reactor {
 
     fn free_closed(&mut self) {
         for key in std::mem::take(&mut self.to_close) {
+            self.release_body(key);
             let conn = self.conns.remove(key);
             let reason = conn.closing.unwrap_or(Reason::Done);
             if let Some(id) = conn.timer {
                 self.timers.remove(id);
             }
-            if let Phase::Stream { source, index } = conn.phase {
-                self.stats.subscribers -= 1;
-                if let Some(moved) = self.hub.registry.unsubscribe(source, index)
-                    && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
-                {
-                    *i = index;
-                }
+            if let Phase::Stream { source, index, .. } = conn.phase {
+                self.unsubscribe(source, index);
+            }
+            if let Some(access) = &conn.access {
+                access.log(conn.peer, 200, conn.sent, self.now);
             }
             match reason {
-                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", peer(&conn)),
-                _ => debug!("closed {}: {reason}", peer(&conn)),
+                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", conn.peer),
+                _ => debug!("closed {}: {reason}", conn.peer),
             }
+        }
+    }
+
+    /// Takes the stream at `index` off `source`'s subscribers.
+    fn unsubscribe(&mut self, source: SourceKey, index: u32) {
+        self.stats.subscribers -= 1;
+        if let Some(moved) = self.hub.registry.unsubscribe(source, index)
+            && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
+        {
+            *i = index;
         }
     }
 
@@ -771,6 +905,7 @@ impl Reactor {
         for command in self.shared.take_commands() {
             match command {
                 Command::Shutdown => return true,
+                Command::ReloadKeys => self.reload_keys(),
                 Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, now) {
                     Ok((key, ticket)) => {
                         let s = self.hub.source(key);
@@ -821,6 +956,39 @@ impl Reactor {
         false
     }
 
+    /// SIGHUP: the keys file read again; streams of keys no longer there
+    /// (or now naming another account) end after what is queued.
+    fn reload_keys(&mut self) {
+        let Some(path) = self.config.keys_file.clone() else {
+            return info!("SIGHUP: no --keys-file to reload; keys unchanged");
+        };
+        let keys = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| self.keys.reloaded(self.default_key.as_deref(), &text).map_err(|e| e.to_string()));
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => return warn!("SIGHUP: --keys-file {}: {e}; keeping the keys in use", path.display()),
+        };
+        let mut ended = 0;
+        for key in 0..self.conns.capacity() {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { continue };
+            let Phase::Stream { source, index, key: api_key, .. } = conn.phase else { continue };
+            if keys.has(api_key) {
+                continue;
+            }
+            conn.end_stream();
+            self.to_flush.mark(conn, key);
+            self.unsubscribe(source, index);
+            ended += 1;
+        }
+        let (n_keys, accounts) = keys.counts();
+        self.keys = keys;
+        info!(
+            "SIGHUP: reloaded --keys-file {}: {n_keys} keys in {accounts} accounts; {ended} streams of removed keys ended",
+            path.display()
+        );
+    }
+
     fn refresh_gauges(&mut self) {
         self.stats.connections_open = self.conns.len() as u64;
         self.stats.sources = self.hub.registry.len() as u64;
@@ -846,8 +1014,4 @@ impl Reactor {
         self.shared.stop();
         self.publish();
     }
-}
-
-fn peer(conn: &Conn) -> String {
-    conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string())
 }

@@ -63,15 +63,13 @@ impl TestServer {
         server
     }
 
-    /// Runs `command` (an ssehub server) and waits for its listening line.
+    /// Runs `command` (an ssehub server) and waits for its listening line;
+    /// it logs at debug unless `command` sets its own `RUST_LOG`.
     pub fn spawn(command: &mut Command, key: &str) -> TestServer {
-        let mut child = command
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ssehub");
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "debug");
+        }
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ssehub");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
