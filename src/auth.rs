@@ -66,10 +66,8 @@ impl Keys {
 
     /// Keys and accounts with at least one key.
     pub fn counts(&self) -> (usize, usize) {
-        let mut accounts: Vec<AccountId> = self.keys.iter().map(|k| k.1).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
-        (self.keys.len(), accounts.len())
+        let accounts = self.keys.iter().enumerate().filter(|&(i, k)| !self.keys[..i].iter().any(|e| e.1 == k.1)).count();
+        (self.keys.len(), accounts)
     }
 
     /// The id of `account`, created if new.

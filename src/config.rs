@@ -125,10 +125,11 @@ const FLAGS: &[(&str, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
-         (upper case, - as _); the flag wins. Logging: RUST_LOG (default info).\n\nFlags:\n",
+         (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
+         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file.\n\nFlags:\n",
     );
     for (name, help) in FLAGS {
-        s.push_str(&format!("  --{name:<24}{help}\n"));
+        s.push_str(&format!("  --{name:<26}{help}\n"));
     }
     s.push_str("  -h, --help                  print this help\n");
     s

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         print!("{}", ssehub::usage());
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::new().parse_filters(&log_filter(std::env::var("RUST_LOG").ok())).init();
+    init_logging(&std::env::var("RUST_LOG").unwrap_or_default());
     let config = match ssehub::Config::from_args(flags, |name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -35,21 +35,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` (default `info`), with the access log off unless it is named
-/// (`RUST_LOG=ssehub::access=info`); directives naming only targets keep
-/// `info` for the rest.
-fn log_filter(rust_log: Option<String>) -> String {
-    let given = rust_log.unwrap_or_default();
-    let directives: Vec<&str> = given.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
-    let mut filter = String::new();
-    if !directives.iter().any(|d| !d.contains('=')) {
-        filter.push_str("info,");
+/// `RUST_LOG` (default `info`, also for the targets it does not name),
+/// with the access log off unless it names it (`ssehub::access=info`).
+fn init_logging(rust_log: &str) {
+    let mut builder = env_logger::Builder::new();
+    // A level of its own in RUST_LOG replaces this one.
+    builder.filter_level(log::LevelFilter::Info).parse_filters(rust_log);
+    if !rust_log.contains("ssehub::access") {
+        builder.filter_module("ssehub::access", log::LevelFilter::Off);
     }
-    if !directives.iter().any(|d| d.starts_with("ssehub::access")) {
-        filter.push_str("ssehub::access=off,");
-    }
-    filter.push_str(&directives.join(","));
-    filter
+    builder.init();
 }
 
 /// Runs the server on a thread of its own while this one waits for
@@ -81,23 +76,5 @@ fn is_serve(args: &[String]) -> bool {
             !args.iter().any(|a| client::COMMANDS.contains(&a.as_str())) && !matches!(first, "-h" | "--help" | "-V" | "--version")
         }
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_access_log_is_off_unless_named() {
-        let table = [
-            (None, "info,ssehub::access=off,"),
-            (Some("debug"), "ssehub::access=off,debug"),
-            (Some("info"), "ssehub::access=off,info"),
-            (Some("ssehub::access=info"), "info,ssehub::access=info"),
-            (Some("warn,ssehub::access=info"), "warn,ssehub::access=info"),
-            (Some("ssehub=debug"), "info,ssehub::access=off,ssehub=debug"),
-        ];
-        for (given, want) in table {
-            assert_eq!(super::log_filter(given.map(String::from)), want, "{given:?}");
-        }
     }
 }

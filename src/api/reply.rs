@@ -73,27 +73,31 @@ pub const ACCESS_LOG: &str = "ssehub::access";
 
 /// What the access log will say of a request answered later (a stream
 /// when it ends, a change once storage has it): `METHOD /path` and when
-/// its head was complete (reactor clock). Made only while the log is on.
+/// its head was complete (reactor clock). Made only while the log is on
+/// (`enabled`).
 pub struct Access {
     pub request: String,
     pub since: u64,
 }
 
 impl Access {
-    pub fn of(head: &Head, since: u64) -> Option<Box<Access>> {
-        if !log::log_enabled!(target: ACCESS_LOG, log::Level::Info) {
-            return None;
-        }
+    /// Whether the log is on: asked once, at start (the filter is fixed then).
+    pub fn enabled() -> bool {
+        log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
+    }
+
+    pub fn of(head: &Head, since: u64) -> Box<Access> {
         // Never a query string, and never a webhook's endpoint key (a secret).
         let path = head.path();
         let request = match path.strip_prefix("/e/") {
             Some(rest) => format!("{} /e/*{}", head.method(), rest.find('/').map_or("", |i| &rest[i..])),
             None => format!("{} {path}", head.method()),
         };
-        Some(Box::new(Access { request, since }))
+        Box::new(Access { request, since })
     }
 
     /// Logs the line: `PEER METHOD /path STATUS BYTES MSms`.
+    #[inline(never)]
     pub fn log(&self, peer: std::net::SocketAddr, status: u16, bytes: u64, now: u64) {
         log::info!(target: ACCESS_LOG, "{peer} {} {status} {bytes} {}ms", self.request, now.saturating_sub(self.since));
     }

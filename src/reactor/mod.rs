@@ -206,6 +206,8 @@ pub struct Reactor {
     default_key: Option<String>,
     /// Bytes reserved by request bodies being read (`--max-body-bytes-in-flight`).
     body_bytes_in_flight: usize,
+    /// The access log is on (`RUST_LOG` names `ssehub::access`).
+    access_log: bool,
     shared: Arc<Shared>,
     conns: Slab<Conn>,
     hub: Hub,
@@ -296,6 +298,7 @@ impl Reactor {
             metrics_listener,
             default_key,
             body_bytes_in_flight: 0,
+            access_log: Access::enabled(),
             shared,
             conns: Slab::new(),
             hub,
@@ -621,8 +624,8 @@ impl Reactor {
             })
         });
         if let Some(Reply::Response { status, bytes, .. }) = refused {
-            if let Some(access) = Access::of(&head, self.conns[key].request_at) {
-                access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+            if self.access_log {
+                Access::of(&head, self.conns[key].request_at).log(self.conns[key].peer, status, bytes.len() as u64, self.now);
             }
             self.spare_head = head;
             self.answer(key, None, status, bytes, true);
@@ -663,7 +666,7 @@ impl Reactor {
         let conn = &mut self.conns[key];
         let body = crate::json::error_body(&e.to_string());
         let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
-        if log::log_enabled!(target: api::reply::ACCESS_LOG, log::Level::Info) {
+        if self.access_log {
             let access = Access { request: "- -".to_string(), since: conn.request_at };
             access.log(conn.peer, status, bytes.len() as u64, self.now);
         }
@@ -690,7 +693,7 @@ impl Reactor {
             metrics_listener: self.conns[key].on_metrics,
         };
         let reply = api::handle(&mut ctx, &head, body);
-        let access = Access::of(&head, self.conns[key].request_at);
+        let access = self.access_log.then(|| Access::of(&head, self.conns[key].request_at));
         self.spare_head = head;
         match reply {
             Reply::Response { status, bytes, close } => {
