@@ -615,7 +615,9 @@ impl Reactor {
             _ => self.config.max_event_bytes,
         };
         let refused = api::check(&ctx, &head).or_else(|| {
-            (self.body_bytes_in_flight + reserve > self.config.max_body_bytes_in_flight).then(|| {
+            // One body of the largest size always fits, whatever the two flags say.
+            let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
+            (self.body_bytes_in_flight + reserve > limit).then(|| {
                 if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
                     warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
                     self.last_busy_warning = Some(self.now);
