@@ -36,10 +36,10 @@ pub enum Phase {
     /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
-    /// An SSE subscriber at `index` in `source`'s subscriber list, opened
-    /// with API key `key` at `since` (reactor clock).
+    /// An SSE subscriber at `index` in `source`'s subscriber list (opened
+    /// at `request_at`, with `api_key`).
     /// Next: `Linger` (`end_stream`: the source or the key is gone), or closed.
-    Stream { source: SourceKey, index: u32, key: KeyId, since: u64 },
+    Stream { source: SourceKey, index: u32 },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
     /// Next: closed.
@@ -84,17 +84,18 @@ pub struct Conn {
     pub sock: TcpStream,
     /// The peer's address, kept from accept (the socket forgets it once closed).
     pub peer: SocketAddr,
-    /// Bytes written to the socket.
-    pub sent: u64,
     /// Accepted on `--metrics-listen`, which serves only `/metrics` and `/healthz`.
     pub on_metrics: bool,
-    /// When the last request head was complete (reactor clock).
+    /// When the last request head was complete (reactor clock); for a
+    /// stream, when it opened.
     pub request_at: u64,
     /// A stream's line for the access log, written when it ends.
     pub access: Option<Box<Access>>,
     /// Bytes of `--max-body-bytes-in-flight` the body being read holds;
     /// the reactor gives them back (`release_body`) when it leaves `Body`.
-    pub body_reserved: usize,
+    pub body_reserved: u32,
+    /// The key a stream was opened with (a reload ends it if the key goes).
+    pub api_key: KeyId,
     /// Distinguishes this connection from an earlier one with the same key.
     pub generation: u32,
     pub phase: Phase,
@@ -146,9 +147,9 @@ impl Conn {
         Conn {
             sock,
             peer,
-            sent: 0,
             on_metrics: false,
             body_reserved: 0,
+            api_key: 0,
             request_at: now,
             access: None,
             generation,
@@ -181,7 +182,7 @@ impl Conn {
 
     /// `Head` → `Body`: the head is parsed, its body is still to come;
     /// it holds `reserved` bytes of the bodies' budget meanwhile.
-    pub fn begin_body(&mut self, read: BodyRead, reserved: usize) {
+    pub fn begin_body(&mut self, read: BodyRead, reserved: u32) {
         debug_assert!(matches!(self.phase, Phase::Head));
         self.phase = Phase::Body(Box::new(read));
         self.body_reserved = reserved;
@@ -257,8 +258,9 @@ impl Conn {
     }
 
     /// → `Stream`: a subscriber from now on (its read buffer is dropped).
-    pub fn subscribe(&mut self, source: SourceKey, index: u32, key: KeyId, since: u64) {
-        self.phase = Phase::Stream { source, index, key, since };
+    pub fn subscribe(&mut self, source: SourceKey, index: u32, api_key: KeyId) {
+        self.phase = Phase::Stream { source, index };
+        self.api_key = api_key;
         self.rbuf = Vec::new();
     }
 
@@ -325,7 +327,9 @@ impl Conn {
     /// Writes queued output, up to `budget` bytes.
     pub fn flush(&mut self, budget: usize, now: u64) -> io::Result<(Flushed, usize)> {
         let (flushed, n) = self.out.flush(&mut self.sock, budget)?;
-        self.sent += n as u64;
+        if let Some(access) = &mut self.access {
+            access.sent += n as u64;
+        }
         if n > 0 {
             self.last_progress = now;
         }

@@ -78,6 +78,8 @@ pub const ACCESS_LOG: &str = "ssehub::access";
 pub struct Access {
     pub request: String,
     pub since: u64,
+    /// A stream's bytes so far.
+    pub sent: u64,
 }
 
 impl Access {
@@ -93,7 +95,7 @@ impl Access {
             Some(rest) => format!("{} /e/*{}", head.method(), rest.find('/').map_or("", |i| &rest[i..])),
             None => format!("{} {path}", head.method()),
         };
-        Box::new(Access { request, since })
+        Box::new(Access { request, since, sent: 0 })
     }
 
     /// Logs the line: `PEER METHOD /path STATUS BYTES MSms`.

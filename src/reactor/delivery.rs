@@ -216,8 +216,8 @@ impl Reactor {
         while run < end {
             for key in run..(run + HANDSHAKE_RUN).min(end) {
                 if let Some(conn) = self.conns.get_mut(key)
-                    && let Phase::Stream { since, .. } = conn.phase
-                    && self.now >= since + hs.min_age_ms
+                    && conn.is_stream()
+                    && self.now >= conn.request_at + hs.min_age_ms
                     && conn.closing.is_none()
                     && conn.out.is_empty()
                 {

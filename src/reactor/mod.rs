@@ -610,14 +610,17 @@ impl Reactor {
             scratch: &mut self.handler_scratch,
             metrics_listener: self.conns[key].on_metrics,
         };
-        let reserve = match head.framing {
-            Framing::Length(n) => n as usize,
-            _ => self.config.max_event_bytes,
-        };
+        // At most --max-event-bytes (a longer Content-Length got its 413).
+        let max = self.config.max_event_bytes as u64;
+        let reserve = u32::try_from(match head.framing {
+            Framing::Length(n) => n.min(max),
+            _ => max,
+        })
+        .unwrap_or(u32::MAX);
         let refused = api::check(&ctx, &head).or_else(|| {
             // One body of the largest size always fits, whatever the two flags say.
             let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
-            (self.body_bytes_in_flight + reserve > limit).then(|| {
+            (self.body_bytes_in_flight + reserve as usize > limit).then(|| {
                 if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
                     warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
                     self.last_busy_warning = Some(self.now);
@@ -650,14 +653,14 @@ impl Reactor {
             self.stats.count_response(100);
         }
         conn.begin_body(BodyRead { head, reader, body: Vec::new() }, reserve);
-        self.body_bytes_in_flight += reserve;
+        self.body_bytes_in_flight += reserve as usize;
         self.arm(key, self.now + BODY_TIMEOUT_MS);
     }
 
     /// The connection's body, if it was reading one, no longer holds its share.
     fn release_body(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
-            self.body_bytes_in_flight -= std::mem::take(&mut conn.body_reserved);
+            self.body_bytes_in_flight -= std::mem::take(&mut conn.body_reserved) as usize;
         }
     }
 
@@ -669,7 +672,7 @@ impl Reactor {
         let body = crate::json::error_body(&e.to_string());
         let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
         if self.access_log {
-            let access = Access { request: "- -".to_string(), since: conn.request_at };
+            let access = Access { request: "- -".to_string(), since: conn.request_at, sent: 0 };
             access.log(conn.peer, status, bytes.len() as u64, self.now);
         }
         // After the answers still awaited, if any; nothing more is read.
@@ -785,7 +788,7 @@ impl Reactor {
             }
         }
         let index = self.hub.registry.subscribe(source, key as u32);
-        conn.subscribe(source, index, api_key, self.now);
+        conn.subscribe(source, index, api_key);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
@@ -882,7 +885,7 @@ impl Reactor {
                 self.unsubscribe(source, index);
             }
             if let Some(access) = &conn.access {
-                access.log(conn.peer, 200, conn.sent, self.now);
+                access.log(conn.peer, 200, access.sent, self.now);
             }
             match reason {
                 Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", conn.peer),
@@ -977,8 +980,8 @@ impl Reactor {
         let mut ended = 0;
         for key in 0..self.conns.capacity() {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { continue };
-            let Phase::Stream { source, index, key: api_key, .. } = conn.phase else { continue };
-            if keys.has(api_key) {
+            let Phase::Stream { source, index } = conn.phase else { continue };
+            if keys.has(conn.api_key) {
                 continue;
             }
             conn.end_stream();
