@@ -107,13 +107,19 @@ pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
         .unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD", &cors))
 }
 
-/// Before a body is read: the answer (401, 404, 405) that the request
-/// gets whatever its body, if any. It closes the connection, since the
-/// body that may follow is not read.
-pub fn check(ctx: &Ctx<'_>, head: &Head) -> Option<Reply> {
+/// Before a body is read: the answer that the request gets whatever its
+/// body (401, 404, 405), or `503` if it would be read but the bodies' budget
+/// is spent (`busy`); `None` to read it. The answer closes the connection,
+/// since the body that may follow is not read.
+pub fn check(ctx: &Ctx<'_>, head: &Head, busy: bool) -> Option<Reply> {
     let route = route_of(ctx, head.path());
     let cors = cors(ctx.config, head, &route);
-    admit(ctx, head, route).err().map(|fail| fail.reply(false, head.method() == "HEAD", &cors))
+    let fail = match admit(ctx, head, route) {
+        Err(fail) => fail,
+        Ok(_) if busy => Fail::new(503, "server busy: too many request bodies in flight"),
+        Ok(_) => return None,
+    };
+    Some(fail.reply(false, head.method() == "HEAD", &cors))
 }
 
 /// The route, with `/metrics` only on the listener that serves it.

@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::api::reply::{Access, CORS_ANY, Fail};
+use crate::api::reply::{Access, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, KeyId, Keys};
 use crate::config::Config;
@@ -617,18 +617,14 @@ impl Reactor {
             _ => max,
         })
         .unwrap_or(u32::MAX);
-        let refused = api::check(&ctx, &head).or_else(|| {
-            // One body of the largest size always fits, whatever the two flags say.
-            let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
-            (self.body_bytes_in_flight + reserve as usize > limit).then(|| {
-                if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
-                    warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
-                    self.last_busy_warning = Some(self.now);
-                }
-                Fail::new(503, "server busy: too many request bodies in flight").reply(false, head.method() == "HEAD", CORS_ANY)
-            })
-        });
-        if let Some(Reply::Response { status, bytes, .. }) = refused {
+        // One body of the largest size always fits, whatever the two flags say.
+        let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
+        let busy = self.body_bytes_in_flight + reserve as usize > limit;
+        if let Some(Reply::Response { status, bytes, .. }) = api::check(&ctx, &head, busy) {
+            if status == 503 && self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
+                warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
+                self.last_busy_warning = Some(self.now);
+            }
             if self.access_log {
                 Access::of(&head, self.conns[key].request_at).log(self.conns[key].peer, status, bytes.len() as u64, self.now);
             }
