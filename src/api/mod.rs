@@ -1,7 +1,9 @@
 //! The HTTP API, sans I/O: a complete request (head and body) in, a reply
 //! out — a response to send, "make this connection a stream", or "wait
-//! for storage". Routing, authentication and every REST handler live here;
-//! changes go through the hub, and the reactor applies what it records.
+//! for storage" — and a head alone, before its body (`check`): what it
+//! gets whatever its body. Routing (`admit`, shared by both), authentication,
+//! CORS and every REST handler live here; changes go through the hub, and
+//! the reactor applies what it records.
 
 pub mod reply;
 mod webhook;
