@@ -210,7 +210,8 @@ impl Config {
             "data-dir" => self.data_dir = v.into(),
             "cors-origin" => {
                 self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
-                if self.cors_origins.iter().any(|o| o != "*" && !valid_public_url(o)) {
+                // An origin is a scheme and a host (and port), no path.
+                if self.cors_origins.iter().any(|o| o != "*" && (!valid_public_url(o) || o.splitn(4, '/').nth(3).is_some())) {
                     return Err(bad("expected * or a comma list of origins such as https://app.example.com"));
                 }
             }
@@ -281,6 +282,8 @@ mod tests {
         assert_eq!(c.sources, ["a", "b"]);
         let c = Config::from_args(&args("--source x --source y"), env).unwrap();
         assert_eq!(c.sources, ["x", "y"]);
+        let c = Config::from_args(&args("--cors-origin https://a.example/,http://b:3000"), env).unwrap();
+        assert_eq!(c.cors_origins, ["https://a.example", "http://b:3000"]);
     }
 
     #[test]
@@ -297,6 +300,8 @@ mod tests {
             ("--public-url not-a-url", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
             ("--public-url http://", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
             ("--public-url ftp://h", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
+            ("--cors-origin https://a.example/x", "--cors-origin: expected * or a comma list of origins such as https://app.example.com"),
+            ("--cors-origin app.example", "--cors-origin: expected * or a comma list of origins such as https://app.example.com"),
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
