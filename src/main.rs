@@ -41,7 +41,7 @@ fn init_logging(rust_log: &str) {
     let mut builder = env_logger::Builder::new();
     // A level of its own in RUST_LOG replaces this one.
     builder.filter_level(log::LevelFilter::Info).parse_filters(rust_log);
-    if !rust_log.contains("ssehub::access") {
+    if !rust_log.split(',').any(|d| d.trim_start().starts_with("ssehub::access")) {
         builder.filter_module("ssehub::access", log::LevelFilter::Off);
     }
     builder.init();

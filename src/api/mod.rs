@@ -161,55 +161,42 @@ fn admit<'h>(ctx: &Ctx<'_>, head: &'h Head, route: Route<'h>) -> Result<Target<'
     let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
     let preflight = method == "OPTIONS" && head.header("access-control-request-method").is_some();
+    // What needs no key, and methods refused before the key is checked.
     match route {
         Route::Ingest(key, suffix) => {
             ctx.hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
-            Ok(Target::Ingest(key, suffix))
+            return Ok(Target::Ingest(key, suffix));
         }
-        Route::Healthz if get => Ok(Target::Healthz),
-        Route::Metrics if get => Ok(Target::Metrics),
-        Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
-        Route::Stream(_) if preflight => Ok(Target::Preflight("GET")),
-        Route::Sources if preflight => Ok(Target::Preflight("GET, HEAD, POST")),
-        Route::Source(_) if preflight => Ok(Target::Preflight("GET, HEAD, DELETE")),
-        Route::Events(_) if preflight => Ok(Target::Preflight("POST, DELETE")),
-        Route::Summaries(_) if preflight => Ok(Target::Preflight("GET, HEAD")),
-        Route::Stream(s) if method == "GET" => {
-            let (account, key) = authenticate(ctx.keys, head, true)?;
-            let source = find(ctx, account, s)?;
-            let after = last_event_id(head)?;
-            Ok(Target::Stream { source, after, key })
+        Route::Healthz if get => return Ok(Target::Healthz),
+        Route::Metrics if get => return Ok(Target::Metrics),
+        Route::Healthz | Route::Metrics => return Err(not_allowed("GET, HEAD")),
+        Route::Summaries(_) if !get && !preflight => return Err(not_allowed("GET, HEAD")),
+        Route::Stream(_) if preflight => return Ok(Target::Preflight("GET")),
+        Route::Sources if preflight => return Ok(Target::Preflight("GET, HEAD, POST")),
+        Route::Source(_) if preflight => return Ok(Target::Preflight("GET, HEAD, DELETE")),
+        Route::Events(_) if preflight => return Ok(Target::Preflight("POST, DELETE")),
+        Route::Summaries(_) if preflight => return Ok(Target::Preflight("GET, HEAD")),
+        Route::Stream(_) if method != "GET" => return Err(not_allowed("GET")),
+        Route::NotFound => return Err(Fail::new(404, "no such path")),
+        _ => {}
+    }
+    let (account, key) = authenticate(ctx.keys, head, matches!(route, Route::Stream(_)))?;
+    let source = match route {
+        Route::Stream(s) | Route::Source(s) | Route::Events(s) | Route::Summaries(s) => {
+            ctx.hub.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))?
         }
-        Route::Stream(_) => Err(not_allowed("GET")),
-        Route::Sources => {
-            let (account, _) = authenticate(ctx.keys, head, false)?;
-            match method {
-                "GET" | "HEAD" | "POST" => Ok(Target::Sources(account)),
-                _ => Err(not_allowed("GET, HEAD, POST")),
-            }
-        }
-        Route::Source(s) => {
-            let (account, _) = authenticate(ctx.keys, head, false)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "GET" | "HEAD" | "DELETE" => Ok(Target::Source(account, source)),
-                _ => Err(not_allowed("GET, HEAD, DELETE")),
-            }
-        }
-        Route::Events(s) => {
-            let (account, _) = authenticate(ctx.keys, head, false)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "POST" | "DELETE" => Ok(Target::Events(source)),
-                _ => Err(not_allowed("POST, DELETE")),
-            }
-        }
-        Route::Summaries(s) if get => {
-            let (account, _) = authenticate(ctx.keys, head, false)?;
-            Ok(Target::Summaries(find(ctx, account, s)?))
-        }
-        Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
-        Route::NotFound => Err(Fail::new(404, "no such path")),
+        // Not used by the routes without a source.
+        _ => 0,
+    };
+    match (route, method) {
+        (Route::Stream(_), _) => Ok(Target::Stream { source, after: last_event_id(head)?, key }),
+        (Route::Sources, "GET" | "HEAD" | "POST") => Ok(Target::Sources(account)),
+        (Route::Sources, _) => Err(not_allowed("GET, HEAD, POST")),
+        (Route::Source(_), "GET" | "HEAD" | "DELETE") => Ok(Target::Source(account, source)),
+        (Route::Source(_), _) => Err(not_allowed("GET, HEAD, DELETE")),
+        (Route::Events(_), "POST" | "DELETE") => Ok(Target::Events(source)),
+        (Route::Events(_), _) => Err(not_allowed("POST, DELETE")),
+        _ => Ok(Target::Summaries(source)),
     }
 }
 
@@ -226,7 +213,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
         }
         Target::Preflight(methods) => {
             let mut extra = cors.to_string();
-            if extra.contains("Allow-Origin") {
+            if extra.starts_with("Access-Control-Allow-Origin") {
                 extra.push_str(&format!(
                     "Access-Control-Allow-Methods: {methods}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: 86400\r\n"
                 ));
@@ -298,10 +285,6 @@ fn authenticate(keys: &Keys, head: &Head, allow_query: bool) -> Result<(AccountI
         None => Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>")),
         Some(t) => keys.lookup(&t).ok_or_else(|| Fail::new(401, "invalid API key")),
     }
-}
-
-fn find(ctx: &Ctx<'_>, account: AccountId, s: &str) -> Result<SourceKey> {
-    ctx.hub.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
 }
 
 fn last_event_id(head: &Head) -> Result<Option<EventId>> {
