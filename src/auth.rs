@@ -6,13 +6,18 @@ use std::fmt;
 /// Index of an account in `Keys::accounts`.
 pub type AccountId = u32;
 
+/// One configured key, kept across a reload of the keys file while the
+/// same key names the same account (streams remember the key they opened with).
+pub type KeyId = u32;
+
 /// The account that `--api-key` and `--source` act on.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
 #[derive(Debug, Default, Clone)]
 pub struct Keys {
     accounts: Vec<String>,
-    keys: Vec<(Vec<u8>, AccountId)>,
+    keys: Vec<(Vec<u8>, AccountId, KeyId)>,
+    next_id: KeyId,
 }
 
 #[derive(Debug)]
@@ -31,8 +36,38 @@ impl Keys {
     /// Adds `key` for `account` (created on first mention).
     pub fn add(&mut self, key: &str, account: &str) -> AccountId {
         let id = self.account(account);
-        self.keys.push((key.as_bytes().to_vec(), id));
+        self.keys.push((key.as_bytes().to_vec(), id, self.next_id));
+        self.next_id += 1;
         id
+    }
+
+    /// The keys after a reload: `default_key` and those of the keys file
+    /// `text`. Accounts keep their ids; a key that still names the same
+    /// account keeps its `KeyId`, so only streams of keys removed or moved
+    /// to another account end.
+    pub fn reloaded(&self, default_key: Option<&str>, text: &str) -> Result<Keys, KeysFileError> {
+        let mut new = Keys { accounts: self.accounts.clone(), keys: Vec::new(), next_id: self.next_id };
+        if let Some(key) = default_key {
+            new.add(key, DEFAULT_ACCOUNT);
+        }
+        new.parse_file(text)?;
+        for (key, account, id) in &mut new.keys {
+            if let Some(&(_, _, old)) = self.keys.iter().find(|(k, a, _)| k == key && a == account) {
+                *id = old;
+            }
+        }
+        Ok(new)
+    }
+
+    /// The key is still configured.
+    pub fn has(&self, id: KeyId) -> bool {
+        self.keys.iter().any(|k| k.2 == id)
+    }
+
+    /// Keys and accounts with at least one key.
+    pub fn counts(&self) -> (usize, usize) {
+        let accounts = self.keys.iter().enumerate().filter(|&(i, k)| !self.keys[..i].iter().any(|e| e.1 == k.1)).count();
+        (self.keys.len(), accounts)
     }
 
     /// The id of `account`, created if new.
@@ -70,13 +105,14 @@ impl Keys {
         Ok(())
     }
 
-    /// The account of `presented`. Every key is compared in full, so the
-    /// time taken does not tell how much of a key matched, nor which.
-    pub fn lookup(&self, presented: &[u8]) -> Option<AccountId> {
+    /// The account of `presented`, and which key it is. Every key is
+    /// compared in full, so the time taken does not tell how much of a key
+    /// matched, nor which.
+    pub fn lookup(&self, presented: &[u8]) -> Option<(AccountId, KeyId)> {
         let mut found = None;
-        for (key, account) in &self.keys {
+        for (key, account, id) in &self.keys {
             if constant_time_eq(key, presented) {
-                found = Some(*account);
+                found = Some((*account, *id));
             }
         }
         found
@@ -118,15 +154,37 @@ mod tests {
     fn finds_accounts_by_key() {
         let mut keys = Keys::default();
         keys.parse_file("# accounts\nk-alice alice\n\nk-bob bob # second\nk-alice2 alice\n").unwrap();
-        let alice = keys.lookup(b"k-alice").unwrap();
+        let alice = keys.lookup(b"k-alice").unwrap().0;
         assert_eq!(keys.account_name(alice), "alice");
-        assert_eq!(keys.lookup(b"k-alice2"), Some(alice));
-        assert_eq!(keys.account_name(keys.lookup(b"k-bob").unwrap()), "bob");
+        assert_eq!(keys.lookup(b"k-alice2").map(|f| f.0), Some(alice));
+        assert_eq!(keys.account_name(keys.lookup(b"k-bob").unwrap().0), "bob");
         for wrong in [&b"k-alic"[..], b"k-alicf", b"", b"k-alice "] {
             assert_eq!(keys.lookup(wrong), None);
         }
         let err = keys.parse_file("ok a\nlonely\n").unwrap_err();
         assert_eq!((err.line, err.why), (2, "expected `KEY ACCOUNT`"));
+    }
+
+    #[test]
+    fn a_reload_keeps_accounts_and_unchanged_keys() {
+        let mut keys = Keys::default();
+        keys.add("dflt", DEFAULT_ACCOUNT);
+        keys.parse_file("k-a alice\nk-b bob\nk-c carol\n").unwrap();
+        let (alice, a) = keys.lookup(b"k-a").unwrap();
+        let (_, b) = keys.lookup(b"k-b").unwrap();
+        let (_, c) = keys.lookup(b"k-c").unwrap();
+        let (_, d) = keys.lookup(b"dflt").unwrap();
+        // k-b removed, k-c moved to alice, k-n added.
+        let new = keys.reloaded(Some("dflt"), "k-a alice\nk-c alice\nk-n dave\n").unwrap();
+        assert_eq!(new.lookup(b"k-a"), Some((alice, a)));
+        assert_eq!(new.lookup(b"dflt").map(|f| f.1), Some(d));
+        assert_eq!(new.lookup(b"k-b"), None);
+        assert!(new.has(a) && !new.has(b) && !new.has(c));
+        assert_eq!(new.lookup(b"k-c").map(|f| f.0), Some(alice));
+        assert_eq!(new.account_name(new.lookup(b"k-n").unwrap().0), "dave");
+        assert_eq!(new.account_name(keys.lookup(b"k-b").unwrap().0), "bob", "account ids are kept");
+        assert_eq!(new.counts(), (4, 3));
+        assert!(keys.reloaded(None, "lonely\n").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub const DEFAULT_HISTORY: usize = 100;
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 512 * 1024;
 pub const DEFAULT_DATA_DIR: &str = "./ssehub-data";
 pub const DEFAULT_MAX_SUBSCRIBER_BUFFER: usize = 1024 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 
 /// Everything a server needs to start. `Default` serves a laptop with no
 /// set-up: loopback port 8080 and a generated key.
@@ -53,6 +54,13 @@ pub struct Config {
     pub fsync: Fsync,
     /// Start even if the log is damaged before its tail, cutting it there.
     pub repair: bool,
+    /// Origins a browser page may call `/v1` from (`*` for any); empty: none.
+    pub cors_origins: Vec<String>,
+    /// A second listener that serves `/metrics` (which the main one then does not).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Request bodies being read, summed over all connections, beyond which
+    /// a new body is refused with 503 (a chunked body counts as `max_event_bytes`).
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for Config {
@@ -73,6 +81,9 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: Fsync::default(),
             repair: false,
+            cors_origins: Vec::new(),
+            metrics_listen: None,
+            max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -104,6 +115,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("engine", "where sources and history live: log or memory [default: log]"),
     ("data-dir", "the log engine's directory [default: ./ssehub-data]"),
     ("fsync", "when the log is synced: always, everysec or never [default: everysec]"),
+    ("cors-origin", "origins allowed to call /v1 from a browser: * or a comma list [default: none]"),
+    ("metrics-listen", "serve /metrics on this address instead of the main one [default: none]"),
+    ("max-body-bytes-in-flight", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
     ("repair", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
 ];
 
@@ -111,10 +125,11 @@ const FLAGS: &[(&str, &str)] = &[
 pub fn usage() -> String {
     let mut s = String::from(
         "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
-         (upper case, - as _); the flag wins. Logging: RUST_LOG (default info).\n\nFlags:\n",
+         (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
+         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file.\n\nFlags:\n",
     );
     for (name, help) in FLAGS {
-        s.push_str(&format!("  --{name:<24}{help}\n"));
+        s.push_str(&format!("  --{name:<26}{help}\n"));
     }
     s.push_str("  -h, --help                  print this help\n");
     s
@@ -172,7 +187,8 @@ impl Config {
         let v = values.pop().unwrap_or_default();
         match name {
             "listen" => self.listen = v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:8080"))?,
-            "api-key" if v.is_empty() || v.chars().any(char::is_whitespace) => return Err(bad("a key is one word")),
+            "api-key" if v.is_empty() => return Err(bad("the key is empty (give one, or leave --api-key out to have one generated)")),
+            "api-key" if v.chars().any(char::is_whitespace) => return Err(bad("a key cannot contain spaces")),
             "api-key" => self.api_key = Some(v),
             "keys-file" => self.keys_file = Some(v.into()),
             "handshake-interval" => {
@@ -185,10 +201,22 @@ impl Config {
             "max-event-bytes" => self.max_event_bytes = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "max-subscriber-buffer" => self.max_subscriber_buffer = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
+            "public-url" if !valid_public_url(&v) => {
+                return Err(bad("expected an http:// or https:// URL such as https://hooks.example.com"));
+            }
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
             "state-file" => self.state_file = Some(v.into()),
             "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log or memory"))?,
             "data-dir" => self.data_dir = v.into(),
+            "cors-origin" => {
+                self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
+                // An origin is a scheme and a host (and port), no path.
+                if self.cors_origins.iter().any(|o| o != "*" && (!valid_public_url(o) || o.splitn(4, '/').nth(3).is_some())) {
+                    return Err(bad("expected * or a comma list of origins such as https://app.example.com"));
+                }
+            }
+            "metrics-listen" => self.metrics_listen = Some(v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:9090"))?),
+            "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
             "repair" => {
                 self.repair = match v.as_str() {
@@ -201,6 +229,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `http://` or `https://`, a host, and nothing that cannot be in a URL.
+fn valid_public_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    !host.is_empty() && !host.starts_with(':') && url.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn parse_positive(s: &str) -> Option<usize> {
@@ -246,6 +282,8 @@ mod tests {
         assert_eq!(c.sources, ["a", "b"]);
         let c = Config::from_args(&args("--source x --source y"), env).unwrap();
         assert_eq!(c.sources, ["x", "y"]);
+        let c = Config::from_args(&args("--cors-origin https://a.example/,http://b:3000"), env).unwrap();
+        assert_eq!(c.cors_origins, ["https://a.example", "http://b:3000"]);
     }
 
     #[test]
@@ -258,9 +296,25 @@ mod tests {
             ("--handshake-interval 5x", "--handshake-interval: expected a duration such as 15s or 500ms"),
             ("--max-event-bytes 0", "--max-event-bytes: expected a byte count"),
             ("stray", "unexpected argument `stray` (see ssehub --help)"),
+            ("--api-key=", "--api-key: the key is empty (give one, or leave --api-key out to have one generated)"),
+            ("--public-url not-a-url", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
+            ("--public-url http://", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
+            ("--public-url ftp://h", "--public-url: expected an http:// or https:// URL such as https://hooks.example.com"),
+            ("--cors-origin https://a.example/x", "--cors-origin: expected * or a comma list of origins such as https://app.example.com"),
+            ("--cors-origin app.example", "--cors-origin: expected * or a comma list of origins such as https://app.example.com"),
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn public_urls() {
+        for ok in ["http://h", "https://hooks.example.com/", "http://10.0.0.1:8080/base", "http://[::1]:8080"] {
+            assert!(valid_public_url(ok), "{ok}");
+        }
+        for bad in ["not a url", "hooks.example.com", "http://", "https:///x", "http://a b", "http://:80"] {
+            assert!(!valid_public_url(bad), "{bad}");
         }
     }
 

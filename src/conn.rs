@@ -6,14 +6,15 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::api::reply::{Access, Opener};
 use crate::engine::SourceKey;
 use crate::http::{BodyReader, Head};
 use crate::outq::{Buf, Flushed, OutQ};
 use crate::timer::TimerId;
-use crate::tokens::Serial;
 
 /// Bytes read from one socket per `fill` call before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -34,9 +35,9 @@ pub enum Phase {
     /// answers queue in request order.
     /// Next: `Head` or `Linger` (`answered`).
     Waiting,
-    /// An SSE subscriber at `index` in `source`'s subscriber list (if a
-    /// subscribe token opened it, `Conn::stream_token` names it).
-    /// Next: `Linger` (`end_stream`: the source or the token is gone), or closed.
+    /// An SSE subscriber at `index` in `source`'s subscriber list (opened
+    /// at `request_at`, by `opener`).
+    /// Next: `Linger` (`end_stream`: the source, the key or the token is gone), or closed.
     Stream { source: SourceKey, index: u32 },
     /// The last response is queued: once flushed, shut down our side and
     /// read until the peer closes (so it gets the response, not a reset).
@@ -80,6 +81,20 @@ impl fmt::Display for Reason {
 
 pub struct Conn {
     pub sock: TcpStream,
+    /// The peer's address, kept from accept (the socket forgets it once closed).
+    pub peer: SocketAddr,
+    /// Accepted on `--metrics-listen`, which serves only `/metrics` and `/healthz`.
+    pub on_metrics: bool,
+    /// When the last request head was complete (reactor clock); for a
+    /// stream, when it opened.
+    pub request_at: u64,
+    /// A stream's line for the access log, written when it ends.
+    pub access: Option<Box<Access>>,
+    /// Bytes of `--max-body-bytes-in-flight` the body being read holds;
+    /// the reactor gives them back (`release_body`) when it leaves `Body`.
+    pub body_reserved: u32,
+    /// What a stream was opened by: it ends with it.
+    pub opener: Opener,
     /// Distinguishes this connection from an earlier one with the same key.
     pub generation: u32,
     pub phase: Phase,
@@ -110,10 +125,6 @@ pub struct Conn {
     awaited: VecDeque<Option<(Vec<u8>, bool)>>,
     front_slot: u32,
     pub closing: Option<Reason>,
-    /// The subscribe token a stream was opened with: the stream ends with
-    /// it. Here rather than in `Phase::Stream`, where it would cost every
-    /// connection 8 bytes; here it fits in padding.
-    pub stream_token: Option<Serial>,
 }
 
 /// What one read brought.
@@ -131,9 +142,15 @@ pub enum Fill {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32, now: u64) -> Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, generation: u32, now: u64) -> Conn {
         Conn {
             sock,
+            peer,
+            on_metrics: false,
+            body_reserved: 0,
+            opener: Opener::Key(0),
+            request_at: now,
+            access: None,
             generation,
             phase: Phase::Head,
             rbuf: Vec::new(),
@@ -150,7 +167,6 @@ impl Conn {
             awaited: VecDeque::new(),
             front_slot: 0,
             closing: None,
-            stream_token: None,
         }
     }
 
@@ -163,10 +179,12 @@ impl Conn {
         matches!(self.phase, Phase::Head | Phase::Body(_))
     }
 
-    /// `Head` → `Body`: the head is parsed, its body is still to come.
-    pub fn begin_body(&mut self, read: BodyRead) {
+    /// `Head` → `Body`: the head is parsed, its body is still to come;
+    /// it holds `reserved` bytes of the bodies' budget meanwhile.
+    pub fn begin_body(&mut self, read: BodyRead, reserved: u32) {
         debug_assert!(matches!(self.phase, Phase::Head));
         self.phase = Phase::Body(Box::new(read));
+        self.body_reserved = reserved;
     }
 
     /// `Body` → `Head`: the body is complete; the request is the caller's.
@@ -239,13 +257,13 @@ impl Conn {
     }
 
     /// → `Stream`: a subscriber from now on (its read buffer is dropped).
-    pub fn subscribe(&mut self, source: SourceKey, index: u32, token: Option<Serial>) {
+    pub fn subscribe(&mut self, source: SourceKey, index: u32, opener: Opener) {
         self.phase = Phase::Stream { source, index };
-        self.stream_token = token;
+        self.opener = opener;
         self.rbuf = Vec::new();
     }
 
-    /// `Stream` → `Linger`: the source or the token is gone; what is queued still goes.
+    /// `Stream` → `Linger`: the source, the key or the token is gone; what is queued still goes.
     pub fn end_stream(&mut self) {
         self.phase = Phase::Linger;
     }
@@ -308,6 +326,9 @@ impl Conn {
     /// Writes queued output, up to `budget` bytes.
     pub fn flush(&mut self, budget: usize, now: u64) -> io::Result<(Flushed, usize)> {
         let (flushed, n) = self.out.flush(&mut self.sock, budget)?;
+        if let Some(access) = &mut self.access {
+            access.sent += n as u64;
+        }
         if n > 0 {
             self.last_progress = now;
         }

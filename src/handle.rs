@@ -20,6 +20,7 @@ pub(crate) enum Command {
     Create { name: String, reply: mpsc::Sender<Result<SourceInfo, Error>> },
     Delete { source: String, reply: mpsc::Sender<Result<(), Error>> },
     Emit { source: String, payload: Vec<u8>, reply: mpsc::Sender<Result<String, Error>> },
+    ReloadKeys,
     Shutdown,
 }
 
@@ -180,6 +181,15 @@ impl Handle {
     /// The counters as of the reactor's last loop turn.
     pub fn stats(&self) -> Stats {
         self.shared.published.load()
+    }
+
+    /// Reads `keys_file` again, as the binary does on SIGHUP: added keys
+    /// work, removed ones get 401, a key moved to another account acts on
+    /// that one, and streams opened with a removed or moved key end. The
+    /// outcome is logged (one line); a file that cannot be read or parsed
+    /// leaves the keys as they were.
+    pub fn reload_keys(&self) {
+        let _ = self.shared.send(Command::ReloadKeys);
     }
 
     /// Stops the server: it stops accepting, ends every stream cleanly,

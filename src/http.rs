@@ -146,6 +146,7 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(httparse::Error::Token) if method_is_token(buf) => return Err(HttpError::Malformed("invalid character in the request target")),
         Err(e) => return Err(HttpError::Malformed(parse_error(e))),
     };
     if len > HEAD_BYTES_MAX {
@@ -170,10 +171,14 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
     head.framing = Framing::None;
     head.keep_alive = minor >= 1;
     head.expect_continue = false;
-    let (mut length, mut chunked) = (None, false);
+    let (mut length, mut chunked, mut hosts, mut authorizations) = (None, false, 0, 0);
     for h in req.headers.iter() {
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
-        if is("content-length") {
+        if is("host") {
+            hosts += 1;
+        } else if is("authorization") {
+            authorizations += 1;
+        } else if is("content-length") {
             let n = std::str::from_utf8(h.value)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -204,6 +209,14 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         }
         head.headers.push((span(h.name.as_bytes()), span(h.value)));
     }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1. Two Authorization
+    // headers would leave which key counts to whoever reads first.
+    match (hosts, minor) {
+        (0, 1..) => return Err(HttpError::Malformed("missing Host header")),
+        (2.., _) => return Err(HttpError::Malformed("more than one Host header")),
+        _ if authorizations > 1 => return Err(HttpError::Malformed("more than one Authorization header")),
+        _ => {}
+    }
     head.framing = match (chunked, length) {
         // Both present is a smuggling vector (RFC 9112 §6.3): refuse.
         (true, Some(_)) => return Err(HttpError::Malformed("both Content-Length and Transfer-Encoding")),
@@ -212,6 +225,13 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         (false, None) => Framing::None,
     };
     Ok(Some(len))
+}
+
+/// httparse says `Token` for a bad method and for a bad target alike:
+/// a request line whose method is a valid token has a bad target.
+fn method_is_token(buf: &[u8]) -> bool {
+    let method = buf.split(|&b| b == b' ').next().unwrap_or(&[]);
+    buf.len() > method.len() && !method.is_empty() && method.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -457,27 +477,41 @@ mod tests {
             (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", Ok(None)),
             (b"GET /healthz HTT", Ok(None)),
             (b"", Ok(None)),
-            (b"POST /e HTTP/1.1\r\nContent-Length: 12\r\n\r\n", Ok(Some(("POST", "/e", Framing::Length(12), true)))),
-            (b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Some(("POST", "/e", Framing::Chunked, true)))),
+            (b"POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n", Ok(Some(("POST", "/e", Framing::Length(12), true)))),
+            (b"POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Some(("POST", "/e", Framing::Chunked, true)))),
             (b"GET / HTTP/1.0\r\n\r\n", Ok(Some(("GET", "/", Framing::None, false)))),
             (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok(Some(("GET", "/", Framing::None, true)))),
-            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", Ok(Some(("GET", "/", Framing::None, false)))),
-            (b"GET /q?a=1 HTTP/1.1\r\n\r\n", Ok(Some(("GET", "/q?a=1", Framing::None, true)))),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
-            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Err(HttpError::Malformed("conflicting Content-Length"))),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", Ok(Some(("GET", "/", Framing::None, false)))),
+            (b"GET /q?a=1 HTTP/1.1\r\nHost: h\r\n\r\n", Ok(Some(("GET", "/q?a=1", Framing::None, true)))),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", Err(HttpError::Malformed("bad Content-Length"))),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                Err(HttpError::Malformed("conflicting Content-Length")),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 Err(HttpError::Malformed("both Content-Length and Transfer-Encoding")),
             ),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", Err(HttpError::Malformed("unsupported Transfer-Encoding"))),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 Err(HttpError::Malformed("unsupported Transfer-Encoding")),
             ),
-            (b"GET http://h:1/healthz?x HTTP/1.1\r\n\r\n", Ok(Some(("GET", "http://h:1/healthz?x", Framing::None, true)))),
-            (b"G@T / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed("invalid method"))),
+            (
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::Malformed("unsupported Transfer-Encoding")),
+            ),
+            (b"GET http://h:1/healthz?x HTTP/1.1\r\nHost: h\r\n\r\n", Ok(Some(("GET", "http://h:1/healthz?x", Framing::None, true)))),
+            (b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n", Err(HttpError::Malformed("invalid method"))),
+            (b"GET /a\tb HTTP/1.1\r\nHost: h\r\n\r\n", Err(HttpError::Malformed("invalid character in the request target"))),
+            (b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", Err(HttpError::Malformed("invalid character in the request target"))),
+            (b"GET / HTTP/1.1\r\n\r\n", Err(HttpError::Malformed("missing Host header"))),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(HttpError::Malformed("more than one Host header"))),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\nauthorization: Bearer b\r\n\r\n",
+                Err(HttpError::Malformed("more than one Authorization header")),
+            ),
             (b"GET / HTTP/2.0\r\n\r\n", Err(HttpError::Malformed("invalid HTTP version"))),
             (b"\x16\x03\x01\x02\x00\x01", Err(HttpError::Malformed("invalid method"))),
         ];
@@ -490,10 +524,10 @@ mod tests {
 
     #[test]
     fn head_size_and_header_count_are_bounded() {
-        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         big.resize(HEAD_BYTES_MAX + 10, b'a');
         assert_eq!(parse_head(&big).unwrap_err(), HttpError::HeadTooLarge);
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
         for i in 0..100 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
@@ -503,14 +537,14 @@ mod tests {
 
     #[test]
     fn headers_are_lower_cased_and_pipelined_bytes_left() {
-        let input = b"GET /a?x=%41 HTTP/1.1\r\nAuthorization: Bearer k\r\nExpect: 100-continue\r\n\r\nGET /b";
+        let input = b"GET /a?x=%41 HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer k\r\nExpect: 100-continue\r\n\r\nGET /b";
         let (head, len) = parse_head(input).unwrap().unwrap();
         assert_eq!(&input[len..], b"GET /b");
         assert_eq!(head.header("authorization"), Some(&b"Bearer k"[..]));
         assert!(head.expect_continue);
         assert_eq!((head.path(), head.query()), ("/a", "x=%41"));
         for (target, path) in [("http://h/e/k/x?q", "/e/k/x"), ("https://h:8/", "/"), ("http://h", "/"), ("/a://b", "/a://b")] {
-            let (head, _) = parse_head(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes()).unwrap().unwrap();
+            let (head, _) = parse_head(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes()).unwrap().unwrap();
             assert_eq!(head.path(), path, "{target}");
         }
     }
@@ -683,11 +717,15 @@ mod properties {
             ": empty",
         ]);
         let eol = prop::sample::select(vec!["\r\n", "\n", "\r"]);
-        let body =
-            prop::sample::select(vec!["", "hello", "5\r\nhello\r\n0\r\n\r\n", "3\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n"]);
+        let body = prop::sample::select(vec![
+            "",
+            "hello",
+            "5\r\nhello\r\n0\r\n\r\n",
+            "3\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        ]);
         (method, target, version, prop::collection::vec((header, eol.clone()), 0..6), eol, body).prop_map(
             |(m, t, v, headers, end, body)| {
-                let mut r = format!("{m} {t} {v}\r\n");
+                let mut r = format!("{m} {t} {v}\r\nHost: h\r\n");
                 for (h, eol) in headers {
                     r.push_str(h);
                     r.push_str(eol);
@@ -767,7 +805,7 @@ mod properties {
             }
             wire.extend_from_slice(b"0\r\nX-T: 1\r\n\r\n");
             let end = wire.len();
-            wire.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+            wire.extend_from_slice(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
             let joined = chunks.concat();
             let got = body_in_pieces(Framing::Chunked, max, &wire, &sizes);
             if joined.len() > max {

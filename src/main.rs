@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         print!("{}", ssehub::usage());
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging(&std::env::var("RUST_LOG").unwrap_or_default());
     let config = match ssehub::Config::from_args(flags, |name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -35,15 +35,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` (default `info`, also for the targets it does not name),
+/// with the access log off unless it names it (`ssehub::access=info`).
+fn init_logging(rust_log: &str) {
+    let mut builder = env_logger::Builder::new();
+    // A level of its own in RUST_LOG replaces this one.
+    builder.filter_level(log::LevelFilter::Info).parse_filters(rust_log);
+    if !rust_log.split(',').any(|d| d.trim_start().starts_with("ssehub::access")) {
+        builder.filter_module("ssehub::access", log::LevelFilter::Off);
+    }
+    builder.init();
+}
+
 /// Runs the server on a thread of its own while this one waits for
-/// SIGINT or SIGTERM, then shuts it down and waits for it.
+/// SIGINT or SIGTERM (then shuts it down and waits for it) or SIGHUP
+/// (then reloads the keys file and waits again).
 fn serve(config: ssehub::Config) -> std::io::Result<()> {
-    let signals = ssehub::StopSignals::block();
+    let signals = ssehub::StopSignals::block_with_hangup();
     info!("open-file limit: {}", ssehub::raise_fd_limit());
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
     let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run())?;
-    let signal = signals.wait();
+    let signal = loop {
+        match signals.wait() {
+            hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),
+            signal => break signal,
+        }
+    };
     info!("signal {signal}: shutting down");
     handle.shutdown();
     reactor.join().unwrap_or(Ok(()))

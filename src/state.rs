@@ -77,7 +77,7 @@ pub fn load(path: &Path) -> io::Result<Vec<StoredSource>> {
             .map(|saved| saved.into_iter().map(SavedSource::into_stored).collect())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("--state-file {}: {e}", path.display()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            log::info!("--state-file {}: no such file, nothing to import", path.display());
+            log::info!("--state-file {}: does not exist, nothing to import", path.display());
             Ok(Vec::new())
         }
         Err(e) => Err(io::Error::new(e.kind(), format!("--state-file {}: {e}", path.display()))),

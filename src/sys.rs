@@ -16,19 +16,36 @@ pub struct StopSignals {
 impl StopSignals {
     /// Blocks SIGINT and SIGTERM in this thread and the threads it spawns from now on.
     pub fn block() -> StopSignals {
+        StopSignals::block_set(&[libc::SIGINT, libc::SIGTERM])
+    }
+
+    /// Also blocks SIGHUP (a closed terminal or SSH session sends it; its
+    /// default kills), which [`StopSignals::wait`] then returns like the
+    /// others: see [`StopSignals::is_hangup`].
+    pub fn block_with_hangup() -> StopSignals {
+        StopSignals::block_set(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+    }
+
+    /// The signal `wait` returned is SIGHUP.
+    pub fn is_hangup(signal: i32) -> bool {
+        signal == libc::SIGHUP
+    }
+
+    fn block_set(signals: &[i32]) -> StopSignals {
         // SAFETY: the set is initialised by sigemptyset before use, and
         // pthread_sigmask only reads it.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
+            for &signal in signals {
+                libc::sigaddset(&mut set, signal);
+            }
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             StopSignals { set }
         }
     }
 
-    /// Waits for SIGINT or SIGTERM; returns the signal number.
+    /// Waits for a blocked signal; returns its number.
     pub fn wait(&self) -> i32 {
         let mut signal = 0;
         // SAFETY: `set` is initialised; sigwait writes the signal number.

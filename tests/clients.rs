@@ -10,7 +10,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -52,10 +52,15 @@ impl Client {
     }
 
     fn spawn(script: &str, args: &[&str]) -> Client {
+        Self::spawn_with_env(script, args, &[])
+    }
+
+    fn spawn_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Client {
         npm_setup();
         let mut child = Command::new("node")
             .arg(js_dir().join(script))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(js_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -258,6 +263,41 @@ fn eventsource_package_receives_every_event_once_in_order() {
     let got = client.messages(sent.len());
     assert_eq!(got, pairs(&ids, &sent));
     client.expect_exit(0);
+}
+
+/// The README's Node snippet for the current `eventsource` major, as
+/// written (only the server's address changes), prints each payload.
+#[test]
+fn the_readme_node_snippet_receives_events() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let after = readme.split("From Node, the npm `eventsource` package.").nth(1).expect("the Node paragraph");
+    let snippet = after.split("```js\n").nth(1).and_then(|b| b.split("```").next()).expect("a js block");
+    assert!(snippet.contains("fetch:") && snippet.contains("import {EventSource} from 'eventsource'"), "{snippet}");
+    let server = TestServer::start(&["--source", "orders"]);
+    // Written next to tests/js's node_modules, so its import resolves there.
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let name = format!("readme-snippet-{}.mjs", std::process::id());
+    let file = Removed(js_dir().join(&name));
+    std::fs::write(&file.0, snippet.replace("localhost:8080", &server.addr.to_string())).unwrap();
+    let client = Client::spawn_with_env(&name, &[], &[("SSEHUB_API_KEY", KEY)]);
+    // No message before the stream is open: emit until one arrives.
+    let deadline = Instant::now() + LINE_TIMEOUT;
+    let mut emitted = 0;
+    let line = loop {
+        assert!(Instant::now() < deadline, "nothing printed\n{}", client.transcript());
+        server.emit("orders", &format!("{{\"total\": {emitted}}}"));
+        emitted += 1;
+        if let Ok(line) = client.lines.recv_timeout(Duration::from_millis(500)) {
+            break line;
+        }
+    };
+    // console.log of the parsed payload, as Node prints an object.
+    assert!(line.as_str().is_some_and(|l| l.starts_with("{ total: ")), "{line}\n{}", client.transcript());
 }
 
 #[test]

@@ -419,7 +419,7 @@ fn the_disk_stays_bounded_and_a_restart_after_compaction_yields_identical_rings(
                     let mut req = String::with_capacity(chunk.len() * 120);
                     for &i in chunk {
                         req.push_str(&format!(
-                            "POST /v1/sources/{}/events HTTP/1.1\r\nAuthorization: Bearer {key}\r\nContent-Length: 7\r\n\r\n{body}",
+                            "POST /v1/sources/{}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 7\r\n\r\n{body}",
                             names[i % SOURCES]
                         ));
                     }

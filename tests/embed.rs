@@ -28,7 +28,7 @@ fn start() -> (ssehub::Handle, std::net::SocketAddr, std::thread::JoinHandle<std
 fn subscribe(addr: std::net::SocketAddr, source: &str) -> Sse {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /sources/{source}/sse HTTP/1.1\r\nAuthorization: Bearer embed\r\n\r\n").unwrap();
+    write!(s, "GET /sources/{source}/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer embed\r\n\r\n").unwrap();
     let mut sse = Sse { r: BufReader::new(s) };
     assert!(sse.head().starts_with("HTTP/1.1 200"));
     assert_eq!(sse.next(), Frame::Comment("sse-handshake".into()));

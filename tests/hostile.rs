@@ -88,7 +88,7 @@ fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_serve
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).unwrap();
             let at = Instant::now();
-            s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
             s.set_nonblocking(true).unwrap();
             (s, at)
         })
@@ -181,7 +181,7 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
         .map(|_| {
             let mut s = server.connect();
             set_small_receive_buffer(&s);
-            write!(s, "GET /sources/s/sse HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+            write!(s, "GET /sources/s/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
             s
         })
         .collect();
@@ -202,7 +202,7 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
         let body = payload(i);
         write!(
             emitter,
-            "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -246,7 +246,8 @@ fn reset_and_half_closed_connections_leak_nothing() {
     let server = TestServer::start(&["--source", "s"]);
     let ingest = endpoint_path(&server, "s");
     let baseline = server.metric("ssehub_connections_open");
-    let chunked_head = format!("POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunked_head =
+        format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n");
     for round in 0..10 {
         // A subscriber that resets mid-stream, with events still coming.
         let mut sse = server.subscribe("/sources/s/sse", "");
@@ -260,7 +261,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
         // A subscriber that stops reading, fills its socket, then resets.
         let mut s = server.connect();
         set_small_receive_buffer(&s);
-        write!(s, "GET /sources/s/sse HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+        write!(s, "GET /sources/s/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
         server.wait_metric("ssehub_subscribers", 1);
         for _ in 0..4 {
             server.emit("s", &format!("\"{}\"", "z".repeat(100_000)));
@@ -275,7 +276,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
 
         // A request half-closed after it is sent still gets its whole answer.
         let mut s = server.connect();
-        s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the answer");
         assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
@@ -294,7 +295,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
         }
         // The same through a webhook with Expect: 100-continue, after the 100.
         let mut s = server.connect();
-        write!(s, "POST {ingest} HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        write!(s, "POST {ingest} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
         let mut cont = [0u8; 25];
         s.read_exact(&mut cont).unwrap();
         assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -305,7 +306,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
         // Gone in the middle of a head: by FIN, and by RST.
         for reset in [false, true] {
             let mut s = server.connect();
-            s.write_all(b"POST /v1/sources/s/events HTTP/1.1\r\nAuthori").unwrap();
+            s.write_all(b"POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthori").unwrap();
             if reset {
                 set_linger_zero(&s);
                 drop(s);
@@ -317,7 +318,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
 
         // Requests pipelined, then a reset before reading any answer.
         let mut s = server.connect();
-        s.write_all("GET /healthz HTTP/1.1\r\n\r\n".repeat(20).as_bytes()).unwrap();
+        s.write_all("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20).as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         set_linger_zero(&s);
         drop(s);
@@ -354,7 +355,7 @@ fn a_closing_answer_nobody_reads_is_dropped_after_the_send_timeout() {
     let baseline = server.metric("ssehub_connections_open");
     let start = Instant::now();
     // About 10 MB each, far more than socket buffers hold.
-    let stuck: Vec<TcpStream> = ["HTTP/1.1\r\nConnection: close", "HTTP/1.0"]
+    let stuck: Vec<TcpStream> = ["HTTP/1.1\r\nHost: x\r\nConnection: close", "HTTP/1.0"]
         .iter()
         .map(|version| {
             let mut s = server.connect();
@@ -366,8 +367,11 @@ fn a_closing_answer_nobody_reads_is_dropped_after_the_send_timeout() {
     server.wait_metric("ssehub_connections_open", baseline + 2);
     // A slow reader that keeps taking bytes is not cut off.
     let mut slow = server.connect();
-    write!(slow, "GET /v1/sources/s/event_summaries?limit=100 HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        slow,
+        "GET /v1/sources/s/event_summaries?limit=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let slow_reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0;
@@ -445,25 +449,25 @@ fn valid_requests(ingest: &str) -> Vec<(Vec<u8>, Option<u16>)> {
     let hook = "{\"a\": 1}";
     [
         ("GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n".to_string(), 200),
-        ("GET /metrics HTTP/1.1\r\n\r\n".to_string(), 200),
+        ("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 200),
         ("HEAD /healthz HTTP/1.0\r\n\r\n".to_string(), 200),
-        (format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Content-Length: {}\r\n\r\n{emit}", emit.len()), 202),
-        (format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{chunked}"), 202),
+        (format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{emit}", emit.len()), 202),
+        (format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{chunked}"), 202),
         (
             format!(
-                "POST {ingest}/hook?x=1&y=%41+b HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{hook}",
+                "POST {ingest}/hook?x=1&y=%41+b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{hook}",
                 hook.len()
             ),
             200,
         ),
-        (format!("PUT {ingest} HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"), 200),
-        (format!("OPTIONS {ingest} HTTP/1.1\r\nOrigin: http://o\r\nAccess-Control-Request-Method: POST\r\n\r\n"), 204),
-        (format!("GET /v1/sources/s/event_summaries?limit=3 HTTP/1.1\r\n{auth}\r\n"), 200),
-        (format!("GET /v1/sources HTTP/1.1\r\n{auth}Connection: keep-alive\r\n\r\n"), 200),
-        (format!("POST /v1/sources HTTP/1.1\r\n{auth}Content-Length: 12\r\n\r\n{{\"name\":\"s\"}}"), 409),
-        (format!("GET /sources/s/sse?last_event_id=1 HTTP/1.1\r\n{auth}Accept: text/event-stream\r\n\r\n"), 0),
-        ("GET /v1/sources/s HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n".to_string(), 401),
-        ("GET /nowhere HTTP/1.1\r\n\r\n".to_string(), 404),
+        (format!("PUT {ingest} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"), 200),
+        (format!("OPTIONS {ingest} HTTP/1.1\r\nHost: x\r\nOrigin: http://o\r\nAccess-Control-Request-Method: POST\r\n\r\n"), 204),
+        (format!("GET /v1/sources/s/event_summaries?limit=3 HTTP/1.1\r\nHost: x\r\n{auth}\r\n"), 200),
+        (format!("GET /v1/sources HTTP/1.1\r\nHost: x\r\n{auth}Connection: keep-alive\r\n\r\n"), 200),
+        (format!("POST /v1/sources HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 12\r\n\r\n{{\"name\":\"s\"}}"), 409),
+        (format!("GET /sources/s/sse?last_event_id=1 HTTP/1.1\r\nHost: x\r\n{auth}Accept: text/event-stream\r\n\r\n"), 0),
+        ("GET /v1/sources/s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n".to_string(), 401),
+        ("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 404),
     ]
     .into_iter()
     .map(|(r, status)| (r.into_bytes(), Some(status).filter(|&s| s != 0)))
@@ -644,7 +648,7 @@ fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let mut s = TcpStream::connect(addr).expect("the server accepts");
-                s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
                 let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("/healthz answered");
                 assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
                 slowest = slowest.max(t.elapsed());

@@ -53,13 +53,13 @@ fn every_error_is_json_with_the_right_status() {
 fn oversized_head_gets_431_and_oversized_body_413_unread() {
     let server = TestServer::start(&["--source", "s", "--max-event-bytes", "1000"]);
     let mut s = server.connect();
-    write!(s, "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024)).unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024)).unwrap();
     let answer = read_to_close(&mut s);
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
 
     // The body is refused from its Content-Length, before a byte is sent.
     let mut s = server.connect();
-    write!(s, "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100000000\r\n\r\n").unwrap();
+    write!(s, "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 100000000\r\n\r\n").unwrap();
     let r = read_response(&mut BufReader::new(s.try_clone().unwrap()));
     assert_eq!(r.status, 413);
     assert!(r.json()["error"].as_str().unwrap().contains("too large"));
@@ -67,7 +67,8 @@ fn oversized_head_gets_431_and_oversized_body_413_unread() {
 
     // Chunked: refused as soon as the chunks pass the limit.
     let mut s = server.connect();
-    write!(s, "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    write!(s, "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
     for _ in 0..3 {
         write!(s, "200\r\n{}\r\n", "1".repeat(512)).unwrap();
     }
@@ -78,9 +79,12 @@ fn oversized_head_gets_431_and_oversized_body_413_unread() {
 #[test]
 fn malformed_requests_get_400_and_close() {
     let server = TestServer::start(&[]);
-    for garbage in
-        ["GARBAGE\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "GET /\x01 HTTP/1.1\r\n\r\n", "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"]
-    {
+    for garbage in [
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/9.9\r\n\r\n",
+        "GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+    ] {
         let mut s = server.connect();
         s.write_all(garbage.as_bytes()).unwrap();
         let answer = read_to_close(&mut s);
@@ -95,7 +99,7 @@ fn a_head_not_complete_in_10s_is_closed_while_others_are_served() {
     let server = TestServer::start(&["--source", "s"]);
     let mut slow = server.connect();
     slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
     let start = Instant::now();
     let mut sse = server.subscribe("/sources/s/sse", "");
     let closer = std::thread::spawn(move || (read_to_close(&mut slow), start.elapsed()));
@@ -121,8 +125,11 @@ fn connections_beyond_the_limit_are_refused_without_harm() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let mut s = server.connect();
-        s.write_all(format!("POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 2\r\n\r\n42").as_bytes())
-            .unwrap();
+        s.write_all(
+            format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 2\r\n\r\n42")
+                .as_bytes(),
+        )
+        .unwrap();
         let mut r = BufReader::new(s);
         let mut first = String::new();
         let _ = std::io::BufRead::read_line(&mut r, &mut first);
@@ -181,7 +188,8 @@ fn out_of_descriptors_refuses_without_spinning_and_recovers() {
     assert!(cpu < 0.5, "the server spun: {cpu} CPU-s over a 2 s flood");
     assert!(server.logs().contains("refusing new connections until descriptors are free"));
     // Open connections still work.
-    write!(keepalive, "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 1\r\n\r\n7").unwrap();
+    write!(keepalive, "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 1\r\n\r\n7")
+        .unwrap();
     assert_eq!(read_response(&mut BufReader::new(keepalive.try_clone().unwrap())).status, 202);
     assert_eq!(sse.next_event().envelope()["event"], 7);
     drop(flood);
@@ -189,7 +197,7 @@ fn out_of_descriptors_refuses_without_spinning_and_recovers() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut s = server.connect();
-        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         if read_to_close(&mut s).starts_with("HTTP/1.1 200") {
             break;
         }

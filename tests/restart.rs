@@ -28,7 +28,7 @@ fn emit_all(addr: std::net::SocketAddr, acked: Arc<Mutex<Vec<(u64, u64)>>>, trie
                 s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
                 write!(
                     s,
-                    "POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .ok()?;

@@ -97,7 +97,7 @@ fn no_gap_or_duplicate_at_the_replay_seam() {
                 let body = format!("{{\"n\":{n}}}");
                 write!(
                     w,
-                    "POST /v1/sources/seam/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /v1/sources/seam/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .unwrap();
@@ -190,7 +190,10 @@ fn one_byte_at_a_time() {
     let mut sse = server.subscribe("/sources/s/sse", "");
     let mut s = server.connect();
     let body = "{\"slow\": true}";
-    let req = format!("POST /v1/sources/s/events HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!(
+        "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     for b in req.bytes() {
         s.write_all(&[b]).unwrap();
         std::thread::sleep(Duration::from_millis(1));
@@ -208,17 +211,18 @@ fn pipelined_requests_are_answered_in_order() {
     let auth = format!("Authorization: Bearer {KEY}\r\n");
     let mut batch = String::new();
     for n in 0..5 {
-        batch.push_str(&format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Content-Length: 1\r\n\r\n{n}"));
+        batch.push_str(&format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1\r\n\r\n{n}"));
     }
-    batch.push_str("GET /healthz HTTP/1.1\r\n\r\n");
-    batch
-        .push_str(&format!("POST /v1/sources/s/events HTTP/1.1\r\n{auth}Transfer-Encoding: chunked\r\n\r\n2\r\n[5\r\n1\r\n]\r\n0\r\n\r\n"));
-    batch.push_str(&format!("GET /v1/sources/s/event_summaries?limit=100 HTTP/1.1\r\n{auth}\r\n"));
+    batch.push_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    batch.push_str(&format!(
+        "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n2\r\n[5\r\n1\r\n]\r\n0\r\n\r\n"
+    ));
+    batch.push_str(&format!("GET /v1/sources/s/event_summaries?limit=100 HTTP/1.1\r\nHost: x\r\n{auth}\r\n"));
     w.write_all(batch.as_bytes()).unwrap();
     let mut r = BufReader::new(s);
     let statuses: Vec<u16> = (0..8).map(|_| read_response(&mut r).status).collect();
     assert_eq!(statuses[..7], [202, 202, 202, 202, 202, 200, 202]);
-    w.write_all(format!("GET /v1/sources/s/event_summaries HTTP/1.1\r\n{auth}\r\n").as_bytes()).unwrap();
+    w.write_all(format!("GET /v1/sources/s/event_summaries HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes()).unwrap();
     let summaries = read_response(&mut r).json();
     let events: Vec<String> = summaries["data"].as_array().unwrap().iter().map(|e| e["event"].to_string()).collect();
     assert_eq!(events, ["[5]", "4", "3", "2", "1", "0"], "newest first");

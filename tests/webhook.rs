@@ -275,7 +275,9 @@ fn chunked_body_sent_in_pieces() {
     assert!(event["headers"].get("content-length").is_none());
 
     // The connection is kept alive: a second request on it.
-    r.get_mut().write_all(format!("POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").as_bytes()).unwrap();
+    r.get_mut()
+        .write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").as_bytes())
+        .unwrap();
     assert_success(&read_response(&mut r));
     assert_eq!(next_payload(&mut sse)["bodyRaw"], "abc");
 }
@@ -356,8 +358,12 @@ fn over_max_event_bytes_is_413_before_the_body_is_read() {
     // One byte over, as Content-Length and as chunks.
     assert_eq!(send(&server, "POST", &path, "", Some(&[b'a'; 1025])).status, 413);
     let mut s = server.connect();
-    write!(s, "POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n{0}\r\n200\r\n{0}\r\n1\r\nz\r\n0\r\n\r\n", "c".repeat(512))
-        .unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n200\r\n{0}\r\n200\r\n{0}\r\n1\r\nz\r\n0\r\n\r\n",
+        "c".repeat(512)
+    )
+    .unwrap();
     assert_eq!(read_response(&mut BufReader::new(s)).status, 413);
     assert_nothing_emitted(&server, &mut sse);
 
@@ -533,10 +539,10 @@ fn pipelined_ingests_on_one_connection_are_answered_in_order() {
     let mut w = s.try_clone().unwrap();
     let mut batch = String::new();
     for n in 0..3 {
-        batch.push_str(&format!("POST {path}/{n} HTTP/1.1\r\nContent-Length: 1\r\n\r\n{n}"));
+        batch.push_str(&format!("POST {path}/{n} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n{n}"));
     }
-    batch.push_str(&format!("PATCH {path}/3 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n3\r\n0\r\n\r\n"));
-    batch.push_str(&format!("GET {path}/4 HTTP/1.1\r\n\r\n"));
+    batch.push_str(&format!("PATCH {path}/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n3\r\n0\r\n\r\n"));
+    batch.push_str(&format!("GET {path}/4 HTTP/1.1\r\nHost: x\r\n\r\n"));
     w.write_all(batch.as_bytes()).unwrap();
     let mut r = BufReader::new(s);
     for _ in 0..5 {

@@ -1,7 +1,9 @@
 //! The HTTP API, sans I/O: a complete request (head and body) in, a reply
 //! out — a response to send, "make this connection a stream", or "wait
-//! for storage". Routing, authentication and every REST handler live here;
-//! changes go through the hub, and the reactor applies what it records.
+//! for storage" — and a head alone, before its body (`check`): what it
+//! gets whatever its body. Routing (`admit`, shared by both), authentication,
+//! CORS and every REST handler live here; changes go through the hub, and
+//! the reactor applies what it records.
 
 pub mod reply;
 mod ui;
@@ -11,7 +13,7 @@ use std::borrow::Cow;
 
 use log::info;
 
-use crate::auth::{AccountId, Keys};
+use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
 use crate::engine::SourceKey;
 use crate::http::{self, Framing, Head};
@@ -23,7 +25,7 @@ use crate::sse::EventId;
 use crate::tokens::{self, Check, Serial};
 use crate::verify::Verify;
 pub use reply::Reply;
-use reply::{Answer, Fail, ok};
+use reply::{Answer, CORS_ANY, Cors, Fail, Opener, ok};
 
 /// What a handler may read and change.
 pub struct Ctx<'a> {
@@ -35,6 +37,8 @@ pub struct Ctx<'a> {
     pub now_ms: u64,
     /// A buffer kept across requests (no allocation per emit).
     pub scratch: &'a mut Vec<u8>,
+    /// The request came in on `--metrics-listen`.
+    pub metrics_listener: bool,
 }
 
 /// The routes, matched on the path alone; methods are checked after.
@@ -86,112 +90,205 @@ fn route(path: &str) -> Route<'_> {
 
 type Result<T> = std::result::Result<T, Fail>;
 
-pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
-    dispatch(ctx, head, body).unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD"))
+/// Headers a page may send on `/v1` and streams (CORS preflight answers).
+const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+
+/// What a request may do, known from its head alone: routed, its key
+/// checked, its source found, its method allowed.
+enum Target<'h> {
+    Healthz,
+    Metrics,
+    /// A CORS preflight, answered before authentication; the methods of its path.
+    Preflight(&'static str),
+    Stream {
+        source: SourceKey,
+        after: Option<EventId>,
+        opener: Opener,
+    },
+    Sources(AccountId),
+    Source(AccountId, SourceKey),
+    Events(SourceKey),
+    Summaries(SourceKey),
+    Tokens(SourceKey),
+    Token(SourceKey, &'h str),
+    Ingest(&'h str, &'h str),
+    Ui(ui::Asset),
 }
 
-fn dispatch(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Result<Reply> {
+pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
+    let route = route_of(ctx, head.path());
+    let cors = cors(ctx.config, head, &route);
+    admit(ctx, head, route)
+        .and_then(|target| run(ctx, head, target, body, &cors))
+        .unwrap_or_else(|fail| fail.reply(head.keep_alive, head.method() == "HEAD", &cors))
+}
+
+/// Before a body is read: the answer that the request gets whatever its
+/// body (401, 403, 404, 405), or `503` if it would be read but the bodies'
+/// budget is spent (`busy`); `None` to read it. The answer closes the
+/// connection, since the body that may follow is not read.
+pub fn check(ctx: &Ctx<'_>, head: &Head, busy: bool) -> Option<Reply> {
+    let route = route_of(ctx, head.path());
+    let cors = cors(ctx.config, head, &route);
+    let fail = match admit(ctx, head, route) {
+        Err(fail) => fail,
+        Ok(_) if busy => Fail::new(503, "server busy: too many request bodies in flight"),
+        Ok(_) => return None,
+    };
+    Some(fail.reply(false, head.method() == "HEAD", &cors))
+}
+
+/// The route, with `/metrics` only on the listener that serves it.
+fn route_of<'p>(ctx: &Ctx<'_>, path: &'p str) -> Route<'p> {
+    match (route(path), ctx.config.metrics_listen.is_some(), ctx.metrics_listener) {
+        (r @ (Route::Metrics | Route::Healthz), _, true) => r,
+        (_, _, true) | (Route::Metrics, true, false) => Route::NotFound,
+        (r, ..) => r,
+    }
+}
+
+/// The CORS headers of every answer on `route`: `/v1` as `--cors-origin`
+/// says, streams and webhooks (and errors elsewhere) to any origin.
+fn cors(config: &Config, head: &Head, route: &Route<'_>) -> Cors {
+    let v1 = match route {
+        Route::Sources | Route::Source(_) | Route::Events(_) | Route::Summaries(_) | Route::Tokens(_) | Route::Token(..) => true,
+        Route::NotFound => head.path() == "/v1" || head.path().starts_with("/v1/"),
+        _ => false,
+    };
+    let origins = &config.cors_origins;
+    if !v1 || origins.iter().any(|o| o == "*") {
+        return Cow::Borrowed(CORS_ANY);
+    }
+    if origins.is_empty() {
+        return Cow::Borrowed("");
+    }
+    match head.header_str("origin") {
+        // httparse has refused CR and LF in values, so echoing cannot split the head.
+        Some(origin) if origins.iter().any(|o| o == origin) => {
+            Cow::Owned(format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
+        }
+        _ => Cow::Borrowed("Vary: Origin\r\n"),
+    }
+}
+
+fn admit<'h>(ctx: &Ctx<'_>, head: &'h Head, route: Route<'h>) -> Result<Target<'h>> {
     let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
-    match route(head.path()) {
-        Route::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
-        Route::Healthz if get && ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
-        Route::Healthz if get => Err(Fail::new(503, "storage unavailable")),
-        Route::Metrics if get => {
+    let preflight = method == "OPTIONS" && head.header("access-control-request-method").is_some();
+    // What needs no key, and methods refused before the key is checked.
+    match route {
+        Route::Ingest(key, suffix) => {
+            ctx.hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
+            return Ok(Target::Ingest(key, suffix));
+        }
+        Route::Healthz if get => return Ok(Target::Healthz),
+        Route::Metrics if get => return Ok(Target::Metrics),
+        Route::Ui(asset) if get => return Ok(Target::Ui(asset)),
+        Route::Healthz | Route::Metrics | Route::Ui(_) => return Err(not_allowed("GET, HEAD")),
+        Route::Summaries(_) if !get && !preflight => return Err(not_allowed("GET, HEAD")),
+        Route::Stream(_) if preflight => return Ok(Target::Preflight("GET")),
+        Route::Sources if preflight => return Ok(Target::Preflight("GET, HEAD, POST")),
+        Route::Source(_) if preflight => return Ok(Target::Preflight("GET, HEAD, PATCH, DELETE")),
+        Route::Events(_) if preflight => return Ok(Target::Preflight("POST, DELETE")),
+        Route::Summaries(_) if preflight => return Ok(Target::Preflight("GET, HEAD")),
+        Route::Tokens(_) if preflight => return Ok(Target::Preflight("POST")),
+        Route::Token(..) if preflight => return Ok(Target::Preflight("DELETE")),
+        Route::Stream(_) if method != "GET" => return Err(not_allowed("GET")),
+        Route::NotFound => return Err(Fail::new(404, "no such path")),
+        _ => {}
+    }
+    // Streams and summaries may be read with a subscribe token.
+    if let Route::Stream(s) | Route::Summaries(s) = route {
+        let (source, opener) = reader(ctx, head, s)?;
+        return Ok(match route {
+            Route::Stream(_) => Target::Stream { source, after: last_event_id(head)?, opener },
+            _ => Target::Summaries(source),
+        });
+    }
+    let account = authenticate(ctx, head)?;
+    let source = match route {
+        Route::Source(s) | Route::Events(s) | Route::Tokens(s) | Route::Token(s, _) => find(ctx, account, s)?,
+        // Not used by the routes without a source.
+        _ => 0,
+    };
+    match (route, method) {
+        (Route::Sources, "GET" | "HEAD" | "POST") => Ok(Target::Sources(account)),
+        (Route::Sources, _) => Err(not_allowed("GET, HEAD, POST")),
+        (Route::Source(_), "GET" | "HEAD" | "PATCH" | "DELETE") => Ok(Target::Source(account, source)),
+        (Route::Source(_), _) => Err(not_allowed("GET, HEAD, PATCH, DELETE")),
+        (Route::Events(_), "POST" | "DELETE") => Ok(Target::Events(source)),
+        (Route::Events(_), _) => Err(not_allowed("POST, DELETE")),
+        (Route::Tokens(_), "POST") => Ok(Target::Tokens(source)),
+        (Route::Tokens(_), _) => Err(not_allowed("POST")),
+        (Route::Token(_, token), "DELETE") => Ok(Target::Token(source, token)),
+        _ => Err(not_allowed("DELETE")),
+    }
+}
+
+fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &Cors) -> Result<Reply> {
+    let json = "application/json";
+    match target {
+        Target::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
+        Target::Healthz if ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
+        Target::Healthz => Err(Fail::new(503, "storage unavailable")),
+        Target::Metrics => {
             let mut text = ctx.stats.render();
             ctx.hub.engine().metrics(&mut text);
             Ok(ok(head, 200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes()))
         }
-        Route::Healthz | Route::Metrics => Err(not_allowed("GET, HEAD")),
-        Route::Stream(s) if method == "GET" => {
-            let (source, token) = reader(ctx, head, s)?;
-            let after = last_event_id(head)?;
-            Ok(Reply::Stream { source, after, token })
-        }
-        Route::Stream(_) => Err(not_allowed("GET")),
-        Route::Sources => {
-            let account = authenticate(ctx, head)?;
-            match method {
-                "GET" | "HEAD" => {
-                    let base = base_url(ctx, head);
-                    let mut out = b"{\"data\":[".to_vec();
-                    for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        source_json(&mut out, source, &base);
-                    }
-                    out.extend_from_slice(b"]}");
-                    Ok(ok(head, 200, "application/json", "", &out))
-                }
-                "POST" => create_source(ctx, head, account, body),
-                _ => Err(not_allowed("GET, HEAD, POST")),
+        Target::Ui(asset) => Ok(ui::serve(head, asset)),
+        Target::Preflight(methods) => {
+            let mut extra = cors.to_string();
+            if extra.starts_with("Access-Control-Allow-Origin") {
+                extra.push_str(&format!(
+                    "Access-Control-Allow-Methods: {methods}\r\nAccess-Control-Allow-Headers: {CORS_HEADERS}\r\nAccess-Control-Max-Age: 86400\r\n"
+                ));
             }
+            Ok(ok(head, 204, "", &extra, b""))
         }
-        Route::Source(s) => {
-            let account = authenticate(ctx, head)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "GET" | "HEAD" => {
-                    let mut out = b"{\"data\":".to_vec();
-                    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
-                    out.push(b'}');
-                    Ok(ok(head, 200, "application/json", "", &out))
+        Target::Stream { source, after, opener } => Ok(Reply::Stream { source, after, opener }),
+        Target::Sources(account) if head.method() == "POST" => create_source(ctx, head, account, body, cors),
+        Target::Sources(account) => {
+            let base = base_url(ctx, head);
+            let mut out = b"{\"data\":[".to_vec();
+            for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                "PATCH" => update_source(ctx, head, source, body),
-                "DELETE" => {
-                    let s = ctx.hub.source(source);
-                    info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
-                    let ticket = ctx.hub.delete(source, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) })
-                }
-                _ => Err(not_allowed("GET, HEAD, PATCH, DELETE")),
+                source_json(&mut out, source, &base);
             }
+            out.extend_from_slice(b"]}");
+            Ok(ok(head, 200, json, cors, &out))
         }
-        Route::Events(s) => {
-            let account = authenticate(ctx, head)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "POST" => {
-                    require_length(head)?;
-                    json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-                    let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::emitted(head) })
-                }
-                "DELETE" => {
-                    let ticket = ctx.hub.clear(source, ctx.now_ms);
-                    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec()) })
-                }
-                _ => Err(not_allowed("POST, DELETE")),
-            }
+        Target::Source(account, source) if head.method() == "DELETE" => {
+            let s = ctx.hub.source(source);
+            info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
+            let ticket = ctx.hub.delete(source, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) })
         }
-        Route::Summaries(s) if get => {
-            let (source, _) = reader(ctx, head, s)?;
-            summaries(ctx, head, source)
+        Target::Source(_, source) if head.method() == "PATCH" => update_source(ctx, head, source, body, cors),
+        Target::Source(_, source) => {
+            let mut out = b"{\"data\":".to_vec();
+            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
+            out.push(b'}');
+            Ok(ok(head, 200, json, cors, &out))
         }
-        Route::Summaries(_) => Err(not_allowed("GET, HEAD")),
-        Route::Tokens(s) => {
-            let account = authenticate(ctx, head)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "POST" => create_token(ctx, head, source, body),
-                _ => Err(not_allowed("POST")),
-            }
+        Target::Events(source) if head.method() == "POST" => {
+            require_length(head)?;
+            json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
+            let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) })
         }
-        Route::Token(s, t) => {
-            let account = authenticate(ctx, head)?;
-            let source = find(ctx, account, s)?;
-            match method {
-                "DELETE" => match ctx.hub.revoke_token(source, t, ctx.now_ms) {
-                    Some(ticket) => Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new()) }),
-                    None => Err(Fail::new(404, "no such token")),
-                },
-                _ => Err(not_allowed("DELETE")),
-            }
+        Target::Events(source) => {
+            let ticket = ctx.hub.clear(source, ctx.now_ms);
+            Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec(), cors.clone()) })
         }
-        Route::Ui(asset) if get => Ok(ui::serve(head, asset)),
-        Route::Ui(_) => Err(not_allowed("GET, HEAD")),
-        Route::NotFound => Err(Fail::new(404, "no such path")),
+        Target::Summaries(source) => summaries(ctx, head, source, cors),
+        Target::Tokens(source) => create_token(ctx, head, source, body, cors),
+        Target::Token(source, token) => match ctx.hub.revoke_token(source, token, ctx.now_ms) {
+            Some(ticket) => Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) }),
+            None => Err(Fail::new(404, "no such token")),
+        },
     }
 }
 
@@ -209,7 +306,7 @@ pub fn require_length(head: &Head) -> Result<()> {
 
 /// Who a request comes from.
 enum Caller {
-    Account(AccountId),
+    Account(AccountId, KeyId),
     /// A subscribe token of `source`.
     Token {
         source: SourceKey,
@@ -220,7 +317,7 @@ enum Caller {
 /// The credential: `Authorization: Bearer`, or where `query` allows
 /// (streams, summaries: browsers' EventSource cannot set headers)
 /// `?access_token=`. Neither is ever logged.
-fn credential<'h>(head: &'h Head, query: bool) -> Option<Cow<'h, [u8]>> {
+fn credential(head: &Head, query: bool) -> Option<Cow<'_, [u8]>> {
     let from_header = head.header("authorization").and_then(|v| {
         let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
         scheme.eq_ignore_ascii_case(b"bearer").then(|| Cow::Borrowed(token.trim_ascii()))
@@ -233,8 +330,8 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
     let Some(presented) = credential(head, query) else {
         return Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>"));
     };
-    if let Some(account) = ctx.keys.lookup(&presented) {
-        return Ok(Caller::Account(account));
+    if let Some((account, key)) = ctx.keys.lookup(&presented) {
+        return Ok(Caller::Account(account, key));
     }
     if !tokens::looks_like(&presented) {
         return Err(Fail::new(401, "invalid API key"));
@@ -250,7 +347,7 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
 /// subscribe token is refused here.
 fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {
     match caller(ctx, head, false)? {
-        Caller::Account(account) => Ok(account),
+        Caller::Account(account, _) => Ok(account),
         Caller::Token { .. } => Err(token_refused()),
     }
 }
@@ -259,17 +356,16 @@ fn token_refused() -> Fail {
     Fail::new(403, "a subscribe token reads its source's stream and event summaries only")
 }
 
-/// The source a stream or summaries request reads, and the token's
-/// serial if a token opened it. A token names its own source only: any
-/// other is `403`, whether it exists or not (so a token tells nothing
-/// about the account's other sources).
-fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Option<Serial>)> {
+/// The source a stream or summaries request reads, and what opened it. A
+/// token names its own source only: any other is `403`, whether it exists
+/// or not (so a token tells nothing about the account's other sources).
+fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
     match caller(ctx, head, true)? {
-        Caller::Account(account) => Ok((find(ctx, account, s)?, None)),
+        Caller::Account(account, key) => Ok((find(ctx, account, s)?, Opener::Key(key))),
         Caller::Token { source, serial } => {
             let account = ctx.hub.source(source).account;
             match ctx.hub.registry.find(account, s) {
-                Some(found) if found == source => Ok((source, Some(serial))),
+                Some(found) if found == source => Ok((source, Opener::Token(serial))),
                 _ => Err(token_refused()),
             }
         }
@@ -292,7 +388,7 @@ fn last_event_id(head: &Head) -> Result<Option<EventId>> {
     }
 }
 
-fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]) -> Result<Reply> {
+fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
@@ -310,12 +406,12 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
 
 /// `PATCH /v1/sources/{source}` `{"verify":{…}|null}`: the one setting a
 /// source has. Answered with the source once storage has the change.
-fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8]) -> Result<Reply> {
+fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let Some(setting) = value.as_object().and_then(|o| o.get("verify")) else {
@@ -334,11 +430,11 @@ fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8])
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
     out.push(b'}');
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out) })
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out, cors.clone()) })
 }
 
 /// `POST …/tokens` `{"expires_in_s":N}` (or no body): a subscribe token.
-fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8]) -> Result<Reply> {
+fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
     let bad = || Fail::new(400, format!("body must be {{\"expires_in_s\":<1 to {}>}} or empty", tokens::MAX_LIFE_S));
     let life_s = if body.trim_ascii().is_empty() {
         tokens::DEFAULT_LIFE_S
@@ -356,10 +452,10 @@ fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8]) 
     out.extend_from_slice(b",\"source_id\":");
     json::write_str(&mut out, &token.source_id);
     out.extend_from_slice(format!(",\"expires_at\":{}}}}}", token.expires_at).as_bytes());
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out) })
+    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
 
-fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
+fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
     let max = ctx.config.history.max(1);
     let limit = match http::query_param(head.query(), "limit") {
         None => 10.min(max),
@@ -383,7 +479,7 @@ fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey) -> Result<Reply> {
         out.extend_from_slice(e.envelope());
     }
     out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", "", &out))
+    Ok(ok(head, 200, "application/json", cors, &out))
 }
 
 /// `--public-url`, else `http://` + the request's Host.

@@ -2,22 +2,43 @@
 //! answer (`Fail`), a complete answer (`ok`), and the answer a request
 //! parked on storage gets once its change is acknowledged (`Answer`).
 
+use std::borrow::Cow;
+
+use crate::auth::KeyId;
 use crate::engine::{Ack, SourceKey, StorageError, Ticket};
 use crate::http::{self, Head};
 use crate::json;
 use crate::sse::EventId;
+use crate::tokens::Serial;
 
 /// What a request gets.
+/// What opened a stream, which ends with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    /// An API key: a `--keys-file` reload that removes it (or moves it to
+    /// another account) ends the stream.
+    Key(KeyId),
+    /// A subscribe token: its expiry or revocation ends the stream.
+    Token(Serial),
+}
+
 pub enum Reply {
     /// A complete response; `close` ends the connection after it.
     Response { status: u16, bytes: Vec<u8>, close: bool },
     /// The connection becomes a stream of `source`, replaying what follows
-    /// `after` first; opened with the token of `token`'s serial, it ends
-    /// when the token does.
-    Stream { source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial> },
+    /// `after` first; it ends when its opener does (a key removed by a
+    /// reload, a subscribe token expired or revoked).
+    Stream { source: SourceKey, after: Option<EventId>, opener: Opener },
     /// The answer waits until storage acknowledges `ticket`.
     Wait { ticket: Ticket, answer: Answer },
 }
+
+/// The `Access-Control-Allow-Origin` (and `Vary`) header lines of one
+/// answer, whole lines each ending in CRLF; empty for none.
+pub type Cors = Cow<'static, str>;
+
+/// Any origin may read the answer: streams, webhooks, errors outside `/v1`.
+pub const CORS_ANY: &str = "Access-Control-Allow-Origin: *\r\n";
 
 /// An error answer: the status and its sentence as JSON (and for 405 the
 /// allowed methods).
@@ -36,10 +57,11 @@ impl Fail {
         Fail { status: 405, message: format!("method not allowed; allowed: {allow}"), allow: Some(allow) }
     }
 
-    /// The response; any origin may read it, so a page sees the status and
-    /// the sentence rather than an opaque CORS failure.
-    pub fn reply(&self, keep_alive: bool, head_only: bool) -> Reply {
-        let mut extra = String::from("Access-Control-Allow-Origin: *\r\n");
+    /// The response, with the same CORS headers as a success on its path
+    /// would have, so an allowed page sees the status and the sentence
+    /// rather than an opaque CORS failure.
+    pub fn reply(&self, keep_alive: bool, head_only: bool, cors: &str) -> Reply {
+        let mut extra = String::from(cors);
         match (self.status, self.allow) {
             (401, _) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
             (503, _) => extra.push_str("Retry-After: 1\r\n"),
@@ -58,11 +80,51 @@ pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]
     Reply::Response { status, bytes, close: !head.keep_alive }
 }
 
+/// The access log's target: one line per request, off unless `RUST_LOG` names it.
+pub const ACCESS_LOG: &str = "ssehub::access";
+
+/// What the access log will say of a request answered later (a stream
+/// when it ends, a change once storage has it): `METHOD /path` and when
+/// its head was complete (reactor clock). Made only while the log is on
+/// (`enabled`).
+pub struct Access {
+    pub request: String,
+    pub since: u64,
+    /// A stream's bytes so far.
+    pub sent: u64,
+}
+
+impl Access {
+    /// Whether the log is on: asked once, at start (the filter is fixed then).
+    pub fn enabled() -> bool {
+        log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
+    }
+
+    pub fn of(head: &Head, since: u64) -> Box<Access> {
+        // Never a query string, and never a webhook's endpoint key (a secret).
+        let path = head.path();
+        let request = match path.strip_prefix("/e/") {
+            Some(rest) => format!("{} /e/*{}", head.method(), rest.find('/').map_or("", |i| &rest[i..])),
+            None => format!("{} {path}", head.method()),
+        };
+        Box::new(Access { request, since, sent: 0 })
+    }
+
+    /// Logs the line: `PEER METHOD /path STATUS BYTES MSms`.
+    #[inline(never)]
+    pub fn log(&self, peer: std::net::SocketAddr, status: u16, bytes: u64, now: u64) {
+        log::info!(target: ACCESS_LOG, "{peer} {} {status} {bytes} {}ms", self.request, now.saturating_sub(self.since));
+    }
+}
+
 /// How a parked request is answered once storage has spoken.
 pub struct Answer {
+    /// For the access log, when it is on.
+    pub access: Option<Box<Access>>,
     what: Answered,
     keep_alive: bool,
     head_only: bool,
+    cors: Cors,
 }
 
 enum Answered {
@@ -75,16 +137,16 @@ enum Answered {
 }
 
 impl Answer {
-    fn new(head: &Head, what: Answered) -> Answer {
-        Answer { what, keep_alive: head.keep_alive, head_only: head.method() == "HEAD" }
+    fn new(head: &Head, what: Answered, cors: Cors) -> Answer {
+        Answer { access: None, what, keep_alive: head.keep_alive, head_only: head.method() == "HEAD", cors }
     }
 
-    pub fn emitted(head: &Head) -> Answer {
-        Answer::new(head, Answered::Emitted)
+    pub fn emitted(head: &Head, cors: Cors) -> Answer {
+        Answer::new(head, Answered::Emitted, cors)
     }
 
     pub fn ingested(head: &Head) -> Answer {
-        Answer::new(head, Answered::Ingested)
+        Answer::new(head, Answered::Ingested, Cow::Borrowed(CORS_ANY))
     }
 
     /// More requests may follow on the connection.
@@ -92,18 +154,18 @@ impl Answer {
         self.keep_alive
     }
 
-    pub fn fixed(head: &Head, status: u16, body: Vec<u8>) -> Answer {
-        Answer::new(head, Answered::Fixed { status, body })
+    pub fn fixed(head: &Head, status: u16, body: Vec<u8>, cors: Cors) -> Answer {
+        Answer::new(head, Answered::Fixed { status, body }, cors)
     }
 
     /// The response for `result`; `scratch` is a buffer kept across calls.
     pub fn render(self, result: Result<Ack, StorageError>, scratch: &mut Vec<u8>) -> Reply {
-        let Answer { what, keep_alive, head_only } = self;
+        let Answer { what, keep_alive, head_only, cors, .. } = self;
         let Ok(ack) = result else {
-            return Fail::new(503, "storage unavailable").reply(keep_alive, head_only);
+            return Fail::new(503, "storage unavailable").reply(keep_alive, head_only, &cors);
         };
-        let response = |status, content_type, extra, body: &[u8]| {
-            let bytes = http::response(status, content_type, extra, body, keep_alive, head_only);
+        let response = |status, content_type, body: &[u8]| {
+            let bytes = http::response(status, content_type, &cors, body, keep_alive, head_only);
             Reply::Response { status, bytes, close: !keep_alive }
         };
         match (what, ack) {
@@ -112,12 +174,12 @@ impl Answer {
                 scratch.extend_from_slice(b"{\"id\":\"");
                 id.write(scratch);
                 scratch.extend_from_slice(b"\"}");
-                response(202, "application/json", "", scratch)
+                response(202, "application/json", scratch)
             }
-            (Answered::Ingested, _) => response(200, "application/json", "Access-Control-Allow-Origin: *\r\n", b"{\"success\":true}"),
-            (Answered::Fixed { status, body }, _) => response(status, "application/json", "", &body),
+            (Answered::Ingested, _) => response(200, "application/json", b"{\"success\":true}"),
+            (Answered::Fixed { status, body }, _) => response(status, "application/json", &body),
             // An emit acknowledged without an id: its source went away meanwhile.
-            (Answered::Emitted, Ack::Stored) => Fail::new(404, "no such source").reply(keep_alive, head_only),
+            (Answered::Emitted, Ack::Stored) => Fail::new(404, "no such source").reply(keep_alive, head_only, &cors),
         }
     }
 }

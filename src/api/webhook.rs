@@ -150,14 +150,14 @@ mod tests {
     #[test]
     fn builds_events() {
         let h = head(
-            "POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\
+            "POST /e/k/hook?a=1&a=2&b=%20x HTTP/1.1\r\nHost: h\r\nX-Sig: s1\r\nX-Sig: s2\r\nContent-Type: application/json\r\n\
              Cookie: a=1\r\ncookie: b=2,3\r\n\r\n",
         );
         let got: serde_json::Value = serde_json::from_slice(&event(&h, "/hook", b"{ \"n\": 1 }", None)).unwrap();
         let want = serde_json::json!({
             "method": "POST", "path": "/hook",
             "query": {"a": ["1", "2"], "b": " x"},
-            "headers": {"x-sig": "s1, s2", "content-type": "application/json", "cookie": "a=1; b=2,3"},
+            "headers": {"host": "h", "x-sig": "s1, s2", "content-type": "application/json", "cookie": "a=1; b=2,3"},
             "body": {"n": 1}, "bodyRaw": "{ \"n\": 1 }"
         });
         assert_eq!(got, want);

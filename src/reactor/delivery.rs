@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET, peer};
+use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
 use crate::api::Reply;
+use crate::api::reply::Opener;
 use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
 use crate::outq::{Buf, Flushed};
@@ -32,6 +33,9 @@ const STREAM_FLUSH_BUDGET: usize = 1024;
 /// per write: 30 % less CPU per handshake than key % slots, measured.
 /// The tick runs only while there are streams, so an idle server sleeps.
 pub(super) struct Handshakes {
+    /// A stream younger than this (half an interval) skips its slot: the
+    /// comment it got when it opened is recent enough.
+    min_age_ms: u64,
     slots: usize,
     slot: usize,
     tick_ms: u64,
@@ -43,7 +47,14 @@ impl Handshakes {
     pub(super) fn new(interval: Duration) -> Handshakes {
         let interval_ms = (interval.as_millis() as u64).max(1);
         let tick_ms = HANDSHAKE_TICK_MS.min(interval_ms);
-        Handshakes { slots: (interval_ms / tick_ms).max(1) as usize, slot: 0, tick_ms, next_at: 0, armed: false }
+        Handshakes {
+            min_age_ms: interval_ms / 2,
+            slots: (interval_ms / tick_ms).max(1) as usize,
+            slot: 0,
+            tick_ms,
+            next_at: 0,
+            armed: false,
+        }
     }
 }
 
@@ -92,7 +103,7 @@ impl Reactor {
                         }
                         // An empty queue takes any one frame, so a large event alone drops no one.
                         if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
-                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", peer(conn), conn.out.queued());
+                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", conn.peer, conn.out.queued());
                             self.stats.subscribers_dropped_slow += 1;
                             conn.closing = Some(Reason::SlowSubscriber);
                             self.to_close.push(k);
@@ -119,17 +130,21 @@ impl Reactor {
                 }
                 Effect::EndTokenStreams(ended) => {
                     let Some(s) = self.hub.registry.get(ended.source) else { continue };
-                    let opened_with = |c: &Conn| c.stream_token == Some(ended.serial);
+                    let opened_with = |c: &Conn| c.opener == Opener::Token(ended.serial);
                     let keys: Vec<u32> = s.subscribers.iter().copied().filter(|&k| opened_with(&self.conns[k as usize])).collect();
                     for k in keys {
                         self.unsubscribe(k as usize);
                     }
                 }
-                Effect::Answer { key, generation, slot, answer, result } => {
+                Effect::Answer { key, generation, slot, mut answer, result } => {
                     if self.conns.get(key).is_none_or(|c| c.generation != generation || c.closing.is_some()) {
                         continue;
                     }
+                    let access = answer.access.take();
                     let Reply::Response { status, bytes, close } = answer.render(result, &mut self.handler_scratch) else { continue };
+                    if let Some(access) = access {
+                        access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                    }
                     self.answer(key, Some(slot), status, bytes, close);
                 }
             }
@@ -139,16 +154,11 @@ impl Reactor {
 
     /// Ends one stream of a source that stays: it leaves the subscriber
     /// list, and what is queued still goes out.
-    fn unsubscribe(&mut self, key: usize) {
+    pub(super) fn unsubscribe(&mut self, key: usize) {
         let Phase::Stream { source, index } = self.conns[key].phase else { return };
-        if let Some(moved) = self.hub.registry.unsubscribe(source, index)
-            && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
-        {
-            *i = index;
-        }
+        self.drop_subscriber(source, index);
         let conn = &mut self.conns[key];
         conn.end_stream();
-        self.stats.subscribers -= 1;
         if conn.closing.is_none() {
             self.to_flush.mark(conn, key);
         }
@@ -216,7 +226,10 @@ impl Reactor {
     }
 
     /// Writes the handshake comment to this tick's slot of streams. A
-    /// stream with output still queued is busy anyway and is skipped.
+    /// stream with output still queued is busy anyway and is skipped; so is
+    /// one opened less than half an interval ago, so the first periodic
+    /// comment comes between a half and one and a half intervals after the
+    /// opening one.
     pub(super) fn handshake_tick(&mut self) {
         let hs = &mut self.handshakes;
         let end = self.conns.capacity();
@@ -225,6 +238,7 @@ impl Reactor {
             for key in run..(run + HANDSHAKE_RUN).min(end) {
                 if let Some(conn) = self.conns.get_mut(key)
                     && conn.is_stream()
+                    && self.now >= conn.request_at + hs.min_age_ms
                     && conn.closing.is_none()
                     && conn.out.is_empty()
                 {

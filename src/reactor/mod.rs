@@ -17,6 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::api::reply::{Access, CORS_ANY, Opener};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
 use crate::config::Config;
@@ -40,6 +41,7 @@ use delivery::{Handshakes, ToFlush};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
 /// From accept until the first request head is complete (slowloris).
 const HEADER_TIMEOUT_MS: u64 = 10_000;
@@ -87,6 +89,7 @@ enum Due {
 pub struct Bound {
     poll: Poll,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     pub local_addr: SocketAddr,
     pub shared: Arc<Shared>,
     pub default_key: Option<String>,
@@ -157,6 +160,15 @@ impl Bound {
         let local_addr = listener.local_addr()?;
         crate::sys::set_listen_backlog(listener.as_raw_fd(), LISTEN_BACKLOG);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let mut l = TcpListener::bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen: cannot listen on {addr}: {e}")))?;
+                poll.registry().register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
         let max_connections = config.max_connections.unwrap_or_else(|| crate::sys::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
         let shared = Arc::new(Shared {
             commands: Default::default(),
@@ -168,6 +180,7 @@ impl Bound {
         Ok(Bound {
             poll,
             listener,
+            metrics_listener,
             local_addr,
             shared,
             default_key,
@@ -189,6 +202,14 @@ pub fn unix_ms() -> u64 {
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
+    metrics_ready: bool,
+    /// The default account's key (configured or generated), kept for reloads.
+    default_key: Option<String>,
+    /// Bytes reserved by request bodies being read (`--max-body-bytes-in-flight`).
+    body_bytes_in_flight: usize,
+    /// The access log is on (`RUST_LOG` names `ssehub::access`).
+    access_log: bool,
     shared: Arc<Shared>,
     conns: Slab<Conn>,
     hub: Hub,
@@ -210,6 +231,7 @@ pub struct Reactor {
     /// Closed to make room to accept-and-refuse when descriptors run out.
     spare_fd: Option<File>,
     last_fd_warning: Option<u64>,
+    last_busy_warning: Option<u64>,
     generation: u32,
     handshakes: Handshakes,
     scratch: Vec<u8>,
@@ -229,6 +251,8 @@ impl Reactor {
         let Bound {
             poll,
             listener,
+            metrics_listener,
+            default_key,
             shared,
             mut keys,
             default_account,
@@ -271,10 +295,18 @@ impl Reactor {
             }
         }
         let handshakes = Handshakes::new(config.handshake_interval);
+        if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            info!("serving /metrics on http://{addr}");
+        }
         info!("listening on http://{local_addr} (up to {max_connections} connections)");
         Reactor {
             poll,
             listener: Some(listener),
+            metrics_ready: metrics_listener.is_some(),
+            metrics_listener,
+            default_key,
+            body_bytes_in_flight: 0,
+            access_log: Access::enabled(),
             shared,
             conns: Slab::new(),
             hub,
@@ -293,6 +325,7 @@ impl Reactor {
             accept_ready: true,
             spare_fd: File::open("/dev/null").ok(),
             last_fd_warning: None,
+            last_busy_warning: None,
             generation: 0,
             handshakes,
             scratch: vec![0; 16 * 1024],
@@ -319,6 +352,7 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready = true,
+                    METRICS_LISTENER => self.metrics_ready = true,
                     WAKER => woken = true,
                     Token(key) => self.on_event(key, event),
                 }
@@ -345,7 +379,7 @@ impl Reactor {
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
+        if self.accept_ready || self.metrics_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
@@ -371,13 +405,16 @@ impl Reactor {
     // ---- connections: accept, read, parse, dispatch ----
 
     fn accept(&mut self) {
+        if self.metrics_ready {
+            self.accept_metrics();
+        }
         if !self.accept_ready {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
-                Ok((sock, _)) => self.admit(sock),
+                Ok((sock, addr)) => self.admit(sock, addr, false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_ready = false;
                     return;
@@ -389,6 +426,23 @@ impl Reactor {
                 }
                 // The peer gave up before we accepted (ECONNABORTED and kin).
                 Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// `--metrics-listen`: a few scrapers, so no spare descriptor to
+    /// refuse with; out of descriptors, it retries on the accept timer.
+    fn accept_metrics(&mut self) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = &self.metrics_listener else { return };
+            match listener.accept() {
+                Ok((sock, addr)) => self.admit(sock, addr, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.metrics_ready = false,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                    self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
+                    return self.metrics_ready = false;
+                }
+                Err(e) => debug!("accept on --metrics-listen: {e}"),
             }
         }
     }
@@ -412,7 +466,7 @@ impl Reactor {
         self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
     }
 
-    fn admit(&mut self, mut sock: TcpStream) {
+    fn admit(&mut self, mut sock: TcpStream, addr: SocketAddr, on_metrics: bool) {
         if self.conns.len() >= self.max_connections {
             // Best effort: a fresh socket's send buffer is empty.
             let _ = sock.write(REFUSED);
@@ -426,7 +480,9 @@ impl Reactor {
             return;
         }
         self.generation = self.generation.wrapping_add(1);
-        self.conns.insert(Conn::new(sock, self.generation, self.now));
+        let mut conn = Conn::new(sock, addr, self.generation, self.now);
+        conn.on_metrics = on_metrics;
+        self.conns.insert(conn);
         self.stats.connections_accepted += 1;
         self.arm(key, self.now + HEADER_TIMEOUT_MS);
     }
@@ -475,6 +531,7 @@ impl Reactor {
     }
 
     fn on_eof(&mut self, key: usize) {
+        self.release_body(key);
         let conn = &mut self.conns[key];
         let was_linger = matches!(conn.phase, Phase::Linger);
         // Answers to requests read before the FIN still go out.
@@ -507,6 +564,7 @@ impl Reactor {
                     Ok(Some(len)) => {
                         // Reused request after request: its buffers stay allocated.
                         let head = std::mem::take(&mut self.spare_head);
+                        conn.request_at = self.now;
                         conn.rbuf.drain(..len);
                         // The common case, a whole Content-Length body
                         // already read, is answered from the read buffer.
@@ -526,19 +584,7 @@ impl Reactor {
                                     conn.rbuf = rbuf;
                                 }
                             }
-                            (Ok(Some(reader)), None) => {
-                                if head.expect_continue && head.minor >= 1 {
-                                    // Interim answers too keep their place behind awaited ones.
-                                    if conn.awaiting() > 0 {
-                                        conn.answered(None, http::CONTINUE.to_vec(), false);
-                                    } else {
-                                        conn.push(Buf::Static(http::CONTINUE));
-                                    }
-                                    self.to_flush.mark(conn, key);
-                                }
-                                conn.begin_body(BodyRead { head, reader, body: Vec::new() });
-                                self.arm(key, self.now + BODY_TIMEOUT_MS);
-                            }
+                            (Ok(Some(reader)), None) => self.begin_body(key, head, reader),
                         }
                     }
                 },
@@ -550,6 +596,7 @@ impl Reactor {
                             return;
                         }
                         let Some(BodyRead { head, body, .. }) = conn.take_body() else { return };
+                        self.release_body(key);
                         self.dispatch(key, head, &body);
                     }
                 },
@@ -558,12 +605,82 @@ impl Reactor {
         }
     }
 
+    /// A head whose body is still to come. Refused at once if it would be
+    /// whatever its body (401, 404, 405: no `100 Continue`, the body is not
+    /// read), or if bodies being read already hold `--max-body-bytes-in-flight`
+    /// (503); else its body is read, holding its length (a chunked one: the
+    /// most it may be) of that budget.
+    fn begin_body(&mut self, key: usize, head: Head, reader: BodyReader) {
+        let ctx = Ctx {
+            hub: &mut self.hub,
+            keys: &self.keys,
+            config: &self.config,
+            stats: &self.stats,
+            now_ms: self.unix_now,
+            scratch: &mut self.handler_scratch,
+            metrics_listener: self.conns[key].on_metrics,
+        };
+        // At most --max-event-bytes (a longer Content-Length got its 413).
+        let max = self.config.max_event_bytes as u64;
+        let reserve = u32::try_from(match head.framing {
+            Framing::Length(n) => n.min(max),
+            _ => max,
+        })
+        .unwrap_or(u32::MAX);
+        // One body of the largest size always fits, whatever the two flags say.
+        let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
+        let busy = self.body_bytes_in_flight + reserve as usize > limit;
+        if let Some(Reply::Response { status, bytes, .. }) = api::check(&ctx, &head, busy) {
+            if status == 503 && self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
+                warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
+                self.last_busy_warning = Some(self.now);
+            }
+            if self.access_log {
+                Access::of(&head, self.conns[key].request_at).log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+            }
+            self.spare_head = head;
+            self.answer(key, None, status, bytes, true);
+            let conn = &mut self.conns[key];
+            // The body that may follow is not a request: nothing more is parsed.
+            if conn.awaiting() > 0 {
+                conn.park();
+            }
+            return;
+        }
+        let conn = &mut self.conns[key];
+        if head.expect_continue && head.minor >= 1 {
+            // Interim answers too keep their place behind awaited ones.
+            if conn.awaiting() > 0 {
+                conn.answered(None, http::CONTINUE.to_vec(), false);
+            } else {
+                conn.push(Buf::Static(http::CONTINUE));
+            }
+            self.to_flush.mark(conn, key);
+            self.stats.count_response(100);
+        }
+        conn.begin_body(BodyRead { head, reader, body: Vec::new() }, reserve);
+        self.body_bytes_in_flight += reserve as usize;
+        self.arm(key, self.now + BODY_TIMEOUT_MS);
+    }
+
+    /// The connection's body, if it was reading one, no longer holds its share.
+    fn release_body(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.body_bytes_in_flight -= std::mem::take(&mut conn.body_reserved) as usize;
+        }
+    }
+
     /// Answers a request that cannot be read any further, then closes.
     fn refuse(&mut self, key: usize, e: &HttpError) {
+        self.release_body(key);
         let status = e.status();
         let conn = &mut self.conns[key];
         let body = crate::json::error_body(&e.to_string());
-        let bytes = http::response(status, "application/json", "Access-Control-Allow-Origin: *\r\n", &body, false, false);
+        let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
+        if self.access_log {
+            let access = Access { request: "- -".to_string(), since: conn.request_at, sent: 0 };
+            access.log(conn.peer, status, bytes.len() as u64, self.now);
+        }
         // After the answers still awaited, if any; nothing more is read.
         conn.answered(None, bytes, true);
         if conn.awaiting() > 0 {
@@ -584,16 +701,25 @@ impl Reactor {
             stats: &self.stats,
             now_ms: self.unix_now,
             scratch: &mut self.handler_scratch,
+            metrics_listener: self.conns[key].on_metrics,
         };
         let reply = api::handle(&mut ctx, &head, body);
+        let access = self.access_log.then(|| Access::of(&head, self.conns[key].request_at));
         self.spare_head = head;
         match reply {
-            Reply::Response { status, bytes, close } => self.answer(key, None, status, bytes, close),
-            Reply::Stream { source, after, token } => {
-                self.stats.count_response(200);
-                self.subscribe(key, source, after, token);
+            Reply::Response { status, bytes, close } => {
+                if let Some(access) = access {
+                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                }
+                self.answer(key, None, status, bytes, close);
             }
-            Reply::Wait { ticket, answer } => {
+            Reply::Stream { source, after, opener } => {
+                self.stats.count_response(200);
+                self.subscribe(key, source, after, opener);
+                self.conns[key].access = access;
+            }
+            Reply::Wait { ticket, mut answer } => {
+                answer.access = access;
                 let conn = &mut self.conns[key];
                 let slot = conn.await_answer();
                 // Later changes are read meanwhile (their answers queue
@@ -653,7 +779,7 @@ impl Reactor {
         }
     }
 
-    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, token: Option<crate::tokens::Serial>) {
+    fn subscribe(&mut self, key: usize, source: SourceKey, after: Option<EventId>, opener: Opener) {
         let conn = &mut self.conns[key];
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
@@ -668,7 +794,7 @@ impl Reactor {
             }
         }
         let index = self.hub.registry.subscribe(source, key as u32);
-        conn.subscribe(source, index, token);
+        conn.subscribe(source, index, opener);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
         self.disarm(key);
@@ -704,7 +830,10 @@ impl Reactor {
         for d in due {
             match d {
                 Due::Handshake => self.handshake_tick(),
-                Due::AcceptRetry => self.accept_ready = true,
+                Due::AcceptRetry => {
+                    self.accept_ready = true;
+                    self.metrics_ready = self.metrics_listener.is_some();
+                }
                 Due::Tokens => {
                     self.token_timer = None;
                     self.hub.expire_tokens(self.unix_now);
@@ -771,23 +900,32 @@ impl Reactor {
 
     fn free_closed(&mut self) {
         for key in std::mem::take(&mut self.to_close) {
+            self.release_body(key);
             let conn = self.conns.remove(key);
             let reason = conn.closing.unwrap_or(Reason::Done);
             if let Some(id) = conn.timer {
                 self.timers.remove(id);
             }
-            if let Phase::Stream { source, index } = conn.phase {
-                self.stats.subscribers -= 1;
-                if let Some(moved) = self.hub.registry.unsubscribe(source, index)
-                    && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
-                {
-                    *i = index;
-                }
+            if let Phase::Stream { source, index, .. } = conn.phase {
+                self.drop_subscriber(source, index);
+            }
+            if let Some(access) = &conn.access {
+                access.log(conn.peer, 200, access.sent, self.now);
             }
             match reason {
-                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", peer(&conn)),
-                _ => debug!("closed {}: {reason}", peer(&conn)),
+                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", conn.peer),
+                _ => debug!("closed {}: {reason}", conn.peer),
             }
+        }
+    }
+
+    /// Takes the stream at `index` off `source`'s subscribers.
+    pub(super) fn drop_subscriber(&mut self, source: SourceKey, index: u32) {
+        self.stats.subscribers -= 1;
+        if let Some(moved) = self.hub.registry.unsubscribe(source, index)
+            && let Some(Conn { phase: Phase::Stream { index: i, .. }, .. }) = self.conns.get_mut(moved as usize)
+        {
+            *i = index;
         }
     }
 
@@ -800,6 +938,7 @@ impl Reactor {
         for command in self.shared.take_commands() {
             match command {
                 Command::Shutdown => return true,
+                Command::ReloadKeys => self.reload_keys(),
                 Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, None, now) {
                     Ok((key, ticket)) => {
                         let s = self.hub.source(key);
@@ -850,6 +989,37 @@ impl Reactor {
         false
     }
 
+    /// SIGHUP: the keys file read again; streams of keys no longer there
+    /// (or now naming another account) end after what is queued.
+    fn reload_keys(&mut self) {
+        let Some(path) = self.config.keys_file.clone() else {
+            return info!("SIGHUP: no --keys-file to reload; keys unchanged");
+        };
+        let keys = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| self.keys.reloaded(self.default_key.as_deref(), &text).map_err(|e| e.to_string()));
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => return warn!("SIGHUP: --keys-file {}: {e}; keeping the keys in use", path.display()),
+        };
+        let mut ended = 0;
+        for key in 0..self.conns.capacity() {
+            let Some(conn) = self.conns.get(key).filter(|c| c.closing.is_none() && c.is_stream()) else { continue };
+            match conn.opener {
+                Opener::Key(id) if !keys.has(id) => {}
+                _ => continue,
+            }
+            self.unsubscribe(key);
+            ended += 1;
+        }
+        let (n_keys, accounts) = keys.counts();
+        self.keys = keys;
+        info!(
+            "SIGHUP: reloaded --keys-file {}: {n_keys} keys in {accounts} accounts; {ended} streams of removed keys ended",
+            path.display()
+        );
+    }
+
     fn refresh_gauges(&mut self) {
         self.stats.connections_open = self.conns.len() as u64;
         self.stats.sources = self.hub.registry.len() as u64;
@@ -875,8 +1045,4 @@ impl Reactor {
         self.shared.stop();
         self.publish();
     }
-}
-
-fn peer(conn: &Conn) -> String {
-    conn.sock.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string())
 }

@@ -135,7 +135,7 @@ fn answers_keep_request_order_around_immediate_and_closing_ones() {
     // A malformed request behind awaited ones is refused after their answers.
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all((emit_request("s", 6, false) + "BAD\x01 / HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+    c.write_all((emit_request("s", 6, false) + "BAD\x01 / HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
     let mut r = BufReader::new(c);
     let answers = responses(&mut r, 2);
     assert_eq!((answers[0].0, answers[1].0), (202, 400), "{answers:?}");

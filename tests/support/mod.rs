@@ -65,7 +65,8 @@ impl TestServer {
         server
     }
 
-    /// Runs `command` (an ssehub server) and waits for its listening line.
+    /// Runs `command` (an ssehub server) and waits for its listening line;
+    /// it logs at debug unless `command` sets its own `RUST_LOG`.
     pub fn spawn(command: &mut Command, key: &str) -> TestServer {
         // Debug unless the caller chose a level.
         if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
