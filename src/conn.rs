@@ -338,3 +338,13 @@ impl Conn {
         Ok((flushed, n))
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Every idle subscriber costs one of these (BENCHMARKS.md): a field
+    /// that grows it should be worth about a kilobyte per 20 subscribers.
+    #[test]
+    fn a_connection_stays_small() {
+        assert!(std::mem::size_of::<super::Conn>() <= 240, "Conn is {} bytes", std::mem::size_of::<super::Conn>());
+    }
+}
