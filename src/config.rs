@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::engine::EngineKind;
 pub use crate::engine::log::Fsync;
+pub use crate::engine::redis::RedisUrl;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
@@ -53,6 +54,12 @@ pub struct Config {
     pub fsync: Fsync,
     /// Start even if the log is damaged before its tail, cutting it there.
     pub repair: bool,
+    /// The `redis` engine's server (`--redis`).
+    pub redis: Option<RedisUrl>,
+    /// Live partition streams in Redis (`--redis-partitions`).
+    pub redis_partitions: u32,
+    /// `SO_REUSEPORT` on the listener: several processes share one port.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -73,6 +80,9 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: Fsync::default(),
             repair: false,
+            redis: None,
+            redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
+            reuse_port: false,
         }
     }
 }
@@ -101,10 +111,13 @@ const FLAGS: &[(&str, &str)] = &[
     ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
     ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
     ("state-file", "import sources and retained events from this file of an earlier version"),
-    ("engine", "where sources and history live: log or memory [default: log]"),
+    ("engine", "where sources and history live: log, memory or redis [default: log; redis with --redis]"),
     ("data-dir", "the log engine's directory [default: ./ssehub-data]"),
     ("fsync", "when the log is synced: always, everysec or never [default: everysec]"),
     ("repair", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
+    ("redis", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
+    ("redis-partitions", "live partition streams in Redis; the first node's count wins [default: 16]"),
+    ("reuse-port", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -139,7 +152,7 @@ impl Config {
             };
             let value = match inline {
                 Some(v) => v,
-                None if name == "repair" => String::new(),
+                None if name == "repair" || name == "reuse-port" => String::new(),
                 None => it.next().cloned().ok_or_else(|| ConfigError(format!("--{name} needs a value")))?,
             };
             given.push((name, value));
@@ -159,6 +172,13 @@ impl Config {
                 from_flags
             };
             config.set(name, values)?;
+        }
+        let engine_given = given.iter().any(|(n, _)| *n == "engine") || env("SSEHUB_ENGINE").is_some();
+        if config.redis.is_some() && !engine_given {
+            config.engine = EngineKind::Redis;
+        }
+        if config.engine == EngineKind::Redis && config.redis.is_none() {
+            return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
         Ok(config)
     }
@@ -187,19 +207,27 @@ impl Config {
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
             "state-file" => self.state_file = Some(v.into()),
-            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log or memory"))?,
+            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log, memory or redis"))?,
+            "redis" => self.redis = Some(RedisUrl::parse(&v).map_err(|e| bad(&e))?),
+            "redis-partitions" => {
+                self.redis_partitions =
+                    parse_positive(&v).filter(|&n| n <= 1024).ok_or_else(|| bad("expected a count from 1 to 1024"))? as u32
+            }
+            "reuse-port" => self.reuse_port = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             "data-dir" => self.data_dir = v.into(),
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
-            "repair" => {
-                self.repair = match v.as_str() {
-                    "" | "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(bad("expected true or false")),
-                }
-            }
+            "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "" | "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
     }
 }
 

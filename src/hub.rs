@@ -32,6 +32,8 @@ pub enum Effect {
     Publish(SourceKey, Event),
     /// These streams' source is gone: end them.
     EndStreams(Vec<u32>),
+    /// Another node created this source: register it (the reactor knows the accounts).
+    Created(StoredSource),
     /// Answer the connection's request in `slot` (if it is still the same connection).
     Answer { key: usize, generation: u32, slot: u32, answer: Answer, result: Result<Ack, StorageError> },
 }
@@ -61,6 +63,11 @@ impl Hub {
 
     pub fn engine(&self) -> &dyn Engine {
         &*self.engine
+    }
+
+    /// Readiness of one of the engine's sockets.
+    pub fn engine_ready(&mut self, event: &mio::event::Event) {
+        self.engine.ready(event);
     }
 
     fn submit(&mut self, op: Op<'_>, now_ms: u64, undo_create: Option<SourceKey>) -> Ticket {
@@ -137,6 +144,15 @@ impl Hub {
                     }
                 }
                 Outcome::Done { ticket, result } => self.done(ticket, result),
+                Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
+                Outcome::Deleted { key } => {
+                    if let Some(source) = self.registry.remove(key) {
+                        info!("source {} ({}) deleted on another node", source.name, source.id);
+                        if !source.subscribers.is_empty() {
+                            self.effects.push(Effect::EndStreams(source.subscribers));
+                        }
+                    }
+                }
             }
         }
         self.outcomes = outcomes;

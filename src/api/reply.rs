@@ -98,8 +98,10 @@ impl Answer {
     /// The response for `result`; `scratch` is a buffer kept across calls.
     pub fn render(self, result: Result<Ack, StorageError>, scratch: &mut Vec<u8>) -> Reply {
         let Answer { what, keep_alive, head_only } = self;
-        let Ok(ack) = result else {
-            return Fail::new(503, "storage unavailable").reply(keep_alive, head_only);
+        let ack = match result {
+            Ok(ack) => ack,
+            Err(StorageError::Conflict) => return Fail::new(409, StorageError::Conflict.to_string()).reply(keep_alive, head_only),
+            Err(_) => return Fail::new(503, "storage unavailable").reply(keep_alive, head_only),
         };
         let response = |status, content_type, extra, body: &[u8]| {
             let bytes = http::response(status, content_type, extra, body, keep_alive, head_only);

@@ -22,6 +22,7 @@ use mio::Waker;
 
 pub mod log;
 mod memory;
+pub mod redis;
 mod rings;
 
 #[cfg(test)]
@@ -109,7 +110,6 @@ pub enum Ack {
 }
 
 /// Why storage did not take a change; nothing of it is acknowledged.
-#[allow(dead_code)] // `Unreachable`: the redis engine's
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageError {
     /// A write failed (disk full, file too large); may recover.
@@ -118,6 +118,8 @@ pub enum StorageError {
     SyncFailed,
     /// The engine cannot be reached (Redis down).
     Unreachable,
+    /// Another node took the name first (Redis).
+    Conflict,
 }
 
 impl fmt::Display for StorageError {
@@ -126,6 +128,7 @@ impl fmt::Display for StorageError {
             StorageError::WriteFailed => write!(f, "a write to storage failed"),
             StorageError::SyncFailed => write!(f, "a sync of storage failed; restart needed"),
             StorageError::Unreachable => write!(f, "storage is unreachable"),
+            StorageError::Conflict => write!(f, "a source with this name already exists"),
         }
     }
 }
@@ -141,6 +144,13 @@ pub enum Outcome {
     Publish {
         key: SourceKey,
         event: Event,
+    },
+    /// Another node created a source: register it (a key), then
+    /// `Engine::restore` it; the engine holds its later records until then.
+    Created(StoredSource),
+    /// Another node deleted a source: its streams end.
+    Deleted {
+        key: SourceKey,
     },
 }
 
@@ -174,8 +184,18 @@ pub trait Engine {
         true
     }
 
-    /// Puts back a source found at start.
+    /// Puts back a source found at start (or created by another node).
     fn restore(&mut self, key: SourceKey, source: StoredSource);
+
+    /// Readiness of one of the engine's own sockets (tokens from
+    /// `redis::TOKEN_BASE`), registered on the reactor's poll.
+    fn ready(&mut self, _event: &mio::event::Event) {}
+
+    /// When the engine wants `poll` called even if nothing happens (its
+    /// deadlines and reconnects).
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Which engine `--engine` names.
@@ -186,6 +206,8 @@ pub enum EngineKind {
     /// Append-only files in `--data-dir` (SPEC §5).
     #[default]
     Log,
+    /// Shared by many nodes through `--redis` (SPEC §6).
+    Redis,
 }
 
 impl EngineKind {
@@ -194,6 +216,7 @@ impl EngineKind {
         match s {
             "memory" => Some(EngineKind::Memory),
             "log" => Some(EngineKind::Log),
+            "redis" => Some(EngineKind::Redis),
             _ => None,
         }
     }
@@ -212,6 +235,7 @@ enum Opening {
         history: usize,
     },
     Log(log::Opened),
+    Redis(redis::Opened),
     /// Tests bring their own engine (started with the floor).
     #[cfg(test)]
     Custom(Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>),
@@ -226,6 +250,12 @@ impl Opened {
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
+            EngineKind::Redis => {
+                let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
+                let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
+                let recovered = std::mem::take(&mut opened.recovered);
+                Opened { kind: Opening::Redis(opened), recovered, waker }
+            }
         })
     }
 
@@ -239,6 +269,7 @@ impl Opened {
         match &self.kind {
             Opening::Memory { .. } => "memory".to_string(),
             Opening::Log(log) => log.describe(),
+            Opening::Redis(r) => r.describe(),
             #[cfg(test)]
             Opening::Custom(_) => "a test engine".to_string(),
         }
@@ -250,13 +281,15 @@ impl Opened {
     }
 
     /// Starts the engine on the reactor thread; ids start above `floor_ms`.
-    pub fn start(self, floor_ms: u64) -> (Box<dyn Engine>, Recovered) {
+    /// Engines with sockets register them on `registry`.
+    pub fn start(self, floor_ms: u64, registry: &mio::Registry) -> io::Result<(Box<dyn Engine>, Recovered)> {
         let engine: Box<dyn Engine> = match self.kind {
             Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
+            Opening::Redis(r) => Box::new(r.start(registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };
-        (engine, self.recovered)
+        Ok((engine, self.recovered))
     }
 }
