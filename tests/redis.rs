@@ -322,3 +322,48 @@ fn a_killed_nodes_subscriber_resumes_elsewhere() {
     }
     assert_eq!(seen, acked, "every acknowledged event exactly once, in order");
 }
+
+/// Sockets a process holds (its open descriptors that are sockets).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// `--reuse-port`: three processes listen on one port; the kernel spreads
+/// 60 streams over all three, and an emit on any reaches every stream.
+#[test]
+fn three_processes_share_one_port() {
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis, &["--reuse-port", "--listen", &listen])).collect();
+    for n in &nodes {
+        assert_eq!(n.addr.port(), port);
+    }
+    // Without --reuse-port the port is refused.
+    let taken = std::process::Command::new(support::bin())
+        .args(["serve", "--engine", "memory", "--api-key", "k", "--listen", &listen])
+        .output()
+        .unwrap();
+    assert!(!taken.status.success());
+    nodes[0].create_source("s");
+    for n in &nodes {
+        wait_until(Duration::from_secs(1), "every node knows s", || source_names(n).len() == 1);
+    }
+    // Each node's own sockets: the listener, the command link and 16 partition readers.
+    const OWN: usize = 1 + 1 + 16;
+    let mut streams: Vec<_> = (0..60).map(|_| nodes[0].subscribe("/sources/s/sse", "")).collect();
+    let mut spread = Vec::new();
+    wait_until(Duration::from_secs(5), "60 streams held", || {
+        spread = nodes.iter().map(|n| sockets(n.pid()).saturating_sub(OWN)).collect();
+        spread.iter().sum::<usize>() == 60
+    });
+    assert!(spread.iter().all(|&k| k > 0), "spread over all three: {spread:?}");
+    let id = nodes[0].emit("s", "{\"to\":\"all\"}");
+    for s in &mut streams {
+        assert_eq!(s.next_event().id(), id);
+    }
+}
