@@ -367,3 +367,103 @@ fn three_processes_share_one_port() {
         assert_eq!(s.next_event().id(), id);
     }
 }
+
+/// A TCP proxy in front of Redis that, once armed, cuts the connection
+/// that carries a command holding `marker` after forwarding it, before
+/// Redis's reply gets back.
+struct CuttingProxy {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl CuttingProxy {
+    fn start(redis_port: u16, marker: &'static [u8]) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (armed2, cuts2) = (armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut upstream) = std::net::TcpStream::connect(("127.0.0.1", redis_port)) else { continue };
+                let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (cut2, armed3, cuts3) = (cut.clone(), armed2.clone(), cuts2.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = c2.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if armed3.load(SeqCst) && buf[..n].windows(marker.len()).any(|w| w == marker) {
+                            armed3.store(false, SeqCst);
+                            cut2.store(true, SeqCst);
+                            cuts3.fetch_add(1, SeqCst);
+                        }
+                        if u2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = upstream.read(&mut buf) {
+                        if n == 0 || cut.load(SeqCst) {
+                            break;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = upstream.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port, armed, cuts }
+    }
+}
+
+/// An emit whose script ran in Redis but whose reply was lost (the proxy
+/// cuts the connection in between): the event exists exactly once, and
+/// the emit is answered 202 with its id (its record in the partition
+/// proves it landed) or 503, never stored twice.
+#[test]
+fn a_lost_reply_is_not_stored_twice() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = CuttingProxy::start(redis.port, b"LOST-REPLY");
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = TestServer::start(&["--redis", &url]);
+    a.create_source("s");
+    let first = a.emit("s", "{\"n\":1}");
+    proxy.armed.store(true, SeqCst);
+    let r = a.request("POST", "/v1/sources/s/events", Some("{\"marker\":\"LOST-REPLY\"}"));
+    assert_eq!(proxy.cuts.load(SeqCst), 1, "the proxy cut the reply");
+    wait_until(Duration::from_secs(10), "the node reconnects", || healthz(&a) == 200);
+    let last = a.emit("s", "{\"n\":3}");
+    let ids = summary_ids(&a, "s");
+    let lost_reply: Vec<String> = {
+        let r = a.request("GET", "/v1/sources/s/event_summaries?limit=100", None);
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["marker"] == "LOST-REPLY")
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(lost_reply.len(), 1, "stored exactly once: {ids:?}");
+    match r.status {
+        202 => assert_eq!(r.json()["id"].as_str().unwrap(), lost_reply[0]),
+        503 => {}
+        other => panic!("{other}: {}", r.body),
+    }
+    eprintln!("lost reply answered {}", r.status);
+    assert_eq!(ids, [first, lost_reply[0].clone(), last]);
+}
