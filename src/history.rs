@@ -100,6 +100,11 @@ impl History {
         self.evicted = self.evicted.max(Some(up_to));
     }
 
+    /// Events up to `id` that this ring never had are gone for good.
+    pub fn lost_up_to(&mut self, id: EventId) {
+        self.evicted = self.evicted.max(Some(id));
+    }
+
     pub fn clear(&mut self) {
         if let Some(newest) = self.events.back() {
             self.evicted = Some(newest.id);

@@ -32,6 +32,8 @@ pub enum Effect {
     Publish(SourceKey, Event),
     /// These streams' source is gone: end them.
     EndStreams(Vec<u32>),
+    /// Send the gap frame to every subscriber of the source.
+    Gap(SourceKey, Gap),
     /// Another node created this source: register it (the reactor knows the accounts).
     Created(StoredSource),
     /// Answer the connection's request in `slot` (if it is still the same connection).
@@ -145,6 +147,7 @@ impl Hub {
                 }
                 Outcome::Done { ticket, result } => self.done(ticket, result),
                 Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
+                Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
                 Outcome::Deleted { key } => {
                     if let Some(source) = self.registry.remove(key) {
                         info!("source {} ({}) deleted on another node", source.name, source.id);

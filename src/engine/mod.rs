@@ -152,6 +152,12 @@ pub enum Outcome {
     Deleted {
         key: SourceKey,
     },
+    /// Events of the source were lost before they reached this node's
+    /// subscribers: they get the gap signal (the ring knows it too).
+    Gap {
+        key: SourceKey,
+        gap: crate::history::Gap,
+    },
 }
 
 /// A storage engine. Called only on the reactor thread.
@@ -235,7 +241,7 @@ enum Opening {
         history: usize,
     },
     Log(log::Opened),
-    Redis(redis::Opened),
+    Redis(Box<redis::Opened>),
     /// Tests bring their own engine (started with the floor).
     #[cfg(test)]
     Custom(Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>),
@@ -254,7 +260,7 @@ impl Opened {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
                 let recovered = std::mem::take(&mut opened.recovered);
-                Opened { kind: Opening::Redis(opened), recovered, waker }
+                Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }
         })
     }

@@ -117,6 +117,17 @@ impl Reactor {
                         }
                     }
                 }
+                Effect::Gap(source, gap) => {
+                    let Some(s) = self.hub.registry.get(source) else { continue };
+                    let frame: crate::sse::Frame = sse::gap_frame(&gap).into();
+                    for &k in &s.subscribers {
+                        let conn = &mut self.conns[k as usize];
+                        if conn.closing.is_none() {
+                            conn.push(Buf::Shared(frame.clone()));
+                            self.to_flush.mark(conn, k as usize);
+                        }
+                    }
+                }
                 Effect::Created(stored) => {
                     let account = self.keys.account(&stored.meta.account);
                     if self.hub.registry.find(account, &stored.meta.name).is_some() {

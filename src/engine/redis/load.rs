@@ -23,6 +23,8 @@ pub struct Loaded {
     pub partitions: u32,
     /// Per partition: the id the live read starts after.
     pub cursors: Vec<Vec<u8>>,
+    /// Redis's data generation (set by the first node).
+    pub epoch: Vec<u8>,
 }
 
 trait Stream: Read + Write {}
@@ -101,11 +103,15 @@ fn bad(what: &str) -> io::Error {
 pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io::Result<Loaded> {
     let mut b = Blocking::connect(url)?;
     let wanted = partitions.to_string();
+    let fresh = crate::auth::random_base62(16);
     let r = b.call(&[
         vec![b"SET", keys.partitions.as_bytes(), wanted.as_bytes(), b"NX"],
         vec![b"GET", keys.partitions.as_bytes()],
         vec![b"GET", keys.default_key.as_bytes()],
+        vec![b"SET", keys.epoch.as_bytes(), fresh.as_bytes(), b"NX"],
+        vec![b"GET", keys.epoch.as_bytes()],
     ])?;
+    let epoch = r[4].as_bytes().ok_or_else(|| bad("GET epoch"))?.to_vec();
     let partitions: u32 = r[1].as_int().filter(|&n| n > 0 && n <= 1024).ok_or_else(|| bad("GET partitions"))? as u32;
     let default_key = r[2].as_bytes().map(|k| String::from_utf8_lossy(k).into_owned());
     let names: Vec<String> = (0..partitions).map(|p| keys.partition(p)).collect();
@@ -140,7 +146,7 @@ pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io:
         }
     }
     sources.sort_by(|a, b| (a.meta.created_at, &a.meta.id).cmp(&(b.meta.created_at, &b.meta.id)));
-    Ok(Loaded { recovered: Recovered { sources, default_key }, partitions, cursors })
+    Ok(Loaded { recovered: Recovered { sources, default_key }, partitions, cursors, epoch })
 }
 
 /// A source from its hash and its history (newest first); `None` if the

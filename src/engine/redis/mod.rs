@@ -134,6 +134,7 @@ pub struct Keys {
     default_key: String,
     sources: String,
     names: String,
+    epoch: String,
 }
 
 impl Keys {
@@ -144,6 +145,7 @@ impl Keys {
             default_key: format!("{prefix}default_key"),
             sources: format!("{prefix}sources"),
             names: format!("{prefix}names"),
+            epoch: format!("{prefix}epoch"),
         }
     }
 
@@ -182,6 +184,8 @@ pub struct Opened {
     history: usize,
     partitions: u32,
     cursors: Vec<Vec<u8>>,
+    epoch: Vec<u8>,
+    default_key: Option<String>,
     pub recovered: Recovered,
 }
 
@@ -195,7 +199,16 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
     }
     let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
     info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
-    Ok(Opened { url: url.clone(), keys, history, partitions: loaded.partitions, cursors: loaded.cursors, recovered: loaded.recovered })
+    Ok(Opened {
+        url: url.clone(),
+        keys,
+        history,
+        partitions: loaded.partitions,
+        cursors: loaded.cursors,
+        epoch: loaded.epoch,
+        default_key: loaded.recovered.default_key.clone(),
+        recovered: loaded.recovered,
+    })
 }
 
 impl Opened {
@@ -222,11 +235,15 @@ impl Opened {
 enum Expect {
     /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
     Setup,
+    /// `GET epoch` when idle: liveness, and a Redis that lost its data.
     Ping(Instant),
+    /// `GET epoch` after a loss: the epoch to use from now on.
+    Epoch,
     Op {
         ticket: Option<Ticket>,
         what: What,
         at: Instant,
+        epoch: u64,
     },
 }
 
@@ -247,6 +264,8 @@ struct Flight {
 
 struct Src {
     id: String,
+    /// Written back if Redis loses it.
+    meta: SourceMeta,
     /// The newest id delivered (retained and published) on this node.
     last: EventId,
 }
@@ -265,6 +284,7 @@ enum Entry {
     Event {
         source: String,
         id: EventId,
+        prev: EventId,
         emit: Vec<u8>,
         payload: Vec<u8>,
     },
@@ -298,6 +318,13 @@ pub struct Redis {
     entries: VecDeque<Entry>,
     replies: VecDeque<Value>,
     sha: String,
+    /// Redis's data generation: a different one means it lost data.
+    epoch: Vec<u8>,
+    /// Epochs adopted since start (ops remember the one they were sent in).
+    epochs: u64,
+    /// A loss is being handled (the new epoch not yet known).
+    recovering: bool,
+    default_key: Option<String>,
     scratch: Vec<u8>,
     last_sent: Instant,
     // metrics
@@ -309,7 +336,7 @@ pub struct Redis {
 
 impl Redis {
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, partitions, cursors, .. } = opened;
+        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors
             .into_iter()
             .enumerate()
@@ -337,6 +364,10 @@ impl Redis {
             entries: VecDeque::new(),
             replies: VecDeque::new(),
             sha: sha1_hex(SCRIPT.as_bytes()),
+            epoch,
+            epochs: 0,
+            recovering: false,
+            default_key,
             scratch: Vec::new(),
             last_sent: Instant::now(),
             reconnects: 0,
@@ -362,12 +393,13 @@ impl Redis {
     /// Queues one script call on the command link.
     fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, what: What) {
         let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"5", h.as_bytes(), s.as_bytes(), p.as_bytes()];
-        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), op, source.as_bytes(), PARTITION_LEN.as_bytes()]);
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
+        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
+        all.extend([op, source.as_bytes(), PARTITION_LEN.as_bytes(), &self.epoch]);
         all.extend_from_slice(args);
         self.cmd.send(&all);
         self.last_sent = Instant::now();
-        self.expect.push_back(Expect::Op { ticket, what, at: Instant::now() });
+        self.expect.push_back(Expect::Op { ticket, what, at: Instant::now(), epoch: self.epochs });
     }
 
     fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
@@ -386,7 +418,7 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
-        self.sources.insert(key, Src { id: meta.id.clone(), last: EventId::default() });
+        self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), last: EventId::default() });
         self.by_id.insert(meta.id.clone(), key);
         let created = meta.created_at.to_string();
         let args: [&[u8]; 4] = [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes()];
@@ -457,6 +489,8 @@ impl Redis {
             self.reconnects += 1;
         }
         self.went_down(&format!("command link: {why}"));
+        // A loss being handled is seen again on the next command, and handled then.
+        self.recovering = false;
         // In flight: fails, except emits, which wait for their record (or their deadline).
         for e in std::mem::take(&mut self.expect) {
             if let Expect::Op { ticket, what, .. } = e {
@@ -526,10 +560,32 @@ impl Redis {
                     self.lose_cmd("set-up refused");
                 }
             }
-            Expect::Ping(at) => self.rtt(at),
-            Expect::Op { ticket, what, at } => {
+            Expect::Ping(at) => {
+                self.rtt(at);
+                if reply.as_bytes() != Some(&self.epoch[..]) {
+                    self.data_lost();
+                }
+            }
+            Expect::Epoch => {
+                if let Some(epoch) = reply.as_bytes() {
+                    self.epoch = epoch.to_vec();
+                }
+                self.epochs += 1;
+                self.recovering = false;
+            }
+            Expect::Op { ticket, what, at, epoch } => {
                 self.rtt(at);
                 let result = match (&reply, what) {
+                    (Value::Error(e), what) if e.starts_with(b"LOST") => {
+                        // Not run. A loss seen in the current epoch is handled once.
+                        if epoch == self.epochs {
+                            self.data_lost();
+                        }
+                        if let What::Emit(counter) = what {
+                            self.flights.remove(&counter);
+                        }
+                        Err(StorageError::Unreachable)
+                    }
                     (Value::Error(e), what) => {
                         if e.starts_with(b"TAKEN") {
                             if let What::Create(key) = what {
@@ -578,6 +634,42 @@ impl Redis {
         }
     }
 
+    /// Redis lost data (FLUSHALL, a restart without persistence, a stale
+    /// replica): a new epoch, every source this node knows written back
+    /// with the newest id it served (ids go on above it; what is gone
+    /// counts as evicted, so resumes from before get the gap signal), the
+    /// default key, and the partitions read again from their start.
+    fn data_lost(&mut self) {
+        if self.recovering {
+            return;
+        }
+        self.recovering = true;
+        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.len());
+        let fresh = crate::auth::random_base62(16);
+        let epoch = self.keys.epoch.clone();
+        self.cmd.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"]);
+        self.expect.push_back(Expect::Setup);
+        self.cmd.send(&[b"GET", epoch.as_bytes()]);
+        self.expect.push_back(Expect::Epoch);
+        let mut back: Vec<(String, SourceMeta, String)> =
+            self.sources.values().map(|s| (s.id.clone(), s.meta.clone(), s.last.to_string())).collect();
+        back.sort_by_key(|b| b.1.created_at);
+        for (id, m, last) in back {
+            let created = m.created_at.to_string();
+            let args: [&[u8]; 5] =
+                [m.account.as_bytes(), m.name.as_bytes(), m.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes()];
+            self.call(&id, b"w", &args, None, What::Plain);
+        }
+        if let Some(k) = self.default_key.clone() {
+            let name = self.keys.default_key.clone();
+            self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
+            self.expect.push_back(Expect::Setup);
+        }
+        for r in &mut self.readers {
+            r.cursor = b"0-0".to_vec();
+        }
+    }
+
     fn rtt(&mut self, at: Instant) {
         self.rtt_us_total += at.elapsed().as_micros() as u64;
         self.rtt_count += 1;
@@ -620,8 +712,19 @@ impl Redis {
     fn apply_entries(&mut self) {
         while let Some(entry) = self.entries.pop_front() {
             match entry {
-                Entry::Event { source, id, emit, payload } => {
+                Entry::Event { source, id, prev, emit, payload } => {
                     let Some(&key) = self.by_id.get(&source) else { continue };
+                    if let Some(src) = self.sources.get(&key)
+                        && prev > src.last
+                        && id > src.last
+                    {
+                        // Events before this one never reached this node (Redis lost
+                        // them, or the partition was trimmed past this node's cursor).
+                        warn!("source {}: events after {} up to {prev} were lost before this node read them", src.id, src.last);
+                        let after = src.last;
+                        self.rings.lost_up_to(key, prev);
+                        self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after, resumed_from: Some(id) } });
+                    }
                     if let Some(counter) = self.own_emit(&emit)
                         && let Some(flight) = self.flights.remove(&counter)
                     {
@@ -671,7 +774,7 @@ impl Redis {
         }
         let front_at = self.expect.iter().find_map(|e| match e {
             Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
-            Expect::Setup => None,
+            Expect::Setup | Expect::Epoch => None,
         });
         if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
         {
@@ -686,7 +789,8 @@ impl Redis {
             }
         }
         if self.cmd.state == State::Up && self.expect.is_empty() && now >= self.last_sent + PING_INTERVAL {
-            self.cmd.send(&[b"PING"]);
+            let epoch = self.keys.epoch.clone();
+            self.cmd.send(&[b"GET", epoch.as_bytes()]);
             self.expect.push_back(Expect::Ping(now));
             self.last_sent = now;
         }
@@ -711,6 +815,7 @@ fn entry(f: &[Value]) -> Option<Entry> {
     Some(match field(f, "t")? {
         b"e" => Entry::Event {
             id: parse_id(field(f, "i")?)?,
+            prev: parse_id(field(f, "v")?)?,
             emit: field(f, "e").unwrap_or_default().to_vec(),
             payload: field(f, "p")?.to_vec(),
             source,
@@ -785,7 +890,8 @@ impl Engine for Redis {
                 }
                 let name = self.keys.default_key.clone();
                 self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
-                self.expect.push_back(Expect::Op { ticket: Some(ticket), what: What::Plain, at: Instant::now() });
+                self.default_key = Some(k.to_string());
+                self.expect.push_back(Expect::Op { ticket: Some(ticket), what: What::Plain, at: Instant::now(), epoch: self.epochs });
             }
         }
         ticket
@@ -845,7 +951,7 @@ impl Engine for Redis {
         if let Some((_, f)) = self.flights.first_key_value() {
             consider(f.deadline);
         }
-        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) = self.expect.iter().find(|e| !matches!(e, Expect::Setup)) {
+        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) = self.expect.iter().find(|e| !matches!(e, Expect::Setup | Expect::Epoch)) {
             consider(*t + OP_TIMEOUT);
         }
         for link in std::iter::once(&self.cmd).chain(self.readers.iter().map(|r| &r.link)) {
@@ -893,7 +999,7 @@ impl Engine for Redis {
         let id = source.meta.id.clone();
         let last = source.last_id.unwrap_or_default();
         self.by_id.insert(id.clone(), key);
-        self.sources.insert(key, Src { id, last });
+        self.sources.insert(key, Src { id, meta: source.meta.clone(), last });
         self.rings.restore(key, source);
     }
 }
