@@ -145,7 +145,6 @@ pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io:
             }
         }
     }
-    sources.sort_by(|a, b| (a.meta.created_at, &a.meta.id).cmp(&(b.meta.created_at, &b.meta.id)));
     Ok(Loaded { recovered: Recovered { sources, default_key }, partitions, cursors, epoch })
 }
 

@@ -33,7 +33,7 @@ mod link;
 mod load;
 pub mod resp;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -279,6 +279,21 @@ struct Reader {
     reading: Option<Instant>,
 }
 
+/// Emits in flight, in counter order: mostly taken from the front.
+#[derive(Default)]
+struct Flights(VecDeque<(u64, Flight)>);
+
+impl Flights {
+    fn insert(&mut self, counter: u64, flight: Flight) {
+        self.0.push_back((counter, flight));
+    }
+
+    fn remove(&mut self, counter: &u64) -> Option<Flight> {
+        let at = self.0.binary_search_by_key(counter, |(c, _)| *c).ok()?;
+        self.0.remove(at).map(|(_, f)| f)
+    }
+}
+
 /// A partition record.
 enum Entry {
     Event {
@@ -312,7 +327,8 @@ pub struct Redis {
     /// This process's emit ids are `<node>:<counter>`.
     node: String,
     emits: u64,
-    flights: BTreeMap<u64, Flight>,
+    /// By counter, oldest first (so also by deadline).
+    flights: Flights,
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Entry>,
@@ -358,7 +374,7 @@ impl Redis {
             tombstones: HashSet::new(),
             node: crate::auth::random_base62(12),
             emits: 0,
-            flights: BTreeMap::new(),
+            flights: Flights::default(),
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
@@ -651,9 +667,8 @@ impl Redis {
         self.expect.push_back(Expect::Setup);
         self.cmd.send(&[b"GET", epoch.as_bytes()]);
         self.expect.push_back(Expect::Epoch);
-        let mut back: Vec<(String, SourceMeta, String)> =
+        let back: Vec<(String, SourceMeta, String)> =
             self.sources.values().map(|s| (s.id.clone(), s.meta.clone(), s.last.to_string())).collect();
-        back.sort_by_key(|b| b.1.created_at);
         for (id, m, last) in back {
             let created = m.created_at.to_string();
             let args: [&[u8]; 5] =
@@ -765,11 +780,8 @@ impl Redis {
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
-        while let Some(entry) = self.flights.first_entry() {
-            if entry.get().deadline > now {
-                break;
-            }
-            let flight = entry.remove();
+        while self.flights.0.front().is_some_and(|(_, f)| f.deadline <= now) {
+            let Some((_, flight)) = self.flights.0.pop_front() else { break };
             self.ready.push(Outcome::Done { ticket: flight.ticket, result: Err(StorageError::Unreachable) });
         }
         let front_at = self.expect.iter().find_map(|e| match e {
@@ -948,7 +960,7 @@ impl Engine for Redis {
     fn next_wake(&self) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if let Some((_, f)) = self.flights.first_key_value() {
+        if let Some((_, f)) = self.flights.0.front() {
             consider(f.deadline);
         }
         if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) = self.expect.iter().find(|e| !matches!(e, Expect::Setup | Expect::Epoch)) {
