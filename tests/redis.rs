@@ -531,3 +531,46 @@ fn redis_data_loss_is_survived() {
         assert_eq!(resumed.next_event().id(), *served.last().unwrap());
     }
 }
+
+/// A node paused (SIGSTOP) while its partition stream is trimmed past its
+/// position catches up from the history stream after SIGCONT: its
+/// subscriber gets every event, in order, no gap frame (history still
+/// holds them all).
+#[test]
+fn a_paused_node_catches_up_from_history() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let start = || {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "1000"]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, b) = (start(), start());
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let first = a.emit("s", "0");
+    assert_eq!(stream.next_event().id(), first);
+    support::signal(b.pid(), "STOP");
+    let mut client = KeepAlive::new(a.addr);
+    let mut acked = vec![first];
+    for i in 1..400 {
+        let r = client.request("POST", "/v1/sources/s/events", &i.to_string());
+        assert_eq!(r.status, 202);
+        acked.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let len: usize = redis.cli(&["XLEN", "ssehub:p:0"]).parse().unwrap();
+    assert!(len < 300, "the partition was trimmed past b's position ({len} left)");
+    support::signal(b.pid(), "CONT");
+    let mut got = vec![acked[0].clone()];
+    while got.len() < acked.len() {
+        match stream.next_event() {
+            Frame::Event { id: Some(id), .. } => got.push(id),
+            other => panic!("after {} events: {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, acked);
+    assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
+}

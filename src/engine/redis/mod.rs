@@ -53,7 +53,8 @@ pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
 /// Entries a partition stream keeps (MAXLEN ~): how far behind a node may
-/// fall before it misses live records.
+/// fall before it catches up from history streams instead.
+/// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
 const PARTITION_LEN: &str = "10000";
 /// An emit not acknowledged within this answers 503 (SPEC: within 2 s).
 const EMIT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -239,6 +240,9 @@ enum Expect {
     Ping(Instant),
     /// `GET epoch` after a loss: the epoch to use from now on.
     Epoch,
+    /// `HGET src evicted`, then `XRANGE` of the history: a resync.
+    ResyncEvicted,
+    Resync,
     Op {
         ticket: Option<Ticket>,
         what: What,
@@ -277,6 +281,20 @@ struct Reader {
     setup: usize,
     /// An XREAD is out since.
     reading: Option<Instant>,
+}
+
+/// A source caught up from its history stream: a partition record's
+/// predecessor never reached this node (the partition was trimmed past the
+/// node's position while it was paused, or Redis lost it). Every record
+/// waits meanwhile, so order holds.
+struct Resync {
+    key: SourceKey,
+    /// The predecessor the record named.
+    prev: EventId,
+    evicted: Option<EventId>,
+    /// The history's answer is in.
+    done: bool,
+    gap_sent: bool,
 }
 
 /// Emits in flight, in counter order: mostly taken from the front.
@@ -341,6 +359,10 @@ pub struct Redis {
     /// A loss is being handled (the new epoch not yet known).
     recovering: bool,
     default_key: Option<String>,
+    resync: Option<Resync>,
+    /// Records wait for a resync (or for the command link to ask one).
+    stalled: bool,
+    partition_len: String,
     scratch: Vec<u8>,
     last_sent: Instant,
     // metrics
@@ -384,6 +406,12 @@ impl Redis {
             epochs: 0,
             recovering: false,
             default_key,
+            resync: None,
+            stalled: false,
+            partition_len: std::env::var("SSEHUB_REDIS_PARTITION_LEN")
+                .ok()
+                .filter(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+                .unwrap_or_else(|| PARTITION_LEN.to_string()),
             scratch: Vec::new(),
             last_sent: Instant::now(),
             reconnects: 0,
@@ -411,7 +439,7 @@ impl Redis {
         let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
         let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
         all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
-        all.extend([op, source.as_bytes(), PARTITION_LEN.as_bytes(), &self.epoch]);
+        all.extend([op, source.as_bytes(), self.partition_len.as_bytes(), &self.epoch]);
         all.extend_from_slice(args);
         self.cmd.send(&all);
         self.last_sent = Instant::now();
@@ -505,8 +533,12 @@ impl Redis {
             self.reconnects += 1;
         }
         self.went_down(&format!("command link: {why}"));
-        // A loss being handled is seen again on the next command, and handled then.
+        // A loss being handled is seen again on the next command, and handled then;
+        // a resync not answered is asked again.
         self.recovering = false;
+        if self.resync.as_ref().is_some_and(|r| !r.done) {
+            self.resync = None;
+        }
         // In flight: fails, except emits, which wait for their record (or their deadline).
         for e in std::mem::take(&mut self.expect) {
             if let Expect::Op { ticket, what, .. } = e {
@@ -528,6 +560,7 @@ impl Redis {
     }
 
     fn on_ready(&mut self, event: &mio::event::Event) {
+        self.stalled = false;
         let t = event.token().0;
         let mut replies = std::mem::take(&mut self.replies);
         if t == TOKEN_BASE {
@@ -582,6 +615,12 @@ impl Redis {
                     self.data_lost();
                 }
             }
+            Expect::ResyncEvicted => {
+                if let Some(r) = &mut self.resync {
+                    r.evicted = reply.as_bytes().and_then(parse_id);
+                }
+            }
+            Expect::Resync => self.resynced(&reply),
             Expect::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.epoch = epoch.to_vec();
@@ -729,16 +768,32 @@ impl Redis {
             match entry {
                 Entry::Event { source, id, prev, emit, payload } => {
                     let Some(&key) = self.by_id.get(&source) else { continue };
-                    if let Some(src) = self.sources.get(&key)
-                        && prev > src.last
-                        && id > src.last
-                    {
-                        // Events before this one never reached this node (Redis lost
-                        // them, or the partition was trimmed past this node's cursor).
-                        warn!("source {}: events after {} up to {prev} were lost before this node read them", src.id, src.last);
-                        let after = src.last;
-                        self.rings.lost_up_to(key, prev);
-                        self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after, resumed_from: Some(id) } });
+                    let last = self.sources.get(&key).map_or(EventId::default(), |s| s.last);
+                    if prev > last && id > last {
+                        match self.resync.take() {
+                            // Caught up as far as history holds: the rest is gone.
+                            Some(r) if r.key == key && r.prev == prev && r.done => {
+                                self.rings.lost_up_to(key, prev);
+                                if !r.gap_sent {
+                                    warn!("source {source}: events after {last} up to {prev} are lost");
+                                    self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from: Some(id) } });
+                                }
+                            }
+                            waiting => {
+                                // A finished resync still here is stale (its source went meanwhile).
+                                let waiting = waiting.filter(|r| !r.done);
+                                self.stalled = true;
+                                if waiting.is_none() && self.cmd.state == State::Up {
+                                    self.ask_resync(&source, key, last, prev);
+                                } else {
+                                    self.resync = waiting;
+                                }
+                                self.entries.push_front(Entry::Event { source, id, prev, emit, payload });
+                                return;
+                            }
+                        }
+                    } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
+                        self.resync = None;
                     }
                     if let Some(counter) = self.own_emit(&emit)
                         && let Some(flight) = self.flights.remove(&counter)
@@ -772,6 +827,47 @@ impl Redis {
         }
     }
 
+    fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
+        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
+        let (hash, history) = (self.keys.source(source), self.keys.history(source));
+        let (from, to) = (format!("({last}"), prev.to_string());
+        self.cmd.send(&[b"HGET", hash.as_bytes(), b"evicted"]);
+        self.cmd.send(&[b"XRANGE", history.as_bytes(), from.as_bytes(), to.as_bytes()]);
+        self.expect.extend([Expect::ResyncEvicted, Expect::Resync]);
+        self.last_sent = Instant::now();
+        self.resync = Some(Resync { key, prev, evicted: None, done: false, gap_sent: false });
+    }
+
+    /// The history's events after the source's last delivered one.
+    fn resynced(&mut self, reply: &Value) {
+        let Some(r) = &mut self.resync else { return };
+        r.done = true;
+        let (key, evicted) = (r.key, r.evicted);
+        let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
+        let events: Vec<(EventId, Vec<u8>)> = reply
+            .as_array()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|e| {
+                let e = e.as_array()?;
+                Some((parse_id(e.first()?.as_bytes()?)?, field(e.get(1)?.as_array()?, "p")?.to_vec()))
+            })
+            .collect();
+        if let Some(evicted) = evicted.filter(|&e| e > last) {
+            // Some of what this node missed is no longer in the history either.
+            warn!("source {}: events after {last} up to {evicted} were evicted before this node caught up", self.sources[&key].id);
+            self.rings.lost_up_to(key, evicted);
+            let resumed_from = events.first().map(|e| e.0);
+            self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
+            if let Some(r) = &mut self.resync {
+                r.gap_sent = true;
+            }
+        }
+        for (id, payload) in events {
+            self.deliver(key, id, &payload);
+        }
+    }
+
     fn own_emit(&self, emit: &[u8]) -> Option<u64> {
         let rest = emit.strip_prefix(self.node.as_bytes())?.strip_prefix(b":")?;
         std::str::from_utf8(rest).ok()?.parse().ok()
@@ -786,7 +882,7 @@ impl Redis {
         }
         let front_at = self.expect.iter().find_map(|e| match e {
             Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
-            Expect::Setup | Expect::Epoch => None,
+            Expect::Setup | Expect::Epoch | Expect::ResyncEvicted | Expect::Resync => None,
         });
         if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
         {
@@ -942,7 +1038,7 @@ impl Engine for Redis {
     fn wants_flush(&self) -> bool {
         self.cmd.wants_flush()
             || self.readers.iter().any(|r| r.link.wants_flush() || (r.reading.is_none() && r.link.state == State::Up))
-            || !self.entries.is_empty()
+            || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()
     }
 
@@ -963,7 +1059,9 @@ impl Engine for Redis {
         if let Some((_, f)) = self.flights.0.front() {
             consider(f.deadline);
         }
-        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) = self.expect.iter().find(|e| !matches!(e, Expect::Setup | Expect::Epoch)) {
+        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) =
+            self.expect.iter().find(|e| matches!(e, Expect::Ping(_) | Expect::Op { .. }))
+        {
             consider(*t + OP_TIMEOUT);
         }
         for link in std::iter::once(&self.cmd).chain(self.readers.iter().map(|r| &r.link)) {
