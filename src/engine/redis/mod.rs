@@ -44,6 +44,7 @@ use mio::{Events, Poll, Registry, Token};
 
 use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, Ticket};
 use crate::sse::{Event, EventId};
+use crate::text::push_u64;
 use link::{Got, Link, State};
 use resp::Value;
 
@@ -142,25 +143,35 @@ impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_string(),
-            partitions: format!("{prefix}partitions"),
-            default_key: format!("{prefix}default_key"),
-            sources: format!("{prefix}sources"),
-            names: format!("{prefix}names"),
-            epoch: format!("{prefix}epoch"),
+            partitions: join(prefix, "partitions", ""),
+            default_key: join(prefix, "default_key", ""),
+            sources: join(prefix, "sources", ""),
+            names: join(prefix, "names", ""),
+            epoch: join(prefix, "epoch", ""),
         }
     }
 
     fn source(&self, id: &str) -> String {
-        format!("{}src:{id}", self.prefix)
+        join(&self.prefix, "src:", id)
     }
 
     fn history(&self, id: &str) -> String {
-        format!("{}h:{id}", self.prefix)
+        join(&self.prefix, "h:", id)
     }
 
     fn partition(&self, n: u32) -> String {
-        format!("{}p:{n}", self.prefix)
+        let mut digits = Vec::new();
+        push_u64(&mut digits, u64::from(n));
+        join(&self.prefix, "p:", std::str::from_utf8(&digits).unwrap_or("0"))
     }
+}
+
+fn join(a: &str, b: &str, c: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len() + c.len());
+    s.push_str(a);
+    s.push_str(b);
+    s.push_str(c);
+    s
 }
 
 /// The value after `name` in a flat field list (a hash or a stream entry).
@@ -454,9 +465,11 @@ impl Redis {
         let id = src.id.clone();
         self.emits += 1;
         let counter = self.emits;
-        let emit_id = format!("{}:{counter}", self.node);
+        let mut emit_id = self.node.as_bytes().to_vec();
+        emit_id.push(b':');
+        push_u64(&mut emit_id, counter);
         let history = self.history.clone();
-        self.call(&id, b"e", &[history.as_bytes(), emit_id.as_bytes(), payload], Some(ticket), What::Emit(counter));
+        self.call(&id, b"e", &[history.as_bytes(), &emit_id, payload], Some(ticket), What::Emit(counter));
         self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
     }
 
@@ -502,7 +515,7 @@ impl Redis {
                     self.expect.push_back(Expect::Setup);
                     self.last_sent = now;
                 }
-                Err(e) => self.lose_cmd(&format!("connect: {e}")),
+                Err(e) => self.lose_cmd(&e.to_string()),
             }
         }
         for n in 0..self.readers.len() {
@@ -513,16 +526,16 @@ impl Redis {
                         r.setup = Link::setup_replies(&self.url);
                         r.reading = None;
                     }
-                    Err(e) => self.lose_reader(n, &format!("connect: {e}")),
+                    Err(e) => self.lose_reader(n, &e.to_string()),
                 }
             }
         }
     }
 
-    fn went_down(&mut self, what: &str) {
+    fn went_down(&mut self, link: &str, why: &str) {
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
-            error!("Redis at {} unreachable ({what}); emits answer 503 until it is back, reconnecting", self.url.describe());
+            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", self.url.describe());
         }
     }
 
@@ -532,7 +545,7 @@ impl Redis {
         if was != State::Connecting || self.reconnects == 0 {
             self.reconnects += 1;
         }
-        self.went_down(&format!("command link: {why}"));
+        self.went_down("command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
         self.recovering = false;
@@ -556,7 +569,7 @@ impl Redis {
         self.readers[n].link.lose(&self.registry);
         self.readers[n].reading = None;
         self.reconnects += 1;
-        self.went_down(&format!("partition {n}: {why}"));
+        self.went_down("a partition link", why);
     }
 
     fn on_ready(&mut self, event: &mio::event::Event) {
@@ -744,7 +757,7 @@ impl Redis {
         let entries = match &reply {
             Value::Nil => return,
             Value::Error(e) => {
-                let why = format!("XREAD: {}", String::from_utf8_lossy(e));
+                let why = String::from_utf8_lossy(e).into_owned();
                 return self.lose_reader(n, &why);
             }
             // [[stream, [[id, [k, v, …]], …]]]
@@ -1088,17 +1101,22 @@ impl Engine for Redis {
     }
 
     fn metrics(&self, out: &mut String) {
-        let up = u64::from(self.all_up());
-        let rtt = if self.rtt_count == 0 { 0.0 } else { self.rtt_us_total as f64 / self.rtt_count as f64 / 1e6 };
-        let rows: [(&str, &str, &str, String); 4] = [
-            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", up.to_string()),
-            ("redis_reconnects_total", "counter", "Links to Redis lost (and reconnected) since start.", self.reconnects.to_string()),
-            ("redis_round_trip_seconds", "gauge", "Mean round trip of commands to Redis since start.", format!("{rtt:.6}")),
-            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count.to_string()),
+        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
+        let rows: [(&str, &str, &str, u64); 4] = [
+            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(self.all_up())),
+            ("redis_reconnects_total", "counter", "Links to Redis lost (and reconnected) since start.", self.reconnects),
+            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
+            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
         ];
+        let mut text = Vec::new();
         for (name, kind, help, value) in rows {
-            out.push_str(&format!("# HELP ssehub_{name} {help}\n# TYPE ssehub_{name} {kind}\nssehub_{name} {value}\n"));
+            for part in ["# HELP ssehub_", name, " ", help, "\n# TYPE ssehub_", name, " ", kind, "\nssehub_", name, " "] {
+                text.extend_from_slice(part.as_bytes());
+            }
+            push_u64(&mut text, value);
+            text.push(b'\n');
         }
+        out.push_str(std::str::from_utf8(&text).unwrap_or(""));
     }
 
     fn healthy(&self) -> bool {
