@@ -1,5 +1,6 @@
 //! The `redis` engine over real processes: several ssehub nodes on one
 //! real `redis-server` (started per test on a free port, its own dir).
+#![cfg(feature = "redis")]
 
 mod support;
 

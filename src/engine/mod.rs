@@ -22,6 +22,8 @@ use mio::Waker;
 
 pub mod log;
 mod memory;
+// Without the feature only its URL parsing is reachable; the rest is left out by the linker.
+#[cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 pub mod redis;
 mod rings;
 
@@ -241,6 +243,7 @@ enum Opening {
         history: usize,
     },
     Log(log::Opened),
+    #[cfg(feature = "redis")]
     Redis(Box<redis::Opened>),
     /// Tests bring their own engine (started with the floor).
     #[cfg(test)]
@@ -256,6 +259,9 @@ impl Opened {
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
+            #[cfg(not(feature = "redis"))]
+            EngineKind::Redis => return Err(io::Error::other("this ssehub was built without the redis engine (cargo feature `redis`)")),
+            #[cfg(feature = "redis")]
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
@@ -275,6 +281,7 @@ impl Opened {
         match &self.kind {
             Opening::Memory { .. } => "memory".to_string(),
             Opening::Log(log) => log.describe(),
+            #[cfg(feature = "redis")]
             Opening::Redis(r) => r.describe(),
             #[cfg(test)]
             Opening::Custom(_) => "a test engine".to_string(),
@@ -288,10 +295,12 @@ impl Opened {
 
     /// Starts the engine on the reactor thread; ids start above `floor_ms`.
     /// Engines with sockets register them on `registry`.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub fn start(self, floor_ms: u64, registry: &mio::Registry) -> io::Result<(Box<dyn Engine>, Recovered)> {
         let engine: Box<dyn Engine> = match self.kind {
             Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
+            #[cfg(feature = "redis")]
             Opening::Redis(r) => Box::new(r.start(registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
