@@ -127,7 +127,8 @@ pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io:
     let members = b.call(&[vec![b"SMEMBERS", keys.sources.as_bytes()]])?;
     let ids: Vec<String> =
         members[0].as_array().unwrap_or(&[]).iter().filter_map(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-    let count = history.to_string();
+    // The history streams keep one more than --history: the newest evicted.
+    let count = (history + 1).to_string();
     let mut sources = Vec::with_capacity(ids.len());
     // In batches: one round trip per 256 sources.
     for batch in ids.chunks(256) {
@@ -140,7 +141,7 @@ pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io:
         }
         let replies = b.call(&commands)?;
         for (id, pair) in batch.iter().zip(replies.chunks(2)) {
-            if let Some(s) = stored(id, &pair[0], &pair[1]) {
+            if let Some(s) = stored(id, &pair[0], &pair[1], history) {
                 sources.push(s);
             }
         }
@@ -150,7 +151,7 @@ pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io:
 
 /// A source from its hash and its history (newest first); `None` if the
 /// hash is gone (deleted between the two reads).
-fn stored(id: &str, hash: &Value, history: &Value) -> Option<StoredSource> {
+fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<StoredSource> {
     let h = hash.as_array()?;
     let get = |name: &str| field(h, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let meta = SourceMeta {
@@ -171,9 +172,11 @@ fn stored(id: &str, hash: &Value, history: &Value) -> Option<StoredSource> {
             Some((id, payload))
         })
         .collect();
+    // Newest first: past `keep`, the one more is the newest evicted.
+    let beyond = (events.len() > keep).then(|| events.pop().map(|e| e.0)).flatten();
     events.reverse();
     let last = get("last").and_then(|l| l.parse().ok());
-    let last_id = last.max(events.last().map(|e| e.0));
-    let evicted = get("evicted").and_then(|l| l.parse().ok());
+    let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
+    let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
     Some(StoredSource { meta, events, last_id, evicted })
 }

@@ -251,8 +251,7 @@ enum Expect {
     Ping(Instant),
     /// `GET epoch` after a loss: the epoch to use from now on.
     Epoch,
-    /// `HGET src evicted`, then `XRANGE` of the history: a resync.
-    ResyncEvicted,
+    /// `XRANGE` of a history: a resync.
     Resync,
     Op {
         ticket: Option<Ticket>,
@@ -302,7 +301,6 @@ struct Resync {
     key: SourceKey,
     /// The predecessor the record named.
     prev: EventId,
-    evicted: Option<EventId>,
     /// The history's answer is in.
     done: bool,
     gap_sent: bool,
@@ -628,11 +626,6 @@ impl Redis {
                     self.data_lost();
                 }
             }
-            Expect::ResyncEvicted => {
-                if let Some(r) = &mut self.resync {
-                    r.evicted = reply.as_bytes().and_then(parse_id);
-                }
-            }
             Expect::Resync => self.resynced(&reply),
             Expect::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
@@ -842,41 +835,42 @@ impl Redis {
 
     fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
         info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
-        let (hash, history) = (self.keys.source(source), self.keys.history(source));
+        let history = self.keys.history(source);
         let (from, to) = (format!("({last}"), prev.to_string());
-        self.cmd.send(&[b"HGET", hash.as_bytes(), b"evicted"]);
         self.cmd.send(&[b"XRANGE", history.as_bytes(), from.as_bytes(), to.as_bytes()]);
-        self.expect.extend([Expect::ResyncEvicted, Expect::Resync]);
+        self.expect.push_back(Expect::Resync);
         self.last_sent = Instant::now();
-        self.resync = Some(Resync { key, prev, evicted: None, done: false, gap_sent: false });
+        self.resync = Some(Resync { key, prev, done: false, gap_sent: false });
     }
 
     /// The history's events after the source's last delivered one.
     fn resynced(&mut self, reply: &Value) {
         let Some(r) = &mut self.resync else { return };
         r.done = true;
-        let (key, evicted) = (r.key, r.evicted);
+        let key = r.key;
         let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
-        let events: Vec<(EventId, Vec<u8>)> = reply
+        // (id, the id before it, payload)
+        let events: Vec<(EventId, EventId, Vec<u8>)> = reply
             .as_array()
             .unwrap_or(&[])
             .iter()
             .filter_map(|e| {
                 let e = e.as_array()?;
-                Some((parse_id(e.first()?.as_bytes()?)?, field(e.get(1)?.as_array()?, "p")?.to_vec()))
+                let f = e.get(1)?.as_array()?;
+                Some((parse_id(e.first()?.as_bytes()?)?, parse_id(field(f, "v")?)?, field(f, "p")?.to_vec()))
             })
             .collect();
-        if let Some(evicted) = evicted.filter(|&e| e > last) {
+        if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
-            warn!("source {}: events after {last} up to {evicted} were evicted before this node caught up", self.sources[&key].id);
-            self.rings.lost_up_to(key, evicted);
+            warn!("source {}: events after {last} up to {before} were evicted before this node caught up", self.sources[&key].id);
+            self.rings.lost_up_to(key, before);
             let resumed_from = events.first().map(|e| e.0);
             self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
             if let Some(r) = &mut self.resync {
                 r.gap_sent = true;
             }
         }
-        for (id, payload) in events {
+        for (id, _, payload) in events {
             self.deliver(key, id, &payload);
         }
     }
@@ -895,7 +889,7 @@ impl Redis {
         }
         let front_at = self.expect.iter().find_map(|e| match e {
             Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
-            Expect::Setup | Expect::Epoch | Expect::ResyncEvicted | Expect::Resync => None,
+            Expect::Setup | Expect::Epoch | Expect::Resync => None,
         });
         if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
         {

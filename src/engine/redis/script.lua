@@ -18,16 +18,12 @@ local function next_id(last)
 end
 
 if op == 'e' then
-  -- ARGV 5 history, 6 emit id (node:counter), 7 payload. Returns {id, previous id} or nil (no such source).
+  -- ARGV 5 --history, 6 emit id (node:counter), 7 payload. Returns {id, previous id} or nil (no such source).
   local last = redis.call('HGET', KEYS[1], 'last')
   if not last then return false end
-  local history = tonumber(ARGV[5])
-  if history > 0 and redis.call('XLEN', KEYS[2]) >= history then
-    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-    if oldest[1] then redis.call('HSET', KEYS[1], 'evicted', oldest[1][1]) end
-  end
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', history, next_id(last), 'p', ARGV[7], 'e', ARGV[6])
-  if history == 0 then redis.call('HSET', KEYS[1], 'evicted', id) end
+  -- One more than --history is kept: the oldest is the newest evicted
+  -- (what the gap signal compares with), known without a read per emit.
+  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', tonumber(ARGV[5]) + 1, next_id(last), 'p', ARGV[7], 'e', ARGV[6], 'v', last)
   redis.call('HSET', KEYS[1], 'last', id)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'e', 's', src, 'i', id, 'v', last, 'e', ARGV[6], 'p', ARGV[7])
   return {id, last}
