@@ -552,19 +552,7 @@ fn a_paused_node_catches_up_from_history() {
     wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
     let mut stream = b.subscribe("/sources/s/sse", "");
     b.wait_metric("ssehub_subscribers", 1);
-    let first = a.emit("s", "0");
-    assert_eq!(stream.next_event().id(), first);
-    support::signal(b.pid(), "STOP");
-    let mut client = KeepAlive::new(a.addr);
-    let mut acked = vec![first];
-    for i in 1..400 {
-        let r = client.request("POST", "/v1/sources/s/events", &i.to_string());
-        assert_eq!(r.status, 202);
-        acked.push(r.json()["id"].as_str().unwrap().to_string());
-    }
-    let len: usize = redis.cli(&["XLEN", "ssehub:p:0"]).parse().unwrap();
-    assert!(len < 300, "the partition was trimmed past b's position ({len} left)");
-    support::signal(b.pid(), "CONT");
+    let acked = pause_and_emit(&redis, &a, &b, &mut stream, 400);
     let mut got = vec![acked[0].clone()];
     while got.len() < acked.len() {
         match stream.next_event() {
@@ -574,4 +562,97 @@ fn a_paused_node_catches_up_from_history() {
     }
     assert_eq!(got, acked);
     assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
+}
+
+/// Emits one event that `stream` (on b) sees, pauses b, emits `n - 1` more
+/// on a (its partition is trimmed past b's position), continues b; the ids acknowledged.
+fn pause_and_emit(redis: &RedisServer, a: &TestServer, b: &TestServer, stream: &mut support::Sse, n: usize) -> Vec<String> {
+    let first = a.emit("s", "0");
+    assert_eq!(stream.next_event().id(), first);
+    support::signal(b.pid(), "STOP");
+    let mut client = KeepAlive::new(a.addr);
+    let mut acked = vec![first];
+    for i in 1..n {
+        let r = client.request("POST", "/v1/sources/s/events", &i.to_string());
+        assert_eq!(r.status, 202);
+        acked.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let len: usize = redis.cli(&["XLEN", "ssehub:p:0"]).parse().unwrap();
+    assert!(len < n * 3 / 4, "the partition was trimmed past b's position ({len} left)");
+    support::signal(b.pid(), "CONT");
+    acked
+}
+
+/// The same with a history too short to hold what b missed: b's stream
+/// gets the gap frame, then what history still holds, in order.
+#[test]
+fn a_paused_node_past_its_history_sends_the_gap_frame() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let start = || {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "20"]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, b) = (start(), start());
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let acked = pause_and_emit(&redis, &a, &b, &mut stream, 300);
+    // What Redis had already pushed to b's blocked read comes first (in order), then the gap.
+    let mut before = vec![acked[0].clone()];
+    loop {
+        match stream.next_event() {
+            Frame::Named { event, data } => {
+                assert_eq!(event, "gap");
+                let gap: serde_json::Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(gap["after"], before.last().unwrap().as_str());
+                break;
+            }
+            Frame::Event { id: Some(id), .. } => before.push(id),
+            other => panic!("expected the gap frame, got {other:?}"),
+        }
+    }
+    assert_eq!(before, acked[..before.len()], "in order before the gap");
+    assert!(before.len() < 100, "most were missed: {}", before.len());
+    let mut got = Vec::new();
+    while got.last() != acked.last() {
+        got.push(stream.next_event().id());
+    }
+    assert!(got.len() <= 21 + 10, "what history held, then live: {}", got.len());
+    assert_eq!(got, acked[acked.len() - got.len()..], "in order, the newest last");
+    // A resume from before the gap on b: the gap frame again, then its ring.
+    let mut resumed = b.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", before.last().unwrap()));
+    assert!(matches!(resumed.next_event(), Frame::Named { .. }));
+}
+
+/// Unix socket, a password and a db number.
+#[test]
+fn unix_socket_with_password_and_db() {
+    let dir = support::TempDir::new("redis-unix");
+    let sock = dir.0.join("redis.sock");
+    let mut child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket", sock.to_str().unwrap(), "--dir", dir.path(), "--save", "", "--requirepass", "s3cret"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "redis-server listens", || sock.exists());
+    let url = format!("unix://{}?db=3", sock.display());
+    let refused = std::process::Command::new(support::bin())
+        .args(["serve", "--api-key", "k", "--listen", "127.0.0.1:0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "no password: refused at start");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot load from Redis"), "{}", String::from_utf8_lossy(&refused.stderr));
+    // Unix URLs take the password (and a user) in the query.
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &format!("{url}&password=s3cret")]);
+    let a = TestServer::spawn(&mut command, support::KEY);
+    a.create_source("s");
+    let id = a.emit("s", "1");
+    assert_eq!(summary_ids(&a, "s"), [id]);
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -88,15 +88,22 @@ pub enum Target {
 
 impl RedisUrl {
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            let (path, db) = match path.split_once("?db=") {
-                Some((p, db)) => (p, db.parse().map_err(|_| "db must be a number")?),
-                None => (path, 0),
-            };
+        if let Some(rest) = s.strip_prefix("unix://") {
+            // unix:///path[?db=N][&user=U][&password=P]
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             if !path.starts_with('/') {
                 return Err("expected unix:///absolute/path".into());
             }
-            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: None, db });
+            let (mut db, mut user, mut pass) = (0, None, None);
+            for (k, v) in crate::http::query_pairs(query) {
+                match k.as_str() {
+                    "db" => db = v.parse().map_err(|_| "db must be a number")?,
+                    "user" => user = Some(v),
+                    "password" => pass = Some(v),
+                    _ => return Err(format!("unknown parameter {k} (db, user, password)")),
+                }
+            }
+            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: pass.map(|p| (user, p)), db });
         }
         let rest = s.strip_prefix("redis://").ok_or("expected redis://host:port or unix:///path (rediss:// TLS is not supported)")?;
         let (auth, rest) = match rest.rsplit_once('@') {
@@ -1189,6 +1196,8 @@ mod tests {
         assert_eq!(u.target, Target::Tcp("127.0.0.1:6379".parse().unwrap()));
         assert_eq!(RedisUrl::parse("redis://:secret@127.0.0.1:1/").unwrap().auth, Some((None, "secret".into())));
         assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().target, Target::Unix("/run/redis.sock".into()));
+        let u = RedisUrl::parse("unix:///run/r.sock?db=2&password=p%26w").unwrap();
+        assert_eq!((u.db, u.auth), (2, Some((None, "p&w".to_string()))));
         for bad in ["rediss://h:1", "http://x", "redis://127.0.0.1:1/x", "unix://rel"] {
             assert!(RedisUrl::parse(bad).is_err(), "{bad}");
         }
