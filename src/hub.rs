@@ -171,6 +171,12 @@ impl Hub {
         };
         let Some(p) = self.pending.remove(at) else { return };
         match result {
+            // Not a failure of storage: another node took the name first.
+            Err(StorageError::Conflict) => {
+                if let Some(key) = p.undo_create {
+                    self.registry.remove(key);
+                }
+            }
             Err(e) => {
                 if !self.failing {
                     error!("storage unavailable: {e}; changes are refused (503) until it recovers");

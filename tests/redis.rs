@@ -656,3 +656,27 @@ fn unix_socket_with_password_and_db() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Nodes started at once with the same `--source` agree on one source.
+#[test]
+fn nodes_started_with_the_same_source_agree() {
+    let redis = RedisServer::start();
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis, &["--source", "orders"])).collect();
+    let ids: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let mut id = serde_json::Value::Null;
+            wait_until(Duration::from_secs(2), "the source everywhere", || {
+                let r = n.request("GET", "/v1/sources", None).json();
+                let list = r["data"].as_array().unwrap().clone();
+                id = list.first().map_or(serde_json::Value::Null, |s| s["id"].clone());
+                list.len() == 1
+            });
+            id
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    for n in &nodes {
+        assert!(!n.logs().contains("storage unavailable"), "{}", n.logs());
+    }
+}
