@@ -269,8 +269,8 @@ enum Expect {
 }
 
 enum What {
-    /// The emit counter (its flight holds the rest).
-    Emit(u64),
+    /// The emits' counters (their flights hold the rest).
+    Emits(Vec<u64>),
     Create(SourceKey),
     Plain,
 }
@@ -322,6 +322,11 @@ impl Flights {
         self.0.push_back((counter, flight));
     }
 
+    fn get(&self, counter: u64) -> Option<&Flight> {
+        let at = self.0.binary_search_by_key(&counter, |(c, _)| *c).ok()?;
+        self.0.get(at).map(|(_, f)| f)
+    }
+
     fn remove(&mut self, counter: &u64) -> Option<Flight> {
         let at = self.0.binary_search_by_key(counter, |(c, _)| *c).ok()?;
         self.0.remove(at).map(|(_, f)| f)
@@ -363,6 +368,8 @@ pub struct Redis {
     emits: u64,
     /// By counter, oldest first (so also by deadline).
     flights: Flights,
+    /// Emits submitted this turn, not yet sent: (counter, source id).
+    batch: Vec<(u64, String)>,
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Entry>,
@@ -413,6 +420,7 @@ impl Redis {
             node: crate::auth::random_base62(12),
             emits: 0,
             flights: Flights::default(),
+            batch: Vec::new(),
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
@@ -452,6 +460,8 @@ impl Redis {
 
     /// Queues one script call on the command link.
     fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, what: What) {
+        // Emits queued before this change go first: order is kept.
+        self.send_batch();
         let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
         let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
         all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
@@ -470,12 +480,67 @@ impl Redis {
         let id = src.id.clone();
         self.emits += 1;
         let counter = self.emits;
-        let mut emit_id = self.node.as_bytes().to_vec();
-        emit_id.push(b':');
-        push_u64(&mut emit_id, counter);
-        let history = self.history.clone();
-        self.call(&id, b"e", &[history.as_bytes(), &emit_id, payload], Some(ticket), What::Emit(counter));
+        self.batch.push((counter, id));
         self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
+    }
+
+    /// Sends the emits queued since the last change as one script call
+    /// (Redis's cost per call is most of its cost per emit).
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        if matches!(self.cmd.state, State::Down { .. }) {
+            for (counter, _) in batch {
+                if let Some(f) = self.flights.remove(&counter) {
+                    self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
+                }
+            }
+            return;
+        }
+        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
+        let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        for (counter, id) in &batch {
+            keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
+            let mut emit_id = self.node.as_bytes().to_vec();
+            emit_id.push(b':');
+            push_u64(&mut emit_id, *counter);
+            emit_ids.push(emit_id);
+        }
+        let mut numkeys = Vec::new();
+        push_u64(&mut numkeys, keys.len() as u64 + 1);
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
+        all.extend(keys.iter().map(String::as_bytes));
+        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.history.as_bytes()]);
+        for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
+            let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
+            all.extend([id.as_bytes(), emit_id, payload]);
+        }
+        self.cmd.send(&all);
+        self.last_sent = Instant::now();
+        let counters = batch.into_iter().map(|(c, _)| c).collect();
+        self.expect.push_back(Expect::Op { ticket: None, what: What::Emits(counters), at: Instant::now(), epoch: self.epochs });
+    }
+
+    /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
+    fn emitted(&mut self, counter: u64, reply: &Value) {
+        let Some(flight) = self.flights.remove(&counter) else { return };
+        let pair = reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)));
+        let result = match (reply, pair) {
+            (_, Some((id, prev))) => {
+                self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
+                // Delivered now if nothing before it is missing here; else the read brings it in order.
+                if self.sources.get(&flight.key).is_some_and(|s| prev <= s.last) {
+                    self.deliver(flight.key, id, &flight.payload);
+                }
+                return;
+            }
+            // The source is gone in Redis.
+            (Value::Nil, _) => Ok(Ack::Stored),
+            _ => Err(StorageError::Unreachable),
+        };
+        self.ready.push(Outcome::Done { ticket: flight.ticket, result });
     }
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
@@ -563,7 +628,7 @@ impl Redis {
                 if let What::Create(key) = what {
                     self.forget(key);
                 }
-                if let (Some(ticket), false) = (ticket, matches!(what, What::Emit(_))) {
+                if let (Some(ticket), false) = (ticket, matches!(what, What::Emits(_))) {
                     self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
                 }
             }
@@ -649,8 +714,8 @@ impl Redis {
                         if epoch == self.epochs {
                             self.data_lost();
                         }
-                        if let What::Emit(counter) = what {
-                            self.flights.remove(&counter);
+                        if let What::Emits(counters) = what {
+                            self.fail_flights(&counters);
                         }
                         Err(StorageError::Unreachable)
                     }
@@ -668,30 +733,18 @@ impl Redis {
                             } else {
                                 warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
                             }
-                            if let What::Emit(counter) = what {
-                                self.flights.remove(&counter);
+                            if let What::Emits(counters) = what {
+                                self.fail_flights(&counters);
                             }
                             Err(StorageError::Unreachable)
                         }
                     }
-                    (_, What::Emit(counter)) => {
-                        let Some(flight) = self.flights.remove(&counter) else { return };
-                        let pair = reply.as_array().map(|a| (a.first().and_then(Value::as_bytes), a.get(1).and_then(Value::as_bytes)));
-                        match pair {
-                            Some((Some(id), Some(prev))) => match (parse_id(id), parse_id(prev)) {
-                                (Some(id), Some(prev)) => {
-                                    self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
-                                    // Delivered now if nothing before it is missing here; else the read brings it in order.
-                                    if self.sources.get(&flight.key).is_some_and(|s| prev <= s.last) {
-                                        self.deliver(flight.key, id, &flight.payload);
-                                    }
-                                    return;
-                                }
-                                _ => Err(StorageError::Unreachable),
-                            },
-                            // The source is gone in Redis.
-                            _ => Ok(Ack::Stored),
+                    (_, What::Emits(counters)) => {
+                        let parts = reply.as_array().unwrap_or(&[]);
+                        for (i, counter) in counters.into_iter().enumerate() {
+                            self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
                         }
+                        return;
                     }
                     _ => Ok(Ack::Stored),
                 };
@@ -734,6 +787,14 @@ impl Redis {
         }
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
+        }
+    }
+
+    fn fail_flights(&mut self, counters: &[u64]) {
+        for counter in counters {
+            if let Some(f) = self.flights.remove(counter) {
+                self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
+            }
         }
     }
 
@@ -1010,6 +1071,7 @@ impl Engine for Redis {
                 if down {
                     return self.fail_now(ticket);
                 }
+                self.send_batch();
                 let name = self.keys.default_key.clone();
                 self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
                 self.default_key = Some(k.to_string());
@@ -1020,6 +1082,7 @@ impl Engine for Redis {
     }
 
     fn flush(&mut self) {
+        self.send_batch();
         for n in 0..self.readers.len() {
             let r = &mut self.readers[n];
             if r.reading.is_none() && matches!(r.link.state, State::Up | State::Connecting) {
@@ -1051,6 +1114,7 @@ impl Engine for Redis {
 
     fn wants_flush(&self) -> bool {
         self.cmd.wants_flush()
+            || !self.batch.is_empty()
             || self.readers.iter().any(|r| r.link.wants_flush() || (r.reading.is_none() && r.link.state == State::Up))
             || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()

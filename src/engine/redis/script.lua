@@ -1,32 +1,44 @@
 -- ssehub's one script: every change is one call, atomic in Redis.
 -- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index, 6 epoch
--- ARGV[1]: e (emit), c (create), d (delete), x (clear), w (write back); ARGV[2]: source id;
+-- (E: three per emit, then the epoch, always last).
+-- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
 -- An epoch that is not the node's means Redis lost data: LOST, nothing done.
 local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
-if op ~= 'w' and redis.call('GET', KEYS[6]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
+if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
 
 -- The next id after `last`: this millisecond, or the same one continued,
 -- so a source's ids increase even over a Redis restarted without its data.
-local function next_id(last)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function next_id(last, now)
   local ms, seq = string.match(last, '^(%d+)-(%d+)$')
   ms, seq = tonumber(ms), tonumber(seq)
   if now > ms then return string.format('%.0f-0', now) end
   return string.format('%.0f-%.0f', ms, seq + 1)
 end
 
-if op == 'e' then
-  -- ARGV 5 --history, 6 emit id (node:counter), 7 payload. Returns {id, previous id} or nil (no such source).
-  local last = redis.call('HGET', KEYS[1], 'last')
-  if not last then return false end
-  -- One more than --history is kept: the oldest is the newest evicted
-  -- (what the gap signal compares with), known without a read per emit.
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', tonumber(ARGV[5]) + 1, next_id(last), 'p', ARGV[7], 'e', ARGV[6], 'v', last)
-  redis.call('HSET', KEYS[1], 'last', id)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'e', 's', src, 'i', id, 'v', last, 'e', ARGV[6], 'p', ARGV[7])
-  return {id, last}
+if op == 'E' then
+  -- Emits, one after another. KEYS per emit: source hash, history, partition (then the epoch);
+  -- ARGV 5 --history, then per emit: source id, emit id (node:counter), payload.
+  -- Returns per emit {id, previous id}, or false (no such source).
+  local keep, out = tonumber(ARGV[5]) + 1, {}
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for i = 0, (#KEYS - 1) / 3 - 1 do
+    local hash, history, partition = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+    local source, emit, payload = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
+    local last = redis.call('HGET', hash, 'last')
+    if not last then
+      out[i + 1] = false
+    else
+      -- One more than --history is kept: the oldest is the newest evicted
+      -- (what the gap signal compares with), known without a read per emit.
+      local id = redis.call('XADD', history, 'MAXLEN', '=', keep, next_id(last, now), 'p', payload, 'e', emit, 'v', last)
+      redis.call('HSET', hash, 'last', id)
+      redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 't', 'e', 's', source, 'i', id, 'v', last, 'e', emit, 'p', payload)
+      out[i + 1] = {id, last}
+    end
+  end
+  return out
 elseif op == 'c' or op == 'w' then
   -- ARGV 5 account, 6 name, 7 endpoint key, 8 created_at; for w (a source written back
   -- after Redis lost it) 9 the newest id the node served. c: error TAKEN if the name is.
