@@ -293,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn redis_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&args("--redis redis://127.0.0.1:6390 --redis-partitions 4 --reuse-port"), none).unwrap();
+        assert_eq!(c.engine, EngineKind::Redis, "--redis selects the engine");
+        assert_eq!((c.redis_partitions, c.reuse_port), (4, true));
+        let env = |k: &str| match k {
+            "SSEHUB_REDIS" => Some("unix:///tmp/r.sock".to_string()),
+            "SSEHUB_REUSE_PORT" => Some("true".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&[], env).unwrap();
+        assert_eq!((c.engine, c.reuse_port), (EngineKind::Redis, true));
+        let c = Config::from_args(&args("--engine memory"), env).unwrap();
+        assert_eq!(c.engine, EngineKind::Memory, "an engine given wins");
+        let table = [
+            ("--engine redis", "--engine redis needs --redis URL"),
+            ("--redis-partitions 0", "--redis-partitions: expected a count from 1 to 1024"),
+            ("--redis rediss://h:1", "--redis: expected redis://host:port or unix:///path (rediss:// TLS is not supported)"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
     fn parses_durations() {
         let table =
             [("15s", Some(15_000)), ("500ms", Some(500)), ("2m", Some(120_000)), ("3", Some(3000)), ("", None), ("1d", None), ("s", None)];
