@@ -4,7 +4,6 @@
 //! the replies read and parsed as they complete. What each reply answers
 //! is the owner's business (FIFO).
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -179,7 +178,7 @@ impl Link {
 
     /// Readiness: marks the link writable, and reads every reply that is
     /// whole into `replies`.
-    pub fn ready(&mut self, event: &mio::event::Event, replies: &mut VecDeque<Value>) -> Got {
+    pub fn ready(&mut self, event: &mio::event::Event, replies: &mut Vec<Value>) -> Got {
         let Some(sock) = &mut self.sock else { return Got::Replies };
         if self.state == State::Connecting {
             if let Ok(Some(e)) | Err(e) = sock.take_error() {
@@ -200,7 +199,7 @@ impl Link {
     }
 
     /// Reads until the socket is drained (also called without readiness).
-    pub fn read(&mut self, replies: &mut VecDeque<Value>) -> Got {
+    pub fn read(&mut self, replies: &mut Vec<Value>) -> Got {
         let Some(sock) = &mut self.sock else { return Got::Replies };
         if self.state != State::Up {
             return Got::Replies;
@@ -225,7 +224,7 @@ impl Link {
                     used += n;
                     self.answered += 1;
                     self.backoff = BACKOFF_MIN;
-                    replies.push_back(value);
+                    replies.push(value);
                 }
                 Ok(None) => break,
                 Err(e) => return Got::Lost(e.to_string()),

@@ -27,28 +27,32 @@ pub struct Loaded {
     pub epoch: Vec<u8>,
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+/// A plain enum, not `Box<dyn Read + Write>`: a trait object's vtable
+/// brings every provided method of both traits into the binary.
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
 
 pub struct Blocking {
-    sock: Box<dyn Stream>,
+    sock: Sock,
     inbuf: Vec<u8>,
 }
 
 impl Blocking {
     pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
-        let sock: Box<dyn Stream> = match &url.target {
+        let sock = match &url.target {
             Target::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
-                Box::new(s)
+                Sock::Tcp(s)
             }
             Target::Unix(path) => {
                 let s = UnixStream::connect(path)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
-                Box::new(s)
+                Sock::Unix(s)
             }
         };
         let mut b = Blocking { sock, inbuf: Vec::new() };
@@ -71,7 +75,10 @@ impl Blocking {
         for c in commands {
             resp::command(&mut out, c);
         }
-        self.sock.write_all(&out)?;
+        match &mut self.sock {
+            Sock::Tcp(s) => s.write_all(&out)?,
+            Sock::Unix(s) => s.write_all(&out)?,
+        }
         let mut replies = Vec::with_capacity(commands.len());
         let mut used = 0;
         while replies.len() < commands.len() {
@@ -83,7 +90,10 @@ impl Blocking {
                 }
                 None => {
                     let mut chunk = [0u8; 64 * 1024];
-                    let n = self.sock.read(&mut chunk)?;
+                    let n = match &mut self.sock {
+                        Sock::Tcp(s) => s.read(&mut chunk)?,
+                        Sock::Unix(s) => s.read(&mut chunk)?,
+                    };
                     if n == 0 {
                         return Err(io::Error::other("Redis closed the connection"));
                     }

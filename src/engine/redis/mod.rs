@@ -33,7 +33,7 @@ mod link;
 mod load;
 pub mod resp;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -362,7 +362,8 @@ pub struct Redis {
     sources: HashMap<SourceKey, Src>,
     by_id: HashMap<String, SourceKey>,
     /// Deleted here; their create record may still come from a partition read.
-    tombstones: HashSet<String>,
+    /// (A map, not a set: it shares the registry's instantiation.)
+    tombstones: HashMap<String, SourceKey>,
     /// This process's emit ids are `<node>:<counter>`.
     node: String,
     emits: u64,
@@ -373,7 +374,7 @@ pub struct Redis {
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Entry>,
-    replies: VecDeque<Value>,
+    replies: Vec<Value>,
     sha: String,
     /// Redis's data generation: a different one means it lost data.
     epoch: Vec<u8>,
@@ -416,7 +417,7 @@ impl Redis {
             readers,
             sources: HashMap::new(),
             by_id: HashMap::new(),
-            tombstones: HashSet::new(),
+            tombstones: HashMap::new(),
             node: crate::auth::random_base62(12),
             emits: 0,
             flights: Flights::default(),
@@ -424,7 +425,7 @@ impl Redis {
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
-            replies: VecDeque::new(),
+            replies: Vec::new(),
             sha: sha1_hex(SCRIPT.as_bytes()),
             epoch,
             epochs: 0,
@@ -878,7 +879,7 @@ impl Redis {
                     self.deliver(key, id, &payload);
                 }
                 Entry::Created(meta) => {
-                    if self.by_id.contains_key(&meta.id) || self.tombstones.contains(&meta.id) {
+                    if self.by_id.contains_key(&meta.id) || self.tombstones.contains_key(&meta.id) {
                         continue;
                     }
                     self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
@@ -1036,7 +1037,7 @@ impl Engine for Redis {
                 if down {
                     return self.fail_now(ticket);
                 }
-                self.tombstones.insert(src.id.clone());
+                self.tombstones.insert(src.id.clone(), key);
                 self.call(&src.id, b"d", &[], Some(ticket), What::Plain);
             }
             Op::Clear { key } => {
