@@ -611,11 +611,10 @@ impl Redis {
     }
 
     fn lose_cmd(&mut self, why: &str) {
-        let was = self.cmd.state;
-        self.cmd.lose(&self.registry);
-        if was != State::Connecting || self.reconnects == 0 {
+        if self.cmd.state == State::Up {
             self.reconnects += 1;
         }
+        self.cmd.lose(&self.registry);
         self.went_down("command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
@@ -637,9 +636,11 @@ impl Redis {
     }
 
     fn lose_reader(&mut self, n: usize, why: &str) {
+        if self.readers[n].link.state == State::Up {
+            self.reconnects += 1;
+        }
         self.readers[n].link.lose(&self.registry);
         self.readers[n].reading = None;
-        self.reconnects += 1;
         self.went_down("a partition link", why);
     }
 
@@ -1170,7 +1171,7 @@ impl Engine for Redis {
         let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
         let rows: [(&str, &str, &str, u64); 4] = [
             ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(self.all_up())),
-            ("redis_reconnects_total", "counter", "Links to Redis lost (and reconnected) since start.", self.reconnects),
+            ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
             ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
             ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
         ];
