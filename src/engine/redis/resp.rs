@@ -333,3 +333,50 @@ mod tests {
         }
     }
 }
+
+/// The fuzz target's invariants (fuzz/fuzz_targets/resp_reply.rs) on every
+/// `cargo test`: any bytes, and valid replies with noise after them.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,8}".prop_map(|s| Value::Simple(s.into_bytes())),
+            "[a-zA-Z0-9 ]{0,8}".prop_map(|s| Value::Error(s.into_bytes())),
+            any::<i64>().prop_filter("i64::MIN has no positive twin", |&n| n != i64::MIN).prop_map(Value::Int),
+            prop::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bulk),
+            Just(Value::Nil),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Value::Array))
+    }
+
+    fn check(input: &[u8]) {
+        let Ok(Some((v, len))) = parse(input) else { return };
+        assert!(len <= input.len());
+        let mut again = Vec::new();
+        encode(&v, &mut again);
+        assert_eq!(parse(&again), Ok(Some((v, again.len()))));
+        for cut in 0..len {
+            assert_eq!(parse(&input[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes(input in prop::collection::vec(any::<u8>(), 0..64)) {
+            check(&input);
+        }
+
+        #[test]
+        fn replies_then_noise(v in value(), noise in prop::collection::vec(any::<u8>(), 0..8)) {
+            let mut input = Vec::new();
+            encode(&v, &mut input);
+            let len = input.len();
+            input.extend_from_slice(&noise);
+            prop_assert_eq!(parse(&input), Ok(Some((v, len))));
+            check(&input);
+        }
+    }
+}
