@@ -66,6 +66,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
 const BLOCK_MS: &str = "5000";
 const READ_TIMEOUT: Duration = Duration::from_secs(8);
+/// A turn's emits go in script calls of at most this many, or this many
+/// payload bytes (one call runs in Redis without a break).
+const BATCH_EMITS: usize = 512;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Entries per XREAD.
 const READ_COUNT: &str = "1000";
 
@@ -371,6 +375,7 @@ pub struct Redis {
     flights: Flights,
     /// Emits submitted this turn, not yet sent: (counter, source id).
     batch: Vec<(u64, String)>,
+    batch_bytes: usize,
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Entry>,
@@ -422,6 +427,7 @@ impl Redis {
             emits: 0,
             flights: Flights::default(),
             batch: Vec::new(),
+            batch_bytes: 0,
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
@@ -482,7 +488,11 @@ impl Redis {
         self.emits += 1;
         let counter = self.emits;
         self.batch.push((counter, id));
+        self.batch_bytes += payload.len();
         self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
+        if self.batch.len() >= BATCH_EMITS || self.batch_bytes >= BATCH_BYTES {
+            self.send_batch();
+        }
     }
 
     /// Sends the emits queued since the last change as one script call
@@ -492,6 +502,7 @@ impl Redis {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         if matches!(self.cmd.state, State::Down { .. }) {
             for (counter, _) in batch {
                 if let Some(f) = self.flights.remove(&counter) {
