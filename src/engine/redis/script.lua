@@ -7,36 +7,31 @@
 local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
 if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
 
--- The next id after `last`: this millisecond, or the same one continued,
--- so a source's ids increase even over a Redis restarted without its data.
-local function next_id(last, now)
-  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
-  ms, seq = tonumber(ms), tonumber(seq)
-  if now > ms then return string.format('%.0f-0', now) end
-  return string.format('%.0f-%.0f', ms, seq + 1)
-end
-
 if op == 'E' then
   -- Emits, one after another. KEYS per emit: source hash, history, partition (then the epoch);
   -- ARGV 5 --history, then per emit: source id, emit id (node:counter), payload.
   -- Returns per emit {id, previous id}, or false (no such source).
-  local keep, out = tonumber(ARGV[5]) + 1, {}
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- Redis assigns the id (`*`: above the stream's last, even if its clock went back; a
+  -- stream written back after a loss starts above the newest id served, see w).
+  -- One more than --history is kept: the oldest is the newest evicted (what the gap
+  -- signal compares with), known without a read per emit.
+  local keep, out, lasts = tonumber(ARGV[5]) + 1, {}, {}
   for i = 0, (#KEYS - 1) / 3 - 1 do
     local hash, history, partition = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
     local source, emit, payload = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
-    local last = redis.call('HGET', hash, 'last')
+    local last = lasts[hash]
+    if last == nil then last = redis.call('HGET', hash, 'last') end
     if not last then
       out[i + 1] = false
     else
-      -- One more than --history is kept: the oldest is the newest evicted
-      -- (what the gap signal compares with), known without a read per emit.
-      local id = redis.call('XADD', history, 'MAXLEN', '=', keep, next_id(last, now), 'p', payload, 'e', emit, 'v', last)
-      redis.call('HSET', hash, 'last', id)
+      local id = redis.call('XADD', history, 'MAXLEN', '=', keep, '*', 'p', payload, 'e', emit, 'v', last)
       redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 't', 'e', 's', source, 'i', id, 'v', last, 'e', emit, 'p', payload)
+      lasts[hash] = id
       out[i + 1] = {id, last}
     end
+  end
+  for hash, last in pairs(lasts) do
+    if last then redis.call('HSET', hash, 'last', last) end
   end
   return out
 elseif op == 'c' or op == 'w' then
@@ -57,7 +52,11 @@ elseif op == 'c' or op == 'w' then
     end
     if not last or less(last, ARGV[9]) then
       redis.call('HSET', KEYS[1], 'last', ARGV[9])
-      if ARGV[9] ~= '0-0' then redis.call('HSET', KEYS[1], 'evicted', ARGV[9]) end
+      if ARGV[9] ~= '0-0' then
+        redis.call('HSET', KEYS[1], 'evicted', ARGV[9])
+        -- An empty history stream starts above it: the next `*` id is greater.
+        if redis.call('XLEN', KEYS[2]) == 0 then redis.pcall('XADD', KEYS[2], 'MAXLEN', '0', ARGV[9], 'x', '') end
+      end
     end
   end
   redis.call('SADD', KEYS[4], src)
