@@ -4,16 +4,18 @@
 //! (account, name, endpoint, created, last id, evicted id: more fields
 //! are more hash fields), `sources` the set of ids, `names` the
 //! account+name index that keeps names unique across nodes, `h:<id>` the
-//! source's history stream (trimmed to `--history`), `p:<n>` the live
-//! partition streams, `partitions` the partition count the first node
-//! chose, `default_key` a generated key.
+//! source's history stream (`--history` + 1 entries: the oldest is the
+//! newest evicted), `p:<n>` the live partition streams, `partitions` the
+//! partition count the first node chose, `epoch` Redis's data generation
+//! (a change means it lost data), `default_key` a generated key.
 //!
-//! Every change is one EVALSHA of `script.lua` (atomic): an emit XADDs to
-//! the history stream (Redis assigns the id, per source increasing) and to
-//! the source's partition stream, with the id before it; creates, deletes
-//! and clears write the hash and a control record to the same partition,
-//! so they are ordered with the source's events. Commands go out on one
-//! command link, written once per turn, replies matched FIFO.
+//! Every change is one EVALSHA of `script.lua` (atomic; the emits of one
+//! turn share a call): an emit XADDs to the history stream (Redis assigns
+//! the id, per source increasing) and to the source's partition stream,
+//! with the id before it; creates, deletes and clears write the hash and a
+//! control record to the same partition, so they are ordered with the
+//! source's events. Commands go out on one command link, written once per
+//! turn, replies matched FIFO.
 //!
 //! Each node reads every partition with a blocking XREAD on a link of its
 //! own, always after the last id it read. Every node keeps a ring for
