@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::engine::EngineKind;
 pub use crate::engine::log::Fsync;
+pub use crate::engine::redis::RedisUrl;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
@@ -61,6 +62,12 @@ pub struct Config {
     /// Request bodies being read, summed over all connections, beyond which
     /// a new body is refused with 503 (a chunked body counts as `max_event_bytes`).
     pub max_body_bytes_in_flight: usize,
+    /// The `redis` engine's server (`--redis`).
+    pub redis: Option<RedisUrl>,
+    /// Live partition streams in Redis (`--redis-partitions`).
+    pub redis_partitions: u32,
+    /// `SO_REUSEPORT` on the listener: several processes share one port.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -84,6 +91,9 @@ impl Default for Config {
             cors_origins: Vec::new(),
             metrics_listen: None,
             max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
+            redis: None,
+            redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
+            reuse_port: false,
         }
     }
 }
@@ -112,13 +122,16 @@ const FLAGS: &[(&str, &str)] = &[
     ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
     ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
     ("state-file", "import sources and retained events from this file of an earlier version"),
-    ("engine", "where sources and history live: log or memory [default: log]"),
+    ("engine", "where sources and history live: log, memory or redis [default: log; redis with --redis]"),
     ("data-dir", "the log engine's directory [default: ./ssehub-data]"),
     ("fsync", "when the log is synced: always, everysec or never [default: everysec]"),
     ("cors-origin", "origins allowed to call /v1 from a browser: * or a comma list [default: none]"),
     ("metrics-listen", "serve /metrics on this address instead of the main one [default: none]"),
     ("max-body-bytes-in-flight", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
     ("repair", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
+    ("redis", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
+    ("redis-partitions", "live partition streams in Redis; the first node's count wins [default: 16]"),
+    ("reuse-port", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -154,7 +167,7 @@ impl Config {
             };
             let value = match inline {
                 Some(v) => v,
-                None if name == "repair" => String::new(),
+                None if name == "repair" || name == "reuse-port" => String::new(),
                 None => it.next().cloned().ok_or_else(|| ConfigError(format!("--{name} needs a value")))?,
             };
             given.push((name, value));
@@ -174,6 +187,13 @@ impl Config {
                 from_flags
             };
             config.set(name, values)?;
+        }
+        let engine_given = given.iter().any(|(n, _)| *n == "engine") || env("SSEHUB_ENGINE").is_some();
+        if config.redis.is_some() && !engine_given {
+            config.engine = EngineKind::Redis;
+        }
+        if config.engine == EngineKind::Redis && config.redis.is_none() {
+            return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
         Ok(config)
     }
@@ -206,7 +226,13 @@ impl Config {
             }
             "public-url" => self.public_url = Some(v.trim_end_matches('/').to_string()),
             "state-file" => self.state_file = Some(v.into()),
-            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log or memory"))?,
+            "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log, memory or redis"))?,
+            "redis" => self.redis = Some(RedisUrl::parse(&v).map_err(|e| bad(&e))?),
+            "redis-partitions" => {
+                self.redis_partitions =
+                    parse_positive(&v).filter(|&n| n <= 1024).ok_or_else(|| bad("expected a count from 1 to 1024"))? as u32
+            }
+            "reuse-port" => self.reuse_port = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             "data-dir" => self.data_dir = v.into(),
             "cors-origin" => {
                 self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
@@ -218,13 +244,7 @@ impl Config {
             "metrics-listen" => self.metrics_listen = Some(v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:9090"))?),
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
-            "repair" => {
-                self.repair = match v.as_str() {
-                    "" | "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(bad("expected true or false")),
-                }
-            }
+            "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())
@@ -237,6 +257,14 @@ fn valid_public_url(url: &str) -> bool {
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     !host.is_empty() && !host.starts_with(':') && url.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "" | "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
 }
 
 fn parse_positive(s: &str) -> Option<usize> {
@@ -315,6 +343,31 @@ mod tests {
         }
         for bad in ["not a url", "hooks.example.com", "http://", "https:///x", "http://a b", "http://:80"] {
             assert!(!valid_public_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redis_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&args("--redis redis://127.0.0.1:6390 --redis-partitions 4 --reuse-port"), none).unwrap();
+        assert_eq!(c.engine, EngineKind::Redis, "--redis selects the engine");
+        assert_eq!((c.redis_partitions, c.reuse_port), (4, true));
+        let env = |k: &str| match k {
+            "SSEHUB_REDIS" => Some("unix:///tmp/r.sock".to_string()),
+            "SSEHUB_REUSE_PORT" => Some("true".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&[], env).unwrap();
+        assert_eq!((c.engine, c.reuse_port), (EngineKind::Redis, true));
+        let c = Config::from_args(&args("--engine memory"), env).unwrap();
+        assert_eq!(c.engine, EngineKind::Memory, "an engine given wins");
+        let table = [
+            ("--engine redis", "--engine redis needs --redis URL"),
+            ("--redis-partitions 0", "--redis-partitions: expected a count from 1 to 1024"),
+            ("--redis rediss://h:1", "--redis: expected redis://host:port or unix:///path (rediss:// TLS is not supported)"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
         }
     }
 

@@ -97,7 +97,7 @@ impl Server {
 
     /// Runs the reactor on the calling thread until [`Handle::shutdown`].
     pub fn run(self) -> io::Result<()> {
-        reactor::Reactor::new(self.inner).run()
+        reactor::Reactor::new(self.inner)?.run()
     }
 }
 

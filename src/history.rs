@@ -88,6 +88,23 @@ impl History {
         self.events.len()
     }
 
+    /// Drops the events up to `up_to`; `up_to` counts as evicted (a
+    /// clear that happened at that id, learnt later than newer events).
+    pub fn clear_to(&mut self, up_to: EventId) {
+        if up_to == EventId::default() {
+            return;
+        }
+        while self.events.front().is_some_and(|e| e.id <= up_to) {
+            self.events.pop_front();
+        }
+        self.evicted = self.evicted.max(Some(up_to));
+    }
+
+    /// Events up to `id` that this ring never had are gone for good.
+    pub fn lost_up_to(&mut self, id: EventId) {
+        self.evicted = self.evicted.max(Some(id));
+    }
+
     pub fn clear(&mut self) {
         if let Some(newest) = self.events.back() {
             self.evicted = Some(newest.id);

@@ -36,6 +36,10 @@ pub enum Effect {
     EndStreams(Vec<u32>),
     /// A token ended (expired, revoked): end the source's streams opened with it.
     EndTokenStreams(Ended),
+    /// Send the gap frame to every subscriber of the source.
+    Gap(SourceKey, Gap),
+    /// Another node created this source: register it (the reactor knows the accounts).
+    Created(StoredSource),
     /// Answer the connection's request in `slot` (if it is still the same connection).
     Answer { key: usize, generation: u32, slot: u32, answer: Answer, result: Result<Ack, StorageError> },
 }
@@ -56,6 +60,17 @@ enum Undo {
     Verify(SourceKey, Option<Verify>),
     /// A new token (of this source).
     Token(SourceKey, String),
+}
+
+impl Undo {
+    fn apply(self, registry: &mut Registry, tokens: &mut Tokens) {
+        match self {
+            Undo::Nothing => {}
+            Undo::Create(key) => drop(registry.remove(key)),
+            Undo::Verify(key, before) => drop(registry.set_verify(key, before)),
+            Undo::Token(key, token) => drop(tokens.revoke(key, &token)),
+        }
+    }
 }
 
 pub struct Hub {
@@ -85,6 +100,11 @@ impl Hub {
 
     pub fn engine(&self) -> &dyn Engine {
         &*self.engine
+    }
+
+    /// Readiness of one of the engine's sockets.
+    pub fn engine_ready(&mut self, event: &mio::event::Event) {
+        self.engine.ready(event);
     }
 
     fn submit(&mut self, op: Op<'_>, now_ms: u64, undo: Undo) -> Ticket {
@@ -213,6 +233,31 @@ impl Hub {
                     }
                 }
                 Outcome::Done { ticket, result } => self.done(ticket, result),
+                Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
+                Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
+                Outcome::Verify { key, verify } => {
+                    if self.registry.get(key).is_some() {
+                        self.registry.set_verify(key, verify);
+                    }
+                }
+                Outcome::Token { key, token } => {
+                    if self.registry.get(key).is_some() {
+                        self.tokens.insert(&token.token, key, token.expires_at);
+                    }
+                }
+                Outcome::TokenRevoked { key, token } => {
+                    if let Some(ended) = self.tokens.revoke(key, &token) {
+                        self.effects.push(Effect::EndTokenStreams(ended));
+                    }
+                }
+                Outcome::Deleted { key } => {
+                    if let Some(source) = self.registry.remove(key) {
+                        info!("source {} ({}) deleted on another node", source.name, source.id);
+                        if !source.subscribers.is_empty() {
+                            self.effects.push(Effect::EndStreams(source.subscribers));
+                        }
+                    }
+                }
             }
         }
         self.outcomes = outcomes;
@@ -228,17 +273,14 @@ impl Hub {
         };
         let Some(p) = self.pending.remove(at) else { return };
         match result {
+            // Not a failure of storage: another node took the name first.
+            Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens),
             Err(e) => {
                 if !self.failing {
                     error!("storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
                 }
-                match p.undo {
-                    Undo::Nothing => {}
-                    Undo::Create(key) => drop(self.registry.remove(key)),
-                    Undo::Verify(key, before) => drop(self.registry.set_verify(key, before)),
-                    Undo::Token(key, token) => drop(self.tokens.revoke(key, &token)),
-                }
+                p.undo.apply(&mut self.registry, &mut self.tokens);
             }
             Ok(_) if self.failing => {
                 info!("storage recovered: changes are accepted again");

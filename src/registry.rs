@@ -121,11 +121,19 @@ impl Registry {
     /// Removes a source; returns it (its subscribers are to be ended).
     pub fn remove(&mut self, key: SourceKey) -> Option<Source> {
         let source = self.sources.remove(&key)?;
-        self.by_id.remove(&source.id);
-        if let Some(names) = self.by_name.get_mut(&source.account) {
+        // Only its own entries: another node's source of the same name may
+        // have been registered while this one's create was refused.
+        if self.by_id.get(&source.id) == Some(&key) {
+            self.by_id.remove(&source.id);
+        }
+        if let Some(names) = self.by_name.get_mut(&source.account)
+            && names.get(&source.name) == Some(&key)
+        {
             names.remove(&source.name);
         }
-        self.by_endpoint.remove(&source.endpoint_key);
+        if self.by_endpoint.get(&source.endpoint_key) == Some(&key) {
+            self.by_endpoint.remove(&source.endpoint_key);
+        }
         Some(source)
     }
 
@@ -180,6 +188,15 @@ mod tests {
         assert_eq!(r.find(1, &id_a), Some(b));
         assert_eq!(r.find(0, &id_a), Some(a));
         assert_eq!(r.find(2, &id_a), None);
+    }
+
+    #[test]
+    fn removing_a_refused_source_keeps_the_one_that_took_its_name() {
+        let mut r = Registry::default();
+        let mine = r.create(0, "orders", 5).unwrap();
+        let theirs = r.insert(0, "dc_theirs".into(), "orders".into(), "ep".into(), 4);
+        r.remove(mine);
+        assert_eq!(r.find(0, "orders"), Some(theirs));
     }
 
     #[test]

@@ -161,8 +161,10 @@ impl Answer {
     /// The response for `result`; `scratch` is a buffer kept across calls.
     pub fn render(self, result: Result<Ack, StorageError>, scratch: &mut Vec<u8>) -> Reply {
         let Answer { what, keep_alive, head_only, cors, .. } = self;
-        let Ok(ack) = result else {
-            return Fail::new(503, "storage unavailable").reply(keep_alive, head_only, &cors);
+        let ack = match result {
+            Ok(ack) => ack,
+            Err(StorageError::Conflict) => return Fail::new(409, StorageError::Conflict.to_string()).reply(keep_alive, head_only, &cors),
+            Err(_) => return Fail::new(503, "storage unavailable").reply(keep_alive, head_only, &cors),
         };
         let response = |status, content_type, body: &[u8]| {
             let bytes = http::response(status, content_type, &cors, body, keep_alive, head_only);

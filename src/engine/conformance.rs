@@ -116,6 +116,7 @@ fn append(engine: &mut dyn Engine, key: SourceKey, range: std::ops::Range<u64>, 
                 assert!(std::str::from_utf8(event.envelope()).unwrap().contains(&payloads[published.len()]));
                 published.push(event.id);
             }
+            o => panic!("an engine alone is told of no other node's change: {o:?}"),
         }
     }
     assert_eq!(acked, published, "every acknowledged event is published once, in order");

@@ -22,6 +22,9 @@ use mio::Waker;
 
 pub mod log;
 mod memory;
+// Without the feature only its URL parsing is reachable; the rest is left out by the linker.
+#[cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
+pub mod redis;
 mod rings;
 
 #[cfg(test)]
@@ -140,7 +143,6 @@ pub enum Ack {
 }
 
 /// Why storage did not take a change; nothing of it is acknowledged.
-#[allow(dead_code)] // `Unreachable`: the redis engine's
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageError {
     /// A write failed (disk full, file too large); may recover.
@@ -149,6 +151,8 @@ pub enum StorageError {
     SyncFailed,
     /// The engine cannot be reached (Redis down).
     Unreachable,
+    /// Another node took the name first (Redis).
+    Conflict,
 }
 
 impl fmt::Display for StorageError {
@@ -157,6 +161,7 @@ impl fmt::Display for StorageError {
             StorageError::WriteFailed => write!(f, "a write to storage failed"),
             StorageError::SyncFailed => write!(f, "a sync of storage failed; restart needed"),
             StorageError::Unreachable => write!(f, "storage is unreachable"),
+            StorageError::Conflict => write!(f, "a source with this name already exists"),
         }
     }
 }
@@ -172,6 +177,34 @@ pub enum Outcome {
     Publish {
         key: SourceKey,
         event: Event,
+    },
+    /// Another node created a source: register it (a key), then
+    /// `Engine::restore` it; the engine holds its later records until then.
+    Created(StoredSource),
+    /// Another node deleted a source: its streams end.
+    Deleted {
+        key: SourceKey,
+    },
+    /// Events of the source were lost before they reached this node's
+    /// subscribers: they get the gap signal (the ring knows it too).
+    Gap {
+        key: SourceKey,
+        gap: crate::history::Gap,
+    },
+    /// Another node set or removed the source's signature check.
+    Verify {
+        key: SourceKey,
+        verify: Option<crate::verify::Verify>,
+    },
+    /// Another node made a subscribe token of the source.
+    Token {
+        key: SourceKey,
+        token: StoredToken,
+    },
+    /// Another node revoked one: its streams here end.
+    TokenRevoked {
+        key: SourceKey,
+        token: String,
     },
 }
 
@@ -205,11 +238,21 @@ pub trait Engine {
         true
     }
 
-    /// Puts back a source found at start.
+    /// Puts back a source found at start (or created by another node).
     fn restore(&mut self, key: SourceKey, source: StoredSource);
 
     /// Puts back a token found at start (engines that keep tokens).
     fn restore_token(&mut self, _key: SourceKey, _token: StoredToken) {}
+
+    /// Readiness of one of the engine's own sockets (tokens from
+    /// `redis::TOKEN_BASE`), registered on the reactor's poll.
+    fn ready(&mut self, _event: &mio::event::Event) {}
+
+    /// When the engine wants `poll` called even if nothing happens (its
+    /// deadlines and reconnects).
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// Which engine `--engine` names.
@@ -220,6 +263,8 @@ pub enum EngineKind {
     /// Append-only files in `--data-dir` (SPEC §5).
     #[default]
     Log,
+    /// Shared by many nodes through `--redis` (SPEC §6).
+    Redis,
 }
 
 impl EngineKind {
@@ -228,6 +273,7 @@ impl EngineKind {
         match s {
             "memory" => Some(EngineKind::Memory),
             "log" => Some(EngineKind::Log),
+            "redis" => Some(EngineKind::Redis),
             _ => None,
         }
     }
@@ -246,6 +292,8 @@ enum Opening {
         history: usize,
     },
     Log(log::Opened),
+    #[cfg(feature = "redis")]
+    Redis(Box<redis::Opened>),
     /// Tests bring their own engine (started with the floor).
     #[cfg(test)]
     Custom(Box<dyn FnOnce(u64) -> Box<dyn Engine> + Send>),
@@ -260,6 +308,15 @@ impl Opened {
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
+            #[cfg(not(feature = "redis"))]
+            EngineKind::Redis => return Err(io::Error::other("this ssehub was built without the redis engine (cargo feature `redis`)")),
+            #[cfg(feature = "redis")]
+            EngineKind::Redis => {
+                let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
+                let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
+                let recovered = std::mem::take(&mut opened.recovered);
+                Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
+            }
         })
     }
 
@@ -273,6 +330,8 @@ impl Opened {
         match &self.kind {
             Opening::Memory { .. } => "memory".to_string(),
             Opening::Log(log) => log.describe(),
+            #[cfg(feature = "redis")]
+            Opening::Redis(r) => r.describe(),
             #[cfg(test)]
             Opening::Custom(_) => "a test engine".to_string(),
         }
@@ -284,13 +343,17 @@ impl Opened {
     }
 
     /// Starts the engine on the reactor thread; ids start above `floor_ms`.
-    pub fn start(self, floor_ms: u64) -> (Box<dyn Engine>, Recovered) {
+    /// Engines with sockets register them on `registry`.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub fn start(self, floor_ms: u64, registry: &mio::Registry) -> io::Result<(Box<dyn Engine>, Recovered)> {
         let engine: Box<dyn Engine> = match self.kind {
             Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
+            #[cfg(feature = "redis")]
+            Opening::Redis(r) => Box::new(r.start(registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };
-        (engine, self.recovered)
+        Ok((engine, self.recovered))
     }
 }

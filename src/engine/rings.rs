@@ -59,6 +59,20 @@ impl Rings {
         }
     }
 
+    /// Drops the events up to `up_to` (a clear ordered among events by id).
+    pub fn clear_to(&mut self, key: SourceKey, up_to: EventId) {
+        if let Some(ring) = self.rings.get_mut(&key) {
+            ring.history.clear_to(up_to);
+        }
+    }
+
+    /// Events up to `id` are lost for good: a resume point below it gets the gap signal.
+    pub fn lost_up_to(&mut self, key: SourceKey, id: EventId) {
+        if let Some(ring) = self.rings.get_mut(&key) {
+            ring.history.lost_up_to(id);
+        }
+    }
+
     /// Assigns the next id of `key` at `now_ms` and frames the event (not
     /// yet retained: see `retain`). `None` if the source is gone.
     pub fn stage(&mut self, key: SourceKey, payload: &[u8], now_ms: u64) -> Option<Event> {

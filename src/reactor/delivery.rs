@@ -6,7 +6,7 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
-use log::warn;
+use log::{info, warn};
 
 use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
 use crate::api::Reply;
@@ -135,6 +135,25 @@ impl Reactor {
                     for k in keys {
                         self.unsubscribe(k as usize);
                     }
+                }
+                Effect::Gap(source, gap) => {
+                    let Some(s) = self.hub.registry.get(source) else { continue };
+                    let frame: crate::sse::Frame = sse::gap_frame(&gap).into();
+                    for &k in &s.subscribers {
+                        let conn = &mut self.conns[k as usize];
+                        if conn.closing.is_none() {
+                            conn.push(Buf::Shared(frame.clone()));
+                            self.to_flush.mark(conn, k as usize);
+                        }
+                    }
+                }
+                Effect::Created(stored) => {
+                    let account = self.keys.account(&stored.meta.account);
+                    if self.hub.registry.find(account, &stored.meta.name).is_some() {
+                        warn!("source {} ({}) created on another node has a name taken here", stored.meta.name, stored.meta.id);
+                    }
+                    info!("source {} ({}) created on another node", stored.meta.name, stored.meta.id);
+                    self.hub.restore(account, stored);
                 }
                 Effect::Answer { key, generation, slot, mut answer, result } => {
                     if self.conns.get(key).is_none_or(|c| c.generation != generation || c.closing.is_some()) {

@@ -155,8 +155,11 @@ impl Bound {
             }
             None => Vec::new(),
         };
-        let mut listener =
-            TcpListener::bind(config.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+        let bind = || match config.reuse_port {
+            true => crate::sys::listen_reuse_port(config.listen, LISTEN_BACKLOG).map(TcpListener::from_std),
+            false => TcpListener::bind(config.listen),
+        };
+        let mut listener = bind().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
         crate::sys::set_listen_backlog(listener.as_raw_fd(), LISTEN_BACKLOG);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -247,7 +250,7 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    pub fn new(bound: Bound) -> Reactor {
+    pub fn new(bound: Bound) -> io::Result<Reactor> {
         let Bound {
             poll,
             listener,
@@ -265,7 +268,7 @@ impl Reactor {
             ..
         } = bound;
         let now = unix_ms();
-        let (engine, recovered) = engine.start(now);
+        let (engine, recovered) = engine.start(now, poll.registry())?;
         let mut hub = Hub::new(engine);
         if let Some(key) = key_to_keep {
             hub.keep_default_key(&key, now);
@@ -299,7 +302,7 @@ impl Reactor {
             info!("serving /metrics on http://{addr}");
         }
         info!("listening on http://{local_addr} (up to {max_connections} connections)");
-        Reactor {
+        Ok(Reactor {
             poll,
             listener: Some(listener),
             metrics_ready: metrics_listener.is_some(),
@@ -334,7 +337,7 @@ impl Reactor {
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
             token_timer: None,
-        }
+        })
     }
 
     pub fn run(mut self) -> io::Result<()> {
@@ -354,6 +357,7 @@ impl Reactor {
                     LISTENER => self.accept_ready = true,
                     METRICS_LISTENER => self.metrics_ready = true,
                     WAKER => woken = true,
+                    Token(t) if t >= engine::redis::TOKEN_BASE => self.hub.engine_ready(event),
                     Token(key) => self.on_event(key, event),
                 }
             }
@@ -383,7 +387,12 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
-        self.timers.next_expiry().map(|at| Duration::from_millis(at.saturating_sub(now)))
+        let timer = self.timers.next_expiry().map(|at| Duration::from_millis(at.saturating_sub(now)));
+        let engine = self.hub.engine().next_wake().map(|at| at.saturating_duration_since(Instant::now()));
+        match (timer, engine) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_event(&mut self, key: usize, event: &mio::event::Event) {
@@ -944,7 +953,10 @@ impl Reactor {
                         let s = self.hub.source(key);
                         let info = SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
                         let waiter = Waiter::Handle(Box::new(move |result| {
-                            let _ = reply.send(result.map(|_| info).map_err(|_| Error::Unavailable));
+                            let _ = reply.send(result.map(|_| info).map_err(|e| match e {
+                                engine::StorageError::Conflict => Error::NameTaken,
+                                _ => Error::Unavailable,
+                            }));
                         }));
                         self.hub.wait(ticket, waiter);
                     }

@@ -345,3 +345,94 @@ impl Sse {
         }
     }
 }
+
+/// A real `redis-server` on a free loopback port with a dir of its own
+/// (append-only, fsync always); killed on drop. `restart` starts it again
+/// on the same port and dir (its AOF).
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = RedisServer { child: None, port, dir: TempDir::new("redis") };
+        r.restart();
+        r
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir", self.dir.path()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// One `redis-cli` command's output, trimmed ("" if it cannot connect).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).stderr(Stdio::null()).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.as_ref().map(Child::id) {
+            // A stopped server must be continued to die promptly.
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+        }
+        self.kill();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client: one connection, requests one at a time.
+pub struct KeepAlive {
+    r: BufReader<TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive { r: BufReader::new(s), host: addr.to_string() }
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: &str) -> Response {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.r.get_mut().write_all(req.as_bytes()).unwrap();
+        read_response(&mut self.r)
+    }
+}

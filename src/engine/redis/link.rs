@@ -1,0 +1,236 @@
+//! One connection to Redis on the reactor's poll: a non-blocking TCP or
+//! Unix socket registered once for both directions, the commands queued
+//! during a turn (written with one `write` before the reactor sleeps), and
+//! the replies read and parsed as they complete. What each reply answers
+//! is the owner's business (FIFO).
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use super::resp::{self, Value};
+use super::{RedisUrl, Target};
+
+/// Reconnect backoff: from this, doubling, up to `BACKOFF_MAX`.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Sock::Tcp(s) => s,
+            Sock::Unix(s) => s,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
+        }
+    }
+}
+
+/// Where a link is: what it waits for, what comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No socket. Next: `connect` once `retry_at` has passed.
+    Down { retry_at: Instant },
+    /// Connecting; commands are queued. Next: `Up` on the first readiness.
+    Connecting,
+    /// Connected: commands are written, replies read.
+    Up,
+}
+
+pub struct Link {
+    pub token: Token,
+    sock: Option<Sock>,
+    pub state: State,
+    out: Vec<u8>,
+    written: usize,
+    inbuf: Vec<u8>,
+    can_write: bool,
+    backoff: Duration,
+    /// Replies taken since the last connect (a link that accepts but
+    /// never answers, a stopped Redis, is not healthy).
+    pub answered: u64,
+}
+
+/// What a read found.
+pub enum Got {
+    /// Replies (possibly none); the link is still up.
+    Replies,
+    /// The peer closed or failed: the link is down now.
+    Lost(String),
+}
+
+impl Link {
+    pub fn new(token: Token) -> Link {
+        Link {
+            token,
+            sock: None,
+            state: State::Down { retry_at: Instant::now() },
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            can_write: false,
+            backoff: BACKOFF_MIN,
+            answered: 0,
+        }
+    }
+
+    /// Starts a non-blocking connect; commands sent from now on are queued.
+    pub fn connect(&mut self, url: &RedisUrl, registry: &Registry) -> io::Result<()> {
+        let mut sock = match &url.target {
+            Target::Tcp(addr) => Sock::Tcp(TcpStream::connect(*addr)?),
+            Target::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
+        };
+        if let Sock::Tcp(s) = &sock {
+            let _ = s.set_nodelay(true);
+        }
+        registry.register(sock.source(), self.token, Interest::READABLE | Interest::WRITABLE)?;
+        self.sock = Some(sock);
+        self.state = State::Connecting;
+        self.out.clear();
+        self.written = 0;
+        self.inbuf.clear();
+        self.can_write = false;
+        self.answered = 0;
+        if let Some((user, pass)) = &url.auth {
+            match user {
+                Some(user) => self.send(&[b"AUTH", user.as_bytes(), pass.as_bytes()]),
+                None => self.send(&[b"AUTH", pass.as_bytes()]),
+            }
+        }
+        if url.db != 0 {
+            self.send(&[b"SELECT", url.db.to_string().as_bytes()]);
+        }
+        Ok(())
+    }
+
+    /// Replies expected for what `connect` queued itself (AUTH, SELECT).
+    pub fn setup_replies(url: &RedisUrl) -> usize {
+        usize::from(url.auth.is_some()) + usize::from(url.db != 0)
+    }
+
+    /// Closes the socket; the next connect is after the backoff.
+    pub fn lose(&mut self, registry: &Registry) {
+        if let Some(mut sock) = self.sock.take() {
+            let _ = registry.deregister(sock.source());
+        }
+        self.state = State::Down { retry_at: Instant::now() + self.backoff };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.out.clear();
+        self.written = 0;
+        self.inbuf.clear();
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        resp::command(&mut self.out, args);
+    }
+
+    /// True while queued bytes can be written now.
+    pub fn wants_flush(&self) -> bool {
+        self.written < self.out.len() && self.can_write && self.sock.is_some()
+    }
+
+    /// Writes what is queued, until done or the socket is full.
+    pub fn flush(&mut self) -> Result<(), String> {
+        let Some(sock) = &mut self.sock else { return Ok(()) };
+        while self.written < self.out.len() && self.can_write {
+            match sock.write(&self.out[self.written..]) {
+                Ok(0) => return Err("write returned 0".into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.can_write = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if self.written == self.out.len() {
+            self.out.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Readiness: marks the link writable, and reads every reply that is
+    /// whole into `replies`.
+    pub fn ready(&mut self, event: &mio::event::Event, replies: &mut Vec<Value>) -> Got {
+        let Some(sock) = &mut self.sock else { return Got::Replies };
+        if self.state == State::Connecting {
+            if let Ok(Some(e)) | Err(e) = sock.take_error() {
+                return Got::Lost(format!("connect: {e}"));
+            }
+            if event.is_error() || (event.is_write_closed() && !event.is_writable()) {
+                return Got::Lost("connect refused".into());
+            }
+            if !event.is_writable() {
+                return Got::Replies;
+            }
+            self.state = State::Up;
+        }
+        if event.is_writable() || event.is_error() {
+            self.can_write = true;
+        }
+        self.read(replies)
+    }
+
+    /// Reads until the socket is drained (also called without readiness).
+    pub fn read(&mut self, replies: &mut Vec<Value>) -> Got {
+        let Some(sock) = &mut self.sock else { return Got::Replies };
+        if self.state != State::Up {
+            return Got::Replies;
+        }
+        loop {
+            let at = self.inbuf.len();
+            self.inbuf.resize(at + READ_CHUNK, 0);
+            let r = sock.read(&mut self.inbuf[at..]);
+            self.inbuf.truncate(at + *r.as_ref().unwrap_or(&0));
+            match r {
+                Ok(0) => return Got::Lost("closed by Redis".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Got::Lost(e.to_string()),
+            }
+        }
+        let mut used = 0;
+        loop {
+            match resp::parse(&self.inbuf[used..]) {
+                Ok(Some((value, n))) => {
+                    used += n;
+                    self.answered += 1;
+                    self.backoff = BACKOFF_MIN;
+                    replies.push(value);
+                }
+                Ok(None) => break,
+                Err(e) => return Got::Lost(e.to_string()),
+            }
+        }
+        self.inbuf.drain(..used);
+        Got::Replies
+    }
+}

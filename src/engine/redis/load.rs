@@ -1,0 +1,206 @@
+//! The load at start, over a blocking connection before the reactor runs:
+//! the partition count, the partitions' newest ids (where the live reads
+//! begin), then every source with its newest `--history` events. Cursors
+//! first: an event that lands meanwhile is then both loaded and read live,
+//! and the engine drops the second copy by its id.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::resp::{self, Value};
+use super::{Keys, RedisUrl, Target, field, parse_id};
+use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
+use crate::sse::EventId;
+use crate::verify::Verify;
+
+/// Connect, and each reply, within this (start fails rather than hangs).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the reactor's engine starts from.
+pub struct Loaded {
+    pub recovered: Recovered,
+    pub partitions: u32,
+    /// Per partition: the id the live read starts after.
+    pub cursors: Vec<Vec<u8>>,
+    /// Redis's data generation (set by the first node).
+    pub epoch: Vec<u8>,
+}
+
+/// A plain enum, not `Box<dyn Read + Write>`: a trait object's vtable
+/// brings every provided method of both traits into the binary.
+enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+pub struct Blocking {
+    sock: Sock,
+    inbuf: Vec<u8>,
+}
+
+impl Blocking {
+    pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
+        let sock = match &url.target {
+            Target::Tcp(addr) => {
+                let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
+                s.set_read_timeout(Some(LOAD_TIMEOUT))?;
+                s.set_write_timeout(Some(LOAD_TIMEOUT))?;
+                Sock::Tcp(s)
+            }
+            Target::Unix(path) => {
+                let s = UnixStream::connect(path)?;
+                s.set_read_timeout(Some(LOAD_TIMEOUT))?;
+                s.set_write_timeout(Some(LOAD_TIMEOUT))?;
+                Sock::Unix(s)
+            }
+        };
+        let mut b = Blocking { sock, inbuf: Vec::new() };
+        if let Some((user, pass)) = &url.auth {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            args.extend(user.as_deref().map(str::as_bytes));
+            args.push(pass.as_bytes());
+            b.call(&[args])?;
+        }
+        if url.db != 0 {
+            b.call(&[vec![b"SELECT", url.db.to_string().as_bytes()]])?;
+        }
+        Ok(b)
+    }
+
+    /// Sends the commands in one write, returns their replies in order;
+    /// an error reply is an error.
+    pub fn call(&mut self, commands: &[Vec<&[u8]>]) -> io::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for c in commands {
+            resp::command(&mut out, c);
+        }
+        match &mut self.sock {
+            Sock::Tcp(s) => s.write_all(&out)?,
+            Sock::Unix(s) => s.write_all(&out)?,
+        }
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut used = 0;
+        while replies.len() < commands.len() {
+            match resp::parse(&self.inbuf[used..]).map_err(|e| io::Error::other(e.to_string()))? {
+                Some((Value::Error(e), _)) => return Err(io::Error::other(format!("Redis: {}", String::from_utf8_lossy(&e)))),
+                Some((v, n)) => {
+                    used += n;
+                    replies.push(v);
+                }
+                None => {
+                    let mut chunk = [0u8; 64 * 1024];
+                    let n = match &mut self.sock {
+                        Sock::Tcp(s) => s.read(&mut chunk)?,
+                        Sock::Unix(s) => s.read(&mut chunk)?,
+                    };
+                    if n == 0 {
+                        return Err(io::Error::other("Redis closed the connection"));
+                    }
+                    self.inbuf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        self.inbuf.drain(..used);
+        Ok(replies)
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::other(format!("unexpected reply from Redis to {what}"))
+}
+
+pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io::Result<Loaded> {
+    let mut b = Blocking::connect(url)?;
+    let wanted = partitions.to_string();
+    let fresh = crate::auth::random_base62(16);
+    let r = b.call(&[
+        vec![b"SET", keys.partitions.as_bytes(), wanted.as_bytes(), b"NX"],
+        vec![b"GET", keys.partitions.as_bytes()],
+        vec![b"GET", keys.default_key.as_bytes()],
+        vec![b"SET", keys.epoch.as_bytes(), fresh.as_bytes(), b"NX"],
+        vec![b"GET", keys.epoch.as_bytes()],
+    ])?;
+    let epoch = r[4].as_bytes().ok_or_else(|| bad("GET epoch"))?.to_vec();
+    let partitions: u32 = r[1].as_int().filter(|&n| n > 0 && n <= 1024).ok_or_else(|| bad("GET partitions"))? as u32;
+    let default_key = r[2].as_bytes().map(|k| String::from_utf8_lossy(k).into_owned());
+    let names: Vec<String> = (0..partitions).map(|p| keys.partition(p)).collect();
+    let commands: Vec<Vec<&[u8]>> = names.iter().map(|n| vec![&b"XREVRANGE"[..], n.as_bytes(), b"+", b"-", b"COUNT", b"1"]).collect();
+    let cursors = b
+        .call(&commands)?
+        .iter()
+        .map(|v| match v.as_array().and_then(|a| a.first()).and_then(|e| e.as_array()).and_then(|e| e.first()) {
+            Some(id) => id.as_bytes().map(<[u8]>::to_vec).ok_or_else(|| bad("XREVRANGE")),
+            None => Ok(b"0-0".to_vec()),
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let members = b.call(&[vec![b"SMEMBERS", keys.sources.as_bytes()]])?;
+    let ids: Vec<String> =
+        members[0].as_array().unwrap_or(&[]).iter().filter_map(|v| v.as_bytes()).map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+    // The history streams keep one more than --history: the newest evicted.
+    let count = (history + 1).to_string();
+    let mut sources = Vec::with_capacity(ids.len());
+    let mut tokens = Vec::new();
+    // In batches: one round trip per 256 sources.
+    for batch in ids.chunks(256) {
+        let hashes: Vec<String> = batch.iter().map(|id| keys.source(id)).collect();
+        let streams: Vec<String> = batch.iter().map(|id| keys.history(id)).collect();
+        let mut commands: Vec<Vec<&[u8]>> = Vec::new();
+        for (h, s) in hashes.iter().zip(&streams) {
+            commands.push(vec![b"HGETALL", h.as_bytes()]);
+            commands.push(vec![b"XREVRANGE", s.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()]);
+        }
+        let replies = b.call(&commands)?;
+        for (id, pair) in batch.iter().zip(replies.chunks(2)) {
+            if let Some(s) = stored(id, &pair[0], &pair[1], history) {
+                tokens.extend(stored_tokens(id, &pair[0]));
+                sources.push(s);
+            }
+        }
+    }
+    Ok(Loaded { recovered: Recovered { sources, default_key, tokens }, partitions, cursors, epoch })
+}
+
+/// A source's subscribe tokens: its hash's `tok:<token>` fields (expired
+/// ones are left out by the hub).
+fn stored_tokens<'a>(id: &'a str, hash: &'a Value) -> impl Iterator<Item = StoredToken> + 'a {
+    hash.as_array().unwrap_or(&[]).chunks(2).filter_map(move |pair| {
+        let token = pair.first()?.as_bytes()?.strip_prefix(b"tok:")?;
+        let expires_at = std::str::from_utf8(pair.get(1)?.as_bytes()?).ok()?.parse().ok()?;
+        Some(StoredToken { token: String::from_utf8(token.to_vec()).ok()?, source_id: id.to_string(), expires_at })
+    })
+}
+
+/// A source from its hash and its history (newest first); `None` if the
+/// hash is gone (deleted between the two reads).
+fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<StoredSource> {
+    let h = hash.as_array()?;
+    let get = |name: &str| field(h, name).map(|v| String::from_utf8_lossy(v).into_owned());
+    let meta = SourceMeta {
+        id: id.to_string(),
+        account: get("account")?,
+        name: get("name")?,
+        endpoint_key: get("endpoint")?,
+        created_at: get("created")?.parse().ok()?,
+        verify: field(h, "verify").and_then(Verify::from_stored),
+    };
+    let mut events: Vec<(EventId, Vec<u8>)> = history
+        .as_array()
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|e| {
+            let e = e.as_array()?;
+            let id = parse_id(e.first()?.as_bytes()?)?;
+            let payload = field(e.get(1)?.as_array()?, "p")?.to_vec();
+            Some((id, payload))
+        })
+        .collect();
+    // Newest first: past `keep`, the one more is the newest evicted.
+    let beyond = (events.len() > keep).then(|| events.pop().map(|e| e.0)).flatten();
+    events.reverse();
+    let last = get("last").and_then(|l| l.parse().ok());
+    let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
+    let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
+    Some(StoredSource { meta, events, last_id, evicted })
+}

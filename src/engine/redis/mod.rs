@@ -1,0 +1,1387 @@
+//! The `redis` engine: many ssehub nodes on one Redis (SPEC §6).
+//!
+//! Keys (under a prefix, `ssehub:`): `src:<id>` a hash per source
+//! (account, name, endpoint, created, last id, evicted id: more fields
+//! are more hash fields), `sources` the set of ids, `names` the
+//! account+name index that keeps names unique across nodes, `h:<id>` the
+//! source's history stream (`--history` + 1 entries: the oldest is the
+//! newest evicted), `p:<n>` the live partition streams, `partitions` the
+//! partition count the first node chose, `epoch` Redis's data generation
+//! (a change means it lost data), `default_key` a generated key.
+//!
+//! Every change is one EVALSHA of `script.lua` (atomic; the emits of one
+//! turn share a call): an emit XADDs to the history stream (Redis assigns
+//! the id, per source increasing) and to the source's partition stream,
+//! with the id before it; creates, deletes and clears write the hash and a
+//! control record to the same partition, so they are ordered with the
+//! source's events. Commands go out on one command link, written once per
+//! turn, replies matched FIFO.
+//!
+//! Each node reads every partition with a blocking XREAD on a link of its
+//! own, always after the last id it read. Every node keeps a ring for
+//! every source (loaded at start, fed by the reads), so replay is always
+//! local. An event reaches a node's subscribers once: at the emitting
+//! node's acknowledgement if the node already has the event before it
+//! (else the read brings it in order), or when read; an id at or below the
+//! source's last delivered one is dropped.
+//!
+//! Faults: a link that fails or stops answering is closed and reconnected
+//! with backoff; what was in flight on the command link fails, except
+//! emits, which wait (at most `EMIT_TIMEOUT`) for their record to show up
+//! in a partition read: the emit id (node + counter) in the record tells a
+//! landed emit from a lost one, so a lost reply is never stored twice.
+
+mod link;
+mod load;
+pub mod resp;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::{Events, Poll, Registry, Token};
+
+use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use crate::sse::{Event, EventId};
+use crate::text::push_u64;
+use crate::verify::Verify;
+use link::{Got, Link, State};
+use resp::Value;
+
+/// Tokens of the engine's links: `TOKEN_BASE` is the command link,
+/// `TOKEN_BASE + 1 + n` partition `n`'s reader.
+pub const TOKEN_BASE: usize = usize::MAX / 2;
+/// `--redis-partitions`' default.
+pub const DEFAULT_PARTITIONS: u32 = 16;
+/// Entries a partition stream keeps (MAXLEN ~): how far behind a node may
+/// fall before it catches up from history streams instead.
+/// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
+const PARTITION_LEN: &str = "10000";
+/// An emit not acknowledged within this answers 503 (SPEC: within 2 s).
+const EMIT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Any other command not answered within this closes the command link.
+const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The command link is pinged when idle this long (liveness, /healthz).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
+const BLOCK_MS: &str = "5000";
+const READ_TIMEOUT: Duration = Duration::from_secs(8);
+/// A turn's emits go in script calls of at most this many, or this many
+/// payload bytes (one call runs in Redis without a break).
+const BATCH_EMITS: usize = 512;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Entries per XREAD.
+const READ_COUNT: &str = "1000";
+
+const SCRIPT: &str = include_str!("script.lua");
+
+/// Where Redis is: `redis://[user:pass@]host:port[/db]` or `unix:///path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    pub target: Target,
+    /// (user, password); `redis://:pass@` has no user.
+    pub auth: Option<(Option<String>, String)>,
+    pub db: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl RedisUrl {
+    pub fn parse(s: &str) -> Result<RedisUrl, String> {
+        if let Some(rest) = s.strip_prefix("unix://") {
+            // unix:///path[?db=N][&user=U][&password=P]
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !path.starts_with('/') {
+                return Err("expected unix:///absolute/path".into());
+            }
+            let (mut db, mut user, mut pass) = (0, None, None);
+            for (k, v) in crate::http::query_pairs(query) {
+                match k.as_str() {
+                    "db" => db = v.parse().map_err(|_| "db must be a number")?,
+                    "user" => user = Some(v),
+                    "password" => pass = Some(v),
+                    _ => return Err(format!("unknown parameter {k} (db, user, password)")),
+                }
+            }
+            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: pass.map(|p| (user, p)), db });
+        }
+        let rest = s.strip_prefix("redis://").ok_or("expected redis://host:port or unix:///path (rediss:// TLS is not supported)")?;
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((creds, rest)) => {
+                let (user, pass) = creds.split_once(':').unwrap_or(("", creds));
+                let user = crate::http::percent_decode(user);
+                (Some(((!user.is_empty()).then_some(user), crate::http::percent_decode(pass))), rest)
+            }
+            None => (None, rest),
+        };
+        let (hostport, db) = match rest.split_once('/') {
+            Some((h, "")) => (h, 0),
+            Some((h, db)) => (h, db.parse().map_err(|_| "the path must be a db number")?),
+            None => (rest, 0),
+        };
+        let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:6379") };
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{hostport} resolves to no address"))?;
+        Ok(RedisUrl { target: Target::Tcp(addr), auth, db })
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.target {
+            Target::Tcp(a) => format!("redis://{a}/{}", self.db),
+            Target::Unix(p) => format!("unix://{}", p.display()),
+        }
+    }
+}
+
+/// Key names under the prefix.
+pub struct Keys {
+    prefix: String,
+    partitions: String,
+    default_key: String,
+    sources: String,
+    names: String,
+    epoch: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+            partitions: join(prefix, "partitions", ""),
+            default_key: join(prefix, "default_key", ""),
+            sources: join(prefix, "sources", ""),
+            names: join(prefix, "names", ""),
+            epoch: join(prefix, "epoch", ""),
+        }
+    }
+
+    fn source(&self, id: &str) -> String {
+        join(&self.prefix, "src:", id)
+    }
+
+    fn history(&self, id: &str) -> String {
+        join(&self.prefix, "h:", id)
+    }
+
+    fn partition(&self, n: u32) -> String {
+        let mut digits = Vec::new();
+        push_u64(&mut digits, u64::from(n));
+        join(&self.prefix, "p:", std::str::from_utf8(&digits).unwrap_or("0"))
+    }
+}
+
+fn join(a: &str, b: &str, c: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len() + c.len());
+    s.push_str(a);
+    s.push_str(b);
+    s.push_str(c);
+    s
+}
+
+/// The value after `name` in a flat field list (a hash or a stream entry).
+fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a [u8]> {
+    fields.chunks(2).find(|kv| kv[0].as_bytes() == Some(name.as_bytes())).and_then(|kv| kv.get(1)?.as_bytes())
+}
+
+fn parse_id(b: &[u8]) -> Option<EventId> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// The partition of a source: FNV-1a of its id.
+fn partition_of(id: &str, partitions: u32) -> u32 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// Connected and loaded at bind; started on the reactor thread.
+pub struct Opened {
+    url: RedisUrl,
+    keys: Keys,
+    history: usize,
+    partitions: u32,
+    cursors: Vec<Vec<u8>>,
+    epoch: Vec<u8>,
+    default_key: Option<String>,
+    pub recovered: Recovered,
+}
+
+/// Loads what Redis holds (blocking: before the reactor runs).
+pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
+    let keys = Keys::new(prefix);
+    let loaded = load::load(url, &keys, partitions, history)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
+    if loaded.partitions != partitions {
+        warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
+    }
+    let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
+    info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
+    Ok(Opened {
+        url: url.clone(),
+        keys,
+        history,
+        partitions: loaded.partitions,
+        cursors: loaded.cursors,
+        epoch: loaded.epoch,
+        default_key: loaded.recovered.default_key.clone(),
+        recovered: loaded.recovered,
+    })
+}
+
+impl Opened {
+    pub fn describe(&self) -> String {
+        self.url.describe()
+    }
+
+    /// The engine, its links registered on the reactor's poll.
+    pub fn start(self, registry: Registry) -> Redis {
+        Redis::new(self, registry, None)
+    }
+
+    /// The engine with a poll of its own, read in `poll` (tests drive it
+    /// through the seam alone).
+    #[cfg(test)]
+    pub fn standalone(self) -> Redis {
+        let poll = Poll::new().expect("a poll");
+        let registry = poll.registry().try_clone().expect("a registry");
+        Redis::new(self, registry, Some((poll, Events::with_capacity(64))))
+    }
+}
+
+/// What a reply on the command link answers.
+enum Expect {
+    /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
+    Setup,
+    /// `GET epoch` when idle: liveness, and a Redis that lost its data.
+    Ping(Instant),
+    /// `GET epoch` after a loss: the epoch to use from now on.
+    Epoch,
+    /// `XRANGE` of a history: a resync.
+    Resync,
+    Op {
+        ticket: Option<Ticket>,
+        what: What,
+        at: Instant,
+        epoch: u64,
+    },
+}
+
+enum What {
+    /// The emits' counters (their flights hold the rest).
+    Emits(Vec<u64>),
+    Create(SourceKey),
+    Plain,
+}
+
+/// An emit submitted and not yet answered.
+struct Flight {
+    ticket: Ticket,
+    key: SourceKey,
+    payload: Vec<u8>,
+    deadline: Instant,
+}
+
+struct Src {
+    id: String,
+    /// Written back if Redis loses it, with the tokens.
+    meta: SourceMeta,
+    /// Subscribe tokens (token, expires_at), written back too.
+    tokens: Vec<(String, u64)>,
+    /// The newest id delivered (retained and published) on this node.
+    last: EventId,
+}
+
+struct Reader {
+    link: Link,
+    /// The last partition id read: the next XREAD starts after it.
+    cursor: Vec<u8>,
+    setup: usize,
+    /// An XREAD is out since.
+    reading: Option<Instant>,
+}
+
+/// A source caught up from its history stream: a partition record's
+/// predecessor never reached this node (the partition was trimmed past the
+/// node's position while it was paused, or Redis lost it). Every record
+/// waits meanwhile, so order holds.
+struct Resync {
+    key: SourceKey,
+    /// The predecessor the record named.
+    prev: EventId,
+    /// The history's answer is in.
+    done: bool,
+    gap_sent: bool,
+}
+
+/// Emits in flight, in counter order: mostly taken from the front.
+#[derive(Default)]
+struct Flights(VecDeque<(u64, Flight)>);
+
+impl Flights {
+    fn insert(&mut self, counter: u64, flight: Flight) {
+        self.0.push_back((counter, flight));
+    }
+
+    fn get(&self, counter: u64) -> Option<&Flight> {
+        let at = self.0.binary_search_by_key(&counter, |(c, _)| *c).ok()?;
+        self.0.get(at).map(|(_, f)| f)
+    }
+
+    fn remove(&mut self, counter: &u64) -> Option<Flight> {
+        let at = self.0.binary_search_by_key(counter, |(c, _)| *c).ok()?;
+        self.0.remove(at).map(|(_, f)| f)
+    }
+}
+
+/// A partition record.
+enum Entry {
+    Event {
+        source: String,
+        id: EventId,
+        prev: EventId,
+        emit: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    Created(SourceMeta),
+    Deleted(String),
+    /// Cleared up to this id (the source's last when it was cleared).
+    Cleared(String, EventId),
+    /// The signature check's stored settings (empty: none).
+    Verify(String, Vec<u8>),
+    /// A subscribe token made: (source, token, expires_at).
+    Token(String, String, u64),
+    /// A subscribe token revoked: (source, token).
+    Revoked(String, String),
+}
+
+pub struct Redis {
+    url: RedisUrl,
+    keys: Keys,
+    history: String,
+    partitions: u32,
+    registry: Registry,
+    own: Option<(Poll, Events)>,
+    rings: Rings,
+    cmd: Link,
+    expect: VecDeque<Expect>,
+    readers: Vec<Reader>,
+    sources: HashMap<SourceKey, Src>,
+    by_id: HashMap<String, SourceKey>,
+    /// Deleted here; their create record may still come from a partition read.
+    /// (A map, not a set: it shares the registry's instantiation.)
+    tombstones: HashMap<String, SourceKey>,
+    /// This process's emit ids are `<node>:<counter>`.
+    node: String,
+    emits: u64,
+    /// By counter, oldest first (so also by deadline).
+    flights: Flights,
+    /// Emits submitted this turn, not yet sent: (counter, source id).
+    batch: Vec<(u64, String)>,
+    batch_bytes: usize,
+    next_ticket: u64,
+    ready: Vec<Outcome>,
+    entries: VecDeque<Entry>,
+    replies: Vec<Value>,
+    sha: String,
+    /// Redis's data generation: a different one means it lost data.
+    epoch: Vec<u8>,
+    /// Epochs adopted since start (ops remember the one they were sent in).
+    epochs: u64,
+    /// A loss is being handled (the new epoch not yet known).
+    recovering: bool,
+    default_key: Option<String>,
+    resync: Option<Resync>,
+    /// Records wait for a resync (or for the command link to ask one).
+    stalled: bool,
+    partition_len: String,
+    scratch: Vec<u8>,
+    last_sent: Instant,
+    // metrics
+    reconnects: u64,
+    rtt_us_total: u64,
+    rtt_count: u64,
+    down_since: Option<Instant>,
+}
+
+impl Redis {
+    fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
+        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let readers = cursors
+            .into_iter()
+            .enumerate()
+            .map(|(n, cursor)| Reader { link: Link::new(Token(TOKEN_BASE + 1 + n)), cursor, setup: 0, reading: None })
+            .collect();
+        let mut r = Redis {
+            url,
+            keys,
+            history: history.to_string(),
+            partitions,
+            registry,
+            own,
+            rings: Rings::new(history, 0),
+            cmd: Link::new(Token(TOKEN_BASE)),
+            expect: VecDeque::new(),
+            readers,
+            sources: HashMap::new(),
+            by_id: HashMap::new(),
+            tombstones: HashMap::new(),
+            node: crate::auth::random_base62(12),
+            emits: 0,
+            flights: Flights::default(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            next_ticket: 0,
+            ready: Vec::new(),
+            entries: VecDeque::new(),
+            replies: Vec::new(),
+            sha: sha1_hex(SCRIPT.as_bytes()),
+            epoch,
+            epochs: 0,
+            recovering: false,
+            default_key,
+            resync: None,
+            stalled: false,
+            partition_len: std::env::var("SSEHUB_REDIS_PARTITION_LEN")
+                .ok()
+                .filter(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
+                .unwrap_or_else(|| PARTITION_LEN.to_string()),
+            scratch: Vec::new(),
+            last_sent: Instant::now(),
+            reconnects: 0,
+            rtt_us_total: 0,
+            rtt_count: 0,
+            down_since: None,
+        };
+        r.connect_due(Instant::now());
+        r
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        let t = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        t
+    }
+
+    fn fail_now(&mut self, ticket: Ticket) -> Ticket {
+        self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
+        ticket
+    }
+
+    /// Queues one script call on the command link.
+    fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, what: What) {
+        // Emits queued before this change go first: order is kept.
+        self.send_batch();
+        let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
+        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
+        all.extend([op, source.as_bytes(), self.partition_len.as_bytes(), &self.epoch]);
+        all.extend_from_slice(args);
+        self.cmd.send(&all);
+        self.last_sent = Instant::now();
+        self.expect.push_back(Expect::Op { ticket, what, at: Instant::now(), epoch: self.epochs });
+    }
+
+    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
+        let Some(src) = self.sources.get(&key) else {
+            self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+            return;
+        };
+        let id = src.id.clone();
+        self.emits += 1;
+        let counter = self.emits;
+        self.batch.push((counter, id));
+        self.batch_bytes += payload.len();
+        self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
+        if self.batch.len() >= BATCH_EMITS || self.batch_bytes >= BATCH_BYTES {
+            self.send_batch();
+        }
+    }
+
+    /// Sends the emits queued since the last change as one script call
+    /// (Redis's cost per call is most of its cost per emit).
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if matches!(self.cmd.state, State::Down { .. }) {
+            for (counter, _) in batch {
+                if let Some(f) = self.flights.remove(&counter) {
+                    self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
+                }
+            }
+            return;
+        }
+        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
+        let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        for (counter, id) in &batch {
+            keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
+            let mut emit_id = self.node.as_bytes().to_vec();
+            emit_id.push(b':');
+            push_u64(&mut emit_id, *counter);
+            emit_ids.push(emit_id);
+        }
+        let mut numkeys = Vec::new();
+        push_u64(&mut numkeys, keys.len() as u64 + 1);
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
+        all.extend(keys.iter().map(String::as_bytes));
+        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.history.as_bytes()]);
+        for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
+            let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
+            all.extend([id.as_bytes(), emit_id, payload]);
+        }
+        self.cmd.send(&all);
+        self.last_sent = Instant::now();
+        let counters = batch.into_iter().map(|(c, _)| c).collect();
+        self.expect.push_back(Expect::Op { ticket: None, what: What::Emits(counters), at: Instant::now(), epoch: self.epochs });
+    }
+
+    /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
+    fn emitted(&mut self, counter: u64, reply: &Value) {
+        let Some(flight) = self.flights.remove(&counter) else { return };
+        let pair = reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)));
+        let result = match (reply, pair) {
+            (_, Some((id, prev))) => {
+                self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
+                // Delivered now if nothing before it is missing here; else the read brings it in order.
+                if self.sources.get(&flight.key).is_some_and(|s| prev <= s.last) {
+                    self.deliver(flight.key, id, &flight.payload);
+                }
+                return;
+            }
+            // The source is gone in Redis.
+            (Value::Nil, _) => Ok(Ack::Stored),
+            _ => Err(StorageError::Unreachable),
+        };
+        self.ready.push(Outcome::Done { ticket: flight.ticket, result });
+    }
+
+    fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
+        self.rings.create(key, &meta.id);
+        self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), tokens: Vec::new(), last: EventId::default() });
+        self.by_id.insert(meta.id.clone(), key);
+        let created = meta.created_at.to_string();
+        let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
+        let args: [&[u8]; 6] =
+            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), b"0-0", &verify];
+        self.call(&meta.id, b"c", &args, ticket, What::Create(key));
+    }
+
+    fn forget(&mut self, key: SourceKey) -> Option<Src> {
+        self.rings.remove(key);
+        let src = self.sources.remove(&key)?;
+        self.by_id.remove(&src.id);
+        Some(src)
+    }
+
+    /// Retains and publishes an event if it is the source's next here.
+    fn deliver(&mut self, key: SourceKey, id: EventId, payload: &[u8]) {
+        let Some(src) = self.sources.get_mut(&key) else { return };
+        if id <= src.last {
+            return;
+        }
+        src.last = id;
+        let event = Event::new(id, &src.id, payload, &mut self.scratch);
+        if self.rings.retain(key, event.clone()) {
+            self.ready.push(Outcome::Publish { key, event });
+        }
+    }
+
+    // ---- links ----
+
+    fn connect_due(&mut self, now: Instant) {
+        if matches!(self.cmd.state, State::Down { retry_at } if retry_at <= now) {
+            match self.cmd.connect(&self.url, &self.registry) {
+                Ok(()) => {
+                    for _ in 0..Link::setup_replies(&self.url) {
+                        self.expect.push_back(Expect::Setup);
+                    }
+                    self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
+                    self.expect.push_back(Expect::Setup);
+                    self.last_sent = now;
+                }
+                Err(e) => self.lose_cmd(&e.to_string()),
+            }
+        }
+        for n in 0..self.readers.len() {
+            let r = &mut self.readers[n];
+            if matches!(r.link.state, State::Down { retry_at } if retry_at <= now) {
+                match r.link.connect(&self.url, &self.registry) {
+                    Ok(()) => {
+                        r.setup = Link::setup_replies(&self.url);
+                        r.reading = None;
+                    }
+                    Err(e) => self.lose_reader(n, &e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn went_down(&mut self, link: &str, why: &str) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", self.url.describe());
+        }
+    }
+
+    fn lose_cmd(&mut self, why: &str) {
+        if self.cmd.state == State::Up {
+            self.reconnects += 1;
+        }
+        self.cmd.lose(&self.registry);
+        self.went_down("command link", why);
+        // A loss being handled is seen again on the next command, and handled then;
+        // a resync not answered is asked again.
+        self.recovering = false;
+        if self.resync.as_ref().is_some_and(|r| !r.done) {
+            self.resync = None;
+        }
+        // In flight: fails, except emits, which wait for their record (or their deadline).
+        for e in std::mem::take(&mut self.expect) {
+            if let Expect::Op { ticket, what, .. } = e {
+                if let What::Create(key) = what {
+                    self.forget(key);
+                }
+                if let (Some(ticket), false) = (ticket, matches!(what, What::Emits(_))) {
+                    self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
+                }
+            }
+        }
+    }
+
+    fn lose_reader(&mut self, n: usize, why: &str) {
+        if self.readers[n].link.state == State::Up {
+            self.reconnects += 1;
+        }
+        self.readers[n].link.lose(&self.registry);
+        self.readers[n].reading = None;
+        self.went_down("a partition link", why);
+    }
+
+    fn on_ready(&mut self, event: &mio::event::Event) {
+        self.stalled = false;
+        let t = event.token().0;
+        let mut replies = std::mem::take(&mut self.replies);
+        if t == TOKEN_BASE {
+            match self.cmd.ready(event, &mut replies) {
+                Got::Replies => {
+                    for reply in replies.drain(..) {
+                        self.on_reply(reply);
+                    }
+                }
+                Got::Lost(why) => {
+                    for reply in replies.drain(..) {
+                        self.on_reply(reply);
+                    }
+                    self.lose_cmd(&why);
+                }
+            }
+        } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
+            let got = self.readers[n].link.ready(event, &mut replies);
+            for reply in replies.drain(..) {
+                self.on_read(n, reply);
+            }
+            if let Got::Lost(why) = got {
+                self.lose_reader(n, &why);
+            }
+        }
+        self.replies = replies;
+        if self.down_since.is_some() && self.all_up() {
+            let secs = self.down_since.take().map_or(0.0, |t| t.elapsed().as_secs_f64());
+            info!("Redis at {} reachable again after {secs:.1} s", self.url.describe());
+        }
+    }
+
+    fn all_up(&self) -> bool {
+        self.cmd.state == State::Up && self.cmd.answered > 0 && self.readers.iter().all(|r| r.link.state == State::Up)
+    }
+
+    /// A reply on the command link.
+    fn on_reply(&mut self, reply: Value) {
+        let Some(expect) = self.expect.pop_front() else {
+            return self.lose_cmd("a reply nothing asked for");
+        };
+        match expect {
+            Expect::Setup => {
+                if let Value::Error(e) = reply {
+                    error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
+                    self.lose_cmd("set-up refused");
+                }
+            }
+            Expect::Ping(at) => {
+                self.rtt(at);
+                if reply.as_bytes() != Some(&self.epoch[..]) {
+                    self.data_lost();
+                }
+            }
+            Expect::Resync => self.resynced(&reply),
+            Expect::Epoch => {
+                if let Some(epoch) = reply.as_bytes() {
+                    self.epoch = epoch.to_vec();
+                }
+                self.epochs += 1;
+                self.recovering = false;
+            }
+            Expect::Op { ticket, what, at, epoch } => {
+                self.rtt(at);
+                let result = match (&reply, what) {
+                    (Value::Error(e), what) if e.starts_with(b"LOST") => {
+                        // Not run. A loss seen in the current epoch is handled once.
+                        if epoch == self.epochs {
+                            self.data_lost();
+                        }
+                        if let What::Emits(counters) = what {
+                            self.fail_flights(&counters);
+                        }
+                        Err(StorageError::Unreachable)
+                    }
+                    (Value::Error(e), what) => {
+                        if e.starts_with(b"TAKEN") {
+                            if let What::Create(key) = what {
+                                self.forget(key);
+                            }
+                            Err(StorageError::Conflict)
+                        } else {
+                            if e.starts_with(b"NOSCRIPT") {
+                                // Not run: safe to refuse. Loaded again for what follows.
+                                self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
+                                self.expect.push_back(Expect::Setup);
+                            } else {
+                                warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
+                            }
+                            if let What::Emits(counters) = what {
+                                self.fail_flights(&counters);
+                            }
+                            Err(StorageError::Unreachable)
+                        }
+                    }
+                    (_, What::Emits(counters)) => {
+                        let parts = reply.as_array().unwrap_or(&[]);
+                        for (i, counter) in counters.into_iter().enumerate() {
+                            self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
+                        }
+                        return;
+                    }
+                    _ => Ok(Ack::Stored),
+                };
+                if let Some(ticket) = ticket {
+                    self.ready.push(Outcome::Done { ticket, result });
+                }
+            }
+        }
+    }
+
+    /// Redis lost data (FLUSHALL, a restart without persistence, a stale
+    /// replica): a new epoch, every source this node knows written back
+    /// with the newest id it served (ids go on above it; what is gone
+    /// counts as evicted, so resumes from before get the gap signal), the
+    /// default key, and the partitions read again from their start.
+    fn data_lost(&mut self) {
+        if self.recovering {
+            return;
+        }
+        self.recovering = true;
+        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.len());
+        let fresh = crate::auth::random_base62(16);
+        let epoch = self.keys.epoch.clone();
+        self.cmd.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"]);
+        self.expect.push_back(Expect::Setup);
+        self.cmd.send(&[b"GET", epoch.as_bytes()]);
+        self.expect.push_back(Expect::Epoch);
+        let back: Vec<(&Src, String)> = self.sources.values().map(|s| (s, s.last.to_string())).collect();
+        let back: Vec<_> = back.into_iter().map(|(s, last)| (s.id.clone(), s.meta.clone(), last, s.tokens.clone())).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64).to_string();
+        for (id, m, last, tokens) in back {
+            let created = m.created_at.to_string();
+            let verify = m.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
+            let args: [&[u8]; 6] =
+                [m.account.as_bytes(), m.name.as_bytes(), m.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
+            self.call(&id, b"w", &args, None, What::Plain);
+            for (token, expires_at) in tokens {
+                let expires_at = expires_at.to_string();
+                self.call(&id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], None, What::Plain);
+            }
+        }
+        if let Some(k) = self.default_key.clone() {
+            let name = self.keys.default_key.clone();
+            self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
+            self.expect.push_back(Expect::Setup);
+        }
+        for r in &mut self.readers {
+            r.cursor = b"0-0".to_vec();
+        }
+    }
+
+    fn fail_flights(&mut self, counters: &[u64]) {
+        for counter in counters {
+            if let Some(f) = self.flights.remove(counter) {
+                self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
+            }
+        }
+    }
+
+    fn rtt(&mut self, at: Instant) {
+        self.rtt_us_total += at.elapsed().as_micros() as u64;
+        self.rtt_count += 1;
+    }
+
+    /// A reply on partition `n`'s reader.
+    fn on_read(&mut self, n: usize, reply: Value) {
+        let r = &mut self.readers[n];
+        if r.setup > 0 {
+            r.setup -= 1;
+            if let Value::Error(e) = reply {
+                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
+                self.lose_reader(n, "set-up refused");
+            }
+            return;
+        }
+        r.reading = None;
+        let entries = match &reply {
+            Value::Nil => return,
+            Value::Error(e) => {
+                let why = String::from_utf8_lossy(e).into_owned();
+                return self.lose_reader(n, &why);
+            }
+            // [[stream, [[id, [k, v, …]], …]]]
+            v => v.as_array().and_then(|s| s.first()).and_then(Value::as_array).and_then(|s| s.get(1)).and_then(Value::as_array),
+        };
+        for e in entries.unwrap_or(&[]) {
+            let Some(e) = e.as_array() else { continue };
+            let Some(id) = e.first().and_then(Value::as_bytes) else { continue };
+            self.readers[n].cursor = id.to_vec();
+            if let Some(entry) = e.get(1).and_then(Value::as_array).and_then(entry) {
+                self.entries.push_back(entry);
+            }
+        }
+    }
+
+    /// Applies read records in order; stops after a remote create, which
+    /// the core must register (and name a key for) before the source's
+    /// next records.
+    fn apply_entries(&mut self) {
+        while let Some(entry) = self.entries.pop_front() {
+            match entry {
+                Entry::Event { source, id, prev, emit, payload } => {
+                    let Some(&key) = self.by_id.get(&source) else { continue };
+                    let last = self.sources.get(&key).map_or(EventId::default(), |s| s.last);
+                    if prev > last && id > last {
+                        match self.resync.take() {
+                            // Caught up as far as history holds: the rest is gone.
+                            Some(r) if r.key == key && r.prev == prev && r.done => {
+                                self.rings.lost_up_to(key, prev);
+                                if !r.gap_sent {
+                                    warn!("source {source}: events after {last} up to {prev} are lost");
+                                    self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from: Some(id) } });
+                                }
+                            }
+                            waiting => {
+                                // A finished resync still here is stale (its source went meanwhile).
+                                let waiting = waiting.filter(|r| !r.done);
+                                self.stalled = true;
+                                if waiting.is_none() && self.cmd.state == State::Up {
+                                    self.ask_resync(&source, key, last, prev);
+                                } else {
+                                    self.resync = waiting;
+                                }
+                                self.entries.push_front(Entry::Event { source, id, prev, emit, payload });
+                                return;
+                            }
+                        }
+                    } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
+                        self.resync = None;
+                    }
+                    if let Some(counter) = self.own_emit(&emit)
+                        && let Some(flight) = self.flights.remove(&counter)
+                    {
+                        // Our emit, its reply not (yet) here: the record proves Redis took it.
+                        self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
+                    }
+                    self.deliver(key, id, &payload);
+                }
+                Entry::Created(meta) => {
+                    if self.by_id.contains_key(&meta.id) || self.tombstones.contains_key(&meta.id) {
+                        continue;
+                    }
+                    self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
+                    return;
+                }
+                Entry::Deleted(id) => {
+                    self.tombstones.remove(&id);
+                    if let Some(&key) = self.by_id.get(&id) {
+                        self.forget(key);
+                        self.ready.push(Outcome::Deleted { key });
+                    }
+                }
+                Entry::Cleared(id, up_to) => {
+                    // Only what came before the clear: later events may be delivered here already.
+                    if let Some(&key) = self.by_id.get(&id) {
+                        self.rings.clear_to(key, up_to);
+                    }
+                }
+                // This node's own changes come back too: only what changes something is told.
+                Entry::Verify(id, settings) => {
+                    let Some(&key) = self.by_id.get(&id) else { continue };
+                    let verify = Verify::from_stored(&settings);
+                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.meta.verify != verify) else { continue };
+                    src.meta.verify = verify.clone();
+                    self.ready.push(Outcome::Verify { key, verify });
+                }
+                Entry::Token(id, token, expires_at) => {
+                    let Some(&key) = self.by_id.get(&id) else { continue };
+                    let Some(src) = self.sources.get_mut(&key).filter(|s| !s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                    src.tokens.push((token.clone(), expires_at));
+                    self.ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
+                }
+                Entry::Revoked(id, token) => {
+                    let Some(&key) = self.by_id.get(&id) else { continue };
+                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                    src.tokens.retain(|(t, _)| *t != token);
+                    self.ready.push(Outcome::TokenRevoked { key, token });
+                }
+            }
+        }
+    }
+
+    fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
+        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
+        let history = self.keys.history(source);
+        let (from, to) = (format!("({last}"), prev.to_string());
+        self.cmd.send(&[b"XRANGE", history.as_bytes(), from.as_bytes(), to.as_bytes()]);
+        self.expect.push_back(Expect::Resync);
+        self.last_sent = Instant::now();
+        self.resync = Some(Resync { key, prev, done: false, gap_sent: false });
+    }
+
+    /// The history's events after the source's last delivered one.
+    fn resynced(&mut self, reply: &Value) {
+        let Some(r) = &mut self.resync else { return };
+        r.done = true;
+        let key = r.key;
+        let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
+        // (id, the id before it, payload)
+        let events: Vec<(EventId, EventId, Vec<u8>)> = reply
+            .as_array()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|e| {
+                let e = e.as_array()?;
+                let f = e.get(1)?.as_array()?;
+                Some((parse_id(e.first()?.as_bytes()?)?, parse_id(field(f, "v")?)?, field(f, "p")?.to_vec()))
+            })
+            .collect();
+        if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
+            // Some of what this node missed is no longer in the history either.
+            warn!("source {}: events after {last} up to {before} were evicted before this node caught up", self.sources[&key].id);
+            self.rings.lost_up_to(key, before);
+            let resumed_from = events.first().map(|e| e.0);
+            self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
+            if let Some(r) = &mut self.resync {
+                r.gap_sent = true;
+            }
+        }
+        for (id, _, payload) in events {
+            self.deliver(key, id, &payload);
+        }
+    }
+
+    fn own_emit(&self, emit: &[u8]) -> Option<u64> {
+        let rest = emit.strip_prefix(self.node.as_bytes())?.strip_prefix(b":")?;
+        std::str::from_utf8(rest).ok()?.parse().ok()
+    }
+
+    /// Deadlines: emits past theirs fail; a command link or a reader that
+    /// stopped answering is closed; pings; reconnects.
+    fn timers(&mut self, now: Instant) {
+        while self.flights.0.front().is_some_and(|(_, f)| f.deadline <= now) {
+            let Some((_, flight)) = self.flights.0.pop_front() else { break };
+            self.ready.push(Outcome::Done { ticket: flight.ticket, result: Err(StorageError::Unreachable) });
+        }
+        let front_at = self.expect.iter().find_map(|e| match e {
+            Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
+            Expect::Setup | Expect::Epoch | Expect::Resync => None,
+        });
+        if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
+        {
+            self.lose_cmd("no answer");
+        }
+        for n in 0..self.readers.len() {
+            let r = &self.readers[n];
+            let stuck = r.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
+                || (r.link.state == State::Connecting && r.reading.is_some_and(|at| now >= at + OP_TIMEOUT));
+            if stuck {
+                self.lose_reader(n, "no answer");
+            }
+        }
+        if self.cmd.state == State::Up && self.expect.is_empty() && now >= self.last_sent + PING_INTERVAL {
+            let epoch = self.keys.epoch.clone();
+            self.cmd.send(&[b"GET", epoch.as_bytes()]);
+            self.expect.push_back(Expect::Ping(now));
+            self.last_sent = now;
+        }
+        self.connect_due(now);
+    }
+
+    fn drive_own_poll(&mut self) {
+        let Some((mut poll, mut events)) = self.own.take() else { return };
+        if poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            for event in events.iter() {
+                self.on_ready(event);
+            }
+        }
+        self.own = Some((poll, events));
+    }
+}
+
+/// A partition entry's fields as a record.
+fn entry(f: &[Value]) -> Option<Entry> {
+    let text = |name| field(f, name).map(|v| String::from_utf8_lossy(v).into_owned());
+    let source = text("s")?;
+    Some(match field(f, "t")? {
+        b"e" => Entry::Event {
+            id: parse_id(field(f, "i")?)?,
+            prev: parse_id(field(f, "v")?)?,
+            emit: field(f, "e").unwrap_or_default().to_vec(),
+            payload: field(f, "p")?.to_vec(),
+            source,
+        },
+        b"c" => Entry::Created(SourceMeta {
+            account: text("a")?,
+            name: text("n")?,
+            endpoint_key: text("k")?,
+            created_at: text("at")?.parse().ok()?,
+            verify: field(f, "j").and_then(Verify::from_stored),
+            id: source,
+        }),
+        b"d" => Entry::Deleted(source),
+        b"x" => Entry::Cleared(source, parse_id(field(f, "i")?)?),
+        b"v" => Entry::Verify(source, field(f, "j")?.to_vec()),
+        b"T" => Entry::Token(source, text("k")?, text("x")?.parse().ok()?),
+        b"R" => Entry::Revoked(source, text("k")?),
+        _ => return None,
+    })
+}
+
+impl Engine for Redis {
+    fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
+        let ticket = self.ticket();
+        // Down: refused at once, not after a timeout (a connecting link queues).
+        let down = matches!(self.cmd.state, State::Down { .. });
+        match op {
+            Op::Create { key, meta } => {
+                if down {
+                    return self.fail_now(ticket);
+                }
+                self.create(key, meta, Some(ticket));
+            }
+            Op::Delete { key } => {
+                let Some(src) = self.forget(key) else {
+                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+                    return ticket;
+                };
+                if down {
+                    return self.fail_now(ticket);
+                }
+                self.tombstones.insert(src.id.clone(), key);
+                self.call(&src.id, b"d", &[], Some(ticket), What::Plain);
+            }
+            Op::Clear { key } => {
+                let Some(id) = self.sources.get(&key).map(|s| s.id.clone()) else {
+                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+                    return ticket;
+                };
+                if down {
+                    return self.fail_now(ticket);
+                }
+                self.rings.clear(key);
+                self.call(&id, b"x", &[], Some(ticket), What::Plain);
+            }
+            Op::Append { key, payload } => {
+                if down {
+                    return self.fail_now(ticket);
+                }
+                self.emit(ticket, key, payload);
+            }
+            Op::Import { key, source } => {
+                if down {
+                    return self.fail_now(ticket);
+                }
+                // Stored as new: Redis gives the events new ids.
+                self.create(key, &source.meta, Some(ticket));
+                for (_, payload) in &source.events {
+                    let t = self.ticket();
+                    self.emit(t, key, payload);
+                }
+            }
+            Op::Verify { key, verify } => {
+                let Some(src) = self.sources.get_mut(&key) else {
+                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+                    return ticket;
+                };
+                if down {
+                    return self.fail_now(ticket);
+                }
+                src.meta.verify = verify.cloned();
+                let id = src.id.clone();
+                let settings = verify.map(Verify::stored_json).unwrap_or_default();
+                self.call(&id, b"v", &[&settings], Some(ticket), What::Plain);
+            }
+            Op::Token { key, token } => {
+                let Some(src) = self.sources.get_mut(&key) else {
+                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+                    return ticket;
+                };
+                if down {
+                    return self.fail_now(ticket);
+                }
+                let now = now_ms.to_string();
+                src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
+                src.tokens.push((token.token.clone(), token.expires_at));
+                let id = src.id.clone();
+                let expires_at = token.expires_at.to_string();
+                self.call(&id, b"T", &[token.token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], Some(ticket), What::Plain);
+            }
+            Op::RevokeToken { token } => {
+                let Some(src) = self.sources.values_mut().find(|s| s.tokens.iter().any(|(t, _)| t == token)) else {
+                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+                    return ticket;
+                };
+                if down {
+                    return self.fail_now(ticket);
+                }
+                src.tokens.retain(|(t, _)| t != token);
+                let id = src.id.clone();
+                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), What::Plain);
+            }
+            Op::DefaultKey(k) => {
+                if down {
+                    return self.fail_now(ticket);
+                }
+                self.send_batch();
+                let name = self.keys.default_key.clone();
+                self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
+                self.default_key = Some(k.to_string());
+                self.expect.push_back(Expect::Op { ticket: Some(ticket), what: What::Plain, at: Instant::now(), epoch: self.epochs });
+            }
+        }
+        ticket
+    }
+
+    fn flush(&mut self) {
+        self.send_batch();
+        for n in 0..self.readers.len() {
+            let r = &mut self.readers[n];
+            if r.reading.is_none() && matches!(r.link.state, State::Up | State::Connecting) {
+                let stream = self.keys.partition(n as u32);
+                r.link.send(&[
+                    b"XREAD",
+                    b"COUNT",
+                    READ_COUNT.as_bytes(),
+                    b"BLOCK",
+                    BLOCK_MS.as_bytes(),
+                    b"STREAMS",
+                    stream.as_bytes(),
+                    &r.cursor,
+                ]);
+                r.reading = Some(Instant::now());
+            }
+            if r.link.state == State::Up
+                && let Err(why) = r.link.flush()
+            {
+                self.lose_reader(n, &why);
+            }
+        }
+        if self.cmd.state == State::Up
+            && let Err(why) = self.cmd.flush()
+        {
+            self.lose_cmd(&why);
+        }
+    }
+
+    fn wants_flush(&self) -> bool {
+        self.cmd.wants_flush()
+            || !self.batch.is_empty()
+            || self.readers.iter().any(|r| r.link.wants_flush() || (r.reading.is_none() && r.link.state == State::Up))
+            || (!self.entries.is_empty() && !self.stalled)
+            || !self.ready.is_empty()
+    }
+
+    fn poll(&mut self, out: &mut Vec<Outcome>) {
+        self.drive_own_poll();
+        self.apply_entries();
+        self.timers(Instant::now());
+        out.append(&mut self.ready);
+    }
+
+    fn ready(&mut self, event: &mio::event::Event) {
+        self.on_ready(event);
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if let Some((_, f)) = self.flights.0.front() {
+            consider(f.deadline);
+        }
+        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) =
+            self.expect.iter().find(|e| matches!(e, Expect::Ping(_) | Expect::Op { .. }))
+        {
+            consider(*t + OP_TIMEOUT);
+        }
+        for link in std::iter::once(&self.cmd).chain(self.readers.iter().map(|r| &r.link)) {
+            if let State::Down { retry_at } = link.state {
+                consider(retry_at);
+            }
+        }
+        for r in &self.readers {
+            if let Some(t) = r.reading {
+                consider(t + READ_TIMEOUT);
+            }
+        }
+        if self.cmd.state == State::Connecting {
+            consider(self.last_sent + OP_TIMEOUT);
+        }
+        if self.cmd.state == State::Up && self.expect.is_empty() {
+            consider(self.last_sent + PING_INTERVAL);
+        }
+        at
+    }
+
+    fn rings(&self) -> &Rings {
+        &self.rings
+    }
+
+    fn metrics(&self, out: &mut String) {
+        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
+        let rows: [(&str, &str, &str, u64); 4] = [
+            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(self.all_up())),
+            ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
+            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
+            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
+        ];
+        let mut text = Vec::new();
+        for (name, kind, help, value) in rows {
+            for part in ["# HELP ssehub_", name, " ", help, "\n# TYPE ssehub_", name, " ", kind, "\nssehub_", name, " "] {
+                text.extend_from_slice(part.as_bytes());
+            }
+            push_u64(&mut text, value);
+            text.push(b'\n');
+        }
+        out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+    }
+
+    fn healthy(&self) -> bool {
+        self.cmd.state == State::Up && self.cmd.answered > 0
+    }
+
+    fn restore(&mut self, key: SourceKey, source: StoredSource) {
+        let id = source.meta.id.clone();
+        let last = source.last_id.unwrap_or_default();
+        self.by_id.insert(id.clone(), key);
+        self.sources.insert(key, Src { id, meta: source.meta.clone(), tokens: Vec::new(), last });
+        self.rings.restore(key, source);
+    }
+
+    fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
+        if let Some(src) = self.sources.get_mut(&key) {
+            src.tokens.push((token.token, token.expires_at));
+        }
+    }
+}
+
+/// SHA-1 in hex: the script's name for EVALSHA (Redis computes the same).
+fn sha1_hex(data: &[u8]) -> String {
+    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bits.to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, &wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    h.iter().map(|x| format!("{x:08x}")).collect()
+}
+
+#[cfg(test)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha1_matches_known_digests() {
+        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(sha1_hex(&[b'a'; 1000]), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
+    }
+
+    #[test]
+    fn urls() {
+        let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
+        assert_eq!(u, RedisUrl { target: Target::Tcp("127.0.0.1:6380".parse().unwrap()), auth: None, db: 2 });
+        let u = RedisUrl::parse("redis://ann:p%40ss@127.0.0.1").unwrap();
+        assert_eq!(u.auth, Some((Some("ann".into()), "p@ss".into())));
+        assert_eq!(u.target, Target::Tcp("127.0.0.1:6379".parse().unwrap()));
+        assert_eq!(RedisUrl::parse("redis://:secret@127.0.0.1:1/").unwrap().auth, Some((None, "secret".into())));
+        assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().target, Target::Unix("/run/redis.sock".into()));
+        let u = RedisUrl::parse("unix:///run/r.sock?db=2&password=p%26w").unwrap();
+        assert_eq!((u.db, u.auth), (2, Some((None, "p&w".to_string()))));
+        for bad in ["rediss://h:1", "http://x", "redis://127.0.0.1:1/x", "unix://rel"] {
+            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conforms() {
+        let server = testing::RedisServer::start();
+        let url = server.url();
+        crate::engine::conformance::check_all(
+            &|dir, history, _floor| {
+                // One namespace per check dir, so a reopen finds its data.
+                let prefix = format!("t{}:", sha1_hex(dir.to_string_lossy().as_bytes()));
+                let mut opened = open(&url, 4, history, &prefix).unwrap();
+                let recovered = std::mem::take(&mut opened.recovered);
+                (Box::new(opened.standalone()), recovered)
+            },
+            true,
+        );
+    }
+}

@@ -1,0 +1,735 @@
+//! The `redis` engine over real processes: several ssehub nodes on one
+//! real `redis-server` (started per test on a free port, its own dir).
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::{Frame, KeepAlive, RedisServer, TestServer};
+
+fn node(redis: &RedisServer, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--redis", &*Box::leak(redis.url().into_boxed_str())];
+    args.extend_from_slice(extra);
+    TestServer::start(&args)
+}
+
+/// Waits until `check` holds, polling, within `limit`.
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn source_names(node: &TestServer) -> Vec<String> {
+    let r = node.request("GET", "/v1/sources", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["data"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// 3 nodes × 20 sources × 2 subscribers per source and node; 3,000 emits
+/// spread over the nodes: every subscriber sees exactly its source's
+/// history, in id order, with no loss and no duplicate.
+#[test]
+fn three_nodes_deliver_every_event_once_in_order() {
+    const SOURCES: usize = 20;
+    const PER_NODE: usize = 1000;
+    let redis = RedisServer::start();
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis, &["--history", "10000"])).collect();
+    for s in 0..SOURCES {
+        nodes[s % 3].create_source(&format!("s{s}"));
+    }
+    for n in &nodes {
+        wait_until(Duration::from_secs(1), "every node knows every source", || source_names(n).len() == SOURCES);
+    }
+    let per_source = 3 * PER_NODE / SOURCES;
+    let mut readers = Vec::new();
+    for n in &nodes {
+        for s in 0..SOURCES {
+            for _ in 0..2 {
+                let mut sse = n.subscribe(&format!("/sources/s{s}/sse"), "");
+                readers.push(std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while got.len() < per_source {
+                        match sse.next_event() {
+                            Frame::Event { id, data } => {
+                                let env: serde_json::Value = serde_json::from_str(&data).unwrap();
+                                got.push((id.unwrap(), env["event"].to_string()));
+                            }
+                            other => panic!("stream s{s}: {other:?} after {} events", got.len()),
+                        }
+                    }
+                    (s, got)
+                }));
+            }
+        }
+    }
+    for n in &nodes {
+        n.wait_metric("ssehub_subscribers", (SOURCES * 2) as u64);
+    }
+    let emitters: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let addr = n.addr;
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                let mut acked = Vec::new();
+                for k in 0..PER_NODE {
+                    let s = (k + i * 7) % SOURCES;
+                    let payload = format!("{{\"node\":{i},\"k\":{k}}}");
+                    let r = c.request("POST", &format!("/v1/sources/s{s}/events"), &payload);
+                    assert_eq!(r.status, 202, "{}", r.body);
+                    let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
+                    acked.push((s, r.json()["id"].as_str().unwrap().to_string(), value.to_string()));
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut history: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+    for e in emitters {
+        for (s, id, payload) in e.join().unwrap() {
+            history.entry(s).or_default().push((id, payload));
+        }
+    }
+    let key = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    for list in history.values_mut() {
+        list.sort_by_key(|(id, _)| key(id));
+        assert!(list.windows(2).all(|w| key(&w[0].0) < key(&w[1].0)), "ids unique per source");
+    }
+    for r in readers {
+        let (s, got) = r.join().unwrap();
+        assert_eq!(got, history[&s], "subscriber of s{s}: exactly the history, in order");
+    }
+    // Every node's history agrees.
+    for n in &nodes {
+        let r = n.request("GET", "/v1/sources/s3/event_summaries?limit=5", None);
+        let ids: Vec<String> = r.json()["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+        let want: Vec<String> = history[&3].iter().rev().take(5).map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids, want);
+    }
+}
+
+/// A subscriber reads part of a stream on B, goes, and resumes on C with
+/// Last-Event-ID: the rest arrives, nothing twice, nothing missing.
+#[test]
+fn a_subscriber_moves_to_another_node_without_gap_or_duplicate() {
+    let redis = RedisServer::start();
+    let (a, b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    a.create_source("moving");
+    wait_until(Duration::from_secs(1), "b and c know the source", || source_names(&b).len() == 1 && source_names(&c).len() == 1);
+    let mut on_b = b.subscribe("/sources/moving/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(if i % 2 == 0 { &a } else { &c }.emit("moving", &format!("{{\"i\":{i}}}")));
+    }
+    for id in &ids[..5] {
+        assert_eq!(&on_b.next_event().id(), id);
+    }
+    drop(on_b);
+    for i in 10..20 {
+        ids.push(if i % 2 == 0 { &b } else { &a }.emit("moving", &format!("{{\"i\":{i}}}")));
+    }
+    let mut on_c = c.subscribe("/sources/moving/sse", &format!("Last-Event-ID: {}\r\n", ids[4]));
+    for (i, id) in ids.iter().enumerate().skip(5) {
+        let f = on_c.next_event();
+        assert_eq!(&f.id(), id);
+        assert_eq!(f.envelope()["event"]["i"], i);
+    }
+    // Then live, from any node.
+    let last = a.emit("moving", "{\"i\":20}");
+    assert_eq!(on_c.next_event().id(), last);
+}
+
+/// Creates, deletes and clears on one node take effect on the others
+/// within a second; a deleted source's streams end everywhere; a name is
+/// unique across nodes.
+#[test]
+fn sources_change_everywhere_within_a_second() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let created = a.create_source("orders");
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(1), "b knows the source", || b.request("GET", &format!("/v1/sources/{id}"), None).status == 200);
+    let on_b = b.request("GET", "/v1/sources/orders", None).json()["data"].clone();
+    assert_eq!(on_b["endpoint_url"].as_str().unwrap().rsplit('/').next(), created["endpoint_url"].as_str().unwrap().rsplit('/').next());
+    let r = b.request("POST", "/v1/sources", Some("{\"name\":\"orders\"}"));
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Webhooks work on any node.
+    let endpoint = created["endpoint_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let r = b.raw_request("POST", &format!("/e/{endpoint}/hook"), "", Some("{\"x\":1}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    a.emit("orders", "{\"y\":2}");
+    let summaries =
+        |n: &TestServer| n.request("GET", "/v1/sources/orders/event_summaries", None).json()["page_info"]["total_count"].clone();
+    wait_until(Duration::from_secs(1), "both events on both nodes", || summaries(&a) == 2 && summaries(&b) == 2);
+    // Clear on b: a's history empties.
+    assert_eq!(b.request("DELETE", "/v1/sources/orders/events", None).status, 202);
+    wait_until(Duration::from_secs(1), "a's history cleared", || summaries(&a) == 0);
+    // Delete on a: b's stream ends.
+    let mut stream = b.subscribe("/sources/orders/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let started = Instant::now();
+    assert_eq!(a.request("DELETE", "/v1/sources/orders", None).status, 204);
+    assert_eq!(stream.next_event(), Frame::End);
+    assert!(started.elapsed() < Duration::from_secs(1), "ended in {:?}", started.elapsed());
+    assert_eq!(b.request("GET", "/v1/sources/orders", None).status, 404);
+    // The name is free again, and a restarted node loads what Redis holds.
+    a.create_source("orders");
+    let c = node(&redis, &[]);
+    assert_eq!(source_names(&c), ["orders"]);
+}
+
+fn healthz(n: &TestServer) -> u16 {
+    n.request("GET", "/healthz", None).status
+}
+
+fn summary_ids(n: &TestServer, source: &str) -> Vec<String> {
+    let r = n.request("GET", &format!("/v1/sources/{source}/event_summaries?limit=100"), None);
+    let mut ids: Vec<String> = r.json()["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    ids.reverse();
+    ids
+}
+
+/// Redis killed, then back on the same AOF: emits answer 503 within 2 s
+/// meanwhile (none hangs), streams stay open with their handshakes,
+/// /healthz is 503; the nodes come back by themselves; every acknowledged
+/// event is there once.
+#[test]
+fn redis_down_and_back() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis, &["--handshake-interval", "200ms"]), node(&redis, &["--handshake-interval", "200ms"]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let mut acked: Vec<String> = (0..5).map(|i| a.emit("s", &format!("{{\"before\":{i}}}"))).collect();
+    for id in &acked {
+        assert_eq!(&stream.next_event().id(), id);
+    }
+    redis.kill();
+    for n in [&a, &b] {
+        for i in 0..3 {
+            let started = Instant::now();
+            let r = n.request("POST", "/v1/sources/s/events", Some(&format!("{{\"down\":{i}}}")));
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+        }
+        wait_until(Duration::from_secs(3), "/healthz 503", || healthz(n) == 503);
+    }
+    // The stream stays open: handshakes go on.
+    for _ in 0..3 {
+        assert_eq!(stream.next(), Frame::Comment("sse-handshake".into()));
+    }
+    redis.restart();
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(10), "/healthz 200 again", || healthz(n) == 200);
+    }
+    for i in 0..5 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        acked.push(n.emit("s", &format!("{{\"after\":{i}}}")));
+    }
+    for id in &acked[5..] {
+        assert_eq!(&stream.next_event().id(), id, "the same stream goes on");
+    }
+    for n in [&a, &b] {
+        assert_eq!(summary_ids(n, "s"), acked, "every acknowledged event once");
+        assert!(n.metric("ssehub_redis_reconnects_total") >= 1);
+    }
+}
+
+/// Redis stopped (SIGSTOP): connections stay up but nothing answers;
+/// emits still answer 503 within 2 s; after SIGCONT the nodes resume.
+#[test]
+fn redis_stopped_and_continued() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    a.create_source("s");
+    let mut acked = vec![a.emit("s", "1")];
+    support::signal(redis.pid(), "STOP");
+    let emits: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = a.addr;
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                let started = Instant::now();
+                let r = c.request("POST", "/v1/sources/s/events", &format!("{{\"stopped\":{i}}}"));
+                (r.status, started.elapsed())
+            })
+        })
+        .collect();
+    for e in emits {
+        let (status, took) = e.join().unwrap();
+        assert_eq!(status, 503);
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    }
+    wait_until(Duration::from_secs(3), "/healthz 503", || healthz(&a) == 503);
+    support::signal(redis.pid(), "CONT");
+    wait_until(Duration::from_secs(10), "/healthz 200 again", || healthz(&a) == 200);
+    acked.push(a.emit("s", "2"));
+    let ids = summary_ids(&a, "s");
+    for id in &acked {
+        assert_eq!(ids.iter().filter(|i| *i == id).count(), 1, "{id} once in {ids:?}");
+    }
+}
+
+/// `kill -9` of a node while events are emitted on another: its
+/// subscriber resumes on a third node with Last-Event-ID and gets every
+/// acknowledged event exactly once.
+#[test]
+fn a_killed_nodes_subscriber_resumes_elsewhere() {
+    let redis = RedisServer::start();
+    let (a, mut b, c) = (node(&redis, &[]), node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b and c know s", || source_names(&b).len() == 1 && source_names(&c).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let addr = a.addr;
+    let emitter = std::thread::spawn(move || {
+        let mut client = KeepAlive::new(addr);
+        (0..400)
+            .map(|i| {
+                let r = client.request("POST", "/v1/sources/s/events", &format!("{{\"i\":{i}}}"));
+                assert_eq!(r.status, 202);
+                r.json()["id"].as_str().unwrap().to_string()
+            })
+            .collect::<Vec<String>>()
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 50 {
+        seen.push(stream.next_event().id());
+    }
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    loop {
+        match stream.next_event() {
+            Frame::Event { id: Some(id), .. } => seen.push(id),
+            Frame::End => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut resumed = c.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", seen.last().unwrap()));
+    let acked = emitter.join().unwrap();
+    while seen.len() < acked.len() {
+        seen.push(resumed.next_event().id());
+    }
+    assert_eq!(seen, acked, "every acknowledged event exactly once, in order");
+}
+
+/// Sockets a process holds (its open descriptors that are sockets).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// `--reuse-port`: three processes listen on one port; the kernel spreads
+/// 60 streams over all three, and an emit on any reaches every stream.
+#[test]
+fn three_processes_share_one_port() {
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis, &["--reuse-port", "--listen", &listen])).collect();
+    for n in &nodes {
+        assert_eq!(n.addr.port(), port);
+    }
+    // Without --reuse-port the port is refused.
+    let taken = std::process::Command::new(support::bin())
+        .args(["serve", "--engine", "memory", "--api-key", "k", "--listen", &listen])
+        .output()
+        .unwrap();
+    assert!(!taken.status.success());
+    nodes[0].create_source("s");
+    for n in &nodes {
+        wait_until(Duration::from_secs(1), "every node knows s", || source_names(n).len() == 1);
+    }
+    // Each node's own sockets: the listener, the command link and 16 partition readers.
+    const OWN: usize = 1 + 1 + 16;
+    let mut streams: Vec<_> = (0..60).map(|_| nodes[0].subscribe("/sources/s/sse", "")).collect();
+    let mut spread = Vec::new();
+    wait_until(Duration::from_secs(5), "60 streams held", || {
+        spread = nodes.iter().map(|n| sockets(n.pid()).saturating_sub(OWN)).collect();
+        spread.iter().sum::<usize>() == 60
+    });
+    assert!(spread.iter().all(|&k| k > 0), "spread over all three: {spread:?}");
+    let id = nodes[0].emit("s", "{\"to\":\"all\"}");
+    for s in &mut streams {
+        assert_eq!(s.next_event().id(), id);
+    }
+}
+
+/// A TCP proxy in front of Redis that, once armed, cuts the connection
+/// that carries a command holding `marker` after forwarding it, before
+/// Redis's reply gets back.
+struct CuttingProxy {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl CuttingProxy {
+    fn start(redis_port: u16, marker: &'static [u8]) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (armed2, cuts2) = (armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut upstream) = std::net::TcpStream::connect(("127.0.0.1", redis_port)) else { continue };
+                let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (cut2, armed3, cuts3) = (cut.clone(), armed2.clone(), cuts2.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = c2.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if armed3.load(SeqCst) && buf[..n].windows(marker.len()).any(|w| w == marker) {
+                            armed3.store(false, SeqCst);
+                            cut2.store(true, SeqCst);
+                            cuts3.fetch_add(1, SeqCst);
+                        }
+                        if u2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = upstream.read(&mut buf) {
+                        if n == 0 || cut.load(SeqCst) {
+                            break;
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = upstream.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { port, armed, cuts }
+    }
+}
+
+/// An emit whose script ran in Redis but whose reply was lost (the proxy
+/// cuts the connection in between): the event exists exactly once, and
+/// the emit is answered 202 with its id (its record in the partition
+/// proves it landed) or 503, never stored twice.
+#[test]
+fn a_lost_reply_is_not_stored_twice() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = CuttingProxy::start(redis.port, b"LOST-REPLY");
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = TestServer::start(&["--redis", &url]);
+    a.create_source("s");
+    let first = a.emit("s", "{\"n\":1}");
+    proxy.armed.store(true, SeqCst);
+    let r = a.request("POST", "/v1/sources/s/events", Some("{\"marker\":\"LOST-REPLY\"}"));
+    assert_eq!(proxy.cuts.load(SeqCst), 1, "the proxy cut the reply");
+    wait_until(Duration::from_secs(10), "the node reconnects", || healthz(&a) == 200);
+    let last = a.emit("s", "{\"n\":3}");
+    let ids = summary_ids(&a, "s");
+    let lost_reply: Vec<String> = {
+        let r = a.request("GET", "/v1/sources/s/event_summaries?limit=100", None);
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"]["marker"] == "LOST-REPLY")
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(lost_reply.len(), 1, "stored exactly once: {ids:?}");
+    match r.status {
+        202 => assert_eq!(r.json()["id"].as_str().unwrap(), lost_reply[0]),
+        503 => {}
+        other => panic!("{other}: {}", r.body),
+    }
+    eprintln!("lost reply answered {}", r.status);
+    assert_eq!(ids, [first, lost_reply[0].clone(), last]);
+}
+
+/// Redis loses its data (FLUSHALL; then a restart without its files):
+/// the nodes notice, write back the sources they know (same ids and
+/// endpoint keys), new ids are above every id served, and a subscriber
+/// resuming from before on a node that has not the events gets the gap frame.
+#[test]
+fn redis_data_loss_is_survived() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let created = a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let before: Vec<String> = (0..3).map(|i| a.emit("s", &format!("{{\"before\":{i}}}"))).collect();
+    for id in &before {
+        assert_eq!(&stream.next_event().id(), id);
+    }
+    let key = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    let mut served = before.clone();
+    for round in 0..2 {
+        if round == 0 {
+            assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+        } else {
+            redis.kill();
+            for f in std::fs::read_dir(&redis.dir.0).unwrap() {
+                let p = f.unwrap().path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+            redis.restart();
+        }
+        // The first emits may meet the loss (503, nothing stored); then it works again.
+        let mut id = None;
+        wait_until(Duration::from_secs(10), "emits accepted again", || {
+            let r = a.request("POST", "/v1/sources/s/events", Some(&format!("{{\"round\":{round}}}")));
+            if r.status == 202 {
+                id = Some(r.json()["id"].as_str().unwrap().to_string());
+            }
+            r.status == 202
+        });
+        let id = id.unwrap();
+        assert!(key(&id) > key(served.last().unwrap()), "{id} above every id served");
+        assert_eq!(stream.next_event().id(), id, "b's live stream goes on");
+        served.push(id);
+        // The source is back in Redis as it was.
+        let c = node(&redis, &[]);
+        let on_c = c.request("GET", "/v1/sources/s", None).json()["data"].clone();
+        assert_eq!(on_c["id"], created["id"]);
+        assert_eq!(on_c["endpoint_url"].as_str().unwrap().rsplit('/').next(), created["endpoint_url"].as_str().unwrap().rsplit('/').next());
+        // c never had the events before the loss: a resume from before gets the gap frame.
+        let mut resumed = c.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", before[0]));
+        match resumed.next_event() {
+            Frame::Named { event, data } => {
+                assert_eq!(event, "gap");
+                let gap: serde_json::Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(gap["after"], before[0].as_str());
+            }
+            other => panic!("expected the gap frame, got {other:?}"),
+        }
+        assert_eq!(resumed.next_event().id(), *served.last().unwrap());
+    }
+}
+
+/// A node paused (SIGSTOP) while its partition stream is trimmed past its
+/// position catches up from the history stream after SIGCONT: its
+/// subscriber gets every event, in order, no gap frame (history still
+/// holds them all).
+#[test]
+fn a_paused_node_catches_up_from_history() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let start = || {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "1000"]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, b) = (start(), start());
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let acked = pause_and_emit(&redis, &a, &b, &mut stream, 400);
+    let mut got = vec![acked[0].clone()];
+    while got.len() < acked.len() {
+        match stream.next_event() {
+            Frame::Event { id: Some(id), .. } => got.push(id),
+            other => panic!("after {} events: {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, acked);
+    assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
+}
+
+/// Emits one event that `stream` (on b) sees, pauses b, emits `n - 1` more
+/// on a (its partition is trimmed past b's position), continues b; the ids acknowledged.
+fn pause_and_emit(redis: &RedisServer, a: &TestServer, b: &TestServer, stream: &mut support::Sse, n: usize) -> Vec<String> {
+    let first = a.emit("s", "0");
+    assert_eq!(stream.next_event().id(), first);
+    support::signal(b.pid(), "STOP");
+    let mut client = KeepAlive::new(a.addr);
+    let mut acked = vec![first];
+    for i in 1..n {
+        let r = client.request("POST", "/v1/sources/s/events", &i.to_string());
+        assert_eq!(r.status, 202);
+        acked.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let len: usize = redis.cli(&["XLEN", "ssehub:p:0"]).parse().unwrap();
+    assert!(len < n * 3 / 4, "the partition was trimmed past b's position ({len} left)");
+    support::signal(b.pid(), "CONT");
+    acked
+}
+
+/// The same with a history too short to hold what b missed: b's stream
+/// gets the gap frame, then what history still holds, in order.
+#[test]
+fn a_paused_node_past_its_history_sends_the_gap_frame() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let start = || {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "20"]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, b) = (start(), start());
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let mut stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let acked = pause_and_emit(&redis, &a, &b, &mut stream, 300);
+    // What Redis had already pushed to b's blocked read comes first (in order), then the gap.
+    let mut before = vec![acked[0].clone()];
+    loop {
+        match stream.next_event() {
+            Frame::Named { event, data } => {
+                assert_eq!(event, "gap");
+                let gap: serde_json::Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(gap["after"], before.last().unwrap().as_str());
+                break;
+            }
+            Frame::Event { id: Some(id), .. } => before.push(id),
+            other => panic!("expected the gap frame, got {other:?}"),
+        }
+    }
+    assert_eq!(before, acked[..before.len()], "in order before the gap");
+    assert!(before.len() < 100, "most were missed: {}", before.len());
+    let mut got = Vec::new();
+    while got.last() != acked.last() {
+        got.push(stream.next_event().id());
+    }
+    assert!(got.len() <= 21 + 10, "what history held, then live: {}", got.len());
+    assert_eq!(got, acked[acked.len() - got.len()..], "in order, the newest last");
+    // A resume from before the gap on b: the gap frame again, then its ring.
+    let mut resumed = b.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", before.last().unwrap()));
+    assert!(matches!(resumed.next_event(), Frame::Named { .. }));
+}
+
+/// Unix socket, a password and a db number.
+#[test]
+fn unix_socket_with_password_and_db() {
+    let dir = support::TempDir::new("redis-unix");
+    let sock = dir.0.join("redis.sock");
+    let mut child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket", sock.to_str().unwrap(), "--dir", dir.path(), "--save", "", "--requirepass", "s3cret"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "redis-server listens", || sock.exists());
+    let url = format!("unix://{}?db=3", sock.display());
+    let refused = std::process::Command::new(support::bin())
+        .args(["serve", "--api-key", "k", "--listen", "127.0.0.1:0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "no password: refused at start");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot load from Redis"), "{}", String::from_utf8_lossy(&refused.stderr));
+    // Unix URLs take the password (and a user) in the query.
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &format!("{url}&password=s3cret")]);
+    let a = TestServer::spawn(&mut command, support::KEY);
+    a.create_source("s");
+    let id = a.emit("s", "1");
+    assert_eq!(summary_ids(&a, "s"), [id]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Nodes started at once with the same `--source` agree on one source
+/// (within a second: a node whose create lost the race drops its own).
+#[test]
+fn nodes_started_with_the_same_source_agree() {
+    let redis = RedisServer::start();
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis, &["--source", "orders"])).collect();
+    let id = |n: &TestServer| {
+        let r = n.request("GET", "/v1/sources", None).json();
+        let list = r["data"].as_array().unwrap().clone();
+        (list.len() == 1).then(|| list[0]["id"].clone())
+    };
+    wait_until(Duration::from_secs(1), "one source, the same everywhere", || {
+        let ids: Vec<_> = nodes.iter().map(id).collect();
+        ids[0].is_some() && ids.iter().all(|i| *i == ids[0])
+    });
+    for n in &nodes {
+        assert!(!n.logs().contains("storage unavailable"), "{}", n.logs());
+    }
+}
+
+/// Signature checks and subscribe tokens are kept in Redis and reach every
+/// node: a check set on one node judges webhooks on another; a token made
+/// on one node reads a stream on another, and revoking it there ends that
+/// stream within a second; a restarted node loads both.
+#[test]
+fn signature_checks_and_tokens_are_shared_by_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let created = a.create_source("hooks");
+    let id = created["id"].as_str().unwrap().to_string();
+    let endpoint = created["endpoint_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    wait_until(Duration::from_secs(1), "b knows the source", || b.request("GET", &format!("/v1/sources/{id}"), None).status == 200);
+
+    let verify = r#"{"verify":{"scheme":"hmac-sha256","secret":"s3cret","header":"x-sig","reject_invalid":true}}"#;
+    let r = a.request("PATCH", "/v1/sources/hooks", Some(verify));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scheme = |n: &TestServer| n.request("GET", "/v1/sources/hooks", None).json()["data"]["verify"]["scheme"].clone();
+    wait_until(Duration::from_secs(1), "b has the check", || scheme(&b) == "hmac-sha256");
+    // b judges a delivery by the check a set: unsigned is refused.
+    let r = b.raw_request("POST", &format!("/e/{endpoint}"), "", Some("{\"x\":1}"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!b.request("GET", "/v1/sources/hooks", None).body.contains("s3cret"), "the secret never leaves");
+
+    // A token made on a opens a stream on b; revoked on a, b's stream ends.
+    let r = a.request("POST", "/v1/sources/hooks/tokens", Some("{\"expires_in_s\":600}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let stream_path = format!("/sources/hooks/sse?access_token={token}");
+    wait_until(Duration::from_secs(1), "b accepts the token", || {
+        b.raw_request("GET", &format!("/v1/sources/hooks/event_summaries?access_token={token}"), "", None).status == 200
+    });
+    let mut stream = b.subscribe_raw(&stream_path, "");
+    assert!(stream.head().starts_with("HTTP/1.1 200"));
+    b.wait_metric("ssehub_subscribers", 1);
+    let started = Instant::now();
+    assert_eq!(a.request("DELETE", &format!("/v1/sources/hooks/tokens/{token}"), None).status, 204);
+    loop {
+        match stream.next() {
+            Frame::End => break,
+            Frame::Comment(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "ended in {:?}", started.elapsed());
+    assert_eq!(b.raw_request("GET", &stream_path, "", None).status, 401);
+
+    // A new node loads the check and a live token from Redis.
+    let r = a.request("POST", "/v1/sources/hooks/tokens", None);
+    let live = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let c = node(&redis, &[]);
+    assert_eq!(scheme(&c), "hmac-sha256");
+    let r = c.raw_request("GET", &format!("/v1/sources/hooks/event_summaries?access_token={live}"), "", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = c.raw_request("GET", &format!("/v1/sources/hooks/event_summaries?access_token={token}"), "", None);
+    assert_eq!(r.status, 401, "the revoked one stays revoked");
+}
