@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 
 use mio::Waker;
 
@@ -17,9 +17,9 @@ use crate::reactor;
 
 /// A request from a `Handle`, carried out on the reactor thread.
 pub(crate) enum Command {
-    Create { name: String, reply: mpsc::Sender<Result<SourceInfo, Error>> },
-    Delete { source: String, reply: mpsc::Sender<Result<(), Error>> },
-    Emit { source: String, payload: Vec<u8>, reply: mpsc::Sender<Result<String, Error>> },
+    Create { name: String, reply: Reply<Result<SourceInfo, Error>> },
+    Delete { source: String, reply: Reply<Result<(), Error>> },
+    Emit { source: String, payload: Vec<u8>, reply: Reply<Result<String, Error>> },
     ReloadKeys,
     Shutdown,
 }
@@ -198,9 +198,56 @@ impl Handle {
         let _ = self.shared.send(Command::Shutdown);
     }
 
-    fn call<T>(&self, command: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, Error> {
-        let (tx, rx) = mpsc::channel();
-        self.shared.send(command(tx))?;
-        rx.recv().map_err(|_| Error::Stopped)
+    fn call<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let slot = Arc::new(Slot { state: Mutex::new(State::Waiting), filled: Condvar::new() });
+        self.shared.send(command(Reply(slot.clone())))?;
+        let state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = slot.filled.wait_while(state, |s| matches!(s, State::Waiting)).unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, State::Dropped) {
+            State::Filled(value) => Ok(value),
+            _ => Err(Error::Stopped),
+        }
+    }
+}
+
+/// The answer to one handle call, filled once by the reactor. Dropped
+/// unfilled (the server stopped first), it wakes the caller with `Stopped`.
+/// One slot rather than an `mpsc` channel: a channel's machinery per answer
+/// type was ~25 KiB of the binary for three one-shot answers.
+pub(crate) struct Reply<T>(Arc<Slot<T>>);
+
+struct Slot<T> {
+    state: Mutex<State<T>>,
+    filled: Condvar,
+}
+
+enum State<T> {
+    Waiting,
+    Filled(T),
+    Dropped,
+}
+
+impl<T> Reply<T> {
+    /// As `mpsc::Sender::send`: gives the value back when nobody waits.
+    pub fn send(self, value: T) -> Result<(), T> {
+        if Arc::strong_count(&self.0) == 1 {
+            return Err(value);
+        }
+        self.settle(State::Filled(value));
+        Ok(())
+    }
+
+    fn settle(&self, to: State<T>) {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*state, State::Waiting) {
+            *state = to;
+            self.0.filled.notify_one();
+        }
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        self.settle(State::Dropped);
     }
 }
