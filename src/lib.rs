@@ -39,8 +39,7 @@
 
 mod api;
 mod auth;
-#[doc(hidden)]
-pub mod base64;
+mod base64;
 mod config;
 mod conn;
 mod engine;
@@ -60,6 +59,12 @@ mod text;
 mod timer;
 mod tokens;
 mod verify;
+
+/// The `ssehub` binary's client commands. Here rather than in the binary's
+/// own crate so that the generic code both instantiate (serde_json, the
+/// collections, formatting) is compiled once. Not a stable API.
+#[doc(hidden)]
+pub mod client;
 
 pub use config::{Config, ConfigError, usage};
 pub use engine::EngineKind;

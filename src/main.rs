@@ -2,11 +2,10 @@
 //! with a client command (`list`, `create`, `emit`, `events`, ...) it talks
 //! to a running server.
 
-mod client;
-
 use std::process::ExitCode;
 
 use log::{error, info};
+use ssehub::client;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

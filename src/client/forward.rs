@@ -186,7 +186,7 @@ impl Replay {
         let path = text("path").filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))?;
         let raw = text("bodyRaw")?;
         let body = match text("bodyRawEncoding").as_deref() {
-            Some("base64") => ssehub::base64::decode(&raw)?,
+            Some("base64") => crate::base64::decode(&raw)?,
             _ => raw.into_bytes(),
         };
         // Objects in the order sent (a `Value` would sort them).
