@@ -39,7 +39,8 @@
 
 mod api;
 mod auth;
-mod base64;
+#[doc(hidden)]
+pub mod base64;
 mod config;
 mod conn;
 mod engine;
