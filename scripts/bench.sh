@@ -373,9 +373,12 @@ run_storage() {
     case $e in memory) ENGINE_ARGS=(--engine memory) ;; *) ENGINE_ARGS=(--engine log --fsync $e) ;; esac
     wrk_run ssehub "emit-$e"
     syncs=$(sed -n 's/^ssehub_log_syncs_total //p' "$LOGS/ssehub-emit-$e.metrics")
+    sync_s=$(sed -n 's/^ssehub_log_sync_seconds_total //p' "$LOGS/ssehub-emit-$e.metrics")
     emits=$(get ssehub "emit-$e" requests)
     echo "RESULT server=ssehub label=syncs-$e syncs=${syncs:-0} syncs_per_s=$(awk -v s="${syncs:-0}" -v t=$WRK_SECS 'BEGIN { printf "%.0f", s / t }')" \
-      "events_per_sync=$(awk -v s="${syncs:-0}" -v n="$emits" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "na" }')" >>"$RESULTS"
+      "events_per_sync=$(awk -v s="${syncs:-0}" -v n="$emits" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "na" }')" \
+      "sync_us=$(awk -v s="${syncs:-0}" -v t="${sync_s:-0}" 'BEGIN { if (s > 0) printf "%.0f", t * 1e6 / s; else print "na" }')" \
+      "sync_busy=$(awk -v t="${sync_s:-0}" -v d=$WRK_SECS 'BEGIN { printf "%.2f", t / d }')" >>"$RESULTS"
   done
   PIN_SRV=() PIN_TOOL=()
   for e in memory log; do
@@ -397,6 +400,7 @@ storage_table() {
     printf '| … %s ÷ memory | %s |\n' "$e" "$(awk -v a="$(get ssehub "emit-$e" emits_per_s)" -v b="$m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
     printf '| … %s: latency p99 (ms) / server CPU per emit (µs) | %s / %s |\n' "$e" "$(ms ssehub "emit-$e" lat_p99_us)" "$(get ssehub "emit-$e" srv_us_per_emit)"
     printf '| … %s: syncs/s, events per sync | %s, %s |\n' "$e" "$(get ssehub "syncs-$e" syncs_per_s)" "$(get ssehub "syncs-$e" events_per_sync)"
+    printf '| … %s: mean fdatasync under this load (µs), share of the run spent syncing | %s, %s |\n' "$e" "$(get ssehub "syncs-$e" sync_us)" "$(get ssehub "syncs-$e" sync_busy)"
   done
   printf '| always: 0.8 × min(memory, 64 ÷ fdatasync latency) (emits/s) | %s |\n' \
     "$(awk -v m="$m" -v p="$(get ssehub probe fdatasync_us)" 'BEGIN { c = 64e6 / p; printf "%.0f", 0.8 * (m < c ? m : c) }')"
