@@ -131,7 +131,7 @@ fn is_after(id: &str, previous: &str) -> bool {
 }
 
 /// Sleeps, waking each tick to honour Ctrl-C.
-fn pause(duration: Duration) -> Result<(), Error> {
+pub(super) fn pause(duration: Duration) -> Result<(), Error> {
     let end = Instant::now() + duration;
     while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
         if signal::stop_requested() {

@@ -10,7 +10,7 @@
 use super::api::Api;
 use super::error::Error;
 use super::follow;
-use super::http::{self, TICK};
+use super::http;
 use super::json::Envelope;
 use super::output::{notice, print};
 use super::signal;
@@ -114,7 +114,7 @@ impl Forwarder<'_> {
                     notice(format!("{line}: {err}; retry {} of {} in {} ms", attempt + 1, self.max_retries, backoff.as_millis()))
                 }
             }
-            pause(backoff)?;
+            follow::pause(backoff)?;
             backoff = (backoff * 2).min(self.first * BACKOFF_MAX_FACTOR);
         }
         Ok(())
@@ -342,18 +342,6 @@ fn backoff_first() -> Result<Duration, Error> {
             _ => Err(Error::Usage(format!("{BACKOFF_ENV} must be a positive number of milliseconds, not {ms:?}"))),
         },
     }
-}
-
-/// Sleeps, waking each tick to honour Ctrl-C.
-fn pause(duration: Duration) -> Result<(), Error> {
-    let end = Instant::now() + duration;
-    while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-        if signal::stop_requested() {
-            return Err(Error::Stopped);
-        }
-        std::thread::sleep(left.min(TICK));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
