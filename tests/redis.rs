@@ -224,6 +224,11 @@ fn redis_down_and_back() {
             assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
         }
         wait_until(Duration::from_secs(3), "/healthz 503", || healthz(n) == 503);
+        // A delete or a clear is refused, not done here and undone later.
+        assert_eq!(n.request("DELETE", "/v1/sources/s/events", None).status, 503);
+        assert_eq!(n.request("DELETE", "/v1/sources/s", None).status, 503);
+        assert_eq!(n.request("GET", "/v1/sources/s", None).status, 200);
+        assert_eq!(summary_ids(n, "s"), acked, "the history is still there");
     }
     // The stream stays open: handshakes go on.
     for _ in 0..3 {

@@ -261,6 +261,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
             Ok(ok(head, 200, json, cors, &out))
         }
         Target::Source(account, source) if head.method() == "DELETE" => {
+            refuse_while_unhealthy(ctx)?;
             let s = ctx.hub.source(source);
             info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
             let ticket = ctx.hub.delete(source, ctx.now_ms);
@@ -280,6 +281,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
             Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) })
         }
         Target::Events(source) => {
+            refuse_while_unhealthy(ctx)?;
             let ticket = ctx.hub.clear(source, ctx.now_ms);
             Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 202, b"{}".to_vec(), cors.clone()) })
         }
@@ -289,6 +291,17 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
             Some(ticket) => Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) }),
             None => Err(Fail::new(404, "no such token")),
         },
+    }
+}
+
+/// A delete or a clear takes effect here at once (streams end, the ring
+/// empties) and storage acknowledges it later; while storage is known to
+/// be unreachable it is refused before it is done, so that what a `503`
+/// answers is not half done here and undone by the next start.
+fn refuse_while_unhealthy(ctx: &Ctx<'_>) -> Result<()> {
+    match ctx.hub.engine().healthy() {
+        true => Ok(()),
+        false => Err(Fail::new(503, "storage unavailable")),
     }
 }
 
