@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,9 @@ const PAYLOAD_BYTES: usize = 8 * 1024;
 const MAX_BUFFER: usize = 64 * 1024;
 /// The default --history: the ring keeps this many frames alive.
 const HISTORY: usize = 100;
+/// Events the emitter may be ahead of the healthy subscriber: well within
+/// MAX_BUFFER (8 frames of 8 KiB), so it is never dropped as slow.
+const HEALTHY_WINDOW: usize = 4;
 /// Allocator and bookkeeping headroom.
 const SLACK_KIB: u64 = 4 * 1024;
 
@@ -188,10 +191,15 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
     server.wait_metric("ssehub_subscribers", 1 + STALLED as u64);
 
     let mut healthy = healthy;
+    // The emitter stays within a few events of the healthy reader, so that
+    // a busy machine cannot make it, too, fall MAX_BUFFER behind.
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = received.clone();
     let reader = std::thread::spawn(move || {
         for i in 0..EVENTS {
             let frame = healthy.next_event();
             assert_eq!(frame.envelope()["event"]["i"], i, "the healthy subscriber missed or reordered an event");
+            seen.store(i + 1, Ordering::Release);
         }
         healthy
     });
@@ -199,6 +207,10 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
     let mut emitter = server.connect();
     let mut answers = BufReader::new(emitter.try_clone().unwrap());
     for i in 0..EVENTS {
+        while i >= received.load(Ordering::Acquire) + HEALTHY_WINDOW {
+            assert!(!reader.is_finished(), "the healthy reader stopped");
+            std::thread::sleep(Duration::from_micros(100));
+        }
         let body = payload(i);
         write!(
             emitter,
