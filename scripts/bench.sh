@@ -7,7 +7,8 @@
 #   scripts/bench.sh            full run (8-10 minutes on 2 cores)
 #   scripts/bench.sh --quick    smoke run with small numbers (1-2 minutes)
 #   scripts/bench.sh --only ssehub|nchan
-#   scripts/bench.sh --storage  the storage engines instead (ssehub only, 3-4 minutes)
+#   scripts/bench.sh --storage  the storage engines instead (ssehub only, 1-2 minutes)
+#   scripts/bench.sh --redis    the redis engine instead (ssehub only, 2-3 minutes)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -35,6 +36,14 @@
 # 1000 events as fast as possible with memory and with log; recovery: start
 # with 10,000 sources x 100 events of 200 B retained.
 #
+# Redis (--redis): a redis-server of Debian's (installed when missing) on a
+# free loopback port, appendonly yes, appendfsync everysec then always, a
+# fresh dir and no data per run; emit with wrk as above (Redis unpinned)
+# against memory and redis, with Redis's CPU per 1,000 events; INFO memory
+# per 1,000 retained events; fan-out 5k x 1000 as fast as possible with
+# memory and with redis; three --reuse-port processes on one port holding
+# 50,000 subscribers (--quick: 6,000) with an event each second.
+#
 # Every ssehub gets a fresh --data-dir under a temporary dir (the default
 # engine is log --fsync everysec).
 #
@@ -50,6 +59,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --only) SERVERS=${2:?--only needs ssehub or nchan}; shift ;;
     --storage) STORAGE=1 ;;
+    --redis) STORAGE=redis ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -64,11 +74,13 @@ if [ $QUICK = 1 ]; then
   CURVE="500 1000 2000" FAN_N=2000 EVENTS=200
   WRK_SECS=3
   HS_N=2000 HS_SECS=16s
+  REUSE_N=6000
 else
   LADDER=5000,10000,15000,19500 HOLD=2s
   CURVE="1000 5000 10000" FAN_N=10000 EVENTS=1000
   WRK_SECS=10
   HS_N=19500 HS_SECS=60s
+  REUSE_N=50000
 fi
 RATE=200 BYTES=100
 
@@ -85,6 +97,7 @@ install_missing() {
   command -v nginx >/dev/null || need+=(nginx)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
+  [ "$STORAGE" != redis ] || command -v redis-server >/dev/null || need+=(redis-server)
   command -v gnuplot >/dev/null || need+=(gnuplot-nox)
   [ ${#need[@]} -eq 0 ] && return
   local sudo=()
@@ -125,6 +138,7 @@ stop_server() {
 cleanup() {
   local rc=$?
   stop_server
+  stop_redis
   rm -rf "$TMP"
   exit $rc
 }
@@ -414,6 +428,113 @@ storage_table() {
   printf '| … data dir (bytes) | %s |\n' "$(get ssehub recovery data_dir_bytes)"
 }
 
+# ---- redis -----------------------------------------------------------------
+REDIS_PID= REDIS_PORT=
+start_redis() { # appendfsync
+  stop_redis
+  REDIS_PORT=$((PORT + 500))
+  while port_open $REDIS_PORT; do REDIS_PORT=$((REDIS_PORT + 1)); done
+  local dir=$TMP/redis-$REDIS_PORT
+  mkdir -p "$dir"
+  redis-server --port $REDIS_PORT --bind 127.0.0.1 --dir "$dir" --save '' --appendonly yes \
+    --appendfsync "$1" --maxmemory-policy noeviction --daemonize no >>"$LOGS/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do port_open $REDIS_PORT && return 0; sleep 0.05; done
+  say "bench: redis-server did not start (see $LOGS/redis.log)"
+  exit 1
+}
+stop_redis() {
+  [ -n "$REDIS_PID" ] || return 0
+  kill -TERM "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=
+}
+redis_info() { redis-cli -p $REDIS_PORT INFO "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
+
+run_redis() {
+  local mode r0 r1 n m0 m1 retained
+  say "bench: $(redis-server --version | cut -d' ' -f1-3)"
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PIN_SRV=(taskset -c 0) PIN_TOOL=(taskset -c 1)
+  fi
+  ENGINE_ARGS=(--engine memory)
+  wrk_run ssehub emit-memory
+  for mode in everysec always; do
+    start_redis $mode
+    ENGINE_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT")
+    r0=$(cpu_s $REDIS_PID) m0=$(redis_info memory used_memory)
+    wrk_run ssehub "emit-redis-$mode"
+    r1=$(cpu_s $REDIS_PID) m1=$(redis_info memory used_memory)
+    n=$(get ssehub "emit-redis-$mode" requests)
+    # What the run left in Redis: the source's history (--history 100, + 1)
+    # and the partition streams (MAXLEN ~ 10000 each).
+    retained=$(redis-cli -p $REDIS_PORT --scan --pattern 'ssehub:*' |
+      while read -r k; do redis-cli -p $REDIS_PORT XLEN "$k" 2>/dev/null || true; done | awk '$1 ~ /^[0-9]+$/ { s += $1 } END { print s + 0 }')
+    echo "RESULT server=ssehub label=redis-$mode redis_cpu_s=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", b - a }')" \
+      "redis_cpu_ms_per_1000=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / n; else print "na" }')" \
+      "retained=$retained used_memory_delta=$((m1 - m0))" \
+      "bytes_per_1000_retained=$(awk -v d=$((m1 - m0)) -v r="$retained" 'BEGIN { if (r > 0) printf "%.0f", d * 1000 / r; else print "na" }')" >>"$RESULTS"
+    stop_redis
+  done
+  PIN_SRV=() PIN_TOOL=()
+  ENGINE_ARGS=(--engine memory)
+  load ssehub "fanout-$FAN_N-rate0-memory" fanout --n "$FAN_N" --events "$EVENTS" --bytes $BYTES --rate 0 --timeout 600s
+  start_redis everysec
+  ENGINE_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT")
+  load ssehub "fanout-$FAN_N-rate0-redis" fanout --n "$FAN_N" --events "$EVENTS" --bytes $BYTES --rate 0 --timeout 600s
+  reuse_port
+  stop_redis
+  ENGINE_ARGS=()
+}
+
+# reuse_port: three processes on one port (--reuse-port, one Redis), the
+# load tool's workers spreading REUSE_N subscribers over 127.0.0.x.
+reuse_port() {
+  local pids=() i log=$LOGS/ssehub-reuse-port.log
+  next_port
+  for i in 1 2 3; do
+    SSEHUB_API_KEY=$KEY RUST_LOG=info "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load --reuse-port \
+      --data-dir "$TMP/data-reuse-$i" --redis "redis://127.0.0.1:$REDIS_PORT" >>"$LOGS/ssehub.log" 2>&1 &
+    pids+=($!)
+  done
+  for _ in $(seq 100); do port_open $PORT && break; sleep 0.1; done
+  sleep 0.5
+  say "bench: ssehub reuse-port x3, $REUSE_N subscribers"
+  if ! SSEHUB_API_KEY=$KEY timeout --foreground -k 5 600 "$LOAD" fanout --n "$REUSE_N" --events 20 --bytes $BYTES --rate 10 \
+    --workers 3 --timeout 300s --target ssehub --url "http://127.0.0.1:$PORT" --pid "${pids[0]}" >"$log" 2>&1; then
+    FAILED+=("ssehub reuse-port")
+    tail -5 "$log" >&2
+  fi
+  sed -n "s/^RESULT \(.*\)/RESULT server=ssehub label=reuse-port \1/p" "$log" >>"$RESULTS"
+  for i in "${pids[@]}"; do
+    echo "RESULT server=ssehub label=reuse-port-fds-$i fds=$(ls /proc/$i/fd 2>/dev/null | wc -l)" >>"$RESULTS"
+  done
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+
+redis_table() {
+  local m e
+  m=$(get ssehub emit-memory emits_per_s)
+  printf '| redis, one run | value |\n|---|---:|\n'
+  printf '| emit, wrk -t2 -c64 -d%ss, memory: emits/s | %s |\n' "$WRK_SECS" "$m"
+  for e in everysec always; do
+    printf '| … redis, appendfsync %s: emits/s (÷ memory) | %s (%s) |\n' "$e" "$(get ssehub "emit-redis-$e" emits_per_s)" \
+      "$(awk -v a="$(get ssehub "emit-redis-$e" emits_per_s)" -v b="$m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
+    printf '| … %s: latency p99 (ms) / ssehub CPU per emit (µs) / Redis CPU per 1,000 events (ms) | %s / %s / %s |\n' "$e" \
+      "$(ms ssehub "emit-redis-$e" lat_p99_us)" "$(get ssehub "emit-redis-$e" srv_us_per_emit)" "$(get ssehub "redis-$e" redis_cpu_ms_per_1000)"
+    printf '| … %s: Redis used_memory per 1,000 retained events (B; %s retained) | %s |\n' "$e" \
+      "$(get ssehub "redis-$e" retained)" "$(get ssehub "redis-$e" bytes_per_1000_retained)"
+  done
+  for e in memory redis; do
+    printf '| fan-out %s subs max rate, %s: deliveries/s, CPU-s per million, lost/dup | %s, %s, %s |\n' "$FAN_N" "$e" \
+      "$(get ssehub "fanout-$FAN_N-rate0-$e" deliveries_per_s)" "$(perm ssehub "fanout-$FAN_N-rate0-$e")" "$(lossdup ssehub "fanout-$FAN_N-rate0-$e")"
+  done
+  printf '| 3 × --reuse-port, one Redis: subscribers held of %s, deliveries, lost/dup | %s, %s, %s |\n' "$REUSE_N" \
+    "$(get ssehub reuse-port held)" "$(get ssehub reuse-port deliveries)" "$(lossdup ssehub reuse-port)"
+  printf '| … delivery p99 (ms) | %s |\n' "$(ms ssehub reuse-port lat_p99_us)"
+}
+
 run_server() {
   local s=$1 n
   load "$s" ladder ladder --steps "$LADDER" --hold "$HOLD"
@@ -574,7 +695,16 @@ KEY=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
   echo "# load at start:$(uptime | sed 's/.*load average: / /')"
 } >"$RESULTS"
 say "bench: $(sed -n 4p "$RESULTS" | cut -c3-)"
-if [ $STORAGE = 1 ]; then
+if [ "$STORAGE" = redis ]; then
+  SERVERS=ssehub
+  run_redis
+  echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
+  redis_table | tee "$OUT/redis.md"
+  say "bench: raw results in $RESULTS, logs in $LOGS"
+  [ ${#FAILED[@]} -eq 0 ] || { say "bench: FAILED: ${FAILED[*]}"; exit 1; }
+  exit 0
+fi
+if [ "$STORAGE" = 1 ]; then
   SERVERS=ssehub
   run_storage
   echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
