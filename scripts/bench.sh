@@ -695,24 +695,20 @@ KEY=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
   echo "# load at start:$(uptime | sed 's/.*load average: / /')"
 } >"$RESULTS"
 say "bench: $(sed -n 4p "$RESULTS" | cut -c3-)"
-if [ "$STORAGE" = redis ]; then
+# ssehub_only NAME: --storage and --redis, ssehub alone; run_NAME, then NAME_table.
+ssehub_only() {
   SERVERS=ssehub
-  run_redis
+  "run_$1"
   echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
-  redis_table | tee "$OUT/redis.md"
+  "$1_table" | tee "$OUT/$1.md"
   say "bench: raw results in $RESULTS, logs in $LOGS"
   [ ${#FAILED[@]} -eq 0 ] || { say "bench: FAILED: ${FAILED[*]}"; exit 1; }
   exit 0
-fi
-if [ "$STORAGE" = 1 ]; then
-  SERVERS=ssehub
-  run_storage
-  echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
-  storage_table | tee "$OUT/storage.md"
-  say "bench: raw results in $RESULTS, logs in $LOGS"
-  [ ${#FAILED[@]} -eq 0 ] || { say "bench: FAILED: ${FAILED[*]}"; exit 1; }
-  exit 0
-fi
+}
+case $STORAGE in
+  redis) ssehub_only redis ;;
+  1) ssehub_only storage ;;
+esac
 for s in $SERVERS; do run_server "$s"; done
 echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
 

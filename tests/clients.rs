@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::node::{CHROMIUM, js_dir, npm_setup};
+use support::node::{CHROMIUM, gather, js_dir, npm_setup};
 use support::{KEY, TestServer};
 
 /// Longest wait for one line from a client script: long enough for
@@ -77,13 +77,7 @@ impl Client {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (sink, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            sink.lock().unwrap().push_str(&text);
-        });
+        let stderr = gather(child.stderr.take().unwrap());
         Client { stdin: child.stdin.take(), child, lines, seen: Vec::new(), stderr }
     }
 

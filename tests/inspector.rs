@@ -11,11 +11,11 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::node::{CHROMIUM, js_dir, npm_setup};
+use support::node::{CHROMIUM, gather, js_dir, npm_setup};
 use support::{KEY, TempDir, TestServer};
 
 /// The whole walk through the page; Chromium's start included.
@@ -95,13 +95,7 @@ fn the_inspector_in_a_real_browser() {
             let _ = tx.send(serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line)));
         }
     });
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let (sink, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        sink.lock().unwrap().push_str(&text);
-    });
+    let stderr = gather(child.stderr.take().unwrap());
 
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
     let mut seen = Vec::new();

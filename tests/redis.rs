@@ -545,18 +545,7 @@ fn redis_data_loss_is_survived() {
 #[test]
 fn a_paused_node_catches_up_from_history() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let start = || {
-        let mut command = std::process::Command::new(support::bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "1000"]);
-        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
-        TestServer::spawn(&mut command, support::KEY)
-    };
-    let (a, b) = (start(), start());
-    a.create_source("s");
-    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
-    let mut stream = b.subscribe("/sources/s/sse", "");
-    b.wait_metric("ssehub_subscribers", 1);
+    let (a, b, mut stream) = paused_pair(&redis, "1000");
     let acked = pause_and_emit(&redis, &a, &b, &mut stream, 400);
     let mut got = vec![acked[0].clone()];
     while got.len() < acked.len() {
@@ -567,6 +556,24 @@ fn a_paused_node_catches_up_from_history() {
     }
     assert_eq!(got, acked);
     assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
+}
+
+/// Two nodes on one partition of 10 entries with `--history history`,
+/// source `s`, and a stream of it on b.
+fn paused_pair(redis: &RedisServer, history: &str) -> (TestServer, TestServer, support::Sse) {
+    let url = redis.url();
+    let start = || {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", history]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, b) = (start(), start());
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
+    let stream = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    (a, b, stream)
 }
 
 /// Emits one event that `stream` (on b) sees, pauses b, emits `n - 1` more
@@ -593,18 +600,7 @@ fn pause_and_emit(redis: &RedisServer, a: &TestServer, b: &TestServer, stream: &
 #[test]
 fn a_paused_node_past_its_history_sends_the_gap_frame() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let start = || {
-        let mut command = std::process::Command::new(support::bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", "20"]);
-        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
-        TestServer::spawn(&mut command, support::KEY)
-    };
-    let (a, b) = (start(), start());
-    a.create_source("s");
-    wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
-    let mut stream = b.subscribe("/sources/s/sse", "");
-    b.wait_metric("ssehub_subscribers", 1);
+    let (a, b, mut stream) = paused_pair(&redis, "20");
     let acked = pause_and_emit(&redis, &a, &b, &mut stream, 300);
     // What Redis had already pushed to b's blocked read comes first (in order), then the gap.
     let mut before = vec![acked[0].clone()];

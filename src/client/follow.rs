@@ -44,7 +44,7 @@ pub type Sink<'a> = &'a mut dyn FnMut(&Envelope) -> Result<(), Error>;
 
 /// Follows `source` after the event `after` until stopped or refused.
 pub fn run(api: &Api, source: &str, mut after: String, sink: Sink<'_>) -> Result<(), Error> {
-    let idle = idle_timeout()?;
+    let idle = millis_from_env(IDLE_ENV, IDLE_DEFAULT)?;
     let mut backoff = BACKOFF_FIRST;
     let mut connected_before = false;
     loop {
@@ -142,12 +142,13 @@ pub(super) fn pause(duration: Duration) -> Result<(), Error> {
     Ok(())
 }
 
-fn idle_timeout() -> Result<Duration, Error> {
-    match std::env::var(IDLE_ENV) {
-        Err(_) => Ok(IDLE_DEFAULT),
+/// A duration in milliseconds from a testing knob `var`, else `default`.
+pub(super) fn millis_from_env(var: &str, default: Duration) -> Result<Duration, Error> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
         Ok(ms) => match ms.parse::<u64>() {
             Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(Error::Usage(format!("{IDLE_ENV} must be a positive number of milliseconds, not {ms:?}"))),
+            _ => Err(Error::Usage(format!("{var} must be a positive number of milliseconds, not {ms:?}"))),
         },
     }
 }

@@ -14,7 +14,7 @@ use super::http;
 use super::json::Envelope;
 use super::output::{notice, print};
 use super::signal;
-use super::url::BaseUrl;
+use super::url::{self, BaseUrl};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -49,7 +49,7 @@ pub fn target(to: &str) -> Result<BaseUrl, Error> {
 /// Forwards until stopped or refused.
 pub fn run(api: &Api, source: &str, target: &BaseUrl, cursor: Option<&str>, max_retries: u32) -> Result<(), Error> {
     signal::install();
-    let first = backoff_first()?;
+    let first = follow::millis_from_env(BACKOFF_ENV, BACKOFF_FIRST)?;
     let cursor = cursor.map(PathBuf::from);
     let after = match cursor.as_deref().map(read_cursor).transpose()?.flatten() {
         Some(id) => {
@@ -295,22 +295,10 @@ fn encode_query(query: &Fields) -> String {
             _ => Vec::new(),
         };
         for v in values.iter().filter_map(Value::as_str) {
-            pairs.push(format!("{}={}", escape(key), escape(v)));
+            pairs.push(format!("{}={}", url::segment(key), url::segment(v)));
         }
     }
     pairs.join("&")
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// An HTTP header name (RFC 9110 token).
@@ -331,16 +319,6 @@ fn read_cursor(path: &Path) -> Result<Option<String>, Error> {
     match valid {
         true => Ok(Some(id.to_string())),
         false => Err(Error::Usage(format!("forward: the cursor {} holds {id:?}, not an event id", path.display()))),
-    }
-}
-
-fn backoff_first() -> Result<Duration, Error> {
-    match std::env::var(BACKOFF_ENV) {
-        Err(_) => Ok(BACKOFF_FIRST),
-        Ok(ms) => match ms.parse::<u64>() {
-            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-            _ => Err(Error::Usage(format!("{BACKOFF_ENV} must be a positive number of milliseconds, not {ms:?}"))),
-        },
     }
 }
 

@@ -620,15 +620,6 @@ impl Reactor {
     /// (503); else its body is read, holding its length (a chunked one: the
     /// most it may be) of that budget.
     fn begin_body(&mut self, key: usize, head: Head, reader: BodyReader) {
-        let ctx = Ctx {
-            hub: &mut self.hub,
-            keys: &self.keys,
-            config: &self.config,
-            stats: &self.stats,
-            now_ms: self.unix_now,
-            scratch: &mut self.handler_scratch,
-            metrics_listener: self.conns[key].on_metrics,
-        };
         // At most --max-event-bytes (a longer Content-Length got its 413).
         let max = self.config.max_event_bytes as u64;
         let reserve = u32::try_from(match head.framing {
@@ -639,7 +630,7 @@ impl Reactor {
         // One body of the largest size always fits, whatever the two flags say.
         let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
         let busy = self.body_bytes_in_flight + reserve as usize > limit;
-        if let Some(Reply::Response { status, bytes, .. }) = api::check(&ctx, &head, busy) {
+        if let Some(Reply::Response { status, bytes, .. }) = api::check(&self.ctx(key), &head, busy) {
             if status == 503 && self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
                 warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
                 self.last_busy_warning = Some(self.now);
@@ -700,10 +691,9 @@ impl Reactor {
         self.disarm(key);
     }
 
-    /// Answers one complete request; its head goes back to be reused.
-    fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
-        self.refresh_gauges();
-        let mut ctx = Ctx {
+    /// What the API may read and change for connection `key`'s request.
+    fn ctx(&mut self, key: usize) -> Ctx<'_> {
+        Ctx {
             hub: &mut self.hub,
             keys: &self.keys,
             config: &self.config,
@@ -711,8 +701,13 @@ impl Reactor {
             now_ms: self.unix_now,
             scratch: &mut self.handler_scratch,
             metrics_listener: self.conns[key].on_metrics,
-        };
-        let reply = api::handle(&mut ctx, &head, body);
+        }
+    }
+
+    /// Answers one complete request; its head goes back to be reused.
+    fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
+        self.refresh_gauges();
+        let reply = api::handle(&mut self.ctx(key), &head, body);
         let access = self.access_log.then(|| Access::of(&head, self.conns[key].request_at));
         self.spare_head = head;
         match reply {

@@ -23,19 +23,7 @@
 
 import http from 'node:http'
 import {parseArgs} from 'node:util'
-import {chromium} from 'playwright-core'
-
-const CHROMIUM = '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-]
+import {launch} from './chromium.mjs'
 
 const {values: opts} = parseArgs({
   options: {
@@ -100,7 +88,7 @@ pageServer = http.createServer((req, res) => {
 await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve))
 const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`
 
-browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS})
+browser = await launch()
 const page = await browser.newPage()
 const streamPath = new URL(opts.url).pathname
 

@@ -14,19 +14,7 @@
 import {mkdirSync} from 'node:fs'
 import {createInterface} from 'node:readline'
 import {parseArgs} from 'node:util'
-import {chromium} from 'playwright-core'
-
-const CHROMIUM = '/usr/bin/chromium'
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-]
+import {launch} from './chromium.mjs'
 
 const {values: opts} = parseArgs({options: {base: {type: 'string'}, key: {type: 'string'}, shots: {type: 'string'}}})
 if (!opts.base || !opts.key || !opts.shots) {
@@ -66,7 +54,7 @@ const problems = [] // console errors and CSP violations
 let expected = null
 let browser
 try {
-  browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS})
+  browser = await launch()
   const context = await browser.newContext({viewport: {width: 1280, height: 800}, colorScheme: 'light'})
   const page = await context.newPage()
   await page.addInitScript(() => {

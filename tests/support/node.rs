@@ -1,9 +1,10 @@
 //! Node.js for the client tests: tests/js's npm packages, installed once.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Debian's Chromium, which the browser tests drive through playwright-core.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -57,4 +58,16 @@ fn npm_install() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A node script's stderr, gathered whole by a thread (for failure messages).
+pub fn gather(mut pipe: ChildStderr) -> Arc<Mutex<String>> {
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        sink.lock().unwrap().push_str(&text);
+    });
+    stderr
 }
