@@ -158,13 +158,19 @@ impl Hub {
     /// Deletes a source at once, ending its streams and revoking its
     /// tokens; storage acknowledges later.
     pub fn delete(&mut self, key: SourceKey, now_ms: u64) -> Ticket {
-        if let Some(source) = self.registry.remove(key)
-            && !source.subscribers.is_empty()
-        {
-            self.effects.push(Effect::EndStreams(source.subscribers));
-        }
-        self.tokens.remove_source(key);
+        self.forget(key);
         self.submit(Op::Delete { key }, now_ms, Undo::Nothing)
+    }
+
+    /// Takes a deleted source (here or on another node) out of the registry,
+    /// ending its streams and revoking its tokens.
+    fn forget(&mut self, key: SourceKey) -> Option<Source> {
+        let mut source = self.registry.remove(key)?;
+        self.tokens.remove_source(key);
+        if !source.subscribers.is_empty() {
+            self.effects.push(Effect::EndStreams(std::mem::take(&mut source.subscribers)));
+        }
+        Some(source)
     }
 
     /// Emits compact JSON; retained and delivered once acknowledged.
@@ -251,11 +257,8 @@ impl Hub {
                     }
                 }
                 Outcome::Deleted { key } => {
-                    if let Some(source) = self.registry.remove(key) {
+                    if let Some(source) = self.forget(key) {
                         info!("source {} ({}) deleted on another node", source.name, source.id);
-                        if !source.subscribers.is_empty() {
-                            self.effects.push(Effect::EndStreams(source.subscribers));
-                        }
                     }
                 }
             }

@@ -733,4 +733,11 @@ fn signature_checks_and_tokens_are_shared_by_every_node() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c.raw_request("GET", &format!("/v1/sources/hooks/event_summaries?access_token={token}"), "", None);
     assert_eq!(r.status, 401, "the revoked one stays revoked");
+
+    // Deleted on a: its tokens are revoked on c too, which goes on serving.
+    assert_eq!(a.request("DELETE", "/v1/sources/hooks", None).status, 204);
+    wait_until(Duration::from_secs(1), "c forgets the source", || c.request("GET", "/v1/sources/hooks", None).status == 404);
+    let r = c.raw_request("GET", &format!("/sources/hooks/sse?access_token={live}"), "", None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(c.request("GET", "/healthz", None).status, 200);
 }
