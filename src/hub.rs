@@ -66,7 +66,11 @@ impl Undo {
     fn apply(self, registry: &mut Registry, tokens: &mut Tokens) {
         match self {
             Undo::Nothing => {}
-            Undo::Create(key) => drop(registry.remove(key)),
+            Undo::Create(key) => {
+                // Tokens made for it meanwhile go with it: a token names a source that exists.
+                registry.remove(key);
+                tokens.remove_source(key);
+            }
             Undo::Verify(key, before) => drop(registry.set_verify(key, before)),
             Undo::Token(key, token) => drop(tokens.revoke(key, &token)),
         }

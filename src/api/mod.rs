@@ -376,8 +376,11 @@ fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
     match caller(ctx, head, true)? {
         Caller::Account(account, key) => Ok((find(ctx, account, s)?, Opener::Key(key))),
         Caller::Token { source, serial } => {
-            let account = ctx.hub.source(source).account;
-            match ctx.hub.registry.find(account, s) {
+            // A token goes with its source; were one left behind, it reads nothing.
+            let Some(named) = ctx.hub.registry.get(source) else {
+                return Err(Fail::new(401, "invalid or revoked subscribe token"));
+            };
+            match ctx.hub.registry.find(named.account, s) {
                 Some(found) if found == source => Ok((source, Opener::Token(serial))),
                 _ => Err(token_refused()),
             }
