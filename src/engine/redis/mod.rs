@@ -265,7 +265,7 @@ enum Expect {
     Ping(Instant),
     /// `GET epoch` after a loss: the epoch to use from now on.
     Epoch,
-    /// `XRANGE` of a history: a resync.
+    /// `XREVRANGE` of a history: a resync.
     Resync,
     Op {
         ticket: Option<Ticket>,
@@ -366,7 +366,8 @@ enum Entry {
 pub struct Redis {
     url: RedisUrl,
     keys: Keys,
-    history: String,
+    /// What a history stream keeps at least: `--history` + 1 (the oldest is the newest evicted).
+    keep: String,
     partitions: u32,
     registry: Registry,
     own: Option<(Poll, Events)>,
@@ -423,7 +424,7 @@ impl Redis {
         let mut r = Redis {
             url,
             keys,
-            history: history.to_string(),
+            keep: (history + 1).to_string(),
             partitions,
             registry,
             own,
@@ -535,7 +536,7 @@ impl Redis {
         push_u64(&mut numkeys, keys.len() as u64 + 1);
         let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
         all.extend(keys.iter().map(String::as_bytes));
-        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.history.as_bytes()]);
+        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.keep.as_bytes()]);
         for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
             let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
             all.extend([id.as_bytes(), emit_id, payload]);
@@ -957,8 +958,10 @@ impl Redis {
     fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
         info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
         let history = self.keys.history(source);
-        let (from, to) = (format!("({last}"), prev.to_string());
-        self.cmd.send(&[b"XRANGE", history.as_bytes(), from.as_bytes(), to.as_bytes()]);
+        // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
+        // trimming may keep more), those up to `prev` used (the later ones come by partition).
+        let from = format!("({last}");
+        self.cmd.send(&[b"XREVRANGE", history.as_bytes(), b"+", from.as_bytes(), b"COUNT", self.keep.as_bytes()]);
         self.expect.push_back(Expect::Resync);
         self.last_sent = Instant::now();
         self.resync = Some(Resync { key, prev, done: false, gap_sent: false });
@@ -968,18 +971,20 @@ impl Redis {
     fn resynced(&mut self, reply: &Value) {
         let Some(r) = &mut self.resync else { return };
         r.done = true;
-        let key = r.key;
+        let (key, prev) = (r.key, r.prev);
         let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
         // (id, the id before it, payload)
         let events: Vec<(EventId, EventId, Vec<u8>)> = reply
             .as_array()
             .unwrap_or(&[])
             .iter()
+            .rev()
             .filter_map(|e| {
                 let e = e.as_array()?;
                 let f = e.get(1)?.as_array()?;
                 Some((parse_id(e.first()?.as_bytes()?)?, parse_id(field(f, "v")?)?, field(f, "p")?.to_vec()))
             })
+            .filter(|e| e.0 <= prev)
             .collect();
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.

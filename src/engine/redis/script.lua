@@ -10,13 +10,15 @@ if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.err
 
 if op == 'E' then
   -- Emits, one after another. KEYS per emit: source hash, history, partition (then the epoch);
-  -- ARGV 5 --history, then per emit: source id, emit id (node:counter), payload.
+  -- ARGV 5 --history + 1, then per emit: source id, emit id (node:counter), payload.
   -- Returns per emit {id, previous id}, or false (no such source).
   -- Redis assigns the id (`*`: above the stream's last, even if its clock went back; a
   -- stream written back after a loss starts above the newest id served, see w).
-  -- One more than --history is kept: the oldest is the newest evicted (what the gap
-  -- signal compares with), known without a read per emit.
-  local keep, out, lasts = tonumber(ARGV[5]) + 1, {}, {}
+  -- At least one more than --history is kept: of the newest --history + 1, the oldest is
+  -- the newest evicted (what the gap signal compares with), known without a read per emit.
+  -- `~` trims whole nodes only (<= 4 KiB or 100 entries more), where `=` walks the
+  -- first node on every append: 17 % of Redis's CPU per emit.
+  local keep, out, lasts = ARGV[5], {}, {}
   for i = 0, (#KEYS - 1) / 3 - 1 do
     local hash, history, partition = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
     local source, emit, payload = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
@@ -25,7 +27,7 @@ if op == 'E' then
     if not last then
       out[i + 1] = false
     else
-      local id = redis.call('XADD', history, 'MAXLEN', '=', keep, '*', 'p', payload, 'e', emit, 'v', last)
+      local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'e', emit, 'v', last)
       redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 't', 'e', 's', source, 'i', id, 'v', last, 'e', emit, 'p', payload)
       lasts[hash] = id
       out[i + 1] = {id, last}
