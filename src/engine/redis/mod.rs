@@ -849,20 +849,20 @@ impl Redis {
             return;
         }
         r.reading = None;
-        let entries = match &reply {
+        // [[stream, [[id, [k, v, …]], …]]], taken apart (payloads move, not copied).
+        let entries = match reply {
             Value::Nil => return,
             Value::Error(e) => {
-                let why = String::from_utf8_lossy(e).into_owned();
+                let why = String::from_utf8_lossy(&e).into_owned();
                 return self.lose_reader(n, &why);
             }
-            // [[stream, [[id, [k, v, …]], …]]]
-            v => v.as_array().and_then(|s| s.first()).and_then(Value::as_array).and_then(|s| s.get(1)).and_then(Value::as_array),
+            v => v.into_array().and_then(|s| s.into_iter().next()?.into_array()?.into_iter().nth(1)?.into_array()),
         };
-        for e in entries.unwrap_or(&[]) {
-            let Some(e) = e.as_array() else { continue };
-            let Some(id) = e.first().and_then(Value::as_bytes) else { continue };
-            self.readers[n].cursor = id.to_vec();
-            if let Some(entry) = e.get(1).and_then(Value::as_array).and_then(entry) {
+        for e in entries.unwrap_or_default() {
+            let mut e = e.into_array().unwrap_or_default().into_iter();
+            let (Some(Value::Bulk(id)), Some(fields)) = (e.next(), e.next()) else { continue };
+            self.readers[n].cursor = id;
+            if let Some(entry) = fields.into_array().and_then(entry) {
                 self.entries.push_back(entry);
             }
         }
@@ -1049,18 +1049,26 @@ impl Redis {
     }
 }
 
-/// A partition entry's fields as a record.
-fn entry(f: &[Value]) -> Option<Entry> {
+/// A partition entry's fields as a record. An event is two fields (`e`:
+/// `<source> <id> <id before> <emit id>`, `p`: the payload): the fewer the
+/// fields, the less Redis builds and a node takes apart per event.
+fn entry(mut f: Vec<Value>) -> Option<Entry> {
+    if f.len() == 4 && f[0].as_bytes() == Some(b"e") && f[2].as_bytes() == Some(b"p") {
+        let Value::Bulk(payload) = f.pop()? else { return None };
+        let mut head = f[1].as_bytes()?.split(|&b| b == b' ');
+        let (source, id, prev, emit) = (head.next()?, head.next()?, head.next()?, head.next()?);
+        return Some(Entry::Event {
+            source: String::from_utf8_lossy(source).into_owned(),
+            id: parse_id(id)?,
+            prev: parse_id(prev)?,
+            emit: emit.to_vec(),
+            payload,
+        });
+    }
+    let f = &f[..];
     let text = |name| field(f, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let source = text("s")?;
     Some(match field(f, "t")? {
-        b"e" => Entry::Event {
-            id: parse_id(field(f, "i")?)?,
-            prev: parse_id(field(f, "v")?)?,
-            emit: field(f, "e").unwrap_or_default().to_vec(),
-            payload: field(f, "p")?.to_vec(),
-            source,
-        },
         b"c" => Entry::Created(SourceMeta {
             account: text("a")?,
             name: text("n")?,

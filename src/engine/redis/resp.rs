@@ -47,6 +47,13 @@ impl Value {
         }
     }
 
+    pub fn into_array(self) -> Option<Vec<Value>> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(n) => Some(*n),

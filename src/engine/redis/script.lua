@@ -28,7 +28,7 @@ if op == 'E' then
       out[i + 1] = false
     else
       local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'e', emit, 'v', last)
-      redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 't', 'e', 's', source, 'i', id, 'v', last, 'e', emit, 'p', payload)
+      redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 'e', source .. ' ' .. id .. ' ' .. last .. ' ' .. emit, 'p', payload)
       lasts[hash] = id
       out[i + 1] = {id, last}
     end
