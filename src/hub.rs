@@ -289,11 +289,15 @@ impl Hub {
                 }
                 p.undo.apply(&mut self.registry, &mut self.tokens);
             }
-            Ok(_) if self.failing => {
-                info!("storage recovered: changes are accepted again");
-                self.failing = false;
+            Ok(_) => {
+                if let Undo::Create(key) = p.undo {
+                    self.registry.confirm(key);
+                }
+                if self.failing {
+                    info!("storage recovered: changes are accepted again");
+                    self.failing = false;
+                }
             }
-            Ok(_) => {}
         }
         match p.waiter {
             Waiter::Nobody => {}

@@ -25,6 +25,11 @@ pub struct Source {
     pub verify: Option<Verify>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
+    /// Created here, not yet acknowledged by storage: its name is taken
+    /// (a second create of it is refused), but nothing finds or lists it.
+    /// With `redis`, another node may have taken the name first: the
+    /// refused source then never showed.
+    pending: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -66,7 +71,20 @@ impl Registry {
             return Err(CreateError::Taken);
         }
         let id = format!("dc_{}", random_base62(SOURCE_ID_CHARS));
-        Ok(self.insert(account, id, name.to_string(), random_base62(ENDPOINT_KEY_CHARS), now_ms))
+        let key = self.insert(account, id, name.to_string(), random_base62(ENDPOINT_KEY_CHARS), now_ms);
+        self.sources.get_mut(&key).expect("just inserted").pending = true;
+        Ok(key)
+    }
+
+    /// Storage acknowledged the source's creation: it is found and listed from now on.
+    pub fn confirm(&mut self, key: SourceKey) {
+        if let Some(s) = self.sources.get_mut(&key) {
+            s.pending = false;
+        }
+    }
+
+    fn shown(&self, key: &SourceKey) -> bool {
+        self.sources.get(key).is_some_and(|s| !s.pending)
     }
 
     /// Puts in a source as stored (at start, or created elsewhere).
@@ -76,7 +94,8 @@ impl Registry {
         self.by_id.insert(id.clone(), key);
         self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
-        self.sources.insert(key, Source { id, name, account, endpoint_key, created_at, verify: None, subscribers: Vec::new() });
+        self.sources
+            .insert(key, Source { id, name, account, endpoint_key, created_at, verify: None, subscribers: Vec::new(), pending: false });
         key
     }
 
@@ -86,7 +105,7 @@ impl Registry {
     /// still finds this account's source.
     pub fn find(&self, account: AccountId, id_or_name: &str) -> Option<SourceKey> {
         let by_id = self.by_id.get(id_or_name).copied().filter(|k| self.sources[k].account == account);
-        by_id.or_else(|| self.by_name.get(&account)?.get(id_or_name).copied())
+        by_id.or_else(|| self.by_name.get(&account)?.get(id_or_name).copied()).filter(|k| self.shown(k))
     }
 
     /// The source with this public id, in any account.
@@ -95,7 +114,7 @@ impl Registry {
     }
 
     pub fn find_endpoint(&self, endpoint_key: &str) -> Option<SourceKey> {
-        self.by_endpoint.get(endpoint_key).copied()
+        self.by_endpoint.get(endpoint_key).copied().filter(|k| self.shown(k))
     }
 
     pub fn get(&self, key: SourceKey) -> Option<&Source> {
@@ -108,7 +127,7 @@ impl Registry {
 
     /// The account's sources, oldest first.
     pub fn list(&self, account: AccountId) -> Vec<&Source> {
-        let mut list: Vec<&Source> = self.sources.values().filter(|s| s.account == account).collect();
+        let mut list: Vec<&Source> = self.sources.values().filter(|s| s.account == account && !s.pending).collect();
         list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         list
     }
@@ -162,7 +181,11 @@ mod tests {
         let mut r = Registry::default();
         let a = r.create(0, "orders", 5).unwrap();
         assert_eq!(r.create(0, "orders", 5), Err(CreateError::Taken));
+        assert_eq!(r.find(0, "orders"), None, "not found before storage has it");
+        assert!(r.list(0).is_empty(), "nor listed");
+        r.confirm(a);
         let b = r.create(1, "orders", 5).unwrap();
+        r.confirm(b);
         for bad in ["", "has space", "é", &"x".repeat(65)] {
             assert_eq!(r.create(0, bad, 5), Err(CreateError::BadName), "{bad:?}");
         }
@@ -185,6 +208,8 @@ mod tests {
         let a = r.create(0, "orders", 5).unwrap();
         let id_a = r.get(a).unwrap().id.clone();
         let b = r.create(1, &id_a, 5).unwrap();
+        r.confirm(a);
+        r.confirm(b);
         assert_eq!(r.find(1, &id_a), Some(b));
         assert_eq!(r.find(0, &id_a), Some(a));
         assert_eq!(r.find(2, &id_a), None);
@@ -195,6 +220,7 @@ mod tests {
         let mut r = Registry::default();
         let mine = r.create(0, "orders", 5).unwrap();
         let theirs = r.insert(0, "dc_theirs".into(), "orders".into(), "ep".into(), 4);
+        assert_eq!(r.find(0, "orders"), Some(theirs), "theirs shows while mine waits");
         r.remove(mine);
         assert_eq!(r.find(0, "orders"), Some(theirs));
     }

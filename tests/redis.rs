@@ -679,6 +679,45 @@ fn nodes_started_with_the_same_source_agree() {
     }
 }
 
+/// Two nodes create the same name at the same moment (Redis stopped while
+/// both creates wait): neither lists or finds its own source before Redis
+/// answers; then one create is `201`, the other `409`, and both nodes show
+/// the winner's source, the same id.
+#[test]
+fn a_name_created_on_two_nodes_at_once_shows_only_the_winner() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    support::signal(redis.pid(), "STOP");
+    let creates: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .map(|addr| {
+            std::thread::spawn(move || {
+                let r = KeepAlive::new(addr).request("POST", "/v1/sources", r#"{"name":"x"}"#);
+                (r.status, r.json())
+            })
+        })
+        .collect();
+    // While both wait (well within the command timeout of 1.5 s): nothing shows.
+    let until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < until {
+        for n in [&a, &b] {
+            assert!(source_names(n).is_empty(), "a create not yet stored is listed");
+            assert_eq!(n.request("GET", "/v1/sources/x", None).status, 404);
+        }
+    }
+    support::signal(redis.pid(), "CONT");
+    let mut answers: Vec<(u16, serde_json::Value)> = creates.into_iter().map(|c| c.join().unwrap()).collect();
+    answers.sort_by_key(|a| a.0);
+    assert_eq!((answers[0].0, answers[1].0), (201, 409), "{answers:?}");
+    let winner = answers[0].1["data"]["id"].clone();
+    wait_until(Duration::from_secs(1), "both nodes show the winner", || {
+        [&a, &b].iter().all(|n| {
+            let list = n.request("GET", "/v1/sources", None).json()["data"].clone();
+            list.as_array().is_some_and(|l| l.len() == 1 && l[0]["id"] == winner)
+        })
+    });
+}
+
 /// Signature checks and subscribe tokens are kept in Redis and reach every
 /// node: a check set on one node judges webhooks on another; a token made
 /// on one node reads a stream on another, and revoking it there ends that

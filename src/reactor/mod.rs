@@ -293,7 +293,11 @@ impl Reactor {
                 continue;
             }
             match hub.create(default_account, keys.account_name(default_account), name, None, now) {
-                Ok((key, _)) => info!("source {name} ({}) ready", hub.source(key).id),
+                Ok((key, _)) => {
+                    // Found at once, as the server starts: not one turn later, when storage has it.
+                    hub.registry.confirm(key);
+                    info!("source {name} ({}) ready", hub.source(key).id)
+                }
                 Err(e) => warn!("--source {name}: {e}"),
             }
         }
