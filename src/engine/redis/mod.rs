@@ -4,8 +4,9 @@
 //! (account, name, endpoint, created, last id, evicted id: more fields
 //! are more hash fields), `sources` the set of ids, `names` the
 //! account+name index that keeps names unique across nodes, `h:<id>` the
-//! source's history stream (`--history` + 1 entries: the oldest is the
-//! newest evicted), `p:<n>` the live partition streams, `partitions` the
+//! source's history stream (at least `--history` + 1 entries, `p` the
+//! payload and `v` the id before: of the newest `--history` + 1, the oldest
+//! is the newest evicted), `p:<n>` the live partition streams, `partitions` the
 //! partition count the first node chose, `epoch` Redis's data generation
 //! (a change means it lost data), `default_key` a generated key.
 //!
@@ -850,7 +851,7 @@ impl Redis {
         }
         r.reading = None;
         // [[stream, [[id, [k, v, …]], …]]], taken apart (payloads move, not copied).
-        let entries = match reply {
+        let read = match reply {
             Value::Nil => return,
             Value::Error(e) => {
                 let why = String::from_utf8_lossy(&e).into_owned();
@@ -858,12 +859,12 @@ impl Redis {
             }
             v => v.into_array().and_then(|s| s.into_iter().next()?.into_array()?.into_iter().nth(1)?.into_array()),
         };
-        for e in entries.unwrap_or_default() {
+        for e in read.unwrap_or_default() {
             let mut e = e.into_array().unwrap_or_default().into_iter();
             let (Some(Value::Bulk(id)), Some(fields)) = (e.next(), e.next()) else { continue };
             self.readers[n].cursor = id;
-            if let Some(entry) = fields.into_array().and_then(entry) {
-                self.entries.push_back(entry);
+            if let Some(fields) = fields.into_array() {
+                entries(fields, &mut self.entries);
             }
         }
     }
@@ -1049,23 +1050,35 @@ impl Redis {
     }
 }
 
-/// A partition entry's fields as a record. An event is two fields (`e`:
-/// `<source> <id> <id before> <emit id>`, `p`: the payload): the fewer the
+/// A partition entry's records, in order. Events: the events of one
+/// script call for this partition, two fields each (`e`: `<source> <id>
+/// <id before> <emit id>`, `p`: the payload): the fewer the entries and
 /// fields, the less Redis builds and a node takes apart per event.
-fn entry(mut f: Vec<Value>) -> Option<Entry> {
-    if f.len() == 4 && f[0].as_bytes() == Some(b"e") && f[2].as_bytes() == Some(b"p") {
-        let Value::Bulk(payload) = f.pop()? else { return None };
-        let mut head = f[1].as_bytes()?.split(|&b| b == b' ');
-        let (source, id, prev, emit) = (head.next()?, head.next()?, head.next()?, head.next()?);
-        return Some(Entry::Event {
-            source: String::from_utf8_lossy(source).into_owned(),
-            id: parse_id(id)?,
-            prev: parse_id(prev)?,
-            emit: emit.to_vec(),
-            payload,
-        });
+fn entries(f: Vec<Value>, out: &mut VecDeque<Entry>) {
+    if f.first().and_then(Value::as_bytes) != Some(b"e") {
+        out.extend(entry(&f));
+        return;
     }
-    let f = &f[..];
+    let mut f = f.into_iter();
+    while let (Some(_), Some(head), Some(_), Some(Value::Bulk(payload))) = (f.next(), f.next(), f.next(), f.next()) {
+        out.extend(event(head.as_bytes().unwrap_or_default(), payload));
+    }
+}
+
+fn event(head: &[u8], payload: Vec<u8>) -> Option<Entry> {
+    let mut head = head.split(|&b| b == b' ');
+    let (source, id, prev, emit) = (head.next()?, head.next()?, head.next()?, head.next()?);
+    Some(Entry::Event {
+        source: String::from_utf8_lossy(source).into_owned(),
+        id: parse_id(id)?,
+        prev: parse_id(prev)?,
+        emit: emit.to_vec(),
+        payload,
+    })
+}
+
+/// A control record's fields.
+fn entry(f: &[Value]) -> Option<Entry> {
     let text = |name| field(f, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let source = text("s")?;
     Some(match field(f, "t")? {

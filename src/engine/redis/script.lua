@@ -18,7 +18,9 @@ if op == 'E' then
   -- the newest evicted (what the gap signal compares with), known without a read per emit.
   -- `~` trims whole nodes only (<= 4 KiB or 100 entries more), where `=` walks the
   -- first node on every append: 17 % of Redis's CPU per emit.
-  local keep, out, lasts = ARGV[5], {}, {}
+  -- A call's events for one partition go in one partition record, in order: pairs
+  -- `e` (source, id, id before, emit id) and `p` (payload), one pair per event.
+  local keep, out, lasts, records, partitions = ARGV[5], {}, {}, {}, {}
   for i = 0, (#KEYS - 1) / 3 - 1 do
     local hash, history, partition = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
     local source, emit, payload = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
@@ -27,11 +29,21 @@ if op == 'E' then
     if not last then
       out[i + 1] = false
     else
-      local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'e', emit, 'v', last)
-      redis.call('XADD', partition, 'MAXLEN', '~', plen, '*', 'e', source .. ' ' .. id .. ' ' .. last .. ' ' .. emit, 'p', payload)
+      local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'v', last)
+      local record = records[partition]
+      if record == nil then
+        record = {'XADD', partition, 'MAXLEN', '~', plen, '*'}
+        records[partition] = record
+        partitions[#partitions + 1] = partition
+      end
+      local n = #record
+      record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'e', source .. ' ' .. id .. ' ' .. last .. ' ' .. emit, 'p', payload
       lasts[hash] = id
       out[i + 1] = {id, last}
     end
+  end
+  for _, partition in ipairs(partitions) do
+    redis.call(unpack(records[partition]))
   end
   for hash, last in pairs(lasts) do
     if last then redis.call('HSET', hash, 'last', last) end
