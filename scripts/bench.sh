@@ -296,7 +296,7 @@ wrk_emit() {
 
 # wrk_run SERVER emit|ceiling: one wrk run against a fresh server.
 wrk_run() {
-  local server=$1 label=$2 log=$LOGS/$1-$2.log url args b0 c0 c1 t0 tool pct
+  local server=$1 label=$2 log=$LOGS/$1-$2.log url args b0 c0 c1 t0 tool pct busy
   start_server "$server"
   url=http://127.0.0.1:$PORT
   case $label-$server in
@@ -311,6 +311,7 @@ wrk_run() {
     -d${WRK_SECS}s "${args[@]}" >"$log" 2>&1 || echo "wrk failed" >>"$log"
     times) | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
   pct=$(others "$b0" "$c0" "$t0" "$tool")
+  busy=$(awk -v b0="$b0" -v b1="$(busy_s)" -v t0="$t0" -v t1="$(now_s)" -v n="$(nproc)" 'BEGIN { printf "%.0f", (b1 - b0) * 100 / (n * (t1 - t0)) }')
   c1=$(cpu_s "$SRV_PID")
   [ "$server" = ssehub ] && metrics >"$LOGS/$server-$label.metrics"
   # Without a script wrk prints only its summary: the same line from it.
@@ -319,10 +320,10 @@ wrk_run() {
     END { if (n) printf "RESULT scenario=ceiling requests=%d req_per_s=%.0f lat_p99_us=%d\n", n, r, p99 }' "$log" >>"$log"
   if grep -q '^RESULT' "$log"; then
     sed -n "s/^RESULT \(.*\)/RESULT server=$server label=$label \1/p" "$log" |
-      awk -v c0="$c0" -v c1="$c1" -v t="$tool" -v secs="$WRK_SECS" -v o="$pct" '{
+      awk -v c0="$c0" -v c1="$c1" -v t="$tool" -v secs="$WRK_SECS" -v o="$pct" -v busy="$busy" '{
         n = $0; sub(/.* requests=/, "", n); sub(/ .*/, "", n)
-        printf "%s srv_cpu_s=%.3f srv_core_pct=%.1f srv_us_per_emit=%.2f tool_cpu_s=%s tool_us_per_req=%.2f others_cpu_pct=%s\n",
-          $0, c1 - c0, (c1 - c0) * 100 / secs, (c1 - c0) * 1e6 / (n > 0 ? n : 1), t, t * 1e6 / (n > 0 ? n : 1), o }' >>"$RESULTS"
+        printf "%s srv_cpu_s=%.3f srv_core_pct=%.1f srv_us_per_emit=%.2f tool_cpu_s=%s tool_us_per_req=%.2f others_cpu_pct=%s busy_pct=%s\n",
+          $0, c1 - c0, (c1 - c0) * 100 / secs, (c1 - c0) * 1e6 / (n > 0 ? n : 1), t, t * 1e6 / (n > 0 ? n : 1), o, busy }' >>"$RESULTS"
   else
     FAILED+=("$server $label")
     say "bench: $server $label FAILED; see $log"
@@ -451,32 +452,41 @@ stop_redis() {
 }
 redis_info() { redis-cli -p $REDIS_PORT INFO "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
 
+# redis_emit APPENDFSYNC LABEL: wrk's emits against a fresh Redis, with
+# Redis's CPU and memory.
+redis_emit() {
+  local r0 r1 n m0 m1 retained
+  start_redis "$1"
+  ENGINE_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT")
+  r0=$(cpu_s $REDIS_PID) m0=$(redis_info memory used_memory)
+  wrk_run ssehub "emit-redis-$2"
+  r1=$(cpu_s $REDIS_PID) m1=$(redis_info memory used_memory)
+  n=$(get ssehub "emit-redis-$2" requests)
+  # What the run left in Redis: the source's history (--history 100, + 1)
+  # and the partition streams (MAXLEN ~ 10000 each).
+  retained=$(redis-cli -p $REDIS_PORT --scan --pattern 'ssehub:*' |
+    while read -r k; do redis-cli -p $REDIS_PORT XLEN "$k" 2>/dev/null || true; done | awk '$1 ~ /^[0-9]+$/ { s += $1 } END { print s + 0 }')
+  echo "RESULT server=ssehub label=redis-$2 redis_cpu_s=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", b - a }')" \
+    "redis_cpu_ms_per_1000=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / n; else print "na" }')" \
+    "retained=$retained used_memory_delta=$((m1 - m0))" \
+    "bytes_per_1000_retained=$(awk -v d=$((m1 - m0)) -v r="$retained" 'BEGIN { if (r > 0) printf "%.0f", d * 1000 / r; else print "na" }')" >>"$RESULTS"
+  stop_redis
+}
+
 run_redis() {
-  local mode r0 r1 n m0 m1 retained
   say "bench: $(redis-server --version | cut -d' ' -f1-3)"
   if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     PIN_SRV=(taskset -c 0) PIN_TOOL=(taskset -c 1)
   fi
   ENGINE_ARGS=(--engine memory)
   wrk_run ssehub emit-memory
-  for mode in everysec always; do
-    start_redis $mode
-    ENGINE_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT")
-    r0=$(cpu_s $REDIS_PID) m0=$(redis_info memory used_memory)
-    wrk_run ssehub "emit-redis-$mode"
-    r1=$(cpu_s $REDIS_PID) m1=$(redis_info memory used_memory)
-    n=$(get ssehub "emit-redis-$mode" requests)
-    # What the run left in Redis: the source's history (--history 100, + 1)
-    # and the partition streams (MAXLEN ~ 10000 each).
-    retained=$(redis-cli -p $REDIS_PORT --scan --pattern 'ssehub:*' |
-      while read -r k; do redis-cli -p $REDIS_PORT XLEN "$k" 2>/dev/null || true; done | awk '$1 ~ /^[0-9]+$/ { s += $1 } END { print s + 0 }')
-    echo "RESULT server=ssehub label=redis-$mode redis_cpu_s=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", b - a }')" \
-      "redis_cpu_ms_per_1000=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / n; else print "na" }')" \
-      "retained=$retained used_memory_delta=$((m1 - m0))" \
-      "bytes_per_1000_retained=$(awk -v d=$((m1 - m0)) -v r="$retained" 'BEGIN { if (r > 0) printf "%.0f", d * 1000 / r; else print "na" }')" >>"$RESULTS"
-    stop_redis
-  done
+  redis_emit everysec everysec
+  redis_emit always always
+  # Unpinned: the scheduler places ssehub, wrk and Redis on the two cores.
   PIN_SRV=() PIN_TOOL=()
+  ENGINE_ARGS=(--engine memory)
+  wrk_run ssehub emit-memory-free
+  redis_emit everysec everysec-free
   ENGINE_ARGS=(--engine memory)
   load ssehub "fanout-$FAN_N-rate0-memory" fanout --n "$FAN_N" --events "$EVENTS" --bytes $BYTES --rate 0 --timeout 600s
   start_redis everysec
@@ -526,6 +536,13 @@ redis_table() {
     printf '| … %s: Redis used_memory per 1,000 retained events (B; %s retained) | %s |\n' "$e" \
       "$(get ssehub "redis-$e" retained)" "$(get ssehub "redis-$e" bytes_per_1000_retained)"
   done
+  m=$(get ssehub emit-memory-free emits_per_s)
+  printf '| unpinned (ssehub, wrk and Redis placed by the scheduler): memory emits/s | %s |\n' "$m"
+  printf '| … redis, appendfsync everysec: emits/s (÷ memory) | %s (%s) |\n' "$(get ssehub emit-redis-everysec-free emits_per_s)" \
+    "$(awk -v a="$(get ssehub emit-redis-everysec-free emits_per_s)" -v b="$m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
+  printf '| … CPU per emit (µs): ssehub / Redis / wrk; the machine busy (%% of 2 cores) | %s / %s / %s; %s |\n' \
+    "$(get ssehub emit-redis-everysec-free srv_us_per_emit)" "$(get ssehub redis-everysec-free redis_cpu_ms_per_1000)" \
+    "$(get ssehub emit-redis-everysec-free tool_us_per_req)" "$(get ssehub emit-redis-everysec-free busy_pct)"
   for e in memory redis; do
     printf '| fan-out %s subs max rate, %s: deliveries/s, CPU-s per million, lost/dup | %s, %s, %s |\n' "$FAN_N" "$e" \
       "$(get ssehub "fanout-$FAN_N-rate0-$e" deliveries_per_s)" "$(perm ssehub "fanout-$FAN_N-rate0-$e")" "$(lossdup ssehub "fanout-$FAN_N-rate0-$e")"
