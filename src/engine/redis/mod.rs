@@ -57,8 +57,9 @@ use resp::Value;
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-/// Entries a partition stream keeps (MAXLEN ~): how far behind a node may
-/// fall before it catches up from history streams instead.
+/// Events a partition stream keeps, about (`MAXLEN ~`, divided by the events
+/// in the record added): how far behind a node may fall before it catches up
+/// from history streams instead.
 /// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
 const PARTITION_LEN: &str = "10000";
 /// An emit not acknowledged within this answers 503 (SPEC: within 2 s).

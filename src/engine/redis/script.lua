@@ -42,8 +42,12 @@ if op == 'E' then
       out[i + 1] = {id, last}
     end
   end
+  -- A partition keeps about ARGV[3] events: a record of k events trims to ARGV[3] / k
+  -- records (at most about twice that many events while call sizes change).
   for _, partition in ipairs(partitions) do
-    redis.call(unpack(records[partition]))
+    local record = records[partition]
+    record[5] = math.ceil(tonumber(plen) * 4 / (#record - 6))
+    redis.call(unpack(record))
   end
   for hash, last in pairs(lasts) do
     if last then redis.call('HSET', hash, 'last', last) end
