@@ -455,22 +455,30 @@ redis_info() { redis-cli -p $REDIS_PORT INFO "$1" | tr -d '\r' | sed -n "s/^$2:/
 # redis_emit APPENDFSYNC LABEL: wrk's emits against a fresh Redis, with
 # Redis's CPU and memory.
 redis_emit() {
-  local r0 r1 n m0 m1 retained
+  local r0 r1 n
   start_redis "$1"
   ENGINE_ARGS=(--redis "redis://127.0.0.1:$REDIS_PORT")
-  r0=$(cpu_s $REDIS_PID) m0=$(redis_info memory used_memory)
+  r0=$(cpu_s $REDIS_PID)
   wrk_run ssehub "emit-redis-$2"
-  r1=$(cpu_s $REDIS_PID) m1=$(redis_info memory used_memory)
+  r1=$(cpu_s $REDIS_PID)
   n=$(get ssehub "emit-redis-$2" requests)
-  # What the run left in Redis: the source's history (--history 100, + 1)
-  # and the partition streams (MAXLEN ~ 10000 each).
-  retained=$(redis-cli -p $REDIS_PORT --scan --pattern 'ssehub:*' |
-    while read -r k; do redis-cli -p $REDIS_PORT XLEN "$k" 2>/dev/null || true; done | awk '$1 ~ /^[0-9]+$/ { s += $1 } END { print s + 0 }')
+  # What the run left in Redis (MEMORY USAGE, every node of a stream): the
+  # source's history (--history 100, + 1, + up to a node) and the partition
+  # streams (MAXLEN ~ 10000 entries each; an entry holds one script call's events).
   echo "RESULT server=ssehub label=redis-$2 redis_cpu_s=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", b - a }')" \
     "redis_cpu_ms_per_1000=$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / n; else print "na" }')" \
-    "retained=$retained used_memory_delta=$((m1 - m0))" \
-    "bytes_per_1000_retained=$(awk -v d=$((m1 - m0)) -v r="$retained" 'BEGIN { if (r > 0) printf "%.0f", d * 1000 / r; else print "na" }')" >>"$RESULTS"
+    "history_events=$(streams 'ssehub:h:*' XLEN) history_bytes=$(streams 'ssehub:h:*' MEMORY USAGE)" \
+    "partition_entries=$(streams 'ssehub:p:*' XLEN) partition_bytes=$(streams 'ssehub:p:*' MEMORY USAGE)" >>"$RESULTS"
   stop_redis
+}
+
+# streams PATTERN COMMAND...: COMMAND (XLEN, MEMORY USAGE) summed over the keys.
+streams() {
+  local pattern=$1
+  shift
+  redis-cli -p $REDIS_PORT --scan --pattern "$pattern" | while read -r k; do
+    if [ "$1" = MEMORY ]; then redis-cli -p $REDIS_PORT MEMORY USAGE "$k" SAMPLES 0; else redis-cli -p $REDIS_PORT "$@" "$k"; fi
+  done | awk '$1 ~ /^[0-9]+$/ { s += $1 } END { print s + 0 }'
 }
 
 run_redis() {
@@ -533,8 +541,10 @@ redis_table() {
       "$(awk -v a="$(get ssehub "emit-redis-$e" emits_per_s)" -v b="$m" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')"
     printf '| … %s: latency p99 (ms) / ssehub CPU per emit (µs) / Redis CPU per 1,000 events (ms) | %s / %s / %s |\n' "$e" \
       "$(ms ssehub "emit-redis-$e" lat_p99_us)" "$(get ssehub "emit-redis-$e" srv_us_per_emit)" "$(get ssehub "redis-$e" redis_cpu_ms_per_1000)"
-    printf '| … %s: Redis used_memory per 1,000 retained events (B; %s retained) | %s |\n' "$e" \
-      "$(get ssehub "redis-$e" retained)" "$(get ssehub "redis-$e" bytes_per_1000_retained)"
+    printf '| … %s: Redis memory per retained history event (B; %s retained); partition streams (KiB, %s entries) | %s; %s |\n' "$e" \
+      "$(get ssehub "redis-$e" history_events)" "$(get ssehub "redis-$e" partition_entries)" \
+      "$(awk -v b="$(get ssehub "redis-$e" history_bytes)" -v n="$(get ssehub "redis-$e" history_events)" 'BEGIN { if (n > 0) printf "%.0f", b / n; else print "n/a" }')" \
+      "$(awk -v b="$(get ssehub "redis-$e" partition_bytes)" 'BEGIN { printf "%.0f", b / 1024 }')"
   done
   m=$(get ssehub emit-memory-free emits_per_s)
   printf '| unpinned (ssehub, wrk and Redis placed by the scheduler): memory emits/s | %s |\n' "$m"
