@@ -8,7 +8,10 @@
 #   scripts/bench.sh --quick    smoke run with small numbers (1-2 minutes)
 #   scripts/bench.sh --only ssehub|nchan
 #   scripts/bench.sh --storage  the storage engines instead (ssehub only, 1-2 minutes)
-#   scripts/bench.sh --redis    the redis engine instead (ssehub only, 2-3 minutes)
+#   scripts/bench.sh --redis    the redis engine instead (ssehub only, 4 minutes)
+#   scripts/bench.sh --redis-ab OTHER
+#                               emits with redis, alternating another ssehub
+#                               binary (OTHER) and this one, 3 rounds (2 minutes)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -39,10 +42,12 @@
 # Redis (--redis): a redis-server of Debian's (installed when missing) on a
 # free loopback port, appendonly yes, appendfsync everysec then always, a
 # fresh dir and no data per run; emit with wrk as above (Redis unpinned)
-# against memory and redis, with Redis's CPU per 1,000 events; INFO memory
-# per 1,000 retained events; fan-out 5k x 1000 as fast as possible with
-# memory and with redis; three --reuse-port processes on one port holding
-# 50,000 subscribers (--quick: 6,000) with an event each second.
+# against memory and redis, with Redis's CPU per event, pinned and then
+# unpinned; MEMORY USAGE of what the run left; fan-out 10k x 1000 as fast as
+# possible with memory and with redis; three --reuse-port processes on one
+# port holding 50,000 subscribers (--quick: 6,000) with an event each
+# second, then 59,850 for the largest count. --redis-ab: the pinned
+# everysec emit of OTHER, of this build and of memory, in turn, 3 times.
 #
 # Every ssehub gets a fresh --data-dir under a temporary dir (the default
 # engine is log --fsync everysec).
@@ -60,6 +65,7 @@ while [ $# -gt 0 ]; do
     --only) SERVERS=${2:?--only needs ssehub or nchan}; shift ;;
     --storage) STORAGE=1 ;;
     --redis) STORAGE=redis ;;
+    --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -531,6 +537,33 @@ reuse_port() {
   wait "${pids[@]}" 2>/dev/null || true
 }
 
+# run_redis_ab: AB_BIN and this build with redis, and memory, alternating.
+run_redis_ab() {
+  local i this=$SSEHUB
+  [ -x "$AB_BIN" ] || { say "bench: --redis-ab: $AB_BIN is not an executable"; exit 2; }
+  PIN_SRV=(taskset -c 0) PIN_TOOL=(taskset -c 1)
+  for i in 1 2 3; do
+    SSEHUB=$AB_BIN
+    redis_emit everysec "other-$i"
+    SSEHUB=$this
+    redis_emit everysec "this-$i"
+    ENGINE_ARGS=(--engine memory)
+    wrk_run ssehub "emit-memory-$i"
+  done
+  PIN_SRV=() PIN_TOOL=()
+  ENGINE_ARGS=()
+}
+
+redis_ab_table() {
+  local k label
+  # three LABEL KEY: the three rounds' values, joined.
+  three() { echo "$(get ssehub "$1-1" "$2") / $(get ssehub "$1-2" "$2") / $(get ssehub "$1-3" "$2")"; }
+  printf '| pinned, one run, 3 rounds | %s | this build | memory |\n|---|---:|---:|---:|\n' "$(basename "$AB_BIN")"
+  printf '| emits/s | %s | %s | %s |\n' "$(three emit-redis-other emits_per_s)" "$(three emit-redis-this emits_per_s)" "$(three emit-memory emits_per_s)"
+  printf '| ssehub CPU per emit (µs) | %s | %s | %s |\n' "$(three emit-redis-other srv_us_per_emit)" "$(three emit-redis-this srv_us_per_emit)" "$(three emit-memory srv_us_per_emit)"
+  printf '| Redis CPU per event (µs) | %s | %s | |\n' "$(three redis-other redis_cpu_ms_per_1000)" "$(three redis-this redis_cpu_ms_per_1000)"
+}
+
 redis_table() {
   local m e
   m=$(get ssehub emit-memory emits_per_s)
@@ -736,6 +769,7 @@ ssehub_only() {
 }
 case $STORAGE in
   redis) ssehub_only redis ;;
+  redis_ab) ssehub_only redis_ab ;;
   1) ssehub_only storage ;;
 esac
 for s in $SERVERS; do run_server "$s"; done
