@@ -12,8 +12,9 @@
 //!
 //! Every change is one EVALSHA of `script.lua` (atomic; the emits of one
 //! turn share a call): an emit XADDs to the history stream (Redis assigns
-//! the id, per source increasing) and to the source's partition stream,
-//! with the id before it; creates, deletes and clears write the hash and a
+//! the id, per source increasing) and goes, with the id before it, into the
+//! call's record for the source's partition (one XADD per partition and
+//! call, about `PARTITION_LEN` events kept); creates, deletes and clears write the hash and a
 //! control record to the same partition, so they are ordered with the
 //! source's events. Commands go out on one command link, written once per
 //! turn, replies matched FIFO.
