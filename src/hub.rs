@@ -190,20 +190,25 @@ impl Hub {
         self.submit(Op::DefaultKey(key), now_ms, Undo::Nothing);
     }
 
-    /// A new subscribe token of `key`, valid until `expires_at` (unix ms).
+    /// A new subscribe token of `key`, valid until `expires_at` (unix ms):
+    /// the token itself, for its one answer (the table and storage keep its
+    /// `tokens::stored` form).
     pub fn create_token(&mut self, key: SourceKey, expires_at: u64, now_ms: u64) -> (StoredToken, Ticket) {
-        let token = StoredToken { token: tokens::generate(), source_id: self.source(key).id.clone(), expires_at };
-        self.tokens.insert(&token.token, key, expires_at);
-        let ticket = self.submit(Op::Token { key, token: &token }, now_ms, Undo::Token(key, token.token.clone()));
-        (token, ticket)
+        let token = tokens::generate();
+        let kept = tokens::stored(&token).expect("a generated token has the token shape");
+        let kept = StoredToken { token: kept, source_id: self.source(key).id.clone(), expires_at };
+        self.tokens.insert(&kept.token, key, expires_at);
+        let ticket = self.submit(Op::Token { key, token: &kept }, now_ms, Undo::Token(key, kept.token.clone()));
+        (StoredToken { token, ..kept }, ticket)
     }
 
-    /// Revokes one of `key`'s tokens at once, ending its streams; `None`
-    /// if it is not one of them.
+    /// Revokes one of `key`'s tokens (as presented) at once, ending its
+    /// streams; `None` if it is not one of them.
     pub fn revoke_token(&mut self, key: SourceKey, token: &str, now_ms: u64) -> Option<Ticket> {
-        let ended = self.tokens.revoke(key, token)?;
+        let kept = tokens::stored(token)?;
+        let ended = self.tokens.revoke(key, &kept)?;
         self.effects.push(Effect::EndTokenStreams(ended));
-        Some(self.submit(Op::RevokeToken { token }, now_ms, Undo::Nothing))
+        Some(self.submit(Op::RevokeToken { token: &kept }, now_ms, Undo::Nothing))
     }
 
     /// Forgets the tokens expired at `now_ms`, ending their streams.

@@ -5,11 +5,19 @@
 //!
 //! A token is `st_` + a selector + a verifier. The selector finds the
 //! entry in a map (its lookup time may tell whether a selector exists,
-//! which says nothing about a verifier); the verifier is then compared in
-//! constant time, as API keys are.
+//! which says nothing about a verifier); the SHA-256 of the presented
+//! verifier is then compared in constant time with the one kept.
+//!
+//! Only that hash is kept, in the table and in storage (the `log` engine's
+//! records, Redis): `st_` + selector + `.` + base64 of the SHA-256 of the
+//! verifier (its [`stored`] form). Whoever reads a data dir or a Redis dump
+//! finds no token that could be presented; the token itself is shown once,
+//! in the answer that made it.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+
+use sha2::{Digest, Sha256};
 
 use crate::auth::{constant_time_eq, random_base62};
 use crate::engine::SourceKey;
@@ -28,7 +36,8 @@ pub const DEFAULT_LIFE_S: u64 = 3600;
 pub type Serial = NonZeroU32;
 
 struct Entry {
-    verifier: Vec<u8>,
+    /// SHA-256 of the verifier.
+    verifier: [u8; 32],
     source: SourceKey,
     serial: Serial,
     expires_at: u64,
@@ -82,14 +91,29 @@ fn split(token: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(selector).ok()?, verifier))
 }
 
+/// The form a token is kept in: its selector and the hash of its verifier.
+/// `None` if `token` is not of the token shape.
+pub fn stored(token: &str) -> Option<String> {
+    let (selector, verifier) = split(token.as_bytes())?;
+    Some(format!("{PREFIX}{selector}.{}", crate::base64::encode(&Sha256::digest(verifier))))
+}
+
+/// A stored form taken apart: (selector, hash of the verifier).
+fn parse_stored(kept: &str) -> Option<(&str, [u8; 32])> {
+    let (selector, hash) = kept.strip_prefix(PREFIX)?.split_once('.')?;
+    let hash = crate::base64::decode(hash)?.try_into().ok()?;
+    (selector.len() == SELECTOR_CHARS).then_some((selector, hash))
+}
+
 impl Tokens {
-    /// Adds a token of `source`; false if it is not of the token shape.
-    pub fn insert(&mut self, token: &str, source: SourceKey, expires_at: u64) -> bool {
-        let Some((selector, verifier)) = split(token.as_bytes()) else { return false };
+    /// Adds a token of `source` in its [`stored`] form; false for anything
+    /// else (a token kept whole by a version before hashing is not taken).
+    pub fn insert(&mut self, kept: &str, source: SourceKey, expires_at: u64) -> bool {
+        let Some((selector, verifier)) = parse_stored(kept) else { return false };
         // From 1; after 2^32 - 1 tokens in one process, round again.
         self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         let serial = Serial::new(self.next_serial).unwrap_or(Serial::MIN);
-        let entry = Entry { verifier: verifier.to_vec(), source, serial, expires_at };
+        let entry = Entry { verifier, source, serial, expires_at };
         if self.by_selector.insert(selector.to_string(), entry).is_some() {
             self.rescan();
         } else {
@@ -105,7 +129,7 @@ impl Tokens {
     pub fn check(&self, presented: &[u8], now_ms: u64) -> Check {
         let Some((selector, verifier)) = split(presented) else { return Check::Unknown };
         match self.by_selector.get(selector) {
-            Some(e) if constant_time_eq(&e.verifier, verifier) => {
+            Some(e) if constant_time_eq(&e.verifier, &Sha256::digest(verifier)) => {
                 if now_ms >= e.expires_at {
                     Check::Expired
                 } else {
@@ -116,10 +140,10 @@ impl Tokens {
         }
     }
 
-    /// Revokes `token` if it is one of `source`'s.
-    pub fn revoke(&mut self, source: SourceKey, token: &str) -> Option<Ended> {
-        let (selector, verifier) = split(token.as_bytes())?;
-        let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, verifier))?;
+    /// Revokes the token kept as `kept` ([`stored`]) if it is one of `source`'s.
+    pub fn revoke(&mut self, source: SourceKey, kept: &str) -> Option<Ended> {
+        let (selector, verifier) = parse_stored(kept)?;
+        let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, &verifier))?;
         let ended = Ended { source, serial: e.serial };
         self.by_selector.remove(selector);
         self.rescan();
@@ -167,8 +191,12 @@ mod tests {
         let mut t = Tokens::default();
         let (a, b) = (generate(), generate());
         assert!(a.starts_with("st_") && a.len() == 3 + 44);
-        assert!(t.insert(&a, 1, 1_000) && t.insert(&b, 2, 2_000));
-        assert!(!t.insert("st_short", 1, 5), "not of the token shape");
+        let (ka, kb) = (stored(&a).unwrap(), stored(&b).unwrap());
+        assert!(t.insert(&ka, 1, 1_000) && t.insert(&kb, 2, 2_000));
+        assert!(!t.insert("st_short", 1, 5), "not of the stored shape");
+        assert!(!t.insert(&generate(), 1, 5), "a whole token is not kept");
+        assert_eq!(t.check(ka.as_bytes(), 0), Check::Unknown, "the stored form is no token");
+        assert!(!ka.contains(&a[3 + 12..]), "the verifier is not in it");
         let Check::Valid { source: 1, serial } = t.check(a.as_bytes(), 999) else { panic!() };
         assert_eq!(t.check(a.as_bytes(), 1_000), Check::Expired);
         let mut wrong = a.clone().into_bytes();
@@ -177,8 +205,8 @@ mod tests {
         for bad in [&b"st_"[..], b"", b"sk_whatever"] {
             assert_eq!(t.check(bad, 0), Check::Unknown);
         }
-        assert_eq!(t.revoke(2, &a), None, "another source's token");
-        assert_eq!(t.revoke(1, &a), Some(Ended { source: 1, serial }));
+        assert_eq!(t.revoke(2, &ka), None, "another source's token");
+        assert_eq!(t.revoke(1, &ka), Some(Ended { source: 1, serial }));
         assert_eq!(t.check(a.as_bytes(), 0), Check::Unknown);
         assert_eq!(t.next_expiry(), Some(2_000));
         let mut out = Vec::new();
@@ -194,7 +222,7 @@ mod tests {
         let mut t = Tokens::default();
         let tokens: Vec<String> = (0..4).map(|_| generate()).collect();
         for (i, tok) in tokens.iter().enumerate() {
-            t.insert(tok, i as u64 % 2, 100 + i as u64);
+            t.insert(&stored(tok).unwrap(), i as u64 % 2, 100 + i as u64);
         }
         t.remove_source(0);
         assert_eq!(t.len(), 2);

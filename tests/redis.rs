@@ -774,6 +774,10 @@ fn signature_checks_and_tokens_are_shared_by_every_node() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = c.raw_request("GET", &format!("/v1/sources/hooks/event_summaries?access_token={token}"), "", None);
     assert_eq!(r.status, 401, "the revoked one stays revoked");
+    // Redis keeps a hash of the token, not the token: nothing in it can be presented.
+    let id = created["id"].as_str().unwrap();
+    let hash = redis.cli(&["HGETALL", &format!("ssehub:src:{id}")]);
+    assert!(hash.contains("tok:st_") && !hash.contains(&live[3 + 12..]), "{hash}");
 
     // Deleted on a: its tokens are revoked on c too, which goes on serving.
     assert_eq!(a.request("DELETE", "/v1/sources/hooks", None).status, 204);

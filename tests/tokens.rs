@@ -194,7 +194,7 @@ fn deleting_a_source_revokes_its_tokens() {
 }
 
 #[test]
-fn tokens_survive_a_restart_and_never_reach_the_log() {
+fn tokens_survive_a_restart_and_never_reach_the_log_or_the_disk() {
     let dir = TempDir::new("tokens");
     let start = || {
         let mut command = Command::new(support::bin());
@@ -220,6 +220,15 @@ fn tokens_survive_a_restart_and_never_reach_the_log() {
     let mut logs = server.logs();
     let (status, _) = server.terminate();
     assert!(status.success());
+    // What the data dir keeps is a hash: no token's verifier is in any file.
+    let files = files_under(std::path::Path::new(dir.path()));
+    assert!(!files.is_empty());
+    for tok in [&kept, &revoked, &of_deleted, &expiring] {
+        let verifier = &tok.as_bytes()[tok.len() - 32..];
+        for (path, bytes) in &files {
+            assert!(!bytes.windows(verifier.len()).any(|w| w == verifier), "a token's verifier in {path:?}");
+        }
+    }
     // Start again once the short token has expired.
     while unix_ms() <= expiry {
         std::thread::sleep(Duration::from_millis(20));
@@ -239,4 +248,18 @@ fn tokens_survive_a_restart_and_never_reach_the_log() {
     for secret in [kept.as_str(), &revoked, &of_deleted, &expiring, KEY, "access_token"] {
         assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
     }
+}
+
+/// Every file below `dir`, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
 }
