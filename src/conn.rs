@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 use mio::net::TcpStream;
 
@@ -79,10 +79,48 @@ impl fmt::Display for Reason {
     }
 }
 
+/// A peer's address in 20 bytes instead of `SocketAddr`'s 32 (an IPv6
+/// address's flow info and scope id are not kept): every connection has one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    ip: [u8; 16],
+    port: u16,
+    v6: bool,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(a) => Peer { ip: a.ip().to_ipv6_mapped().octets(), port: a.port(), v6: false },
+            SocketAddr::V6(a) => Peer { ip: a.ip().octets(), port: a.port(), v6: true },
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = Ipv6Addr::from(self.ip);
+        match ip.to_ipv4_mapped().filter(|_| !self.v6) {
+            Some(v4) => SocketAddr::from((v4, self.port)).fmt(f),
+            None => SocketAddr::from((ip, self.port)).fmt(f),
+        }
+    }
+}
+
+/// Answers of pipelined requests in request order, from the oldest one
+/// still awaited from storage (`None`) on; the front is slot `front_slot`.
+/// Boxed when first needed, and kept: a stream never needs it (28 bytes
+/// less for every subscriber).
+#[derive(Default)]
+struct Awaited {
+    answers: VecDeque<Option<(Vec<u8>, bool)>>,
+    front_slot: u32,
+}
+
 pub struct Conn {
     pub sock: TcpStream,
     /// The peer's address, kept from accept (the socket forgets it once closed).
-    pub peer: SocketAddr,
+    pub peer: Peer,
     /// Accepted on `--metrics-listen`, which serves only `/metrics` and `/healthz`.
     pub on_metrics: bool,
     /// When the last request head was complete (reactor clock); for a
@@ -120,10 +158,7 @@ pub struct Conn {
     pub fin_hint: bool,
     /// At least one request was answered (so a quiet head is keep-alive idling).
     pub served: bool,
-    /// Answers of pipelined requests in request order, from the oldest one
-    /// still awaited from storage (`None`) on; the front is slot `front_slot`.
-    awaited: VecDeque<Option<(Vec<u8>, bool)>>,
-    front_slot: u32,
+    awaited: Option<Box<Awaited>>,
     pub closing: Option<Reason>,
 }
 
@@ -145,7 +180,7 @@ impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, generation: u32, now: u64) -> Conn {
         Conn {
             sock,
-            peer,
+            peer: peer.into(),
             on_metrics: false,
             body_reserved: 0,
             opener: Opener::Key(0),
@@ -164,8 +199,7 @@ impl Conn {
             peer_eof: false,
             fin_hint: false,
             served: false,
-            awaited: VecDeque::new(),
-            front_slot: 0,
+            awaited: None,
             closing: None,
         }
     }
@@ -201,13 +235,14 @@ impl Conn {
     /// The request just read is answered by storage later: its slot in
     /// the order of answers.
     pub fn await_answer(&mut self) -> u32 {
-        self.awaited.push_back(None);
-        self.front_slot.wrapping_add(self.awaited.len() as u32 - 1)
+        let a = self.awaited.get_or_insert_default();
+        a.answers.push_back(None);
+        a.front_slot.wrapping_add(a.answers.len() as u32 - 1)
     }
 
     /// Answers still awaited from storage.
     pub fn awaiting(&self) -> usize {
-        self.awaited.len()
+        self.awaited.as_ref().map_or(0, |a| a.answers.len())
     }
 
     /// `Head` → `Waiting`: nothing more is read until the awaited answers are in.
@@ -220,23 +255,28 @@ impl Conn {
     /// reads its next request (`Head`), or lingers after the last one.
     pub fn answered(&mut self, slot: Option<u32>, answer: Vec<u8>, close: bool) {
         match slot {
-            None if self.awaited.is_empty() => return self.send_answer(answer, close),
-            None => self.awaited.push_back(Some((answer, close))),
-            Some(slot) => match self.awaited.get_mut(slot.wrapping_sub(self.front_slot) as usize) {
-                Some(at @ None) => *at = Some((answer, close)),
-                _ => return,
-            },
+            None if self.awaiting() == 0 => return self.send_answer(answer, close),
+            None => self.awaited.get_or_insert_default().answers.push_back(Some((answer, close))),
+            Some(slot) => {
+                let Some(a) = self.awaited.as_mut() else { return };
+                match a.answers.get_mut(slot.wrapping_sub(a.front_slot) as usize) {
+                    Some(at @ None) => *at = Some((answer, close)),
+                    _ => return,
+                }
+            }
         }
-        while let Some(Some(_)) = self.awaited.front() {
-            let Some(Some((answer, close))) = self.awaited.pop_front() else { break };
-            self.front_slot = self.front_slot.wrapping_add(1);
-            let last = self.awaited.is_empty() && self.peer_eof;
-            self.send_answer(answer, close || last);
+        while let Some(a) = self.awaited.as_mut()
+            && let Some(Some(_)) = a.answers.front()
+        {
+            let Some(Some((answer, close))) = a.answers.pop_front() else { break };
+            a.front_slot = a.front_slot.wrapping_add(1);
             if close {
                 // Nothing after a closing answer was read (it parked).
-                self.awaited.clear();
-                return;
+                a.answers.clear();
+                return self.send_answer(answer, true);
             }
+            let last = a.answers.is_empty() && self.peer_eof;
+            self.send_answer(answer, last);
         }
     }
 
@@ -245,7 +285,7 @@ impl Conn {
         self.served = true;
         if close {
             self.linger();
-        } else if self.awaited.is_empty() && matches!(self.phase, Phase::Waiting) {
+        } else if self.awaiting() == 0 && matches!(self.phase, Phase::Waiting) {
             self.phase = Phase::Head;
         }
     }
@@ -272,7 +312,7 @@ impl Conn {
     /// out (then `Linger`), false if the connection is done.
     pub fn peer_closed(&mut self) -> bool {
         self.peer_eof = true;
-        if !self.awaited.is_empty() && !matches!(self.phase, Phase::Linger) {
+        if self.awaiting() != 0 && !matches!(self.phase, Phase::Linger) {
             // Awaited answers still go out; the last one then lingers.
             self.phase = Phase::Waiting;
             return true;
@@ -345,6 +385,15 @@ mod size_tests {
     /// that grows it should be worth about a kilobyte per 20 subscribers.
     #[test]
     fn a_connection_stays_small() {
-        assert!(std::mem::size_of::<super::Conn>() <= 240, "Conn is {} bytes", std::mem::size_of::<super::Conn>());
+        assert!(std::mem::size_of::<super::Conn>() <= 200, "Conn is {} bytes", std::mem::size_of::<super::Conn>());
+    }
+
+    #[test]
+    fn a_peer_shows_as_its_socket_address() {
+        for addr in ["127.0.0.1:8080", "[::1]:443", "[::ffff:10.0.0.1]:1", "[2001:db8::7]:65535", "0.0.0.0:0"] {
+            let a: std::net::SocketAddr = addr.parse().unwrap();
+            assert_eq!(super::Peer::from(a).to_string(), a.to_string());
+        }
+        assert_eq!(std::mem::size_of::<super::Peer>(), 20);
     }
 }

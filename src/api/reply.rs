@@ -112,7 +112,7 @@ impl Access {
 
     /// Logs the line: `PEER METHOD /path STATUS BYTES MSms`.
     #[inline(never)]
-    pub fn log(&self, peer: std::net::SocketAddr, status: u16, bytes: u64, now: u64) {
+    pub fn log(&self, peer: crate::conn::Peer, status: u16, bytes: u64, now: u64) {
         log::info!(target: ACCESS_LOG, "{peer} {} {status} {bytes} {}ms", self.request, now.saturating_sub(self.since));
     }
 }
