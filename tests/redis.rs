@@ -631,6 +631,33 @@ fn a_paused_node_past_its_history_sends_the_gap_frame() {
     assert!(matches!(resumed.next_event(), Frame::Named { .. }));
 }
 
+/// A partition keeps at most about its length (`SSEHUB_REDIS_PARTITION_LEN`)
+/// in events, not in records, though one record holds a script call's
+/// events: 32 clients emitting at once leave no more than about twice that.
+#[test]
+fn a_partition_keeps_about_its_length_in_events() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--redis-partitions", "1"]);
+    let a = TestServer::spawn(command.env("SSEHUB_REDIS_PARTITION_LEN", "100"), support::KEY);
+    a.create_source("s");
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (addr, body) = (a.addr, body.clone());
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                (0..50).all(|_| c.request("POST", "/v1/sources/s/events", &body).status == 202)
+            })
+        })
+        .collect();
+    assert!(clients.into_iter().all(|c| c.join().unwrap()), "every emit 202");
+    let records: usize = redis.cli(&["XLEN", "ssehub:p:0"]).parse().unwrap();
+    let events = redis.cli(&["XRANGE", "ssehub:p:0", "-", "+"]).lines().filter(|l| *l == "e").count();
+    assert!((1..=2 * 100).contains(&events), "{events} events in {records} records");
+}
+
 /// Unix socket, a password and a db number.
 #[test]
 fn unix_socket_with_password_and_db() {

@@ -14,7 +14,7 @@
 //! turn share a call): an emit XADDs to the history stream (Redis assigns
 //! the id, per source increasing) and goes, with the id before it, into the
 //! call's record for the source's partition (one XADD per partition and
-//! call, about `PARTITION_LEN` events kept); creates, deletes and clears write the hash and a
+//! call, at most about `PARTITION_LEN` events kept); creates, deletes and clears write the hash and a
 //! control record to the same partition, so they are ordered with the
 //! source's events. Commands go out on one command link, written once per
 //! turn, replies matched FIFO.
@@ -58,9 +58,9 @@ use resp::Value;
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-/// Events a partition stream keeps, about (`MAXLEN ~`, divided by the events
-/// in the record added): how far behind a node may fall before it catches up
-/// from history streams instead.
+/// Events a partition stream keeps at most, about (`MAXLEN ~` divided by
+/// the events in the record added; fewer when calls grow): how far behind a
+/// node may fall before it catches up from history streams instead.
 /// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
 const PARTITION_LEN: &str = "10000";
 /// An emit not acknowledged within this answers 503 (SPEC: within 2 s).

@@ -42,8 +42,8 @@ if op == 'E' then
       out[i + 1] = {id, last}
     end
   end
-  -- A partition keeps about ARGV[3] events: a record of k events trims to ARGV[3] / k
-  -- records (at most about twice that many events while call sizes change).
+  -- A partition keeps at most about ARGV[3] events (and two calls' more): a record of
+  -- k events trims the stream to ARGV[3] / k records.
   for _, partition in ipairs(partitions) do
     local record = records[partition]
     record[5] = math.ceil(tonumber(plen) * 4 / (#record - 6))
