@@ -122,21 +122,11 @@ impl Link {
         self.filled = 0;
         self.can_write = false;
         self.answered = 0;
-        if let Some((user, pass)) = &url.auth {
-            match user {
-                Some(user) => self.send(&[b"AUTH", user.as_bytes(), pass.as_bytes()]),
-                None => self.send(&[b"AUTH", pass.as_bytes()]),
-            }
-        }
-        if url.db != 0 {
-            self.send(&[b"SELECT", url.db.to_string().as_bytes()]);
+        // AUTH and SELECT first; their replies come first (the caller counts `url.setup()`).
+        for command in url.setup() {
+            self.send(&command.iter().map(Vec::as_slice).collect::<Vec<_>>());
         }
         Ok(())
-    }
-
-    /// Replies expected for what `connect` queued itself (AUTH, SELECT).
-    pub fn setup_replies(url: &RedisUrl) -> usize {
-        usize::from(url.auth.is_some()) + usize::from(url.db != 0)
     }
 
     /// Closes the socket; the next connect is after the backoff.

@@ -57,14 +57,8 @@ impl Blocking {
             }
         };
         let mut b = Blocking { sock, inbuf: Vec::new() };
-        if let Some((user, pass)) = &url.auth {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            args.extend(user.as_deref().map(str::as_bytes));
-            args.push(pass.as_bytes());
-            b.call(&[args])?;
-        }
-        if url.db != 0 {
-            b.call(&[vec![b"SELECT", url.db.to_string().as_bytes()]])?;
+        for command in url.setup() {
+            b.call(&[command.iter().map(Vec::as_slice).collect()])?;
         }
         Ok(b)
     }

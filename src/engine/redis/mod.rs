@@ -97,6 +97,21 @@ pub enum Target {
 }
 
 impl RedisUrl {
+    /// AUTH and SELECT, as the URL asks: the first commands of every connection.
+    pub fn setup(&self) -> Vec<Vec<Vec<u8>>> {
+        let mut commands = Vec::new();
+        if let Some((user, pass)) = &self.auth {
+            let mut auth = vec![b"AUTH".to_vec()];
+            auth.extend(user.as_ref().map(|u| u.as_bytes().to_vec()));
+            auth.push(pass.as_bytes().to_vec());
+            commands.push(auth);
+        }
+        if self.db != 0 {
+            commands.push(vec![b"SELECT".to_vec(), self.db.to_string().into_bytes()]);
+        }
+        commands
+    }
+
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
         if let Some(rest) = s.strip_prefix("unix://") {
             // unix:///path[?db=N][&user=U][&password=P]
@@ -574,11 +589,24 @@ impl Redis {
         self.rings.create(key, &meta.id);
         self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), tokens: Vec::new(), last: EventId::default() });
         self.by_id.insert(meta.id.clone(), key);
+        self.put_source(b"c", meta, "0-0", ticket, What::Create(key));
+    }
+
+    /// Writes a source's hash: `c` creates it (refused if the name is
+    /// taken), `w` writes it back after a loss with the newest id served.
+    fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, what: What) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
         let args: [&[u8]; 6] =
-            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), b"0-0", &verify];
-        self.call(&meta.id, b"c", &args, ticket, What::Create(key));
+            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
+        self.call(&meta.id, op, &args, ticket, what);
+    }
+
+    /// Keeps a subscribe token (its stored form) in its source's hash;
+    /// expired ones there are dropped meanwhile.
+    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>) {
+        let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
+        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, What::Plain);
     }
 
     fn forget(&mut self, key: SourceKey) -> Option<Src> {
@@ -607,7 +635,7 @@ impl Redis {
         if matches!(self.cmd.state, State::Down { retry_at } if retry_at <= now) {
             match self.cmd.connect(&self.url, &self.registry) {
                 Ok(()) => {
-                    for _ in 0..Link::setup_replies(&self.url) {
+                    for _ in 0..self.url.setup().len() {
                         self.expect.push_back(Expect::Setup);
                     }
                     self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
@@ -622,7 +650,7 @@ impl Redis {
             if matches!(r.link.state, State::Down { retry_at } if retry_at <= now) {
                 match r.link.connect(&self.url, &self.registry) {
                     Ok(()) => {
-                        r.setup = Link::setup_replies(&self.url);
+                        r.setup = self.url.setup().len();
                         r.reading = None;
                     }
                     Err(e) => self.lose_reader(n, &e.to_string()),
@@ -803,18 +831,12 @@ impl Redis {
         self.expect.push_back(Expect::Setup);
         self.cmd.send(&[b"GET", epoch.as_bytes()]);
         self.expect.push_back(Expect::Epoch);
-        let back: Vec<(&Src, String)> = self.sources.values().map(|s| (s, s.last.to_string())).collect();
-        let back: Vec<_> = back.into_iter().map(|(s, last)| (s.id.clone(), s.meta.clone(), last, s.tokens.clone())).collect();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64).to_string();
-        for (id, m, last, tokens) in back {
-            let created = m.created_at.to_string();
-            let verify = m.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
-            let args: [&[u8]; 6] =
-                [m.account.as_bytes(), m.name.as_bytes(), m.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
-            self.call(&id, b"w", &args, None, What::Plain);
+        let back: Vec<_> = self.sources.values().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for (meta, last, tokens) in back {
+            self.put_source(b"w", &meta, &last, None, What::Plain);
             for (token, expires_at) in tokens {
-                let expires_at = expires_at.to_string();
-                self.call(&id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], None, What::Plain);
+                self.put_token(&meta.id, &token, expires_at, now, None);
             }
         }
         if let Some(k) = self.default_key.clone() {
@@ -1104,47 +1126,35 @@ fn entry(f: &[Value]) -> Option<Entry> {
 impl Engine for Redis {
     fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
         let ticket = self.ticket();
+        // The source a change is to: one this node does not have is done, as
+        // there is nothing to store (a delete takes it out here first: the
+        // registry already has). Changes to no source name none.
+        let source = match &op {
+            Op::Delete { key } => self.forget(*key).map(|s| s.id),
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(key).map(|s| s.id.clone()),
+            Op::RevokeToken { token } => self.sources.values().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
+            Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
+        };
+        let Some(id) = source else {
+            self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
+            return ticket;
+        };
         // Down: refused at once, not after a timeout (a connecting link queues).
-        let down = matches!(self.cmd.state, State::Down { .. });
+        if matches!(self.cmd.state, State::Down { .. }) {
+            return self.fail_now(ticket);
+        }
         match op {
-            Op::Create { key, meta } => {
-                if down {
-                    return self.fail_now(ticket);
-                }
-                self.create(key, meta, Some(ticket));
-            }
+            Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
             Op::Delete { key } => {
-                let Some(src) = self.forget(key) else {
-                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
-                    return ticket;
-                };
-                if down {
-                    return self.fail_now(ticket);
-                }
-                self.tombstones.insert(src.id.clone(), key);
-                self.call(&src.id, b"d", &[], Some(ticket), What::Plain);
+                self.tombstones.insert(id.clone(), key);
+                self.call(&id, b"d", &[], Some(ticket), What::Plain);
             }
             Op::Clear { key } => {
-                let Some(id) = self.sources.get(&key).map(|s| s.id.clone()) else {
-                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
-                    return ticket;
-                };
-                if down {
-                    return self.fail_now(ticket);
-                }
                 self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), What::Plain);
             }
-            Op::Append { key, payload } => {
-                if down {
-                    return self.fail_now(ticket);
-                }
-                self.emit(ticket, key, payload);
-            }
+            Op::Append { key, payload } => self.emit(ticket, key, payload),
             Op::Import { key, source } => {
-                if down {
-                    return self.fail_now(ticket);
-                }
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
                 for (_, payload) in &source.events {
@@ -1153,49 +1163,26 @@ impl Engine for Redis {
                 }
             }
             Op::Verify { key, verify } => {
-                let Some(src) = self.sources.get_mut(&key) else {
-                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
-                    return ticket;
-                };
-                if down {
-                    return self.fail_now(ticket);
+                if let Some(src) = self.sources.get_mut(&key) {
+                    src.meta.verify = verify.cloned();
                 }
-                src.meta.verify = verify.cloned();
-                let id = src.id.clone();
                 let settings = verify.map(Verify::stored_json).unwrap_or_default();
                 self.call(&id, b"v", &[&settings], Some(ticket), What::Plain);
             }
             Op::Token { key, token } => {
-                let Some(src) = self.sources.get_mut(&key) else {
-                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
-                    return ticket;
-                };
-                if down {
-                    return self.fail_now(ticket);
+                if let Some(src) = self.sources.get_mut(&key) {
+                    src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
+                    src.tokens.push((token.token.clone(), token.expires_at));
                 }
-                let now = now_ms.to_string();
-                src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
-                src.tokens.push((token.token.clone(), token.expires_at));
-                let id = src.id.clone();
-                let expires_at = token.expires_at.to_string();
-                self.call(&id, b"T", &[token.token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], Some(ticket), What::Plain);
+                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket));
             }
             Op::RevokeToken { token } => {
-                let Some(src) = self.sources.values_mut().find(|s| s.tokens.iter().any(|(t, _)| t == token)) else {
-                    self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
-                    return ticket;
-                };
-                if down {
-                    return self.fail_now(ticket);
+                if let Some(src) = self.by_id.get(&id).and_then(|key| self.sources.get_mut(key)) {
+                    src.tokens.retain(|(t, _)| t != token);
                 }
-                src.tokens.retain(|(t, _)| t != token);
-                let id = src.id.clone();
                 self.call(&id, b"R", &[token.as_bytes()], Some(ticket), What::Plain);
             }
             Op::DefaultKey(k) => {
-                if down {
-                    return self.fail_now(ticket);
-                }
                 self.send_batch();
                 let name = self.keys.default_key.clone();
                 self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
