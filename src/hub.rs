@@ -250,11 +250,8 @@ impl Hub {
                 Outcome::Done { ticket, result } => self.done(ticket, result),
                 Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
                 Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
-                Outcome::Verify { key, verify } => {
-                    if self.registry.get(key).is_some() {
-                        self.registry.set_verify(key, verify);
-                    }
-                }
+                // (A source gone meanwhile has nothing to set.)
+                Outcome::Verify { key, verify } => drop(self.registry.set_verify(key, verify)),
                 Outcome::Token { key, token } => {
                     if self.registry.get(key).is_some() {
                         self.tokens.insert(&token.token, key, token.expires_at);
