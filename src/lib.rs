@@ -79,7 +79,7 @@ pub use sys::{StopSignals, raise_fd_limit};
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::engine::log::record::{Bad, Record, decode as decode_record};
-    pub use crate::engine::redis::resp::{encode as encode_resp, parse as parse_resp};
+    pub use crate::engine::redis::resp::check as check_resp_reply;
     pub use crate::history::History;
     pub use crate::http::{BodyReader, Framing, HEAD_BYTES_MAX, Head, HttpError, parse_head, percent_decode, query_pairs, query_param};
     pub use crate::json::{DEPTH_MAX, compact};

@@ -44,10 +44,10 @@ fuzz_target!(|input: Input| {
     let capacity = usize::from(input.capacity % 32);
     let mut history = History::new(capacity);
     let mut all = Vec::new();
-    let mut id = EventId { ms: 1_000, seq: 0 };
+    let (mut id, mut scratch) = (EventId { ms: 1_000, seq: 0 }, Vec::new());
     for &now in &input.clock {
         id = id.next(u64::from(now) * 3);
-        history.push(Event::new(id, "dc_fuzz", b"1"));
+        history.push(Event::new(id, "dc_fuzz", b"1", &mut scratch));
         all.push(id);
     }
     assert!(all.windows(2).all(|w| w[0] < w[1]), "ids strictly increase");

@@ -232,6 +232,21 @@ fn build(buf: &[u8], at: usize) -> (Value, usize) {
     }
 }
 
+/// The parser's property on any bytes (the unit tests' and the fuzz
+/// target's): it never panics; what it accepts encodes back to a reply that
+/// parses to the same value; every cut of an accepted reply is "need more".
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn check(input: &[u8]) {
+    let Ok(Some((v, len))) = parse(input) else { return };
+    assert!(len <= input.len());
+    let mut again = Vec::new();
+    encode(&v, &mut again);
+    assert_eq!(parse(&again), Ok(Some((v, again.len()))));
+    for cut in 0..len {
+        assert_eq!(parse(&input[..cut]), Ok(None), "cut at {cut}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,17 +372,6 @@ mod properties {
             Just(Value::Nil),
         ];
         leaf.prop_recursive(4, 24, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Value::Array))
-    }
-
-    fn check(input: &[u8]) {
-        let Ok(Some((v, len))) = parse(input) else { return };
-        assert!(len <= input.len());
-        let mut again = Vec::new();
-        encode(&v, &mut again);
-        assert_eq!(parse(&again), Ok(Some((v, again.len()))));
-        for cut in 0..len {
-            assert_eq!(parse(&input[..cut]), Ok(None), "cut at {cut}");
-        }
     }
 
     proptest! {
