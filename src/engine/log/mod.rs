@@ -70,21 +70,30 @@ pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}.log"))
 }
 
-/// The segment numbers in `dir`, oldest first; leftover temporary files
-/// (a compaction a crash interrupted) are removed.
+/// The segment numbers in `dir`, oldest first. Only lists: a running
+/// compaction's temporary file is left alone.
 pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     let mut numbers = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(dir.join(&*name));
-        } else if let Some(n) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+        if let Some(n) = name.to_string_lossy().strip_suffix(".log").and_then(|n| n.parse().ok()) {
             numbers.push(n);
         }
     }
     numbers.sort_unstable();
     Ok(numbers)
+}
+
+/// Removes the temporary files of a compaction a crash interrupted; only
+/// by `open`, which holds the dir's lock, so no compaction is running.
+fn remove_leftovers(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// What `open` found and holds, before the reactor starts the engine.
@@ -116,6 +125,7 @@ pub fn open(dir: &Path, fsync: Fsync, history: usize, repair: bool) -> io::Resul
         return Err(fail(format!("data dir {} is in use by another ssehub process", dir.display())));
     }
     crate::sys::ignore_sigxfsz();
+    remove_leftovers(dir).map_err(|e| fail(format!("data dir {}: {e}", dir.display())))?;
     let started = Instant::now();
     let scan = recover::scan(dir, history, repair).map_err(fail)?;
     // Integer arithmetic for the log line: printing an f64 links core's
@@ -755,6 +765,18 @@ mod tests {
         let _first = open(&dir.0, Fsync::Never, 10, false).unwrap();
         let e = open(&dir.0, Fsync::Never, 10, false).err().unwrap();
         assert_eq!(e.to_string(), format!("data dir {} is in use by another ssehub process", dir.0.display()));
+    }
+
+    #[test]
+    fn an_interrupted_compactions_file_goes_at_open_and_only_then() {
+        let dir = TempDir::new();
+        drop(open(&dir.0, Fsync::Never, 10, false).unwrap());
+        let tmp = dir.0.join(format!("{:020}.tmp", 2));
+        std::fs::write(&tmp, b"half a snapshot").unwrap();
+        assert_eq!(segments(&dir.0).unwrap(), [1], "listing leaves it");
+        assert!(tmp.exists());
+        drop(open(&dir.0, Fsync::Never, 10, false).unwrap());
+        assert!(!tmp.exists(), "open removes it");
     }
 
     #[test]
