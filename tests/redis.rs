@@ -452,6 +452,9 @@ fn a_lost_reply_is_not_stored_twice() {
     proxy.armed.store(true, SeqCst);
     let r = a.request("POST", "/v1/sources/s/events", Some("{\"marker\":\"LOST-REPLY\"}"));
     assert_eq!(proxy.cuts.load(SeqCst), 1, "the proxy cut the reply");
+    // The answer may come (from the partition's record) before the node
+    // sees the cut link: healthy counts only once the loss is seen.
+    a.wait_metric("ssehub_redis_reconnects_total", 1);
     wait_until(Duration::from_secs(10), "the node reconnects", || healthz(&a) == 200);
     let last = a.emit("s", "{\"n\":3}");
     let ids = summary_ids(&a, "s");
