@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::sse::{Event, EventId};
 
+#[derive(Clone)]
 pub struct History {
     capacity: usize,
     events: VecDeque<Event>,

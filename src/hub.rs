@@ -60,12 +60,30 @@ enum Undo {
     Verify(SourceKey, Option<Verify>),
     /// A new token (of this source).
     Token(SourceKey, String),
+    /// A delete: the source is hidden meanwhile and goes once acknowledged;
+    /// its tokens (stored form, expiry) come back if nothing was written.
+    Delete(SourceKey, Vec<(String, u64)>),
+    /// A revoked token (stored form, expiry), back if nothing was written.
+    Revoke(SourceKey, String, u64),
 }
 
 impl Undo {
-    fn apply(self, registry: &mut Registry, tokens: &mut Tokens) {
+    /// Storage refused the change with `error`. What it did not make is
+    /// taken back; a delete or revocation whose fate is unknown (a lost
+    /// link to Redis, a failed sync) is kept here, on the safe side.
+    fn apply(self, registry: &mut Registry, tokens: &mut Tokens, error: StorageError) {
+        let written = error != StorageError::WriteFailed;
         match self {
             Undo::Nothing => {}
+            Undo::Delete(key, _) if written => drop(registry.remove(key)),
+            Undo::Delete(key, kept) => {
+                registry.confirm(key);
+                for (token, expires_at) in kept {
+                    tokens.insert(&token, key, expires_at);
+                }
+            }
+            Undo::Revoke(..) if written => {}
+            Undo::Revoke(key, token, expires_at) => drop(tokens.insert(&token, key, expires_at)),
             Undo::Create(key) => {
                 // Tokens made for it meanwhile go with it: a token names a source that exists.
                 registry.remove(key);
@@ -159,11 +177,16 @@ impl Hub {
         }
     }
 
-    /// Deletes a source at once, ending its streams and revoking its
-    /// tokens; storage acknowledges later.
+    /// Deletes a source: its streams end and its tokens are revoked at
+    /// once; nothing finds it while storage writes the delete, and it is
+    /// back (without its streams) if storage writes nothing of it.
     pub fn delete(&mut self, key: SourceKey, now_ms: u64) -> Ticket {
-        self.forget(key);
-        self.submit(Op::Delete { key }, now_ms, Undo::Nothing)
+        let kept = self.tokens.take_source(key);
+        let subscribers = self.registry.hide(key);
+        if !subscribers.is_empty() {
+            self.effects.push(Effect::EndStreams(subscribers));
+        }
+        self.submit(Op::Delete { key }, now_ms, Undo::Delete(key, kept))
     }
 
     /// Takes a deleted source (here or on another node) out of the registry,
@@ -206,9 +229,9 @@ impl Hub {
     /// streams; `None` if it is not one of them.
     pub fn revoke_token(&mut self, key: SourceKey, token: &str, now_ms: u64) -> Option<Ticket> {
         let kept = tokens::stored(token)?;
-        let ended = self.tokens.revoke(key, &kept)?;
+        let (ended, expires_at) = self.tokens.revoke(key, &kept)?;
         self.effects.push(Effect::EndTokenStreams(ended));
-        Some(self.submit(Op::RevokeToken { token: &kept }, now_ms, Undo::Nothing))
+        Some(self.submit(Op::RevokeToken { token: &kept }, now_ms, Undo::Revoke(key, kept.clone(), expires_at)))
     }
 
     /// Forgets the tokens expired at `now_ms`, ending their streams.
@@ -258,7 +281,7 @@ impl Hub {
                     }
                 }
                 Outcome::TokenRevoked { key, token } => {
-                    if let Some(ended) = self.tokens.revoke(key, &token) {
+                    if let Some((ended, _)) = self.tokens.revoke(key, &token) {
                         self.effects.push(Effect::EndTokenStreams(ended));
                     }
                 }
@@ -283,17 +306,19 @@ impl Hub {
         let Some(p) = self.pending.remove(at) else { return };
         match result {
             // Not a failure of storage: another node took the name first.
-            Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens),
+            Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
             Err(e) => {
                 if !self.failing {
                     error!("storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
                 }
-                p.undo.apply(&mut self.registry, &mut self.tokens);
+                p.undo.apply(&mut self.registry, &mut self.tokens, e);
             }
             Ok(_) => {
-                if let Undo::Create(key) = p.undo {
-                    self.registry.confirm(key);
+                match p.undo {
+                    Undo::Create(key) => self.registry.confirm(key),
+                    Undo::Delete(key, _) => drop(self.registry.remove(key)),
+                    _ => {}
                 }
                 if self.failing {
                     info!("storage recovered: changes are accepted again");

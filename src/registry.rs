@@ -25,10 +25,11 @@ pub struct Source {
     pub verify: Option<Verify>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
-    /// Created here, not yet acknowledged by storage: its name is taken
-    /// (a second create of it is refused), but nothing finds or lists it.
-    /// With `redis`, another node may have taken the name first: the
-    /// refused source then never showed.
+    /// Created or deleted here, not yet acknowledged by storage: its name
+    /// is taken (a second create of it is refused), but nothing finds or
+    /// lists it. With `redis`, another node may have taken the name first:
+    /// the refused source then never showed. A delete storage refuses
+    /// shows it again.
     pending: bool,
 }
 
@@ -76,11 +77,21 @@ impl Registry {
         Ok(key)
     }
 
-    /// Storage acknowledged the source's creation: it is found and listed from now on.
+    /// Storage acknowledged the source's creation (or refused its
+    /// deletion): it is found and listed from now on.
     pub fn confirm(&mut self, key: SourceKey) {
         if let Some(s) = self.sources.get_mut(&key) {
             s.pending = false;
         }
+    }
+
+    /// A delete waits for storage: nothing finds or lists the source, and
+    /// its name stays taken; its subscribers are returned (to be ended).
+    pub fn hide(&mut self, key: SourceKey) -> Vec<u32> {
+        self.sources.get_mut(&key).map_or_else(Vec::new, |s| {
+            s.pending = true;
+            std::mem::take(&mut s.subscribers)
+        })
     }
 
     fn shown(&self, key: &SourceKey) -> bool {

@@ -140,11 +140,12 @@ impl Tokens {
         }
     }
 
-    /// Revokes the token kept as `kept` ([`stored`]) if it is one of `source`'s.
-    pub fn revoke(&mut self, source: SourceKey, kept: &str) -> Option<Ended> {
+    /// Revokes the token kept as `kept` ([`stored`]) if it is one of
+    /// `source`'s; returns it as ended, and when it would have expired.
+    pub fn revoke(&mut self, source: SourceKey, kept: &str) -> Option<(Ended, u64)> {
         let (selector, verifier) = parse_stored(kept)?;
         let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, &verifier))?;
-        let ended = Ended { source, serial: e.serial };
+        let ended = (Ended { source, serial: e.serial }, e.expires_at);
         self.by_selector.remove(selector);
         self.rescan();
         Some(ended)
@@ -152,8 +153,22 @@ impl Tokens {
 
     /// Forgets every token of a deleted source (its streams end with it).
     pub fn remove_source(&mut self, source: SourceKey) {
-        self.by_selector.retain(|_, e| e.source != source);
+        self.take_source(source);
+    }
+
+    /// Takes out every token of `source`: their stored forms and expiries
+    /// (a delete storage refuses puts them back with `insert`).
+    pub fn take_source(&mut self, source: SourceKey) -> Vec<(String, u64)> {
+        let mut taken = Vec::new();
+        self.by_selector.retain(|selector, e| {
+            let keep = e.source != source;
+            if !keep {
+                taken.push((format!("{PREFIX}{selector}.{}", crate::base64::encode(&e.verifier)), e.expires_at));
+            }
+            keep
+        });
         self.rescan();
+        taken
     }
 
     /// Removes every token expired at `now_ms`, into `out`.
@@ -206,7 +221,7 @@ mod tests {
             assert_eq!(t.check(bad, 0), Check::Unknown);
         }
         assert_eq!(t.revoke(2, &ka), None, "another source's token");
-        assert_eq!(t.revoke(1, &ka), Some(Ended { source: 1, serial }));
+        assert_eq!(t.revoke(1, &ka).map(|(ended, _)| ended), Some(Ended { source: 1, serial }));
         assert_eq!(t.check(a.as_bytes(), 0), Check::Unknown);
         assert_eq!(t.next_expiry(), Some(2_000));
         let mut out = Vec::new();

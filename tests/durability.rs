@@ -394,6 +394,84 @@ fn a_write_failure_answers_503_keeps_streams_open_and_loses_nothing_acknowledged
     server.emit("full", "{\"room\":true}");
 }
 
+/// Changes refused because the log cannot be written are taken back: a
+/// `503` leaves the source, its history, its token and its signature check
+/// as they were, here and after a restart, and a refused create leaves no
+/// source behind.
+#[test]
+fn changes_a_full_log_refuses_are_taken_back_here_and_after_a_restart() {
+    let dir = TempDir::new("fsize-undo");
+    let listen = free_port();
+    let mut command = Command::new("prlimit");
+    command.args(["--fsize=65536", "--", support::bin()]);
+    let server = serve_with(command, &dir, &listen, &[]);
+    server.create_source("full");
+    let r = server.request("PATCH", "/v1/sources/full", Some(r#"{"verify":{"scheme":"github","secret":"s"}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = server.request("POST", "/v1/sources/full/tokens", Some("{}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["data"]["token"].as_str().unwrap().to_string();
+    // The log is filled to its last byte, so that even the smallest record
+    // (a delete's) cannot be written: each event's record is its payload
+    // plus a fixed overhead, measured once.
+    const LIMIT: u64 = 65536;
+    let log_len = || segment_files(&dir.0).last().unwrap().metadata().unwrap().len();
+    let mut acked = Vec::new();
+    let mut emit_sized = |len: u64| {
+        let r = server.request("POST", "/v1/sources/full/events", Some(&format!("\"{}\"", "z".repeat(len as usize - 2))));
+        assert_eq!(r.status, 202, "{}", r.body);
+        acked.push(r.json()["id"].as_str().unwrap().to_string());
+    };
+    let before = log_len();
+    emit_sized(100);
+    let overhead = log_len() - before - 100;
+    let smallest = overhead + 2;
+    loop {
+        let room = LIMIT - log_len();
+        let record = match room {
+            0 => break,
+            r if r > 1000 + smallest => 1000,
+            r if r <= 1000 => r,
+            r => r - smallest,
+        };
+        emit_sized(record - overhead);
+    }
+    let r = server.request("POST", "/v1/sources/full/events", Some("1"));
+    assert_eq!(r.status, 503, "the log is full: {}", r.body);
+    let with_token = |server: &TestServer| {
+        server.raw_request("GET", "/v1/sources/full/event_summaries?limit=1", &format!("Authorization: Bearer {token}\r\n"), None).status
+    };
+    let unchanged = |server: &TestServer, when: &str| {
+        let r = server.request("GET", "/v1/sources/full", None);
+        assert_eq!(r.status, 200, "{when}: the source is there: {}", r.body);
+        assert_eq!(r.json()["data"]["verify"]["scheme"], "github", "{when}: its signature check");
+        let got: Vec<String> = retained(server, "full", 1000).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(got, acked, "{when}: its history");
+        assert_eq!(with_token(server), 200, "{when}: its token");
+        let names: Vec<String> = sources(server).into_iter().map(|s| s.1).collect();
+        assert_eq!(names, ["full"], "{when}: no other source");
+    };
+    for (method, path, change) in [
+        ("DELETE", "/v1/sources/full", None),
+        ("DELETE", "/v1/sources/full/events", None),
+        ("DELETE", &format!("/v1/sources/full/tokens/{token}"), None),
+        ("PATCH", "/v1/sources/full", Some(r#"{"verify":null}"#)),
+        ("POST", "/v1/sources", Some(r#"{"name":"ghost"}"#)),
+    ] {
+        let r = server.request(method, path, change);
+        assert_eq!((r.status, r.body.as_str()), (503, r#"{"error":"storage unavailable"}"#), "{method} {path}");
+        unchanged(&server, &format!("after the refused {method} {path}"));
+    }
+    drop(server);
+    let server = serve(&dir, &listen, &[]);
+    unchanged(&server, "after a restart");
+    // And with room again, the same changes are made.
+    assert_eq!(server.request("DELETE", &format!("/v1/sources/full/tokens/{token}"), None).status, 204);
+    assert_eq!(with_token(&server), 401);
+    assert_eq!(server.request("DELETE", "/v1/sources/full", None).status, 204);
+    assert_eq!(server.request("GET", "/v1/sources/full", None).status, 404);
+}
+
 #[test]
 fn the_disk_stays_bounded_and_a_restart_after_compaction_yields_identical_rings() {
     const SOURCES: usize = 1000;

@@ -295,9 +295,10 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
 }
 
 /// A delete or a clear takes effect here at once (streams end, the ring
-/// empties) and storage acknowledges it later; while storage is known to
-/// be unreachable it is refused before it is done, so that what a `503`
-/// answers is not half done here and undone by the next start.
+/// empties) and storage acknowledges it later; a write that fails takes it
+/// back (`hub::Undo`), and while storage is known to be unreachable it is
+/// refused before it is done, so that what a `503` answers is not half
+/// done here and undone by the next start.
 fn refuse_while_unhealthy(ctx: &Ctx<'_>) -> Result<()> {
     match ctx.hub.engine().healthy() {
         true => Ok(()),

@@ -22,8 +22,8 @@ impl Engine for Memory {
         let mut ack = Ack::Stored;
         match op {
             Op::Create { key, meta } => self.rings.create(key, &meta.id),
-            Op::Delete { key } => self.rings.remove(key),
-            Op::Clear { key } => self.rings.clear(key),
+            Op::Delete { key } => drop(self.rings.remove(key)),
+            Op::Clear { key } => drop(self.rings.clear(key)),
             Op::Verify { .. } => {}
             Op::Import { key, source } => self.rings.restore(key, source.clone()),
             Op::DefaultKey(_) | Op::Token { .. } | Op::RevokeToken { .. } => {}

@@ -31,7 +31,7 @@ mod rings;
 pub mod conformance;
 
 pub use memory::Memory;
-pub use rings::Rings;
+pub use rings::{Ring, Rings};
 
 use crate::config::Config;
 use crate::sse::{Event, EventId};

@@ -9,7 +9,8 @@ use super::{SourceKey, StoredSource};
 use crate::history::{Gap, History};
 use crate::sse::{Event, EventId};
 
-struct Ring {
+/// One source's ring (taken out by `remove`, put back by `put_back`).
+pub struct Ring {
     /// The source's public id: the envelope's `emitter_id`.
     id: String,
     history: History,
@@ -49,13 +50,28 @@ impl Rings {
         self.rings.insert(key, Ring { id: source.meta.id, history, last_id });
     }
 
-    pub fn remove(&mut self, key: SourceKey) {
-        self.rings.remove(&key);
+    /// Takes the source's ring out (a delete; `put_back` undoes it).
+    pub fn remove(&mut self, key: SourceKey) -> Option<Ring> {
+        self.rings.remove(&key)
     }
 
-    pub fn clear(&mut self, key: SourceKey) {
+    pub fn put_back(&mut self, key: SourceKey, ring: Ring) {
+        self.rings.insert(key, ring);
+    }
+
+    /// Empties the source's ring; returns what it held (`put_history` undoes it).
+    pub fn clear(&mut self, key: SourceKey) -> Option<History> {
+        let ring = self.rings.get_mut(&key)?;
+        let before = ring.history.clone();
+        ring.history.clear();
+        Some(before)
+    }
+
+    /// Puts back a ring's events as they were before a clear (its newest
+    /// id assigned stays: ids never go back).
+    pub fn put_history(&mut self, key: SourceKey, history: History) {
         if let Some(ring) = self.rings.get_mut(&key) {
-            ring.history.clear();
+            ring.history = history;
         }
     }
 

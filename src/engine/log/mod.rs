@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::Waker;
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use crate::history::History;
 use crate::sse::Event;
 #[cfg(test)]
 use crate::sse::EventId;
@@ -187,6 +188,24 @@ struct Staged {
     ticket: Ticket,
     ack: Ack,
     publish: Option<(SourceKey, Event)>,
+    revert: Revert,
+}
+
+/// A deleted source's meta, ring and tokens, until its record is written.
+type Taken = (Option<SourceMeta>, Option<Ring>, Vec<(String, SourceKey, u64)>);
+
+/// What an op changed in the engine's memory, put back if its write fails
+/// (the file then holds nothing of it, and memory must say the same: a
+/// later snapshot is written from memory).
+enum Revert {
+    Nothing,
+    Create(SourceKey),
+    Delete(SourceKey, Box<Taken>),
+    Clear(SourceKey, Option<History>),
+    Verify(SourceKey, Option<crate::verify::Verify>),
+    Token(String),
+    Revoke(Option<(String, SourceKey, u64)>),
+    DefaultKey(Option<String>),
 }
 
 /// Between the reactor and the sync thread.
@@ -355,7 +374,45 @@ impl Log {
     }
 
     fn stage(&mut self, ticket: Ticket, ack: Ack, publish: Option<(SourceKey, Event)>) {
-        self.staged.push(Staged { ticket, ack, publish });
+        self.staged.push(Staged { ticket, ack, publish, revert: Revert::Nothing });
+    }
+
+    fn stage_change(&mut self, ticket: Ticket, revert: Revert) {
+        self.staged.push(Staged { ticket, ack: Ack::Stored, publish: None, revert });
+    }
+
+    /// A write failed: the changes of `staged` are taken back, newest first.
+    fn revert(&mut self, staged: &mut [Staged]) {
+        for s in staged.iter_mut().rev() {
+            match std::mem::replace(&mut s.revert, Revert::Nothing) {
+                Revert::Nothing => {}
+                Revert::Create(key) => {
+                    self.rings.remove(key);
+                    self.metas.remove(&key);
+                    self.tokens.retain(|t| t.1 != key);
+                }
+                Revert::Delete(key, taken) => {
+                    let (meta, ring, tokens) = *taken;
+                    if let Some(meta) = meta {
+                        self.metas.insert(key, meta);
+                    }
+                    if let Some(ring) = ring {
+                        self.rings.put_back(key, ring);
+                    }
+                    self.tokens.extend(tokens);
+                }
+                Revert::Clear(key, Some(history)) => self.rings.put_history(key, history),
+                Revert::Clear(_, None) => {}
+                Revert::Verify(key, before) => {
+                    if let Some(m) = self.metas.get_mut(&key) {
+                        m.verify = before;
+                    }
+                }
+                Revert::Token(token) => self.tokens.retain(|t| t.0 != token),
+                Revert::Revoke(entry) => self.tokens.extend(entry),
+                Revert::DefaultKey(before) => self.default_key = before,
+            }
+        }
     }
 
     fn fail_all(&mut self, staged: impl IntoIterator<Item = Staged>, e: StorageError) {
@@ -535,33 +592,36 @@ impl Engine for Log {
                     self.encode_verify(&m.id, m.verify.as_ref());
                 }
                 self.metas.insert(key, meta.clone());
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Create(key));
             }
             Op::Delete { key } => {
-                self.rings.remove(key);
-                if let Some(m) = self.metas.remove(&key) {
+                let ring = self.rings.remove(key);
+                let meta = self.metas.remove(&key);
+                if let Some(m) = &meta {
                     self.encode(Record::Deleted { id: &m.id });
                 }
                 // The record deletes them too, at recovery.
-                self.tokens.retain(|t| t.1 != key);
-                self.stage(ticket, Ack::Stored, None);
+                let (gone, kept) = std::mem::take(&mut self.tokens).into_iter().partition(|t| t.1 == key);
+                self.tokens = kept;
+                self.stage_change(ticket, Revert::Delete(key, Box::new((meta, ring, gone))));
             }
             Op::Clear { key } => {
                 let newest = self.rings.history(key).and_then(|h| h.newest(1).next().map(|e| e.id));
-                self.rings.clear(key);
+                let before = self.rings.clear(key);
                 if let (Some(up_to), Some(m)) = (newest, self.metas.get(&key)) {
                     let id = m.id.clone();
                     self.encode(Record::Cleared { source: &id, up_to });
                 }
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Clear(key, before));
             }
             Op::Verify { key, verify } => {
+                let mut before = None;
                 if let Some(m) = self.metas.get_mut(&key) {
-                    m.verify = verify.cloned();
+                    before = std::mem::replace(&mut m.verify, verify.cloned());
                     let id = m.id.clone();
                     self.encode_verify(&id, verify);
                 }
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Verify(key, before));
             }
             Op::Append { key, payload } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
                 (Some(event), Some(m)) => {
@@ -591,25 +651,26 @@ impl Engine for Log {
                 }
                 self.metas.insert(key, m.clone());
                 self.rings.restore(key, source.clone());
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Create(key));
             }
             Op::DefaultKey(key) => {
                 self.encode(Record::DefaultKey { key });
-                self.default_key = Some(key.to_string());
-                self.stage(ticket, Ack::Stored, None);
+                let before = self.default_key.replace(key.to_string());
+                self.stage_change(ticket, Revert::DefaultKey(before));
             }
             Op::Token { key, token } => {
                 let t = token;
                 self.encode(Record::Token { token: &t.token, source: &t.source_id, expires_at: t.expires_at });
                 self.tokens.push((t.token.clone(), key, t.expires_at));
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Token(t.token.clone()));
             }
             Op::RevokeToken { token } => {
+                let mut revoked = None;
                 if let Some(at) = self.tokens.iter().position(|t| t.0 == token) {
-                    self.tokens.swap_remove(at);
+                    revoked = Some(self.tokens.swap_remove(at));
                     self.encode(Record::TokenRevoked { token });
                 }
-                self.stage(ticket, Ack::Stored, None);
+                self.stage_change(ticket, Revert::Revoke(revoked));
             }
         }
         ticket
@@ -655,11 +716,14 @@ impl Engine for Log {
                     error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
                     self.write_failing = true;
                 }
-                // What part of the batch reached the file is cut off again.
+                // What part of the batch reached the file is cut off again,
+                // and memory says what the file says.
                 if let Err(e) = self.file.set_len(self.active_len) {
                     error!("cannot cut the failed write off the log: {e}");
                     self.broken = true;
                 }
+                let mut staged = staged;
+                self.revert(&mut staged);
                 self.fail_all(staged, StorageError::WriteFailed);
             }
         }
