@@ -7,7 +7,6 @@ pub mod node;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const KEY: &str = "test-key";
@@ -21,7 +20,10 @@ pub struct TestServer {
     pub child: Child,
     pub addr: SocketAddr,
     pub key: String,
-    logs: Arc<Mutex<String>>,
+    /// The server's stderr goes to a file here, so that what it logged
+    /// before an answer is read after the answer (a pipe read by a thread
+    /// could still hold it).
+    log_dir: TempDir,
     /// A data dir made for this server alone, removed on drop.
     own_dir: Option<TempDir>,
 }
@@ -72,24 +74,21 @@ impl TestServer {
         if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
             command.env("RUST_LOG", "debug");
         }
-        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn ssehub");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
+        let log_dir = TempDir::new("log");
+        let log = std::fs::File::create(log_dir.0.join("stderr")).unwrap();
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn ssehub");
+        let mut server = TestServer { child, addr: ([0, 0, 0, 0], 0).into(), key: key.to_string(), log_dir, own_dir: None };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = server.logs();
+            if let Some(rest) = logs.split("listening on http://").nth(1) {
+                server.addr = rest.split_whitespace().next().unwrap_or("").parse().unwrap();
+                return server;
             }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("server did not start:\n{}", logs.lock().unwrap()));
-        TestServer { child, addr: addr.parse().unwrap(), key: key.to_string(), logs, own_dir: None }
+            let exited = server.child.try_wait().unwrap().is_some();
+            assert!(!exited && Instant::now() < deadline, "server did not start:\n{logs}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -97,7 +96,7 @@ impl TestServer {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
+        std::fs::read_to_string(self.log_dir.0.join("stderr")).unwrap_or_default()
     }
 
     pub fn connect(&self) -> TcpStream {
