@@ -816,3 +816,55 @@ fn signature_checks_and_tokens_are_shared_by_every_node() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(c.request("GET", "/healthz", None).status, 200);
 }
+
+/// Redis refuses writes (it became a replica, as an old master does after
+/// a failover): a delete, a clear, a revocation or a signature change
+/// answered `503` is not done on the node either, and no node shows it;
+/// all of them work once Redis takes writes again. (A Redis with its
+/// memory full refuses only what adds: deletes still go through there.)
+#[test]
+fn changes_a_read_only_redis_refuses_are_taken_back() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"verify":{"scheme":"github","secret":"s"}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a.request("POST", "/v1/sources/s/tokens", Some("{}"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let events = vec![a.emit("s", "{\"n\":1}"), a.emit("s", "{\"n\":2}")];
+    let with_token =
+        |n: &TestServer| n.raw_request("GET", "/v1/sources/s/event_summaries", &format!("Authorization: Bearer {token}\r\n"), None).status;
+    let unchanged = |n: &TestServer, when: &str| {
+        let r = n.request("GET", "/v1/sources/s", None);
+        assert_eq!(r.status, 200, "{when}: the source is there: {}", r.body);
+        assert_eq!(r.json()["data"]["verify"]["scheme"], "github", "{when}: its signature check");
+        assert_eq!(summary_ids(n, "s"), events, "{when}: its history");
+        assert_eq!(with_token(n), 200, "{when}: its token");
+    };
+    wait_until(Duration::from_secs(2), "b has it all", || {
+        b.request("GET", "/v1/sources/s", None).status == 200 && with_token(&b) == 200 && summary_ids(&b, "s") == events
+    });
+    // A replica of a master that is not there: it keeps its data and refuses writes.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(redis.cli(&["REPLICAOF", "127.0.0.1", &nobody.to_string()]), "OK");
+    for (method, path, change) in [
+        ("DELETE", "/v1/sources/s", None),
+        ("DELETE", "/v1/sources/s/events", None),
+        ("DELETE", &*format!("/v1/sources/s/tokens/{token}"), None),
+        ("PATCH", "/v1/sources/s", Some(r#"{"verify":null}"#)),
+    ] {
+        let r = a.request(method, path, change);
+        assert_eq!((r.status, r.body.as_str()), (503, r#"{"error":"storage unavailable"}"#), "{method} {path}");
+        unchanged(&a, &format!("a, after the refused {method} {path}"));
+    }
+    assert_eq!(a.request("POST", "/v1/sources/s/events", Some("3")).status, 503);
+    unchanged(&b, "b");
+    assert_eq!(redis.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    assert_eq!(a.request("DELETE", &format!("/v1/sources/s/tokens/{token}"), None).status, 204);
+    assert_eq!(with_token(&a), 401);
+    assert_eq!(a.request("DELETE", "/v1/sources/s", None).status, 204);
+    wait_until(Duration::from_secs(2), "s gone everywhere", || {
+        [&a, &b].iter().all(|n| n.request("GET", "/v1/sources/s", None).status == 404)
+    });
+}

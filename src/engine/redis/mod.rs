@@ -46,7 +46,8 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use crate::history::History;
 use crate::sse::{Event, EventId};
 use crate::text::push_u64;
 use crate::verify::Verify;
@@ -297,8 +298,20 @@ enum What {
     /// The emits' counters (their flights hold the rest).
     Emits(Vec<u64>),
     Create(SourceKey),
+    /// What a change took out of this node's memory, or what it was
+    /// before: put back if Redis refuses the change.
+    Delete(SourceKey, Box<(Src, Option<Ring>)>),
+    Clear(SourceKey, Option<History>),
+    Verify(SourceKey, Option<Verify>),
+    Token(SourceKey, String),
+    Revoke(SourceKey, (String, u64)),
     Plain,
 }
+
+/// Error replies that say the script did not run or wrote nothing:
+/// refused before its first write (memory full, persistence failing, a
+/// replica, an epoch that is not Redis's), or not loaded.
+const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT", b"LOST"];
 
 /// An emit submitted and not yet answered.
 struct Flight {
@@ -604,16 +617,60 @@ impl Redis {
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
     /// expired ones there are dropped meanwhile.
-    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>) {
+    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, what: What) {
         let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
-        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, What::Plain);
+        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, what);
     }
 
     fn forget(&mut self, key: SourceKey) -> Option<Src> {
-        self.rings.remove(key);
+        self.take(key).map(|(src, _)| src)
+    }
+
+    /// Takes a source out of this node's memory: its state and its ring.
+    fn take(&mut self, key: SourceKey) -> Option<(Src, Option<Ring>)> {
+        let ring = self.rings.remove(key);
         let src = self.sources.remove(&key)?;
         self.by_id.remove(&src.id);
-        Some(src)
+        Some((src, ring))
+    }
+
+    /// A change failed: what it did to this node's memory is put back if
+    /// Redis surely did not make it (`refused`), and always for a create, a
+    /// signature check and a new token, which the hub takes back on any
+    /// failure (if Redis made them after all, their own records bring
+    /// them back). A delete, a clear or a revocation whose fate is unknown
+    /// stays done here.
+    fn take_back(&mut self, what: What, refused: bool) {
+        match what {
+            What::Emits(counters) => self.fail_flights(&counters),
+            What::Create(key) => drop(self.forget(key)),
+            What::Verify(key, before) => {
+                if let Some(src) = self.sources.get_mut(&key) {
+                    src.meta.verify = before;
+                }
+            }
+            What::Token(key, token) => {
+                if let Some(src) = self.sources.get_mut(&key) {
+                    src.tokens.retain(|(t, _)| *t != token);
+                }
+            }
+            What::Delete(key, taken) if refused => {
+                let (src, ring) = *taken;
+                self.tombstones.remove(&src.id);
+                self.by_id.insert(src.id.clone(), key);
+                self.sources.insert(key, src);
+                if let Some(ring) = ring {
+                    self.rings.put_back(key, ring);
+                }
+            }
+            What::Clear(key, Some(history)) if refused => self.rings.put_history(key, history),
+            What::Revoke(key, token) if refused => {
+                if let Some(src) = self.sources.get_mut(&key) {
+                    src.tokens.push(token);
+                }
+            }
+            What::Delete(..) | What::Clear(..) | What::Revoke(..) | What::Plain => {}
+        }
     }
 
     /// Retains and publishes an event if it is the source's next here.
@@ -681,10 +738,11 @@ impl Redis {
         // In flight: fails, except emits, which wait for their record (or their deadline).
         for e in std::mem::take(&mut self.expect) {
             if let Expect::Op { ticket, what, .. } = e {
-                if let What::Create(key) = what {
-                    self.forget(key);
+                if matches!(what, What::Emits(_)) {
+                    continue;
                 }
-                if let (Some(ticket), false) = (ticket, matches!(what, What::Emits(_))) {
+                self.take_back(what, false);
+                if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
                 }
             }
@@ -768,35 +826,26 @@ impl Redis {
             Expect::Op { ticket, what, at, epoch } => {
                 self.rtt(at);
                 let result = match (&reply, what) {
-                    (Value::Error(e), what) if e.starts_with(b"LOST") => {
-                        // Not run. A loss seen in the current epoch is handled once.
-                        if epoch == self.epochs {
-                            self.data_lost();
-                        }
-                        if let What::Emits(counters) = what {
-                            self.fail_flights(&counters);
-                        }
-                        Err(StorageError::Unreachable)
+                    (Value::Error(e), what) if e.starts_with(b"TAKEN") => {
+                        self.take_back(what, true);
+                        Err(StorageError::Conflict)
                     }
                     (Value::Error(e), what) => {
-                        if e.starts_with(b"TAKEN") {
-                            if let What::Create(key) = what {
-                                self.forget(key);
+                        if e.starts_with(b"LOST") {
+                            // Not run. A loss seen in the current epoch is handled once.
+                            if epoch == self.epochs {
+                                self.data_lost();
                             }
-                            Err(StorageError::Conflict)
+                        } else if e.starts_with(b"NOSCRIPT") {
+                            // Not run: safe to refuse. Loaded again for what follows.
+                            self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
+                            self.expect.push_back(Expect::Setup);
                         } else {
-                            if e.starts_with(b"NOSCRIPT") {
-                                // Not run: safe to refuse. Loaded again for what follows.
-                                self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-                                self.expect.push_back(Expect::Setup);
-                            } else {
-                                warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
-                            }
-                            if let What::Emits(counters) = what {
-                                self.fail_flights(&counters);
-                            }
-                            Err(StorageError::Unreachable)
+                            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
                         }
+                        let refused = REFUSED.iter().any(|code| e.starts_with(code));
+                        self.take_back(what, refused);
+                        Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
                     }
                     (_, What::Emits(counters)) => {
                         let parts = reply.as_array().unwrap_or(&[]);
@@ -836,7 +885,7 @@ impl Redis {
         for (meta, last, tokens) in back {
             self.put_source(b"w", &meta, &last, None, What::Plain);
             for (token, expires_at) in tokens {
-                self.put_token(&meta.id, &token, expires_at, now, None);
+                self.put_token(&meta.id, &token, expires_at, now, None, What::Plain);
             }
         }
         if let Some(k) = self.default_key.clone() {
@@ -1129,8 +1178,12 @@ impl Engine for Redis {
         // The source a change is to: one this node does not have is done, as
         // there is nothing to store (a delete takes it out here first: the
         // registry already has). Changes to no source name none.
+        let mut taken = None;
         let source = match &op {
-            Op::Delete { key } => self.forget(*key).map(|s| s.id),
+            Op::Delete { key } => {
+                taken = self.take(*key);
+                taken.as_ref().map(|(s, _)| s.id.clone())
+            }
             Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(key).map(|s| s.id.clone()),
             Op::RevokeToken { token } => self.sources.values().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
@@ -1147,11 +1200,12 @@ impl Engine for Redis {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
             Op::Delete { key } => {
                 self.tombstones.insert(id.clone(), key);
-                self.call(&id, b"d", &[], Some(ticket), What::Plain);
+                let what = taken.map_or(What::Plain, |t| What::Delete(key, Box::new(t)));
+                self.call(&id, b"d", &[], Some(ticket), what);
             }
             Op::Clear { key } => {
-                self.rings.clear(key);
-                self.call(&id, b"x", &[], Some(ticket), What::Plain);
+                let before = self.rings.clear(key);
+                self.call(&id, b"x", &[], Some(ticket), What::Clear(key, before));
             }
             Op::Append { key, payload } => self.emit(ticket, key, payload),
             Op::Import { key, source } => {
@@ -1163,24 +1217,30 @@ impl Engine for Redis {
                 }
             }
             Op::Verify { key, verify } => {
+                let mut before = None;
                 if let Some(src) = self.sources.get_mut(&key) {
-                    src.meta.verify = verify.cloned();
+                    before = std::mem::replace(&mut src.meta.verify, verify.cloned());
                 }
                 let settings = verify.map(Verify::stored_json).unwrap_or_default();
-                self.call(&id, b"v", &[&settings], Some(ticket), What::Plain);
+                self.call(&id, b"v", &[&settings], Some(ticket), What::Verify(key, before));
             }
             Op::Token { key, token } => {
                 if let Some(src) = self.sources.get_mut(&key) {
                     src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
                     src.tokens.push((token.token.clone(), token.expires_at));
                 }
-                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket));
+                let what = What::Token(key, token.token.clone());
+                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), what);
             }
             Op::RevokeToken { token } => {
-                if let Some(src) = self.by_id.get(&id).and_then(|key| self.sources.get_mut(key)) {
-                    src.tokens.retain(|(t, _)| t != token);
+                let mut what = What::Plain;
+                if let Some(&key) = self.by_id.get(&id)
+                    && let Some(src) = self.sources.get_mut(&key)
+                    && let Some(at) = src.tokens.iter().position(|(t, _)| t == token)
+                {
+                    what = What::Revoke(key, src.tokens.swap_remove(at));
                 }
-                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), What::Plain);
+                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), what);
             }
             Op::DefaultKey(k) => {
                 self.send_batch();
