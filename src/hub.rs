@@ -72,18 +72,19 @@ impl Undo {
     /// taken back; a delete or revocation whose fate is unknown (a lost
     /// link to Redis, a failed sync) is kept here, on the safe side.
     fn apply(self, registry: &mut Registry, tokens: &mut Tokens, error: StorageError) {
-        let written = error != StorageError::WriteFailed;
+        // Surely not done, and the source still here (another node's delete may have taken it).
+        let not_done = |key| error == StorageError::WriteFailed && registry.get(key).is_some();
         match self {
             Undo::Nothing => {}
-            Undo::Delete(key, _) if written => drop(registry.remove(key)),
-            Undo::Delete(key, kept) => {
+            Undo::Delete(key, kept) if not_done(key) => {
                 registry.confirm(key);
                 for (token, expires_at) in kept {
                     tokens.insert(&token, key, expires_at);
                 }
             }
-            Undo::Revoke(..) if written => {}
-            Undo::Revoke(key, token, expires_at) => drop(tokens.insert(&token, key, expires_at)),
+            Undo::Delete(key, _) => drop(registry.remove(key)),
+            Undo::Revoke(key, token, expires_at) if not_done(key) => drop(tokens.insert(&token, key, expires_at)),
+            Undo::Revoke(..) => {}
             Undo::Create(key) => {
                 // Tokens made for it meanwhile go with it: a token names a source that exists.
                 registry.remove(key);
