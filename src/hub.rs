@@ -366,4 +366,10 @@ impl Hub {
     pub fn replay(&self, key: SourceKey, after: EventId) -> (Option<Gap>, impl Iterator<Item = &Event>) {
         self.engine.rings().replay(key, after)
     }
+
+    /// True if `after` is newer than every event of the source here (a
+    /// client that resumes on a node of a cluster that is behind).
+    pub fn is_ahead(&self, key: SourceKey, after: EventId) -> bool {
+        self.engine.rings().newest_known(key).is_none_or(|newest| after > newest)
+    }
 }

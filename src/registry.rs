@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
 use crate::engine::SourceKey;
+use crate::sse::EventId;
 use crate::verify::Verify;
 
 /// Random characters after `dc_` in a source id (~95 bits).
@@ -25,6 +26,10 @@ pub struct Source {
     pub verify: Option<Verify>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
+    /// Subscribers that resumed from an id newer than any this node has
+    /// (a node of a cluster that is behind): until an event passes it,
+    /// events up to it are not sent to them again. Almost always empty.
+    pub ahead: Vec<(u32, EventId)>,
     /// Created or deleted here, not yet acknowledged by storage: its name
     /// is taken (a second create of it is refused), but nothing finds or
     /// lists it. With `redis`, another node may have taken the name first:
@@ -90,6 +95,7 @@ impl Registry {
     pub fn hide(&mut self, key: SourceKey) -> Vec<u32> {
         self.sources.get_mut(&key).map_or_else(Vec::new, |s| {
             s.pending = true;
+            s.ahead.clear();
             std::mem::take(&mut s.subscribers)
         })
     }
@@ -105,8 +111,20 @@ impl Registry {
         self.by_id.insert(id.clone(), key);
         self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
-        self.sources
-            .insert(key, Source { id, name, account, endpoint_key, created_at, verify: None, subscribers: Vec::new(), pending: false });
+        self.sources.insert(
+            key,
+            Source {
+                id,
+                name,
+                account,
+                endpoint_key,
+                created_at,
+                verify: None,
+                subscribers: Vec::new(),
+                ahead: Vec::new(),
+                pending: false,
+            },
+        );
         key
     }
 
@@ -174,12 +192,30 @@ impl Registry {
         (subs.len() - 1) as u32
     }
 
+    /// The subscriber `conn` resumed from `after`, newer than any event
+    /// of the source here: events up to it are not to be sent to it.
+    pub fn resumed_ahead(&mut self, key: SourceKey, conn: u32, after: EventId) {
+        if let Some(s) = self.sources.get_mut(&key) {
+            s.ahead.push((conn, after));
+        }
+    }
+
+    /// `id` was published: subscribers it has passed get every event from now on.
+    pub fn passed(&mut self, key: SourceKey, id: EventId) {
+        if let Some(s) = self.sources.get_mut(&key) {
+            s.ahead.retain(|&(_, after)| after > id);
+        }
+    }
+
     /// Removes the subscriber at `index`; returns the connection that moved
     /// into its place (whose index is now `index`), if any.
     pub fn unsubscribe(&mut self, key: SourceKey, index: u32) -> Option<u32> {
-        let subs = &mut self.sources.get_mut(&key)?.subscribers;
-        subs.swap_remove(index as usize);
-        subs.get(index as usize).copied()
+        let s = self.sources.get_mut(&key)?;
+        let gone = s.subscribers.swap_remove(index as usize);
+        if !s.ahead.is_empty() {
+            s.ahead.retain(|&(conn, _)| conn != gone);
+        }
+        s.subscribers.get(index as usize).copied()
     }
 }
 

@@ -868,3 +868,71 @@ fn changes_a_read_only_redis_refuses_are_taken_back() {
         [&a, &b].iter().all(|n| n.request("GET", "/v1/sources/s", None).status == 404)
     });
 }
+
+/// A TCP proxy in front of Redis that, while `frozen`, holds what Redis
+/// sends (the node behind it falls behind; nothing is lost).
+struct FreezingProxy {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    fn start(redis_port: u16) -> FreezingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frozen2 = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut upstream) = std::net::TcpStream::connect(("127.0.0.1", redis_port)) else { continue };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let frozen3 = frozen2.clone();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = upstream.read(&mut buf) {
+                        while frozen3.load(SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        if n == 0 || client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        FreezingProxy { port, frozen }
+    }
+}
+
+/// A subscriber resumes on a node that has not yet read the events up to
+/// its Last-Event-ID: when they reach that node, they are not sent again;
+/// the stream goes on with the first event after the resume point.
+#[test]
+fn a_resume_on_a_node_that_is_behind_repeats_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = FreezingProxy::start(redis.port);
+    let a = node(&redis, &[]);
+    let c = TestServer::start(&["--redis", &format!("redis://127.0.0.1:{}", proxy.port)]);
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "c knows s", || source_names(&c).len() == 1);
+    let first = a.emit("s", "0");
+    wait_until(Duration::from_secs(2), "c has the first event", || summary_ids(&c, "s") == [first.clone()]);
+    proxy.frozen.store(true, SeqCst);
+    let behind: Vec<String> = (1..=5).map(|i| a.emit("s", &i.to_string())).collect();
+    assert_eq!(summary_ids(&c, "s"), [first], "c is behind");
+    let mut resumed = c.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", behind.last().unwrap()));
+    c.wait_metric("ssehub_subscribers", 1);
+    proxy.frozen.store(false, SeqCst);
+    wait_until(Duration::from_secs(2), "c caught up", || summary_ids(&c, "s").len() == 6);
+    let next = a.emit("s", "6");
+    assert_eq!(resumed.next_event().id(), next, "the first event after the resume point, nothing again");
+}

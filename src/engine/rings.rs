@@ -120,6 +120,13 @@ impl Rings {
         (history.and_then(|h| h.gap(after)), history.into_iter().flat_map(move |h| h.after(after)))
     }
 
+    /// The newest id this node has had of the source: retained, or evicted
+    /// or cleared since; `None` for none (or no such source).
+    pub fn newest_known(&self, key: SourceKey) -> Option<EventId> {
+        let history = self.history(key)?;
+        history.newest(1).next().map(|e| e.id).max(history.evicted())
+    }
+
     /// The newest id assigned to the source (or the floor).
     pub fn last_id(&self, key: SourceKey) -> Option<EventId> {
         self.rings.get(&key).map(|r| r.last_id)

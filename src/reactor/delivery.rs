@@ -96,6 +96,10 @@ impl Reactor {
                     let max = self.config.max_subscriber_buffer;
                     let Some(s) = self.hub.registry.get(source) else { continue };
                     for &k in &s.subscribers {
+                        // Resumed from a newer id than this one (on a node that was behind): sent already.
+                        if !s.ahead.is_empty() && s.ahead.iter().any(|&(c, after)| c == k && event.id <= after) {
+                            continue;
+                        }
                         let k = k as usize;
                         let conn = &mut self.conns[k];
                         if conn.closing.is_some() {
@@ -112,6 +116,9 @@ impl Reactor {
                         conn.push(Buf::Shared(event.frame.clone()));
                         self.stats.frames_delivered += 1;
                         self.to_flush.mark(conn, k);
+                    }
+                    if !s.ahead.is_empty() {
+                        self.hub.registry.passed(source, event.id);
                     }
                 }
                 Effect::EndStreams(keys) => {

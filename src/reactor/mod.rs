@@ -802,6 +802,9 @@ impl Reactor {
             }
         }
         let index = self.hub.registry.subscribe(source, key as u32);
+        if let Some(after) = after.filter(|&after| self.hub.is_ahead(source, after)) {
+            self.hub.registry.resumed_ahead(source, key as u32, after);
+        }
         conn.subscribe(source, index, opener);
         self.to_flush.mark(conn, key);
         self.stats.subscribers += 1;
