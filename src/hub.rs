@@ -367,9 +367,11 @@ impl Hub {
         self.engine.rings().replay(key, after)
     }
 
-    /// True if `after` is newer than every event of the source here (a
-    /// client that resumes on a node of a cluster that is behind).
+    /// True if `after` is newer than every event of the source here, on a
+    /// node of a cluster (it is behind: the events up to `after` are still
+    /// to come). Alone, a node has every event of its own: a newer id is
+    /// none of them, and nothing that comes repeats one.
     pub fn is_ahead(&self, key: SourceKey, after: EventId) -> bool {
-        self.engine.rings().newest_known(key).is_none_or(|newest| after > newest)
+        self.engine.shared() && self.engine.rings().newest_known(key).is_none_or(|newest| after > newest)
     }
 }

@@ -65,3 +65,20 @@ fn clearing_history_makes_an_old_resume_point_a_gap() {
     let mut sse = server.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", ids[2]));
     assert_eq!(sse.next_event().id(), after[0], "from the newest cleared id nothing is lost");
 }
+
+/// A resume point newer than every event of a lone server (an id from
+/// somewhere else, or from before a restart on a clock that went back) is
+/// none of its events: no gap frame, nothing replayed, and the next events
+/// come as they are emitted. (A node of a cluster waits for the events up
+/// to it instead: tests/redis.rs.)
+#[test]
+fn a_resume_point_newer_than_every_event_gets_the_next_events() {
+    let server = TestServer::start(&["--source", "s"]);
+    emit_n(&server, "s", 2);
+    let mut sse = server.subscribe("/sources/s/sse", "Last-Event-ID: 99999999999999-0\r\n");
+    server.wait_metric("ssehub_subscribers", 1);
+    let next = emit_n(&server, "s", 2);
+    for id in &next {
+        assert_eq!(sse.next_event().id(), *id);
+    }
+}

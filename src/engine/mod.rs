@@ -212,8 +212,9 @@ pub enum Outcome {
 pub trait Engine {
     /// Queues a change; the ticket comes back in a later `Outcome::Done`.
     /// Rings change at submission for creates, deletes and clears (so the
-    /// core's view is at once consistent), and at acknowledgement for
-    /// appends (so nothing unacknowledged is retained).
+    /// core's view is at once consistent; they change back if storage
+    /// surely wrote nothing of it), and at acknowledgement for appends (so
+    /// nothing unacknowledged is retained).
     fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket;
 
     /// End of a loop turn: hand what was submitted to storage (one write).
@@ -236,6 +237,12 @@ pub trait Engine {
     /// False while the engine cannot take changes (for `/healthz`).
     fn healthy(&self) -> bool {
         true
+    }
+
+    /// True if other nodes share the storage: a client may then resume
+    /// here from an id this node has not read yet.
+    fn shared(&self) -> bool {
+        false
     }
 
     /// Puts back a source found at start (or created by another node).

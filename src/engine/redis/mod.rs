@@ -1362,6 +1362,10 @@ impl Engine for Redis {
         self.cmd.state == State::Up && self.cmd.answered > 0
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
         let id = source.meta.id.clone();
         let last = source.last_id.unwrap_or_default();
