@@ -408,9 +408,7 @@ fn changes_a_full_log_refuses_are_taken_back_here_and_after_a_restart() {
     server.create_source("full");
     let r = server.request("PATCH", "/v1/sources/full", Some(r#"{"verify":{"scheme":"github","secret":"s"}}"#));
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = server.request("POST", "/v1/sources/full/tokens", Some("{}"));
-    assert_eq!(r.status, 201, "{}", r.body);
-    let token = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let token = server.create_token("full");
     // The log is filled to its last byte, so that even the smallest record
     // (a delete's) cannot be written: each event's record is its payload
     // plus a fixed overhead, measured once.

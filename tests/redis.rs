@@ -829,9 +829,7 @@ fn changes_a_read_only_redis_refuses_are_taken_back() {
     a.create_source("s");
     let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"verify":{"scheme":"github","secret":"s"}}"#));
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = a.request("POST", "/v1/sources/s/tokens", Some("{}"));
-    assert_eq!(r.status, 201, "{}", r.body);
-    let token = r.json()["data"]["token"].as_str().unwrap().to_string();
+    let token = a.create_token("s");
     let events = vec![a.emit("s", "{\"n\":1}"), a.emit("s", "{\"n\":2}")];
     let with_token =
         |n: &TestServer| n.raw_request("GET", "/v1/sources/s/event_summaries", &format!("Authorization: Bearer {token}\r\n"), None).status;

@@ -131,6 +131,13 @@ impl TestServer {
         r.json()["data"].clone()
     }
 
+    /// Makes a subscribe token of `source` (default expiry); returns it.
+    pub fn create_token(&self, source: &str) -> String {
+        let r = self.request("POST", &format!("/v1/sources/{source}/tokens"), Some("{}"));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["data"]["token"].as_str().unwrap().to_string()
+    }
+
     /// Emits `json`; returns the event id.
     pub fn emit(&self, source: &str, json: &str) -> String {
         let r = self.request("POST", &format!("/v1/sources/{source}/events"), Some(json));
