@@ -934,3 +934,52 @@ fn a_resume_on_a_node_that_is_behind_repeats_nothing() {
     let next = a.emit("s", "6");
     assert_eq!(resumed.next_event().id(), next, "the first event after the resume point, nothing again");
 }
+
+/// A node behind by more than its partition and history hold sends the
+/// gap frame to its streams when it catches up, but not to a subscriber
+/// that resumed there from an id past the lost events (it had them from
+/// another node): that one just goes on with the next event.
+#[test]
+fn a_resume_past_what_a_node_behind_lost_gets_no_gap_frame() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = FreezingProxy::start(redis.port);
+    let start = |url: &str| {
+        let mut command = std::process::Command::new(support::bin());
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", url, "--history", "20"]);
+        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+        TestServer::spawn(&mut command, support::KEY)
+    };
+    let (a, c) = (start(&redis.url()), start(&format!("redis://127.0.0.1:{}", proxy.port)));
+    a.create_source("s");
+    wait_until(Duration::from_secs(1), "c knows s", || source_names(&c).len() == 1);
+    let first = a.emit("s", "0");
+    wait_until(Duration::from_secs(2), "c has the first event", || summary_ids(&c, "s") == [first.clone()]);
+    let mut behind = c.subscribe("/sources/s/sse", "");
+    c.wait_metric("ssehub_subscribers", 1);
+    proxy.frozen.store(true, SeqCst);
+    let mut client = KeepAlive::new(a.addr);
+    let acked: Vec<String> = (1..300)
+        .map(|i| {
+            let r = client.request("POST", "/v1/sources/s/events", &i.to_string());
+            assert_eq!(r.status, 202);
+            r.json()["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut resumed = c.subscribe("/sources/s/sse", &format!("Last-Event-ID: {}\r\n", acked.last().unwrap()));
+    c.wait_metric("ssehub_subscribers", 2);
+    proxy.frozen.store(false, SeqCst);
+    // What reached c before the freeze comes first, then the gap frame.
+    loop {
+        match behind.next_event() {
+            Frame::Event { .. } => {}
+            Frame::Named { event, .. } if event == "gap" => break,
+            other => panic!("expected the gap frame, got {other:?}"),
+        }
+    }
+    let next = a.emit("s", "300");
+    match resumed.next_event() {
+        Frame::Event { id, .. } => assert_eq!(id, Some(next), "the next event, nothing before it"),
+        other => panic!("expected the next event, got {other:?}"),
+    }
+}

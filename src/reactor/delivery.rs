@@ -146,7 +146,13 @@ impl Reactor {
                 Effect::Gap(source, gap) => {
                     let Some(s) = self.hub.registry.get(source) else { continue };
                     let frame: crate::sse::Frame = sse::gap_frame(&gap).into();
+                    // What is lost comes before `resumed_from`: a subscriber that resumed
+                    // from there or later (on a node that was behind) misses none of it.
+                    let past = |k: u32| s.ahead.iter().any(|&(c, after)| c == k && gap.resumed_from.is_some_and(|r| after >= r));
                     for &k in &s.subscribers {
+                        if !s.ahead.is_empty() && past(k) {
+                            continue;
+                        }
                         let conn = &mut self.conns[k as usize];
                         if conn.closing.is_none() {
                             conn.push(Buf::Shared(frame.clone()));
