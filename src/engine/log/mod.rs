@@ -651,7 +651,8 @@ impl Engine for Log {
                 }
                 self.metas.insert(key, m.clone());
                 self.rings.restore(key, source.clone());
-                self.stage_change(ticket, Revert::Create(key));
+                // Kept if the write fails, as the hub keeps it: written with the next snapshot.
+                self.stage(ticket, Ack::Stored, None);
             }
             Op::DefaultKey(key) => {
                 self.encode(Record::DefaultKey { key });
