@@ -205,7 +205,6 @@ enum Revert {
     Verify(SourceKey, Option<crate::verify::Verify>),
     Token(String),
     Revoke(Option<(String, SourceKey, u64)>),
-    DefaultKey(Option<String>),
 }
 
 /// Between the reactor and the sync thread.
@@ -410,7 +409,6 @@ impl Log {
                 }
                 Revert::Token(token) => self.tokens.retain(|t| t.0 != token),
                 Revert::Revoke(entry) => self.tokens.extend(entry),
-                Revert::DefaultKey(before) => self.default_key = before,
             }
         }
     }
@@ -656,8 +654,9 @@ impl Engine for Log {
             }
             Op::DefaultKey(key) => {
                 self.encode(Record::DefaultKey { key });
-                let before = self.default_key.replace(key.to_string());
-                self.stage_change(ticket, Revert::DefaultKey(before));
+                // Kept if the write fails: the process uses the key, and the next snapshot writes it.
+                self.default_key = Some(key.to_string());
+                self.stage(ticket, Ack::Stored, None);
             }
             Op::Token { key, token } => {
                 let t = token;
