@@ -7,7 +7,6 @@ use std::collections::VecDeque;
 
 use crate::sse::{Event, EventId};
 
-#[derive(Clone)]
 pub struct History {
     capacity: usize,
     events: VecDeque<Event>,
@@ -106,11 +105,10 @@ impl History {
         self.evicted = self.evicted.max(Some(id));
     }
 
-    pub fn clear(&mut self) {
-        if let Some(newest) = self.events.back() {
-            self.evicted = Some(newest.id);
-        }
-        self.events.clear();
+    /// Empties the ring (its newest id counts as evicted); returns what it held.
+    pub fn clear(&mut self) -> History {
+        let evicted = self.events.back().map(|e| e.id).or(self.evicted);
+        std::mem::replace(self, History { capacity: self.capacity, events: VecDeque::new(), evicted })
     }
 }
 

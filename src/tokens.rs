@@ -153,7 +153,8 @@ impl Tokens {
 
     /// Forgets every token of a deleted source (its streams end with it).
     pub fn remove_source(&mut self, source: SourceKey) {
-        self.take_source(source);
+        self.by_selector.retain(|_, e| e.source != source);
+        self.rescan();
     }
 
     /// Takes out every token of `source`: their stored forms and expiries

@@ -87,6 +87,11 @@ fn webhooks_arrive_as_sent_and_their_signatures_verify_at_the_receiver() {
     fwd.stop();
 }
 
+/// The bodies the receiver got, as text.
+fn bodies(got: &[Request]) -> Vec<String> {
+    got.iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect()
+}
+
 #[test]
 fn fifty_events_arrive_in_order() {
     let server = TestServer::start(&[]);
@@ -97,7 +102,7 @@ fn fifty_events_arrive_in_order() {
         server.emit("s", &format!("{{\"n\":{n}}}"));
     }
     let got = receiver.wait_for(50);
-    let bodies: Vec<String> = got.iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect();
+    let bodies = bodies(&got);
     let want: Vec<String> = (0..50).map(|n| format!("{{\"n\":{n}}}")).collect();
     assert_eq!(bodies, want);
     receiver.assert_no_more(50);
@@ -122,7 +127,7 @@ fn a_receiver_down_for_3_s_loses_nothing() {
     }
     let receiver = Receiver::on(port);
     let got = receiver.wait_for(5);
-    let bodies: Vec<String> = got.iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect();
+    let bodies = bodies(&got);
     assert_eq!(bodies, (0..5).map(|n| format!("{{\"n\":{n}}}")).collect::<Vec<_>>());
     receiver.assert_no_more(5);
     fwd.stop();
@@ -186,7 +191,7 @@ fn a_restart_with_the_cursor_resumes_exactly_after_the_last_forwarded() {
     let missed: Vec<String> = (3..8).map(|n| server.emit("s", &n.to_string())).collect();
     let mut fwd = Forward::start(&server, "s", &receiver.url(), &args);
     let got = receiver.wait_for(7);
-    let bodies: Vec<String> = got.iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect();
+    let bodies = bodies(&got);
     assert_eq!(bodies, ["1", "2", "3", "4", "5", "6", "7"], "history after the cursor: those 5, no more, none twice");
     let ids: Vec<String> = got[2..].iter().map(|r| r.header("ssehub-event-id").unwrap()).collect();
     assert_eq!(ids, missed);
@@ -248,7 +253,7 @@ fn forward_survives_a_server_restart_with_nothing_lost_or_repeated() {
         server.emit("s", &n.to_string());
     }
     let got = receiver.wait_for(9);
-    let bodies: Vec<String> = got.iter().map(|r| String::from_utf8(r.body.clone()).unwrap()).collect();
+    let bodies = bodies(&got);
     assert_eq!(bodies, (0..9).map(|n| n.to_string()).collect::<Vec<_>>());
     receiver.assert_no_more(9);
     fwd.stop();

@@ -61,10 +61,7 @@ impl Rings {
 
     /// Empties the source's ring; returns what it held (`put_history` undoes it).
     pub fn clear(&mut self, key: SourceKey) -> Option<History> {
-        let ring = self.rings.get_mut(&key)?;
-        let before = ring.history.clone();
-        ring.history.clear();
-        Some(before)
+        Some(self.rings.get_mut(&key)?.history.clear())
     }
 
     /// Puts back a ring's events as they were before a clear (its newest
