@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side by side benchmark: ssehub against nchan (nginx + libnginx-mod-nchan),
 # the same scenarios driven by the same load tool (benches/load/) and wrk,
-# each scenario on a freshly started server, on loopback only. BENCHMARKS.md
+# each scenario on a freshly started server, on loopback only. docs/benchmarks.md
 # explains the method and holds the last full run.
 #
 #   scripts/bench.sh            full run (8-10 minutes on 2 cores)

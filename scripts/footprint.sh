@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The minimal-binary numbers of the README: stripped size of the release
+# The binary's numbers in docs/benchmarks.md: stripped size of the release
 # binary, idle RSS with no connections, and start-up time to accepting
 # connections (median of 20 starts, measured by connecting in a loop).
 set -euo pipefail

@@ -381,7 +381,7 @@ impl Conn {
 
 #[cfg(test)]
 mod size_tests {
-    /// Every idle subscriber costs one of these (BENCHMARKS.md): a field
+    /// Every idle subscriber costs one of these (docs/benchmarks.md): a field
     /// that grows it should be worth about a kilobyte per 20 subscribers.
     #[test]
     fn a_connection_stays_small() {

@@ -55,7 +55,7 @@ impl StopSignals {
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
-/// in force. Call it before [`Server::bind`] so the connection limit follows.
+/// in force. Call it before [`Server::bind`](crate::Server::bind) so the connection limit follows.
 pub fn raise_fd_limit() -> u64 {
     let mut lim = nofile();
     if lim.rlim_cur < lim.rlim_max {

@@ -259,12 +259,12 @@ fn eventsource_package_receives_every_event_once_in_order() {
     client.expect_exit(0);
 }
 
-/// The README's Node snippet for the current `eventsource` major, as
+/// The Node snippet of docs/api.md for the current `eventsource` major, as
 /// written (only the server's address changes), prints each payload.
 #[test]
-fn the_readme_node_snippet_receives_events() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let after = readme.split("From Node, the npm `eventsource` package.").nth(1).expect("the Node paragraph");
+fn the_documented_node_snippet_receives_events() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
+    let after = page.split("From Node, the npm `eventsource` package.").nth(1).expect("the Node paragraph");
     let snippet = after.split("```js\n").nth(1).and_then(|b| b.split("```").next()).expect("a js block");
     assert!(snippet.contains("fetch:") && snippet.contains("import {EventSource} from 'eventsource'"), "{snippet}");
     let server = TestServer::start(&["--source", "orders"]);
@@ -275,7 +275,7 @@ fn the_readme_node_snippet_receives_events() {
             let _ = std::fs::remove_file(&self.0);
         }
     }
-    let name = format!("readme-snippet-{}.mjs", std::process::id());
+    let name = format!("docs-snippet-{}.mjs", std::process::id());
     let file = Removed(js_dir().join(&name));
     std::fs::write(&file.0, snippet.replace("localhost:8080", &server.addr.to_string())).unwrap();
     let client = Client::spawn_with_env(&name, &[], &[("SSEHUB_API_KEY", KEY)]);

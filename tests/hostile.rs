@@ -75,7 +75,7 @@ fn endpoint_path(server: &TestServer, source: &str) -> String {
 // ---- slowloris ----
 
 const SLOW_CONNECTIONS: usize = 200;
-/// The server's head timeout (README: a request head must be complete 10 s after connect).
+/// The server's head timeout (docs/api.md: a request head must be complete 10 s after connect).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
@@ -350,7 +350,7 @@ fn reset_and_half_closed_connections_leak_nothing() {
     assert_eq!(resets, 10 * 6, "each reset seen as one: {reasons:?}");
 }
 
-/// The server's send timeout (README: a peer that takes no byte for 30 s while output is queued).
+/// The server's send timeout (docs/api.md: a peer that takes no byte for 30 s while output is queued).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A last answer (`Connection: close`, HTTP/1.0, or an error) too large for

@@ -1,4 +1,4 @@
-//! The core server over real sockets: the README walk-through, replay,
+//! The core server over real sockets: the walk-through of docs/api.md, replay,
 //! accounts, aliases, pipelining, slow subscribers, restarts.
 
 mod support;

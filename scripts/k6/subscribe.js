@@ -25,7 +25,7 @@
 // One k6 process holds as many streams as its open-file limit allows
 // (`ulimit -n`); k6 spends far more memory and CPU per stream than
 // benches/load/, so use that tool for the server's own numbers
-// (BENCHMARKS.md) and this script to test ssehub the way a k6 user would.
+// (docs/benchmarks.md) and this script to test ssehub the way a k6 user would.
 
 import sse from "k6/x/sse";
 import http from "k6/http";

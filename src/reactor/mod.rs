@@ -65,7 +65,7 @@ const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 /// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
 /// operator sizes the accept queue. A reconnect storm larger than the queue
-/// loses SYNs, which clients retry only after 1 s (RELIABILITY.md).
+/// loses SYNs, which clients retry only after 1 s (docs/reliability.md).
 const LISTEN_BACKLOG: i32 = 65535;
 /// Descriptors kept free under the connection limit: listener, epoll,
 /// waker, the spare, stdio, log files.
