@@ -428,6 +428,20 @@ impl Log {
         }
     }
 
+    /// Staged changes with nothing to write: acknowledged behind what
+    /// still waits for a sync (`always`), else at once.
+    fn acknowledge_unwritten(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        if self.unsynced.is_empty() {
+            for st in staged {
+                self.acknowledge(st);
+            }
+        } else {
+            let at = self.written;
+            self.unsynced.extend(staged.into_iter().map(|st| (at, st)));
+        }
+    }
+
     fn durable(&self) -> u64 {
         match (&self.sync, self.fsync) {
             (Some(s), Fsync::Always) => s.synced.load(Ordering::Acquire),
@@ -678,7 +692,9 @@ impl Engine for Log {
 
     fn flush(&mut self) {
         if self.pending.is_empty() {
-            return;
+            // Changes that write no record (a clear of an empty history)
+            // are acknowledged all the same, in their turn.
+            return self.acknowledge_unwritten();
         }
         let staged = std::mem::take(&mut self.staged);
         if self.broken {
@@ -731,7 +747,7 @@ impl Engine for Log {
     }
 
     fn wants_flush(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.staged.is_empty()
     }
 
     fn poll(&mut self, out: &mut Vec<Outcome>) {
