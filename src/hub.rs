@@ -256,6 +256,11 @@ impl Hub {
         self.engine.flush();
     }
 
+    /// True when every submitted change has been acknowledged or refused.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     pub fn wants_flush(&self) -> bool {
         self.engine.wants_flush()
     }

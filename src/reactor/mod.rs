@@ -55,6 +55,9 @@ const SEND_TIMEOUT_MS: u64 = 30_000;
 const LINGER_TIMEOUT_MS: u64 = 2_000;
 /// Retry accepting after this when the process is out of descriptors.
 const ACCEPT_RETRY_MS: u64 = 100;
+/// On shutdown: how long storage may take to acknowledge what it was
+/// handed, and peers to take their answers.
+const STOP_GRACE_MS: u64 = 500;
 
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 1024;
@@ -1044,18 +1047,52 @@ impl Reactor {
         self.shared.published.store(&self.stats);
     }
 
-    /// Stops accepting, flushes what each connection has queued (as far as
-    /// its socket takes it now), and ends every connection with a FIN.
+    /// Stops accepting and reading; answers every request already read
+    /// (storage acknowledges what it was handed: an emit it stored is
+    /// answered `202`, never cut off), within `STOP_GRACE_MS`; flushes
+    /// what each connection has queued (a stream: as far as its socket
+    /// takes it now), and ends every connection with a FIN.
     fn stop(&mut self) {
         self.listener = None;
+        self.metrics_listener = None;
+        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            self.hub.flush();
+            self.settle();
+            self.now = self.start.elapsed().as_millis() as u64;
+            let mut unanswered = !self.hub.settled();
+            for (_, conn) in self.conns.iter_mut().filter(|(_, c)| c.closing.is_none() && !c.is_stream()) {
+                if !conn.out.is_empty() && conn.flush(WRITE_BUDGET, self.now).is_err() {
+                    continue;
+                }
+                unanswered |= conn.awaiting() > 0 || !conn.out.is_empty();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !unanswered || left.is_zero() {
+                break;
+            }
+            // Storage's acknowledgements (the waker, Redis' sockets) and
+            // sockets that take more: nothing more is read.
+            let wait = self.hub.engine().next_wake().map_or(left, |at| at.saturating_duration_since(Instant::now()).min(left));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait.min(Duration::from_millis(50))))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    Token(t) if t >= engine::redis::TOKEN_BASE => self.hub.engine_ready(event),
+                    _ => {}
+                }
+            }
+        }
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.flush(WRITE_BUDGET, self.now);
             let _ = conn.sock.shutdown(Shutdown::Write);
         }
         info!("stopped: closed {} connections", self.conns.len());
         self.conns.clear();
-        // Storage writes what is still submitted; unanswered callers get `Stopped`.
-        self.hub.flush();
         self.shared.stop();
         self.publish();
     }
