@@ -46,6 +46,10 @@ use record::Record;
 pub const MAGIC: &[u8] = b"SSEHLOG1";
 /// The active segment is compacted past max(this, the last snapshot).
 const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+/// While writes fail, how often a write is tried without traffic.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest such write.
+const PROBE_MAX_BYTES: usize = 1024 * 1024;
 
 /// `--fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -257,8 +261,12 @@ pub struct Log {
     compaction: Option<Compaction>,
     /// A sync failed: nothing is acknowledged until a restart.
     broken: bool,
-    /// A write failed and has not succeeded since (logged once).
+    /// A write failed and has not succeeded since (logged once): unhealthy.
     write_failing: bool,
+    /// While writes fail: when to try a write that changes nothing, and
+    /// its size (the failed batch's), so that health comes back without
+    /// waiting for traffic a load balancer has moved away.
+    probe: Option<(Instant, usize)>,
     cut_bytes: u64,
     compactions: u64,
     _lock: File,
@@ -312,6 +320,7 @@ impl Opened {
             compaction: None,
             broken: false,
             write_failing: false,
+            probe: None,
             cut_bytes: self.cut_bytes,
             compactions: 0,
             _lock: self.lock,
@@ -410,6 +419,33 @@ impl Log {
                 Revert::Token(token) => self.tokens.retain(|t| t.0 != token),
                 Revert::Revoke(entry) => self.tokens.extend(entry),
             }
+        }
+    }
+
+    fn written_again(&mut self) {
+        if self.write_failing {
+            info!("writes to the log succeed again");
+            self.write_failing = false;
+        }
+        self.probe = None;
+    }
+
+    /// While writes fail, once a `PROBE_INTERVAL`: a record that changes
+    /// nothing (a revocation of no token), as large as the failed batch,
+    /// is written and cut off again.
+    fn probe_writes(&mut self) {
+        let Some((_, len)) = self.probe.filter(|&(at, _)| Instant::now() >= at && self.pending.is_empty()) else { return };
+        let filler = "~".repeat(len.clamp(1, PROBE_MAX_BYTES));
+        let mut bytes = Vec::new();
+        Record::TokenRevoked { token: &filler }.encode(&mut bytes);
+        let written = (&*self.file).write_all(&bytes);
+        if let Err(e) = self.file.set_len(self.active_len) {
+            error!("cannot cut the failed write off the log: {e}");
+            self.broken = true;
+        }
+        match written {
+            Ok(()) => self.written_again(),
+            Err(_) => self.probe = Some((Instant::now() + PROBE_INTERVAL, len)),
         }
     }
 
@@ -703,10 +739,7 @@ impl Engine for Log {
         }
         match (&*self.file).write_all(&self.pending) {
             Ok(()) => {
-                if self.write_failing {
-                    info!("writes to the log succeed again");
-                    self.write_failing = false;
-                }
+                self.written_again();
                 let n = self.pending.len() as u64;
                 self.active_len += n;
                 self.written += n;
@@ -732,6 +765,7 @@ impl Engine for Log {
                     error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
                     self.write_failing = true;
                 }
+                self.probe = Some((Instant::now() + PROBE_INTERVAL, self.pending.len()));
                 // What part of the batch reached the file is cut off again,
                 // and memory says what the file says.
                 if let Err(e) = self.file.set_len(self.active_len) {
@@ -754,6 +788,7 @@ impl Engine for Log {
         if self.sync.as_ref().is_some_and(|s| s.failed.load(Ordering::Acquire)) {
             self.break_down();
         }
+        self.probe_writes();
         let durable = self.durable();
         while self.unsynced.front().is_some_and(|(at, _)| *at <= durable) {
             if let Some((_, s)) = self.unsynced.pop_front() {
@@ -790,8 +825,13 @@ impl Engine for Log {
         }
     }
 
+    /// Unhealthy while writes fail (until one succeeds) and after a failed sync.
     fn healthy(&self) -> bool {
-        !self.broken
+        !self.broken && !self.write_failing
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.probe.map(|(at, _)| at)
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
