@@ -17,6 +17,8 @@ const CHUNK_LINE_MAX: usize = 4096;
 pub enum HttpError {
     Malformed(&'static str),
     HeadTooLarge,
+    /// More than `HEADERS_MAX` header fields (also 431).
+    TooManyHeaders,
     BodyTooLarge,
     LengthRequired,
 }
@@ -25,7 +27,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::Malformed(_) => 400,
-            HttpError::HeadTooLarge => 431,
+            HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::LengthRequired => 411,
         }
@@ -37,6 +39,7 @@ impl fmt::Display for HttpError {
         match self {
             HttpError::Malformed(why) => write!(f, "malformed request: {why}"),
             HttpError::HeadTooLarge => write!(f, "request head larger than {HEAD_BYTES_MAX} bytes"),
+            HttpError::TooManyHeaders => write!(f, "request head has more than {HEADERS_MAX} headers"),
             HttpError::BodyTooLarge => write!(f, "request body too large"),
             HttpError::LengthRequired => write!(f, "a request body needs Content-Length or chunked encoding"),
         }
@@ -145,7 +148,7 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Token) if method_is_token(buf) => return Err(HttpError::Malformed("invalid character in the request target")),
         Err(e) => return Err(HttpError::Malformed(parse_error(e))),
     };
@@ -532,7 +535,7 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(parse_head(&many).unwrap_err(), HttpError::HeadTooLarge);
+        assert_eq!(parse_head(&many).unwrap_err(), HttpError::TooManyHeaders);
     }
 
     #[test]
