@@ -179,6 +179,10 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         if is("host") {
             hosts += 1;
+            // It becomes the base of the URLs the API returns (without --public-url).
+            if !valid_host(h.value) {
+                return Err(HttpError::Malformed("invalid Host header"));
+            }
         } else if is("authorization") {
             authorizations += 1;
         } else if is("content-length") {
@@ -228,6 +232,36 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         (false, None) => Framing::None,
     };
     Ok(Some(len))
+}
+
+/// A `Host` value as RFC 9110 §7.2 has it, `host [":" port]`: empty (no
+/// authority), a name or IPv4 address (letters, digits, `-`, `.`, `_`: the
+/// characters of DNS names, IDNs in punycode and the names containers
+/// get), or a bracketed IPv6 address; a port of at most 5 digits.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = std::str::from_utf8(&rest[..end]).ok();
+                if literal.and_then(|l| l.parse::<std::net::Ipv6Addr>().ok()).is_none() {
+                    return false;
+                }
+                (&rest[..0], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(at) => (&value[..at], &value[at..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let named = !host.is_empty() || port.is_empty() || value.starts_with(b"[");
+    port_ok && named && host.len() <= 255 && host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// httparse says `Token` for a bad method and for a bad target alike:
@@ -523,6 +557,50 @@ mod tests {
             let want = want.clone().map(|o| o.map(|(m, t, f, k)| (m.to_string(), t.to_string(), f, k)));
             assert_eq!(got, want, "input {:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn host_is_a_name_or_address_and_an_optional_port() {
+        let good = [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "[::ffff:10.0.0.1]",
+            "example.com",
+            "Example.COM.",
+            "xn--bcher-kva.example",
+            "my_service:3000",
+            "h",
+            "",
+            "example.com:",
+        ];
+        for host in good {
+            assert!(valid_host(host.as_bytes()), "{host:?}");
+        }
+        let bad = [
+            "evil.example\"<x>",
+            "evil.example:80\"",
+            "a b",
+            "a/b",
+            "user@host",
+            "host:port",
+            "host:123456",
+            "host:80:81",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "[::1]:80a",
+            ":8080",
+            "h%41",
+            "é.example",
+        ];
+        for host in bad {
+            assert!(!valid_host(host.as_bytes()), "{host:?}");
+        }
+        let request = b"POST /v1/sources HTTP/1.1\r\nHost: evil.example\"<x>\r\n\r\n";
+        assert_eq!(parse_head(request).unwrap_err(), HttpError::Malformed("invalid Host header"));
     }
 
     #[test]
