@@ -347,14 +347,32 @@ impl Reactor {
         })
     }
 
+    /// Serves until shut down, stops, and frees everything.
     pub fn run(mut self) -> io::Result<()> {
+        let result = self.serve();
+        self.stop();
+        result
+    }
+
+    /// `run`, leaving the memory to the process's exit, which follows (the
+    /// binary: freeing a hundred thousand sources takes a while, and a
+    /// supervisor that restarts at once wants the process gone). Storage
+    /// was released in `stop`.
+    pub fn run_without_freeing(mut self) -> io::Result<()> {
+        let result = self.serve();
+        self.stop();
+        std::mem::forget(self);
+        result
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let result = loop {
+        loop {
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                break Err(e);
+                return Err(e);
             }
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
@@ -369,7 +387,7 @@ impl Reactor {
                 }
             }
             if woken && self.run_commands() {
-                break Ok(());
+                return Ok(());
             }
             self.accept();
             self.resume_reads();
@@ -383,9 +401,7 @@ impl Reactor {
             self.flush_pending();
             self.free_closed();
             self.publish();
-        };
-        self.stop();
-        result
+        }
     }
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
@@ -1091,8 +1107,11 @@ impl Reactor {
             let _ = conn.flush(WRITE_BUDGET, self.now);
             let _ = conn.sock.shutdown(Shutdown::Write);
         }
-        info!("stopped: closed {} connections", self.conns.len());
+        let closed = self.conns.len();
         self.conns.clear();
+        // Last: nothing of this process touches the data dir from here on.
+        self.hub.close();
+        info!("stopped: closed {closed} connections; storage released");
         self.shared.stop();
         self.publish();
     }

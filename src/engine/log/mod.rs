@@ -259,6 +259,8 @@ pub struct Log {
     syncer: Option<std::thread::JoinHandle<()>>,
     waker: Arc<Waker>,
     compaction: Option<Compaction>,
+    /// Its thread, joined before the lock is released.
+    compactor: Option<std::thread::JoinHandle<()>>,
     /// A sync failed: nothing is acknowledged until a restart.
     broken: bool,
     /// A write failed and has not succeeded since (logged once): unhealthy.
@@ -269,7 +271,8 @@ pub struct Log {
     probe: Option<(Instant, usize)>,
     cut_bytes: u64,
     compactions: u64,
-    _lock: File,
+    /// The data dir's lock: held until `close`.
+    lock: Option<File>,
 }
 
 impl Opened {
@@ -318,12 +321,13 @@ impl Opened {
             syncer,
             waker,
             compaction: None,
+            compactor: None,
             broken: false,
             write_failing: false,
             probe: None,
             cut_bytes: self.cut_bytes,
             compactions: 0,
-            _lock: self.lock,
+            lock: Some(self.lock),
         }
     }
 }
@@ -589,8 +593,12 @@ impl Log {
             *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             let _ = waker.wake();
         });
-        if spawned.is_ok() {
+        if let Ok(thread) = spawned {
             self.compaction = Some(done);
+            // A finished one's, if any: joined at once.
+            if let Some(earlier) = self.compactor.replace(thread) {
+                let _ = earlier.join();
+            }
         }
     }
 }
@@ -842,10 +850,10 @@ impl Engine for Log {
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
         self.tokens.push((token.token, key, token.expires_at));
     }
-}
 
-impl Drop for Log {
-    fn drop(&mut self) {
+    /// The sync thread stops and a running compaction ends, so nothing of
+    /// this process touches the dir any more; then its lock is released.
+    fn close(&mut self) {
         if let Some(s) = &self.sync {
             s.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
             s.wake.notify_one();
@@ -853,6 +861,16 @@ impl Drop for Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.compactor.take() {
+            let _ = t.join();
+        }
+        self.lock = None;
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
