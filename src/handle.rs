@@ -99,6 +99,15 @@ impl Server {
     pub fn run(self) -> io::Result<()> {
         reactor::Reactor::new(self.inner)?.run()
     }
+
+    /// As [`Server::run`], but leaves the server's memory to the process's
+    /// exit, for a `main` that returns right after (as the `ssehub` binary
+    /// does): with many sources, freeing it takes long. Storage is
+    /// released before it returns, as with `run` (the data dir's lock
+    /// too, so another process may take it at once).
+    pub fn run_without_freeing(self) -> io::Result<()> {
+        reactor::Reactor::new(self.inner)?.run_without_freeing()
+    }
 }
 
 /// Errors of [`Handle`] calls.

@@ -17,6 +17,8 @@ const CHUNK_LINE_MAX: usize = 4096;
 pub enum HttpError {
     Malformed(&'static str),
     HeadTooLarge,
+    /// More than `HEADERS_MAX` header fields (also 431).
+    TooManyHeaders,
     BodyTooLarge,
     LengthRequired,
 }
@@ -25,7 +27,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::Malformed(_) => 400,
-            HttpError::HeadTooLarge => 431,
+            HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::LengthRequired => 411,
         }
@@ -37,6 +39,7 @@ impl fmt::Display for HttpError {
         match self {
             HttpError::Malformed(why) => write!(f, "malformed request: {why}"),
             HttpError::HeadTooLarge => write!(f, "request head larger than {HEAD_BYTES_MAX} bytes"),
+            HttpError::TooManyHeaders => write!(f, "request head has more than {HEADERS_MAX} headers"),
             HttpError::BodyTooLarge => write!(f, "request body too large"),
             HttpError::LengthRequired => write!(f, "a request body needs Content-Length or chunked encoding"),
         }
@@ -145,7 +148,7 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > HEAD_BYTES_MAX => return Err(HttpError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
         Err(httparse::Error::Token) if method_is_token(buf) => return Err(HttpError::Malformed("invalid character in the request target")),
         Err(e) => return Err(HttpError::Malformed(parse_error(e))),
     };
@@ -176,6 +179,10 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
         if is("host") {
             hosts += 1;
+            // It becomes the base of the URLs the API returns (without --public-url).
+            if !valid_host(h.value) {
+                return Err(HttpError::Malformed("invalid Host header"));
+            }
         } else if is("authorization") {
             authorizations += 1;
         } else if is("content-length") {
@@ -225,6 +232,36 @@ pub fn parse_head_into(buf: &[u8], head: &mut Head) -> Result<Option<usize>, Htt
         (false, None) => Framing::None,
     };
     Ok(Some(len))
+}
+
+/// A `Host` value as RFC 9110 §7.2 has it, `host [":" port]`: empty (no
+/// authority), a name or IPv4 address (letters, digits, `-`, `.`, `_`: the
+/// characters of DNS names, IDNs in punycode and the names containers
+/// get), or a bracketed IPv6 address; a port of at most 5 digits.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = std::str::from_utf8(&rest[..end]).ok();
+                if literal.and_then(|l| l.parse::<std::net::Ipv6Addr>().ok()).is_none() {
+                    return false;
+                }
+                (&rest[..0], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(at) => (&value[..at], &value[at..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let named = !host.is_empty() || port.is_empty() || value.starts_with(b"[");
+    port_ok && named && host.len() <= 255 && host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// httparse says `Token` for a bad method and for a bad target alike:
@@ -523,6 +560,50 @@ mod tests {
     }
 
     #[test]
+    fn host_is_a_name_or_address_and_an_optional_port() {
+        let good = [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "[::ffff:10.0.0.1]",
+            "example.com",
+            "Example.COM.",
+            "xn--bcher-kva.example",
+            "my_service:3000",
+            "h",
+            "",
+            "example.com:",
+        ];
+        for host in good {
+            assert!(valid_host(host.as_bytes()), "{host:?}");
+        }
+        let bad = [
+            "evil.example\"<x>",
+            "evil.example:80\"",
+            "a b",
+            "a/b",
+            "user@host",
+            "host:port",
+            "host:123456",
+            "host:80:81",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "[::1]:80a",
+            ":8080",
+            "h%41",
+            "é.example",
+        ];
+        for host in bad {
+            assert!(!valid_host(host.as_bytes()), "{host:?}");
+        }
+        let request = b"POST /v1/sources HTTP/1.1\r\nHost: evil.example\"<x>\r\n\r\n";
+        assert_eq!(parse_head(request).unwrap_err(), HttpError::Malformed("invalid Host header"));
+    }
+
+    #[test]
     fn head_size_and_header_count_are_bounded() {
         let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
         big.resize(HEAD_BYTES_MAX + 10, b'a');
@@ -532,7 +613,7 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(parse_head(&many).unwrap_err(), HttpError::HeadTooLarge);
+        assert_eq!(parse_head(&many).unwrap_err(), HttpError::TooManyHeaders);
     }
 
     #[test]

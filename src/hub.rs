@@ -256,6 +256,16 @@ impl Hub {
         self.engine.flush();
     }
 
+    /// The server stops: storage is released (`Engine::close`).
+    pub fn close(&mut self) {
+        self.engine.close();
+    }
+
+    /// True when every submitted change has been acknowledged or refused.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     pub fn wants_flush(&self) -> bool {
         self.engine.wants_flush()
     }

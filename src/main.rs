@@ -54,7 +54,7 @@ fn serve(config: ssehub::Config) -> std::io::Result<()> {
     info!("open-file limit: {}", ssehub::raise_fd_limit());
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
-    let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run())?;
+    let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run_without_freeing())?;
     let signal = loop {
         match signals.wait() {
             hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),

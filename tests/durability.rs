@@ -394,6 +394,38 @@ fn a_write_failure_answers_503_keeps_streams_open_and_loses_nothing_acknowledged
     server.emit("full", "{\"room\":true}");
 }
 
+/// `/healthz` says what emits find: `503` while writes to the log fail, so
+/// that a load balancer moves traffic away, and `200` again once they
+/// succeed, without any emit to find it out (the traffic is elsewhere).
+#[test]
+fn healthz_answers_503_while_writes_fail_and_200_once_they_succeed() {
+    let dir = TempDir::new("fsize-health");
+    let listen = free_port();
+    // A soft limit of 64 KiB, raised below (the hard one stays unlimited).
+    let mut command = Command::new("prlimit");
+    command.args(["--fsize=65536:unlimited", "--", support::bin()]);
+    let server = serve_with(command, &dir, &listen, &[]);
+    server.create_source("full");
+    let health = || server.raw_request("GET", "/healthz", "", None);
+    assert_eq!(health().status, 200);
+    let body = format!("{{\"pad\":\"{}\"}}", "z".repeat(1000));
+    let refused = (0..200).map(|_| server.request("POST", "/v1/sources/full/events", Some(&body)).status).find(|&s| s != 202);
+    assert_eq!(refused, Some(503), "the log filled up");
+    let r = health();
+    assert_eq!((r.status, r.body.as_str()), (503, r#"{"error":"storage unavailable"}"#), "while writes fail");
+
+    let status = Command::new("prlimit").args(["--pid", &server.pid().to_string(), "--fsize=unlimited:unlimited"]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health().status != 200 {
+        assert!(Instant::now() < deadline, "/healthz still 503 with room to write:\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.logs().contains("writes to the log succeed again"), "{}", server.logs());
+    assert_eq!(server.request("POST", "/v1/sources/full/events", Some(&body)).status, 202);
+    assert_eq!(health().status, 200);
+}
+
 /// Changes refused because the log cannot be written are taken back: a
 /// `503` leaves the source, its history, its token and its signature check
 /// as they were, here and after a restart, and a refused create leaves no

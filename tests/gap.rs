@@ -82,3 +82,29 @@ fn a_resume_point_newer_than_every_event_gets_the_next_events() {
         assert_eq!(sse.next_event().id(), *id);
     }
 }
+
+/// Clearing a history that holds nothing writes nothing, and is still
+/// answered at once, in every engine and `--fsync` mode (it waited for an
+/// unrelated write before, minutes at worst); a second clear too.
+#[test]
+fn clearing_an_empty_history_is_answered_at_once() {
+    for args in [&["--engine", "memory"][..], &["--fsync", "always"], &["--fsync", "everysec"], &["--fsync", "never"]] {
+        let server = TestServer::start(&[args, &["--source", "s"][..]].concat());
+        for round in ["never emitted", "just cleared"] {
+            let mut s = server.connect();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+            let req = format!(
+                "DELETE /v1/sources/s/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                server.addr, server.key
+            );
+            std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+            let mut answer = Vec::new();
+            let read = std::io::Read::read_to_end(&mut s, &mut answer);
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(read.is_ok() && answer.starts_with("HTTP/1.1 202"), "{args:?}, {round}: no answer within 3 s: {read:?} {answer:?}");
+        }
+        // And the source works on.
+        let id = server.emit("s", "1");
+        assert_eq!(server.request("GET", "/v1/sources/s/event_summaries", None).json()["data"][0]["id"], id);
+    }
+}

@@ -744,3 +744,32 @@ fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
     );
     assert!(took < Duration::from_secs(30), "garbage took {took:?}");
 }
+
+/// Without `--public-url` the request's `Host` is the base of the URLs the
+/// API returns: one that is not `host[:port]` is refused (400, JSON) and
+/// changes nothing, rather than put into `sse_url` and `endpoint_url`; what
+/// real clients send still works.
+#[test]
+fn a_host_that_is_not_host_and_port_is_refused_and_creates_nothing() {
+    let server = TestServer::start(&[]);
+    let auth = format!("Authorization: Bearer {KEY}\r\n");
+    let create = |host: &str, name: &str| {
+        let mut s = server.connect();
+        let body = format!("{{\"name\":\"{name}\"}}");
+        write!(s, "POST /v1/sources HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .unwrap();
+        read_response(&mut BufReader::new(s))
+    };
+    for host in ["evil.example\"<x>", "evil.example/a?b", "user@evil.example", "evil.example:80x"] {
+        let r = create(host, "bad");
+        assert_eq!(r.status, 400, "{host}: {}", r.body);
+        assert_eq!(r.json(), serde_json::json!({"error": "malformed request: invalid Host header"}), "{host}");
+    }
+    assert_eq!(server.request("GET", "/v1/sources/bad", None).status, 404, "nothing created");
+    for (i, host) in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "example.com", "xn--bcher-kva.example"].into_iter().enumerate() {
+        let r = create(host, &format!("good{i}"));
+        assert_eq!(r.status, 201, "{host}: {}", r.body);
+        let sse_url = r.json()["data"]["sse_url"].as_str().unwrap().to_string();
+        assert!(sse_url.starts_with(&format!("http://{host}/sources/dc_")), "{sse_url}");
+    }
+}

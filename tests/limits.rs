@@ -49,6 +49,28 @@ fn every_error_is_json_with_the_right_status() {
     assert_eq!(server.metric("ssehub_events_emitted_total"), 0, "no bad request emitted anything");
 }
 
+/// 431 says which limit the head broke: its size, or its header count
+/// (64 at most; 64 still pass).
+#[test]
+fn a_head_with_too_many_headers_gets_431_saying_so() {
+    let server = TestServer::start(&[]);
+    let head = |headers: usize| {
+        let mut s = server.connect();
+        let extra: String = (2..headers).map(|i| format!("X-{i}: v\r\n")).collect();
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n").unwrap();
+        read_to_close(&mut s)
+    };
+    let answer = head(65);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(answer.ends_with(r#"{"error":"request head has more than 64 headers"}"#), "{answer}");
+    let answer = head(64);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let mut s = server.connect();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024)).unwrap();
+    let answer = read_to_close(&mut s);
+    assert!(answer.ends_with(r#"{"error":"request head larger than 16384 bytes"}"#), "{answer}");
+}
+
 #[test]
 fn oversized_head_gets_431_and_oversized_body_413_unread() {
     let server = TestServer::start(&["--source", "s", "--max-event-bytes", "1000"]);

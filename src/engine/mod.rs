@@ -260,6 +260,11 @@ pub trait Engine {
     fn next_wake(&self) -> Option<std::time::Instant> {
         None
     }
+
+    /// The server stops: after this the engine takes no more changes and
+    /// nothing of it uses its storage (threads joined, the data dir's lock
+    /// released), before its memory is freed, which may take long.
+    fn close(&mut self) {}
 }
 
 /// Which engine `--engine` names.

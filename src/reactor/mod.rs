@@ -55,6 +55,9 @@ const SEND_TIMEOUT_MS: u64 = 30_000;
 const LINGER_TIMEOUT_MS: u64 = 2_000;
 /// Retry accepting after this when the process is out of descriptors.
 const ACCEPT_RETRY_MS: u64 = 100;
+/// On shutdown: how long storage may take to acknowledge what it was
+/// handed, and peers to take their answers.
+const STOP_GRACE_MS: u64 = 500;
 
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 1024;
@@ -344,14 +347,32 @@ impl Reactor {
         })
     }
 
+    /// Serves until shut down, stops, and frees everything.
     pub fn run(mut self) -> io::Result<()> {
+        let result = self.serve();
+        self.stop();
+        result
+    }
+
+    /// `run`, leaving the memory to the process's exit, which follows (the
+    /// binary: freeing a hundred thousand sources takes a while, and a
+    /// supervisor that restarts at once wants the process gone). Storage
+    /// was released in `stop`.
+    pub fn run_without_freeing(mut self) -> io::Result<()> {
+        let result = self.serve();
+        self.stop();
+        std::mem::forget(self);
+        result
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        let result = loop {
+        loop {
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                break Err(e);
+                return Err(e);
             }
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
@@ -366,7 +387,7 @@ impl Reactor {
                 }
             }
             if woken && self.run_commands() {
-                break Ok(());
+                return Ok(());
             }
             self.accept();
             self.resume_reads();
@@ -380,9 +401,7 @@ impl Reactor {
             self.flush_pending();
             self.free_closed();
             self.publish();
-        };
-        self.stop();
-        result
+        }
     }
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
@@ -1044,18 +1063,55 @@ impl Reactor {
         self.shared.published.store(&self.stats);
     }
 
-    /// Stops accepting, flushes what each connection has queued (as far as
-    /// its socket takes it now), and ends every connection with a FIN.
+    /// Stops accepting and reading; answers every request already read
+    /// (storage acknowledges what it was handed: an emit it stored is
+    /// answered `202`, never cut off), within `STOP_GRACE_MS`; flushes
+    /// what each connection has queued (a stream: as far as its socket
+    /// takes it now), and ends every connection with a FIN.
     fn stop(&mut self) {
         self.listener = None;
+        self.metrics_listener = None;
+        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            self.hub.flush();
+            self.settle();
+            self.now = self.start.elapsed().as_millis() as u64;
+            let mut unanswered = !self.hub.settled();
+            for (_, conn) in self.conns.iter_mut().filter(|(_, c)| c.closing.is_none() && !c.is_stream()) {
+                if !conn.out.is_empty() && conn.flush(WRITE_BUDGET, self.now).is_err() {
+                    continue;
+                }
+                unanswered |= conn.awaiting() > 0 || !conn.out.is_empty();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !unanswered || left.is_zero() {
+                break;
+            }
+            // Storage's acknowledgements (the waker, Redis' sockets) and
+            // sockets that take more: nothing more is read.
+            let wait = self.hub.engine().next_wake().map_or(left, |at| at.saturating_duration_since(Instant::now()).min(left));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait.min(Duration::from_millis(50))))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    Token(t) if t >= engine::redis::TOKEN_BASE => self.hub.engine_ready(event),
+                    _ => {}
+                }
+            }
+        }
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.flush(WRITE_BUDGET, self.now);
             let _ = conn.sock.shutdown(Shutdown::Write);
         }
-        info!("stopped: closed {} connections", self.conns.len());
+        let closed = self.conns.len();
         self.conns.clear();
-        // Storage writes what is still submitted; unanswered callers get `Stopped`.
-        self.hub.flush();
+        // Last: nothing of this process touches the data dir from here on.
+        self.hub.close();
+        info!("stopped: closed {closed} connections; storage released");
         self.shared.stop();
         self.publish();
     }

@@ -46,6 +46,10 @@ use record::Record;
 pub const MAGIC: &[u8] = b"SSEHLOG1";
 /// The active segment is compacted past max(this, the last snapshot).
 const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+/// While writes fail, how often a write is tried without traffic.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest such write.
+const PROBE_MAX_BYTES: usize = 1024 * 1024;
 
 /// `--fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -255,13 +259,20 @@ pub struct Log {
     syncer: Option<std::thread::JoinHandle<()>>,
     waker: Arc<Waker>,
     compaction: Option<Compaction>,
+    /// Its thread, joined before the lock is released.
+    compactor: Option<std::thread::JoinHandle<()>>,
     /// A sync failed: nothing is acknowledged until a restart.
     broken: bool,
-    /// A write failed and has not succeeded since (logged once).
+    /// A write failed and has not succeeded since (logged once): unhealthy.
     write_failing: bool,
+    /// While writes fail: when to try a write that changes nothing, and
+    /// its size (the failed batch's), so that health comes back without
+    /// waiting for traffic a load balancer has moved away.
+    probe: Option<(Instant, usize)>,
     cut_bytes: u64,
     compactions: u64,
-    _lock: File,
+    /// The data dir's lock: held until `close`.
+    lock: Option<File>,
 }
 
 impl Opened {
@@ -310,11 +321,13 @@ impl Opened {
             syncer,
             waker,
             compaction: None,
+            compactor: None,
             broken: false,
             write_failing: false,
+            probe: None,
             cut_bytes: self.cut_bytes,
             compactions: 0,
-            _lock: self.lock,
+            lock: Some(self.lock),
         }
     }
 }
@@ -413,6 +426,33 @@ impl Log {
         }
     }
 
+    fn written_again(&mut self) {
+        if self.write_failing {
+            info!("writes to the log succeed again");
+            self.write_failing = false;
+        }
+        self.probe = None;
+    }
+
+    /// While writes fail, once a `PROBE_INTERVAL`: a record that changes
+    /// nothing (a revocation of no token), as large as the failed batch,
+    /// is written and cut off again.
+    fn probe_writes(&mut self) {
+        let Some((_, len)) = self.probe.filter(|&(at, _)| Instant::now() >= at && self.pending.is_empty()) else { return };
+        let filler = "~".repeat(len.clamp(1, PROBE_MAX_BYTES));
+        let mut bytes = Vec::new();
+        Record::TokenRevoked { token: &filler }.encode(&mut bytes);
+        let written = (&*self.file).write_all(&bytes);
+        if let Err(e) = self.file.set_len(self.active_len) {
+            error!("cannot cut the failed write off the log: {e}");
+            self.broken = true;
+        }
+        match written {
+            Ok(()) => self.written_again(),
+            Err(_) => self.probe = Some((Instant::now() + PROBE_INTERVAL, len)),
+        }
+    }
+
     fn fail_all(&mut self, staged: impl IntoIterator<Item = Staged>, e: StorageError) {
         for s in staged {
             self.ready.push(Outcome::Done { ticket: s.ticket, result: Err(e) });
@@ -425,6 +465,20 @@ impl Log {
             && self.rings.retain(key, event.clone())
         {
             self.ready.push(Outcome::Publish { key, event });
+        }
+    }
+
+    /// Staged changes with nothing to write: acknowledged behind what
+    /// still waits for a sync (`always`), else at once.
+    fn acknowledge_unwritten(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        if self.unsynced.is_empty() {
+            for st in staged {
+                self.acknowledge(st);
+            }
+        } else {
+            let at = self.written;
+            self.unsynced.extend(staged.into_iter().map(|st| (at, st)));
         }
     }
 
@@ -539,8 +593,12 @@ impl Log {
             *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             let _ = waker.wake();
         });
-        if spawned.is_ok() {
+        if let Ok(thread) = spawned {
             self.compaction = Some(done);
+            // A finished one's, if any: joined at once.
+            if let Some(earlier) = self.compactor.replace(thread) {
+                let _ = earlier.join();
+            }
         }
     }
 }
@@ -678,7 +736,9 @@ impl Engine for Log {
 
     fn flush(&mut self) {
         if self.pending.is_empty() {
-            return;
+            // Changes that write no record (a clear of an empty history)
+            // are acknowledged all the same, in their turn.
+            return self.acknowledge_unwritten();
         }
         let staged = std::mem::take(&mut self.staged);
         if self.broken {
@@ -687,10 +747,7 @@ impl Engine for Log {
         }
         match (&*self.file).write_all(&self.pending) {
             Ok(()) => {
-                if self.write_failing {
-                    info!("writes to the log succeed again");
-                    self.write_failing = false;
-                }
+                self.written_again();
                 let n = self.pending.len() as u64;
                 self.active_len += n;
                 self.written += n;
@@ -716,6 +773,7 @@ impl Engine for Log {
                     error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
                     self.write_failing = true;
                 }
+                self.probe = Some((Instant::now() + PROBE_INTERVAL, self.pending.len()));
                 // What part of the batch reached the file is cut off again,
                 // and memory says what the file says.
                 if let Err(e) = self.file.set_len(self.active_len) {
@@ -731,13 +789,14 @@ impl Engine for Log {
     }
 
     fn wants_flush(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.staged.is_empty()
     }
 
     fn poll(&mut self, out: &mut Vec<Outcome>) {
         if self.sync.as_ref().is_some_and(|s| s.failed.load(Ordering::Acquire)) {
             self.break_down();
         }
+        self.probe_writes();
         let durable = self.durable();
         while self.unsynced.front().is_some_and(|(at, _)| *at <= durable) {
             if let Some((_, s)) = self.unsynced.pop_front() {
@@ -774,8 +833,13 @@ impl Engine for Log {
         }
     }
 
+    /// Unhealthy while writes fail (until one succeeds) and after a failed sync.
     fn healthy(&self) -> bool {
-        !self.broken
+        !self.broken && !self.write_failing
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.probe.map(|(at, _)| at)
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
@@ -786,10 +850,10 @@ impl Engine for Log {
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
         self.tokens.push((token.token, key, token.expires_at));
     }
-}
 
-impl Drop for Log {
-    fn drop(&mut self) {
+    /// The sync thread stops and a running compaction ends, so nothing of
+    /// this process touches the dir any more; then its lock is released.
+    fn close(&mut self) {
         if let Some(s) = &self.sync {
             s.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
             s.wake.notify_one();
@@ -797,6 +861,16 @@ impl Drop for Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.compactor.take() {
+            let _ = t.join();
+        }
+        self.lock = None;
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
