@@ -278,6 +278,35 @@ fn help_explains_every_command() {
 }
 
 #[test]
+fn version_and_help_of_the_server() {
+    let client = Client { url: "http://127.0.0.1:1".into(), key: KEY.into(), config: Config::new() };
+    let version = format!("ssehub {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["-V"], &["serve", "--version"], &["serve", "-V"], &["--listen", "127.0.0.1:0", "--version"]] {
+        assert_eq!(client.ok(args), version, "{args:?}");
+    }
+    let usage = client.ok(&["serve", "--help"]);
+    for flag in ["--listen ADDR", "--history N", "--data-dir DIR", "--api-key KEY", "--source NAME", "-V, --version"] {
+        assert!(usage.contains(flag), "{flag} in {usage}");
+    }
+    let main = client.ok(&["--help"]);
+    for flag in ["--url URL", "--api-key KEY", "--profile NAME", "events [-n N]", "--to URL"] {
+        assert!(main.contains(flag), "{flag} in {main}");
+    }
+}
+
+#[test]
+fn a_server_flag_value_that_is_a_command_word_is_no_command() {
+    // `events` is the value of --source here, not the client command.
+    let server = Server::with_args(&["--listen", "127.0.0.1:0", "--api-key", KEY, "--source", "events", "--engine", "memory"]);
+    let client = Client::new(&server);
+    let sources = client.ok(&["list", "sources"]);
+    let names: Vec<&str> = sources.lines().skip(1).filter_map(|row| row.split_whitespace().nth(1)).collect();
+    assert_eq!(names, ["events"], "{sources}");
+    // A client global option's value may be a command word too.
+    client.fails(&["--profile", "events", "list", "st"], 2, "profile \"events\" not found");
+}
+
+#[test]
 fn config_file_and_profiles() {
     let server = Server::start();
     let client = Client { url: String::new(), key: String::new(), ..Client::new(&server) };
@@ -328,8 +357,23 @@ impl Server {
     fn on(port: u16) -> Server {
         let listen = format!("127.0.0.1:{port}");
         // The memory engine: these tests are about the CLI (restarts with the log engine: tests/restart.rs).
-        let args =
-            ["serve", "--listen", &listen, "--api-key", KEY, "--source", "orders", "--handshake-interval", "200ms", "--engine", "memory"];
+        Server::with_args(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--api-key",
+            KEY,
+            "--source",
+            "orders",
+            "--handshake-interval",
+            "200ms",
+            "--engine",
+            "memory",
+        ])
+    }
+
+    /// The binary run with `args` (which must make it serve on 127.0.0.1).
+    fn with_args(args: &[&str]) -> Server {
         let mut child = clean(Command::new(BIN))
             .args(args)
             .env("RUST_LOG", "info")
