@@ -134,16 +134,24 @@ request to URL, a plain http:// server such as http://localhost:3000/hooks
 (https is not supported: the target is meant to be local).
 
 A webhook event (a request to the source's endpoint URL) is sent as the
-original request: its method, its path after the endpoint key and its query
-appended to URL's path, its headers except hop-by-hop ones and Host and
+original request: its method, its path after the endpoint key appended to
+URL's path (dot segments resolved first, so it never leaves URL's path:
+/../admin arrives as <URL's path>/admin), URL's own query if it has one
+then the original query, its headers except hop-by-hop ones and Host and
 Content-Length, and the exact body bytes, so the sender's signature still
 verifies. Any other event is a POST of its JSON (application/json). Every
 request carries ssehub-event-id: <event id>.
 
-One request at a time, in order. A connection error or a 5xx answer is
-retried after 1 s, doubling up to 30 s, at most --max-retries times
-(default 10); then it is reported on stderr and skipped. Any other status
-is final. Each request prints one line on stdout:
+Anyone who has the source's endpoint URL chooses the method, path, query,
+headers and body that reach URL: treat it as a secret, and forward only
+to a server meant to receive them.
+
+One request at a time, in order. A connection error or a 429, 500, 502,
+503 or 504 answer is retried after 1 s, doubling up to 30 s, or after the
+target's Retry-After (seconds or a date; at most 10 minutes), at most
+--max-retries times (default 10); then it is reported on stderr and
+skipped. Any other status is final. Each request prints one line on
+stdout:
   <id> <METHOD> <path> -> <status> (<ms> ms)
 
   --to URL            where to send (required)

@@ -20,6 +20,7 @@ mod http;
 mod json;
 mod output;
 mod response;
+mod retry;
 mod signal;
 mod sse;
 mod url;
