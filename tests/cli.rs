@@ -259,6 +259,26 @@ fn every_failure_is_one_line_and_a_nonzero_status() {
 }
 
 #[test]
+fn a_plain_request_to_a_tls_port_says_the_server_may_want_https() {
+    let nginx_page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n\
+        <center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n\
+        <hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n";
+    let nginx = format!(
+        "HTTP/1.1 400 Bad Request\r\nServer: nginx/1.24.0\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{nginx_page}",
+        nginx_page.len()
+    );
+    // A TLS server's alert (fatal, decode_error) to bytes that are no handshake.
+    let alert = b"\x15\x03\x01\x00\x02\x02\x32".to_vec();
+    for (answer, what) in [(nginx.into_bytes(), "nginx"), (alert, "TLS alert")] {
+        let port = answer_once(answer);
+        let client = Client { url: format!("http://127.0.0.1:{port}"), key: KEY.into(), config: Config::new() };
+        let ran = client.run(&["list", "streams"], None);
+        assert_eq!(ran.code, Some(1), "{what}: {ran:?}");
+        assert!(one_line(&ran.stderr).contains("may want https://"), "{what}: {ran:?}");
+    }
+}
+
+#[test]
 fn help_explains_every_command() {
     let client = Client { url: "http://127.0.0.1:1".into(), key: KEY.into(), config: Config::new() };
     let main = client.ok(&["help"]);
@@ -645,6 +665,19 @@ impl SilentServer {
     fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A port that answers the first request with `answer` and closes.
+fn answer_once(answer: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        if let Ok((mut sock, _)) = listener.accept() {
+            read_head(&mut sock);
+            let _ = sock.write_all(&answer);
+        }
+    });
+    port
 }
 
 fn envelope(n: u32) -> String {

@@ -161,13 +161,33 @@ fn source_path(source: &str) -> String {
     format!("/v1/sources/{}", url::segment(source))
 }
 
-/// The server's own `{"error": ...}` sentence when it sent one.
+/// The server's own `{"error": ...}` sentence when it sent one. A bare
+/// 400 without it is not ssehub's: it is what a TLS port behind a proxy
+/// (nginx's "The plain HTTP request was sent to HTTPS port" page) answers
+/// a plain-HTTP request with.
 fn status_error(status: u16, reason: &str, body: &[u8]) -> Error {
-    let message = json::error_message(body).unwrap_or_else(|| match reason {
-        "" => "the server refused".to_string(),
-        reason => reason.to_string(),
+    let message = json::error_message(body).unwrap_or_else(|| {
+        let said = match (html_title(body), reason) {
+            (Some(title), _) => title,
+            (None, "") => "the server refused".to_string(),
+            (None, reason) => reason.to_string(),
+        };
+        match status {
+            400 => format!("{said}; not an answer of ssehub: {}", http::WANTS_HTTPS),
+            _ => said,
+        }
     });
     Error::Status { status, message }
+}
+
+/// The `<title>` of an HTML page, on one line.
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = text[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    (!title.is_empty()).then_some(title)
 }
 
 fn shape(what: &str) -> Error {
