@@ -129,6 +129,30 @@ fn events_prints_the_last_n_oldest_first() {
 }
 
 #[test]
+fn events_says_when_the_server_kept_fewer_than_asked() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    // The default --history 100 keeps 51..=150.
+    let lines: String = (1..=150).map(|n| format!("{n}\n")).collect();
+    client.ok_with_stdin(&["emit", "--lines", "orders"], &lines);
+    let capped = client.run(&["events", "-n", "1000", "orders"], None);
+    assert_eq!(capped.code, Some(0), "{capped:?}");
+    assert_eq!(capped.stdout.lines().collect::<Vec<_>>(), (51..=150).map(|n| n.to_string()).collect::<Vec<_>>());
+    let notice = one_line(&capped.stderr);
+    assert!(notice.contains("keeps only the newest 100 events of this source") && notice.contains("printed 100"), "{notice}");
+
+    // As many as asked, or all a source ever had: nothing to say.
+    let all = client.run(&["events", "-n", "100", "orders"], None);
+    assert_eq!((all.stdout.lines().count(), all.stderr.as_str()), (100, ""), "{all:?}");
+    client.ok(&["create", "few"]);
+    for n in 1..=5 {
+        client.ok(&["emit", "few", &n.to_string()]);
+    }
+    let few = client.run(&["events", "-n", "1000", "few"], None);
+    assert_eq!((few.code, few.stdout.lines().count(), few.stderr.as_str()), (Some(0), 5, ""), "{few:?}");
+}
+
+#[test]
 fn events_follow_prints_history_then_live_events_and_exits_0_on_ctrl_c() {
     let server = Server::start();
     let client = Client::new(&server);

@@ -66,12 +66,17 @@ impl Api {
 
     /// The newest `limit` events, oldest first (the server sends newest first).
     pub fn recent(&self, source: &str, limit: usize) -> Result<Vec<Envelope>, Error> {
+        self.recent_counted(source, limit).map(|(events, _)| events)
+    }
+
+    /// `recent`, and how many events the server keeps of the source, if it says.
+    pub fn recent_counted(&self, source: &str, limit: usize) -> Result<(Vec<Envelope>, Option<u64>), Error> {
         let path = format!("{}/event_summaries?limit={limit}", source_path(source));
         let body = self.raw("GET", path, None)?;
         let text = String::from_utf8(body).map_err(|_| shape("the answer is not UTF-8"))?;
         let mut events = json::summaries(&text).map_err(|e| shape(&e))?;
         events.reverse();
-        Ok(events)
+        Ok((events, json::total_count(&text)))
     }
 
     /// Opens the source's stream, replaying what came after `after`.

@@ -113,7 +113,8 @@ Prints the last N events of SOURCE, oldest first, one compact JSON payload
 per line (what was emitted), so '> file' saves them.
 
   -n, --limit N   how many past events (default 10; at most what the
-                  server keeps, its --history)
+                  server keeps, its --history: when older events were
+                  dropped and fewer than N are printed, stderr says so)
   -f, --follow    then follow the stream until Ctrl-C (exit status 0)
   --envelope      print whole envelopes {\"id\",\"indexed_at_ms\",\"event\",
                   \"metadata\"} instead of payloads
