@@ -157,7 +157,7 @@ fn shortfall(api: &Api, source: &str, asked: usize, got: usize, kept: Option<u64
         Some(kept) if kept > got as u64 => {
             Some(format!("the server returns at most {got} events at a time; printed {got} of the {kept} it keeps of this source"))
         }
-        _ if dropped_older(api, source) => Some(format!(
+        Some(kept) if kept == got as u64 && dropped_older(api, source) => Some(format!(
             "the server keeps only the newest {got} events of this source (older ones were dropped: see its --history); printed {got}"
         )),
         _ => None,
