@@ -324,28 +324,42 @@ fn under(to: &BaseUrl, path: &str) -> String {
 /// `/` (browsers and some servers read it so; RFC 3986 has no place for
 /// it in a path). Encoded slashes (`%2F`) are data within a segment.
 fn resolve_dots(path: &str) -> String {
-    let path = path.replace('\\', "/");
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let segments: Vec<&str> = path.split(['/', '\\']).skip(1).collect();
     let mut out: Vec<&str> = Vec::with_capacity(segments.len());
     for (i, segment) in segments.iter().enumerate() {
-        let dots = match segment.to_ascii_lowercase().replace("%2e", ".").as_str() {
-            "." => 1,
-            ".." => 2,
-            _ => 0,
-        };
-        if dots == 0 {
-            out.push(segment);
-            continue;
-        }
-        if dots == 2 {
-            out.pop();
-        }
-        // A dot segment at the end leaves the path ending in `/`.
-        if i + 1 == segments.len() {
-            out.push("");
+        match dots(segment) {
+            0 => out.push(segment),
+            n => {
+                if n == 2 {
+                    out.pop();
+                }
+                // A dot segment at the end leaves the path ending in `/`.
+                if i + 1 == segments.len() {
+                    out.push("");
+                }
+            }
         }
     }
-    format!("/{}", out.join("/"))
+    let mut resolved = String::with_capacity(path.len());
+    for segment in out {
+        resolved.push('/');
+        resolved.push_str(segment);
+    }
+    resolved
+}
+
+/// 1 for `.`, 2 for `..` (each dot may be written `%2e` or `%2E`), else 0.
+fn dots(segment: &str) -> usize {
+    let (mut rest, mut n) = (segment.as_bytes(), 0);
+    while let Some(&first) = rest.first() {
+        rest = match rest {
+            [b'%', b'2', e, more @ ..] if e | 0x20 == b'e' => more,
+            _ if first == b'.' => &rest[1..],
+            _ => return 0,
+        };
+        n += 1;
+    }
+    if n <= 2 { n } else { 0 }
 }
 
 /// `--to`'s own query, then the event's (SPEC §7), after the path.

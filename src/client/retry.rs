@@ -38,27 +38,23 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 fn http_date(text: &str) -> Option<u64> {
     let (mut day, mut month, mut year, mut time) = (None, None, None, None);
     for token in text.split([' ', ',', '-']).filter(|t| !t.is_empty()) {
+        let number = |t: &str| t.bytes().all(|b| b.is_ascii_digit()).then(|| t.parse::<u64>().ok()).flatten();
         if let Some(i) = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(token)) {
-            month = Some(i as i64 + 1);
-        } else if token.contains(':') {
-            let mut hms = token.split(':').map(|n| n.parse::<u64>().ok().filter(|_| n.len() == 2));
-            let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-            if hms.next().is_some() || h > 23 || m > 59 || s > 60 {
-                return None;
-            }
-            time = Some(h * 3600 + m * 60 + s);
-        } else if token.bytes().all(|b| b.is_ascii_digit()) {
-            let n: i64 = token.parse().ok()?;
-            match (day, year) {
-                (None, _) => day = Some(n).filter(|d| (1..=31).contains(d)),
-                (Some(_), None) if token.len() == 2 => year = Some(if n >= 70 { 1900 + n } else { 2000 + n }),
-                (Some(_), None) if token.len() == 4 => year = Some(n),
+            month = Some(i as u64 + 1);
+        } else if token.len() == 8 && token.as_bytes()[2] == b':' && token.as_bytes()[5] == b':' {
+            let (h, m, s) = (number(&token[..2])?, number(&token[3..5])?, number(&token[6..])?);
+            time = Some(h * 3600 + m * 60 + s).filter(|_| h < 24 && m < 60 && s < 61);
+        } else if let Some(n) = number(token) {
+            match (day, token.len()) {
+                (None, 1 | 2) => day = Some(n).filter(|d| (1..=31).contains(d)),
+                (Some(_), 2) if year.is_none() => year = Some(if n >= 70 { 1900 + n } else { 2000 + n }),
+                (Some(_), 4) if year.is_none() => year = Some(n),
                 _ => return None,
             }
         }
     }
-    let days = days_from_civil(year?, month?, day?);
-    u64::try_from(days).ok().map(|days| days * 86400 + time.unwrap_or(0)).filter(|_| time.is_some())
+    let days = days_from_civil(year? as i64, month? as i64, day? as i64);
+    Some(u64::try_from(days).ok()? * 86400 + time?)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
