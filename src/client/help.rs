@@ -155,7 +155,8 @@ skipped. Any other status is final. Each request prints one line on
 stdout:
   <id> <METHOD> <path> -> <status> (<ms> ms)
 
-  --to URL            where to send (required)
+  --to URL            where to send (required); a query of its own is sent
+                      before each event's query
   --cursor FILE       keep the last forwarded id in FILE (written anew after
                       each answer); a restarted forward resumes after it,
                       from the server's history, then live. Without it,
@@ -163,8 +164,9 @@ stdout:
   --max-retries N     retries of one event before it is skipped (default 10)
 
 Lost connections to the server are retried as 'events -f' does. Ctrl-C
-exits 0, once a request in flight has its answer (at most 30 s). SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap
-is 30 times it): a knob for tests.";
+exits 0, once a request in flight has its answer (at most 30 s).
+SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap is 30
+times it; a Retry-After is honoured as given): a knob for tests.";
 
 /// The help for `topic` (a command word), or the main help.
 pub fn text(topic: Option<&str>) -> Result<&'static str, String> {
