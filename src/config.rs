@@ -109,30 +109,37 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The flags of `ssehub serve`, each also read from `SSEHUB_<FLAG>`.
-const FLAGS: &[(&str, &str)] = &[
-    ("listen", "address to bind [default: 127.0.0.1:8080]"),
-    ("api-key", "key of the default account [default: generated and logged]"),
-    ("keys-file", "file of `KEY ACCOUNT` lines: more accounts"),
-    ("source", "create this source in the default account at start (repeatable)"),
-    ("handshake-interval", "period of the :sse-handshake comment [default: 15s]"),
-    ("history", "events kept per source [default: 100]"),
-    ("max-event-bytes", "largest emit or webhook body [default: 524288]"),
-    ("max-subscriber-buffer", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
-    ("max-connections", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
-    ("public-url", "base of the URLs the API returns [default: from the request's Host]"),
-    ("state-file", "import sources and retained events from this file of an earlier version"),
-    ("engine", "where sources and history live: log, memory or redis [default: log; redis with --redis]"),
-    ("data-dir", "the log engine's directory [default: ./ssehub-data]"),
-    ("fsync", "when the log is synced: always, everysec or never [default: everysec]"),
-    ("cors-origin", "origins allowed to call /v1 from a browser: * or a comma list [default: none]"),
-    ("metrics-listen", "serve /metrics on this address instead of the main one [default: none]"),
-    ("max-body-bytes-in-flight", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
-    ("repair", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
-    ("redis", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
-    ("redis-partitions", "live partition streams in Redis; the first node's count wins [default: 16]"),
-    ("reuse-port", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
+/// The flags of `ssehub serve`, each also read from `SSEHUB_<FLAG>`: name,
+/// the placeholder of its value (empty for a switch), help.
+const FLAGS: &[(&str, &str, &str)] = &[
+    ("listen", "ADDR", "address to bind [default: 127.0.0.1:8080]"),
+    ("api-key", "KEY", "key of the default account [default: generated and logged]"),
+    ("keys-file", "FILE", "file of `KEY ACCOUNT` lines: more accounts"),
+    ("source", "NAME", "create this source in the default account at start (repeatable)"),
+    ("handshake-interval", "DURATION", "period of the :sse-handshake comment [default: 15s]"),
+    ("history", "N", "events kept per source [default: 100]"),
+    ("max-event-bytes", "BYTES", "largest emit or webhook body [default: 524288]"),
+    ("max-subscriber-buffer", "BYTES", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
+    ("max-connections", "N", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
+    ("public-url", "URL", "base of the URLs the API returns [default: from the request's Host]"),
+    ("state-file", "FILE", "import sources and retained events from this file of an earlier version"),
+    ("engine", "ENGINE", "where sources and history live: log, memory or redis [default: log; redis with --redis]"),
+    ("data-dir", "DIR", "the log engine's directory [default: ./ssehub-data]"),
+    ("fsync", "MODE", "when the log is synced: always, everysec or never [default: everysec]"),
+    ("cors-origin", "ORIGINS", "origins allowed to call /v1 from a browser: * or a comma list [default: none]"),
+    ("metrics-listen", "ADDR", "serve /metrics on this address instead of the main one [default: none]"),
+    ("max-body-bytes-in-flight", "BYTES", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
+    ("repair", "", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
+    ("redis", "URL", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
+    ("redis-partitions", "N", "live partition streams in Redis; the first node's count wins [default: 16]"),
+    ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
 ];
+
+/// Whether `--name` is a server flag followed by its value (`--listen
+/// ADDR`), so that the value is never mistaken for a command word.
+pub fn takes_value(name: &str) -> bool {
+    FLAGS.iter().any(|(n, placeholder, _)| *n == name && !placeholder.is_empty())
+}
 
 /// The help text of `ssehub serve`.
 pub fn usage() -> String {
@@ -141,10 +148,12 @@ pub fn usage() -> String {
          (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
          the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file.\n\nFlags:\n",
     );
-    for (name, help) in FLAGS {
-        s.push_str(&format!("  --{name:<26}{help}\n"));
+    for (name, placeholder, help) in FLAGS {
+        let flag = format!("--{name} {placeholder}");
+        s.push_str(&format!("  {flag:<36}{help}\n"));
     }
-    s.push_str("  -h, --help                  print this help\n");
+    s.push_str(&format!("  {:<36}print this help\n", "-h, --help"));
+    s.push_str(&format!("  {:<36}print the version\n", "-V, --version"));
     s
 }
 
@@ -162,18 +171,18 @@ impl Config {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (flag, None),
             };
-            let Some(&(name, _)) = FLAGS.iter().find(|(n, _)| *n == name) else {
+            let Some(&(name, _, _)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
                 return Err(ConfigError(format!("unknown flag `--{name}` (see ssehub --help)")));
             };
             let value = match inline {
                 Some(v) => v,
-                None if name == "repair" || name == "reuse-port" => String::new(),
+                None if !takes_value(name) => String::new(),
                 None => it.next().cloned().ok_or_else(|| ConfigError(format!("--{name} needs a value")))?,
             };
             given.push((name, value));
         }
         let mut config = Config::default();
-        for &(name, _) in FLAGS {
+        for &(name, _, _) in FLAGS {
             let from_flags: Vec<String> = given.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect();
             let values = if from_flags.is_empty() {
                 let var = format!("SSEHUB_{}", name.to_uppercase().replace('-', "_"));

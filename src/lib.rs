@@ -67,7 +67,7 @@ mod verify;
 #[doc(hidden)]
 pub mod client;
 
-pub use config::{Config, ConfigError, usage};
+pub use config::{Config, ConfigError, takes_value, usage};
 pub use engine::EngineKind;
 pub use handle::{Error, Handle, Server, SourceInfo};
 pub use metrics::Stats;

@@ -17,6 +17,10 @@ fn main() -> ExitCode {
         print!("{}", ssehub::usage());
         return ExitCode::SUCCESS;
     }
+    if flags.iter().any(|a| a == "-V" || a == "--version") {
+        println!("ssehub {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     init_logging(&std::env::var("RUST_LOG").unwrap_or_default());
     let config = match ssehub::Config::from_args(flags, |name| std::env::var(name).ok()) {
         Ok(c) => c,
@@ -66,14 +70,24 @@ fn serve(config: ssehub::Config) -> std::io::Result<()> {
     reactor.join().unwrap_or(Ok(()))
 }
 
-/// `ssehub`, `ssehub serve ...` and `ssehub --listen ...` serve; anything
-/// naming a client command is a client call.
+/// `ssehub`, `ssehub serve ...` and `ssehub --listen ...` serve; a line
+/// whose first word is a client command is a client call. A flag's value
+/// is not a word (`--source events` names a source), so the server's and
+/// the client's flags that take one skip it.
 fn is_serve(args: &[String]) -> bool {
     match args.first().map(String::as_str) {
-        None | Some("serve") => true,
-        Some(first) if first.starts_with('-') => {
-            !args.iter().any(|a| client::COMMANDS.contains(&a.as_str())) && !matches!(first, "-h" | "--help" | "-V" | "--version")
-        }
-        _ => false,
+        None | Some("serve") => return true,
+        Some("-h" | "--help" | "-V" | "--version") => return false,
+        Some(first) if !first.starts_with('-') => return false,
+        _ => {}
     }
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.strip_prefix('-') else { return !client::COMMANDS.contains(&arg.as_str()) };
+        let name = flag.trim_start_matches('-');
+        if !name.contains('=') && (ssehub::takes_value(name) || client::takes_value(arg)) {
+            args.next();
+        }
+    }
+    true
 }

@@ -129,6 +129,30 @@ fn events_prints_the_last_n_oldest_first() {
 }
 
 #[test]
+fn events_says_when_the_server_kept_fewer_than_asked() {
+    let server = Server::start();
+    let client = Client::new(&server);
+    // The default --history 100 keeps 51..=150.
+    let lines: String = (1..=150).map(|n| format!("{n}\n")).collect();
+    client.ok_with_stdin(&["emit", "--lines", "orders"], &lines);
+    let capped = client.run(&["events", "-n", "1000", "orders"], None);
+    assert_eq!(capped.code, Some(0), "{capped:?}");
+    assert_eq!(capped.stdout.lines().collect::<Vec<_>>(), (51..=150).map(|n| n.to_string()).collect::<Vec<_>>());
+    let notice = one_line(&capped.stderr);
+    assert!(notice.contains("keeps only the newest 100 events of this source") && notice.contains("printed 100"), "{notice}");
+
+    // As many as asked, or all a source ever had: nothing to say.
+    let all = client.run(&["events", "-n", "100", "orders"], None);
+    assert_eq!((all.stdout.lines().count(), all.stderr.as_str()), (100, ""), "{all:?}");
+    client.ok(&["create", "few"]);
+    for n in 1..=5 {
+        client.ok(&["emit", "few", &n.to_string()]);
+    }
+    let few = client.run(&["events", "-n", "1000", "few"], None);
+    assert_eq!((few.code, few.stdout.lines().count(), few.stderr.as_str()), (Some(0), 5, ""), "{few:?}");
+}
+
+#[test]
 fn events_follow_prints_history_then_live_events_and_exits_0_on_ctrl_c() {
     let server = Server::start();
     let client = Client::new(&server);
@@ -259,6 +283,26 @@ fn every_failure_is_one_line_and_a_nonzero_status() {
 }
 
 #[test]
+fn a_plain_request_to_a_tls_port_says_the_server_may_want_https() {
+    let nginx_page = "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n\
+        <center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n\
+        <hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n";
+    let nginx = format!(
+        "HTTP/1.1 400 Bad Request\r\nServer: nginx/1.24.0\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{nginx_page}",
+        nginx_page.len()
+    );
+    // A TLS server's alert (fatal, decode_error) to bytes that are no handshake.
+    let alert = b"\x15\x03\x01\x00\x02\x02\x32".to_vec();
+    for (answer, what) in [(nginx.into_bytes(), "nginx"), (alert, "TLS alert")] {
+        let port = answer_once(answer);
+        let client = Client { url: format!("http://127.0.0.1:{port}"), key: KEY.into(), config: Config::new() };
+        let ran = client.run(&["list", "streams"], None);
+        assert_eq!(ran.code, Some(1), "{what}: {ran:?}");
+        assert!(one_line(&ran.stderr).contains("may want https://"), "{what}: {ran:?}");
+    }
+}
+
+#[test]
 fn help_explains_every_command() {
     let client = Client { url: "http://127.0.0.1:1".into(), key: KEY.into(), config: Config::new() };
     let main = client.ok(&["help"]);
@@ -275,6 +319,35 @@ fn help_explains_every_command() {
     for flag in ["--url", "--api-key", "--profile", "SSEHUB_URL", "SSEHUB_API_KEY"] {
         assert!(main.contains(flag), "{flag}");
     }
+}
+
+#[test]
+fn version_and_help_of_the_server() {
+    let client = Client { url: "http://127.0.0.1:1".into(), key: KEY.into(), config: Config::new() };
+    let version = format!("ssehub {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["-V"], &["serve", "--version"], &["serve", "-V"], &["--listen", "127.0.0.1:0", "--version"]] {
+        assert_eq!(client.ok(args), version, "{args:?}");
+    }
+    let usage = client.ok(&["serve", "--help"]);
+    for flag in ["--listen ADDR", "--history N", "--data-dir DIR", "--api-key KEY", "--source NAME", "-V, --version"] {
+        assert!(usage.contains(flag), "{flag} in {usage}");
+    }
+    let main = client.ok(&["--help"]);
+    for flag in ["--url URL", "--api-key KEY", "--profile NAME", "events [-n N]", "--to URL"] {
+        assert!(main.contains(flag), "{flag} in {main}");
+    }
+}
+
+#[test]
+fn a_server_flag_value_that_is_a_command_word_is_no_command() {
+    // `events` is the value of --source here, not the client command.
+    let server = Server::with_args(&["--listen", "127.0.0.1:0", "--api-key", KEY, "--source", "events", "--engine", "memory"]);
+    let client = Client::new(&server);
+    let sources = client.ok(&["list", "sources"]);
+    let names: Vec<&str> = sources.lines().skip(1).filter_map(|row| row.split_whitespace().nth(1)).collect();
+    assert_eq!(names, ["events"], "{sources}");
+    // A client global option's value may be a command word too.
+    client.fails(&["--profile", "events", "list", "st"], 2, "profile \"events\" not found");
 }
 
 #[test]
@@ -328,8 +401,23 @@ impl Server {
     fn on(port: u16) -> Server {
         let listen = format!("127.0.0.1:{port}");
         // The memory engine: these tests are about the CLI (restarts with the log engine: tests/restart.rs).
-        let args =
-            ["serve", "--listen", &listen, "--api-key", KEY, "--source", "orders", "--handshake-interval", "200ms", "--engine", "memory"];
+        Server::with_args(&[
+            "serve",
+            "--listen",
+            &listen,
+            "--api-key",
+            KEY,
+            "--source",
+            "orders",
+            "--handshake-interval",
+            "200ms",
+            "--engine",
+            "memory",
+        ])
+    }
+
+    /// The binary run with `args` (which must make it serve on 127.0.0.1).
+    fn with_args(args: &[&str]) -> Server {
         let mut child = clean(Command::new(BIN))
             .args(args)
             .env("RUST_LOG", "info")
@@ -601,6 +689,19 @@ impl SilentServer {
     fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
+}
+
+/// A port that answers the first request with `answer` and closes.
+fn answer_once(answer: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        if let Ok((mut sock, _)) = listener.accept() {
+            read_head(&mut sock);
+            let _ = sock.write_all(&answer);
+        }
+    });
+    port
 }
 
 fn envelope(n: u32) -> String {

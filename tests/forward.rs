@@ -154,6 +154,98 @@ fn a_5xx_is_retried_and_a_404_is_not() {
 }
 
 #[test]
+fn a_status_that_will_not_change_is_final_at_once() {
+    let server = TestServer::start(&[]);
+    server.create_source("s");
+    let receiver = Receiver::start();
+    receiver.script(&[501, 400, 505]);
+    let mut fwd = Forward::start(&server, "s", &receiver.url(), &[]);
+    for n in 1..=4 {
+        server.emit("s", &n.to_string());
+    }
+    let got = receiver.wait_for(4);
+    assert_eq!(bodies(&got), ["1", "2", "3", "4"], "each event once: 501, 400 and 505 are final");
+    receiver.assert_no_more(4);
+    let lines = fwd.lines(4);
+    for (line, status) in lines.iter().zip(["501", "400", "505", "200"]) {
+        assert!(line.contains(&format!(" -> {status} (")), "{lines:?}");
+    }
+    assert!(!fwd.stderr().contains("retry"), "{}", fwd.stderr());
+    fwd.stop();
+}
+
+#[test]
+fn retry_after_sets_the_wait_before_the_retry() {
+    let server = TestServer::start(&[]);
+    server.create_source("s");
+    let receiver = Receiver::start();
+    // The backoff is 100 ms here: the second try waits the 1 s asked for.
+    receiver.script_with(&[(503, "Retry-After: 1\r\n"), (429, "Retry-After: 0\r\n")]);
+    let mut fwd = Forward::start(&server, "s", &receiver.url(), &[]);
+    server.emit("s", "1");
+    let got = receiver.wait_for(3);
+    assert_eq!(bodies(&got), ["1", "1", "1"]);
+    let waited = got[1].at - got[0].at;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}, not after the 1 s Retry-After asks");
+    assert!(fwd.line().contains(" -> 200 ("));
+    fwd.wait_for_notice("-> 503; retry 1 of 10 in 1000 ms");
+    fwd.wait_for_notice("-> 429; retry 2 of 10 in 0 ms");
+    fwd.stop();
+}
+
+#[test]
+fn a_target_query_comes_before_the_event_query() {
+    let server = TestServer::start(&[]);
+    let source = server.create_source("hooks");
+    let endpoint = endpoint_path(&server, &source);
+    let receiver = Receiver::start();
+    let mut fwd = Forward::start(&server, "hooks", &format!("{}/in?token=abc&v=2", receiver.url()), &[]);
+    send(&server, "POST", &format!("{endpoint}/gh?a=1&b=x%20y"), "", b"{}");
+    send(&server, "GET", &endpoint, "", b"");
+    server.emit("hooks", "1");
+    let got = receiver.wait_for(3);
+    let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/in/gh?token=abc&v=2&a=1&b=x%20y", "/in?token=abc&v=2", "/in?token=abc&v=2"]);
+    fwd.lines(3);
+    fwd.stop();
+}
+
+#[test]
+fn an_endpoint_request_never_reaches_above_the_target_path() {
+    let server = TestServer::start(&[]);
+    let source = server.create_source("hooks");
+    let endpoint = endpoint_path(&server, &source);
+    let receiver = Receiver::start();
+    let mut fwd = Forward::start(&server, "hooks", &format!("{}/hooks", receiver.url()), &[]);
+    let secrets = "Cookie: session=attacker\r\nAuthorization: Bearer attacker\r\n";
+    let sent = ["/../../admin/users/1", "/%2e%2e/%2E%2E/admin/users/2", "/x/..\\..\\..\\admin/users/3", "/a/./b/../../../c"];
+    for suffix in sent {
+        send(&server, "DELETE", &format!("{endpoint}{suffix}"), secrets, b"");
+    }
+    let got = receiver.wait_for(4);
+    let targets: Vec<&str> = got.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, ["/hooks/admin/users/1", "/hooks/admin/users/2", "/hooks/admin/users/3", "/hooks/c"]);
+    fwd.lines(4);
+    fwd.stop();
+}
+
+#[test]
+fn a_target_with_credentials_or_a_fragment_is_refused_naming_to() {
+    for (to, why) in [("http://u:p@localhost:3000/", "user:password in --to"), ("http://localhost:3000/in#x", "fragment")] {
+        let out = Command::new(support::bin())
+            .args(["forward", "s", "--to", to])
+            .env("SSEHUB_URL", "http://127.0.0.1:1")
+            .env("SSEHUB_API_KEY", KEY)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!((out.status.code(), stderr.lines().count()), (Some(2), 1), "{stderr}");
+        assert!(stderr.contains(&format!("--to {to}: ")) && stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("--api-key") && !stderr.contains("server URL"), "advice for the server: {stderr}");
+    }
+}
+
+#[test]
 fn retries_run_out_and_the_event_is_skipped() {
     let server = TestServer::start(&[]);
     server.create_source("s");
@@ -316,6 +408,8 @@ struct Request {
     /// Lower-case names, in order.
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// When its head had been read.
+    at: Instant,
 }
 
 impl Request {
@@ -325,11 +419,12 @@ impl Request {
 }
 
 /// The local server `forward` sends to: records each request, answers the
-/// next status of its script (200 once the script is used up).
+/// next status (and extra header lines) of its script (200 once the script
+/// is used up).
 struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Request>>>,
-    statuses: Arc<Mutex<VecDeque<u16>>>,
+    statuses: Arc<Mutex<VecDeque<(u16, String)>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -354,9 +449,9 @@ impl Receiver {
                     Ok((sock, _)) => {
                         sock.set_nonblocking(false).unwrap();
                         if let Some(request) = read_request(&sock) {
-                            let status = s.lock().unwrap().pop_front().unwrap_or(200);
+                            let (status, headers) = s.lock().unwrap().pop_front().unwrap_or((200, String::new()));
                             g.lock().unwrap().push(request);
-                            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                            let answer = format!("HTTP/1.1 {status} X\r\n{headers}Content-Length: 2\r\nConnection: close\r\n\r\nok");
                             let _ = (&sock).write_all(answer.as_bytes());
                         }
                     }
@@ -376,7 +471,12 @@ impl Receiver {
     }
 
     fn script(&self, statuses: &[u16]) {
-        self.statuses.lock().unwrap().extend(statuses);
+        self.statuses.lock().unwrap().extend(statuses.iter().map(|&s| (s, String::new())));
+    }
+
+    /// Answers with header lines (`Name: value\r\n` each) of their own.
+    fn script_with(&self, answers: &[(u16, &str)]) {
+        self.statuses.lock().unwrap().extend(answers.iter().map(|&(s, h)| (s, h.to_string())));
     }
 
     /// Waits until `n` requests came; returns them.
@@ -411,6 +511,7 @@ fn read_request(sock: &TcpStream) -> Option<Request> {
     let mut r = BufReader::new(sock);
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
+    let at = Instant::now();
     let mut words = line.split_whitespace();
     let (method, target) = (words.next()?.to_string(), words.next()?.to_string());
     let mut headers = Vec::new();
@@ -427,7 +528,7 @@ fn read_request(sock: &TcpStream) -> Option<Request> {
     let len: usize = headers.iter().find(|(n, _)| n == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
-    Some(Request { method, target, headers, body })
+    Some(Request { method, target, headers, body, at })
 }
 
 /// A running `ssehub forward`: its stdout line by line, its stderr as a whole.

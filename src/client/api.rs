@@ -66,12 +66,17 @@ impl Api {
 
     /// The newest `limit` events, oldest first (the server sends newest first).
     pub fn recent(&self, source: &str, limit: usize) -> Result<Vec<Envelope>, Error> {
+        self.recent_counted(source, limit).map(|(events, _)| events)
+    }
+
+    /// `recent`, and how many events the server keeps of the source, if it says.
+    pub fn recent_counted(&self, source: &str, limit: usize) -> Result<(Vec<Envelope>, Option<u64>), Error> {
         let path = format!("{}/event_summaries?limit={limit}", source_path(source));
         let body = self.raw("GET", path, None)?;
         let text = String::from_utf8(body).map_err(|_| shape("the answer is not UTF-8"))?;
         let mut events = json::summaries(&text).map_err(|e| shape(&e))?;
         events.reverse();
-        Ok(events)
+        Ok((events, json::total_count(&text)))
     }
 
     /// Opens the source's stream, replaying what came after `after`.
@@ -161,13 +166,33 @@ fn source_path(source: &str) -> String {
     format!("/v1/sources/{}", url::segment(source))
 }
 
-/// The server's own `{"error": ...}` sentence when it sent one.
+/// The server's own `{"error": ...}` sentence when it sent one. A bare
+/// 400 without it is not ssehub's: it is what a TLS port behind a proxy
+/// (nginx's "The plain HTTP request was sent to HTTPS port" page) answers
+/// a plain-HTTP request with.
 fn status_error(status: u16, reason: &str, body: &[u8]) -> Error {
-    let message = json::error_message(body).unwrap_or_else(|| match reason {
-        "" => "the server refused".to_string(),
-        reason => reason.to_string(),
+    let message = json::error_message(body).unwrap_or_else(|| {
+        let said = match (html_title(body), reason) {
+            (Some(title), _) => title,
+            (None, "") => "the server refused".to_string(),
+            (None, reason) => reason.to_string(),
+        };
+        match status {
+            400 => format!("{said}; not an answer of ssehub: {}", http::WANTS_HTTPS),
+            _ => said,
+        }
     });
     Error::Status { status, message }
+}
+
+/// The `<title>` of an HTML page, on one line.
+fn html_title(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title = text[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    (!title.is_empty()).then_some(title)
 }
 
 fn shape(what: &str) -> Error {

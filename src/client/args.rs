@@ -8,6 +8,9 @@ pub const EVENTS_DEFAULT: usize = 10;
 /// How often `forward` retries a request when `--max-retries` is not given.
 pub const RETRIES_DEFAULT: u32 = 10;
 
+/// The global options that take a value.
+pub const GLOBAL_VALUED: &[&str] = &["--url", "--api-key", "-p", "--profile"];
+
 #[derive(Debug, Default, PartialEq)]
 pub struct Globals {
     pub url: Option<String>,

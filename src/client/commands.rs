@@ -4,15 +4,20 @@ use super::api::{Api, Source};
 use super::args::{Secret, VerifyArgs};
 use super::error::Error;
 use super::follow;
+use super::http::Progress;
 use super::json;
 use super::output::{notice, print, table, utc};
 use super::signal;
+use super::sse;
 use std::io::{self, BufRead, IsTerminal, Read};
+use std::time::{Duration, Instant};
 
 /// The resume point when the history is empty: older than any id, so the
 /// stream replays whatever arrived between the history call and the
 /// stream call, none of which has been printed.
 const BEFORE_ALL: &str = "0-0";
+/// How long `events` waits to learn whether older events were dropped.
+const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn list_streams(api: &Api) -> Result<(), Error> {
     let mut rows = vec![cells(["NAME", "TYPE", "VISIBILITY", "SSE"])];
@@ -125,15 +130,63 @@ pub fn events(api: &Api, source: &str, limit: usize, follow: bool, envelope: boo
     }
     // Following needs the newest id even with `-n 0`: the stream resumes there.
     let fetch = if follow { limit.max(1) } else { limit };
-    let recent = if fetch == 0 { Vec::new() } else { api.recent(source, fetch)? };
+    let (recent, kept) = if fetch == 0 { (Vec::new(), None) } else { api.recent_counted(source, fetch)? };
     for event in &recent[recent.len().saturating_sub(limit)..] {
         print(if envelope { &event.raw } else { &event.event })?;
+    }
+    if let Some(why) = shortfall(api, source, limit, recent.len(), kept) {
+        notice(why);
     }
     if !follow {
         return Ok(());
     }
     let after = recent.last().map_or(BEFORE_ALL, |event| &event.id);
     follow::run(api, source, after.to_string(), &mut |event| print(if envelope { &event.raw } else { &event.event }))
+}
+
+/// Why fewer than the `asked` events came back, when it is not simply
+/// that the source has no more: the server returned fewer than it keeps
+/// (a cap on one answer), or it keeps no events older than these (they
+/// fell out of its --history, or were cleared). A user who asked for 1000
+/// and got 100 should not take them for the source's whole past.
+fn shortfall(api: &Api, source: &str, asked: usize, got: usize, kept: Option<u64>) -> Option<String> {
+    if got >= asked || got == 0 {
+        return None;
+    }
+    match kept {
+        Some(kept) if kept > got as u64 => {
+            Some(format!("the server returns at most {got} events at a time; printed {got} of the {kept} it keeps of this source"))
+        }
+        Some(kept) if kept == got as u64 && dropped_older(api, source) => Some(format!(
+            "the server keeps only the newest {got} events of this source (older ones were dropped: see its --history); printed {got}"
+        )),
+        _ => None,
+    }
+}
+
+/// Whether events older than those kept were dropped: a stream resumed
+/// from before every id then begins with a `gap` frame (SPEC §2.2), else
+/// with the oldest kept event. Unknown counts as no.
+fn dropped_older(api: &Api, source: &str) -> bool {
+    let Ok(mut stream) = api.stream(source, Some(BEFORE_ALL), PROBE_PATIENCE) else { return false };
+    let mut parser = sse::Parser::default();
+    let (mut bytes, mut events) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < PROBE_PATIENCE {
+        bytes.clear();
+        match stream.read(&mut bytes) {
+            Ok(Progress::Bytes) => {}
+            Ok(Progress::Quiet) => continue,
+            Ok(Progress::End) | Err(_) => return false,
+        }
+        if parser.feed(&bytes, &mut events).is_err() {
+            return false;
+        }
+        if let Some(first) = events.first() {
+            return first.name.as_deref() == Some("gap");
+        }
+    }
+    false
 }
 
 fn cells<const N: usize>(values: [&str; N]) -> Vec<String> {

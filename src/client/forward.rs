@@ -3,9 +3,12 @@
 //! webhook event is sent as the original request (method, path suffix and
 //! query under `--to`'s path, headers but hop-by-hop ones, the exact body
 //! bytes, so the sender's signature still verifies); any other event is a
-//! `POST` of its JSON. One request at a time, in order; a connection
-//! error or a 5xx is retried with backoff, then reported and skipped.
-//! `--cursor FILE` keeps the last id forwarded, so a restart resumes after it.
+//! `POST` of its JSON. The original path stays under `--to`'s path: its
+//! dot segments are resolved first. One request at a time, in order; a
+//! connection error, 429, 500, 502, 503 or 504 is retried with backoff
+//! (or after the target's `Retry-After`), then reported and skipped; any
+//! other status is final. `--cursor FILE` keeps the last id forwarded, so
+//! a restart resumes after it.
 
 use super::api::Api;
 use super::error::Error;
@@ -13,13 +16,15 @@ use super::follow;
 use super::http;
 use super::json::Envelope;
 use super::output::{notice, print};
+use super::retry;
 use super::signal;
-use super::url::{self, BaseUrl};
+use super::url::{self, BaseUrl, Flaw};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// First retry after this, doubling up to `BACKOFF_MAX_FACTOR` times it.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -36,18 +41,49 @@ const BEFORE_ALL: &str = "0-0";
 const NOT_FORWARDED: &[&str] =
     &["connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "ssehub-event-id"];
 
-/// The `--to` URL: plain HTTP only (the target is on this machine or near it).
-pub fn target(to: &str) -> Result<BaseUrl, Error> {
-    if to.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")) {
-        return Err(Error::Usage(format!(
-            "forward: --to {to}: https is not supported; forward to a plain http:// server (such as http://localhost:3000)"
-        )));
+/// The `--to` URL: plain HTTP only (the target is on this machine or near
+/// it), with a query of its own if it has one.
+#[derive(Debug)]
+pub struct Target {
+    pub base: BaseUrl,
+    /// Sent before the event's own query.
+    pub query: Option<String>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.query {
+            Some(query) => write!(f, "{}?{query}", self.base),
+            None => write!(f, "{}", self.base),
+        }
     }
-    BaseUrl::parse(to).map_err(|e| Error::Usage(format!("forward: --to {e}")))
+}
+
+pub fn target(to: &str) -> Result<Target, Error> {
+    let refuse = |why: &str| Error::Usage(format!("forward: --to {to}: {why}"));
+    let parts = url::split(to).map_err(|flaw| match flaw {
+        Flaw::Https => refuse("https is not supported; forward to a plain http:// server (such as http://localhost:3000)"),
+        Flaw::NotHttp => refuse("the target must be an http:// URL (such as http://localhost:3000/hooks)"),
+        Flaw::BadHostOrPort => refuse("bad host or port"),
+    })?;
+    if parts.credentials {
+        return Err(refuse(
+            "user:password in --to is not sent; each request carries the original request's own headers (its Authorization, if it had one)",
+        ));
+    }
+    if parts.fragment {
+        return Err(refuse("a fragment (#...) is never sent in a request; leave it out"));
+    }
+    let query = parts.query.map(|q| q.trim_matches('&')).filter(|q| !q.is_empty());
+    let sent = format!("{}{}", parts.base.prefix, query.unwrap_or(""));
+    if !sent.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse("spaces and other special characters in the path or query must be percent-encoded"));
+    }
+    Ok(Target { base: parts.base, query: query.map(str::to_string) })
 }
 
 /// Forwards until stopped or refused.
-pub fn run(api: &Api, source: &str, target: &BaseUrl, cursor: Option<&str>, max_retries: u32) -> Result<(), Error> {
+pub fn run(api: &Api, source: &str, target: &Target, cursor: Option<&str>, max_retries: u32) -> Result<(), Error> {
     signal::install();
     let first = follow::millis_from_env(BACKOFF_ENV, BACKOFF_FIRST)?;
     let cursor = cursor.map(PathBuf::from);
@@ -68,53 +104,53 @@ pub fn run(api: &Api, source: &str, target: &BaseUrl, cursor: Option<&str>, max_
 }
 
 struct Forwarder<'a> {
-    target: &'a BaseUrl,
+    target: &'a Target,
     cursor: Option<PathBuf>,
     max_retries: u32,
     first: Duration,
 }
 
-/// How one attempt ended.
-enum Attempt {
-    Answered(u16),
-    Failed(Error),
+/// The target's answer to one attempt.
+struct Answer {
+    status: u16,
+    /// How long it asks to wait before the next try.
+    retry_after: Option<Duration>,
 }
 
 impl Forwarder<'_> {
     /// Sends one event until it gets a final answer or the retries run out.
     fn forward(&mut self, event: &Envelope) -> Result<(), Error> {
         let request = Replay::of(event, self.target);
-        let bytes = request.encode(self.target, &event.id);
+        let bytes = request.encode(&self.target.base, &event.id);
         let mut backoff = self.first;
         for attempt in 0..=self.max_retries {
             let started = Instant::now();
             let outcome = match self.send(&request, &bytes) {
-                Ok(status) => Attempt::Answered(status),
                 Err(Error::Stopped) => return Err(Error::Stopped),
-                Err(err) => Attempt::Failed(err),
+                outcome => outcome,
             };
             let line = format!("{} {} {}", event.id, request.method, request.target);
             let last = attempt == self.max_retries;
-            match outcome {
-                Attempt::Answered(status) if status < 500 || last => {
+            let retry = |what: String, wait: Duration| {
+                notice(format!("{line}{what}; retry {} of {} in {} ms", attempt + 1, self.max_retries, wait.as_millis()));
+                wait
+            };
+            let wait = match outcome {
+                Ok(Answer { status, .. }) if !retry::is_retried(status) || last => {
                     print(&format!("{line} -> {status} ({} ms)", started.elapsed().as_millis()))?;
-                    if status >= 500 {
+                    if retry::is_retried(status) {
                         notice(format!("{line}: still {status} after {} retries; skipped", self.max_retries));
                     }
                     return self.save(&event.id);
                 }
-                Attempt::Answered(status) => {
-                    notice(format!("{line} -> {status}; retry {} of {} in {} ms", attempt + 1, self.max_retries, backoff.as_millis()))
-                }
-                Attempt::Failed(err) if last => {
+                Ok(Answer { status, retry_after }) => retry(format!(" -> {status}"), retry_after.unwrap_or(backoff)),
+                Err(err) if last => {
                     notice(format!("{line}: {err}; gave up after {} retries, skipped", self.max_retries));
                     return self.save(&event.id);
                 }
-                Attempt::Failed(err) => {
-                    notice(format!("{line}: {err}; retry {} of {} in {} ms", attempt + 1, self.max_retries, backoff.as_millis()))
-                }
-            }
-            follow::pause(backoff)?;
+                Err(err) => retry(format!(": {err}"), backoff),
+            };
+            follow::pause(wait)?;
             backoff = (backoff * 2).min(self.first * BACKOFF_MAX_FACTOR);
         }
         Ok(())
@@ -123,21 +159,22 @@ impl Forwarder<'_> {
     /// One attempt: the status of the answer, its body read and dropped. A
     /// Ctrl-C meanwhile waits for the answer, so that a clean stop never
     /// leaves a request sent but not recorded in the cursor.
-    fn send(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
+    fn send(&self, request: &Replay, bytes: &[u8]) -> Result<Answer, Error> {
         signal::hold(true);
         let result = self.attempt(request, bytes);
         signal::hold(false);
         result
     }
 
-    fn attempt(&self, request: &Replay, bytes: &[u8]) -> Result<u16, Error> {
-        let exchange = http::send_bytes(self.target, bytes, PATIENCE)?;
+    fn attempt(&self, request: &Replay, bytes: &[u8]) -> Result<Answer, Error> {
+        let exchange = http::send_bytes(&self.target.base, bytes, PATIENCE)?;
         let status = exchange.head.status;
+        let retry_after = exchange.head.header("retry-after").and_then(|v| retry::retry_after(v, SystemTime::now()));
         // An answer to HEAD has no body, whatever its Content-Length says.
         if request.method != "HEAD" {
             exchange.read_body(PATIENCE)?;
         }
-        Ok(status)
+        Ok(Answer { status, retry_after })
     }
 
     /// Records `id` as forwarded: a new file renamed over the old, so a
@@ -163,13 +200,13 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(event: &Envelope, to: &BaseUrl) -> Replay {
+    fn of(event: &Envelope, to: &Target) -> Replay {
         let payload: Option<Fields> = serde_json::from_str(&event.event).ok();
         match payload.as_ref().and_then(|p| Replay::webhook(p, to)) {
             Some(replay) => replay,
             None => Replay {
                 method: "POST".into(),
-                target: under(to, "/"),
+                target: with_query(under(&to.base, "/"), to, String::new()),
                 headers: vec![
                     ("Content-Type".into(), "application/json".into()),
                     ("User-Agent".into(), concat!("ssehub/", env!("CARGO_PKG_VERSION")).into()),
@@ -180,7 +217,7 @@ impl Replay {
     }
 
     /// The original request of a webhook event (SPEC §2.4), if it is one.
-    fn webhook(event: &Fields, to: &BaseUrl) -> Option<Replay> {
+    fn webhook(event: &Fields, to: &Target) -> Option<Replay> {
         let text = |key: &str| event.text(key);
         let method = text("method").filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()))?;
         let path = text("path").filter(|p| p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()))?;
@@ -205,12 +242,9 @@ impl Replay {
                 headers.push((name.clone(), value.to_string()));
             }
         }
-        let mut target = under(to, &path);
         let query: Option<Fields> = event.get("query").and_then(|q| serde_json::from_str(q.get()).ok());
-        if let Some(query) = query.filter(|q| !q.0.is_empty()) {
-            target.push('?');
-            target.push_str(&encode_query(&query));
-        }
+        let query = query.map_or_else(String::new, |q| encode_query(&q));
+        let target = with_query(under(&to.base, &resolve_dots(&path)), to, query);
         Some(Replay { method, target, headers, body })
     }
 
@@ -284,6 +318,60 @@ fn under(to: &BaseUrl, path: &str) -> String {
     }
 }
 
+/// `path` (an absolute path as the sender wrote it) with its dot segments
+/// resolved as RFC 3986 §5.2.4 does, so that under `--to`'s path it stays
+/// there: `/a/../../admin` is `/admin`. `%2E` counts as `.`, and `\` as
+/// `/` (browsers and some servers read it so; RFC 3986 has no place for
+/// it in a path). Encoded slashes (`%2F`) are data within a segment.
+fn resolve_dots(path: &str) -> String {
+    let segments: Vec<&str> = path.split(['/', '\\']).skip(1).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        match dots(segment) {
+            0 => out.push(segment),
+            n => {
+                if n == 2 {
+                    out.pop();
+                }
+                // A dot segment at the end leaves the path ending in `/`.
+                if i + 1 == segments.len() {
+                    out.push("");
+                }
+            }
+        }
+    }
+    let mut resolved = String::with_capacity(path.len());
+    for segment in out {
+        resolved.push('/');
+        resolved.push_str(segment);
+    }
+    resolved
+}
+
+/// 1 for `.`, 2 for `..` (each dot may be written `%2e` or `%2E`), else 0.
+fn dots(segment: &str) -> usize {
+    let (mut rest, mut n) = (segment.as_bytes(), 0);
+    while let Some(&first) = rest.first() {
+        rest = match rest {
+            [b'%', b'2', e, more @ ..] if e | 0x20 == b'e' => more,
+            _ if first == b'.' => &rest[1..],
+            _ => return 0,
+        };
+        n += 1;
+    }
+    if n <= 2 { n } else { 0 }
+}
+
+/// `--to`'s own query, then the event's (SPEC §7), after the path.
+fn with_query(mut target: String, to: &Target, query: String) -> String {
+    let parts: Vec<&str> = [to.query.as_deref().unwrap_or(""), &query].into_iter().filter(|q| !q.is_empty()).collect();
+    if !parts.is_empty() {
+        target.push('?');
+        target.push_str(&parts.join("&"));
+    }
+    target
+}
+
 /// The event's decoded `query` object as a query string again: pairs in
 /// order, repeated keys (arrays) as repeated pairs, percent-encoded.
 fn encode_query(query: &Fields) -> String {
@@ -332,7 +420,7 @@ mod tests {
 
     #[test]
     fn replays_webhook_events_as_the_original_request() {
-        let to = BaseUrl::parse("http://localhost:3000/hooks").unwrap();
+        let to = target("http://localhost:3000/hooks").unwrap();
         let event = r#"{"method":"POST","path":"/github/push","query":{"a":["1","2"],"b":"x y&z"},
             "headers":{"host":"hub.example","user-agent":"GitHub-Hookshot/1","content-type":"application/json",
             "content-length":"7","connection":"keep-alive, x-hop","x-hop":"1","keep-alive":"5","proxy-authorization":"p",
@@ -349,25 +437,25 @@ mod tests {
             body: b"{ \"n\":1}".to_vec(),
         };
         assert_eq!(replay, want);
-        let wire = String::from_utf8(replay.encode(&to, "5-1")).unwrap();
+        let wire = String::from_utf8(replay.encode(&to.base, "5-1")).unwrap();
         assert!(wire.starts_with("POST /hooks/github/push?a=1&a=2&b=x%20y%26z HTTP/1.1\r\nHost: localhost:3000\r\n"), "{wire}");
         assert!(wire.ends_with("Content-Length: 8\r\nssehub-event-id: 5-1\r\nConnection: close\r\n\r\n{ \"n\":1}"), "{wire}");
     }
 
     #[test]
     fn replays_binary_bodies_and_roots() {
-        let to = BaseUrl::parse("http://127.0.0.1:9").unwrap();
+        let to = target("http://127.0.0.1:9").unwrap();
         let event = r#"{"method":"PUT","path":"/","query":{},"headers":{},"body":"/wA=","bodyRaw":"/wA=","bodyRawEncoding":"base64"}"#;
         let replay = Replay::of(&envelope(event), &to);
         assert_eq!((replay.target.as_str(), replay.body.as_slice()), ("/", &b"\xff\x00"[..]));
         let get = r#"{"method":"GET","path":"/","query":{"flag":""},"headers":{},"body":"","bodyRaw":""}"#;
-        let wire = String::from_utf8(Replay::of(&envelope(get), &BaseUrl::parse("http://h/in").unwrap()).encode(&to, "1-0")).unwrap();
+        let wire = String::from_utf8(Replay::of(&envelope(get), &target("http://h/in").unwrap()).encode(&to.base, "1-0")).unwrap();
         assert!(wire.starts_with("GET /in?flag= HTTP/1.1\r\n") && !wire.contains("Content-Length"), "{wire}");
     }
 
     #[test]
     fn other_events_are_posted_as_json() {
-        let to = BaseUrl::parse("http://h/in").unwrap();
+        let to = target("http://h/in").unwrap();
         for payload in
             [r#"{"total":12}"#, "[1,2]", r#"{"method":"POST","path":"/x"}"#, r#"{"method":"GET","path":"x","headers":{},"bodyRaw":""}"#]
         {
@@ -378,9 +466,36 @@ mod tests {
     }
 
     #[test]
+    fn keeps_requests_under_the_target_path() {
+        let cases = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/../../admin/users/1", "/admin/users/1"),
+            ("/a/../../b", "/b"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/..", "/"),
+            ("/..", "/"),
+            ("/%2e%2e/%2E%2e/x", "/x"),
+            ("/.%2E/x/%2e", "/x/"),
+            ("/a\\..\\..\\admin", "/admin"),
+            ("/a//b/../c", "/a//c"),
+            ("/...", "/..."),
+            ("/..a/%2e%2ex", "/..a/%2e%2ex"),
+            ("/..%2Fadmin", "/..%2Fadmin"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(resolve_dots(path), want, "{path}");
+        }
+        let to = target("http://h/hooks?token=t&").unwrap();
+        let delete = r#"{"method":"DELETE","path":"/../../admin/users/1","query":{"a":"1"},"headers":{},"body":"","bodyRaw":""}"#;
+        assert_eq!(Replay::of(&envelope(delete), &to).target, "/hooks/admin/users/1?token=t&a=1");
+        assert_eq!(Replay::of(&envelope("[1]"), &to).target, "/hooks?token=t");
+    }
+
+    #[test]
     fn refuses_https_targets_and_bad_cursors() {
         assert!(target("https://localhost:3000").unwrap_err().to_string().contains("https is not supported"));
-        assert_eq!(target("http://localhost:3000/x/").unwrap().prefix, "/x");
+        assert_eq!(target("http://localhost:3000/x/").unwrap().base.prefix, "/x");
         let dir = std::env::temp_dir().join(format!("ssehub-cursor-test-{}", std::process::id()));
         std::fs::write(&dir, "garbage\n").unwrap();
         assert!(read_cursor(&dir).unwrap_err().to_string().contains("not an event id"));

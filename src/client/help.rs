@@ -113,7 +113,8 @@ Prints the last N events of SOURCE, oldest first, one compact JSON payload
 per line (what was emitted), so '> file' saves them.
 
   -n, --limit N   how many past events (default 10; at most what the
-                  server keeps, its --history)
+                  server keeps, its --history: when older events were
+                  dropped and fewer than N are printed, stderr says so)
   -f, --follow    then follow the stream until Ctrl-C (exit status 0)
   --envelope      print whole envelopes {\"id\",\"indexed_at_ms\",\"event\",
                   \"metadata\"} instead of payloads
@@ -134,19 +135,28 @@ request to URL, a plain http:// server such as http://localhost:3000/hooks
 (https is not supported: the target is meant to be local).
 
 A webhook event (a request to the source's endpoint URL) is sent as the
-original request: its method, its path after the endpoint key and its query
-appended to URL's path, its headers except hop-by-hop ones and Host and
+original request: its method, its path after the endpoint key appended to
+URL's path (dot segments resolved first, so it never leaves URL's path:
+/../admin arrives as <URL's path>/admin), URL's own query if it has one
+then the original query, its headers except hop-by-hop ones and Host and
 Content-Length, and the exact body bytes, so the sender's signature still
 verifies. Any other event is a POST of its JSON (application/json). Every
 request carries ssehub-event-id: <event id>.
 
-One request at a time, in order. A connection error or a 5xx answer is
-retried after 1 s, doubling up to 30 s, at most --max-retries times
-(default 10); then it is reported on stderr and skipped. Any other status
-is final. Each request prints one line on stdout:
+Anyone who has the source's endpoint URL chooses the method, path, query,
+headers and body that reach URL: treat it as a secret, and forward only
+to a server meant to receive them.
+
+One request at a time, in order. A connection error or a 429, 500, 502,
+503 or 504 answer is retried after 1 s, doubling up to 30 s, or after the
+target's Retry-After (seconds or a date; at most 10 minutes), at most
+--max-retries times (default 10); then it is reported on stderr and
+skipped. Any other status is final. Each request prints one line on
+stdout:
   <id> <METHOD> <path> -> <status> (<ms> ms)
 
-  --to URL            where to send (required)
+  --to URL            where to send (required); a query of its own is sent
+                      before each event's query
   --cursor FILE       keep the last forwarded id in FILE (written anew after
                       each answer); a restarted forward resumes after it,
                       from the server's history, then live. Without it,
@@ -154,8 +164,9 @@ is final. Each request prints one line on stdout:
   --max-retries N     retries of one event before it is skipped (default 10)
 
 Lost connections to the server are retried as 'events -f' does. Ctrl-C
-exits 0, once a request in flight has its answer (at most 30 s). SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap
-is 30 times it): a knob for tests.";
+exits 0, once a request in flight has its answer (at most 30 s).
+SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap is 30
+times it; a Retry-After is honoured as given): a knob for tests.";
 
 /// The help for `topic` (a command word), or the main help.
 pub fn text(topic: Option<&str>) -> Result<&'static str, String> {

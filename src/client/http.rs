@@ -109,6 +109,9 @@ fn read_head(mut sock: TcpStream, patience: Duration) -> Result<Exchange, Error>
     let start = Instant::now();
     let mut buf = Vec::new();
     loop {
+        if let Some(what) = not_http(&buf) {
+            return Err(Error::Protocol(what));
+        }
         if let Some((head, used)) = response::parse_head(&buf).map_err(Error::Protocol)? {
             buf.drain(..used);
             // 1xx heads are interim; the real one follows.
@@ -118,14 +121,40 @@ fn read_head(mut sock: TcpStream, patience: Duration) -> Result<Exchange, Error>
             let body = head.body().map_err(Error::Protocol)?;
             return Ok(Exchange { head, sock, body, early: buf });
         }
-        match read_tick(&mut sock, &mut buf)? {
+        let read = match read_tick(&mut sock, &mut buf) {
+            // A TLS port may reset a plain request it did not read to the end.
+            Err(Error::Io(err)) if err.kind() == io::ErrorKind::ConnectionReset && buf.is_empty() => Some(0),
+            read => read?,
+        };
+        match read {
             Some(0) => {
-                return Err(Error::Protocol("the server closed the connection without answering".into()));
+                return Err(Error::Protocol(format!(
+                    "the server closed the connection without answering (if that port speaks TLS, {WANTS_HTTPS})"
+                )));
             }
             None if start.elapsed() >= patience => return Err(Error::Timeout),
             _ => {}
         }
     }
+}
+
+/// What a plain-HTTP client can do about a port that speaks TLS.
+pub(super) const WANTS_HTTPS: &str = "the server may want https://, which this client does not speak; use its plain-HTTP address";
+
+/// Says what the first bytes of an answer are when they cannot begin an
+/// HTTP/1 response, as soon as they arrive: a TLS port answers a plain
+/// request with an alert record (or with anything at all).
+fn not_http(buf: &[u8]) -> Option<String> {
+    let n = buf.len().min(5);
+    if n == 0 || buf[..n] == b"HTTP/"[..n] {
+        return None;
+    }
+    // A TLS record: content type 20 to 23, then version 3.x.
+    if (0x14..=0x17).contains(&buf[0]) && buf.get(1).is_none_or(|&b| b == 3) {
+        return Some(format!("TLS, not HTTP ({WANTS_HTTPS})"));
+    }
+    let start: Vec<String> = buf.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Some(format!("not HTTP (bytes {}); if that port speaks TLS, {WANTS_HTTPS}", start.join(" ")))
 }
 
 /// One read that waits at most a tick: `Some(n)` bytes were appended
@@ -197,6 +226,18 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_answers_that_are_not_http() {
+        for start in [&b""[..], b"H", b"HTTP", b"HTTP/1.1 200 OK\r\n"] {
+            assert_eq!(not_http(start), None, "{start:?}");
+        }
+        let tls = not_http(b"\x15\x03\x01\x00\x02\x02\x46").unwrap();
+        assert!(tls.starts_with("TLS, not HTTP") && tls.contains("https://"), "{tls}");
+        assert!(not_http(b"\x15").unwrap().starts_with("TLS"));
+        let garbage = not_http(b"SSH-2.0-OpenSSH\r\n").unwrap();
+        assert!(garbage.contains("53 53 48 2d") && garbage.contains("https://"), "{garbage}");
+    }
 
     #[test]
     fn encodes_requests() {

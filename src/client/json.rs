@@ -36,6 +36,13 @@ pub fn summaries(body: &str) -> Result<Vec<Envelope>, String> {
     items.iter().map(|item| envelope(item.get())).collect()
 }
 
+/// `page_info.total_count` of an `event_summaries` answer: how many events
+/// the server keeps of the source.
+pub fn total_count(body: &str) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value.get("page_info")?.get("total_count")?.as_u64()
+}
+
 /// The `resumed_from` id of a `gap` frame's data, when there is one.
 pub fn gap_resumed_from(data: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(data).ok()?;
@@ -117,6 +124,7 @@ mod tests {
             {"id":"1-0","event":{"old":true}}]}"#;
         let got: Vec<_> = summaries(body).unwrap().into_iter().map(|e| (e.id, e.event)).collect();
         assert_eq!(got, [("2-0".into(), "\"new\"".into()), ("1-0".into(), "{\"old\":true}".into())]);
+        assert_eq!((total_count(body), total_count(r#"{"data":[]}"#)), (Some(2), None));
         assert_eq!(summaries(r#"{"data":[]}"#).unwrap(), []);
         assert!(summaries(r#"{"data":{}}"#).is_err());
         assert!(summaries(r#"{"data":[{"id":"1-0"}]}"#).is_err());

@@ -20,6 +20,7 @@ mod http;
 mod json;
 mod output;
 mod response;
+mod retry;
 mod signal;
 mod sse;
 mod url;
@@ -30,6 +31,12 @@ use error::Error;
 
 /// The command words; any of them on the line makes it a client call.
 pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "forward", "help"];
+
+/// Whether `flag` is a global option of the client followed by its value
+/// (`--profile NAME`).
+pub fn takes_value(flag: &str) -> bool {
+    args::GLOBAL_VALUED.contains(&flag)
+}
 
 /// Runs a client command; `args` are the process arguments after the
 /// binary's name. Returns the exit status.

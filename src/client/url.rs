@@ -13,26 +13,67 @@ pub struct BaseUrl {
     pub prefix: String,
 }
 
+/// What a URL holds besides its base: each use decides what it allows.
+#[derive(Debug)]
+pub struct Parts<'a> {
+    pub base: BaseUrl,
+    /// After `?`, before any `#`.
+    pub query: Option<&'a str>,
+    pub fragment: bool,
+    /// `user[:password]@` before the host.
+    pub credentials: bool,
+}
+
+/// Why a text is no `http://` URL at all.
+#[derive(Debug, PartialEq)]
+pub enum Flaw {
+    Https,
+    NotHttp,
+    BadHostOrPort,
+}
+
+/// Splits `http://[user@]host[:port][/path][?query][#fragment]`.
+pub fn split(text: &str) -> Result<Parts<'_>, Flaw> {
+    let rest = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => return Err(Flaw::Https),
+        _ => return Err(Flaw::NotHttp),
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, _)) => (rest, true),
+        None => (rest, false),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (credentials, authority) = match authority.rsplit_once('@') {
+        Some((_, host)) => (true, host),
+        None => (false, authority),
+    };
+    let (host, port) = split_port(authority).ok_or(Flaw::BadHostOrPort)?;
+    let base = BaseUrl { host: host.to_string(), port, prefix: path.trim_end_matches('/').to_string() };
+    Ok(Parts { base, query, fragment, credentials })
+}
+
 impl BaseUrl {
+    /// The server's URL: a base, nothing more.
     pub fn parse(text: &str) -> Result<BaseUrl, String> {
-        let rest = match text.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(format!(
-                    "{text}: https is not supported by the built-in client; use http:// (a TLS proxy in front of the server can keep the public side https)"
-                ));
-            }
-            _ => return Err(format!("{text}: the server URL must start with http://")),
-        };
-        let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-        if path.contains(['?', '#']) {
+        let parts = split(text).map_err(|flaw| match flaw {
+            Flaw::Https => format!(
+                "{text}: https is not supported by the built-in client; use http:// (a TLS proxy in front of the server can keep the public side https)"
+            ),
+            Flaw::NotHttp => format!("{text}: the server URL must start with http://"),
+            Flaw::BadHostOrPort => format!("{text}: bad host or port"),
+        })?;
+        if parts.query.is_some() || parts.fragment {
             return Err(format!("{text}: a query or fragment has no place in the server URL"));
         }
-        if authority.contains('@') {
+        if parts.credentials {
             return Err(format!("{text}: credentials in the URL are not used; pass --api-key"));
         }
-        let (host, port) = split_port(authority).ok_or_else(|| format!("{text}: bad host or port"))?;
-        Ok(BaseUrl { host: host.to_string(), port, prefix: path.trim_end_matches('/').to_string() })
+        Ok(parts.base)
     }
 
     /// The `Host` header value.
