@@ -36,6 +36,8 @@
 
 // The `fuzzing` feature makes internal items reachable; they are documented for the crate, not the public API.
 #![cfg_attr(not(feature = "fuzzing"), warn(missing_docs))]
+// Every call into libc is in `sys` (each with its SAFETY note).
+#![deny(unsafe_code)]
 
 mod api;
 mod auth;
@@ -55,6 +57,7 @@ mod reactor;
 mod registry;
 mod sse;
 mod state;
+#[allow(unsafe_code)]
 mod sys;
 mod text;
 mod timer;

@@ -2,6 +2,8 @@
 //! with a client command (`list`, `create`, `emit`, `events`, ...) it talks
 //! to a running server.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use log::{error, info};

@@ -54,6 +54,22 @@ impl StopSignals {
     }
 }
 
+/// Runs `handler` on SIGINT and SIGTERM (the CLI's stop flag). No
+/// `SA_RESTART`, so a blocked read returns `EINTR` at once.
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `sigaction` gets a fully initialised struct (zeroed, empty
+        // mask); the caller's handler must be async-signal-safe (the CLI's
+        // only stores to an atomic).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
 /// in force. Call it before [`Server::bind`](crate::Server::bind) so the connection limit follows.
 pub fn raise_fd_limit() -> u64 {

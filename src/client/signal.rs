@@ -14,20 +14,9 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// The handler only stores to an atomic, which is async-signal-safe.
 pub fn install() {
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sigaction` gets a fully initialised struct (zeroed, empty
-        // mask) whose handler only stores to an atomic, which is
-        // async-signal-safe. No SA_RESTART, so a blocked read returns EINTR
-        // at once rather than after its tick.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-    }
+    crate::sys::on_stop_signals(on_signal);
 }
 
 pub fn stop_requested() -> bool {
