@@ -6,21 +6,14 @@
 use std::collections::VecDeque;
 
 use crate::sse::{Event, EventId};
+// Until every user names it from `sse`.
+pub use crate::sse::Gap;
 
 pub struct History {
     capacity: usize,
     events: VecDeque<Event>,
     /// The newest id evicted at capacity or cleared.
     evicted: Option<EventId>,
-}
-
-/// A resume point older than events that are gone: what the `gap` frame says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gap {
-    /// The client's resume point.
-    pub after: EventId,
-    /// The first id replayed, if any is left.
-    pub resumed_from: Option<EventId>,
 }
 
 // Public only under the `fuzzing` feature, where clippy wants an `is_empty` no caller needs.

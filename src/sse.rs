@@ -121,10 +121,19 @@ impl Event {
     }
 }
 
+/// A resume point older than events that are gone: what the `gap` frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The client's resume point.
+    pub after: EventId,
+    /// The first id replayed, if any is left.
+    pub resumed_from: Option<EventId>,
+}
+
 /// The `gap` frame sent before a replay that cannot be whole (no `id:`
 /// line, so the client's resume point stays; an `event:` name, so
 /// `onmessage` consumers do not see it).
-pub fn gap_frame(gap: &crate::history::Gap) -> Vec<u8> {
+pub fn gap_frame(gap: &Gap) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"event: gap\ndata: {\"after\":\"");
     gap.after.write(&mut out);

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use super::{Ack, Engine, Op, Outcome, Recovered, SourceKey, SourceMeta, StoredSource, StoredToken, Ticket};
-use crate::history::Gap;
 use crate::sse::EventId;
+use crate::sse::Gap;
 use crate::verify::Verify;
 
 /// Opens an engine on `dir` with `history` slots, ids above `floor_ms`:

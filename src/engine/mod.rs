@@ -189,7 +189,7 @@ pub enum Outcome {
     /// subscribers: they get the gap signal (the ring knows it too).
     Gap {
         key: SourceKey,
-        gap: crate::history::Gap,
+        gap: crate::sse::Gap,
     },
     /// Another node set or removed the source's signature check.
     Verify {

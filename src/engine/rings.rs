@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use super::{SourceKey, StoredSource};
-use crate::history::{Gap, History};
+use crate::history::History;
+use crate::sse::Gap;
 use crate::sse::{Event, EventId};
 
 /// One source's ring (taken out by `remove`, put back by `put_back`).
