@@ -1,6 +1,6 @@
-//! Every call into libc, each with its SAFETY note: signals, resource
-//! limits, socket options, OS randomness. The rest of the crate is safe
-//! code.
+//! The operating system: every call into libc, each with its SAFETY
+//! note (signals, resource limits, socket options, OS randomness), and the
+//! wall clock. The rest of the crate is safe code.
 
 use std::os::fd::RawFd;
 
@@ -189,4 +189,10 @@ pub fn listen_reuse_port(addr: std::net::SocketAddr, backlog: i32) -> std::io::R
         return Err(std::io::Error::last_os_error());
     }
     Ok(listener)
+}
+
+/// The wall clock in unix milliseconds (event ids, creation times): the
+/// reactor reads it once per turn.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

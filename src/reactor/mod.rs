@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -31,6 +31,7 @@ use crate::outq::Buf;
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
 use crate::state;
+use crate::sys::unix_ms;
 use crate::timer::{TimerId, Timers};
 use crate::{Error, SourceInfo};
 
@@ -199,10 +200,6 @@ impl Bound {
             imported,
         })
     }
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 pub struct Reactor {

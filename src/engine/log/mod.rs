@@ -567,7 +567,7 @@ impl Log {
                 self.acknowledge(s);
             }
         }
-        let now_ms = crate::reactor::unix_ms();
+        let now_ms = crate::sys::unix_ms();
         self.tokens.retain(|t| t.2 > now_ms);
         let snapshot = self.snapshot(now_ms);
         let (snap_no, new_no) = (self.active_no + 1, self.active_no + 2);
