@@ -43,6 +43,7 @@ mod api;
 mod auth;
 #[doc(hidden)]
 pub mod base64;
+mod commands;
 mod config;
 mod conn;
 mod engine;
@@ -70,9 +71,10 @@ mod verify;
 #[doc(hidden)]
 pub mod client;
 
+pub use commands::{Error, SourceInfo};
 pub use config::{Config, ConfigError, takes_value, usage};
 pub use engine::EngineKind;
-pub use handle::{Error, Handle, Server, SourceInfo};
+pub use handle::{Handle, Server};
 pub use metrics::Stats;
 pub use sys::{StopSignals, raise_fd_limit};
 

@@ -20,10 +20,10 @@ use slab::Slab;
 use crate::api::reply::{Access, CORS_ANY, Opener};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
+use crate::commands::{Command, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::engine::{self, Ack, EngineKind, SourceKey};
-use crate::handle::{Command, Shared};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::{Hub, Waiter};
 use crate::metrics::{Published, Stats};
@@ -33,7 +33,6 @@ use crate::sse::{self, EventId};
 use crate::state;
 use crate::sys::unix_ms;
 use crate::timer::{TimerId, Timers};
-use crate::{Error, SourceInfo};
 
 mod delivery;
 #[cfg(test)]
