@@ -70,6 +70,21 @@ pub struct Config {
     pub reuse_port: bool,
 }
 
+impl Config {
+    /// The part of the configuration storage is opened with.
+    pub(crate) fn engine_settings(&self) -> crate::engine::Settings {
+        crate::engine::Settings {
+            kind: self.engine,
+            history: self.history,
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            repair: self.repair,
+            redis: self.redis.clone(),
+            redis_partitions: self.redis_partitions,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {

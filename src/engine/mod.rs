@@ -33,7 +33,6 @@ pub mod conformance;
 pub use memory::Memory;
 pub use rings::{Ring, Rings};
 
-use crate::config::Config;
 use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 
@@ -291,6 +290,24 @@ impl EngineKind {
     }
 }
 
+/// What an engine is opened with: the storage part of the server's
+/// `Config` (`Config::engine_settings`), so that the engine needs nothing
+/// above it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kind: EngineKind,
+    /// Events kept per source.
+    pub history: usize,
+    /// The `log` engine's directory, its sync policy, and whether damage
+    /// before the tail is cut (`--repair`).
+    pub data_dir: std::path::PathBuf,
+    pub fsync: log::Fsync,
+    pub repair: bool,
+    /// The `redis` engine's server and its number of partition streams.
+    pub redis: Option<redis::RedisUrl>,
+    pub redis_partitions: u32,
+}
+
 /// An engine opened at bind (files locked, what was stored read), not yet
 /// started. `Send`, so a server binds on one thread and runs on another.
 pub struct Opened {
@@ -312,8 +329,8 @@ enum Opening {
 }
 
 impl Opened {
-    pub fn open(config: &Config, waker: Arc<Waker>) -> io::Result<Opened> {
-        Ok(match config.engine {
+    pub fn open(config: &Settings, waker: Arc<Waker>) -> io::Result<Opened> {
+        Ok(match config.kind {
             EngineKind::Memory => Opened { kind: Opening::Memory { history: config.history }, recovered: Recovered::default(), waker },
             EngineKind::Log => {
                 let mut opened = log::open(&config.data_dir, config.fsync, config.history, config.repair)?;

@@ -112,10 +112,13 @@ impl Bound {
     }
 
     /// Binds with the engine `open` gives (tests bring their own).
-    pub fn with_engine(config: Config, open: impl FnOnce(&Config, Arc<Waker>) -> io::Result<engine::Opened>) -> io::Result<Bound> {
+    pub fn with_engine(
+        config: Config,
+        open: impl FnOnce(&engine::Settings, Arc<Waker>) -> io::Result<engine::Opened>,
+    ) -> io::Result<Bound> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let engine = open(&config, waker.clone())?;
+        let engine = open(&config.engine_settings(), waker.clone())?;
         let mut keys = Keys::default();
         let mut default_key = config.api_key.clone();
         let mut key_to_keep = None;
