@@ -294,6 +294,7 @@ impl EngineKind {
 /// `Config` (`Config::engine_settings`), so that the engine needs nothing
 /// above it.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub struct Settings {
     pub kind: EngineKind,
     /// Events kept per source.
