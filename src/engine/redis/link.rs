@@ -11,7 +11,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::resp::{self, Value};
-use super::{RedisUrl, Target};
+use super::url::{Addr, RedisUrl};
 
 /// Reconnect backoff: from this, doubling, up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -107,9 +107,9 @@ impl Link {
 
     /// Starts a non-blocking connect; commands sent from now on are queued.
     pub fn connect(&mut self, url: &RedisUrl, registry: &Registry) -> io::Result<()> {
-        let mut sock = match &url.target {
-            Target::Tcp(addr) => Sock::Tcp(TcpStream::connect(*addr)?),
-            Target::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
+        let mut sock = match &url.addr {
+            Addr::Tcp(addr) => Sock::Tcp(TcpStream::connect(*addr)?),
+            Addr::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
         };
         if let Sock::Tcp(s) = &sock {
             let _ = s.set_nodelay(true);

@@ -9,8 +9,10 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use super::keys::KeyNames;
+use super::records::{field, parse_id};
 use super::resp::{self, Value};
-use super::{Keys, RedisUrl, Target, field, parse_id};
+use super::url::{Addr, RedisUrl};
 use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
@@ -42,14 +44,14 @@ pub struct Blocking {
 
 impl Blocking {
     pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
-        let sock = match &url.target {
-            Target::Tcp(addr) => {
+        let sock = match &url.addr {
+            Addr::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
                 Sock::Tcp(s)
             }
-            Target::Unix(path) => {
+            Addr::Unix(path) => {
                 let s = UnixStream::connect(path)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
@@ -105,7 +107,7 @@ fn bad(what: &str) -> io::Error {
     io::Error::other(format!("unexpected reply from Redis to {what}"))
 }
 
-pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io::Result<Loaded> {
+pub fn load(url: &RedisUrl, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
     let mut b = Blocking::connect(url)?;
     let wanted = partitions.to_string();
     let fresh = crate::auth::random_base62(16);

@@ -33,14 +33,15 @@
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
 
+mod keys;
 mod link;
 mod load;
+mod records;
 pub mod resp;
+mod url;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -51,8 +52,11 @@ use crate::history::History;
 use crate::sse::{Event, EventId};
 use crate::text::push_u64;
 use crate::verify::Verify;
+use keys::{KeyNames, partition_of};
 use link::{Got, Link, State};
+use records::Record;
 use resp::Value;
+pub use url::RedisUrl;
 
 /// Tokens of the engine's links: `TOKEN_BASE` is the command link,
 /// `TOKEN_BASE + 1 + n` partition `n`'s reader.
@@ -82,150 +86,10 @@ const READ_COUNT: &str = "1000";
 
 const SCRIPT: &str = include_str!("script.lua");
 
-/// Where Redis is: `redis://[user:pass@]host:port[/db]` or `unix:///path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisUrl {
-    pub target: Target,
-    /// (user, password); `redis://:pass@` has no user.
-    pub auth: Option<(Option<String>, String)>,
-    pub db: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl RedisUrl {
-    /// AUTH and SELECT, as the URL asks: the first commands of every connection.
-    pub fn setup(&self) -> Vec<Vec<Vec<u8>>> {
-        let mut commands = Vec::new();
-        if let Some((user, pass)) = &self.auth {
-            let mut auth = vec![b"AUTH".to_vec()];
-            auth.extend(user.as_ref().map(|u| u.as_bytes().to_vec()));
-            auth.push(pass.as_bytes().to_vec());
-            commands.push(auth);
-        }
-        if self.db != 0 {
-            commands.push(vec![b"SELECT".to_vec(), self.db.to_string().into_bytes()]);
-        }
-        commands
-    }
-
-    pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        if let Some(rest) = s.strip_prefix("unix://") {
-            // unix:///path[?db=N][&user=U][&password=P]
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if !path.starts_with('/') {
-                return Err("expected unix:///absolute/path".into());
-            }
-            let (mut db, mut user, mut pass) = (0, None, None);
-            for (k, v) in crate::http::query_pairs(query) {
-                match k.as_str() {
-                    "db" => db = v.parse().map_err(|_| "db must be a number")?,
-                    "user" => user = Some(v),
-                    "password" => pass = Some(v),
-                    _ => return Err(format!("unknown parameter {k} (db, user, password)")),
-                }
-            }
-            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: pass.map(|p| (user, p)), db });
-        }
-        let rest = s.strip_prefix("redis://").ok_or("expected redis://host:port or unix:///path (rediss:// TLS is not supported)")?;
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((creds, rest)) => {
-                let (user, pass) = creds.split_once(':').unwrap_or(("", creds));
-                let user = crate::http::percent_decode(user);
-                (Some(((!user.is_empty()).then_some(user), crate::http::percent_decode(pass))), rest)
-            }
-            None => (None, rest),
-        };
-        let (hostport, db) = match rest.split_once('/') {
-            Some((h, "")) => (h, 0),
-            Some((h, db)) => (h, db.parse().map_err(|_| "the path must be a db number")?),
-            None => (rest, 0),
-        };
-        let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:6379") };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{hostport} resolves to no address"))?;
-        Ok(RedisUrl { target: Target::Tcp(addr), auth, db })
-    }
-
-    pub fn describe(&self) -> String {
-        match &self.target {
-            Target::Tcp(a) => format!("redis://{a}/{}", self.db),
-            Target::Unix(p) => format!("unix://{}", p.display()),
-        }
-    }
-}
-
-/// Key names under the prefix.
-pub struct Keys {
-    prefix: String,
-    partitions: String,
-    default_key: String,
-    sources: String,
-    names: String,
-    epoch: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_string(),
-            partitions: join(prefix, "partitions", ""),
-            default_key: join(prefix, "default_key", ""),
-            sources: join(prefix, "sources", ""),
-            names: join(prefix, "names", ""),
-            epoch: join(prefix, "epoch", ""),
-        }
-    }
-
-    fn source(&self, id: &str) -> String {
-        join(&self.prefix, "src:", id)
-    }
-
-    fn history(&self, id: &str) -> String {
-        join(&self.prefix, "h:", id)
-    }
-
-    fn partition(&self, n: u32) -> String {
-        let mut digits = Vec::new();
-        push_u64(&mut digits, u64::from(n));
-        join(&self.prefix, "p:", std::str::from_utf8(&digits).unwrap_or("0"))
-    }
-}
-
-fn join(a: &str, b: &str, c: &str) -> String {
-    let mut s = String::with_capacity(a.len() + b.len() + c.len());
-    s.push_str(a);
-    s.push_str(b);
-    s.push_str(c);
-    s
-}
-
-/// The value after `name` in a flat field list (a hash or a stream entry).
-fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a [u8]> {
-    fields.chunks(2).find(|kv| kv[0].as_bytes() == Some(name.as_bytes())).and_then(|kv| kv.get(1)?.as_bytes())
-}
-
-fn parse_id(b: &[u8]) -> Option<EventId> {
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
-/// The partition of a source: FNV-1a of its id.
-fn partition_of(id: &str, partitions: u32) -> u32 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (h % u64::from(partitions.max(1))) as u32
-}
-
 /// Connected and loaded at bind; started on the reactor thread.
 pub struct Opened {
     url: RedisUrl,
-    keys: Keys,
+    keys: KeyNames,
     history: usize,
     partitions: u32,
     cursors: Vec<Vec<u8>>,
@@ -236,7 +100,7 @@ pub struct Opened {
 
 /// Loads what Redis holds (blocking: before the reactor runs).
 pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
-    let keys = Keys::new(prefix);
+    let keys = KeyNames::new(prefix);
     let loaded = load::load(url, &keys, partitions, history)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
     if loaded.partitions != partitions {
@@ -375,30 +239,9 @@ impl Flights {
     }
 }
 
-/// A partition record.
-enum Entry {
-    Event {
-        source: String,
-        id: EventId,
-        prev: EventId,
-        emit: Vec<u8>,
-        payload: Vec<u8>,
-    },
-    Created(SourceMeta),
-    Deleted(String),
-    /// Cleared up to this id (the source's last when it was cleared).
-    Cleared(String, EventId),
-    /// The signature check's stored settings (empty: none).
-    Verify(String, Vec<u8>),
-    /// A subscribe token made: (source, token, expires_at).
-    Token(String, String, u64),
-    /// A subscribe token revoked: (source, token).
-    Revoked(String, String),
-}
-
 pub struct Redis {
     url: RedisUrl,
-    keys: Keys,
+    keys: KeyNames,
     /// What a history stream keeps at least: `--history` + 1 (the oldest is the newest evicted).
     keep: String,
     partitions: u32,
@@ -423,7 +266,7 @@ pub struct Redis {
     batch_bytes: usize,
     next_ticket: u64,
     ready: Vec<Outcome>,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Record>,
     replies: Vec<Value>,
     sha: String,
     /// Redis's data generation: a different one means it lost data.
@@ -477,7 +320,7 @@ impl Redis {
             ready: Vec::new(),
             entries: VecDeque::new(),
             replies: Vec::new(),
-            sha: sha1_hex(SCRIPT.as_bytes()),
+            sha: crate::sha1::hex(SCRIPT.as_bytes()),
             epoch,
             epochs: 0,
             recovering: false,
@@ -560,10 +403,7 @@ impl Redis {
         let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
         for (counter, id) in &batch {
             keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
-            let mut emit_id = self.node.as_bytes().to_vec();
-            emit_id.push(b':');
-            push_u64(&mut emit_id, *counter);
-            emit_ids.push(emit_id);
+            emit_ids.push(records::emit_id(&self.node, *counter));
         }
         let mut numkeys = Vec::new();
         push_u64(&mut numkeys, keys.len() as u64 + 1);
@@ -583,8 +423,7 @@ impl Redis {
     /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
         let Some(flight) = self.flights.remove(&counter) else { return };
-        let pair = reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)));
-        let result = match (reply, pair) {
+        let result = match (reply, records::emitted(reply)) {
             (_, Some((id, prev))) => {
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                 // Delivered now if nothing before it is missing here; else the read brings it in order.
@@ -926,21 +765,13 @@ impl Redis {
         }
         r.reading = None;
         // [[stream, [[id, [k, v, …]], …]]], taken apart (payloads move, not copied).
-        let read = match reply {
-            Value::Nil => return,
+        match reply {
+            Value::Nil => {}
             Value::Error(e) => {
                 let why = String::from_utf8_lossy(&e).into_owned();
-                return self.lose_reader(n, &why);
+                self.lose_reader(n, &why);
             }
-            v => v.into_array().and_then(|s| s.into_iter().next()?.into_array()?.into_iter().nth(1)?.into_array()),
-        };
-        for e in read.unwrap_or_default() {
-            let mut e = e.into_array().unwrap_or_default().into_iter();
-            let (Some(Value::Bulk(id)), Some(fields)) = (e.next(), e.next()) else { continue };
-            self.readers[n].cursor = id;
-            if let Some(fields) = fields.into_array() {
-                entries(fields, &mut self.entries);
-            }
+            v => records::read(v, &mut self.readers[n].cursor, &mut self.entries),
         }
     }
 
@@ -950,7 +781,7 @@ impl Redis {
     fn apply_entries(&mut self) {
         while let Some(entry) = self.entries.pop_front() {
             match entry {
-                Entry::Event { source, id, prev, emit, payload } => {
+                Record::Event { source, id, prev, emit, payload } => {
                     let Some(&key) = self.by_id.get(&source) else { continue };
                     let last = self.sources.get(&key).map_or(EventId::default(), |s| s.last);
                     if prev > last && id > last {
@@ -972,14 +803,14 @@ impl Redis {
                                 } else {
                                     self.resync = waiting;
                                 }
-                                self.entries.push_front(Entry::Event { source, id, prev, emit, payload });
+                                self.entries.push_front(Record::Event { source, id, prev, emit, payload });
                                 return;
                             }
                         }
                     } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
                         self.resync = None;
                     }
-                    if let Some(counter) = self.own_emit(&emit)
+                    if let Some(counter) = records::emit_counter(&self.node, &emit)
                         && let Some(flight) = self.flights.remove(&counter)
                     {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
@@ -987,41 +818,41 @@ impl Redis {
                     }
                     self.deliver(key, id, &payload);
                 }
-                Entry::Created(meta) => {
+                Record::Created(meta) => {
                     if self.by_id.contains_key(&meta.id) || self.tombstones.contains_key(&meta.id) {
                         continue;
                     }
                     self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
                     return;
                 }
-                Entry::Deleted(id) => {
+                Record::Deleted(id) => {
                     self.tombstones.remove(&id);
                     if let Some(&key) = self.by_id.get(&id) {
                         self.forget(key);
                         self.ready.push(Outcome::Deleted { key });
                     }
                 }
-                Entry::Cleared(id, up_to) => {
+                Record::Cleared(id, up_to) => {
                     // Only what came before the clear: later events may be delivered here already.
                     if let Some(&key) = self.by_id.get(&id) {
                         self.rings.clear_to(key, up_to);
                     }
                 }
                 // This node's own changes come back too: only what changes something is told.
-                Entry::Verify(id, settings) => {
+                Record::Verify(id, settings) => {
                     let Some(&key) = self.by_id.get(&id) else { continue };
                     let verify = Verify::from_stored(&settings);
                     let Some(src) = self.sources.get_mut(&key).filter(|s| s.meta.verify != verify) else { continue };
                     src.meta.verify = verify.clone();
                     self.ready.push(Outcome::Verify { key, verify });
                 }
-                Entry::Token(id, token, expires_at) => {
+                Record::Token(id, token, expires_at) => {
                     let Some(&key) = self.by_id.get(&id) else { continue };
                     let Some(src) = self.sources.get_mut(&key).filter(|s| !s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
                     src.tokens.push((token.clone(), expires_at));
                     self.ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
                 }
-                Entry::Revoked(id, token) => {
+                Record::Revoked(id, token) => {
                     let Some(&key) = self.by_id.get(&id) else { continue };
                     let Some(src) = self.sources.get_mut(&key).filter(|s| s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
                     src.tokens.retain(|(t, _)| *t != token);
@@ -1050,18 +881,7 @@ impl Redis {
         let (key, prev) = (r.key, r.prev);
         let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
         // (id, the id before it, payload)
-        let events: Vec<(EventId, EventId, Vec<u8>)> = reply
-            .as_array()
-            .unwrap_or(&[])
-            .iter()
-            .rev()
-            .filter_map(|e| {
-                let e = e.as_array()?;
-                let f = e.get(1)?.as_array()?;
-                Some((parse_id(e.first()?.as_bytes()?)?, parse_id(field(f, "v")?)?, field(f, "p")?.to_vec()))
-            })
-            .filter(|e| e.0 <= prev)
-            .collect();
+        let events = records::history(reply, prev);
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
             warn!("source {}: events after {last} up to {before} were evicted before this node caught up", self.sources[&key].id);
@@ -1075,11 +895,6 @@ impl Redis {
         for (id, _, payload) in events {
             self.deliver(key, id, &payload);
         }
-    }
-
-    fn own_emit(&self, emit: &[u8]) -> Option<u64> {
-        let rest = emit.strip_prefix(self.node.as_bytes())?.strip_prefix(b":")?;
-        std::str::from_utf8(rest).ok()?.parse().ok()
     }
 
     /// Deadlines: emits past theirs fail; a command link or a reader that
@@ -1123,55 +938,6 @@ impl Redis {
         }
         self.own = Some((poll, events));
     }
-}
-
-/// A partition entry's records, in order. Events: the events of one
-/// script call for this partition, two fields each (`e`: `<source> <id>
-/// <id before> <emit id>`, `p`: the payload): the fewer the entries and
-/// fields, the less Redis builds and a node takes apart per event.
-fn entries(f: Vec<Value>, out: &mut VecDeque<Entry>) {
-    if f.first().and_then(Value::as_bytes) != Some(b"e") {
-        out.extend(entry(&f));
-        return;
-    }
-    let mut f = f.into_iter();
-    while let (Some(_), Some(head), Some(_), Some(Value::Bulk(payload))) = (f.next(), f.next(), f.next(), f.next()) {
-        out.extend(event(head.as_bytes().unwrap_or_default(), payload));
-    }
-}
-
-fn event(head: &[u8], payload: Vec<u8>) -> Option<Entry> {
-    let mut head = head.split(|&b| b == b' ');
-    let (source, id, prev, emit) = (head.next()?, head.next()?, head.next()?, head.next()?);
-    Some(Entry::Event {
-        source: String::from_utf8_lossy(source).into_owned(),
-        id: parse_id(id)?,
-        prev: parse_id(prev)?,
-        emit: emit.to_vec(),
-        payload,
-    })
-}
-
-/// A control record's fields.
-fn entry(f: &[Value]) -> Option<Entry> {
-    let text = |name| field(f, name).map(|v| String::from_utf8_lossy(v).into_owned());
-    let source = text("s")?;
-    Some(match field(f, "t")? {
-        b"c" => Entry::Created(SourceMeta {
-            account: text("a")?,
-            name: text("n")?,
-            endpoint_key: text("k")?,
-            created_at: text("at")?.parse().ok()?,
-            verify: field(f, "j").and_then(Verify::from_stored),
-            id: source,
-        }),
-        b"d" => Entry::Deleted(source),
-        b"x" => Entry::Cleared(source, parse_id(field(f, "i")?)?),
-        b"v" => Entry::Verify(source, field(f, "j")?.to_vec()),
-        b"T" => Entry::Token(source, text("k")?, text("x")?.parse().ok()?),
-        b"R" => Entry::Revoked(source, text("k")?),
-        _ => return None,
-    })
 }
 
 impl Engine for Redis {
@@ -1381,46 +1147,6 @@ impl Engine for Redis {
     }
 }
 
-/// SHA-1 in hex: the script's name for EVALSHA (Redis computes the same).
-fn sha1_hex(data: &[u8]) -> String {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
-    let mut msg = data.to_vec();
-    let bits = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bits.to_be_bytes());
-    for block in msg.chunks(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, &wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    h.iter().map(|x| format!("{x:08x}")).collect()
-}
-
 #[cfg(test)]
 pub mod testing;
 
@@ -1429,36 +1155,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sha1_matches_known_digests() {
-        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(sha1_hex(&[b'a'; 1000]), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
-    }
-
-    #[test]
-    fn urls() {
-        let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
-        assert_eq!(u, RedisUrl { target: Target::Tcp("127.0.0.1:6380".parse().unwrap()), auth: None, db: 2 });
-        let u = RedisUrl::parse("redis://ann:p%40ss@127.0.0.1").unwrap();
-        assert_eq!(u.auth, Some((Some("ann".into()), "p@ss".into())));
-        assert_eq!(u.target, Target::Tcp("127.0.0.1:6379".parse().unwrap()));
-        assert_eq!(RedisUrl::parse("redis://:secret@127.0.0.1:1/").unwrap().auth, Some((None, "secret".into())));
-        assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().target, Target::Unix("/run/redis.sock".into()));
-        let u = RedisUrl::parse("unix:///run/r.sock?db=2&password=p%26w").unwrap();
-        assert_eq!((u.db, u.auth), (2, Some((None, "p&w".to_string()))));
-        for bad in ["rediss://h:1", "http://x", "redis://127.0.0.1:1/x", "unix://rel"] {
-            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn conforms() {
         let server = testing::RedisServer::start();
         let url = server.url();
         crate::engine::conformance::check_all(
             &|dir, history, _floor| {
                 // One namespace per check dir, so a reopen finds its data.
-                let prefix = format!("t{}:", sha1_hex(dir.to_string_lossy().as_bytes()));
+                let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
                 let mut opened = open(&url, 4, history, &prefix).unwrap();
                 let recovered = std::mem::take(&mut opened.recovered);
                 (Box::new(opened.standalone()), recovered)
