@@ -33,9 +33,11 @@
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
 
+mod follow;
 mod keys;
 mod link;
 mod load;
+mod pipeline;
 mod records;
 pub mod resp;
 mod url;
@@ -52,8 +54,10 @@ use crate::history::History;
 use crate::sse::{Event, EventId};
 use crate::text::push_u64;
 use crate::verify::Verify;
-use keys::{KeyNames, partition_of};
-use link::{Got, Link, State};
+use follow::{Reader, Resync};
+use keys::KeyNames;
+use link::{Got, State};
+use pipeline::{Awaited, Pipeline};
 use records::Record;
 use resp::Value;
 pub use url::RedisUrl;
@@ -63,29 +67,6 @@ pub use url::RedisUrl;
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-/// Events a partition stream keeps at most, about (`MAXLEN ~` divided by
-/// the events in the record added; fewer when calls grow): how far behind a
-/// node may fall before it catches up from history streams instead.
-/// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
-const PARTITION_LEN: &str = "10000";
-/// An emit not acknowledged within this answers 503 (SPEC: within 2 s).
-const EMIT_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Any other command not answered within this closes the command link.
-const OP_TIMEOUT: Duration = Duration::from_millis(1500);
-/// The command link is pinged when idle this long (liveness, /healthz).
-const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
-const BLOCK_MS: &str = "5000";
-const READ_TIMEOUT: Duration = Duration::from_secs(8);
-/// A turn's emits go in script calls of at most this many, or this many
-/// payload bytes (one call runs in Redis without a break).
-const BATCH_EMITS: usize = 512;
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Entries per XREAD.
-const READ_COUNT: &str = "1000";
-
-const SCRIPT: &str = include_str!("script.lua");
-
 /// Connected and loaded at bind; started on the reactor thread.
 pub struct Opened {
     url: RedisUrl,
@@ -140,36 +121,17 @@ impl Opened {
     }
 }
 
-/// What a reply on the command link answers.
-enum Expect {
-    /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
-    Setup,
-    /// `GET epoch` when idle: liveness, and a Redis that lost its data.
-    Ping(Instant),
-    /// `GET epoch` after a loss: the epoch to use from now on.
-    Epoch,
-    /// `XREVRANGE` of a history: a resync.
-    Resync,
-    Op {
-        ticket: Option<Ticket>,
-        what: What,
-        at: Instant,
-        epoch: u64,
-    },
-}
-
-enum What {
-    /// The emits' counters (their flights hold the rest).
-    Emits(Vec<u64>),
+/// What a change did to this node's memory, taken back if it fails: what
+/// it took out, or what a value was before (put back if Redis refuses the
+/// change), or what it added.
+enum TakeBack {
     Create(SourceKey),
-    /// What a change took out of this node's memory, or what it was
-    /// before: put back if Redis refuses the change.
     Delete(SourceKey, Box<(Src, Option<Ring>)>),
     Clear(SourceKey, Option<History>),
     Verify(SourceKey, Option<Verify>),
     Token(SourceKey, String),
     Revoke(SourceKey, (String, u64)),
-    Plain,
+    Nothing,
 }
 
 /// Error replies that say the script did not run or wrote nothing:
@@ -179,14 +141,7 @@ enum What {
 /// counts as unknown.)
 const REFUSED: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT"];
 
-/// An emit submitted and not yet answered.
-struct Flight {
-    ticket: Ticket,
-    key: SourceKey,
-    payload: Vec<u8>,
-    deadline: Instant,
-}
-
+/// A source as this node has it.
 struct Src {
     id: String,
     /// Written back if Redis loses it, with the tokens.
@@ -197,91 +152,30 @@ struct Src {
     last: EventId,
 }
 
-struct Reader {
-    link: Link,
-    /// The last partition id read: the next XREAD starts after it.
-    cursor: Vec<u8>,
-    setup: usize,
-    /// An XREAD is out since.
-    reading: Option<Instant>,
-}
-
-/// A source caught up from its history stream: a partition record's
-/// predecessor never reached this node (the partition was trimmed past the
-/// node's position while it was paused, or Redis lost it). Every record
-/// waits meanwhile, so order holds.
-struct Resync {
-    key: SourceKey,
-    /// The predecessor the record named.
-    prev: EventId,
-    /// The history's answer is in.
-    done: bool,
-    gap_sent: bool,
-}
-
-/// Emits in flight, in counter order: mostly taken from the front.
-#[derive(Default)]
-struct Flights(VecDeque<(u64, Flight)>);
-
-impl Flights {
-    fn insert(&mut self, counter: u64, flight: Flight) {
-        self.0.push_back((counter, flight));
-    }
-
-    fn get(&self, counter: u64) -> Option<&Flight> {
-        let at = self.0.binary_search_by_key(&counter, |(c, _)| *c).ok()?;
-        self.0.get(at).map(|(_, f)| f)
-    }
-
-    fn remove(&mut self, counter: &u64) -> Option<Flight> {
-        let at = self.0.binary_search_by_key(counter, |(c, _)| *c).ok()?;
-        self.0.remove(at).map(|(_, f)| f)
-    }
-}
-
 pub struct Redis {
     url: RedisUrl,
-    keys: KeyNames,
-    /// What a history stream keeps at least: `--history` + 1 (the oldest is the newest evicted).
-    keep: String,
-    partitions: u32,
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
-    cmd: Link,
-    expect: VecDeque<Expect>,
+    /// The command link (its key names are the engine's).
+    pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
     sources: HashMap<SourceKey, Src>,
     by_id: HashMap<String, SourceKey>,
     /// Deleted here; their create record may still come from a partition read.
     /// (A map, not a set: it shares the registry's instantiation.)
     tombstones: HashMap<String, SourceKey>,
-    /// This process's emit ids are `<node>:<counter>`.
-    node: String,
-    emits: u64,
-    /// By counter, oldest first (so also by deadline).
-    flights: Flights,
-    /// Emits submitted this turn, not yet sent: (counter, source id).
-    batch: Vec<(u64, String)>,
-    batch_bytes: usize,
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Record>,
     replies: Vec<Value>,
-    sha: String,
-    /// Redis's data generation: a different one means it lost data.
-    epoch: Vec<u8>,
-    /// Epochs adopted since start (ops remember the one they were sent in).
-    epochs: u64,
     /// A loss is being handled (the new epoch not yet known).
     recovering: bool,
     default_key: Option<String>,
     resync: Option<Resync>,
     /// Records wait for a resync (or for the command link to ask one).
     stalled: bool,
-    partition_len: String,
     scratch: Vec<u8>,
-    last_sent: Instant,
     // metrics
     reconnects: u64,
     rtt_us_total: u64,
@@ -292,47 +186,26 @@ pub struct Redis {
 impl Redis {
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
         let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
-        let readers = cursors
-            .into_iter()
-            .enumerate()
-            .map(|(n, cursor)| Reader { link: Link::new(Token(TOKEN_BASE + 1 + n)), cursor, setup: 0, reading: None })
-            .collect();
+        let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
-            keys,
-            keep: (history + 1).to_string(),
-            partitions,
             registry,
             own,
             rings: Rings::new(history, 0),
-            cmd: Link::new(Token(TOKEN_BASE)),
-            expect: VecDeque::new(),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
             readers,
             sources: HashMap::new(),
             by_id: HashMap::new(),
             tombstones: HashMap::new(),
-            node: crate::auth::random_base62(12),
-            emits: 0,
-            flights: Flights::default(),
-            batch: Vec::new(),
-            batch_bytes: 0,
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
             replies: Vec::new(),
-            sha: crate::sha1::hex(SCRIPT.as_bytes()),
-            epoch,
-            epochs: 0,
             recovering: false,
             default_key,
             resync: None,
             stalled: false,
-            partition_len: std::env::var("SSEHUB_REDIS_PARTITION_LEN")
-                .ok()
-                .filter(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
-                .unwrap_or_else(|| PARTITION_LEN.to_string()),
             scratch: Vec::new(),
-            last_sent: Instant::now(),
             reconnects: 0,
             rtt_us_total: 0,
             rtt_count: 0,
@@ -354,17 +227,8 @@ impl Redis {
     }
 
     /// Queues one script call on the command link.
-    fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, what: What) {
-        // Emits queued before this change go first: order is kept.
-        self.send_batch();
-        let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
-        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
-        all.extend([op, source.as_bytes(), self.partition_len.as_bytes(), &self.epoch]);
-        all.extend_from_slice(args);
-        self.cmd.send(&all);
-        self.last_sent = Instant::now();
-        self.expect.push_back(Expect::Op { ticket, what, at: Instant::now(), epoch: self.epochs });
+    fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, take_back: TakeBack) {
+        self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
     fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
@@ -373,56 +237,12 @@ impl Redis {
             return;
         };
         let id = src.id.clone();
-        self.emits += 1;
-        let counter = self.emits;
-        self.batch.push((counter, id));
-        self.batch_bytes += payload.len();
-        self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
-        if self.batch.len() >= BATCH_EMITS || self.batch_bytes >= BATCH_BYTES {
-            self.send_batch();
-        }
-    }
-
-    /// Sends the emits queued since the last change as one script call
-    /// (Redis's cost per call is most of its cost per emit).
-    fn send_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if matches!(self.cmd.state, State::Down { .. }) {
-            for (counter, _) in batch {
-                if let Some(f) = self.flights.remove(&counter) {
-                    self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
-                }
-            }
-            return;
-        }
-        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
-        let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
-        for (counter, id) in &batch {
-            keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
-            emit_ids.push(records::emit_id(&self.node, *counter));
-        }
-        let mut numkeys = Vec::new();
-        push_u64(&mut numkeys, keys.len() as u64 + 1);
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
-        all.extend(keys.iter().map(String::as_bytes));
-        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.keep.as_bytes()]);
-        for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
-            let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
-            all.extend([id.as_bytes(), emit_id, payload]);
-        }
-        self.cmd.send(&all);
-        self.last_sent = Instant::now();
-        let counters = batch.into_iter().map(|(c, _)| c).collect();
-        self.expect.push_back(Expect::Op { ticket: None, what: What::Emits(counters), at: Instant::now(), epoch: self.epochs });
+        self.pipe.emit(ticket, key, id, payload, &mut self.ready);
     }
 
     /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
-        let Some(flight) = self.flights.remove(&counter) else { return };
+        let Some(flight) = self.pipe.land(counter) else { return };
         let result = match (reply, records::emitted(reply)) {
             (_, Some((id, prev))) => {
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
@@ -443,24 +263,24 @@ impl Redis {
         self.rings.create(key, &meta.id);
         self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), tokens: Vec::new(), last: EventId::default() });
         self.by_id.insert(meta.id.clone(), key);
-        self.put_source(b"c", meta, "0-0", ticket, What::Create(key));
+        self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
 
     /// Writes a source's hash: `c` creates it (refused if the name is
     /// taken), `w` writes it back after a loss with the newest id served.
-    fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, what: What) {
+    fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
         let args: [&[u8]; 6] =
             [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
-        self.call(&meta.id, op, &args, ticket, what);
+        self.call(&meta.id, op, &args, ticket, take_back);
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
     /// expired ones there are dropped meanwhile.
-    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, what: What) {
+    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, take_back: TakeBack) {
         let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
-        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, what);
+        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, take_back);
     }
 
     fn forget(&mut self, key: SourceKey) -> Option<Src> {
@@ -481,21 +301,20 @@ impl Redis {
     /// failure (if Redis made them after all, their own records bring
     /// them back). A delete, a clear or a revocation whose fate is unknown
     /// stays done here.
-    fn take_back(&mut self, what: What, refused: bool) {
-        match what {
-            What::Emits(counters) => self.fail_flights(&counters),
-            What::Create(key) => drop(self.forget(key)),
-            What::Verify(key, before) => {
+    fn take_back(&mut self, take_back: TakeBack, refused: bool) {
+        match take_back {
+            TakeBack::Create(key) => drop(self.forget(key)),
+            TakeBack::Verify(key, before) => {
                 if let Some(src) = self.sources.get_mut(&key) {
                     src.meta.verify = before;
                 }
             }
-            What::Token(key, token) => {
+            TakeBack::Token(key, token) => {
                 if let Some(src) = self.sources.get_mut(&key) {
                     src.tokens.retain(|(t, _)| *t != token);
                 }
             }
-            What::Delete(key, taken) if refused => {
+            TakeBack::Delete(key, taken) if refused => {
                 let (src, ring) = *taken;
                 self.tombstones.remove(&src.id);
                 self.by_id.insert(src.id.clone(), key);
@@ -504,13 +323,13 @@ impl Redis {
                     self.rings.put_back(key, ring);
                 }
             }
-            What::Clear(key, Some(history)) if refused => self.rings.put_history(key, history),
-            What::Revoke(key, token) if refused => {
+            TakeBack::Clear(key, Some(history)) if refused => self.rings.put_history(key, history),
+            TakeBack::Revoke(key, token) if refused => {
                 if let Some(src) = self.sources.get_mut(&key) {
                     src.tokens.push(token);
                 }
             }
-            What::Delete(..) | What::Clear(..) | What::Revoke(..) | What::Plain => {}
+            TakeBack::Delete(..) | TakeBack::Clear(..) | TakeBack::Revoke(..) | TakeBack::Nothing => {}
         }
     }
 
@@ -530,29 +349,12 @@ impl Redis {
     // ---- links ----
 
     fn connect_due(&mut self, now: Instant) {
-        if matches!(self.cmd.state, State::Down { retry_at } if retry_at <= now) {
-            match self.cmd.connect(&self.url, &self.registry) {
-                Ok(()) => {
-                    for _ in 0..self.url.setup().len() {
-                        self.expect.push_back(Expect::Setup);
-                    }
-                    self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-                    self.expect.push_back(Expect::Setup);
-                    self.last_sent = now;
-                }
-                Err(e) => self.lose_cmd(&e.to_string()),
-            }
+        if let Err(e) = self.pipe.connect_due(&self.url, &self.registry, now) {
+            self.lose_cmd(&e.to_string());
         }
         for n in 0..self.readers.len() {
-            let r = &mut self.readers[n];
-            if matches!(r.link.state, State::Down { retry_at } if retry_at <= now) {
-                match r.link.connect(&self.url, &self.registry) {
-                    Ok(()) => {
-                        r.setup = self.url.setup().len();
-                        r.reading = None;
-                    }
-                    Err(e) => self.lose_reader(n, &e.to_string()),
-                }
+            if let Err(e) = self.readers[n].connect_due(&self.url, &self.registry, now) {
+                self.lose_reader(n, &e.to_string());
             }
         }
     }
@@ -565,10 +367,10 @@ impl Redis {
     }
 
     fn lose_cmd(&mut self, why: &str) {
-        if self.cmd.state == State::Up {
+        let (was_up, awaited) = self.pipe.lose(&self.registry);
+        if was_up {
             self.reconnects += 1;
         }
-        self.cmd.lose(&self.registry);
         self.went_down("command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
@@ -577,12 +379,9 @@ impl Redis {
             self.resync = None;
         }
         // In flight: fails, except emits, which wait for their record (or their deadline).
-        for e in std::mem::take(&mut self.expect) {
-            if let Expect::Op { ticket, what, .. } = e {
-                if matches!(what, What::Emits(_)) {
-                    continue;
-                }
-                self.take_back(what, false);
+        for a in awaited {
+            if let Awaited::Change { ticket, take_back, .. } = a {
+                self.take_back(take_back, false);
                 if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
                 }
@@ -591,11 +390,9 @@ impl Redis {
     }
 
     fn lose_reader(&mut self, n: usize, why: &str) {
-        if self.readers[n].link.state == State::Up {
+        if self.readers[n].lose(&self.registry) {
             self.reconnects += 1;
         }
-        self.readers[n].link.lose(&self.registry);
-        self.readers[n].reading = None;
         self.went_down("a partition link", why);
     }
 
@@ -604,7 +401,7 @@ impl Redis {
         let t = event.token().0;
         let mut replies = std::mem::take(&mut self.replies);
         if t == TOKEN_BASE {
-            match self.cmd.ready(event, &mut replies) {
+            match self.pipe.link.ready(event, &mut replies) {
                 Got::Replies => {
                     for reply in replies.drain(..) {
                         self.on_reply(reply);
@@ -620,7 +417,9 @@ impl Redis {
         } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
             let got = self.readers[n].link.ready(event, &mut replies);
             for reply in replies.drain(..) {
-                self.on_read(n, reply);
+                if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
+                    self.lose_reader(n, &why);
+                }
             }
             if let Got::Lost(why) = got {
                 self.lose_reader(n, &why);
@@ -635,65 +434,59 @@ impl Redis {
     }
 
     fn all_up(&self) -> bool {
-        self.cmd.state == State::Up && self.cmd.answered > 0 && self.readers.iter().all(|r| r.link.state == State::Up)
+        self.pipe.link.state == State::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == State::Up)
     }
 
     /// A reply on the command link.
     fn on_reply(&mut self, reply: Value) {
-        let Some(expect) = self.expect.pop_front() else {
+        let Some(awaited) = self.pipe.next_awaited() else {
             return self.lose_cmd("a reply nothing asked for");
         };
-        match expect {
-            Expect::Setup => {
+        match awaited {
+            Awaited::Setup => {
                 if let Value::Error(e) = reply {
                     error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
                     self.lose_cmd("set-up refused");
                 }
             }
-            Expect::Ping(at) => {
+            Awaited::Ping(at) => {
                 self.rtt(at);
-                if reply.as_bytes() != Some(&self.epoch[..]) {
+                if reply.as_bytes() != Some(&self.pipe.epoch[..]) {
                     self.data_lost();
                 }
             }
-            Expect::Resync => self.resynced(&reply),
-            Expect::Epoch => {
+            Awaited::Resync => self.resynced(&reply),
+            Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
-                    self.epoch = epoch.to_vec();
+                    self.pipe.epoch = epoch.to_vec();
                 }
-                self.epochs += 1;
+                self.pipe.epochs += 1;
                 self.recovering = false;
             }
-            Expect::Op { ticket, what, at, epoch } => {
+            Awaited::Emits { counters, at, epoch } => {
                 self.rtt(at);
-                let result = match (&reply, what) {
-                    (Value::Error(e), what) if e.starts_with(b"TAKEN") => {
-                        self.take_back(what, true);
+                if let Value::Error(e) = &reply {
+                    if !e.starts_with(b"TAKEN") {
+                        self.refused(e, epoch);
+                    }
+                    return self.pipe.fail_flights(&counters, &mut self.ready);
+                }
+                let parts = reply.as_array().unwrap_or(&[]);
+                for (i, counter) in counters.into_iter().enumerate() {
+                    self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
+                }
+            }
+            Awaited::Change { ticket, take_back, at, epoch } => {
+                self.rtt(at);
+                let result = match &reply {
+                    Value::Error(e) if e.starts_with(b"TAKEN") => {
+                        self.take_back(take_back, true);
                         Err(StorageError::Conflict)
                     }
-                    (Value::Error(e), what) => {
-                        if e.starts_with(b"LOST") {
-                            // Not run. A loss seen in the current epoch is handled once.
-                            if epoch == self.epochs {
-                                self.data_lost();
-                            }
-                        } else if e.starts_with(b"NOSCRIPT") {
-                            // Not run: safe to refuse. Loaded again for what follows.
-                            self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-                            self.expect.push_back(Expect::Setup);
-                        } else {
-                            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
-                        }
-                        let refused = REFUSED.iter().any(|code| e.starts_with(code));
-                        self.take_back(what, refused);
+                    Value::Error(e) => {
+                        let refused = self.refused(e, epoch);
+                        self.take_back(take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
-                    }
-                    (_, What::Emits(counters)) => {
-                        let parts = reply.as_array().unwrap_or(&[]);
-                        for (i, counter) in counters.into_iter().enumerate() {
-                            self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
-                        }
-                        return;
                     }
                     _ => Ok(Ack::Stored),
                 };
@@ -702,6 +495,23 @@ impl Redis {
                 }
             }
         }
+    }
+
+    /// A script call's error reply (sent in `epoch`): a loss is handled,
+    /// an unloaded script loaded again. True if the script surely did not run.
+    fn refused(&mut self, e: &[u8], epoch: u64) -> bool {
+        if e.starts_with(b"LOST") {
+            // Not run. A loss seen in the current epoch is handled once.
+            if epoch == self.pipe.epochs {
+                self.data_lost();
+            }
+        } else if e.starts_with(b"NOSCRIPT") {
+            // Not run: safe to refuse. Loaded again for what follows.
+            self.pipe.load_script();
+        } else {
+            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
+        }
+        REFUSED.iter().any(|code| e.starts_with(code))
     }
 
     /// Redis lost data (FLUSHALL, a restart without persistence, a stale
@@ -716,63 +526,29 @@ impl Redis {
         self.recovering = true;
         error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.len());
         let fresh = crate::auth::random_base62(16);
-        let epoch = self.keys.epoch.clone();
-        self.cmd.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"]);
-        self.expect.push_back(Expect::Setup);
-        self.cmd.send(&[b"GET", epoch.as_bytes()]);
-        self.expect.push_back(Expect::Epoch);
+        let epoch = self.pipe.keys.epoch.clone();
+        self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);
+        self.pipe.send(&[b"GET", epoch.as_bytes()], Awaited::Epoch);
         let back: Vec<_> = self.sources.values().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for (meta, last, tokens) in back {
-            self.put_source(b"w", &meta, &last, None, What::Plain);
+            self.put_source(b"w", &meta, &last, None, TakeBack::Nothing);
             for (token, expires_at) in tokens {
-                self.put_token(&meta.id, &token, expires_at, now, None, What::Plain);
+                self.put_token(&meta.id, &token, expires_at, now, None, TakeBack::Nothing);
             }
         }
         if let Some(k) = self.default_key.clone() {
-            let name = self.keys.default_key.clone();
-            self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
-            self.expect.push_back(Expect::Setup);
+            let name = self.pipe.keys.default_key.clone();
+            self.pipe.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"], Awaited::Setup);
         }
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
         }
     }
 
-    fn fail_flights(&mut self, counters: &[u64]) {
-        for counter in counters {
-            if let Some(f) = self.flights.remove(counter) {
-                self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
-            }
-        }
-    }
-
     fn rtt(&mut self, at: Instant) {
         self.rtt_us_total += at.elapsed().as_micros() as u64;
         self.rtt_count += 1;
-    }
-
-    /// A reply on partition `n`'s reader.
-    fn on_read(&mut self, n: usize, reply: Value) {
-        let r = &mut self.readers[n];
-        if r.setup > 0 {
-            r.setup -= 1;
-            if let Value::Error(e) = reply {
-                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
-                self.lose_reader(n, "set-up refused");
-            }
-            return;
-        }
-        r.reading = None;
-        // [[stream, [[id, [k, v, …]], …]]], taken apart (payloads move, not copied).
-        match reply {
-            Value::Nil => {}
-            Value::Error(e) => {
-                let why = String::from_utf8_lossy(&e).into_owned();
-                self.lose_reader(n, &why);
-            }
-            v => records::read(v, &mut self.readers[n].cursor, &mut self.entries),
-        }
     }
 
     /// Applies read records in order; stops after a remote create, which
@@ -798,8 +574,8 @@ impl Redis {
                                 // A finished resync still here is stale (its source went meanwhile).
                                 let waiting = waiting.filter(|r| !r.done);
                                 self.stalled = true;
-                                if waiting.is_none() && self.cmd.state == State::Up {
-                                    self.ask_resync(&source, key, last, prev);
+                                if waiting.is_none() && self.pipe.link.state == State::Up {
+                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
                                 } else {
                                     self.resync = waiting;
                                 }
@@ -810,9 +586,7 @@ impl Redis {
                     } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
                         self.resync = None;
                     }
-                    if let Some(counter) = records::emit_counter(&self.node, &emit)
-                        && let Some(flight) = self.flights.remove(&counter)
-                    {
+                    if let Some(flight) = self.pipe.land_own(&emit) {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
@@ -862,18 +636,6 @@ impl Redis {
         }
     }
 
-    fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
-        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
-        let history = self.keys.history(source);
-        // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
-        // trimming may keep more), those up to `prev` used (the later ones come by partition).
-        let from = format!("({last}");
-        self.cmd.send(&[b"XREVRANGE", history.as_bytes(), b"+", from.as_bytes(), b"COUNT", self.keep.as_bytes()]);
-        self.expect.push_back(Expect::Resync);
-        self.last_sent = Instant::now();
-        self.resync = Some(Resync { key, prev, done: false, gap_sent: false });
-    }
-
     /// The history's events after the source's last delivered one.
     fn resynced(&mut self, reply: &Value) {
         let Some(r) = &mut self.resync else { return };
@@ -900,32 +662,15 @@ impl Redis {
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
-        while self.flights.0.front().is_some_and(|(_, f)| f.deadline <= now) {
-            let Some((_, flight)) = self.flights.0.pop_front() else { break };
-            self.ready.push(Outcome::Done { ticket: flight.ticket, result: Err(StorageError::Unreachable) });
-        }
-        let front_at = self.expect.iter().find_map(|e| match e {
-            Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
-            Expect::Setup | Expect::Epoch | Expect::Resync => None,
-        });
-        if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
-        {
+        if self.pipe.expire(now, &mut self.ready) {
             self.lose_cmd("no answer");
         }
         for n in 0..self.readers.len() {
-            let r = &self.readers[n];
-            let stuck = r.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
-                || (r.link.state == State::Connecting && r.reading.is_some_and(|at| now >= at + OP_TIMEOUT));
-            if stuck {
+            if self.readers[n].stuck(now) {
                 self.lose_reader(n, "no answer");
             }
         }
-        if self.cmd.state == State::Up && self.expect.is_empty() && now >= self.last_sent + PING_INTERVAL {
-            let epoch = self.keys.epoch.clone();
-            self.cmd.send(&[b"GET", epoch.as_bytes()]);
-            self.expect.push_back(Expect::Ping(now));
-            self.last_sent = now;
-        }
+        self.pipe.ping_if_idle(now);
         self.connect_due(now);
     }
 
@@ -961,19 +706,19 @@ impl Engine for Redis {
             return ticket;
         };
         // Down: refused at once, not after a timeout (a connecting link queues).
-        if matches!(self.cmd.state, State::Down { .. }) {
+        if matches!(self.pipe.link.state, State::Down { .. }) {
             return self.fail_now(ticket);
         }
         match op {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
             Op::Delete { key } => {
                 self.tombstones.insert(id.clone(), key);
-                let what = taken.map_or(What::Plain, |t| What::Delete(key, Box::new(t)));
-                self.call(&id, b"d", &[], Some(ticket), what);
+                let take_back = taken.map_or(TakeBack::Nothing, |t| TakeBack::Delete(key, Box::new(t)));
+                self.call(&id, b"d", &[], Some(ticket), take_back);
             }
             Op::Clear { key } => {
                 let before = self.rings.clear(key);
-                self.call(&id, b"x", &[], Some(ticket), What::Clear(key, before));
+                self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
             Op::Append { key, payload } => self.emit(ticket, key, payload),
             Op::Import { key, source } => {
@@ -990,72 +735,57 @@ impl Engine for Redis {
                     before = std::mem::replace(&mut src.meta.verify, verify.cloned());
                 }
                 let settings = verify.map(Verify::stored_json).unwrap_or_default();
-                self.call(&id, b"v", &[&settings], Some(ticket), What::Verify(key, before));
+                self.call(&id, b"v", &[&settings], Some(ticket), TakeBack::Verify(key, before));
             }
             Op::Token { key, token } => {
                 if let Some(src) = self.sources.get_mut(&key) {
                     src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
                     src.tokens.push((token.token.clone(), token.expires_at));
                 }
-                let what = What::Token(key, token.token.clone());
-                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), what);
+                let take_back = TakeBack::Token(key, token.token.clone());
+                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), take_back);
             }
             Op::RevokeToken { token } => {
-                let mut what = What::Plain;
+                let mut take_back = TakeBack::Nothing;
                 if let Some(&key) = self.by_id.get(&id)
                     && let Some(src) = self.sources.get_mut(&key)
                     && let Some(at) = src.tokens.iter().position(|(t, _)| t == token)
                 {
-                    what = What::Revoke(key, src.tokens.swap_remove(at));
+                    take_back = TakeBack::Revoke(key, src.tokens.swap_remove(at));
                 }
-                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), what);
+                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), take_back);
             }
             Op::DefaultKey(k) => {
-                self.send_batch();
-                let name = self.keys.default_key.clone();
-                self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
+                self.pipe.send_batch(&mut self.ready);
+                let name = self.pipe.keys.default_key.clone();
+                let change =
+                    Awaited::Change { ticket: Some(ticket), take_back: TakeBack::Nothing, at: Instant::now(), epoch: self.pipe.epochs };
+                self.pipe.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"], change);
                 self.default_key = Some(k.to_string());
-                self.expect.push_back(Expect::Op { ticket: Some(ticket), what: What::Plain, at: Instant::now(), epoch: self.epochs });
             }
         }
         ticket
     }
 
     fn flush(&mut self) {
-        self.send_batch();
+        self.pipe.send_batch(&mut self.ready);
         for n in 0..self.readers.len() {
-            let r = &mut self.readers[n];
-            if r.reading.is_none() && matches!(r.link.state, State::Up | State::Connecting) {
-                let stream = self.keys.partition(n as u32);
-                r.link.send(&[
-                    b"XREAD",
-                    b"COUNT",
-                    READ_COUNT.as_bytes(),
-                    b"BLOCK",
-                    BLOCK_MS.as_bytes(),
-                    b"STREAMS",
-                    stream.as_bytes(),
-                    &r.cursor,
-                ]);
-                r.reading = Some(Instant::now());
-            }
-            if r.link.state == State::Up
-                && let Err(why) = r.link.flush()
-            {
+            let keys = &self.pipe.keys;
+            if let Err(why) = self.readers[n].flush(|| keys.partition(n as u32)) {
                 self.lose_reader(n, &why);
             }
         }
-        if self.cmd.state == State::Up
-            && let Err(why) = self.cmd.flush()
+        if self.pipe.link.state == State::Up
+            && let Err(why) = self.pipe.link.flush()
         {
             self.lose_cmd(&why);
         }
     }
 
     fn wants_flush(&self) -> bool {
-        self.cmd.wants_flush()
-            || !self.batch.is_empty()
-            || self.readers.iter().any(|r| r.link.wants_flush() || (r.reading.is_none() && r.link.state == State::Up))
+        self.pipe.link.wants_flush()
+            || self.pipe.has_batch()
+            || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()
     }
@@ -1074,29 +804,9 @@ impl Engine for Redis {
     fn next_wake(&self) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if let Some((_, f)) = self.flights.0.front() {
-            consider(f.deadline);
-        }
-        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) =
-            self.expect.iter().find(|e| matches!(e, Expect::Ping(_) | Expect::Op { .. }))
-        {
-            consider(*t + OP_TIMEOUT);
-        }
-        for link in std::iter::once(&self.cmd).chain(self.readers.iter().map(|r| &r.link)) {
-            if let State::Down { retry_at } = link.state {
-                consider(retry_at);
-            }
-        }
+        self.pipe.next_wake(&mut consider);
         for r in &self.readers {
-            if let Some(t) = r.reading {
-                consider(t + READ_TIMEOUT);
-            }
-        }
-        if self.cmd.state == State::Connecting {
-            consider(self.last_sent + OP_TIMEOUT);
-        }
-        if self.cmd.state == State::Up && self.expect.is_empty() {
-            consider(self.last_sent + PING_INTERVAL);
+            r.next_wake(&mut consider);
         }
         at
     }
@@ -1125,7 +835,7 @@ impl Engine for Redis {
     }
 
     fn healthy(&self) -> bool {
-        self.cmd.state == State::Up && self.cmd.answered > 0
+        self.pipe.link.state == State::Up && self.pipe.link.answered > 0
     }
 
     fn shared(&self) -> bool {
