@@ -1,5 +1,15 @@
 //! The engine's key names in Redis, all under one prefix (`ssehub:`), and
 //! which partition stream a source's records go to (`partition_of`).
+//!
+//! `src:<id>` a hash per source (account, name, endpoint, created, last
+//! id, evicted id: more fields are more hash fields), `sources` the set of
+//! ids, `names` the account+name index that keeps names unique across
+//! nodes, `h:<id>` the source's history stream (at least `--history` + 1
+//! entries, `p` the payload and `v` the id before: of the newest
+//! `--history` + 1, the oldest is the newest evicted), `p:<n>` the live
+//! partition streams, `partitions` the partition count the first node
+//! chose, `epoch` Redis's data generation (a change means it lost data),
+//! `default_key` a generated key.
 
 use crate::text::push_u64;
 

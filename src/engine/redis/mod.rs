@@ -1,23 +1,13 @@
 //! The `redis` engine: many ssehub nodes on one Redis (SPEC §6).
 //!
-//! Keys (under a prefix, `ssehub:`): `src:<id>` a hash per source
-//! (account, name, endpoint, created, last id, evicted id: more fields
-//! are more hash fields), `sources` the set of ids, `names` the
-//! account+name index that keeps names unique across nodes, `h:<id>` the
-//! source's history stream (at least `--history` + 1 entries, `p` the
-//! payload and `v` the id before: of the newest `--history` + 1, the oldest
-//! is the newest evicted), `p:<n>` the live partition streams, `partitions` the
-//! partition count the first node chose, `epoch` Redis's data generation
-//! (a change means it lost data), `default_key` a generated key.
-//!
 //! Every change is one EVALSHA of `script.lua` (atomic; the emits of one
-//! turn share a call): an emit XADDs to the history stream (Redis assigns
-//! the id, per source increasing) and goes, with the id before it, into the
-//! call's record for the source's partition (one XADD per partition and
-//! call, at most about `PARTITION_LEN` events kept); creates, deletes and clears write the hash and a
-//! control record to the same partition, so they are ordered with the
-//! source's events. Commands go out on one command link, written once per
-//! turn, replies matched FIFO.
+//! turn share a call): an emit XADDs to the source's history stream (Redis
+//! assigns the id, per source increasing) and goes, with the id before it,
+//! into the call's record for the source's partition stream (one XADD per
+//! partition and call, at most about `PARTITION_LEN` events kept); creates,
+//! deletes and clears write the source's hash and a control record to the
+//! same partition, so they are ordered with the source's events. Commands
+//! go out on one command link, written once per turn, replies matched FIFO.
 //!
 //! Each node reads every partition with a blocking XREAD on a link of its
 //! own, always after the last id it read. Every node keeps a ring for
@@ -32,8 +22,17 @@
 //! emits, which wait (at most `EMIT_TIMEOUT`) for their record to show up
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
+//!
+//! This file is the engine: this node's sources and rings, the changes and
+//! what they take back, the replies and records applied, faults and data
+//! loss. Beside it: `url.rs` (where Redis is), `keys.rs` (the key layout),
+//! `load.rs` (the blocking load at start), `pipeline.rs` (the command
+//! link), `follow.rs` (the partition readers), `records.rs` (the records,
+//! sans I/O), `health.rs` (logs and metrics of the links), `link.rs` and
+//! `resp.rs` (one connection, the protocol).
 
 mod follow;
+mod health;
 mod keys;
 mod link;
 mod load;
@@ -43,20 +42,19 @@ pub mod resp;
 mod url;
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{error, warn};
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{Ack, Engine, Op, Outcome, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::History;
 use crate::sse::{Event, EventId};
-use crate::text::push_u64;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
-use keys::KeyNames;
+use health::Health;
 use link::{Got, State};
+pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
 use records::Record;
 use resp::Value;
@@ -67,59 +65,6 @@ pub use url::RedisUrl;
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-/// Connected and loaded at bind; started on the reactor thread.
-pub struct Opened {
-    url: RedisUrl,
-    keys: KeyNames,
-    history: usize,
-    partitions: u32,
-    cursors: Vec<Vec<u8>>,
-    epoch: Vec<u8>,
-    default_key: Option<String>,
-    pub recovered: Recovered,
-}
-
-/// Loads what Redis holds (blocking: before the reactor runs).
-pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
-    let keys = KeyNames::new(prefix);
-    let loaded = load::load(url, &keys, partitions, history)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
-    if loaded.partitions != partitions {
-        warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
-    }
-    let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
-    info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
-    Ok(Opened {
-        url: url.clone(),
-        keys,
-        history,
-        partitions: loaded.partitions,
-        cursors: loaded.cursors,
-        epoch: loaded.epoch,
-        default_key: loaded.recovered.default_key.clone(),
-        recovered: loaded.recovered,
-    })
-}
-
-impl Opened {
-    pub fn describe(&self) -> String {
-        self.url.describe()
-    }
-
-    /// The engine, its links registered on the reactor's poll.
-    pub fn start(self, registry: Registry) -> Redis {
-        Redis::new(self, registry, None)
-    }
-
-    /// The engine with a poll of its own, read in `poll` (tests drive it
-    /// through the seam alone).
-    #[cfg(test)]
-    pub fn standalone(self) -> Redis {
-        let poll = Poll::new().expect("a poll");
-        let registry = poll.registry().try_clone().expect("a registry");
-        Redis::new(self, registry, Some((poll, Events::with_capacity(64))))
-    }
-}
 
 /// What a change did to this node's memory, taken back if it fails: what
 /// it took out, or what a value was before (put back if Redis refuses the
@@ -176,14 +121,24 @@ pub struct Redis {
     /// Records wait for a resync (or for the command link to ask one).
     stalled: bool,
     scratch: Vec<u8>,
-    // metrics
-    reconnects: u64,
-    rtt_us_total: u64,
-    rtt_count: u64,
-    down_since: Option<Instant>,
+    health: Health,
 }
 
 impl Redis {
+    /// The engine, its links registered on the reactor's poll.
+    pub fn start(opened: Opened, registry: Registry) -> Redis {
+        Redis::new(opened, registry, None)
+    }
+
+    /// The engine with a poll of its own, read in `poll` (tests drive it
+    /// through the seam alone).
+    #[cfg(test)]
+    pub fn standalone(opened: Opened) -> Redis {
+        let poll = Poll::new().expect("a poll");
+        let registry = poll.registry().try_clone().expect("a registry");
+        Redis::new(opened, registry, Some((poll, Events::with_capacity(64))))
+    }
+
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
         let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
@@ -206,10 +161,7 @@ impl Redis {
             resync: None,
             stalled: false,
             scratch: Vec::new(),
-            reconnects: 0,
-            rtt_us_total: 0,
-            rtt_count: 0,
-            down_since: None,
+            health: Health::default(),
         };
         r.connect_due(Instant::now());
         r
@@ -359,19 +311,9 @@ impl Redis {
         }
     }
 
-    fn went_down(&mut self, link: &str, why: &str) {
-        if self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", self.url.describe());
-        }
-    }
-
     fn lose_cmd(&mut self, why: &str) {
         let (was_up, awaited) = self.pipe.lose(&self.registry);
-        if was_up {
-            self.reconnects += 1;
-        }
-        self.went_down("command link", why);
+        self.health.lost(was_up, &self.url, "command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
         self.recovering = false;
@@ -390,10 +332,8 @@ impl Redis {
     }
 
     fn lose_reader(&mut self, n: usize, why: &str) {
-        if self.readers[n].lose(&self.registry) {
-            self.reconnects += 1;
-        }
-        self.went_down("a partition link", why);
+        let was_up = self.readers[n].lose(&self.registry);
+        self.health.lost(was_up, &self.url, "a partition link", why);
     }
 
     fn on_ready(&mut self, event: &mio::event::Event) {
@@ -401,18 +341,12 @@ impl Redis {
         let t = event.token().0;
         let mut replies = std::mem::take(&mut self.replies);
         if t == TOKEN_BASE {
-            match self.pipe.link.ready(event, &mut replies) {
-                Got::Replies => {
-                    for reply in replies.drain(..) {
-                        self.on_reply(reply);
-                    }
-                }
-                Got::Lost(why) => {
-                    for reply in replies.drain(..) {
-                        self.on_reply(reply);
-                    }
-                    self.lose_cmd(&why);
-                }
+            let got = self.pipe.link.ready(event, &mut replies);
+            for reply in replies.drain(..) {
+                self.on_reply(reply);
+            }
+            if let Got::Lost(why) = got {
+                self.lose_cmd(&why);
             }
         } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
             let got = self.readers[n].link.ready(event, &mut replies);
@@ -426,10 +360,8 @@ impl Redis {
             }
         }
         self.replies = replies;
-        if self.down_since.is_some() && self.all_up() {
-            // Whole milliseconds: no float is formatted anywhere (its code is 20 KiB of the binary).
-            let ms = self.down_since.take().map_or(0, |t| t.elapsed().as_millis());
-            info!("Redis at {} reachable again after {ms} ms", self.url.describe());
+        if self.health.is_down() && self.all_up() {
+            self.health.back(&self.url);
         }
     }
 
@@ -450,7 +382,7 @@ impl Redis {
                 }
             }
             Awaited::Ping(at) => {
-                self.rtt(at);
+                self.health.rtt(at);
                 if reply.as_bytes() != Some(&self.pipe.epoch[..]) {
                     self.data_lost();
                 }
@@ -464,7 +396,7 @@ impl Redis {
                 self.recovering = false;
             }
             Awaited::Emits { counters, at, epoch } => {
-                self.rtt(at);
+                self.health.rtt(at);
                 if let Value::Error(e) = &reply {
                     if !e.starts_with(b"TAKEN") {
                         self.refused(e, epoch);
@@ -477,7 +409,7 @@ impl Redis {
                 }
             }
             Awaited::Change { ticket, take_back, at, epoch } => {
-                self.rtt(at);
+                self.health.rtt(at);
                 let result = match &reply {
                     Value::Error(e) if e.starts_with(b"TAKEN") => {
                         self.take_back(take_back, true);
@@ -544,11 +476,6 @@ impl Redis {
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
         }
-    }
-
-    fn rtt(&mut self, at: Instant) {
-        self.rtt_us_total += at.elapsed().as_micros() as u64;
-        self.rtt_count += 1;
     }
 
     /// Applies read records in order; stops after a remote create, which
@@ -816,22 +743,7 @@ impl Engine for Redis {
     }
 
     fn metrics(&self, out: &mut String) {
-        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
-        let rows: [(&str, &str, &str, u64); 4] = [
-            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(self.all_up())),
-            ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
-            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
-            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
-        ];
-        let mut text = Vec::new();
-        for (name, kind, help, value) in rows {
-            for part in ["# HELP ssehub_", name, " ", help, "\n# TYPE ssehub_", name, " ", kind, "\nssehub_", name, " "] {
-                text.extend_from_slice(part.as_bytes());
-            }
-            push_u64(&mut text, value);
-            text.push(b'\n');
-        }
-        out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+        self.health.metrics(self.all_up(), out);
     }
 
     fn healthy(&self) -> bool {
@@ -874,7 +786,7 @@ mod tests {
                 let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
                 let mut opened = open(&url, 4, history, &prefix).unwrap();
                 let recovered = std::mem::take(&mut opened.recovered);
-                (Box::new(opened.standalone()), recovered)
+                (Box::new(Redis::standalone(opened)), recovered)
             },
             true,
         );
