@@ -23,13 +23,13 @@
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
 //!
-//! This file is the engine: this node's sources and rings, the changes and
-//! what they take back, the replies and records applied, faults and data
-//! loss. Beside it: `url.rs` (where Redis is), `keys.rs` (the key layout),
-//! `load.rs` (the blocking load at start), `pipeline.rs` (the command
-//! link), `follow.rs` (the partition readers), `records.rs` (the records,
-//! sans I/O), `health.rs` (logs and metrics of the links), `link.rs` and
-//! `resp.rs` (one connection, the protocol).
+//! This file is the engine: the changes, the replies and records applied
+//! to this node's sources and rings, faults and data loss. Beside it:
+//! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
+//! is), `keys.rs` (the key layout), `load.rs` (the blocking load at
+//! start), `pipeline.rs` (the command link), `follow.rs` (the partition
+//! readers), `records.rs` (the records, sans I/O), `health.rs` (logs and
+//! metrics of the links), `link.rs` and `resp.rs` (one connection, RESP).
 
 mod follow;
 mod health;
@@ -39,16 +39,16 @@ mod load;
 mod pipeline;
 mod records;
 pub mod resp;
+mod sources;
 mod url;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use log::{error, warn};
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
-use crate::history::History;
+use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 use follow::{Reader, Resync};
@@ -58,6 +58,7 @@ pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
 use records::Record;
 use resp::Value;
+use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
 
 /// Tokens of the engine's links: `TOKEN_BASE` is the command link,
@@ -66,36 +67,12 @@ pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
-/// What a change did to this node's memory, taken back if it fails: what
-/// it took out, or what a value was before (put back if Redis refuses the
-/// change), or what it added.
-enum TakeBack {
-    Create(SourceKey),
-    Delete(SourceKey, Box<(Src, Option<Ring>)>),
-    Clear(SourceKey, Option<History>),
-    Verify(SourceKey, Option<Verify>),
-    Token(SourceKey, String),
-    Revoke(SourceKey, (String, u64)),
-    Nothing,
-}
-
 /// Error replies that say the script did not run or wrote nothing:
 /// refused before its first write (memory full, persistence failing, a
 /// replica), or not loaded. (`LOST` did not run either, but the loss's
 /// write-back has already left without what the change took out: it
 /// counts as unknown.)
 const REFUSED: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT"];
-
-/// A source as this node has it.
-struct Src {
-    id: String,
-    /// Written back if Redis loses it, with the tokens.
-    meta: SourceMeta,
-    /// Subscribe tokens (token, expires_at), written back too.
-    tokens: Vec<(String, u64)>,
-    /// The newest id delivered (retained and published) on this node.
-    last: EventId,
-}
 
 pub struct Redis {
     url: RedisUrl,
@@ -105,11 +82,7 @@ pub struct Redis {
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
-    sources: HashMap<SourceKey, Src>,
-    by_id: HashMap<String, SourceKey>,
-    /// Deleted here; their create record may still come from a partition read.
-    /// (A map, not a set: it shares the registry's instantiation.)
-    tombstones: HashMap<String, SourceKey>,
+    sources: Sources,
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Record>,
@@ -149,9 +122,7 @@ impl Redis {
             rings: Rings::new(history, 0),
             pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
             readers,
-            sources: HashMap::new(),
-            by_id: HashMap::new(),
-            tombstones: HashMap::new(),
+            sources: Sources::default(),
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
@@ -184,7 +155,7 @@ impl Redis {
     }
 
     fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
-        let Some(src) = self.sources.get(&key) else {
+        let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
@@ -199,7 +170,7 @@ impl Redis {
             (_, Some((id, prev))) => {
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                 // Delivered now if nothing before it is missing here; else the read brings it in order.
-                if self.sources.get(&flight.key).is_some_and(|s| prev <= s.last) {
+                if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
                     self.deliver(flight.key, id, &flight.payload);
                 }
                 return;
@@ -213,8 +184,7 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
-        self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), tokens: Vec::new(), last: EventId::default() });
-        self.by_id.insert(meta.id.clone(), key);
+        self.sources.insert(key, meta.clone(), EventId::default());
         self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
 
@@ -235,59 +205,9 @@ impl Redis {
         self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, take_back);
     }
 
-    fn forget(&mut self, key: SourceKey) -> Option<Src> {
-        self.take(key).map(|(src, _)| src)
-    }
-
-    /// Takes a source out of this node's memory: its state and its ring.
-    fn take(&mut self, key: SourceKey) -> Option<(Src, Option<Ring>)> {
-        let ring = self.rings.remove(key);
-        let src = self.sources.remove(&key)?;
-        self.by_id.remove(&src.id);
-        Some((src, ring))
-    }
-
-    /// A change failed: what it did to this node's memory is put back if
-    /// Redis surely did not make it (`refused`), and always for a create, a
-    /// signature check and a new token, which the hub takes back on any
-    /// failure (if Redis made them after all, their own records bring
-    /// them back). A delete, a clear or a revocation whose fate is unknown
-    /// stays done here.
-    fn take_back(&mut self, take_back: TakeBack, refused: bool) {
-        match take_back {
-            TakeBack::Create(key) => drop(self.forget(key)),
-            TakeBack::Verify(key, before) => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.meta.verify = before;
-                }
-            }
-            TakeBack::Token(key, token) => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.tokens.retain(|(t, _)| *t != token);
-                }
-            }
-            TakeBack::Delete(key, taken) if refused => {
-                let (src, ring) = *taken;
-                self.tombstones.remove(&src.id);
-                self.by_id.insert(src.id.clone(), key);
-                self.sources.insert(key, src);
-                if let Some(ring) = ring {
-                    self.rings.put_back(key, ring);
-                }
-            }
-            TakeBack::Clear(key, Some(history)) if refused => self.rings.put_history(key, history),
-            TakeBack::Revoke(key, token) if refused => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.tokens.push(token);
-                }
-            }
-            TakeBack::Delete(..) | TakeBack::Clear(..) | TakeBack::Revoke(..) | TakeBack::Nothing => {}
-        }
-    }
-
     /// Retains and publishes an event if it is the source's next here.
     fn deliver(&mut self, key: SourceKey, id: EventId, payload: &[u8]) {
-        let Some(src) = self.sources.get_mut(&key) else { return };
+        let Some(src) = self.sources.get_mut(key) else { return };
         if id <= src.last {
             return;
         }
@@ -323,7 +243,7 @@ impl Redis {
         // In flight: fails, except emits, which wait for their record (or their deadline).
         for a in awaited {
             if let Awaited::Change { ticket, take_back, .. } = a {
-                self.take_back(take_back, false);
+                self.sources.take_back(&mut self.rings, take_back, false);
                 if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
                 }
@@ -412,12 +332,12 @@ impl Redis {
                 self.health.rtt(at);
                 let result = match &reply {
                     Value::Error(e) if e.starts_with(b"TAKEN") => {
-                        self.take_back(take_back, true);
+                        self.sources.take_back(&mut self.rings, take_back, true);
                         Err(StorageError::Conflict)
                     }
                     Value::Error(e) => {
                         let refused = self.refused(e, epoch);
-                        self.take_back(take_back, refused);
+                        self.sources.take_back(&mut self.rings, take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
                     }
                     _ => Ok(Ack::Stored),
@@ -456,12 +376,12 @@ impl Redis {
             return;
         }
         self.recovering = true;
-        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.len());
+        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.count());
         let fresh = crate::auth::random_base62(16);
         let epoch = self.pipe.keys.epoch.clone();
         self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);
         self.pipe.send(&[b"GET", epoch.as_bytes()], Awaited::Epoch);
-        let back: Vec<_> = self.sources.values().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
+        let back: Vec<_> = self.sources.iter().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for (meta, last, tokens) in back {
             self.put_source(b"w", &meta, &last, None, TakeBack::Nothing);
@@ -485,8 +405,8 @@ impl Redis {
         while let Some(entry) = self.entries.pop_front() {
             match entry {
                 Record::Event { source, id, prev, emit, payload } => {
-                    let Some(&key) = self.by_id.get(&source) else { continue };
-                    let last = self.sources.get(&key).map_or(EventId::default(), |s| s.last);
+                    let Some(key) = self.sources.key_of(&source) else { continue };
+                    let last = self.sources.get(key).map_or(EventId::default(), |s| s.last);
                     if prev > last && id > last {
                         match self.resync.take() {
                             // Caught up as far as history holds: the rest is gone.
@@ -520,42 +440,46 @@ impl Redis {
                     self.deliver(key, id, &payload);
                 }
                 Record::Created(meta) => {
-                    if self.by_id.contains_key(&meta.id) || self.tombstones.contains_key(&meta.id) {
+                    if !self.sources.is_new(&meta.id) {
                         continue;
                     }
                     self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
                     return;
                 }
                 Record::Deleted(id) => {
-                    self.tombstones.remove(&id);
-                    if let Some(&key) = self.by_id.get(&id) {
-                        self.forget(key);
+                    self.sources.unbury(&id);
+                    if let Some(key) = self.sources.key_of(&id) {
+                        self.sources.take(&mut self.rings, key);
                         self.ready.push(Outcome::Deleted { key });
                     }
                 }
                 Record::Cleared(id, up_to) => {
                     // Only what came before the clear: later events may be delivered here already.
-                    if let Some(&key) = self.by_id.get(&id) {
+                    if let Some(key) = self.sources.key_of(&id) {
                         self.rings.clear_to(key, up_to);
                     }
                 }
                 // This node's own changes come back too: only what changes something is told.
                 Record::Verify(id, settings) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
+                    let Some((key, src)) = self.sources.find_mut(&id) else { continue };
                     let verify = Verify::from_stored(&settings);
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.meta.verify != verify) else { continue };
+                    if src.meta.verify == verify {
+                        continue;
+                    }
                     src.meta.verify = verify.clone();
                     self.ready.push(Outcome::Verify { key, verify });
                 }
                 Record::Token(id, token, expires_at) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| !s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| !s.tokens.iter().any(|(t, _)| *t == token)) else {
+                        continue;
+                    };
                     src.tokens.push((token.clone(), expires_at));
                     self.ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
                 }
                 Record::Revoked(id, token) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| s.tokens.iter().any(|(t, _)| *t == token)) else {
+                        continue;
+                    };
                     src.tokens.retain(|(t, _)| *t != token);
                     self.ready.push(Outcome::TokenRevoked { key, token });
                 }
@@ -568,12 +492,15 @@ impl Redis {
         let Some(r) = &mut self.resync else { return };
         r.done = true;
         let (key, prev) = (r.key, r.prev);
-        let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
+        let Some(last) = self.sources.get(key).map(|s| s.last) else { return };
         // (id, the id before it, payload)
         let events = records::history(reply, prev);
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
-            warn!("source {}: events after {last} up to {before} were evicted before this node caught up", self.sources[&key].id);
+            warn!(
+                "source {}: events after {last} up to {before} were evicted before this node caught up",
+                self.sources.get(key).map_or("", |s| &s.id)
+            );
             self.rings.lost_up_to(key, before);
             let resumed_from = events.first().map(|e| e.0);
             self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
@@ -621,11 +548,11 @@ impl Engine for Redis {
         let mut taken = None;
         let source = match &op {
             Op::Delete { key } => {
-                taken = self.take(*key);
+                taken = self.sources.take(&mut self.rings, *key);
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
-            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(key).map(|s| s.id.clone()),
-            Op::RevokeToken { token } => self.sources.values().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
+            Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
         let Some(id) = source else {
@@ -639,7 +566,7 @@ impl Engine for Redis {
         match op {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
             Op::Delete { key } => {
-                self.tombstones.insert(id.clone(), key);
+                self.sources.bury(id.clone(), key);
                 let take_back = taken.map_or(TakeBack::Nothing, |t| TakeBack::Delete(key, Box::new(t)));
                 self.call(&id, b"d", &[], Some(ticket), take_back);
             }
@@ -658,14 +585,14 @@ impl Engine for Redis {
             }
             Op::Verify { key, verify } => {
                 let mut before = None;
-                if let Some(src) = self.sources.get_mut(&key) {
+                if let Some(src) = self.sources.get_mut(key) {
                     before = std::mem::replace(&mut src.meta.verify, verify.cloned());
                 }
                 let settings = verify.map(Verify::stored_json).unwrap_or_default();
                 self.call(&id, b"v", &[&settings], Some(ticket), TakeBack::Verify(key, before));
             }
             Op::Token { key, token } => {
-                if let Some(src) = self.sources.get_mut(&key) {
+                if let Some(src) = self.sources.get_mut(key) {
                     src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
                     src.tokens.push((token.token.clone(), token.expires_at));
                 }
@@ -674,8 +601,7 @@ impl Engine for Redis {
             }
             Op::RevokeToken { token } => {
                 let mut take_back = TakeBack::Nothing;
-                if let Some(&key) = self.by_id.get(&id)
-                    && let Some(src) = self.sources.get_mut(&key)
+                if let Some((key, src)) = self.sources.find_mut(&id)
                     && let Some(at) = src.tokens.iter().position(|(t, _)| t == token)
                 {
                     take_back = TakeBack::Revoke(key, src.tokens.swap_remove(at));
@@ -755,15 +681,12 @@ impl Engine for Redis {
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
-        let id = source.meta.id.clone();
-        let last = source.last_id.unwrap_or_default();
-        self.by_id.insert(id.clone(), key);
-        self.sources.insert(key, Src { id, meta: source.meta.clone(), tokens: Vec::new(), last });
+        self.sources.insert(key, source.meta.clone(), source.last_id.unwrap_or_default());
         self.rings.restore(key, source);
     }
 
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
-        if let Some(src) = self.sources.get_mut(&key) {
+        if let Some(src) = self.sources.get_mut(key) {
             src.tokens.push((token.token, token.expires_at));
         }
     }
