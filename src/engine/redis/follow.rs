@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use log::{error, info};
 use mio::{Registry, Token};
 
-use super::link::{Link, State};
+use super::link::{Link, LinkState};
 use super::pipeline::{Awaited, OP_TIMEOUT, Pipeline};
 use super::records::{self, Record};
 use super::resp::Value;
@@ -42,7 +42,7 @@ impl Reader {
 
     /// Connects if the link is down and its backoff has passed.
     pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, State::Down { retry_at } if retry_at <= now) {
+        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
             self.link.connect(url, registry)?;
             self.setup = url.setup().len();
             self.reading = None;
@@ -52,7 +52,7 @@ impl Reader {
 
     /// Closes the link. True if it was up.
     pub fn lose(&mut self, registry: &Registry) -> bool {
-        let was_up = self.link.state == State::Up;
+        let was_up = self.link.state == LinkState::Up;
         self.link.lose(registry);
         self.reading = None;
         was_up
@@ -81,7 +81,7 @@ impl Reader {
 
     /// Asks for what comes after the cursor (unless a read is out), and writes.
     pub fn flush(&mut self, stream: impl FnOnce() -> String) -> Result<(), String> {
-        if self.reading.is_none() && matches!(self.link.state, State::Up | State::Connecting) {
+        if self.reading.is_none() && matches!(self.link.state, LinkState::Up | LinkState::Connecting) {
             let stream = stream();
             self.link.send(&[
                 b"XREAD",
@@ -95,22 +95,22 @@ impl Reader {
             ]);
             self.reading = Some(Instant::now());
         }
-        if self.link.state == State::Up { self.link.flush() } else { Ok(()) }
+        if self.link.state == LinkState::Up { self.link.flush() } else { Ok(()) }
     }
 
     pub fn wants_flush(&self) -> bool {
-        self.link.wants_flush() || (self.reading.is_none() && self.link.state == State::Up)
+        self.link.wants_flush() || (self.reading.is_none() && self.link.state == LinkState::Up)
     }
 
     /// The link stopped answering: a read past its BLOCK, or a connect that takes too long.
     pub fn stuck(&self, now: Instant) -> bool {
         self.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
-            || (self.link.state == State::Connecting && self.reading.is_some_and(|at| now >= at + OP_TIMEOUT))
+            || (self.link.state == LinkState::Connecting && self.reading.is_some_and(|at| now >= at + OP_TIMEOUT))
     }
 
     /// The times `stuck` and a reconnect have to look at next.
     pub fn next_wake(&self, consider: &mut impl FnMut(Instant)) {
-        if let State::Down { retry_at } = self.link.state {
+        if let LinkState::Down { retry_at } = self.link.state {
             consider(retry_at);
         }
         if let Some(t) = self.reading {

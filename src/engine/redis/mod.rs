@@ -53,7 +53,7 @@ use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 use follow::{Reader, Resync};
 use health::Health;
-use link::{Got, State};
+use link::{Got, LinkState};
 pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
 use records::Record;
@@ -286,7 +286,7 @@ impl Redis {
     }
 
     fn all_up(&self) -> bool {
-        self.pipe.link.state == State::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == State::Up)
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
     }
 
     /// A reply on the command link.
@@ -421,7 +421,7 @@ impl Redis {
                                 // A finished resync still here is stale (its source went meanwhile).
                                 let waiting = waiting.filter(|r| !r.done);
                                 self.stalled = true;
-                                if waiting.is_none() && self.pipe.link.state == State::Up {
+                                if waiting.is_none() && self.pipe.link.state == LinkState::Up {
                                     self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
                                 } else {
                                     self.resync = waiting;
@@ -560,7 +560,7 @@ impl Engine for Redis {
             return ticket;
         };
         // Down: refused at once, not after a timeout (a connecting link queues).
-        if matches!(self.pipe.link.state, State::Down { .. }) {
+        if matches!(self.pipe.link.state, LinkState::Down { .. }) {
             return self.fail_now(ticket);
         }
         match op {
@@ -628,7 +628,7 @@ impl Engine for Redis {
                 self.lose_reader(n, &why);
             }
         }
-        if self.pipe.link.state == State::Up
+        if self.pipe.link.state == LinkState::Up
             && let Err(why) = self.pipe.link.flush()
         {
             self.lose_cmd(&why);
@@ -673,7 +673,7 @@ impl Engine for Redis {
     }
 
     fn healthy(&self) -> bool {
-        self.pipe.link.state == State::Up && self.pipe.link.answered > 0
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
     }
 
     fn shared(&self) -> bool {

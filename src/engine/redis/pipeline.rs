@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 
 use super::keys::{KeyNames, partition_of};
-use super::link::{Link, State};
+use super::link::{Link, LinkState};
 use super::records;
 use super::url::RedisUrl;
 use crate::engine::{Outcome, SourceKey, StorageError, Ticket};
@@ -131,7 +131,7 @@ impl<T> Pipeline<T> {
     /// Connects if the link is down and its backoff has passed: AUTH,
     /// SELECT and SCRIPT LOAD go first.
     pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, State::Down { retry_at } if retry_at <= now) {
+        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
             self.link.connect(url, registry)?;
             for _ in 0..url.setup().len() {
                 self.awaited.push_back(Awaited::Setup);
@@ -150,7 +150,7 @@ impl<T> Pipeline<T> {
 
     /// Closes the link: what it awaited is the caller's to settle. True if it was up.
     pub fn lose(&mut self, registry: &Registry) -> (bool, VecDeque<Awaited<T>>) {
-        let was_up = self.link.state == State::Up;
+        let was_up = self.link.state == LinkState::Up;
         self.link.lose(registry);
         (was_up, std::mem::take(&mut self.awaited))
     }
@@ -200,7 +200,7 @@ impl<T> Pipeline<T> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        if matches!(self.link.state, State::Down { .. }) {
+        if matches!(self.link.state, LinkState::Down { .. }) {
             for (counter, _) in batch {
                 if let Some(f) = self.flights.remove(&counter) {
                     ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
@@ -261,12 +261,12 @@ impl<T> Pipeline<T> {
             ready.push(Outcome::Done { ticket: flight.ticket, result: Err(StorageError::Unreachable) });
         }
         self.oldest_timed().is_some_and(|at| now >= at + OP_TIMEOUT)
-            || (self.link.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
+            || (self.link.state == LinkState::Connecting && now >= self.last_sent + OP_TIMEOUT)
     }
 
     /// `GET epoch` when the link is idle since `PING_INTERVAL`.
     pub fn ping_if_idle(&mut self, now: Instant) {
-        if self.link.state == State::Up && self.awaited.is_empty() && now >= self.last_sent + PING_INTERVAL {
+        if self.link.state == LinkState::Up && self.awaited.is_empty() && now >= self.last_sent + PING_INTERVAL {
             let epoch = self.keys.epoch.clone();
             self.link.send(&[b"GET", epoch.as_bytes()]);
             self.awaited.push_back(Awaited::Ping(now));
@@ -290,13 +290,13 @@ impl<T> Pipeline<T> {
         if let Some(t) = self.oldest_timed() {
             consider(t + OP_TIMEOUT);
         }
-        if let State::Down { retry_at } = self.link.state {
+        if let LinkState::Down { retry_at } = self.link.state {
             consider(retry_at);
         }
-        if self.link.state == State::Connecting {
+        if self.link.state == LinkState::Connecting {
             consider(self.last_sent + OP_TIMEOUT);
         }
-        if self.link.state == State::Up && self.awaited.is_empty() {
+        if self.link.state == LinkState::Up && self.awaited.is_empty() {
             consider(self.last_sent + PING_INTERVAL);
         }
     }
