@@ -105,4 +105,14 @@ mod tests {
             assert!(RedisUrl::parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn setup_sends_auth_then_select() {
+        let setup = |url: &str| RedisUrl::parse(url).unwrap().setup();
+        let words = |c: &[&str]| c.iter().map(|w| w.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(setup("redis://ann:pw@127.0.0.1:1/3"), [words(&["AUTH", "ann", "pw"]), words(&["SELECT", "3"])]);
+        assert_eq!(setup("redis://:pw@127.0.0.1:1"), [words(&["AUTH", "pw"])]);
+        assert_eq!(setup("unix:///run/r.sock?db=0&user=u&password=p"), [words(&["AUTH", "u", "p"])]);
+        assert_eq!(setup("redis://127.0.0.1:1/0"), Vec::<Vec<Vec<u8>>>::new());
+    }
 }
