@@ -4,10 +4,11 @@
 //! turn share a call): an emit XADDs to the source's history stream (Redis
 //! assigns the id, per source increasing) and goes, with the id before it,
 //! into the call's record for the source's partition stream (one XADD per
-//! partition and call, at most about `PARTITION_LEN` events kept); creates,
-//! deletes and clears write the source's hash and a control record to the
-//! same partition, so they are ordered with the source's events. Commands
-//! go out on one command link, written once per turn, replies matched FIFO.
+//! partition and call, at most about `pipeline::PARTITION_LEN` events
+//! kept); creates, deletes and clears write the source's hash and a
+//! control record to the same partition, so they are ordered with the
+//! source's events. Commands go out on one command link, written once per
+//! turn, replies matched FIFO.
 //!
 //! Each node reads every partition with a blocking XREAD on a link of its
 //! own, always after the last id it read. Every node keeps a ring for
@@ -19,7 +20,7 @@
 //!
 //! Faults: a link that fails or stops answering is closed and reconnected
 //! with backoff; what was in flight on the command link fails, except
-//! emits, which wait (at most `EMIT_TIMEOUT`) for their record to show up
+//! emits, which wait (at most `pipeline::EMIT_TIMEOUT`) for their record to show up
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
 //!

@@ -80,6 +80,8 @@ impl Flights {
     }
 }
 
+/// The command link and what rides on it; `T` is what a change takes
+/// back if it fails (the engine's `TakeBack`).
 pub struct Pipeline<T> {
     pub link: Link,
     awaited: VecDeque<Awaited<T>>,
