@@ -49,14 +49,17 @@ impl Sources {
         self.by_key.insert(key, Src { id: meta.id.clone(), meta, tokens: Vec::new(), last });
     }
 
+    #[inline]
     pub fn get(&self, key: SourceKey) -> Option<&Src> {
         self.by_key.get(&key)
     }
 
+    #[inline]
     pub fn get_mut(&mut self, key: SourceKey) -> Option<&mut Src> {
         self.by_key.get_mut(&key)
     }
 
+    #[inline]
     pub fn key_of(&self, id: &str) -> Option<SourceKey> {
         self.by_id.get(id).copied()
     }
