@@ -56,6 +56,8 @@ mod metrics;
 mod outq;
 mod reactor;
 mod registry;
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+mod sha1;
 mod sse;
 mod state;
 #[allow(unsafe_code)]

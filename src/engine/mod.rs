@@ -380,7 +380,7 @@ impl Opened {
             Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
-            Opening::Redis(r) => Box::new(r.start(registry.try_clone()?)),
+            Opening::Redis(r) => Box::new(redis::Redis::start(*r, registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };

@@ -11,7 +11,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::resp::{self, Value};
-use super::{RedisUrl, Target};
+use super::url::{Addr, RedisUrl};
 
 /// Reconnect backoff: from this, doubling, up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -56,7 +56,7 @@ impl Sock {
 
 /// Where a link is: what it waits for, what comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum LinkState {
     /// No socket. Next: `connect` once `retry_at` has passed.
     Down { retry_at: Instant },
     /// Connecting; commands are queued. Next: `Up` on the first readiness.
@@ -68,7 +68,7 @@ pub enum State {
 pub struct Link {
     pub token: Token,
     sock: Option<Sock>,
-    pub state: State,
+    pub state: LinkState,
     out: Vec<u8>,
     written: usize,
     /// Read bytes are `inbuf[..filled]`; the rest is room, zeroed once when it grew.
@@ -94,7 +94,7 @@ impl Link {
         Link {
             token,
             sock: None,
-            state: State::Down { retry_at: Instant::now() },
+            state: LinkState::Down { retry_at: Instant::now() },
             out: Vec::new(),
             written: 0,
             inbuf: Vec::new(),
@@ -107,16 +107,16 @@ impl Link {
 
     /// Starts a non-blocking connect; commands sent from now on are queued.
     pub fn connect(&mut self, url: &RedisUrl, registry: &Registry) -> io::Result<()> {
-        let mut sock = match &url.target {
-            Target::Tcp(addr) => Sock::Tcp(TcpStream::connect(*addr)?),
-            Target::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
+        let mut sock = match &url.addr {
+            Addr::Tcp(addr) => Sock::Tcp(TcpStream::connect(*addr)?),
+            Addr::Unix(path) => Sock::Unix(UnixStream::connect(path)?),
         };
         if let Sock::Tcp(s) = &sock {
             let _ = s.set_nodelay(true);
         }
         registry.register(sock.source(), self.token, Interest::READABLE | Interest::WRITABLE)?;
         self.sock = Some(sock);
-        self.state = State::Connecting;
+        self.state = LinkState::Connecting;
         self.out.clear();
         self.written = 0;
         self.filled = 0;
@@ -134,7 +134,7 @@ impl Link {
         if let Some(mut sock) = self.sock.take() {
             let _ = registry.deregister(sock.source());
         }
-        self.state = State::Down { retry_at: Instant::now() + self.backoff };
+        self.state = LinkState::Down { retry_at: Instant::now() + self.backoff };
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         self.out.clear();
         self.written = 0;
@@ -173,7 +173,7 @@ impl Link {
     /// whole into `replies`.
     pub fn ready(&mut self, event: &mio::event::Event, replies: &mut Vec<Value>) -> Got {
         let Some(sock) = &mut self.sock else { return Got::Replies };
-        if self.state == State::Connecting {
+        if self.state == LinkState::Connecting {
             if let Ok(Some(e)) | Err(e) = sock.take_error() {
                 return Got::Lost(format!("connect: {e}"));
             }
@@ -183,7 +183,7 @@ impl Link {
             if !event.is_writable() {
                 return Got::Replies;
             }
-            self.state = State::Up;
+            self.state = LinkState::Up;
         }
         if event.is_writable() || event.is_error() {
             self.can_write = true;
@@ -195,7 +195,7 @@ impl Link {
     /// short read says so, one syscall less per wake-up.
     pub fn read(&mut self, replies: &mut Vec<Value>) -> Got {
         let Some(sock) = &mut self.sock else { return Got::Replies };
-        if self.state != State::Up {
+        if self.state != LinkState::Up {
             return Got::Replies;
         }
         loop {

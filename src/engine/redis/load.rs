@@ -2,15 +2,20 @@
 //! the partition count, the partitions' newest ids (where the live reads
 //! begin), then every source with its newest `--history` events. Cursors
 //! first: an event that lands meanwhile is then both loaded and read live,
-//! and the engine drops the second copy by its id.
+//! and the engine drops the second copy by its id. What it found is the
+//! engine `Opened` at bind, started on the reactor thread.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use log::{info, warn};
+
+use super::keys::KeyNames;
+use super::records::{field, parse_id};
 use super::resp::{self, Value};
-use super::{Keys, RedisUrl, Target, field, parse_id};
+use super::url::{Addr, RedisUrl};
 use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
@@ -18,8 +23,48 @@ use crate::verify::Verify;
 /// Connect, and each reply, within this (start fails rather than hangs).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the reactor's engine starts from.
-pub struct Loaded {
+/// Connected and loaded at bind; started on the reactor thread.
+pub struct Opened {
+    pub url: RedisUrl,
+    pub keys: KeyNames,
+    pub history: usize,
+    pub partitions: u32,
+    pub cursors: Vec<Vec<u8>>,
+    pub epoch: Vec<u8>,
+    pub default_key: Option<String>,
+    pub recovered: Recovered,
+}
+
+impl Opened {
+    pub fn describe(&self) -> String {
+        self.url.describe()
+    }
+}
+
+/// Loads what Redis holds (blocking: before the reactor runs).
+pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
+    let keys = KeyNames::new(prefix);
+    let loaded = load(url, &keys, partitions, history)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
+    if loaded.partitions != partitions {
+        warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
+    }
+    let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
+    info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
+    Ok(Opened {
+        url: url.clone(),
+        keys,
+        history,
+        partitions: loaded.partitions,
+        cursors: loaded.cursors,
+        epoch: loaded.epoch,
+        default_key: loaded.recovered.default_key.clone(),
+        recovered: loaded.recovered,
+    })
+}
+
+/// What Redis holds, as read.
+struct Loaded {
     pub recovered: Recovered,
     pub partitions: u32,
     /// Per partition: the id the live read starts after.
@@ -42,14 +87,14 @@ pub struct Blocking {
 
 impl Blocking {
     pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
-        let sock = match &url.target {
-            Target::Tcp(addr) => {
+        let sock = match &url.addr {
+            Addr::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
                 Sock::Tcp(s)
             }
-            Target::Unix(path) => {
+            Addr::Unix(path) => {
                 let s = UnixStream::connect(path)?;
                 s.set_read_timeout(Some(LOAD_TIMEOUT))?;
                 s.set_write_timeout(Some(LOAD_TIMEOUT))?;
@@ -105,7 +150,7 @@ fn bad(what: &str) -> io::Error {
     io::Error::other(format!("unexpected reply from Redis to {what}"))
 }
 
-pub fn load(url: &RedisUrl, keys: &Keys, partitions: u32, history: usize) -> io::Result<Loaded> {
+fn load(url: &RedisUrl, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
     let mut b = Blocking::connect(url)?;
     let wanted = partitions.to_string();
     let fresh = crate::auth::random_base62(16);

@@ -1,20 +1,11 @@
 //! The `redis` engine: many ssehub nodes on one Redis (SPEC §6).
 //!
-//! Keys (under a prefix, `ssehub:`): `src:<id>` a hash per source
-//! (account, name, endpoint, created, last id, evicted id: more fields
-//! are more hash fields), `sources` the set of ids, `names` the
-//! account+name index that keeps names unique across nodes, `h:<id>` the
-//! source's history stream (at least `--history` + 1 entries, `p` the
-//! payload and `v` the id before: of the newest `--history` + 1, the oldest
-//! is the newest evicted), `p:<n>` the live partition streams, `partitions` the
-//! partition count the first node chose, `epoch` Redis's data generation
-//! (a change means it lost data), `default_key` a generated key.
-//!
 //! Every change is one EVALSHA of `script.lua` (atomic; the emits of one
-//! turn share a call): an emit XADDs to the history stream (Redis assigns
-//! the id, per source increasing) and goes, with the id before it, into the
-//! call's record for the source's partition (one XADD per partition and
-//! call, at most about `PARTITION_LEN` events kept); creates, deletes and clears write the hash and a
+//! turn share a call): an emit XADDs to the source's history stream (Redis
+//! assigns the id, per source increasing) and goes, with the id before it,
+//! into the call's record for the source's partition stream (one XADD per
+//! partition and call, at most about `pipeline::PARTITION_LEN` events
+//! kept); creates, deletes and clears write the source's hash and a
 //! control record to the same partition, so they are ordered with the
 //! source's events. Commands go out on one command link, written once per
 //! turn, replies matched FIFO.
@@ -29,284 +20,53 @@
 //!
 //! Faults: a link that fails or stops answering is closed and reconnected
 //! with backoff; what was in flight on the command link fails, except
-//! emits, which wait (at most `EMIT_TIMEOUT`) for their record to show up
+//! emits, which wait (at most `pipeline::EMIT_TIMEOUT`) for their record to show up
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
+//!
+//! This file is the engine: the changes, the replies and records applied
+//! to this node's sources and rings, faults and data loss. Beside it:
+//! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
+//! is), `keys.rs` (the key layout), `load.rs` (the blocking load at
+//! start), `pipeline.rs` (the command link), `follow.rs` (the partition
+//! readers), `records.rs` (the records, sans I/O), `health.rs` (logs and
+//! metrics of the links), `link.rs` and `resp.rs` (one connection, RESP).
 
+mod follow;
+mod health;
+mod keys;
 mod link;
 mod load;
+mod pipeline;
+mod records;
 pub mod resp;
+mod sources;
+mod url;
 
-use std::collections::{HashMap, VecDeque};
-use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{error, warn};
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
-use crate::history::History;
+use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::{Event, EventId};
-use crate::text::push_u64;
 use crate::verify::Verify;
-use link::{Got, Link, State};
+use follow::{Reader, Resync};
+use health::Health;
+use link::{Got, LinkState};
+pub use load::{Opened, open};
+use pipeline::{Awaited, Pipeline};
+use records::Record;
 use resp::Value;
+use sources::{Sources, TakeBack};
+pub use url::RedisUrl;
 
 /// Tokens of the engine's links: `TOKEN_BASE` is the command link,
 /// `TOKEN_BASE + 1 + n` partition `n`'s reader.
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-/// Events a partition stream keeps at most, about (`MAXLEN ~` divided by
-/// the events in the record added; fewer when calls grow): how far behind a
-/// node may fall before it catches up from history streams instead.
-/// `SSEHUB_REDIS_PARTITION_LEN` overrides it (a knob for tests).
-const PARTITION_LEN: &str = "10000";
-/// An emit not acknowledged within this answers 503 (SPEC: within 2 s).
-const EMIT_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Any other command not answered within this closes the command link.
-const OP_TIMEOUT: Duration = Duration::from_millis(1500);
-/// The command link is pinged when idle this long (liveness, /healthz).
-const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
-const BLOCK_MS: &str = "5000";
-const READ_TIMEOUT: Duration = Duration::from_secs(8);
-/// A turn's emits go in script calls of at most this many, or this many
-/// payload bytes (one call runs in Redis without a break).
-const BATCH_EMITS: usize = 512;
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Entries per XREAD.
-const READ_COUNT: &str = "1000";
-
-const SCRIPT: &str = include_str!("script.lua");
-
-/// Where Redis is: `redis://[user:pass@]host:port[/db]` or `unix:///path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisUrl {
-    pub target: Target,
-    /// (user, password); `redis://:pass@` has no user.
-    pub auth: Option<(Option<String>, String)>,
-    pub db: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl RedisUrl {
-    /// AUTH and SELECT, as the URL asks: the first commands of every connection.
-    pub fn setup(&self) -> Vec<Vec<Vec<u8>>> {
-        let mut commands = Vec::new();
-        if let Some((user, pass)) = &self.auth {
-            let mut auth = vec![b"AUTH".to_vec()];
-            auth.extend(user.as_ref().map(|u| u.as_bytes().to_vec()));
-            auth.push(pass.as_bytes().to_vec());
-            commands.push(auth);
-        }
-        if self.db != 0 {
-            commands.push(vec![b"SELECT".to_vec(), self.db.to_string().into_bytes()]);
-        }
-        commands
-    }
-
-    pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        if let Some(rest) = s.strip_prefix("unix://") {
-            // unix:///path[?db=N][&user=U][&password=P]
-            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-            if !path.starts_with('/') {
-                return Err("expected unix:///absolute/path".into());
-            }
-            let (mut db, mut user, mut pass) = (0, None, None);
-            for (k, v) in crate::http::query_pairs(query) {
-                match k.as_str() {
-                    "db" => db = v.parse().map_err(|_| "db must be a number")?,
-                    "user" => user = Some(v),
-                    "password" => pass = Some(v),
-                    _ => return Err(format!("unknown parameter {k} (db, user, password)")),
-                }
-            }
-            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: pass.map(|p| (user, p)), db });
-        }
-        let rest = s.strip_prefix("redis://").ok_or("expected redis://host:port or unix:///path (rediss:// TLS is not supported)")?;
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((creds, rest)) => {
-                let (user, pass) = creds.split_once(':').unwrap_or(("", creds));
-                let user = crate::http::percent_decode(user);
-                (Some(((!user.is_empty()).then_some(user), crate::http::percent_decode(pass))), rest)
-            }
-            None => (None, rest),
-        };
-        let (hostport, db) = match rest.split_once('/') {
-            Some((h, "")) => (h, 0),
-            Some((h, db)) => (h, db.parse().map_err(|_| "the path must be a db number")?),
-            None => (rest, 0),
-        };
-        let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:6379") };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{hostport} resolves to no address"))?;
-        Ok(RedisUrl { target: Target::Tcp(addr), auth, db })
-    }
-
-    pub fn describe(&self) -> String {
-        match &self.target {
-            Target::Tcp(a) => format!("redis://{a}/{}", self.db),
-            Target::Unix(p) => format!("unix://{}", p.display()),
-        }
-    }
-}
-
-/// Key names under the prefix.
-pub struct Keys {
-    prefix: String,
-    partitions: String,
-    default_key: String,
-    sources: String,
-    names: String,
-    epoch: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_string(),
-            partitions: join(prefix, "partitions", ""),
-            default_key: join(prefix, "default_key", ""),
-            sources: join(prefix, "sources", ""),
-            names: join(prefix, "names", ""),
-            epoch: join(prefix, "epoch", ""),
-        }
-    }
-
-    fn source(&self, id: &str) -> String {
-        join(&self.prefix, "src:", id)
-    }
-
-    fn history(&self, id: &str) -> String {
-        join(&self.prefix, "h:", id)
-    }
-
-    fn partition(&self, n: u32) -> String {
-        let mut digits = Vec::new();
-        push_u64(&mut digits, u64::from(n));
-        join(&self.prefix, "p:", std::str::from_utf8(&digits).unwrap_or("0"))
-    }
-}
-
-fn join(a: &str, b: &str, c: &str) -> String {
-    let mut s = String::with_capacity(a.len() + b.len() + c.len());
-    s.push_str(a);
-    s.push_str(b);
-    s.push_str(c);
-    s
-}
-
-/// The value after `name` in a flat field list (a hash or a stream entry).
-fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a [u8]> {
-    fields.chunks(2).find(|kv| kv[0].as_bytes() == Some(name.as_bytes())).and_then(|kv| kv.get(1)?.as_bytes())
-}
-
-fn parse_id(b: &[u8]) -> Option<EventId> {
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
-
-/// The partition of a source: FNV-1a of its id.
-fn partition_of(id: &str, partitions: u32) -> u32 {
-    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (h % u64::from(partitions.max(1))) as u32
-}
-
-/// Connected and loaded at bind; started on the reactor thread.
-pub struct Opened {
-    url: RedisUrl,
-    keys: Keys,
-    history: usize,
-    partitions: u32,
-    cursors: Vec<Vec<u8>>,
-    epoch: Vec<u8>,
-    default_key: Option<String>,
-    pub recovered: Recovered,
-}
-
-/// Loads what Redis holds (blocking: before the reactor runs).
-pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
-    let keys = Keys::new(prefix);
-    let loaded = load::load(url, &keys, partitions, history)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
-    if loaded.partitions != partitions {
-        warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
-    }
-    let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
-    info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
-    Ok(Opened {
-        url: url.clone(),
-        keys,
-        history,
-        partitions: loaded.partitions,
-        cursors: loaded.cursors,
-        epoch: loaded.epoch,
-        default_key: loaded.recovered.default_key.clone(),
-        recovered: loaded.recovered,
-    })
-}
-
-impl Opened {
-    pub fn describe(&self) -> String {
-        self.url.describe()
-    }
-
-    /// The engine, its links registered on the reactor's poll.
-    pub fn start(self, registry: Registry) -> Redis {
-        Redis::new(self, registry, None)
-    }
-
-    /// The engine with a poll of its own, read in `poll` (tests drive it
-    /// through the seam alone).
-    #[cfg(test)]
-    pub fn standalone(self) -> Redis {
-        let poll = Poll::new().expect("a poll");
-        let registry = poll.registry().try_clone().expect("a registry");
-        Redis::new(self, registry, Some((poll, Events::with_capacity(64))))
-    }
-}
-
-/// What a reply on the command link answers.
-enum Expect {
-    /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
-    Setup,
-    /// `GET epoch` when idle: liveness, and a Redis that lost its data.
-    Ping(Instant),
-    /// `GET epoch` after a loss: the epoch to use from now on.
-    Epoch,
-    /// `XREVRANGE` of a history: a resync.
-    Resync,
-    Op {
-        ticket: Option<Ticket>,
-        what: What,
-        at: Instant,
-        epoch: u64,
-    },
-}
-
-enum What {
-    /// The emits' counters (their flights hold the rest).
-    Emits(Vec<u64>),
-    Create(SourceKey),
-    /// What a change took out of this node's memory, or what it was
-    /// before: put back if Redis refuses the change.
-    Delete(SourceKey, Box<(Src, Option<Ring>)>),
-    Clear(SourceKey, Option<History>),
-    Verify(SourceKey, Option<Verify>),
-    Token(SourceKey, String),
-    Revoke(SourceKey, (String, u64)),
-    Plain,
-}
 
 /// Error replies that say the script did not run or wrote nothing:
 /// refused before its first write (memory full, persistence failing, a
@@ -315,185 +75,65 @@ enum What {
 /// counts as unknown.)
 const REFUSED: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT"];
 
-/// An emit submitted and not yet answered.
-struct Flight {
-    ticket: Ticket,
-    key: SourceKey,
-    payload: Vec<u8>,
-    deadline: Instant,
-}
-
-struct Src {
-    id: String,
-    /// Written back if Redis loses it, with the tokens.
-    meta: SourceMeta,
-    /// Subscribe tokens (token, expires_at), written back too.
-    tokens: Vec<(String, u64)>,
-    /// The newest id delivered (retained and published) on this node.
-    last: EventId,
-}
-
-struct Reader {
-    link: Link,
-    /// The last partition id read: the next XREAD starts after it.
-    cursor: Vec<u8>,
-    setup: usize,
-    /// An XREAD is out since.
-    reading: Option<Instant>,
-}
-
-/// A source caught up from its history stream: a partition record's
-/// predecessor never reached this node (the partition was trimmed past the
-/// node's position while it was paused, or Redis lost it). Every record
-/// waits meanwhile, so order holds.
-struct Resync {
-    key: SourceKey,
-    /// The predecessor the record named.
-    prev: EventId,
-    /// The history's answer is in.
-    done: bool,
-    gap_sent: bool,
-}
-
-/// Emits in flight, in counter order: mostly taken from the front.
-#[derive(Default)]
-struct Flights(VecDeque<(u64, Flight)>);
-
-impl Flights {
-    fn insert(&mut self, counter: u64, flight: Flight) {
-        self.0.push_back((counter, flight));
-    }
-
-    fn get(&self, counter: u64) -> Option<&Flight> {
-        let at = self.0.binary_search_by_key(&counter, |(c, _)| *c).ok()?;
-        self.0.get(at).map(|(_, f)| f)
-    }
-
-    fn remove(&mut self, counter: &u64) -> Option<Flight> {
-        let at = self.0.binary_search_by_key(counter, |(c, _)| *c).ok()?;
-        self.0.remove(at).map(|(_, f)| f)
-    }
-}
-
-/// A partition record.
-enum Entry {
-    Event {
-        source: String,
-        id: EventId,
-        prev: EventId,
-        emit: Vec<u8>,
-        payload: Vec<u8>,
-    },
-    Created(SourceMeta),
-    Deleted(String),
-    /// Cleared up to this id (the source's last when it was cleared).
-    Cleared(String, EventId),
-    /// The signature check's stored settings (empty: none).
-    Verify(String, Vec<u8>),
-    /// A subscribe token made: (source, token, expires_at).
-    Token(String, String, u64),
-    /// A subscribe token revoked: (source, token).
-    Revoked(String, String),
-}
-
 pub struct Redis {
     url: RedisUrl,
-    keys: Keys,
-    /// What a history stream keeps at least: `--history` + 1 (the oldest is the newest evicted).
-    keep: String,
-    partitions: u32,
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
-    cmd: Link,
-    expect: VecDeque<Expect>,
+    /// The command link (its key names are the engine's).
+    pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
-    sources: HashMap<SourceKey, Src>,
-    by_id: HashMap<String, SourceKey>,
-    /// Deleted here; their create record may still come from a partition read.
-    /// (A map, not a set: it shares the registry's instantiation.)
-    tombstones: HashMap<String, SourceKey>,
-    /// This process's emit ids are `<node>:<counter>`.
-    node: String,
-    emits: u64,
-    /// By counter, oldest first (so also by deadline).
-    flights: Flights,
-    /// Emits submitted this turn, not yet sent: (counter, source id).
-    batch: Vec<(u64, String)>,
-    batch_bytes: usize,
+    sources: Sources,
     next_ticket: u64,
     ready: Vec<Outcome>,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Record>,
     replies: Vec<Value>,
-    sha: String,
-    /// Redis's data generation: a different one means it lost data.
-    epoch: Vec<u8>,
-    /// Epochs adopted since start (ops remember the one they were sent in).
-    epochs: u64,
     /// A loss is being handled (the new epoch not yet known).
     recovering: bool,
     default_key: Option<String>,
     resync: Option<Resync>,
     /// Records wait for a resync (or for the command link to ask one).
     stalled: bool,
-    partition_len: String,
     scratch: Vec<u8>,
-    last_sent: Instant,
-    // metrics
-    reconnects: u64,
-    rtt_us_total: u64,
-    rtt_count: u64,
-    down_since: Option<Instant>,
+    health: Health,
 }
 
 impl Redis {
+    /// The engine, its links registered on the reactor's poll.
+    pub fn start(opened: Opened, registry: Registry) -> Redis {
+        Redis::new(opened, registry, None)
+    }
+
+    /// The engine with a poll of its own, read in `poll` (tests drive it
+    /// through the seam alone).
+    #[cfg(test)]
+    pub fn standalone(opened: Opened) -> Redis {
+        let poll = Poll::new().expect("a poll");
+        let registry = poll.registry().try_clone().expect("a registry");
+        Redis::new(opened, registry, Some((poll, Events::with_capacity(64))))
+    }
+
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
         let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
-        let readers = cursors
-            .into_iter()
-            .enumerate()
-            .map(|(n, cursor)| Reader { link: Link::new(Token(TOKEN_BASE + 1 + n)), cursor, setup: 0, reading: None })
-            .collect();
+        let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
-            keys,
-            keep: (history + 1).to_string(),
-            partitions,
             registry,
             own,
             rings: Rings::new(history, 0),
-            cmd: Link::new(Token(TOKEN_BASE)),
-            expect: VecDeque::new(),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
             readers,
-            sources: HashMap::new(),
-            by_id: HashMap::new(),
-            tombstones: HashMap::new(),
-            node: crate::auth::random_base62(12),
-            emits: 0,
-            flights: Flights::default(),
-            batch: Vec::new(),
-            batch_bytes: 0,
+            sources: Sources::default(),
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
             replies: Vec::new(),
-            sha: sha1_hex(SCRIPT.as_bytes()),
-            epoch,
-            epochs: 0,
             recovering: false,
             default_key,
             resync: None,
             stalled: false,
-            partition_len: std::env::var("SSEHUB_REDIS_PARTITION_LEN")
-                .ok()
-                .filter(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
-                .unwrap_or_else(|| PARTITION_LEN.to_string()),
             scratch: Vec::new(),
-            last_sent: Instant::now(),
-            reconnects: 0,
-            rtt_us_total: 0,
-            rtt_count: 0,
-            down_since: None,
+            health: Health::default(),
         };
         r.connect_due(Instant::now());
         r
@@ -511,84 +151,27 @@ impl Redis {
     }
 
     /// Queues one script call on the command link.
-    fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, what: What) {
-        // Emits queued before this change go first: order is kept.
-        self.send_batch();
-        let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
-        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
-        all.extend([op, source.as_bytes(), self.partition_len.as_bytes(), &self.epoch]);
-        all.extend_from_slice(args);
-        self.cmd.send(&all);
-        self.last_sent = Instant::now();
-        self.expect.push_back(Expect::Op { ticket, what, at: Instant::now(), epoch: self.epochs });
+    fn call(&mut self, source: &str, op: &[u8], args: &[&[u8]], ticket: Option<Ticket>, take_back: TakeBack) {
+        self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
     fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
-        let Some(src) = self.sources.get(&key) else {
+        let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
         let id = src.id.clone();
-        self.emits += 1;
-        let counter = self.emits;
-        self.batch.push((counter, id));
-        self.batch_bytes += payload.len();
-        self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
-        if self.batch.len() >= BATCH_EMITS || self.batch_bytes >= BATCH_BYTES {
-            self.send_batch();
-        }
-    }
-
-    /// Sends the emits queued since the last change as one script call
-    /// (Redis's cost per call is most of its cost per emit).
-    fn send_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if matches!(self.cmd.state, State::Down { .. }) {
-            for (counter, _) in batch {
-                if let Some(f) = self.flights.remove(&counter) {
-                    self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
-                }
-            }
-            return;
-        }
-        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
-        let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
-        for (counter, id) in &batch {
-            keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
-            let mut emit_id = self.node.as_bytes().to_vec();
-            emit_id.push(b':');
-            push_u64(&mut emit_id, *counter);
-            emit_ids.push(emit_id);
-        }
-        let mut numkeys = Vec::new();
-        push_u64(&mut numkeys, keys.len() as u64 + 1);
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
-        all.extend(keys.iter().map(String::as_bytes));
-        all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.keep.as_bytes()]);
-        for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
-            let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
-            all.extend([id.as_bytes(), emit_id, payload]);
-        }
-        self.cmd.send(&all);
-        self.last_sent = Instant::now();
-        let counters = batch.into_iter().map(|(c, _)| c).collect();
-        self.expect.push_back(Expect::Op { ticket: None, what: What::Emits(counters), at: Instant::now(), epoch: self.epochs });
+        self.pipe.emit(ticket, key, id, payload, &mut self.ready);
     }
 
     /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
-        let Some(flight) = self.flights.remove(&counter) else { return };
-        let pair = reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)));
-        let result = match (reply, pair) {
+        let Some(flight) = self.pipe.land(counter) else { return };
+        let result = match (reply, records::emitted(reply)) {
             (_, Some((id, prev))) => {
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                 // Delivered now if nothing before it is missing here; else the read brings it in order.
-                if self.sources.get(&flight.key).is_some_and(|s| prev <= s.last) {
+                if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
                     self.deliver(flight.key, id, &flight.payload);
                 }
                 return;
@@ -602,82 +185,30 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
-        self.sources.insert(key, Src { id: meta.id.clone(), meta: meta.clone(), tokens: Vec::new(), last: EventId::default() });
-        self.by_id.insert(meta.id.clone(), key);
-        self.put_source(b"c", meta, "0-0", ticket, What::Create(key));
+        self.sources.insert(key, meta.clone(), EventId::default());
+        self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
 
     /// Writes a source's hash: `c` creates it (refused if the name is
     /// taken), `w` writes it back after a loss with the newest id served.
-    fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, what: What) {
+    fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
         let args: [&[u8]; 6] =
             [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
-        self.call(&meta.id, op, &args, ticket, what);
+        self.call(&meta.id, op, &args, ticket, take_back);
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
     /// expired ones there are dropped meanwhile.
-    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, what: What) {
+    fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, take_back: TakeBack) {
         let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
-        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, what);
-    }
-
-    fn forget(&mut self, key: SourceKey) -> Option<Src> {
-        self.take(key).map(|(src, _)| src)
-    }
-
-    /// Takes a source out of this node's memory: its state and its ring.
-    fn take(&mut self, key: SourceKey) -> Option<(Src, Option<Ring>)> {
-        let ring = self.rings.remove(key);
-        let src = self.sources.remove(&key)?;
-        self.by_id.remove(&src.id);
-        Some((src, ring))
-    }
-
-    /// A change failed: what it did to this node's memory is put back if
-    /// Redis surely did not make it (`refused`), and always for a create, a
-    /// signature check and a new token, which the hub takes back on any
-    /// failure (if Redis made them after all, their own records bring
-    /// them back). A delete, a clear or a revocation whose fate is unknown
-    /// stays done here.
-    fn take_back(&mut self, what: What, refused: bool) {
-        match what {
-            What::Emits(counters) => self.fail_flights(&counters),
-            What::Create(key) => drop(self.forget(key)),
-            What::Verify(key, before) => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.meta.verify = before;
-                }
-            }
-            What::Token(key, token) => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.tokens.retain(|(t, _)| *t != token);
-                }
-            }
-            What::Delete(key, taken) if refused => {
-                let (src, ring) = *taken;
-                self.tombstones.remove(&src.id);
-                self.by_id.insert(src.id.clone(), key);
-                self.sources.insert(key, src);
-                if let Some(ring) = ring {
-                    self.rings.put_back(key, ring);
-                }
-            }
-            What::Clear(key, Some(history)) if refused => self.rings.put_history(key, history),
-            What::Revoke(key, token) if refused => {
-                if let Some(src) = self.sources.get_mut(&key) {
-                    src.tokens.push(token);
-                }
-            }
-            What::Delete(..) | What::Clear(..) | What::Revoke(..) | What::Plain => {}
-        }
+        self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, take_back);
     }
 
     /// Retains and publishes an event if it is the source's next here.
     fn deliver(&mut self, key: SourceKey, id: EventId, payload: &[u8]) {
-        let Some(src) = self.sources.get_mut(&key) else { return };
+        let Some(src) = self.sources.get_mut(key) else { return };
         if id <= src.last {
             return;
         }
@@ -691,46 +222,19 @@ impl Redis {
     // ---- links ----
 
     fn connect_due(&mut self, now: Instant) {
-        if matches!(self.cmd.state, State::Down { retry_at } if retry_at <= now) {
-            match self.cmd.connect(&self.url, &self.registry) {
-                Ok(()) => {
-                    for _ in 0..self.url.setup().len() {
-                        self.expect.push_back(Expect::Setup);
-                    }
-                    self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-                    self.expect.push_back(Expect::Setup);
-                    self.last_sent = now;
-                }
-                Err(e) => self.lose_cmd(&e.to_string()),
-            }
+        if let Err(e) = self.pipe.connect_due(&self.url, &self.registry, now) {
+            self.lose_cmd(&e.to_string());
         }
         for n in 0..self.readers.len() {
-            let r = &mut self.readers[n];
-            if matches!(r.link.state, State::Down { retry_at } if retry_at <= now) {
-                match r.link.connect(&self.url, &self.registry) {
-                    Ok(()) => {
-                        r.setup = self.url.setup().len();
-                        r.reading = None;
-                    }
-                    Err(e) => self.lose_reader(n, &e.to_string()),
-                }
+            if let Err(e) = self.readers[n].connect_due(&self.url, &self.registry, now) {
+                self.lose_reader(n, &e.to_string());
             }
-        }
-    }
-
-    fn went_down(&mut self, link: &str, why: &str) {
-        if self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", self.url.describe());
         }
     }
 
     fn lose_cmd(&mut self, why: &str) {
-        if self.cmd.state == State::Up {
-            self.reconnects += 1;
-        }
-        self.cmd.lose(&self.registry);
-        self.went_down("command link", why);
+        let (was_up, awaited) = self.pipe.lose(&self.registry);
+        self.health.lost(was_up, &self.url, "command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
         self.recovering = false;
@@ -738,12 +242,9 @@ impl Redis {
             self.resync = None;
         }
         // In flight: fails, except emits, which wait for their record (or their deadline).
-        for e in std::mem::take(&mut self.expect) {
-            if let Expect::Op { ticket, what, .. } = e {
-                if matches!(what, What::Emits(_)) {
-                    continue;
-                }
-                self.take_back(what, false);
+        for a in awaited {
+            if let Awaited::Change { ticket, take_back, .. } = a {
+                self.sources.take_back(&mut self.rings, take_back, false);
                 if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
                 }
@@ -752,12 +253,8 @@ impl Redis {
     }
 
     fn lose_reader(&mut self, n: usize, why: &str) {
-        if self.readers[n].link.state == State::Up {
-            self.reconnects += 1;
-        }
-        self.readers[n].link.lose(&self.registry);
-        self.readers[n].reading = None;
-        self.went_down("a partition link", why);
+        let was_up = self.readers[n].lose(&self.registry);
+        self.health.lost(was_up, &self.url, "a partition link", why);
     }
 
     fn on_ready(&mut self, event: &mio::event::Event) {
@@ -765,96 +262,84 @@ impl Redis {
         let t = event.token().0;
         let mut replies = std::mem::take(&mut self.replies);
         if t == TOKEN_BASE {
-            match self.cmd.ready(event, &mut replies) {
-                Got::Replies => {
-                    for reply in replies.drain(..) {
-                        self.on_reply(reply);
-                    }
-                }
-                Got::Lost(why) => {
-                    for reply in replies.drain(..) {
-                        self.on_reply(reply);
-                    }
-                    self.lose_cmd(&why);
-                }
+            let got = self.pipe.link.ready(event, &mut replies);
+            for reply in replies.drain(..) {
+                self.on_reply(reply);
+            }
+            if let Got::Lost(why) = got {
+                self.lose_cmd(&why);
             }
         } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
             let got = self.readers[n].link.ready(event, &mut replies);
             for reply in replies.drain(..) {
-                self.on_read(n, reply);
+                if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
+                    self.lose_reader(n, &why);
+                }
             }
             if let Got::Lost(why) = got {
                 self.lose_reader(n, &why);
             }
         }
         self.replies = replies;
-        if self.down_since.is_some() && self.all_up() {
-            // Whole milliseconds: no float is formatted anywhere (its code is 20 KiB of the binary).
-            let ms = self.down_since.take().map_or(0, |t| t.elapsed().as_millis());
-            info!("Redis at {} reachable again after {ms} ms", self.url.describe());
+        if self.health.is_down() && self.all_up() {
+            self.health.back(&self.url);
         }
     }
 
     fn all_up(&self) -> bool {
-        self.cmd.state == State::Up && self.cmd.answered > 0 && self.readers.iter().all(|r| r.link.state == State::Up)
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
     }
 
     /// A reply on the command link.
     fn on_reply(&mut self, reply: Value) {
-        let Some(expect) = self.expect.pop_front() else {
+        let Some(awaited) = self.pipe.next_awaited() else {
             return self.lose_cmd("a reply nothing asked for");
         };
-        match expect {
-            Expect::Setup => {
+        match awaited {
+            Awaited::Setup => {
                 if let Value::Error(e) = reply {
                     error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
                     self.lose_cmd("set-up refused");
                 }
             }
-            Expect::Ping(at) => {
-                self.rtt(at);
-                if reply.as_bytes() != Some(&self.epoch[..]) {
+            Awaited::Ping(at) => {
+                self.health.rtt(at);
+                if reply.as_bytes() != Some(&self.pipe.epoch[..]) {
                     self.data_lost();
                 }
             }
-            Expect::Resync => self.resynced(&reply),
-            Expect::Epoch => {
+            Awaited::Resync => self.resynced(&reply),
+            Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
-                    self.epoch = epoch.to_vec();
+                    self.pipe.epoch = epoch.to_vec();
                 }
-                self.epochs += 1;
+                self.pipe.epochs += 1;
                 self.recovering = false;
             }
-            Expect::Op { ticket, what, at, epoch } => {
-                self.rtt(at);
-                let result = match (&reply, what) {
-                    (Value::Error(e), what) if e.starts_with(b"TAKEN") => {
-                        self.take_back(what, true);
+            Awaited::Emits { counters, at, epoch } => {
+                self.health.rtt(at);
+                if let Value::Error(e) = &reply {
+                    if !e.starts_with(b"TAKEN") {
+                        self.refused(e, epoch);
+                    }
+                    return self.pipe.fail_flights(&counters, &mut self.ready);
+                }
+                let parts = reply.as_array().unwrap_or(&[]);
+                for (i, counter) in counters.into_iter().enumerate() {
+                    self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
+                }
+            }
+            Awaited::Change { ticket, take_back, at, epoch } => {
+                self.health.rtt(at);
+                let result = match &reply {
+                    Value::Error(e) if e.starts_with(b"TAKEN") => {
+                        self.sources.take_back(&mut self.rings, take_back, true);
                         Err(StorageError::Conflict)
                     }
-                    (Value::Error(e), what) => {
-                        if e.starts_with(b"LOST") {
-                            // Not run. A loss seen in the current epoch is handled once.
-                            if epoch == self.epochs {
-                                self.data_lost();
-                            }
-                        } else if e.starts_with(b"NOSCRIPT") {
-                            // Not run: safe to refuse. Loaded again for what follows.
-                            self.cmd.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-                            self.expect.push_back(Expect::Setup);
-                        } else {
-                            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
-                        }
-                        let refused = REFUSED.iter().any(|code| e.starts_with(code));
-                        self.take_back(what, refused);
+                    Value::Error(e) => {
+                        let refused = self.refused(e, epoch);
+                        self.sources.take_back(&mut self.rings, take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
-                    }
-                    (_, What::Emits(counters)) => {
-                        let parts = reply.as_array().unwrap_or(&[]);
-                        for (i, counter) in counters.into_iter().enumerate() {
-                            self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
-                        }
-                        return;
                     }
                     _ => Ok(Ack::Stored),
                 };
@@ -863,6 +348,23 @@ impl Redis {
                 }
             }
         }
+    }
+
+    /// A script call's error reply (sent in `epoch`): a loss is handled,
+    /// an unloaded script loaded again. True if the script surely did not run.
+    fn refused(&mut self, e: &[u8], epoch: u64) -> bool {
+        if e.starts_with(b"LOST") {
+            // Not run. A loss seen in the current epoch is handled once.
+            if epoch == self.pipe.epochs {
+                self.data_lost();
+            }
+        } else if e.starts_with(b"NOSCRIPT") {
+            // Not run: safe to refuse. Loaded again for what follows.
+            self.pipe.load_script();
+        } else {
+            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
+        }
+        REFUSED.iter().any(|code| e.starts_with(code))
     }
 
     /// Redis lost data (FLUSHALL, a restart without persistence, a stale
@@ -875,72 +377,25 @@ impl Redis {
             return;
         }
         self.recovering = true;
-        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.len());
+        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.count());
         let fresh = crate::auth::random_base62(16);
-        let epoch = self.keys.epoch.clone();
-        self.cmd.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"]);
-        self.expect.push_back(Expect::Setup);
-        self.cmd.send(&[b"GET", epoch.as_bytes()]);
-        self.expect.push_back(Expect::Epoch);
-        let back: Vec<_> = self.sources.values().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
+        let epoch = self.pipe.keys.epoch.clone();
+        self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);
+        self.pipe.send(&[b"GET", epoch.as_bytes()], Awaited::Epoch);
+        let back: Vec<_> = self.sources.iter().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for (meta, last, tokens) in back {
-            self.put_source(b"w", &meta, &last, None, What::Plain);
+            self.put_source(b"w", &meta, &last, None, TakeBack::Nothing);
             for (token, expires_at) in tokens {
-                self.put_token(&meta.id, &token, expires_at, now, None, What::Plain);
+                self.put_token(&meta.id, &token, expires_at, now, None, TakeBack::Nothing);
             }
         }
         if let Some(k) = self.default_key.clone() {
-            let name = self.keys.default_key.clone();
-            self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
-            self.expect.push_back(Expect::Setup);
+            let name = self.pipe.keys.default_key.clone();
+            self.pipe.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"], Awaited::Setup);
         }
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
-        }
-    }
-
-    fn fail_flights(&mut self, counters: &[u64]) {
-        for counter in counters {
-            if let Some(f) = self.flights.remove(counter) {
-                self.ready.push(Outcome::Done { ticket: f.ticket, result: Err(StorageError::Unreachable) });
-            }
-        }
-    }
-
-    fn rtt(&mut self, at: Instant) {
-        self.rtt_us_total += at.elapsed().as_micros() as u64;
-        self.rtt_count += 1;
-    }
-
-    /// A reply on partition `n`'s reader.
-    fn on_read(&mut self, n: usize, reply: Value) {
-        let r = &mut self.readers[n];
-        if r.setup > 0 {
-            r.setup -= 1;
-            if let Value::Error(e) = reply {
-                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
-                self.lose_reader(n, "set-up refused");
-            }
-            return;
-        }
-        r.reading = None;
-        // [[stream, [[id, [k, v, …]], …]]], taken apart (payloads move, not copied).
-        let read = match reply {
-            Value::Nil => return,
-            Value::Error(e) => {
-                let why = String::from_utf8_lossy(&e).into_owned();
-                return self.lose_reader(n, &why);
-            }
-            v => v.into_array().and_then(|s| s.into_iter().next()?.into_array()?.into_iter().nth(1)?.into_array()),
-        };
-        for e in read.unwrap_or_default() {
-            let mut e = e.into_array().unwrap_or_default().into_iter();
-            let (Some(Value::Bulk(id)), Some(fields)) = (e.next(), e.next()) else { continue };
-            self.readers[n].cursor = id;
-            if let Some(fields) = fields.into_array() {
-                entries(fields, &mut self.entries);
-            }
         }
     }
 
@@ -950,9 +405,9 @@ impl Redis {
     fn apply_entries(&mut self) {
         while let Some(entry) = self.entries.pop_front() {
             match entry {
-                Entry::Event { source, id, prev, emit, payload } => {
-                    let Some(&key) = self.by_id.get(&source) else { continue };
-                    let last = self.sources.get(&key).map_or(EventId::default(), |s| s.last);
+                Record::Event { source, id, prev, emit, payload } => {
+                    let Some(key) = self.sources.key_of(&source) else { continue };
+                    let last = self.sources.get(key).map_or(EventId::default(), |s| s.last);
                     if prev > last && id > last {
                         match self.resync.take() {
                             // Caught up as far as history holds: the rest is gone.
@@ -967,63 +422,65 @@ impl Redis {
                                 // A finished resync still here is stale (its source went meanwhile).
                                 let waiting = waiting.filter(|r| !r.done);
                                 self.stalled = true;
-                                if waiting.is_none() && self.cmd.state == State::Up {
-                                    self.ask_resync(&source, key, last, prev);
+                                if waiting.is_none() && self.pipe.link.state == LinkState::Up {
+                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
                                 } else {
                                     self.resync = waiting;
                                 }
-                                self.entries.push_front(Entry::Event { source, id, prev, emit, payload });
+                                self.entries.push_front(Record::Event { source, id, prev, emit, payload });
                                 return;
                             }
                         }
                     } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
                         self.resync = None;
                     }
-                    if let Some(counter) = self.own_emit(&emit)
-                        && let Some(flight) = self.flights.remove(&counter)
-                    {
+                    if let Some(flight) = self.pipe.land_own(&emit) {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
                     self.deliver(key, id, &payload);
                 }
-                Entry::Created(meta) => {
-                    if self.by_id.contains_key(&meta.id) || self.tombstones.contains_key(&meta.id) {
+                Record::Created(meta) => {
+                    if !self.sources.is_new(&meta.id) {
                         continue;
                     }
                     self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
                     return;
                 }
-                Entry::Deleted(id) => {
-                    self.tombstones.remove(&id);
-                    if let Some(&key) = self.by_id.get(&id) {
-                        self.forget(key);
+                Record::Deleted(id) => {
+                    self.sources.unbury(&id);
+                    if let Some(key) = self.sources.key_of(&id) {
+                        self.sources.take(&mut self.rings, key);
                         self.ready.push(Outcome::Deleted { key });
                     }
                 }
-                Entry::Cleared(id, up_to) => {
+                Record::Cleared(id, up_to) => {
                     // Only what came before the clear: later events may be delivered here already.
-                    if let Some(&key) = self.by_id.get(&id) {
+                    if let Some(key) = self.sources.key_of(&id) {
                         self.rings.clear_to(key, up_to);
                     }
                 }
                 // This node's own changes come back too: only what changes something is told.
-                Entry::Verify(id, settings) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
+                Record::Verify(id, settings) => {
+                    let Some((key, src)) = self.sources.find_mut(&id) else { continue };
                     let verify = Verify::from_stored(&settings);
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.meta.verify != verify) else { continue };
+                    if src.meta.verify == verify {
+                        continue;
+                    }
                     src.meta.verify = verify.clone();
                     self.ready.push(Outcome::Verify { key, verify });
                 }
-                Entry::Token(id, token, expires_at) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| !s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                Record::Token(id, token, expires_at) => {
+                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| !s.tokens.iter().any(|(t, _)| *t == token)) else {
+                        continue;
+                    };
                     src.tokens.push((token.clone(), expires_at));
                     self.ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
                 }
-                Entry::Revoked(id, token) => {
-                    let Some(&key) = self.by_id.get(&id) else { continue };
-                    let Some(src) = self.sources.get_mut(&key).filter(|s| s.tokens.iter().any(|(t, _)| *t == token)) else { continue };
+                Record::Revoked(id, token) => {
+                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| s.tokens.iter().any(|(t, _)| *t == token)) else {
+                        continue;
+                    };
                     src.tokens.retain(|(t, _)| *t != token);
                     self.ready.push(Outcome::TokenRevoked { key, token });
                 }
@@ -1031,40 +488,20 @@ impl Redis {
         }
     }
 
-    fn ask_resync(&mut self, source: &str, key: SourceKey, last: EventId, prev: EventId) {
-        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
-        let history = self.keys.history(source);
-        // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
-        // trimming may keep more), those up to `prev` used (the later ones come by partition).
-        let from = format!("({last}");
-        self.cmd.send(&[b"XREVRANGE", history.as_bytes(), b"+", from.as_bytes(), b"COUNT", self.keep.as_bytes()]);
-        self.expect.push_back(Expect::Resync);
-        self.last_sent = Instant::now();
-        self.resync = Some(Resync { key, prev, done: false, gap_sent: false });
-    }
-
     /// The history's events after the source's last delivered one.
     fn resynced(&mut self, reply: &Value) {
         let Some(r) = &mut self.resync else { return };
         r.done = true;
         let (key, prev) = (r.key, r.prev);
-        let Some(last) = self.sources.get(&key).map(|s| s.last) else { return };
+        let Some(last) = self.sources.get(key).map(|s| s.last) else { return };
         // (id, the id before it, payload)
-        let events: Vec<(EventId, EventId, Vec<u8>)> = reply
-            .as_array()
-            .unwrap_or(&[])
-            .iter()
-            .rev()
-            .filter_map(|e| {
-                let e = e.as_array()?;
-                let f = e.get(1)?.as_array()?;
-                Some((parse_id(e.first()?.as_bytes()?)?, parse_id(field(f, "v")?)?, field(f, "p")?.to_vec()))
-            })
-            .filter(|e| e.0 <= prev)
-            .collect();
+        let events = records::history(reply, prev);
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
-            warn!("source {}: events after {last} up to {before} were evicted before this node caught up", self.sources[&key].id);
+            warn!(
+                "source {}: events after {last} up to {before} were evicted before this node caught up",
+                self.sources.get(key).map_or("", |s| &s.id)
+            );
             self.rings.lost_up_to(key, before);
             let resumed_from = events.first().map(|e| e.0);
             self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
@@ -1077,40 +514,18 @@ impl Redis {
         }
     }
 
-    fn own_emit(&self, emit: &[u8]) -> Option<u64> {
-        let rest = emit.strip_prefix(self.node.as_bytes())?.strip_prefix(b":")?;
-        std::str::from_utf8(rest).ok()?.parse().ok()
-    }
-
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
-        while self.flights.0.front().is_some_and(|(_, f)| f.deadline <= now) {
-            let Some((_, flight)) = self.flights.0.pop_front() else { break };
-            self.ready.push(Outcome::Done { ticket: flight.ticket, result: Err(StorageError::Unreachable) });
-        }
-        let front_at = self.expect.iter().find_map(|e| match e {
-            Expect::Ping(at) | Expect::Op { at, .. } => Some(*at),
-            Expect::Setup | Expect::Epoch | Expect::Resync => None,
-        });
-        if front_at.is_some_and(|at| now >= at + OP_TIMEOUT) || (self.cmd.state == State::Connecting && now >= self.last_sent + OP_TIMEOUT)
-        {
+        if self.pipe.expire(now, &mut self.ready) {
             self.lose_cmd("no answer");
         }
         for n in 0..self.readers.len() {
-            let r = &self.readers[n];
-            let stuck = r.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
-                || (r.link.state == State::Connecting && r.reading.is_some_and(|at| now >= at + OP_TIMEOUT));
-            if stuck {
+            if self.readers[n].stuck(now) {
                 self.lose_reader(n, "no answer");
             }
         }
-        if self.cmd.state == State::Up && self.expect.is_empty() && now >= self.last_sent + PING_INTERVAL {
-            let epoch = self.keys.epoch.clone();
-            self.cmd.send(&[b"GET", epoch.as_bytes()]);
-            self.expect.push_back(Expect::Ping(now));
-            self.last_sent = now;
-        }
+        self.pipe.ping_if_idle(now);
         self.connect_due(now);
     }
 
@@ -1125,55 +540,6 @@ impl Redis {
     }
 }
 
-/// A partition entry's records, in order. Events: the events of one
-/// script call for this partition, two fields each (`e`: `<source> <id>
-/// <id before> <emit id>`, `p`: the payload): the fewer the entries and
-/// fields, the less Redis builds and a node takes apart per event.
-fn entries(f: Vec<Value>, out: &mut VecDeque<Entry>) {
-    if f.first().and_then(Value::as_bytes) != Some(b"e") {
-        out.extend(entry(&f));
-        return;
-    }
-    let mut f = f.into_iter();
-    while let (Some(_), Some(head), Some(_), Some(Value::Bulk(payload))) = (f.next(), f.next(), f.next(), f.next()) {
-        out.extend(event(head.as_bytes().unwrap_or_default(), payload));
-    }
-}
-
-fn event(head: &[u8], payload: Vec<u8>) -> Option<Entry> {
-    let mut head = head.split(|&b| b == b' ');
-    let (source, id, prev, emit) = (head.next()?, head.next()?, head.next()?, head.next()?);
-    Some(Entry::Event {
-        source: String::from_utf8_lossy(source).into_owned(),
-        id: parse_id(id)?,
-        prev: parse_id(prev)?,
-        emit: emit.to_vec(),
-        payload,
-    })
-}
-
-/// A control record's fields.
-fn entry(f: &[Value]) -> Option<Entry> {
-    let text = |name| field(f, name).map(|v| String::from_utf8_lossy(v).into_owned());
-    let source = text("s")?;
-    Some(match field(f, "t")? {
-        b"c" => Entry::Created(SourceMeta {
-            account: text("a")?,
-            name: text("n")?,
-            endpoint_key: text("k")?,
-            created_at: text("at")?.parse().ok()?,
-            verify: field(f, "j").and_then(Verify::from_stored),
-            id: source,
-        }),
-        b"d" => Entry::Deleted(source),
-        b"x" => Entry::Cleared(source, parse_id(field(f, "i")?)?),
-        b"v" => Entry::Verify(source, field(f, "j")?.to_vec()),
-        b"T" => Entry::Token(source, text("k")?, text("x")?.parse().ok()?),
-        b"R" => Entry::Revoked(source, text("k")?),
-        _ => return None,
-    })
-}
-
 impl Engine for Redis {
     fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
         let ticket = self.ticket();
@@ -1183,11 +549,11 @@ impl Engine for Redis {
         let mut taken = None;
         let source = match &op {
             Op::Delete { key } => {
-                taken = self.take(*key);
+                taken = self.sources.take(&mut self.rings, *key);
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
-            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(key).map(|s| s.id.clone()),
-            Op::RevokeToken { token } => self.sources.values().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
+            Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
         let Some(id) = source else {
@@ -1195,19 +561,19 @@ impl Engine for Redis {
             return ticket;
         };
         // Down: refused at once, not after a timeout (a connecting link queues).
-        if matches!(self.cmd.state, State::Down { .. }) {
+        if matches!(self.pipe.link.state, LinkState::Down { .. }) {
             return self.fail_now(ticket);
         }
         match op {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
             Op::Delete { key } => {
-                self.tombstones.insert(id.clone(), key);
-                let what = taken.map_or(What::Plain, |t| What::Delete(key, Box::new(t)));
-                self.call(&id, b"d", &[], Some(ticket), what);
+                self.sources.bury(id.clone(), key);
+                let take_back = taken.map_or(TakeBack::Nothing, |t| TakeBack::Delete(key, Box::new(t)));
+                self.call(&id, b"d", &[], Some(ticket), take_back);
             }
             Op::Clear { key } => {
                 let before = self.rings.clear(key);
-                self.call(&id, b"x", &[], Some(ticket), What::Clear(key, before));
+                self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
             Op::Append { key, payload } => self.emit(ticket, key, payload),
             Op::Import { key, source } => {
@@ -1220,76 +586,60 @@ impl Engine for Redis {
             }
             Op::Verify { key, verify } => {
                 let mut before = None;
-                if let Some(src) = self.sources.get_mut(&key) {
+                if let Some(src) = self.sources.get_mut(key) {
                     before = std::mem::replace(&mut src.meta.verify, verify.cloned());
                 }
                 let settings = verify.map(Verify::stored_json).unwrap_or_default();
-                self.call(&id, b"v", &[&settings], Some(ticket), What::Verify(key, before));
+                self.call(&id, b"v", &[&settings], Some(ticket), TakeBack::Verify(key, before));
             }
             Op::Token { key, token } => {
-                if let Some(src) = self.sources.get_mut(&key) {
+                if let Some(src) = self.sources.get_mut(key) {
                     src.tokens.retain(|&(_, expires_at)| expires_at > now_ms);
                     src.tokens.push((token.token.clone(), token.expires_at));
                 }
-                let what = What::Token(key, token.token.clone());
-                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), what);
+                let take_back = TakeBack::Token(key, token.token.clone());
+                self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), take_back);
             }
             Op::RevokeToken { token } => {
-                let mut what = What::Plain;
-                if let Some(&key) = self.by_id.get(&id)
-                    && let Some(src) = self.sources.get_mut(&key)
+                let mut take_back = TakeBack::Nothing;
+                if let Some((key, src)) = self.sources.find_mut(&id)
                     && let Some(at) = src.tokens.iter().position(|(t, _)| t == token)
                 {
-                    what = What::Revoke(key, src.tokens.swap_remove(at));
+                    take_back = TakeBack::Revoke(key, src.tokens.swap_remove(at));
                 }
-                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), what);
+                self.call(&id, b"R", &[token.as_bytes()], Some(ticket), take_back);
             }
             Op::DefaultKey(k) => {
-                self.send_batch();
-                let name = self.keys.default_key.clone();
-                self.cmd.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"]);
+                self.pipe.send_batch(&mut self.ready);
+                let name = self.pipe.keys.default_key.clone();
+                let change =
+                    Awaited::Change { ticket: Some(ticket), take_back: TakeBack::Nothing, at: Instant::now(), epoch: self.pipe.epochs };
+                self.pipe.send(&[b"SET", name.as_bytes(), k.as_bytes(), b"NX"], change);
                 self.default_key = Some(k.to_string());
-                self.expect.push_back(Expect::Op { ticket: Some(ticket), what: What::Plain, at: Instant::now(), epoch: self.epochs });
             }
         }
         ticket
     }
 
     fn flush(&mut self) {
-        self.send_batch();
+        self.pipe.send_batch(&mut self.ready);
         for n in 0..self.readers.len() {
-            let r = &mut self.readers[n];
-            if r.reading.is_none() && matches!(r.link.state, State::Up | State::Connecting) {
-                let stream = self.keys.partition(n as u32);
-                r.link.send(&[
-                    b"XREAD",
-                    b"COUNT",
-                    READ_COUNT.as_bytes(),
-                    b"BLOCK",
-                    BLOCK_MS.as_bytes(),
-                    b"STREAMS",
-                    stream.as_bytes(),
-                    &r.cursor,
-                ]);
-                r.reading = Some(Instant::now());
-            }
-            if r.link.state == State::Up
-                && let Err(why) = r.link.flush()
-            {
+            let keys = &self.pipe.keys;
+            if let Err(why) = self.readers[n].flush(|| keys.partition(n as u32)) {
                 self.lose_reader(n, &why);
             }
         }
-        if self.cmd.state == State::Up
-            && let Err(why) = self.cmd.flush()
+        if self.pipe.link.state == LinkState::Up
+            && let Err(why) = self.pipe.link.flush()
         {
             self.lose_cmd(&why);
         }
     }
 
     fn wants_flush(&self) -> bool {
-        self.cmd.wants_flush()
-            || !self.batch.is_empty()
-            || self.readers.iter().any(|r| r.link.wants_flush() || (r.reading.is_none() && r.link.state == State::Up))
+        self.pipe.link.wants_flush()
+            || self.pipe.has_batch()
+            || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()
     }
@@ -1308,29 +658,9 @@ impl Engine for Redis {
     fn next_wake(&self) -> Option<Instant> {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if let Some((_, f)) = self.flights.0.front() {
-            consider(f.deadline);
-        }
-        if let Some(Expect::Ping(t) | Expect::Op { at: t, .. }) =
-            self.expect.iter().find(|e| matches!(e, Expect::Ping(_) | Expect::Op { .. }))
-        {
-            consider(*t + OP_TIMEOUT);
-        }
-        for link in std::iter::once(&self.cmd).chain(self.readers.iter().map(|r| &r.link)) {
-            if let State::Down { retry_at } = link.state {
-                consider(retry_at);
-            }
-        }
+        self.pipe.next_wake(&mut consider);
         for r in &self.readers {
-            if let Some(t) = r.reading {
-                consider(t + READ_TIMEOUT);
-            }
-        }
-        if self.cmd.state == State::Connecting {
-            consider(self.last_sent + OP_TIMEOUT);
-        }
-        if self.cmd.state == State::Up && self.expect.is_empty() {
-            consider(self.last_sent + PING_INTERVAL);
+            r.next_wake(&mut consider);
         }
         at
     }
@@ -1340,26 +670,11 @@ impl Engine for Redis {
     }
 
     fn metrics(&self, out: &mut String) {
-        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
-        let rows: [(&str, &str, &str, u64); 4] = [
-            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(self.all_up())),
-            ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
-            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
-            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
-        ];
-        let mut text = Vec::new();
-        for (name, kind, help, value) in rows {
-            for part in ["# HELP ssehub_", name, " ", help, "\n# TYPE ssehub_", name, " ", kind, "\nssehub_", name, " "] {
-                text.extend_from_slice(part.as_bytes());
-            }
-            push_u64(&mut text, value);
-            text.push(b'\n');
-        }
-        out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+        self.health.metrics(self.all_up(), out);
     }
 
     fn healthy(&self) -> bool {
-        self.cmd.state == State::Up && self.cmd.answered > 0
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
     }
 
     fn shared(&self) -> bool {
@@ -1367,58 +682,15 @@ impl Engine for Redis {
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
-        let id = source.meta.id.clone();
-        let last = source.last_id.unwrap_or_default();
-        self.by_id.insert(id.clone(), key);
-        self.sources.insert(key, Src { id, meta: source.meta.clone(), tokens: Vec::new(), last });
+        self.sources.insert(key, source.meta.clone(), source.last_id.unwrap_or_default());
         self.rings.restore(key, source);
     }
 
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
-        if let Some(src) = self.sources.get_mut(&key) {
+        if let Some(src) = self.sources.get_mut(key) {
             src.tokens.push((token.token, token.expires_at));
         }
     }
-}
-
-/// SHA-1 in hex: the script's name for EVALSHA (Redis computes the same).
-fn sha1_hex(data: &[u8]) -> String {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
-    let mut msg = data.to_vec();
-    let bits = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bits.to_be_bytes());
-    for block in msg.chunks(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, &wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    h.iter().map(|x| format!("{x:08x}")).collect()
 }
 
 #[cfg(test)]
@@ -1429,39 +701,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sha1_matches_known_digests() {
-        assert_eq!(sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(sha1_hex(&[b'a'; 1000]), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
-    }
-
-    #[test]
-    fn urls() {
-        let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
-        assert_eq!(u, RedisUrl { target: Target::Tcp("127.0.0.1:6380".parse().unwrap()), auth: None, db: 2 });
-        let u = RedisUrl::parse("redis://ann:p%40ss@127.0.0.1").unwrap();
-        assert_eq!(u.auth, Some((Some("ann".into()), "p@ss".into())));
-        assert_eq!(u.target, Target::Tcp("127.0.0.1:6379".parse().unwrap()));
-        assert_eq!(RedisUrl::parse("redis://:secret@127.0.0.1:1/").unwrap().auth, Some((None, "secret".into())));
-        assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().target, Target::Unix("/run/redis.sock".into()));
-        let u = RedisUrl::parse("unix:///run/r.sock?db=2&password=p%26w").unwrap();
-        assert_eq!((u.db, u.auth), (2, Some((None, "p&w".to_string()))));
-        for bad in ["rediss://h:1", "http://x", "redis://127.0.0.1:1/x", "unix://rel"] {
-            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn conforms() {
         let server = testing::RedisServer::start();
         let url = server.url();
         crate::engine::conformance::check_all(
             &|dir, history, _floor| {
                 // One namespace per check dir, so a reopen finds its data.
-                let prefix = format!("t{}:", sha1_hex(dir.to_string_lossy().as_bytes()));
+                let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
                 let mut opened = open(&url, 4, history, &prefix).unwrap();
                 let recovered = std::mem::take(&mut opened.recovered);
-                (Box::new(opened.standalone()), recovered)
+                (Box::new(Redis::standalone(opened)), recovered)
             },
             true,
         );

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::RedisUrl;
+use super::url::RedisUrl;
 use crate::engine::conformance::TempDir;
 
 pub struct RedisServer {

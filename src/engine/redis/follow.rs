@@ -1,0 +1,148 @@
+//! Following the partitions: one link per partition stream (`Reader`),
+//! each with a blocking XREAD always after the last id it read (its
+//! cursor), and the catch-up from a source's history stream when a
+//! record's predecessor never reached this node (`Resync`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::{error, info};
+use mio::{Registry, Token};
+
+use super::link::{Link, LinkState};
+use super::pipeline::{Awaited, OP_TIMEOUT, Pipeline};
+use super::records::{self, Record};
+use super::resp::Value;
+use super::url::RedisUrl;
+use crate::engine::SourceKey;
+use crate::sse::EventId;
+
+/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
+const BLOCK_MS: &str = "5000";
+const READ_TIMEOUT: Duration = Duration::from_secs(8);
+/// Entries per XREAD.
+const READ_COUNT: &str = "1000";
+
+/// Partition `n`'s reader.
+pub struct Reader {
+    pub link: Link,
+    /// The last partition id read: the next XREAD starts after it.
+    pub cursor: Vec<u8>,
+    /// Replies to AUTH and SELECT still to come.
+    setup: usize,
+    /// An XREAD is out since.
+    reading: Option<Instant>,
+}
+
+impl Reader {
+    pub fn new(token: Token, cursor: Vec<u8>) -> Reader {
+        Reader { link: Link::new(token), cursor, setup: 0, reading: None }
+    }
+
+    /// Connects if the link is down and its backoff has passed.
+    pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
+        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
+            self.link.connect(url, registry)?;
+            self.setup = url.setup().len();
+            self.reading = None;
+        }
+        Ok(())
+    }
+
+    /// Closes the link. True if it was up.
+    pub fn lose(&mut self, registry: &Registry) -> bool {
+        let was_up = self.link.state == LinkState::Up;
+        self.link.lose(registry);
+        self.reading = None;
+        was_up
+    }
+
+    /// A reply: its records appended to `out`. An error loses the link.
+    pub fn reply(&mut self, reply: Value, out: &mut VecDeque<Record>) -> Result<(), String> {
+        if self.setup > 0 {
+            self.setup -= 1;
+            if let Value::Error(e) = reply {
+                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
+                return Err("set-up refused".into());
+            }
+            return Ok(());
+        }
+        self.reading = None;
+        match reply {
+            Value::Nil => Ok(()),
+            Value::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+            v => {
+                records::read(v, &mut self.cursor, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks for what comes after the cursor (unless a read is out), and writes.
+    pub fn flush(&mut self, stream: impl FnOnce() -> String) -> Result<(), String> {
+        if self.reading.is_none() && matches!(self.link.state, LinkState::Up | LinkState::Connecting) {
+            let stream = stream();
+            self.link.send(&[
+                b"XREAD",
+                b"COUNT",
+                READ_COUNT.as_bytes(),
+                b"BLOCK",
+                BLOCK_MS.as_bytes(),
+                b"STREAMS",
+                stream.as_bytes(),
+                &self.cursor,
+            ]);
+            self.reading = Some(Instant::now());
+        }
+        if self.link.state == LinkState::Up { self.link.flush() } else { Ok(()) }
+    }
+
+    pub fn wants_flush(&self) -> bool {
+        self.link.wants_flush() || (self.reading.is_none() && self.link.state == LinkState::Up)
+    }
+
+    /// The link stopped answering: a read past its BLOCK, or a connect that takes too long.
+    pub fn stuck(&self, now: Instant) -> bool {
+        self.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
+            || (self.link.state == LinkState::Connecting && self.reading.is_some_and(|at| now >= at + OP_TIMEOUT))
+    }
+
+    /// The times `stuck` and a reconnect have to look at next.
+    pub fn next_wake(&self, consider: &mut impl FnMut(Instant)) {
+        if let LinkState::Down { retry_at } = self.link.state {
+            consider(retry_at);
+        }
+        if let Some(t) = self.reading {
+            consider(t + READ_TIMEOUT);
+        }
+    }
+}
+
+/// A source caught up from its history stream: a partition record's
+/// predecessor never reached this node (the partition was trimmed past the
+/// node's position while it was paused, or Redis lost it). Every record
+/// waits meanwhile, so order holds.
+pub struct Resync {
+    pub key: SourceKey,
+    /// The predecessor the record named.
+    pub prev: EventId,
+    /// The history's answer is in.
+    pub done: bool,
+    pub gap_sent: bool,
+}
+
+impl Resync {
+    /// Asks on the command link for the history of `source` after `last`.
+    pub fn ask<T>(pipe: &mut Pipeline<T>, source: &str, key: SourceKey, last: EventId, prev: EventId) -> Resync {
+        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
+        let history = pipe.keys.history(source);
+        // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
+        // trimming may keep more), those up to `prev` used (the later ones come by partition).
+        let from = format!("({last}");
+        let keep = pipe.keep.clone();
+        pipe.send(&[b"XREVRANGE", history.as_bytes(), b"+", from.as_bytes(), b"COUNT", keep.as_bytes()], Awaited::Resync);
+        pipe.last_sent = Instant::now();
+        Resync { key, prev, done: false, gap_sent: false }
+    }
+}

@@ -1,0 +1,69 @@
+//! The links' health as an operator sees it: one log line when Redis
+//! becomes unreachable and one when every link is back, the links lost,
+//! the commands' round trips, and the engine's rows of `/metrics`.
+
+use std::time::Instant;
+
+use log::{error, info};
+
+use super::url::RedisUrl;
+use crate::text::push_u64;
+
+#[derive(Default)]
+pub struct Health {
+    reconnects: u64,
+    rtt_us_total: u64,
+    rtt_count: u64,
+    down_since: Option<Instant>,
+}
+
+impl Health {
+    /// A link was lost (`was_up`: it had connected, so it counts as a
+    /// reconnect), or failed to connect.
+    pub fn lost(&mut self, was_up: bool, url: &RedisUrl, link: &str, why: &str) {
+        if was_up {
+            self.reconnects += 1;
+        }
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", url.describe());
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+
+    /// Every link is up again.
+    pub fn back(&mut self, url: &RedisUrl) {
+        // Whole milliseconds: no float is formatted anywhere (its code is 20 KiB of the binary).
+        let ms = self.down_since.take().map_or(0, |t| t.elapsed().as_millis());
+        info!("Redis at {} reachable again after {ms} ms", url.describe());
+    }
+
+    /// A command asked `at` is answered.
+    pub fn rtt(&mut self, at: Instant) {
+        self.rtt_us_total += at.elapsed().as_micros() as u64;
+        self.rtt_count += 1;
+    }
+
+    /// The rows of `/metrics`; `all_up`: every link is connected and answering.
+    pub fn metrics(&self, all_up: bool, out: &mut String) {
+        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
+        let rows: [(&str, &str, &str, u64); 4] = [
+            ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(all_up)),
+            ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
+            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
+            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
+        ];
+        let mut text = Vec::new();
+        for (name, kind, help, value) in rows {
+            for part in ["# HELP ssehub_", name, " ", help, "\n# TYPE ssehub_", name, " ", kind, "\nssehub_", name, " "] {
+                text.extend_from_slice(part.as_bytes());
+            }
+            push_u64(&mut text, value);
+            text.push(b'\n');
+        }
+        out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+    }
+}
