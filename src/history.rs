@@ -5,9 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::sse::{Event, EventId};
-// Until every user names it from `sse`.
-pub use crate::sse::Gap;
+use crate::sse::{Event, EventId, Gap};
 
 pub struct History {
     capacity: usize,

@@ -383,7 +383,7 @@ impl Redis {
         self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);
         self.pipe.send(&[b"GET", epoch.as_bytes()], Awaited::Epoch);
         let back: Vec<_> = self.sources.iter().map(|s| (s.meta.clone(), s.last.to_string(), s.tokens.clone())).collect();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = crate::sys::unix_ms();
         for (meta, last, tokens) in back {
             self.put_source(b"w", &meta, &last, None, TakeBack::Nothing);
             for (token, expires_at) in tokens {
@@ -415,7 +415,7 @@ impl Redis {
                                 self.rings.lost_up_to(key, prev);
                                 if !r.gap_sent {
                                     warn!("source {source}: events after {last} up to {prev} are lost");
-                                    self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from: Some(id) } });
+                                    self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from: Some(id) } });
                                 }
                             }
                             waiting => {
@@ -504,7 +504,7 @@ impl Redis {
             );
             self.rings.lost_up_to(key, before);
             let resumed_from = events.first().map(|e| e.0);
-            self.ready.push(Outcome::Gap { key, gap: crate::history::Gap { after: last, resumed_from } });
+            self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from } });
             if let Some(r) = &mut self.resync {
                 r.gap_sent = true;
             }
