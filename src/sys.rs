@@ -80,6 +80,16 @@ fn nofile() -> libc::rlimit {
     lim
 }
 
+/// User plus system CPU time this process has used, in microseconds.
+pub fn cpu_micros() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct we pass; on failure it stays zero.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let micros = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
+}
+
 /// Sets the listen backlog of a listening socket (std asks 128, which
 /// overflows in a reconnect storm; the kernel caps it at somaxconn).
 pub fn set_listen_backlog(fd: RawFd, backlog: i32) {

@@ -213,7 +213,7 @@ impl Reactor {
             match conn.flush(WRITE_BUDGET, self.now) {
                 Ok((done, n)) => {
                     if conn.is_stream() {
-                        self.stats.bytes_delivered += n as u64;
+                        self.stats.delivered_bytes += n as u64;
                     }
                     match done {
                         Flushed::Empty => self.on_flushed(key),

@@ -324,7 +324,7 @@ impl Reactor {
             timers: Timers::new(0),
             start: Instant::now(),
             now: 0,
-            stats: Stats::default(),
+            stats: Stats { started_unix_ms: now, ..Stats::default() },
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
