@@ -68,6 +68,9 @@ pub struct Config {
     pub redis_partitions: u32,
     /// `SO_REUSEPORT` on the listener: several processes share one port.
     pub reuse_port: bool,
+    /// Names this process in every log line (`--node-name`); the binary
+    /// defaults it to the pid with `--reuse-port`.
+    pub node_name: Option<String>,
 }
 
 impl Default for Config {
@@ -94,6 +97,7 @@ impl Default for Config {
             redis: None,
             redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
             reuse_port: false,
+            node_name: None,
         }
     }
 }
@@ -132,6 +136,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("redis", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
     ("redis-partitions", "live partition streams in Redis; the first node's count wins [default: 16]"),
     ("reuse-port", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
+    ("node-name", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
 ];
 
 /// The help text of `ssehub serve`.
@@ -192,6 +197,9 @@ impl Config {
         if config.redis.is_some() && !engine_given {
             config.engine = EngineKind::Redis;
         }
+        if config.reuse_port && config.node_name.is_none() {
+            config.node_name = Some(std::process::id().to_string());
+        }
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
@@ -234,6 +242,10 @@ impl Config {
             }
             "reuse-port" => self.reuse_port = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             "data-dir" => self.data_dir = v.into(),
+            "node-name" if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(bad("expected 1 to 64 visible characters, no spaces"));
+            }
+            "node-name" => self.node_name = Some(v),
             "cors-origin" => {
                 self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
                 // An origin is a scheme and a host (and port), no path.

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use log::{error, info};
+use log::info;
 
 use crate::api::reply::Answer;
 use crate::auth::AccountId;
@@ -14,6 +14,7 @@ use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageErro
 use crate::history::{Gap, History};
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::{Event, EventId};
+use crate::throttle::{Throttle, throttled};
 use crate::tokens::{self, Ended, Tokens};
 use crate::verify::Verify;
 
@@ -106,6 +107,12 @@ pub struct Hub {
     outcomes: Vec<Outcome>,
     /// Storage refused the last change: logged once, until it recovers.
     failing: bool,
+    /// Times storage started failing, and recovered (`/metrics`).
+    pub failures: u64,
+    pub recoveries: u64,
+    /// A disk that flaps fails and recovers many times a second.
+    fail_lines: Throttle,
+    recover_lines: Throttle,
 }
 
 impl Hub {
@@ -118,6 +125,10 @@ impl Hub {
             effects: Vec::new(),
             outcomes: Vec::new(),
             failing: false,
+            failures: 0,
+            recoveries: 0,
+            fail_lines: Throttle::default(),
+            recover_lines: Throttle::default(),
         }
     }
 
@@ -310,8 +321,9 @@ impl Hub {
             Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
             Err(e) => {
                 if !self.failing {
-                    error!("storage unavailable: {e}; changes are refused (503) until it recovers");
+                    throttled!(self.fail_lines, error, "storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
+                    self.failures += 1;
                 }
                 p.undo.apply(&mut self.registry, &mut self.tokens, e);
             }
@@ -322,8 +334,9 @@ impl Hub {
                     _ => {}
                 }
                 if self.failing {
-                    info!("storage recovered: changes are accepted again");
+                    throttled!(self.recover_lines, info, "storage recovered: changes are accepted again");
                     self.failing = false;
+                    self.recoveries += 1;
                 }
             }
         }

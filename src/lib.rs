@@ -57,6 +57,7 @@ mod sse;
 mod state;
 mod sys;
 mod text;
+mod throttle;
 mod timer;
 mod tokens;
 mod verify;

@@ -31,6 +31,7 @@ use crate::outq::Buf;
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
 use crate::state;
+use crate::throttle::{Throttles, throttled};
 use crate::timer::{TimerId, Timers};
 use crate::{Error, SourceInfo};
 
@@ -125,10 +126,14 @@ impl Bound {
             keys.parse_file(&text)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--keys-file {}: {e}", path.display())))?;
         }
+        let kept = engine.recovered().default_key.clone();
         if keys.is_empty() {
-            let key = match engine.recovered().default_key.clone() {
+            // The whole key is logged once, by the start that generates it;
+            // later starts say where to read it.
+            let key = match kept {
                 Some(key) => {
-                    warn!("no API key configured; using the generated key kept in {}: {key}", engine.describe());
+                    let read_it = where_to_read(&engine, &key);
+                    warn!("no API key configured; using the generated key kept in {} ({}…; {read_it})", engine.describe(), key_start(&key));
                     key
                 }
                 None => {
@@ -136,7 +141,8 @@ impl Bound {
                     if config.engine == EngineKind::Memory {
                         warn!("no API key configured; generated one for this run: {key}");
                     } else {
-                        warn!("no API key configured; generated one, kept in {}: {key}", engine.describe());
+                        let read_it = where_to_read(&engine, &key);
+                        warn!("no API key configured; generated one, kept in {} ({read_it}): {key}", engine.describe());
                     }
                     key_to_keep = Some(key.clone());
                     key
@@ -144,6 +150,12 @@ impl Bound {
             };
             keys.add(&key, auth::DEFAULT_ACCOUNT);
             default_key = Some(key);
+        } else if let Some(key) = kept {
+            warn!(
+                "the generated key kept in {} ({}…) is not in use: --api-key or --keys-file is given; a start without them uses it again",
+                engine.describe(),
+                key_start(&key)
+            );
         }
         // Without --api-key, `--source` and handles act on the keys file's first account.
         let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
@@ -198,6 +210,25 @@ impl Bound {
     }
 }
 
+/// The first characters of a key, enough to tell which it is.
+fn key_start(key: &str) -> &str {
+    key.get(..7).unwrap_or("")
+}
+
+/// How a person reads the generated key: its file (written now if it is
+/// missing, as after an upgrade), or the engine's own place.
+fn where_to_read(engine: &engine::Opened, key: &str) -> String {
+    match engine.show_key(key) {
+        Ok(Some(path)) => format!("`ssehub key` prints it, from {}", path.display()),
+        // Redis: the key the engine keeps it under.
+        Ok(None) => format!("`GET ssehub:default_key` on {} reads it", engine.describe()),
+        Err(e) => {
+            warn!("cannot write the generated key's file: {e}");
+            "the start that generated it logged it".to_string()
+        }
+    }
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -225,6 +256,7 @@ pub struct Reactor {
     /// Reactor clock: milliseconds since start, read once per turn.
     now: u64,
     stats: Stats,
+    throttles: Throttles,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
     to_close: Vec<usize>,
@@ -268,6 +300,11 @@ impl Reactor {
             ..
         } = bound;
         let now = unix_ms();
+        let storage = match config.engine {
+            EngineKind::Memory => "engine memory".to_string(),
+            EngineKind::Log => format!("engine log, data dir {}, fsync {}", engine.describe(), config.fsync.name()),
+            EngineKind::Redis => format!("engine redis at {}", engine.describe()),
+        };
         let (engine, recovered) = engine.start(now, poll.registry())?;
         let mut hub = Hub::new(engine);
         if let Some(key) = key_to_keep {
@@ -302,10 +339,19 @@ impl Reactor {
             }
         }
         let handshakes = Handshakes::new(config.handshake_interval);
-        if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
-            info!("serving /metrics on http://{addr}");
-        }
-        info!("listening on http://{local_addr} (up to {max_connections} connections)");
+        let (n_keys, accounts) = keys.counts();
+        let metrics = match metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            Some(addr) => format!(", serving /metrics on http://{addr}"),
+            None => String::new(),
+        };
+        // The one start-up line (SPEC §2); the addresses are each followed by a space or the end of the line.
+        info!(
+            "ssehub {} started: {storage}; {n_keys} {} in {accounts} {}; listening on http://{local_addr} (up to {max_connections} connections, open-file limit {}){metrics}",
+            env!("CARGO_PKG_VERSION"),
+            if n_keys == 1 { "key" } else { "keys" },
+            if accounts == 1 { "account" } else { "accounts" },
+            crate::sys::fd_limit(),
+        );
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -325,6 +371,7 @@ impl Reactor {
             start: Instant::now(),
             now: 0,
             stats: Stats { started_unix_ms: now, ..Stats::default() },
+            throttles: Throttles::default(),
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
@@ -484,6 +531,8 @@ impl Reactor {
             // Best effort: a fresh socket's send buffer is empty.
             let _ = sock.write(REFUSED);
             self.stats.connections_refused += 1;
+            let max = self.max_connections;
+            throttled!(self.throttles.limit, warn, "{max} connections open (--max-connections): refusing {addr}");
             return;
         }
         let key = self.conns.vacant_key();
@@ -701,7 +750,8 @@ impl Reactor {
             hub: &mut self.hub,
             keys: &self.keys,
             config: &self.config,
-            stats: &self.stats,
+            stats: &mut self.stats,
+            throttles: &mut self.throttles,
             now_ms: self.unix_now,
             scratch: &mut self.handler_scratch,
             metrics_listener: self.conns[key].on_metrics,
@@ -750,6 +800,10 @@ impl Reactor {
     fn answer(&mut self, key: usize, slot: Option<u32>, status: u16, bytes: Vec<u8>, close: bool) {
         self.stats.count_response(status);
         let conn = &mut self.conns[key];
+        if status == 401 {
+            self.stats.auth_failures += 1;
+            throttled!(self.throttles.auth, warn, "failed authentication from {}", conn.peer);
+        }
         let was_parked = matches!(conn.phase, Phase::Waiting);
         let close = close || conn.peer_eof;
         conn.answered(slot, bytes, close);
@@ -924,7 +978,10 @@ impl Reactor {
                 access.log(conn.peer, 200, access.sent, self.now);
             }
             match reason {
-                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", conn.peer),
+                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => {
+                    self.stats.connections_timed_out += 1;
+                    throttled!(self.throttles.timeouts, info, "closed {}: {reason}", conn.peer);
+                }
                 _ => debug!("closed {}: {reason}", conn.peer),
             }
         }
@@ -1037,6 +1094,8 @@ impl Reactor {
     fn refresh_gauges(&mut self) {
         self.stats.connections_open = self.conns.len() as u64;
         self.stats.sources = self.hub.registry.len() as u64;
+        self.stats.storage_failures = self.hub.failures;
+        self.stats.storage_recoveries = self.hub.recoveries;
     }
 
     fn publish(&mut self) {

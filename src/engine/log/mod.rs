@@ -18,7 +18,9 @@
 //! rename the old segments are whole; after it the snapshot supersedes them.
 //!
 //! Files: `LOCK` (flock: one process per dir), `<20 digits>.log` segments,
-//! each starting with `MAGIC`. The dir is mode 0700 and files 0600.
+//! each starting with `MAGIC`, and `key`: the generated default key and a
+//! newline, for people and scripts (`ssehub key`); the log's record of it
+//! is what the server reads. The dir is mode 0700 and files 0600.
 
 pub mod record;
 mod recover;
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
@@ -40,8 +42,11 @@ use crate::history::History;
 use crate::sse::Event;
 #[cfg(test)]
 use crate::sse::EventId;
+use crate::throttle::{Throttle, throttled};
 use record::Record;
 
+/// The file in the data dir that holds the generated default key.
+pub const KEY_FILE: &str = "key";
 /// The first bytes of every segment.
 pub const MAGIC: &[u8] = b"SSEHLOG1";
 /// The active segment is compacted past max(this, the last snapshot).
@@ -63,6 +68,14 @@ impl Fsync {
             "everysec" => Some(Fsync::EverySec),
             "never" => Some(Fsync::Never),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::Never => "never",
         }
     }
 }
@@ -259,6 +272,7 @@ pub struct Log {
     broken: bool,
     /// A write failed and has not succeeded since (logged once).
     write_failing: bool,
+    write_fail_lines: Throttle,
     cut_bytes: u64,
     compactions: u64,
     _lock: File,
@@ -267,6 +281,26 @@ pub struct Log {
 impl Opened {
     pub fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    /// Writes the generated default key to `key` (unless it holds it
+    /// already): a temporary file, synced, renamed over it.
+    pub fn keep_key_file(&self, key: &str) -> io::Result<PathBuf> {
+        let path = self.dir.join(KEY_FILE);
+        let line = format!("{key}\n");
+        if std::fs::read_to_string(&path).is_ok_and(|kept| kept == line) {
+            return Ok(path);
+        }
+        // `.tmp`: removed at the next open if a crash leaves it.
+        let tmp = self.dir.join("key.tmp");
+        let write = || -> io::Result<()> {
+            let f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+            (&f).write_all(line.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        };
+        write().map(|()| path.clone()).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 
     /// Starts the engine on the reactor thread (and its sync thread).
@@ -312,6 +346,7 @@ impl Opened {
             compaction: None,
             broken: false,
             write_failing: false,
+            write_fail_lines: Throttle::default(),
             cut_bytes: self.cut_bytes,
             compactions: 0,
             _lock: self.lock,
@@ -688,7 +723,8 @@ impl Engine for Log {
         match (&*self.file).write_all(&self.pending) {
             Ok(()) => {
                 if self.write_failing {
-                    info!("writes to the log succeed again");
+                    // The hub says that storage recovered (once a second at most).
+                    debug!("writes to the log succeed again");
                     self.write_failing = false;
                 }
                 let n = self.pending.len() as u64;
@@ -713,7 +749,13 @@ impl Engine for Log {
             }
             Err(e) => {
                 if !self.write_failing {
-                    error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
+                    // The cause, which the hub's line does not know; a disk that flaps fails many times a second.
+                    throttled!(
+                        self.write_fail_lines,
+                        error,
+                        "write to the log in {} failed: {e}; emits are refused (503) until writes succeed",
+                        self.dir.display()
+                    );
                     self.write_failing = true;
                 }
                 // What part of the batch reached the file is cut off again,
