@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use log::info;
-
 use crate::api::reply::Answer;
 use crate::auth::AccountId;
 use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
@@ -113,6 +111,8 @@ pub struct Hub {
     /// A disk that flaps fails and recovers many times a second.
     fail_lines: Throttle,
     recover_lines: Throttle,
+    /// Sources deleted on other nodes (Redis).
+    remote_lines: Throttle,
 }
 
 impl Hub {
@@ -129,6 +129,7 @@ impl Hub {
             recoveries: 0,
             fail_lines: Throttle::default(),
             recover_lines: Throttle::default(),
+            remote_lines: Throttle::default(),
         }
     }
 
@@ -299,7 +300,7 @@ impl Hub {
                 }
                 Outcome::Deleted { key } => {
                     if let Some(source) = self.forget(key) {
-                        info!("source {} ({}) deleted on another node", source.name, source.id);
+                        throttled!(self.remote_lines, info, "source {} ({}) deleted on another node", source.name, source.id);
                     }
                 }
             }

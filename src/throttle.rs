@@ -48,6 +48,8 @@ pub struct Throttles {
     pub auth: Throttle,
     /// Connections refused at `--max-connections`.
     pub limit: Throttle,
+    /// Subscribers dropped past `--max-subscriber-buffer`.
+    pub slow: Throttle,
 }
 
 /// Written after a line that passed: nothing, or how many were held back.

@@ -6,7 +6,7 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::warn;
 
 use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
 use crate::api::Reply;
@@ -15,6 +15,7 @@ use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
 use crate::outq::{Buf, Flushed};
 use crate::sse;
+use crate::throttle::throttled;
 
 /// Handshake comments go out in slots of this period, spread over the interval.
 const HANDSHAKE_TICK_MS: u64 = 100;
@@ -107,7 +108,13 @@ impl Reactor {
                         }
                         // An empty queue takes any one frame, so a large event alone drops no one.
                         if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
-                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", conn.peer, conn.out.queued());
+                            throttled!(
+                                self.throttles.slow,
+                                warn,
+                                "dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer",
+                                conn.peer,
+                                conn.out.queued()
+                            );
                             self.stats.subscribers_dropped_slow += 1;
                             conn.closing = Some(Reason::SlowSubscriber);
                             self.to_close.push(k);
@@ -165,7 +172,7 @@ impl Reactor {
                     if self.hub.registry.find(account, &stored.meta.name).is_some() {
                         warn!("source {} ({}) created on another node has a name taken here", stored.meta.name, stored.meta.id);
                     }
-                    info!("source {} ({}) created on another node", stored.meta.name, stored.meta.id);
+                    throttled!(self.throttles.sources, info, "source {} ({}) created on another node", stored.meta.name, stored.meta.id);
                     self.hub.restore(account, stored);
                 }
                 Effect::Answer { key, generation, slot, mut answer, result } => {
