@@ -71,6 +71,9 @@ pub struct Config {
     /// Names this process in every log line (`--node-name`); the binary
     /// defaults it to the pid with `--reuse-port`.
     pub node_name: Option<String>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
+    /// the client in the access log (`--trusted-proxy`).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
             reuse_port: false,
             node_name: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -136,6 +140,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("redis", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
     ("redis-partitions", "live partition streams in Redis; the first node's count wins [default: 16]"),
     ("reuse-port", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
+    ("trusted-proxy", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
 ];
 
@@ -246,6 +251,12 @@ impl Config {
                 return Err(bad("expected 1 to 64 visible characters, no spaces"));
             }
             "node-name" => self.node_name = Some(v),
+            "trusted-proxy" => {
+                self.trusted_proxies = v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+                if self.trusted_proxies.iter().any(|p| crate::proxy::Cidr::parse(p).is_none()) {
+                    return Err(bad("expected a comma list of addresses or networks such as 127.0.0.1,10.0.0.0/8"));
+                }
+            }
             "cors-origin" => {
                 self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
                 // An origin is a scheme and a host (and port), no path.

@@ -51,6 +51,7 @@ mod hub;
 mod json;
 mod metrics;
 mod outq;
+mod proxy;
 mod reactor;
 mod registry;
 mod sse;

@@ -249,3 +249,70 @@ fn every_line_names_the_node() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "ssehub: --node-name: expected 1 to 64 visible characters, no spaces\n");
 }
+
+/// Behind a reverse proxy named by `--trusted-proxy`, the access log's
+/// client is the right-most untrusted address of `X-Forwarded-For`; each
+/// line names the account and gives the duration to the microsecond.
+#[test]
+fn the_access_log_names_the_client_behind_a_trusted_proxy_and_the_account() {
+    let dir = TempDir::new("access");
+    let keys = dir.0.join("keys");
+    std::fs::write(&keys, "alice-key alice\n").unwrap();
+    let start = |trusted: &str| {
+        let mut command = Command::new(support::bin());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--engine", "memory", "--api-key", KEY, "--keys-file", keys.to_str().unwrap()])
+            .args(["--source", "s"])
+            .env("RUST_LOG", "ssehub::access=info");
+        if !trusted.is_empty() {
+            command.env("SSEHUB_TRUSTED_PROXY", trusted);
+        }
+        TestServer::spawn(&mut command, KEY)
+    };
+    let access_line = |server: &TestServer, what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = server.logs().lines().find(|l| l.contains("ssehub::access") && l.contains(what)) {
+                return line.split("] ").nth(1).unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "no access line with {what:?}:\n{}", server.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let forwarded = "X-Forwarded-For: 198.51.100.9, 203.0.113.7, 10.1.2.3\r\n";
+
+    let server = start("10.0.0.0/8, 127.0.0.1");
+    let r = server.raw_request("GET", "/v1/sources?a=1", &format!("Authorization: Bearer {KEY}\r\n{forwarded}"), None);
+    assert_eq!(r.status, 200);
+    let r = server.raw_request("POST", "/v1/sources", &format!("Authorization: Bearer alice-key\r\n{forwarded}"), Some("{\"name\":\"a\"}"));
+    assert_eq!(r.status, 201);
+    assert_eq!(server.raw_request("GET", "/v1/sources", "Authorization: Bearer nope\r\n", None).status, 401);
+    let token = server.create_token("s");
+    let mut sse = server.subscribe_raw(&format!("/sources/s/sse?access_token={token}"), forwarded);
+    assert!(sse.head().starts_with("HTTP/1.1 200"));
+    drop(sse);
+
+    // ACCOUNT CLIENT METHOD PATH STATUS BYTES DURATION
+    let line = access_line(&server, " GET /v1/sources 200 ");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[..5], ["default", "203.0.113.7", "GET", "/v1/sources", "200"], "{line}");
+    let duration = words[6].strip_suffix("ms").unwrap();
+    let (ms, us) = duration.split_once('.').unwrap_or_else(|| panic!("{line}"));
+    assert!(ms.parse::<u64>().is_ok() && us.len() == 3 && us.parse::<u64>().is_ok(), "{line}");
+    assert!(access_line(&server, " POST /v1/sources 201 ").starts_with("alice 203.0.113.7 POST "));
+    assert!(access_line(&server, " GET /v1/sources 401 ").starts_with("- 127.0.0.1:"), "no header: the peer");
+    assert!(access_line(&server, " GET /sources/s/sse 200 ").starts_with("default 203.0.113.7 GET "), "a token's account");
+
+    // Not a trusted proxy: the header is not believed.
+    let server = start("");
+    let r = server.raw_request("GET", "/v1/sources", &format!("Authorization: Bearer {KEY}\r\n{forwarded}"), None);
+    assert_eq!(r.status, 200);
+    assert!(access_line(&server, " GET /v1/sources 200 ").starts_with("default 127.0.0.1:"));
+
+    let out = Command::new(support::bin()).args(["serve", "--trusted-proxy", "10.0.0.0/40"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ssehub: --trusted-proxy: expected a comma list of addresses or networks such as 127.0.0.1,10.0.0.0/8\n"
+    );
+}

@@ -358,6 +358,16 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
     }
 }
 
+/// The name of the account whose key or subscribe token `head` carries,
+/// for the access log; `None` without a valid one.
+pub fn account_name(ctx: &Ctx<'_>, head: &Head) -> Option<String> {
+    let account = match caller(ctx, head, true).ok()? {
+        Caller::Account(account, _) => account,
+        Caller::Token { source, .. } => ctx.hub.registry.get(source)?.account,
+    };
+    Some(ctx.keys.account_name(account).to_string())
+}
+
 /// The account of the request's key (`Authorization: Bearer` only); a
 /// subscribe token is refused here.
 fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {

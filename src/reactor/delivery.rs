@@ -182,7 +182,7 @@ impl Reactor {
                     let access = answer.access.take();
                     let Reply::Response { status, bytes, close } = answer.render(result, &mut self.handler_scratch) else { continue };
                     if let Some(access) = access {
-                        access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                        access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
                     }
                     self.answer(key, Some(slot), status, bytes, close);
                 }
@@ -277,7 +277,7 @@ impl Reactor {
             for key in run..(run + HANDSHAKE_RUN).min(end) {
                 if let Some(conn) = self.conns.get_mut(key)
                     && conn.is_stream()
-                    && self.now >= conn.request_at + hs.min_age_ms
+                    && self.now * 1000 >= conn.request_at_us + hs.min_age_ms * 1000
                     && conn.closing.is_none()
                     && conn.out.is_empty()
                 {

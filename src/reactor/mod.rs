@@ -28,6 +28,7 @@ use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::{Hub, Waiter};
 use crate::metrics::{Published, Stats};
 use crate::outq::Buf;
+use crate::proxy::{self, Cidr};
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
 use crate::state;
@@ -257,6 +258,8 @@ pub struct Reactor {
     now: u64,
     stats: Stats,
     throttles: Throttles,
+    /// `--trusted-proxy`: whose `X-Forwarded-For` the access log believes.
+    trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
     to_close: Vec<usize>,
@@ -339,6 +342,7 @@ impl Reactor {
             }
         }
         let handshakes = Handshakes::new(config.handshake_interval);
+        let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
         let (n_keys, accounts) = keys.counts();
         let metrics = match metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
             Some(addr) => format!(", serving /metrics on http://{addr}"),
@@ -372,6 +376,7 @@ impl Reactor {
             now: 0,
             stats: Stats { started_unix_ms: now, ..Stats::default() },
             throttles: Throttles::default(),
+            trusted_proxies,
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
@@ -626,7 +631,8 @@ impl Reactor {
                     Ok(Some(len)) => {
                         // Reused request after request: its buffers stay allocated.
                         let head = std::mem::take(&mut self.spare_head);
-                        conn.request_at = self.now;
+                        // A second clock read per request only for the access log's durations.
+                        conn.request_at_us = if self.access_log { self.start.elapsed().as_micros() as u64 } else { self.now * 1000 };
                         conn.rbuf.drain(..len);
                         // The common case, a whole Content-Length body
                         // already read, is answered from the read buffer.
@@ -689,7 +695,8 @@ impl Reactor {
                 self.last_busy_warning = Some(self.now);
             }
             if self.access_log {
-                Access::of(&head, self.conns[key].request_at).log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                let access = self.access(key, &head);
+                access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
             }
             self.spare_head = head;
             self.answer(key, None, status, bytes, true);
@@ -731,8 +738,9 @@ impl Reactor {
         let body = crate::json::error_body(&e.to_string());
         let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
         if self.access_log {
-            let access = Access { request: "- -".to_string(), since: conn.request_at, sent: 0 };
-            access.log(conn.peer, status, bytes.len() as u64, self.now);
+            let access =
+                Access { account: "-".to_string(), client: None, request: "- -".to_string(), since_us: conn.request_at_us, sent: 0 };
+            access.log(conn.peer, status, bytes.len() as u64, self.start.elapsed().as_micros() as u64);
         }
         // After the answers still awaited, if any; nothing more is read.
         conn.answered(None, bytes, true);
@@ -758,16 +766,39 @@ impl Reactor {
         }
     }
 
+    /// The reactor clock read now, in microseconds (the access log's durations).
+    pub(super) fn clock_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// The access log's record of connection `key`'s request `head`: its
+    /// account, and its client if the peer is a trusted proxy.
+    fn access(&mut self, key: usize, head: &Head) -> Box<Access> {
+        let since = self.conns[key].request_at_us;
+        let peer = self.conns[key].peer.ip();
+        let client = match self.trusted_proxies.is_empty() {
+            true => None,
+            false => proxy::client(
+                &self.trusted_proxies,
+                peer,
+                head.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")).map(|(_, v)| v),
+            ),
+        };
+        let account = api::account_name(&self.ctx(key), head);
+        Access::of(head, since, account.as_deref(), client)
+    }
+
     /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.refresh_gauges();
+        // Before the request is handled: it may revoke the token it names.
+        let access = self.access_log.then(|| self.access(key, &head));
         let reply = api::handle(&mut self.ctx(key), &head, body);
-        let access = self.access_log.then(|| Access::of(&head, self.conns[key].request_at));
         self.spare_head = head;
         match reply {
             Reply::Response { status, bytes, close } => {
                 if let Some(access) = access {
-                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
                 }
                 self.answer(key, None, status, bytes, close);
             }
@@ -975,7 +1006,7 @@ impl Reactor {
                 self.drop_subscriber(source, index);
             }
             if let Some(access) = &conn.access {
-                access.log(conn.peer, 200, access.sent, self.now);
+                access.log(conn.peer, 200, access.sent, self.start.elapsed().as_micros() as u64);
             }
             match reason {
                 Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => {
