@@ -165,7 +165,7 @@ fn the_inspector_under_a_path_prefix_in_a_real_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3 prefix_proxy.py");
-    let proxied = gather(proxy.stderr.take().unwrap());
+    let proxied = read_all(proxy.stderr.take().unwrap());
     let mut port = String::new();
     BufReader::new(proxy.stdout.take().unwrap()).read_line(&mut port).unwrap();
     let base = format!("http://127.0.0.1:{}/ssehub", port.trim());
@@ -180,8 +180,8 @@ fn the_inspector_under_a_path_prefix_in_a_real_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node inspector.mjs");
-    let out = gather(child.stdout.take().unwrap());
-    let err = gather(child.stderr.take().unwrap());
+    let out = read_all(child.stdout.take().unwrap());
+    let err = read_all(child.stderr.take().unwrap());
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -195,10 +195,19 @@ fn the_inspector_under_a_path_prefix_in_a_real_browser() {
     };
     let _ = proxy.kill();
     let _ = proxy.wait();
-    let (out, err, proxied) = (out.lock().unwrap().clone(), err.lock().unwrap().clone(), proxied.lock().unwrap().clone());
+    let (out, err, proxied) = (out.join().unwrap(), err.join().unwrap(), proxied.join().unwrap());
     assert!(status.success() && out.contains("{\"type\":\"done\"}"), "inspector.mjs --prefix: {status}\n{out}\n{err}\nproxy:\n{proxied}");
     assert!(!proxied.contains("outside"), "the page asked for something outside the prefix:\n{proxied}");
     for want in ["proxied /ssehub/ui/app.js", "proxied /ssehub/ui/app.css", "proxied /ssehub/v1/sources", "proxied /ssehub/sources/"] {
         assert!(proxied.contains(want), "{want}:\n{proxied}");
     }
+}
+
+/// Everything `pipe` gives until it closes, once joined.
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
 }

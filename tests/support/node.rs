@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Debian's Chromium, which the browser tests drive through playwright-core.
@@ -61,7 +61,7 @@ fn npm_install() -> Result<(), String> {
 }
 
 /// A node script's stderr, gathered whole by a thread (for failure messages).
-pub fn gather(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+pub fn gather(mut pipe: ChildStderr) -> Arc<Mutex<String>> {
     let stderr = Arc::new(Mutex::new(String::new()));
     let sink = stderr.clone();
     std::thread::spawn(move || {
