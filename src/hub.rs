@@ -300,7 +300,7 @@ impl Hub {
                 }
                 Outcome::Deleted { key } => {
                     if let Some(source) = self.forget(key) {
-                        throttled!(self.remote_lines, info, "source {} ({}) deleted on another node", source.name, source.id);
+                        throttled!(self.remote_lines, Info, "source {} ({}) deleted on another node", source.name, source.id);
                     }
                 }
             }
@@ -322,7 +322,7 @@ impl Hub {
             Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
             Err(e) => {
                 if !self.failing {
-                    throttled!(self.fail_lines, error, "storage unavailable: {e}; changes are refused (503) until it recovers");
+                    throttled!(self.fail_lines, Error, "storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
                     self.failures += 1;
                 }
@@ -335,7 +335,7 @@ impl Hub {
                     _ => {}
                 }
                 if self.failing {
-                    throttled!(self.recover_lines, info, "storage recovered: changes are accepted again");
+                    throttled!(self.recover_lines, Info, "storage recovered: changes are accepted again");
                     self.failing = false;
                     self.recoveries += 1;
                 }

@@ -25,6 +25,15 @@ impl Throttle {
         self.pass_at(Instant::now())
     }
 
+    /// The level to log a line at now: `want` (and the count held back)
+    /// if the throttle passes it, else `Debug`.
+    pub fn level(&mut self, want: log::Level) -> (log::Level, Held) {
+        match self.pass() {
+            Some(held) => (want, held),
+            None => (log::Level::Debug, Held(0)),
+        }
+    }
+
     fn pass_at(&mut self, now: Instant) -> Option<Held> {
         if self.last.is_some_and(|last| now < last + PERIOD) {
             self.held += 1;
@@ -65,15 +74,14 @@ impl fmt::Display for Held {
     }
 }
 
-/// `throttled!(throttle, warn, "format", args…)`: the line at `warn` if the
-/// throttle passes it (with the count held back), else at `debug`.
+/// `throttled!(throttle, Warn, "format", args…)`: the line at `Warn` if
+/// the throttle passes it (with the count held back), else at `Debug`. One
+/// logging call either way, so each use formats its arguments once.
 macro_rules! throttled {
-    ($throttle:expr, $level:ident, $($arg:tt)+) => {
-        match $throttle.pass() {
-            Some(held) => log::$level!("{}{held}", format_args!($($arg)+)),
-            None => log::debug!($($arg)+),
-        }
-    };
+    ($throttle:expr, $level:ident, $($arg:tt)+) => {{
+        let (level, held) = $throttle.level(log::Level::$level);
+        log::log!(level, "{}{held}", format_args!($($arg)+))
+    }};
 }
 pub(crate) use throttled;
 

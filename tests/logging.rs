@@ -157,11 +157,12 @@ fn the_connection_limit_reached_is_logged_and_counted() {
         logs.split("serving /metrics on http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
     // Accepted in the order they connect: these two take the places.
     let held: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    // `None` while the scraper itself is refused (and reset) at the limit.
     let scrape = || {
-        let mut s = TcpStream::connect(metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut s = TcpStream::connect(metrics).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        s.read_to_string(&mut text).ok()?;
         let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")))?.parse::<u64>().ok();
         Some((value("ssehub_connections_open")?, value("ssehub_connections_refused_total")?))
     };
@@ -181,7 +182,8 @@ fn the_connection_limit_reached_is_logged_and_counted() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match scrape() {
-            Some((open, refused)) if open < 2 => break assert_eq!(refused, 10),
+            // The ten, and any scrape refused before the two were closed.
+            Some((open, refused)) if open < 2 => break assert!(refused >= 10, "{refused}"),
             _ => assert!(Instant::now() < deadline),
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -264,7 +264,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
         Target::Source(account, source) if head.method() == "DELETE" => {
             refuse_while_unhealthy(ctx)?;
             let s = ctx.hub.source(source);
-            throttled!(ctx.throttles.sources, info, "source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
+            throttled!(ctx.throttles.sources, Info, "source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
             let ticket = ctx.hub.delete(source, ctx.now_ms);
             Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) })
         }
@@ -431,7 +431,7 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
     })?;
     let s = ctx.hub.source(key);
     ctx.stats.sources_created += 1;
-    throttled!(ctx.throttles.sources, info, "source {} ({}) created in account {account_name}", s.name, s.id);
+    throttled!(ctx.throttles.sources, Info, "source {} ({}) created in account {account_name}", s.name, s.id);
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
@@ -452,8 +452,8 @@ fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8],
     };
     let s = ctx.hub.source(source);
     match &verify {
-        Some(v) => throttled!(ctx.throttles.sources, info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
-        None => throttled!(ctx.throttles.sources, info, "source {} ({}): signature check removed", s.name, s.id),
+        Some(v) => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
+        None => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check removed", s.name, s.id),
     }
     let ticket = ctx.hub.set_verify(source, verify, ctx.now_ms);
     let mut out = b"{\"data\":".to_vec();
@@ -476,7 +476,7 @@ fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], 
     };
     let (token, ticket) = ctx.hub.create_token(source, ctx.now_ms + life_s * 1000, ctx.now_ms);
     ctx.stats.tokens_created += 1;
-    throttled!(ctx.throttles.tokens, info, "subscribe token for source {} created, expires in {life_s} s", token.source_id);
+    throttled!(ctx.throttles.tokens, Info, "subscribe token for source {} created, expires in {life_s} s", token.source_id);
     let mut out = b"{\"data\":{\"token\":".to_vec();
     json::write_str(&mut out, &token.token);
     out.extend_from_slice(b",\"source_id\":");

@@ -110,7 +110,7 @@ impl Reactor {
                         if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
                             throttled!(
                                 self.throttles.slow,
-                                warn,
+                                Warn,
                                 "dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer",
                                 conn.peer,
                                 conn.out.queued()
@@ -172,7 +172,7 @@ impl Reactor {
                     if self.hub.registry.find(account, &stored.meta.name).is_some() {
                         warn!("source {} ({}) created on another node has a name taken here", stored.meta.name, stored.meta.id);
                     }
-                    throttled!(self.throttles.sources, info, "source {} ({}) created on another node", stored.meta.name, stored.meta.id);
+                    throttled!(self.throttles.sources, Info, "source {} ({}) created on another node", stored.meta.name, stored.meta.id);
                     self.hub.restore(account, stored);
                 }
                 Effect::Answer { key, generation, slot, mut answer, result } => {

@@ -537,7 +537,7 @@ impl Reactor {
             let _ = sock.write(REFUSED);
             self.stats.connections_refused += 1;
             let max = self.max_connections;
-            throttled!(self.throttles.limit, warn, "{max} connections open (--max-connections): refusing {addr}");
+            throttled!(self.throttles.limit, Warn, "{max} connections open (--max-connections): refusing {addr}");
             return;
         }
         let key = self.conns.vacant_key();
@@ -833,7 +833,7 @@ impl Reactor {
         let conn = &mut self.conns[key];
         if status == 401 {
             self.stats.auth_failures += 1;
-            throttled!(self.throttles.auth, warn, "failed authentication from {}", conn.peer);
+            throttled!(self.throttles.auth, Warn, "failed authentication from {}", conn.peer);
         }
         let was_parked = matches!(conn.phase, Phase::Waiting);
         let close = close || conn.peer_eof;
@@ -1011,7 +1011,7 @@ impl Reactor {
             match reason {
                 Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => {
                     self.stats.connections_timed_out += 1;
-                    throttled!(self.throttles.timeouts, info, "closed {}: {reason}", conn.peer);
+                    throttled!(self.throttles.timeouts, Info, "closed {}: {reason}", conn.peer);
                 }
                 _ => debug!("closed {}: {reason}", conn.peer),
             }

@@ -752,7 +752,7 @@ impl Engine for Log {
                     // The cause, which the hub's line does not know; a disk that flaps fails many times a second.
                     throttled!(
                         self.write_fail_lines,
-                        error,
+                        Error,
                         "write to the log in {} failed: {e}; emits are refused (503) until writes succeed",
                         self.dir.display()
                     );
