@@ -68,6 +68,12 @@ pub struct Config {
     pub redis_partitions: u32,
     /// `SO_REUSEPORT` on the listener: several processes share one port.
     pub reuse_port: bool,
+    /// Names this process in every log line (`--node-name`); the binary
+    /// defaults it to the pid with `--reuse-port`.
+    pub node_name: Option<String>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
+    /// the client in the access log (`--trusted-proxy`).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Config {
@@ -109,6 +115,8 @@ impl Default for Config {
             redis: None,
             redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
             reuse_port: false,
+            node_name: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -148,6 +156,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("redis", "URL", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
     ("redis-partitions", "N", "live partition streams in Redis; the first node's count wins [default: 16]"),
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
+    ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
+    ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen
@@ -216,6 +226,9 @@ impl Config {
         if config.redis.is_some() && !engine_given {
             config.engine = EngineKind::Redis;
         }
+        if config.reuse_port && config.node_name.is_none() {
+            config.node_name = Some(std::process::id().to_string());
+        }
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
@@ -258,6 +271,16 @@ impl Config {
             }
             "reuse-port" => self.reuse_port = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             "data-dir" => self.data_dir = v.into(),
+            "node-name" if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(bad("expected 1 to 64 visible characters, no spaces"));
+            }
+            "node-name" => self.node_name = Some(v),
+            "trusted-proxy" => {
+                self.trusted_proxies = v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+                if self.trusted_proxies.iter().any(|p| crate::proxy::Cidr::parse(p).is_none()) {
+                    return Err(bad("expected a comma list of addresses or networks such as 127.0.0.1,10.0.0.0/8"));
+                }
+            }
             "cors-origin" => {
                 self.cors_origins = v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect();
                 // An origin is a scheme and a host (and port), no path.

@@ -97,6 +97,16 @@ impl From<SocketAddr> for Peer {
     }
 }
 
+impl Peer {
+    pub fn ip(&self) -> std::net::IpAddr {
+        let ip = Ipv6Addr::from(self.ip);
+        match ip.to_ipv4_mapped().filter(|_| !self.v6) {
+            Some(v4) => v4.into(),
+            None => ip.into(),
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ip = Ipv6Addr::from(self.ip);
@@ -123,9 +133,10 @@ pub struct Conn {
     pub peer: Peer,
     /// Accepted on `--metrics-listen`, which serves only `/metrics` and `/healthz`.
     pub on_metrics: bool,
-    /// When the last request head was complete (reactor clock); for a
-    /// stream, when it opened.
-    pub request_at: u64,
+    /// When the last request head was complete (reactor clock, in
+    /// microseconds; to the millisecond unless the access log is on); for
+    /// a stream, when it opened.
+    pub request_at_us: u64,
     /// A stream's line for the access log, written when it ends.
     pub access: Option<Box<Access>>,
     /// Bytes of `--max-body-bytes-in-flight` the body being read holds;
@@ -184,7 +195,7 @@ impl Conn {
             on_metrics: false,
             body_reserved: 0,
             opener: Opener::Key(0),
-            request_at: now,
+            request_at_us: now * 1000,
             access: None,
             generation,
             phase: Phase::Head,

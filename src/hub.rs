@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use log::{error, info};
-
 use crate::api::reply::Answer;
 use crate::auth::AccountId;
 use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
@@ -15,6 +13,7 @@ use crate::history::History;
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::Gap;
 use crate::sse::{Event, EventId};
+use crate::throttle::{Throttle, throttled};
 use crate::tokens::{self, Ended, Tokens};
 use crate::verify::Verify;
 
@@ -107,6 +106,14 @@ pub struct Hub {
     outcomes: Vec<Outcome>,
     /// Storage refused the last change: logged once, until it recovers.
     failing: bool,
+    /// Times storage started failing, and recovered (`/metrics`).
+    pub failures: u64,
+    pub recoveries: u64,
+    /// A disk that flaps fails and recovers many times a second.
+    fail_lines: Throttle,
+    recover_lines: Throttle,
+    /// Sources deleted on other nodes (Redis).
+    remote_lines: Throttle,
 }
 
 impl Hub {
@@ -119,6 +126,11 @@ impl Hub {
             effects: Vec::new(),
             outcomes: Vec::new(),
             failing: false,
+            failures: 0,
+            recoveries: 0,
+            fail_lines: Throttle::default(),
+            recover_lines: Throttle::default(),
+            remote_lines: Throttle::default(),
         }
     }
 
@@ -299,7 +311,7 @@ impl Hub {
                 }
                 Outcome::Deleted { key } => {
                     if let Some(source) = self.forget(key) {
-                        info!("source {} ({}) deleted on another node", source.name, source.id);
+                        throttled!(self.remote_lines, Info, "source {} ({}) deleted on another node", source.name, source.id);
                     }
                 }
             }
@@ -321,8 +333,9 @@ impl Hub {
             Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
             Err(e) => {
                 if !self.failing {
-                    error!("storage unavailable: {e}; changes are refused (503) until it recovers");
+                    throttled!(self.fail_lines, Error, "storage unavailable: {e}; changes are refused (503) until it recovers");
                     self.failing = true;
+                    self.failures += 1;
                 }
                 p.undo.apply(&mut self.registry, &mut self.tokens, e);
             }
@@ -333,8 +346,9 @@ impl Hub {
                     _ => {}
                 }
                 if self.failing {
-                    info!("storage recovered: changes are accepted again");
+                    throttled!(self.recover_lines, Info, "storage recovered: changes are accepted again");
                     self.failing = false;
+                    self.recoveries += 1;
                 }
             }
         }

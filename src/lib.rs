@@ -54,6 +54,7 @@ mod hub;
 mod json;
 mod metrics;
 mod outq;
+mod proxy;
 mod reactor;
 mod registry;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -63,6 +64,7 @@ mod state;
 #[allow(unsafe_code)]
 mod sys;
 mod text;
+mod throttle;
 mod timer;
 mod tokens;
 mod verify;

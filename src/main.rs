@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use log::{error, info};
@@ -23,7 +24,6 @@ fn main() -> ExitCode {
         println!("ssehub {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    init_logging(&std::env::var("RUST_LOG").unwrap_or_default());
     let config = match ssehub::Config::from_args(flags, |name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(&std::env::var("RUST_LOG").unwrap_or_default(), config.node_name.clone());
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -42,8 +43,15 @@ fn main() -> ExitCode {
 
 /// `RUST_LOG` (default `info`, also for the targets it does not name),
 /// with the access log off unless it names it (`ssehub::access=info`).
-fn init_logging(rust_log: &str) {
+/// Lines are env_logger's, with `node=NAME` after the target when the
+/// process has a name (`--node-name`, or the pid with `--reuse-port`), so
+/// the logs of processes sharing a port can be told apart.
+fn init_logging(rust_log: &str, node: Option<String>) {
     let mut builder = env_logger::Builder::new();
+    let node = node.map(|n| format!(" node={n}")).unwrap_or_default();
+    builder.format(move |buf, record| {
+        writeln!(buf, "[{} {:<5} {}{node}] {}", buf.timestamp(), record.level(), record.target(), record.args())
+    });
     // A level of its own in RUST_LOG replaces this one.
     builder.filter_level(log::LevelFilter::Info).parse_filters(rust_log);
     if !rust_log.split(',').any(|d| d.trim_start().starts_with("ssehub::access")) {
@@ -57,7 +65,7 @@ fn init_logging(rust_log: &str) {
 /// (then reloads the keys file and waits again).
 fn serve(config: ssehub::Config) -> std::io::Result<()> {
     let signals = ssehub::StopSignals::block_with_hangup();
-    info!("open-file limit: {}", ssehub::raise_fd_limit());
+    ssehub::raise_fd_limit();
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
     let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run_without_freeing())?;

@@ -1,8 +1,14 @@
 //! Counters: the reactor counts in plain integers on its own thread and
 //! publishes them once per loop turn into atomics that any thread (a
-//! `Handle`, `/metrics`) can read.
+//! `Handle`, `/metrics`) can read. The process's own figures (descriptors,
+//! memory, CPU) are read from the kernel when `/metrics` is scraped.
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The statuses counted one by one (`ssehub_http_responses_by_code_total`);
+/// any other counts under its class only.
+pub const CODES: [u16; 20] = [100, 200, 201, 202, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 422, 429, 431, 500, 503];
 
 /// The reactor's counters. Gauges are set, totals only grow.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -17,36 +23,74 @@ pub struct Stats {
     pub connections_accepted: u64,
     /// Connections refused at the connection limit or for lack of descriptors.
     pub connections_refused: u64,
+    /// Connections closed because a head, a body or a send took too long.
+    pub connections_timed_out: u64,
+    /// Requests answered 401 (no key, a wrong key, an expired token, a webhook's signature).
+    pub auth_failures: u64,
+    /// Sources created through the API.
+    pub sources_created: u64,
+    /// Subscribe tokens created.
+    pub tokens_created: u64,
+    /// Times storage started refusing changes (a write or sync failed, Redis unreachable).
+    pub storage_failures: u64,
+    /// Times storage accepted changes again after failing.
+    pub storage_recoveries: u64,
     /// Events emitted (API, webhooks, handles).
     pub events_emitted: u64,
     /// Event frames queued to subscribers, live and replayed.
     pub frames_delivered: u64,
     /// Bytes written to SSE streams.
-    pub bytes_delivered: u64,
+    pub delivered_bytes: u64,
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub subscribers_dropped_slow: u64,
     /// Responses by status class: 1xx..5xx at index 0..4.
     pub responses: [u64; 5],
+    /// Responses by status, in the order of `CODES`.
+    pub responses_by_code: [u64; CODES.len()],
+    /// When the server started (unix milliseconds).
+    pub started_unix_ms: u64,
 }
+
+/// The fields of `Stats` one after another, as published.
+const VALUES: usize = 17 + 5 + CODES.len();
 
 impl Stats {
     pub(crate) fn count_response(&mut self, status: u16) {
         if let Some(slot) = self.responses.get_mut((status / 100).wrapping_sub(1) as usize) {
             *slot += 1;
         }
+        if let Some(at) = CODES.iter().position(|&c| c == status) {
+            self.responses_by_code[at] += 1;
+        }
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus text exposition: the server's counters, then the process's.
     pub(crate) fn render(&self) -> String {
-        let mut s = String::with_capacity(1536);
+        let mut s = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            s.push_str(&format!("# HELP ssehub_{name} {help}\n# TYPE ssehub_{name} {kind}\nssehub_{name} {value}\n"));
+            let _ = write!(s, "# HELP ssehub_{name} {help}\n# TYPE ssehub_{name} {kind}\nssehub_{name} {value}\n");
         };
         metric("connections_open", "gauge", "Open client connections.", self.connections_open);
         metric("subscribers", "gauge", "Open SSE streams.", self.subscribers);
         metric("sources", "gauge", "Sources in all accounts.", self.sources);
         metric("connections_accepted_total", "counter", "Connections accepted.", self.connections_accepted);
         metric("connections_refused_total", "counter", "Connections refused at the connection limit.", self.connections_refused);
+        metric(
+            "connections_timed_out_total",
+            "counter",
+            "Connections closed because a request head, a body or a send took too long.",
+            self.connections_timed_out,
+        );
+        metric(
+            "auth_failures_total",
+            "counter",
+            "Requests answered 401 (missing or wrong key or token, invalid signature).",
+            self.auth_failures,
+        );
+        metric("sources_created_total", "counter", "Sources created through the API.", self.sources_created);
+        metric("tokens_created_total", "counter", "Subscribe tokens created.", self.tokens_created);
+        metric("storage_failures_total", "counter", "Times storage started refusing changes.", self.storage_failures);
+        metric("storage_recoveries_total", "counter", "Times storage accepted changes again after failing.", self.storage_recoveries);
         metric("events_emitted_total", "counter", "Events emitted by API calls, webhooks and handles.", self.events_emitted);
         metric(
             "frames_delivered_total",
@@ -54,7 +98,7 @@ impl Stats {
             "Event frames queued to subscribers (one per event per subscriber).",
             self.frames_delivered,
         );
-        metric("bytes_delivered_total", "counter", "Bytes written to SSE streams.", self.bytes_delivered);
+        metric("delivered_bytes_total", "counter", "Bytes written to SSE streams.", self.delivered_bytes);
         metric(
             "subscribers_dropped_slow_total",
             "counter",
@@ -63,56 +107,128 @@ impl Stats {
         );
         s.push_str("# HELP ssehub_http_responses_total HTTP responses by status class.\n# TYPE ssehub_http_responses_total counter\n");
         for (i, n) in self.responses.iter().enumerate() {
-            s.push_str(&format!("ssehub_http_responses_total{{class=\"{}xx\"}} {n}\n", i + 1));
+            let _ = writeln!(s, "ssehub_http_responses_total{{class=\"{}xx\"}} {n}", i + 1);
         }
+        s.push_str(
+            "# HELP ssehub_http_responses_by_code_total HTTP responses by status code.\n\
+             # TYPE ssehub_http_responses_by_code_total counter\n",
+        );
+        for (code, n) in CODES.iter().zip(self.responses_by_code).filter(|&(_, n)| n > 0) {
+            let _ = writeln!(s, "ssehub_http_responses_by_code_total{{code=\"{code}\"}} {n}");
+        }
+        s.push_str(concat!(
+            "# HELP ssehub_build_info The running version.\n# TYPE ssehub_build_info gauge\nssehub_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1\n"
+        ));
+        process_metrics(&mut s, self.started_unix_ms);
         s
     }
-}
 
-/// `Stats` readable from any thread.
-#[derive(Debug, Default)]
-pub struct Published {
-    values: [AtomicU64; 14],
-}
-
-impl Published {
-    pub fn store(&self, s: &Stats) {
-        let [r1, r2, r3, r4, r5] = s.responses;
-        let all = [
-            s.connections_open,
-            s.subscribers,
-            s.sources,
-            s.connections_accepted,
-            s.connections_refused,
-            s.events_emitted,
-            s.frames_delivered,
-            s.bytes_delivered,
-            s.subscribers_dropped_slow,
-            r1,
-            r2,
-            r3,
-            r4,
-            r5,
+    fn values(&self) -> [u64; VALUES] {
+        let mut v = [0; VALUES];
+        let scalars = [
+            self.connections_open,
+            self.subscribers,
+            self.sources,
+            self.connections_accepted,
+            self.connections_refused,
+            self.connections_timed_out,
+            self.auth_failures,
+            self.sources_created,
+            self.tokens_created,
+            self.storage_failures,
+            self.storage_recoveries,
+            self.events_emitted,
+            self.frames_delivered,
+            self.delivered_bytes,
+            self.subscribers_dropped_slow,
+            self.started_unix_ms,
+            0,
         ];
-        for (slot, v) in self.values.iter().zip(all) {
-            slot.store(v, Relaxed);
+        let all = scalars.iter().chain(&self.responses).chain(&self.responses_by_code);
+        for (slot, &x) in v.iter_mut().zip(all) {
+            *slot = x;
         }
+        v
     }
 
-    pub fn load(&self) -> Stats {
-        let v: Vec<u64> = self.values.iter().map(|a| a.load(Relaxed)).collect();
-        Stats {
+    fn from_values(v: &[u64; VALUES]) -> Stats {
+        let mut s = Stats {
             connections_open: v[0],
             subscribers: v[1],
             sources: v[2],
             connections_accepted: v[3],
             connections_refused: v[4],
-            events_emitted: v[5],
-            frames_delivered: v[6],
-            bytes_delivered: v[7],
-            subscribers_dropped_slow: v[8],
-            responses: [v[9], v[10], v[11], v[12], v[13]],
+            connections_timed_out: v[5],
+            auth_failures: v[6],
+            sources_created: v[7],
+            tokens_created: v[8],
+            storage_failures: v[9],
+            storage_recoveries: v[10],
+            events_emitted: v[11],
+            frames_delivered: v[12],
+            delivered_bytes: v[13],
+            subscribers_dropped_slow: v[14],
+            started_unix_ms: v[15],
+            ..Stats::default()
+        };
+        s.responses.copy_from_slice(&v[17..22]);
+        s.responses_by_code.copy_from_slice(&v[22..]);
+        s
+    }
+}
+
+/// The `process_*` metrics of the Prometheus client libraries, read from
+/// `/proc/self` now. Seconds are written as decimals by hand: formatting an
+/// f64 would link core's float printing for these lines alone.
+fn process_metrics(s: &mut String, started_unix_ms: u64) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: &str| {
+        let _ = write!(s, "# HELP process_{name} {help}\n# TYPE process_{name} {kind}\nprocess_{name} {value}\n");
+    };
+    let cpu_us = crate::sys::cpu_micros();
+    metric(
+        "cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent in seconds.",
+        &format!("{}.{:06}", cpu_us / 1_000_000, cpu_us % 1_000_000),
+    );
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric("open_fds", "gauge", "Number of open file descriptors.", &fds.count().to_string());
+    }
+    metric("max_fds", "gauge", "Maximum number of open file descriptors.", &crate::sys::fd_limit().to_string());
+    let rss_kb = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    });
+    if let Some(kb) = rss_kb {
+        metric("resident_memory_bytes", "gauge", "Resident memory size in bytes.", &(kb * 1024).to_string());
+    }
+    let start = format!("{}.{:03}", started_unix_ms / 1000, started_unix_ms % 1000);
+    metric("start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", &start);
+}
+
+/// `Stats` readable from any thread.
+#[derive(Debug)]
+pub struct Published {
+    values: [AtomicU64; VALUES],
+}
+
+impl Default for Published {
+    fn default() -> Published {
+        Published { values: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+}
+
+impl Published {
+    pub fn store(&self, s: &Stats) {
+        for (slot, v) in self.values.iter().zip(s.values()) {
+            slot.store(v, Relaxed);
         }
+    }
+
+    pub fn load(&self) -> Stats {
+        Stats::from_values(&std::array::from_fn(|i| self.values[i].load(Relaxed)))
     }
 }
 
@@ -122,16 +238,24 @@ mod tests {
 
     #[test]
     fn publishes_and_renders() {
-        let mut s = Stats { subscribers: 3, frames_delivered: 7, ..Stats::default() };
+        let mut s =
+            Stats { subscribers: 3, frames_delivered: 7, delivered_bytes: 9, started_unix_ms: 1_700_000_000_123, ..Stats::default() };
         s.count_response(202);
         s.count_response(404);
         s.count_response(999);
+        s.count_response(503);
         let p = Published::default();
         p.store(&s);
         assert_eq!(p.load(), s);
         let text = s.render();
         assert!(text.contains("\nssehub_subscribers 3\n"));
+        assert!(text.contains("\nssehub_delivered_bytes_total 9\n"));
         assert!(text.contains("ssehub_http_responses_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("ssehub_http_responses_total{class=\"4xx\"} 1\n"));
+        assert!(text.contains("ssehub_http_responses_by_code_total{code=\"404\"} 1\n"));
+        assert!(text.contains("ssehub_http_responses_by_code_total{code=\"503\"} 1\n"));
+        assert!(!text.contains("code=\"999\""));
+        assert!(text.contains("\nprocess_start_time_seconds 1700000000.123\n"));
+        assert!(text.contains(concat!("ssehub_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n")));
     }
 }

@@ -71,7 +71,7 @@ pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
-/// in force. Call it before [`Server::bind`](crate::Server::bind) so the connection limit follows.
+/// in force. Call it before `Server::bind` so the connection limit follows.
 pub fn raise_fd_limit() -> u64 {
     let mut lim = nofile();
     if lim.rlim_cur < lim.rlim_max {
@@ -94,6 +94,16 @@ fn nofile() -> libc::rlimit {
     // SAFETY: getrlimit only writes the struct we pass; on failure it is untouched.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     lim
+}
+
+/// User plus system CPU time this process has used, in microseconds.
+pub fn cpu_micros() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct we pass; on failure it stays zero.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let micros = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1_000_000 + t.tv_usec.max(0) as u64;
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
 /// Sets the listen backlog of a listening socket (std asks 128, which

@@ -33,22 +33,22 @@ fn serve(dir: &TempDir, listen: &str, args: &[&str]) -> TestServer {
 fn serve_with(mut command: Command, dir: &TempDir, listen: &str, args: &[&str]) -> TestServer {
     command.args(["serve", "--listen", listen, "--data-dir", dir.path()]).args(args);
     let mut server = TestServer::spawn(&mut command, "");
-    server.key = generated_key(&server);
+    server.key = generated_key(&server, dir);
     server
 }
 
-/// The key from the start-up line ("generated one, kept in DIR: KEY" or
-/// "using the generated key kept in DIR: KEY").
-fn generated_key(server: &TestServer) -> String {
+/// The generated key, once the server has said it uses one, as a user
+/// reads it: `ssehub key --data-dir DIR` (the whole key is logged only by
+/// the start that generated it).
+fn generated_key(server: &TestServer, dir: &TempDir) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let logs = server.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("generated")) {
-            return line.rsplit(": ").next().unwrap().trim().to_string();
-        }
-        assert!(Instant::now() < deadline, "no generated key in the log:\n{logs}");
+    while !server.logs().lines().any(|l| l.contains("generated")) {
+        assert!(Instant::now() < deadline, "no generated key in the log:\n{}", server.logs());
         std::thread::sleep(Duration::from_millis(10));
     }
+    let out = Command::new(support::bin()).args(["key", "--data-dir", dir.path()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Waits for the child to exit after SIGKILL.

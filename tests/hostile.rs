@@ -143,6 +143,7 @@ fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_serve
     }
     let timeouts = server.logs().matches("request head not complete in time").count();
     assert_eq!(timeouts, SLOW_CONNECTIONS, "each slow connection closed by the head timeout");
+    server.wait_metric("ssehub_connections_timed_out_total", SLOW_CONNECTIONS as u64);
     drop(sse);
     server.wait_metric("ssehub_connections_open", baseline);
     let (first, last) = (closed.iter().map(|c| c.0).min().unwrap(), closed.iter().map(|c| c.0).max().unwrap());

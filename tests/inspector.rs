@@ -142,3 +142,72 @@ fn the_inspector_in_a_real_browser() {
     assert!(logs.contains("subscribe token for source"), "the page asked for tokens:\n{logs}");
     assert!(!logs.contains("access_token") && !logs.contains("st_"), "a token in the log:\n{logs}");
 }
+
+/// The inspector behind a reverse proxy that serves the server under a
+/// path prefix (nginx: `location /ssehub/ { proxy_pass http://…/; }`):
+/// every file, call and stream of the page goes through the prefix, and
+/// nothing asks for the proxy's root.
+#[test]
+fn the_inspector_under_a_path_prefix_in_a_real_browser() {
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing: the browser tests need Debian's Chromium (.ci/run installs it)");
+    npm_setup();
+    let server = TestServer::start(&["--engine", "memory"]);
+    server.create_source("orders");
+    server.emit("orders", "{\"before\":\"the page\",\"n\":1}");
+    server.emit("orders", "{\"before\":\"the page\",\"n\":2}");
+
+    let proxy_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/prefix_proxy.py");
+    let mut proxy = Command::new("python3")
+        .arg(proxy_script)
+        .args(["--upstream", &server.addr.to_string(), "--prefix", "/ssehub"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3 prefix_proxy.py");
+    let proxied = read_all(proxy.stderr.take().unwrap());
+    let mut port = String::new();
+    BufReader::new(proxy.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    let base = format!("http://127.0.0.1:{}/ssehub", port.trim());
+
+    let shots = shots_dir().join("prefix");
+    let mut child = Command::new("node")
+        .arg(js_dir().join("inspector.mjs"))
+        .args(["--base", &base, "--key", KEY, "--shots", shots.to_str().unwrap(), "--prefix"])
+        .current_dir(js_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node inspector.mjs");
+    let out = read_all(child.stdout.take().unwrap());
+    let err = read_all(child.stderr.take().unwrap());
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let (out, err, proxied) = (out.join().unwrap(), err.join().unwrap(), proxied.join().unwrap());
+    assert!(status.success() && out.contains("{\"type\":\"done\"}"), "inspector.mjs --prefix: {status}\n{out}\n{err}\nproxy:\n{proxied}");
+    assert!(!proxied.contains("outside"), "the page asked for something outside the prefix:\n{proxied}");
+    for want in ["proxied /ssehub/ui/app.js", "proxied /ssehub/ui/app.css", "proxied /ssehub/v1/sources", "proxied /ssehub/sources/"] {
+        assert!(proxied.contains(want), "{want}:\n{proxied}");
+    }
+}
+
+/// Everything `pipe` gives until it closes, once joined.
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}

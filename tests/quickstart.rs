@@ -32,7 +32,7 @@ fn the_readme_quick_start_works_as_written() {
     let mut command = Command::new(support::bin());
     command.current_dir(&dir.0).env("SSEHUB_LISTEN", format!("127.0.0.1:{port}"));
     let server = TestServer::spawn(&mut command, "");
-    assert!(server.logs().contains("generated one, kept in ./ssehub-data: sk_"), "{}", server.logs());
+    assert!(server.logs().contains("generated one, kept in ./ssehub-data (`ssehub key` prints it"), "{}", server.logs());
 
     let script = blocks[1].replace("target/release/ssehub", support::bin()).replace("localhost:8080", &format!("127.0.0.1:{port}"));
     let mut client = Command::new("bash")

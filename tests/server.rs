@@ -319,3 +319,37 @@ fn a_damaged_state_file_stops_the_start_with_one_line() {
     assert!(stderr.contains("not an ssehub state file"), "{stderr}");
     std::fs::remove_file(&state).unwrap();
 }
+
+/// `/metrics` as Prometheus's conventions want it: units last
+/// (`_bytes_total`), the `process_*` figures its client libraries export,
+/// a build info series, and responses by code beside their class.
+#[test]
+fn metrics_follow_prometheus_conventions() {
+    let server = TestServer::start(&["--engine", "memory"]);
+    server.create_source("s");
+    let mut sse = server.subscribe("/sources/s/sse", "");
+    server.emit("s", "{\"a\":1}");
+    assert!(matches!(sse.next(), Frame::Event { .. }));
+    assert_eq!(server.request("GET", "/v1/sources/nope", None).status, 404);
+    server.wait_metric("ssehub_http_responses_total{class=\"4xx\"}", 1);
+    let body = server.request("GET", "/metrics", None).body;
+    let value = |name: &str| -> f64 {
+        let line = body.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')));
+        line.unwrap_or_else(|| panic!("no {name} in {body}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("ssehub_delivered_bytes_total") > 0.0, "{body}");
+    assert!(!body.contains("ssehub_bytes_delivered_total"), "{body}");
+    assert_eq!(value("ssehub_http_responses_by_code_total{code=\"404\"}"), 1.0, "{body}");
+    assert_eq!(value("ssehub_http_responses_by_code_total{code=\"201\"}"), 1.0, "{body}");
+    assert_eq!(value(&format!("ssehub_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0, "{body}");
+    let fds = value("process_open_fds");
+    assert!(fds >= 5.0 && fds <= value("process_max_fds"), "{body}");
+    assert!(value("process_resident_memory_bytes") > 100_000.0, "{body}");
+    assert!(value("process_cpu_seconds_total") >= 0.0, "{body}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && started > now - 60.0, "{started} {now}");
+    for family in ["process_open_fds", "process_cpu_seconds_total", "ssehub_delivered_bytes_total", "ssehub_http_responses_by_code_total"] {
+        assert!(body.contains(&format!("# TYPE {family} ")), "{family}: {body}");
+    }
+}

@@ -9,6 +9,12 @@ const MAX_ROWS = 500
 // Token life in seconds (?token_s= shortens it, for tests), renewed at 80 %.
 const TOKEN_S = Math.max(3, Number(new URLSearchParams(location.search).get('token_s')) || 300)
 
+// Where the server is as this page reached it: '' at the root, or the
+// path a reverse proxy serves it under ('/ssehub' for /ssehub/ui), read
+// from this script's own URL; every call and link goes through it (the
+// URLs the API returns are for others: they come from Host or --public-url).
+const ROOT = new URL(document.currentScript.src).pathname.replace(/\/ui\/app\.js$/, '')
+
 const $ = (id) => document.getElementById(id)
 const main = $('main')
 let key = sessionStorage.getItem(KEY)
@@ -88,7 +94,7 @@ async function api(method, path, body) {
       init.body = typeof body === 'string' ? body : JSON.stringify(body)
       init.headers['Content-Type'] = 'application/json'
     }
-    const res = await fetch(path, init)
+    const res = await fetch(ROOT + path, init)
     const text = await res.text()
     let json = null
     try {
@@ -123,14 +129,14 @@ document.addEventListener('click', (e) => {
   const a = e.target.closest('a[data-nav]')
   if (!a || e.button || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return
   e.preventDefault()
-  go(a.getAttribute('href'))
+  go(a.href)
 })
 addEventListener('popstate', () => route())
 
 function route() {
   view?.stop()
   view = null
-  const m = location.pathname.match(/^\/ui\/sources\/([^/]+)\/?$/)
+  const m = location.pathname.slice(ROOT.length).match(/^\/ui\/sources\/([^/]+)\/?$/)
   if (m) sourceView(decodeURIComponent(m[1]))
   else sourcesView()
 }
@@ -188,7 +194,7 @@ async function sourcesView() {
     return h(
       'article',
       {class: 'card', 'data-source': s.id},
-      h('header', null, h('a', {href: `/ui/sources/${encodeURIComponent(s.id)}`, 'data-nav': true}, s.name), h('span', {class: 'id'}, s.id)),
+      h('header', null, h('a', {href: `${ROOT}/ui/sources/${encodeURIComponent(s.id)}`, 'data-nav': true}, s.name), h('span', {class: 'id'}, s.id)),
       field('Source id', s.id, 'the id'),
       field('SSE URL', s.sse_url, 'the SSE URL'),
       field('Endpoint', s.endpoint_url, 'the endpoint URL'),
@@ -277,7 +283,7 @@ function sourceView(name) {
     h('div', {class: 'split'}, h('section', {class: 'list'}, h('div', {class: 'listhead'}, count, h('span', null, 'newest first')), rows), detail),
   )
   const crumbName = h('span', null, name)
-  crumb(h('a', {href: '/ui', 'data-nav': true}, 'Sources'), h('span', null, '/'), crumbName)
+  crumb(h('a', {href: `${ROOT}/ui`, 'data-nav': true}, 'Sources'), h('span', null, '/'), crumbName)
   document.title = `${name} · ssehub`
 
   function setConn(state, text) {
@@ -481,7 +487,7 @@ function sourceView(name) {
     // emitted since the summaries is not missed.
     params.set('last_event_id', my.newest || '0')
     const fromStart = !my.newest
-    const es = new EventSource(`/sources/${encodeURIComponent(my.source.id)}/sse?${params}`)
+    const es = new EventSource(`${ROOT}/sources/${encodeURIComponent(my.source.id)}/sse?${params}`)
     const previous = {es: my.es, token: my.token}
     my.es = es
     my.token = token
@@ -542,7 +548,7 @@ function sourceView(name) {
 
 function revoke(token) {
   if (token && key) {
-    fetch(`/v1/sources/${encodeURIComponent(token.source_id)}/tokens/${encodeURIComponent(token.token)}`, {method: 'DELETE', headers: {Authorization: `Bearer ${key}`}}).catch(() => {})
+    fetch(`${ROOT}/v1/sources/${encodeURIComponent(token.source_id)}/tokens/${encodeURIComponent(token.token)}`, {method: 'DELETE', headers: {Authorization: `Bearer ${key}`}}).catch(() => {})
   }
 }
 

@@ -1,3 +1,8 @@
+// Not run by the tests: it needs a k6 built with the xk6-sse extension
+// (`xk6 build`, which compiles k6 from source with Go and fetches the
+// extension), and that build cannot be done here (no Go toolchain, no
+// module downloads). tests/k6.rs runs scripts/k6/emit.js with the stock k6.
+//
 // k6 load test for ssehub with the xk6-sse extension (k6/x/sse): VUS virtual
 // users each hold one stream of SOURCE for HOLD seconds with an
 // `Authorization: Bearer` key, count the events they get and check that

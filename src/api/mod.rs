@@ -11,8 +11,6 @@ mod webhook;
 
 use std::borrow::Cow;
 
-use log::info;
-
 use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
 use crate::engine::SourceKey;
@@ -22,6 +20,7 @@ use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
+use crate::throttle::{Throttles, throttled};
 use crate::tokens::{self, Check, Serial};
 use crate::verify::Verify;
 pub use reply::Reply;
@@ -32,7 +31,9 @@ pub struct Ctx<'a> {
     pub hub: &'a mut Hub,
     pub keys: &'a Keys,
     pub config: &'a Config,
-    pub stats: &'a Stats,
+    pub stats: &'a mut Stats,
+    /// The lines any client can cause in bulk, each kind once a second.
+    pub throttles: &'a mut Throttles,
     /// Unix milliseconds.
     pub now_ms: u64,
     /// A buffer kept across requests (no allocation per emit).
@@ -263,7 +264,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
         Target::Source(account, source) if head.method() == "DELETE" => {
             refuse_while_unhealthy(ctx)?;
             let s = ctx.hub.source(source);
-            info!("source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
+            throttled!(ctx.throttles.sources, Info, "source {} ({}) of account {} deleted", s.name, s.id, ctx.keys.account_name(account));
             let ticket = ctx.hub.delete(source, ctx.now_ms);
             Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 204, Vec::new(), cors.clone()) })
         }
@@ -357,6 +358,16 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
     }
 }
 
+/// The name of the account whose key or subscribe token `head` carries,
+/// for the access log; `None` without a valid one.
+pub fn account_name(ctx: &Ctx<'_>, head: &Head) -> Option<String> {
+    let account = match caller(ctx, head, true).ok()? {
+        Caller::Account(account, _) => account,
+        Caller::Token { source, .. } => ctx.hub.registry.get(source)?.account,
+    };
+    Some(ctx.keys.account_name(account).to_string())
+}
+
 /// The account of the request's key (`Authorization: Bearer` only); a
 /// subscribe token is refused here.
 fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {
@@ -419,7 +430,8 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
         CreateError::Taken => Fail::new(409, e.to_string()),
     })?;
     let s = ctx.hub.source(key);
-    info!("source {} ({}) created in account {account_name}", s.name, s.id);
+    ctx.stats.sources_created += 1;
+    throttled!(ctx.throttles.sources, Info, "source {} ({}) created in account {account_name}", s.name, s.id);
     let mut out = b"{\"data\":".to_vec();
     source_json(&mut out, s, &base_url(ctx, head));
     out.push(b'}');
@@ -440,8 +452,8 @@ fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8],
     };
     let s = ctx.hub.source(source);
     match &verify {
-        Some(v) => info!("source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
-        None => info!("source {} ({}): signature check removed", s.name, s.id),
+        Some(v) => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
+        None => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check removed", s.name, s.id),
     }
     let ticket = ctx.hub.set_verify(source, verify, ctx.now_ms);
     let mut out = b"{\"data\":".to_vec();
@@ -463,7 +475,8 @@ fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], 
         }
     };
     let (token, ticket) = ctx.hub.create_token(source, ctx.now_ms + life_s * 1000, ctx.now_ms);
-    info!("subscribe token for source {} created, expires in {life_s} s", token.source_id);
+    ctx.stats.tokens_created += 1;
+    throttled!(ctx.throttles.tokens, Info, "subscribe token for source {} created, expires in {life_s} s", token.source_id);
     let mut out = b"{\"data\":{\"token\":".to_vec();
     json::write_str(&mut out, &token.token);
     out.extend_from_slice(b",\"source_id\":");

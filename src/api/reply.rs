@@ -84,12 +84,16 @@ pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]
 pub const ACCESS_LOG: &str = "ssehub::access";
 
 /// What the access log will say of a request answered later (a stream
-/// when it ends, a change once storage has it): `METHOD /path` and when
-/// its head was complete (reactor clock). Made only while the log is on
-/// (`enabled`).
+/// when it ends, a change once storage has it): who asked, `METHOD /path`,
+/// and when its head was complete (reactor clock, microseconds). Made only
+/// while the log is on (`enabled`).
 pub struct Access {
+    /// The account of the request's key or token; `-` for none.
+    pub account: String,
+    /// The client behind a trusted proxy (`--trusted-proxy`); `None`: the peer.
+    pub client: Option<std::net::IpAddr>,
     pub request: String,
-    pub since: u64,
+    pub since_us: u64,
     /// A stream's bytes so far.
     pub sent: u64,
 }
@@ -100,20 +104,26 @@ impl Access {
         log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
     }
 
-    pub fn of(head: &Head, since: u64) -> Box<Access> {
+    pub fn of(head: &Head, since_us: u64, account: Option<&str>, client: Option<std::net::IpAddr>) -> Box<Access> {
         // Never a query string, and never a webhook's endpoint key (a secret).
         let path = head.path();
         let request = match path.strip_prefix("/e/") {
             Some(rest) => format!("{} /e/*{}", head.method(), rest.find('/').map_or("", |i| &rest[i..])),
             None => format!("{} {path}", head.method()),
         };
-        Box::new(Access { request, since, sent: 0 })
+        Box::new(Access { account: account.unwrap_or("-").to_string(), client, request, since_us, sent: 0 })
     }
 
-    /// Logs the line: `PEER METHOD /path STATUS BYTES MSms`.
+    /// Logs the line: `ACCOUNT CLIENT METHOD /path STATUS BYTES MS.USms`
+    /// (the duration to the microsecond, written as a decimal by hand).
     #[inline(never)]
-    pub fn log(&self, peer: crate::conn::Peer, status: u16, bytes: u64, now: u64) {
-        log::info!(target: ACCESS_LOG, "{peer} {} {status} {bytes} {}ms", self.request, now.saturating_sub(self.since));
+    pub fn log(&self, peer: crate::conn::Peer, status: u16, bytes: u64, now_us: u64) {
+        let us = now_us.saturating_sub(self.since_us);
+        let (ms, frac) = (us / 1000, us % 1000);
+        match self.client {
+            Some(client) => log::info!(target: ACCESS_LOG, "{} {client} {} {status} {bytes} {ms}.{frac:03}ms", self.account, self.request),
+            None => log::info!(target: ACCESS_LOG, "{} {peer} {} {status} {bytes} {ms}.{frac:03}ms", self.account, self.request),
+        }
     }
 }
 

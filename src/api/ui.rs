@@ -1,7 +1,10 @@
 //! The web inspector's static files (`ui/`, SPEC §8), embedded at build
 //! time. The page needs no key to load; every API call it makes does.
 //! One HTML page serves `/ui` and `/ui/sources/{source}` (its script
-//! routes by location).
+//! routes by location). Every URL in it is relative (`{ui}` is replaced by
+//! the way from the page's path to `/ui/`), and the script finds the
+//! server's root from its own URL, so the page works under any path
+//! prefix a reverse proxy maps to the server's root.
 
 use super::reply::{Reply, ok};
 use crate::http::Head;
@@ -51,6 +54,15 @@ fn file(asset: Asset) -> (&'static [u8], &'static [u8; 18], &'static str) {
     }
 }
 
+/// The relative way from the page at `path` (`/ui`, `/ui/`,
+/// `/ui/sources/x`) to the `/ui/` directory.
+fn to_ui_dir(path: &str) -> String {
+    match path.strip_prefix("/ui").unwrap_or("") {
+        "" => "ui/".to_string(),
+        rest => "../".repeat(rest.matches('/').count().saturating_sub(1)),
+    }
+}
+
 /// True if `If-None-Match` lists `tag` (weak or strong) or is `*`.
 fn matches(if_none_match: &[u8], tag: &[u8]) -> bool {
     if_none_match.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|t| t == b"*" || t.strip_prefix(b"W/").unwrap_or(t) == tag)
@@ -59,6 +71,15 @@ fn matches(if_none_match: &[u8], tag: &[u8]) -> bool {
 /// `GET` or `HEAD` of one file: `304` when the browser has it.
 pub fn serve(head: &Head, asset: Asset) -> Reply {
     let (body, tag, content_type) = file(asset);
+    // Each URL gets one body, so the template's tag serves them all.
+    let page;
+    let body = match asset {
+        Asset::Page => {
+            page = String::from_utf8_lossy(body).replace("{ui}", &to_ui_dir(head.path()));
+            page.as_bytes()
+        }
+        _ => body,
+    };
     let tag_text = std::str::from_utf8(tag).unwrap_or("\"\"");
     let extra = format!("ETag: {tag_text}\r\n{HEADERS}");
     if head.header("if-none-match").is_some_and(|v| matches(v, tag)) {
@@ -70,6 +91,13 @@ pub fn serve(head: &Head, asset: Asset) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_ways_to_the_ui_dir() {
+        for (path, want) in [("/ui", "ui/"), ("/ui/", ""), ("/ui/sources/orders", "../"), ("/ui/sources/orders/", "../../")] {
+            assert_eq!(to_ui_dir(path), want, "{path}");
+        }
+    }
 
     #[test]
     fn etags_differ_and_match() {

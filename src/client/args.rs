@@ -53,6 +53,10 @@ pub enum Command {
         cursor: Option<String>,
         max_retries: u32,
     },
+    /// Print the key a server generated and keeps in its data dir.
+    Key {
+        data_dir: Option<String>,
+    },
 }
 
 /// `create --verify SCHEME ...`: the signature check to set on the source.
@@ -169,6 +173,11 @@ fn command(word: &str, rest: &[String]) -> Result<Command, Error> {
             };
             Command::Forward { source: args.positionals(word, 1, "SOURCE --to URL")?.remove(0), to, cursor, max_retries }
         }
+        "key" => {
+            let data_dir = args.value("--data-dir");
+            args.positionals(word, 0, "[--data-dir DIR]")?;
+            Command::Key { data_dir }
+        }
         other => return Err(usage(format!("unknown command {other:?}"))),
     };
     Ok(command)
@@ -191,6 +200,7 @@ struct Args {
 const VALUED: &[(&str, &[&str])] = &[
     ("create", &["--verify", "--secret-env", "--secret-file", "--header", "--encoding", "--prefix"]),
     ("forward", &["--to", "--cursor", "--max-retries"]),
+    ("key", &["--data-dir"]),
 ];
 
 impl Args {
@@ -329,6 +339,8 @@ mod tests {
                 Command::Forward { source: "hooks".into(), to: "http://h".into(), cursor: Some("c.txt".into()), max_retries: 0 },
             ),
             ("delete dc_x", Command::Delete { source: "dc_x".into() }),
+            ("key", Command::Key { data_dir: None }),
+            ("key --data-dir /var/lib/ssehub", Command::Key { data_dir: Some("/var/lib/ssehub".into()) }),
             ("describe orders", Command::Describe { source: "orders".into() }),
             ("emit orders", Command::Emit { source: "orders".into(), json: None, lines: false }),
             ("emit orders {\"a\":1}", Command::Emit { source: "orders".into(), json: Some("{\"a\":1}".into()), lines: false }),

@@ -19,6 +19,7 @@ Commands:
                            the last N events, oldest first; -f follows
   forward SOURCE --to URL [--cursor FILE]
                            replay each new event as an HTTP request to URL
+  key [--data-dir DIR]     print the key a server generated and keeps in DIR
   help [COMMAND]           this text, or one command's
 
 A SOURCE is a source's id or its name.
@@ -168,6 +169,18 @@ exits 0, once a request in flight has its answer (at most 30 s).
 SSEHUB_FORWARD_BACKOFF_MS sets the first retry delay in ms (the cap is 30
 times it; a Retry-After is honoured as given): a knob for tests.";
 
+const KEY: &str = "\
+Usage: ssehub key [--data-dir DIR]
+
+Prints the API key that a server started in DIR without --api-key or
+--keys-file generated and keeps there (in DIR/key, mode 0600), so that
+
+  export SSEHUB_API_KEY=$(ssehub key)
+
+sets up the CLI for the server of the current directory. DIR is --data-dir,
+else SSEHUB_DATA_DIR, else ./ssehub-data (the server's default). No key
+kept there: one line on stderr, exit status 1.";
+
 /// The help for `topic` (a command word), or the main help.
 pub fn text(topic: Option<&str>) -> Result<&'static str, String> {
     match topic {
@@ -179,6 +192,7 @@ pub fn text(topic: Option<&str>) -> Result<&'static str, String> {
         Some("emit") => Ok(EMIT),
         Some("events") => Ok(EVENTS),
         Some("forward") => Ok(FORWARD),
+        Some("key") => Ok(KEY),
         Some("help") => Ok(MAIN),
         Some("serve") => Err("for the server's options run 'ssehub serve --help'".to_string()),
         Some(other) => Err(format!("no help for {other:?}: not a command (see 'ssehub --help')")),

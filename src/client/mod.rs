@@ -30,7 +30,7 @@ use args::Command;
 use error::Error;
 
 /// The command words; any of them on the line makes it a client call.
-pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "forward", "help"];
+pub const COMMANDS: &[&str] = &["list", "create", "delete", "describe", "emit", "events", "forward", "key", "help"];
 
 /// Whether `flag` is a global option of the client followed by its value
 /// (`--profile NAME`).
@@ -69,5 +69,22 @@ fn run(args: &[String]) -> Result<(), Error> {
             let target = forward::target(&to)?;
             forward::run(&api()?, &source, &target, cursor.as_deref(), max_retries)
         }
+        Command::Key { data_dir } => output::print(&kept_key(data_dir)?),
+    }
+}
+
+/// The key a server generated, as it keeps it in `<data dir>/key`
+/// (`--data-dir`, else `SSEHUB_DATA_DIR`, else the server's default).
+fn kept_key(data_dir: Option<String>) -> Result<String, Error> {
+    let dir = data_dir.or_else(|| std::env::var("SSEHUB_DATA_DIR").ok()).unwrap_or_else(|| "./ssehub-data".to_string());
+    let path = std::path::Path::new(&dir).join("key");
+    let none = |why: String| {
+        Error::Local(format!("no generated key kept in {dir} ({why}); a server started there without --api-key or --keys-file keeps one"))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => Err(none(format!("{} is empty", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(none(format!("no file {}", path.display()))),
+        Err(e) => Err(Error::Local(format!("{}: {e}", path.display()))),
     }
 }

@@ -367,6 +367,15 @@ impl Opened {
         }
     }
 
+    /// Where a person or a script reads the generated default key: the
+    /// `log` engine writes it to a file of its own (which it returns).
+    pub fn show_key(&self, key: &str) -> io::Result<Option<std::path::PathBuf>> {
+        match &self.kind {
+            Opening::Log(log) => log.keep_key_file(key).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// What the engine found.
     pub fn recovered(&self) -> &Recovered {
         &self.recovered

@@ -6,7 +6,7 @@
 use std::net::Shutdown;
 use std::time::Duration;
 
-use log::{info, warn};
+use log::warn;
 
 use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
 use crate::api::Reply;
@@ -15,6 +15,7 @@ use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
 use crate::outq::{Buf, Flushed};
 use crate::sse;
+use crate::throttle::throttled;
 
 /// Handshake comments go out in slots of this period, spread over the interval.
 const HANDSHAKE_TICK_MS: u64 = 100;
@@ -107,7 +108,13 @@ impl Reactor {
                         }
                         // An empty queue takes any one frame, so a large event alone drops no one.
                         if conn.out.queued() > 0 && conn.out.queued() + event.frame.len() > max {
-                            warn!("dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer", conn.peer, conn.out.queued());
+                            throttled!(
+                                self.throttles.slow,
+                                Warn,
+                                "dropping subscriber {}: {} bytes unsent, over --max-subscriber-buffer",
+                                conn.peer,
+                                conn.out.queued()
+                            );
                             self.stats.subscribers_dropped_slow += 1;
                             conn.closing = Some(Reason::SlowSubscriber);
                             self.to_close.push(k);
@@ -165,7 +172,7 @@ impl Reactor {
                     if self.hub.registry.find(account, &stored.meta.name).is_some() {
                         warn!("source {} ({}) created on another node has a name taken here", stored.meta.name, stored.meta.id);
                     }
-                    info!("source {} ({}) created on another node", stored.meta.name, stored.meta.id);
+                    throttled!(self.throttles.sources, Info, "source {} ({}) created on another node", stored.meta.name, stored.meta.id);
                     self.hub.restore(account, stored);
                 }
                 Effect::Answer { key, generation, slot, mut answer, result } => {
@@ -175,7 +182,7 @@ impl Reactor {
                     let access = answer.access.take();
                     let Reply::Response { status, bytes, close } = answer.render(result, &mut self.handler_scratch) else { continue };
                     if let Some(access) = access {
-                        access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                        access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
                     }
                     self.answer(key, Some(slot), status, bytes, close);
                 }
@@ -213,7 +220,7 @@ impl Reactor {
             match conn.flush(WRITE_BUDGET, self.now) {
                 Ok((done, n)) => {
                     if conn.is_stream() {
-                        self.stats.bytes_delivered += n as u64;
+                        self.stats.delivered_bytes += n as u64;
                     }
                     match done {
                         Flushed::Empty => self.on_flushed(key),
@@ -270,7 +277,7 @@ impl Reactor {
             for key in run..(run + HANDSHAKE_RUN).min(end) {
                 if let Some(conn) = self.conns.get_mut(key)
                     && conn.is_stream()
-                    && self.now >= conn.request_at + hs.min_age_ms
+                    && self.now * 1000 >= conn.request_at_us + hs.min_age_ms * 1000
                     && conn.closing.is_none()
                     && conn.out.is_empty()
                 {

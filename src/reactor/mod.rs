@@ -28,10 +28,12 @@ use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::{Hub, Waiter};
 use crate::metrics::{Published, Stats};
 use crate::outq::Buf;
+use crate::proxy::{self, Cidr};
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
 use crate::state;
 use crate::sys::unix_ms;
+use crate::throttle::{Throttles, throttled};
 use crate::timer::{TimerId, Timers};
 
 mod delivery;
@@ -131,10 +133,14 @@ impl Bound {
             keys.parse_file(&text)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--keys-file {}: {e}", path.display())))?;
         }
+        let kept = engine.recovered().default_key.clone();
         if keys.is_empty() {
-            let key = match engine.recovered().default_key.clone() {
+            // The whole key is logged once, by the start that generates it;
+            // later starts say where to read it.
+            let key = match kept {
                 Some(key) => {
-                    warn!("no API key configured; using the generated key kept in {}: {key}", engine.describe());
+                    let read_it = where_to_read(&engine, &key);
+                    warn!("no API key configured; using the generated key kept in {} ({}…; {read_it})", engine.describe(), key_start(&key));
                     key
                 }
                 None => {
@@ -142,7 +148,8 @@ impl Bound {
                     if config.engine == EngineKind::Memory {
                         warn!("no API key configured; generated one for this run: {key}");
                     } else {
-                        warn!("no API key configured; generated one, kept in {}: {key}", engine.describe());
+                        let read_it = where_to_read(&engine, &key);
+                        warn!("no API key configured; generated one, kept in {} ({read_it}): {key}", engine.describe());
                     }
                     key_to_keep = Some(key.clone());
                     key
@@ -150,6 +157,12 @@ impl Bound {
             };
             keys.add(&key, auth::DEFAULT_ACCOUNT);
             default_key = Some(key);
+        } else if let Some(key) = kept {
+            warn!(
+                "the generated key kept in {} ({}…) is not in use: --api-key or --keys-file is given; a start without them uses it again",
+                engine.describe(),
+                key_start(&key)
+            );
         }
         // Without --api-key, `--source` and handles act on the keys file's first account.
         let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
@@ -204,6 +217,25 @@ impl Bound {
     }
 }
 
+/// The first characters of a key, enough to tell which it is.
+fn key_start(key: &str) -> &str {
+    key.get(..7).unwrap_or("")
+}
+
+/// How a person reads the generated key: its file (written now if it is
+/// missing, as after an upgrade), or the engine's own place.
+fn where_to_read(engine: &engine::Opened, key: &str) -> String {
+    match engine.show_key(key) {
+        Ok(Some(path)) => format!("`ssehub key` prints it, from {}", path.display()),
+        // Redis: the key the engine keeps it under.
+        Ok(None) => format!("`GET ssehub:default_key` on {} reads it", engine.describe()),
+        Err(e) => {
+            warn!("cannot write the generated key's file: {e}");
+            "the start that generated it logged it".to_string()
+        }
+    }
+}
+
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -227,6 +259,9 @@ pub struct Reactor {
     /// Reactor clock: milliseconds since start, read once per turn.
     now: u64,
     stats: Stats,
+    throttles: Throttles,
+    /// `--trusted-proxy`: whose `X-Forwarded-For` the access log believes.
+    trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
     to_close: Vec<usize>,
@@ -270,6 +305,11 @@ impl Reactor {
             ..
         } = bound;
         let now = unix_ms();
+        let storage = match config.engine {
+            EngineKind::Memory => "engine memory".to_string(),
+            EngineKind::Log => format!("engine log, data dir {}, fsync {}", engine.describe(), config.fsync.name()),
+            EngineKind::Redis => format!("engine redis at {}", engine.describe()),
+        };
         let (engine, recovered) = engine.start(now, poll.registry())?;
         let mut hub = Hub::new(engine);
         if let Some(key) = key_to_keep {
@@ -304,10 +344,20 @@ impl Reactor {
             }
         }
         let handshakes = Handshakes::new(config.handshake_interval);
-        if let Some(addr) = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
-            info!("serving /metrics on http://{addr}");
-        }
-        info!("listening on http://{local_addr} (up to {max_connections} connections)");
+        let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
+        let (n_keys, accounts) = keys.counts();
+        let metrics = match metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            Some(addr) => format!(", serving /metrics on http://{addr}"),
+            None => String::new(),
+        };
+        // The one start-up line (SPEC §2); the addresses are each followed by a space or the end of the line.
+        info!(
+            "ssehub {} started: {storage}; {n_keys} {} in {accounts} {}; listening on http://{local_addr} (up to {max_connections} connections, open-file limit {}){metrics}",
+            env!("CARGO_PKG_VERSION"),
+            if n_keys == 1 { "key" } else { "keys" },
+            if accounts == 1 { "account" } else { "accounts" },
+            crate::sys::fd_limit(),
+        );
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -326,7 +376,9 @@ impl Reactor {
             timers: Timers::new(0),
             start: Instant::now(),
             now: 0,
-            stats: Stats::default(),
+            stats: Stats { started_unix_ms: now, ..Stats::default() },
+            throttles: Throttles::default(),
+            trusted_proxies,
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
             to_close: Vec::new(),
@@ -502,6 +554,8 @@ impl Reactor {
             // Best effort: a fresh socket's send buffer is empty.
             let _ = sock.write(REFUSED);
             self.stats.connections_refused += 1;
+            let max = self.max_connections;
+            throttled!(self.throttles.limit, Warn, "{max} connections open (--max-connections): refusing {addr}");
             return;
         }
         let key = self.conns.vacant_key();
@@ -595,7 +649,8 @@ impl Reactor {
                     Ok(Some(len)) => {
                         // Reused request after request: its buffers stay allocated.
                         let head = std::mem::take(&mut self.spare_head);
-                        conn.request_at = self.now;
+                        // A second clock read per request only for the access log's durations.
+                        conn.request_at_us = if self.access_log { self.start.elapsed().as_micros() as u64 } else { self.now * 1000 };
                         conn.rbuf.drain(..len);
                         // The common case, a whole Content-Length body
                         // already read, is answered from the read buffer.
@@ -658,7 +713,8 @@ impl Reactor {
                 self.last_busy_warning = Some(self.now);
             }
             if self.access_log {
-                Access::of(&head, self.conns[key].request_at).log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                let access = self.access(key, &head);
+                access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
             }
             self.spare_head = head;
             self.answer(key, None, status, bytes, true);
@@ -700,8 +756,9 @@ impl Reactor {
         let body = crate::json::error_body(&e.to_string());
         let bytes = http::response(status, "application/json", CORS_ANY, &body, false, false);
         if self.access_log {
-            let access = Access { request: "- -".to_string(), since: conn.request_at, sent: 0 };
-            access.log(conn.peer, status, bytes.len() as u64, self.now);
+            let access =
+                Access { account: "-".to_string(), client: None, request: "- -".to_string(), since_us: conn.request_at_us, sent: 0 };
+            access.log(conn.peer, status, bytes.len() as u64, self.start.elapsed().as_micros() as u64);
         }
         // After the answers still awaited, if any; nothing more is read.
         conn.answered(None, bytes, true);
@@ -719,23 +776,47 @@ impl Reactor {
             hub: &mut self.hub,
             keys: &self.keys,
             config: &self.config,
-            stats: &self.stats,
+            stats: &mut self.stats,
+            throttles: &mut self.throttles,
             now_ms: self.unix_now,
             scratch: &mut self.handler_scratch,
             metrics_listener: self.conns[key].on_metrics,
         }
     }
 
+    /// The reactor clock read now, in microseconds (the access log's durations).
+    pub(super) fn clock_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// The access log's record of connection `key`'s request `head`: its
+    /// account, and its client if the peer is a trusted proxy.
+    fn access(&mut self, key: usize, head: &Head) -> Box<Access> {
+        let since = self.conns[key].request_at_us;
+        let peer = self.conns[key].peer.ip();
+        let client = match self.trusted_proxies.is_empty() {
+            true => None,
+            false => proxy::client(
+                &self.trusted_proxies,
+                peer,
+                head.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")).map(|(_, v)| v),
+            ),
+        };
+        let account = api::account_name(&self.ctx(key), head);
+        Access::of(head, since, account.as_deref(), client)
+    }
+
     /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.refresh_gauges();
+        // Before the request is handled: it may revoke the token it names.
+        let access = self.access_log.then(|| self.access(key, &head));
         let reply = api::handle(&mut self.ctx(key), &head, body);
-        let access = self.access_log.then(|| Access::of(&head, self.conns[key].request_at));
         self.spare_head = head;
         match reply {
             Reply::Response { status, bytes, close } => {
                 if let Some(access) = access {
-                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.now);
+                    access.log(self.conns[key].peer, status, bytes.len() as u64, self.clock_us());
                 }
                 self.answer(key, None, status, bytes, close);
             }
@@ -768,6 +849,10 @@ impl Reactor {
     fn answer(&mut self, key: usize, slot: Option<u32>, status: u16, bytes: Vec<u8>, close: bool) {
         self.stats.count_response(status);
         let conn = &mut self.conns[key];
+        if status == 401 {
+            self.stats.auth_failures += 1;
+            throttled!(self.throttles.auth, Warn, "failed authentication from {}", conn.peer);
+        }
         let was_parked = matches!(conn.phase, Phase::Waiting);
         let close = close || conn.peer_eof;
         conn.answered(slot, bytes, close);
@@ -939,10 +1024,13 @@ impl Reactor {
                 self.drop_subscriber(source, index);
             }
             if let Some(access) = &conn.access {
-                access.log(conn.peer, 200, access.sent, self.now);
+                access.log(conn.peer, 200, access.sent, self.start.elapsed().as_micros() as u64);
             }
             match reason {
-                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => info!("closed {}: {reason}", conn.peer),
+                Reason::SendTimeout | Reason::HeaderTimeout | Reason::BodyTimeout => {
+                    self.stats.connections_timed_out += 1;
+                    throttled!(self.throttles.timeouts, Info, "closed {}: {reason}", conn.peer);
+                }
                 _ => debug!("closed {}: {reason}", conn.peer),
             }
         }
@@ -1055,6 +1143,8 @@ impl Reactor {
     fn refresh_gauges(&mut self) {
         self.stats.connections_open = self.conns.len() as u64;
         self.stats.sources = self.hub.registry.len() as u64;
+        self.stats.storage_failures = self.hub.failures;
+        self.stats.storage_recoveries = self.hub.recoveries;
     }
 
     fn publish(&mut self) {

@@ -9,14 +9,19 @@
 // {"type":"done"} at the end. Exit 0 when every check held, 1 with a
 // reason on stderr otherwise.
 //
-// usage: node inspector.mjs --base http://127.0.0.1:PORT --key KEY --shots DIR
+// usage: node inspector.mjs --base http://127.0.0.1:PORT --key KEY --shots DIR [--prefix]
+//
+// With --prefix, --base is a reverse proxy's URL with a path prefix
+// (http://127.0.0.1:PORT/ssehub) and the walk is a short one: the page
+// loads, lists the sources, shows a live event, reloads on a source's URL
+// and goes back to the list, all under that prefix.
 
 import {mkdirSync} from 'node:fs'
 import {createInterface} from 'node:readline'
 import {parseArgs} from 'node:util'
 import {launch} from './chromium.mjs'
 
-const {values: opts} = parseArgs({options: {base: {type: 'string'}, key: {type: 'string'}, shots: {type: 'string'}}})
+const {values: opts} = parseArgs({options: {base: {type: 'string'}, key: {type: 'string'}, shots: {type: 'string'}, prefix: {type: 'boolean'}}})
 if (!opts.base || !opts.key || !opts.shots) {
   console.error('usage: node inspector.mjs --base URL --key KEY --shots DIR')
   process.exit(64)
@@ -75,6 +80,47 @@ try {
   const rowIds = () => page.$$eval('#events li.row', (rows) => rows.map((r) => r.dataset.id))
   async function waitRows(ids, ms) {
     await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`#events li[data-id="${id}"]`)), ids, {timeout: ms})
+  }
+
+  async function finish() {
+    const csp = await page.evaluate(() => window.__csp)
+    check(csp.length === 0, `CSP violations: ${csp}`)
+    check(problems.length === 0, `console errors: ${problems.join(' | ')}`)
+    print({type: 'done'})
+    await browser.close()
+    process.exit(0)
+  }
+
+  if (opts.prefix) {
+    const prefix = new URL(opts.base).pathname.replace(/\/$/, '')
+    step('under a prefix: the page loads and lists the sources')
+    await page.goto(`${opts.base}/ui`)
+    await page.waitForSelector('#keybox:not([hidden])')
+    await page.fill('#keyinput', opts.key)
+    await page.press('#keyinput', 'Enter')
+    await page.waitForSelector('.card[data-source]')
+    const names = await page.$$eval('.card header a', (as) => as.map((a) => a.textContent))
+    check(names.includes('orders'), `sources shown: ${names}`)
+    check(await page.evaluate(() => getComputedStyle(document.body).fontFamily !== ''), 'the style sheet loaded')
+
+    step('under a prefix: a source shows its history and a live event')
+    await page.click('.card header a >> text=orders')
+    await page.waitForSelector('.conn[data-state=live]')
+    check(new URL(page.url()).pathname.startsWith(`${prefix}/ui/sources/`), `routed under the prefix: ${page.url()}`)
+    check((await rowIds()).length === 2, 'the two events emitted before are listed from event_summaries')
+    const live = await emit({through: 'the prefix'})
+    await waitRows([live], 5000)
+
+    step('under a prefix: the source page reloaded by its URL')
+    await page.reload()
+    await page.waitForSelector('.conn[data-state=live]')
+    await waitRows([live], 5000)
+
+    step('under a prefix: back to the list by the brand link')
+    await page.click('a.brand')
+    await page.waitForSelector('.card[data-source]')
+    check(new URL(page.url()).pathname.startsWith(`${prefix}/ui`), `still under the prefix: ${page.url()}`)
+    await finish()
   }
 
   step('the page asks for a key')
@@ -236,12 +282,7 @@ try {
   const {json: empty} = await call('GET', '/v1/sources/orders/event_summaries')
   check(empty.data.length === 0, 'the history is empty on the server')
 
-  const csp = await page.evaluate(() => window.__csp)
-  check(csp.length === 0, `CSP violations: ${csp}`)
-  check(problems.length === 0, `console errors: ${problems.join(' | ')}`)
-  print({type: 'done'})
-  await browser.close()
-  process.exit(0)
+  await finish()
 } catch (e) {
   console.error(`inspector.mjs: ${e.stack || e}`)
   await browser?.close().catch(() => {})

@@ -18,7 +18,9 @@
 //! rename the old segments are whole; after it the snapshot supersedes them.
 //!
 //! Files: `LOCK` (flock: one process per dir), `<20 digits>.log` segments,
-//! each starting with `MAGIC`. The dir is mode 0700 and files 0600.
+//! each starting with `MAGIC`, and `key`: the generated default key and a
+//! newline, for people and scripts (`ssehub key`); the log's record of it
+//! is what the server reads. The dir is mode 0700 and files 0600.
 
 pub mod record;
 mod recover;
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
@@ -40,8 +42,11 @@ use crate::history::History;
 use crate::sse::Event;
 #[cfg(test)]
 use crate::sse::EventId;
+use crate::throttle::{Throttle, throttled};
 use record::Record;
 
+/// The file in the data dir that holds the generated default key.
+pub const KEY_FILE: &str = "key";
 /// The first bytes of every segment.
 pub const MAGIC: &[u8] = b"SSEHLOG1";
 /// The active segment is compacted past max(this, the last snapshot).
@@ -67,6 +72,14 @@ impl Fsync {
             "everysec" => Some(Fsync::EverySec),
             "never" => Some(Fsync::Never),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+            Fsync::Never => "never",
         }
     }
 }
@@ -269,6 +282,7 @@ pub struct Log {
     /// its size (the failed batch's), so that health comes back without
     /// waiting for traffic a load balancer has moved away.
     probe: Option<(Instant, usize)>,
+    write_fail_lines: Throttle,
     cut_bytes: u64,
     compactions: u64,
     /// The data dir's lock: held until `close`.
@@ -278,6 +292,26 @@ pub struct Log {
 impl Opened {
     pub fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    /// Writes the generated default key to `key` (unless it holds it
+    /// already): a temporary file, synced, renamed over it.
+    pub fn keep_key_file(&self, key: &str) -> io::Result<PathBuf> {
+        let path = self.dir.join(KEY_FILE);
+        let line = format!("{key}\n");
+        if std::fs::read_to_string(&path).is_ok_and(|kept| kept == line) {
+            return Ok(path);
+        }
+        // `.tmp`: removed at the next open if a crash leaves it.
+        let tmp = self.dir.join("key.tmp");
+        let write = || -> io::Result<()> {
+            let f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+            (&f).write_all(line.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&self.dir)
+        };
+        write().map(|()| path.clone()).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 
     /// Starts the engine on the reactor thread (and its sync thread).
@@ -325,6 +359,7 @@ impl Opened {
             broken: false,
             write_failing: false,
             probe: None,
+            write_fail_lines: Throttle::default(),
             cut_bytes: self.cut_bytes,
             compactions: 0,
             lock: Some(self.lock),
@@ -426,9 +461,16 @@ impl Log {
         }
     }
 
-    fn written_again(&mut self) {
+    /// A write succeeded. Recovered by a change, the hub says so (once a
+    /// second at most, however the disk flaps); by the probe, with no
+    /// traffic, this line does.
+    fn written_again(&mut self, by_probe: bool) {
         if self.write_failing {
-            info!("writes to the log succeed again");
+            if by_probe {
+                info!("writes to the log succeed again");
+            } else {
+                debug!("writes to the log succeed again");
+            }
             self.write_failing = false;
         }
         self.probe = None;
@@ -448,7 +490,7 @@ impl Log {
             self.broken = true;
         }
         match written {
-            Ok(()) => self.written_again(),
+            Ok(()) => self.written_again(true),
             Err(_) => self.probe = Some((Instant::now() + PROBE_INTERVAL, len)),
         }
     }
@@ -747,7 +789,7 @@ impl Engine for Log {
         }
         match (&*self.file).write_all(&self.pending) {
             Ok(()) => {
-                self.written_again();
+                self.written_again(false);
                 let n = self.pending.len() as u64;
                 self.active_len += n;
                 self.written += n;
@@ -770,7 +812,13 @@ impl Engine for Log {
             }
             Err(e) => {
                 if !self.write_failing {
-                    error!("write to the log in {} failed: {e}; emits are refused (503) until writes succeed", self.dir.display());
+                    // The cause, which the hub's line does not know; a disk that flaps fails many times a second.
+                    throttled!(
+                        self.write_fail_lines,
+                        Error,
+                        "write to the log in {} failed: {e}; emits are refused (503) until writes succeed",
+                        self.dir.display()
+                    );
                     self.write_failing = true;
                 }
                 self.probe = Some((Instant::now() + PROBE_INTERVAL, self.pending.len()));

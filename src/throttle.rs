@@ -1,0 +1,107 @@
+//! Lines that any client can cause in bulk (sources and tokens created,
+//! timed-out connections, failed authentication, the connection limit
+//! reached, storage failing and recovering) are logged at most once a
+//! second per kind; the others of that second go to `debug`, and the next
+//! line that passes says how many were held back. `/metrics` counts them
+//! all.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How often one kind of line may be logged at its own level.
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// One kind of line.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// `Some(lines held back since the last one)` if a line may be logged
+    /// at its level now; `None`: log it at `debug`.
+    pub fn pass(&mut self) -> Option<Held> {
+        self.pass_at(Instant::now())
+    }
+
+    /// The level to log a line at now: `want` (and the count held back)
+    /// if the throttle passes it, else `Debug`.
+    pub fn level(&mut self, want: log::Level) -> (log::Level, Held) {
+        match self.pass() {
+            Some(held) => (want, held),
+            None => (log::Level::Debug, Held(0)),
+        }
+    }
+
+    fn pass_at(&mut self, now: Instant) -> Option<Held> {
+        if self.last.is_some_and(|last| now < last + PERIOD) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(Held(std::mem::take(&mut self.held)))
+    }
+}
+
+/// One throttle per kind of line.
+#[derive(Debug, Default)]
+pub struct Throttles {
+    /// Sources created, deleted or changed.
+    pub sources: Throttle,
+    /// Subscribe tokens created.
+    pub tokens: Throttle,
+    /// Connections closed for a timeout.
+    pub timeouts: Throttle,
+    /// Requests answered 401.
+    pub auth: Throttle,
+    /// Connections refused at `--max-connections`.
+    pub limit: Throttle,
+    /// Subscribers dropped past `--max-subscriber-buffer`.
+    pub slow: Throttle,
+}
+
+/// Written after a line that passed: nothing, or how many were held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held(pub u64);
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " (and {n} more like it since the last such line, at debug level)"),
+        }
+    }
+}
+
+/// `throttled!(throttle, Warn, "format", args…)`: the line at `Warn` if
+/// the throttle passes it (with the count held back), else at `Debug`. One
+/// logging call either way, so each use formats its arguments once.
+macro_rules! throttled {
+    ($throttle:expr, $level:ident, $($arg:tt)+) => {{
+        let (level, held) = $throttle.level(log::Level::$level);
+        log::log!(level, "{}{held}", format_args!($($arg)+))
+    }};
+}
+pub(crate) use throttled;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_a_second_with_the_count_held_back() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(t.pass_at(ms(0)), Some(Held(0)));
+        assert_eq!(t.pass_at(ms(10)), None);
+        assert_eq!(t.pass_at(ms(999)), None);
+        assert_eq!(t.pass_at(ms(1000)), Some(Held(2)));
+        assert_eq!(t.pass_at(ms(1500)), None);
+        assert_eq!(t.pass_at(ms(5000)), Some(Held(1)));
+        assert_eq!(t.pass_at(ms(6000)), Some(Held(0)));
+        assert_eq!(Held(0).to_string(), "");
+        assert_eq!(Held(3).to_string(), " (and 3 more like it since the last such line, at debug level)");
+    }
+}
