@@ -4,6 +4,8 @@
 //! dead-connection watchdog is proved against a fake server in this file
 //! that goes silent, with SSEHUB_IDLE_TIMEOUT_MS shortening the 45 s.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -14,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::{TestServer, is_event_id};
+
 const BIN: &str = env!("CARGO_BIN_EXE_ssehub");
 const KEY: &str = "cli-test-key";
 /// Longest wait for anything that should happen; failures show up sooner.
@@ -23,7 +27,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn list_streams_prints_a_table_of_sources() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     client.ok(&["create", "payments-eu"]);
 
@@ -31,7 +35,7 @@ fn list_streams_prints_a_table_of_sources() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "TYPE", "VISIBILITY", "SSE"]);
     assert_eq!(lines.len(), 3, "{table}");
-    let base = format!("http://127.0.0.1:{}/", server.port);
+    let base = format!("http://127.0.0.1:{}/", server.addr.port());
     let mut names = Vec::new();
     for row in &lines[1..] {
         let cells: Vec<&str> = row.split_whitespace().collect();
@@ -58,7 +62,7 @@ fn list_streams_prints_a_table_of_sources() {
 
 #[test]
 fn create_describe_and_delete_a_source() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
 
     let created = client.ok(&["create", "payments"]);
@@ -86,7 +90,7 @@ fn create_describe_and_delete_a_source() {
 
 #[test]
 fn emit_from_argument_stdin_and_lines() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
 
     let id = client.ok(&["emit", "orders", r#"{"b": 1, "a": [1, 2.50]}"#]);
@@ -111,7 +115,7 @@ fn emit_from_argument_stdin_and_lines() {
 
 #[test]
 fn events_prints_the_last_n_oldest_first() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     for n in 1..=12 {
         client.emit(&format!("{{\"n\":{n}}}"));
@@ -130,7 +134,7 @@ fn events_prints_the_last_n_oldest_first() {
 
 #[test]
 fn events_says_when_the_server_kept_fewer_than_asked() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     // The default --history 100 keeps 51..=150.
     let lines: String = (1..=150).map(|n| format!("{n}\n")).collect();
@@ -154,7 +158,7 @@ fn events_says_when_the_server_kept_fewer_than_asked() {
 
 #[test]
 fn events_follow_prints_history_then_live_events_and_exits_0_on_ctrl_c() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     client.emit("1");
     client.emit("2");
@@ -171,7 +175,7 @@ fn events_follow_prints_history_then_live_events_and_exits_0_on_ctrl_c() {
 
 #[test]
 fn events_follow_with_no_history_misses_nothing() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     let mut follower = client.follow(&["events", "-f", "orders"]);
     // Emitted while the follower may still be between its history call
@@ -185,8 +189,8 @@ fn events_follow_with_no_history_misses_nothing() {
 
 #[test]
 fn events_follow_survives_a_server_restart_printing_every_event_once() {
-    let mut server = Server::start();
-    let port = server.port;
+    let mut server = serve();
+    let port = server.addr.port();
     let client = Client::new(&server);
     client.emit("1");
     client.emit("2");
@@ -196,9 +200,9 @@ fn events_follow_survives_a_server_restart_printing_every_event_once() {
     client.emit("3");
     assert_eq!(follower.line(), "3");
 
-    server.terminate();
+    terminate(&mut server);
     follower.wait_for_notice("reconnecting");
-    let _server = Server::on(port);
+    let _server = serve_on(port);
     // The follower is still waiting out its backoff: these are replayed.
     client.emit("4");
     client.emit("5");
@@ -213,8 +217,8 @@ fn events_follow_survives_a_server_restart_printing_every_event_once() {
 
 #[test]
 fn events_follow_warns_of_a_gap_on_stderr_and_keeps_printing_payloads() {
-    let mut server = Server::start();
-    let port = server.port;
+    let mut server = serve();
+    let port = server.addr.port();
     let client = Client::new(&server);
     client.emit("0");
     let mut follower = client.follow(&["events", "-f", "-n", "1", "orders"]);
@@ -222,12 +226,12 @@ fn events_follow_warns_of_a_gap_on_stderr_and_keeps_printing_payloads() {
 
     // Held still while the server restarts and evicts: its resume point
     // (the id of "0") is then older than events no longer retained.
-    signal(&follower.child, libc::SIGSTOP);
-    server.terminate();
-    let _server = Server::on(port);
+    support::signal(follower.child.id(), "STOP");
+    terminate(&mut server);
+    let _server = serve_on(port);
     let lines: String = (1..=150).map(|n| format!("{n}\n")).collect();
     client.ok_with_stdin(&["emit", "--lines", "orders"], &lines);
-    signal(&follower.child, libc::SIGCONT);
+    support::signal(follower.child.id(), "CONT");
 
     // The default --history 100 keeps 51..=150; the gap is one line on stderr.
     let printed = follower.lines(100);
@@ -241,7 +245,7 @@ fn events_follow_warns_of_a_gap_on_stderr_and_keeps_printing_payloads() {
 
 #[test]
 fn events_follow_stops_when_its_source_is_deleted() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     client.ok(&["create", "doomed"]);
     client.ok(&["emit", "doomed", "1"]);
@@ -255,7 +259,7 @@ fn events_follow_stops_when_its_source_is_deleted() {
 
 #[test]
 fn events_follow_stops_at_once_on_401_and_404() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
     client.fails(&["events", "-f", "nosuch"], 1, "404");
     Client { key: "wrong".into(), ..Client::new(&server) }.fails(&["events", "-f", "orders"], 1, "401");
@@ -263,7 +267,7 @@ fn events_follow_stops_at_once_on_401_and_404() {
 
 #[test]
 fn every_failure_is_one_line_and_a_nonzero_status() {
-    let server = Server::start();
+    let server = serve();
     let client = Client::new(&server);
 
     let wrong_key = Client { key: "wrong".into(), ..Client::new(&server) };
@@ -341,7 +345,7 @@ fn version_and_help_of_the_server() {
 #[test]
 fn a_server_flag_value_that_is_a_command_word_is_no_command() {
     // `events` is the value of --source here, not the client command.
-    let server = Server::with_args(&["--listen", "127.0.0.1:0", "--api-key", KEY, "--source", "events", "--engine", "memory"]);
+    let server = serve_with(&["--listen", "127.0.0.1:0", "--api-key", KEY, "--source", "events", "--engine", "memory"]);
     let client = Client::new(&server);
     let sources = client.ok(&["list", "sources"]);
     let names: Vec<&str> = sources.lines().skip(1).filter_map(|row| row.split_whitespace().nth(1)).collect();
@@ -352,9 +356,9 @@ fn a_server_flag_value_that_is_a_command_word_is_no_command() {
 
 #[test]
 fn config_file_and_profiles() {
-    let server = Server::start();
+    let server = serve();
     let client = Client { url: String::new(), key: String::new(), ..Client::new(&server) };
-    let good = format!("http://127.0.0.1:{}", server.port);
+    let good = format!("http://127.0.0.1:{}", server.addr.port());
     client.config.write(&format!("# top level\nurl = {good}\napi_key = wrong\n\n[prod]\napi_key = {KEY}\n"));
 
     client.fails(&["list", "st"], 1, "401");
@@ -386,78 +390,44 @@ fn follow_reconnects_a_silent_connection_and_resumes_after_the_last_event() {
 
 // ---- support ----------------------------------------------------------------
 
-/// A real `ssehub serve` with source `orders`; killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
+/// A real `ssehub serve` with source `orders` on a free port (support's
+/// TestServer, with this file's key, logging at info); killed on drop.
+fn serve() -> TestServer {
+    serve_on(0)
 }
 
-impl Server {
-    fn start() -> Server {
-        Server::on(0)
-    }
-
-    /// Port 0 picks a free one; the server logs the one it bound.
-    fn on(port: u16) -> Server {
-        let listen = format!("127.0.0.1:{port}");
-        // The memory engine: these tests are about the CLI (restarts with the log engine: tests/restart.rs).
-        Server::with_args(&[
-            "serve",
-            "--listen",
-            &listen,
-            "--api-key",
-            KEY,
-            "--source",
-            "orders",
-            "--handshake-interval",
-            "200ms",
-            "--engine",
-            "memory",
-        ])
-    }
-
-    /// The binary run with `args` (which must make it serve on 127.0.0.1).
-    fn with_args(args: &[&str]) -> Server {
-        let mut child = clean(Command::new(BIN))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the server");
-        let (found, bound) = mpsc::channel();
-        let log = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            const LISTENING: &str = "listening on http://127.0.0.1:";
-            let mut sent = false;
-            // Keeps draining so the server never blocks on a full pipe.
-            for line in BufReader::new(log).lines().map_while(Result::ok) {
-                if !sent && let Some(at) = line.find(LISTENING) {
-                    let digits: String = line[at + LISTENING.len()..].chars().take_while(char::is_ascii_digit).collect();
-                    sent = found.send(digits.parse::<u16>().unwrap()).is_ok();
-                }
-            }
-        });
-        let port = bound.recv_timeout(WAIT).expect("the server logs 'listening on http://127.0.0.1:PORT'");
-        Server { child, port }
-    }
-
-    /// SIGTERM, as `kill` or a supervisor would send, then wait for the exit.
-    fn terminate(&mut self) {
-        signal(&self.child, libc::SIGTERM);
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the server ignores SIGTERM");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// The same on `port` (port 0 picks a free one; the server logs the one it bound).
+fn serve_on(port: u16) -> TestServer {
+    let listen = format!("127.0.0.1:{port}");
+    // The memory engine: these tests are about the CLI (restarts with the log engine: tests/restart.rs).
+    serve_with(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--api-key",
+        KEY,
+        "--source",
+        "orders",
+        "--handshake-interval",
+        "200ms",
+        "--engine",
+        "memory",
+    ])
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The binary run with `args` (which must make it serve on 127.0.0.1),
+/// none of the test's own SSEHUB_* variables.
+fn serve_with(args: &[&str]) -> TestServer {
+    TestServer::spawn(clean(Command::new(BIN)).args(args).env("RUST_LOG", "info"), KEY)
+}
+
+/// SIGTERM, as `kill` or a supervisor would send, then wait for the exit.
+fn terminate(server: &mut TestServer) {
+    support::signal(server.child.id(), "TERM");
+    let deadline = Instant::now() + WAIT;
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server ignores SIGTERM");
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -477,8 +447,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(server: &Server) -> Client {
-        Client { url: format!("http://127.0.0.1:{}", server.port), key: KEY.into(), config: Config::new() }
+    fn new(server: &TestServer) -> Client {
+        Client { url: format!("http://127.0.0.1:{}", server.addr.port()), key: KEY.into(), config: Config::new() }
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -588,7 +558,7 @@ impl Follower {
 
     /// Ctrl-C: the follower must exit 0 at once, printing nothing more.
     fn interrupt(mut self) {
-        signal(&self.child, libc::SIGINT);
+        support::signal(self.child.id(), "INT");
         let (code, stderr) = self.wait_exit();
         assert_eq!(code, Some(0), "after SIGINT; stderr: {stderr}");
         assert!(self.lines.try_iter().next().is_none());
@@ -732,12 +702,6 @@ fn clean(mut command: Command) -> Command {
     command
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill(2) only sends a signal; the pid is our own live child.
-    let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-    assert_eq!(sent, 0, "kill");
-}
-
 fn read_lines(stdout: ChildStdout) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -776,9 +740,4 @@ fn one_line(text: &str) -> &str {
 fn field(describe: &str, key: &str) -> String {
     let line = describe.lines().find(|l| l.split_whitespace().next() == Some(key));
     line.unwrap_or_else(|| panic!("no {key} in {describe}"))[key.len()..].trim().to_string()
-}
-
-fn is_event_id(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -15,10 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use serde_json::Value;
-use sha2::Sha256;
-use support::{KEY, TempDir, TestServer};
+use support::{KEY, TempDir, TestServer, endpoint_path, hex, hmac_sha256, is_event_id};
 
 /// Longest wait for anything that should happen.
 const WAIT: Duration = Duration::from_secs(15);
@@ -29,8 +26,8 @@ const SECRET: &[u8] = b"receiver-shared-secret";
 #[test]
 fn webhooks_arrive_as_sent_and_their_signatures_verify_at_the_receiver() {
     let server = TestServer::start(&[]);
-    let source = server.create_source("hooks");
-    let endpoint = endpoint_path(&server, &source);
+    server.create_source("hooks");
+    let endpoint = endpoint_path(&server, "hooks");
     let receiver = Receiver::start();
     let mut fwd = Forward::start(&server, "hooks", &format!("{}/local/in", receiver.url()), &[]);
 
@@ -44,7 +41,7 @@ fn webhooks_arrive_as_sent_and_their_signatures_verify_at_the_receiver() {
         ("DELETE", "", "", Vec::new()),
     ];
     for (method, suffix, headers, body) in &sent {
-        let sig = format!("sha256={}", hex(&hmac(SECRET, body)));
+        let sig = format!("sha256={}", hex(&hmac_sha256(SECRET, &[body])));
         // Hop-by-hop headers the sender used for its own connection stay behind.
         let extra =
             format!("{headers}X-Hub-Signature-256: {sig}\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n");
@@ -58,7 +55,7 @@ fn webhooks_arrive_as_sent_and_their_signatures_verify_at_the_receiver() {
         assert_eq!((request.method.as_str(), request.target.as_str()), (*method, want_targets[i]));
         assert_eq!(&request.body, body, "exact bytes of request {i}");
         let sig = request.header("x-hub-signature-256").unwrap();
-        assert_eq!(sig, format!("sha256={}", hex(&hmac(SECRET, &request.body))), "the receiver's own check passes");
+        assert_eq!(sig, format!("sha256={}", hex(&hmac_sha256(SECRET, &[&request.body]))), "the receiver's own check passes");
         for gone in ["keep-alive", "x-hop"] {
             assert_eq!(request.header(gone), None, "{gone} is hop-by-hop");
         }
@@ -196,8 +193,8 @@ fn retry_after_sets_the_wait_before_the_retry() {
 #[test]
 fn a_target_query_comes_before_the_event_query() {
     let server = TestServer::start(&[]);
-    let source = server.create_source("hooks");
-    let endpoint = endpoint_path(&server, &source);
+    server.create_source("hooks");
+    let endpoint = endpoint_path(&server, "hooks");
     let receiver = Receiver::start();
     let mut fwd = Forward::start(&server, "hooks", &format!("{}/in?token=abc&v=2", receiver.url()), &[]);
     send(&server, "POST", &format!("{endpoint}/gh?a=1&b=x%20y"), "", b"{}");
@@ -213,8 +210,8 @@ fn a_target_query_comes_before_the_event_query() {
 #[test]
 fn an_endpoint_request_never_reaches_above_the_target_path() {
     let server = TestServer::start(&[]);
-    let source = server.create_source("hooks");
-    let endpoint = endpoint_path(&server, &source);
+    server.create_source("hooks");
+    let endpoint = endpoint_path(&server, "hooks");
     let receiver = Receiver::start();
     let mut fwd = Forward::start(&server, "hooks", &format!("{}/hooks", receiver.url()), &[]);
     let secrets = "Cookie: session=attacker\r\nAuthorization: Bearer attacker\r\n";
@@ -365,26 +362,6 @@ fn an_https_target_is_refused_in_one_line() {
 }
 
 // ---- support ----------------------------------------------------------------
-
-fn hmac(key: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(body);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn is_event_id(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn endpoint_path(server: &TestServer, source: &Value) -> String {
-    let url = source["endpoint_url"].as_str().unwrap();
-    url.strip_prefix(&format!("http://{}", server.addr)).unwrap().to_string()
-}
 
 /// One delivery to an endpoint, with no API key.
 fn send(server: &TestServer, method: &str, target: &str, headers: &str, body: &[u8]) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Frame, KEY, TestServer, read_response};
+use support::{Frame, KEY, TestServer, endpoint_path, read_response};
 
 /// A memory figure of a process in KiB from /proc/<pid>/status: `VmRSS`
 /// (resident now) or `VmHWM` (the most it has been resident).
@@ -64,12 +64,6 @@ fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
             return None;
         }
     }
-}
-
-fn endpoint_path(server: &TestServer, source: &str) -> String {
-    let r = server.request("GET", &format!("/v1/sources/{source}"), None);
-    let url = r.json()["data"]["endpoint_url"].as_str().unwrap().to_string();
-    url[url.find("/e/").unwrap()..].to_string()
 }
 
 // ---- slowloris ----

@@ -3,20 +3,13 @@
 
 mod support;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{KEY, TestServer, read_response};
-
-/// Reads until the server closes; returns what came.
-fn read_to_close(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
-    String::from_utf8_lossy(&all).into_owned()
-}
+use support::{KEY, TestServer, read_response, read_to_close_text as read_to_close};
 
 #[test]
 fn every_error_is_json_with_the_right_status() {

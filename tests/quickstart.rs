@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{TempDir, TestServer};
+use support::{TempDir, TestServer, is_event_id};
 
 /// The ```sh blocks of the README section `## Quick start`.
 fn quick_start_blocks() -> Vec<String> {
@@ -68,8 +68,4 @@ fn the_readme_quick_start_works_as_written() {
     // curl: the stream's handshake, then the live event's frame.
     assert!(lines.contains(&":sse-handshake"), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("data: ") && l.contains("\"event\":{\"total\":13}")), "{out}");
-}
-
-fn is_event_id(line: &str) -> bool {
-    line.split_once('-').is_some_and(|(ms, seq)| ms.len() == 13 && [ms, seq].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())))
 }

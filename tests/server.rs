@@ -1,12 +1,14 @@
 //! The core server over real sockets: the walk-through of docs/api.md, replay,
-//! accounts, aliases, pipelining, slow subscribers, restarts.
+//! accounts, aliases, pipelining, slow subscribers, restarts, start-up
+//! messages, `--metrics-listen` and the timing of periodic handshakes.
 
 mod support;
 
 use std::io::{BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Frame, KEY, TestServer, read_response};
+use support::{Frame, KEY, TempDir, TestServer, read_response, refused_start, send};
 
 #[test]
 fn walk_through_stream_then_emit() {
@@ -351,5 +353,62 @@ fn metrics_follow_prometheus_conventions() {
     assert!(started <= now && started > now - 60.0, "{started} {now}");
     for family in ["process_open_fds", "process_cpu_seconds_total", "ssehub_delivered_bytes_total", "ssehub_http_responses_by_code_total"] {
         assert!(body.contains(&format!("# TYPE {family} ")), "{family}: {body}");
+    }
+}
+
+#[test]
+fn messages_say_what_is_wrong() {
+    let (code, stderr) = refused_start(&["serve", "--engine", "memory", "--api-key", ""]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr, "ssehub: --api-key: the key is empty (give one, or leave --api-key out to have one generated)\n");
+
+    let dir = TempDir::new("nostate");
+    let missing = dir.0.join("state");
+    let server = TestServer::start(&["--state-file", missing.to_str().unwrap()]);
+    let logs = server.logs();
+    assert!(logs.contains(&format!("--state-file {}: does not exist, nothing to import", missing.display())), "{logs}");
+    assert!(!logs.contains("imported 0") && !logs.contains("restored"), "{logs}");
+}
+
+#[test]
+fn metrics_listen_moves_metrics_off_the_main_port() {
+    let server = TestServer::start(&["--engine", "memory", "--metrics-listen", "127.0.0.1:0"]);
+    let logs = server.logs();
+    let addr: SocketAddr = logs
+        .split("serving /metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{logs}"))
+        .parse()
+        .unwrap();
+    let main = server.request("GET", "/metrics", None);
+    assert_eq!((main.status, main.json()["error"].as_str()), (404, Some("no such path")));
+    let metrics = send(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("ssehub_connections_open "), "{}", metrics.body);
+    assert_eq!(send(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    let other = send(addr, &format!("GET /v1/sources HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n"));
+    assert_eq!(other.status, 404, "the metrics listener serves no API");
+}
+
+#[test]
+fn the_first_periodic_handshake_waits_half_an_interval() {
+    let server = TestServer::start(&["--engine", "memory", "--source", "s", "--handshake-interval", "1s"]);
+    let streams: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(130));
+            let mut sse = server.subscribe("/sources/s/sse", "");
+            let opened = Instant::now();
+            std::thread::spawn(move || {
+                assert_eq!(sse.next(), Frame::Comment("sse-handshake".into()));
+                (i, opened.elapsed())
+            })
+        })
+        .collect();
+    for t in streams {
+        let (i, after) = t.join().unwrap();
+        // The opening comment was read just after the server sent it: allow for that.
+        assert!(after >= Duration::from_millis(480), "stream {i}: periodic handshake {after:?} after the opening one");
+        assert!(after <= Duration::from_millis(1700), "stream {i}: {after:?}");
     }
 }

@@ -9,28 +9,14 @@ use std::io::{BufReader, Write};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
-use support::{KEY, Response, Sse, TempDir, TestServer, read_response};
+use support::{KEY, Response, Sse, TempDir, TestServer, hex, hmac_sha256, read_response};
 
 const GITHUB_SECRET: &str = "gh-secret-4e1f";
 const STRIPE_SECRET: &str = "whsec_stripe_9c1d";
 /// Standard Webhooks: `whsec_` + base64 of the key bytes.
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const BODY: &[u8] = b"{\n  \"action\": \"opened\",\n  \"number\": 7\n}";
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn b64(bytes: &[u8]) -> String {
     ssehub::base64::encode(bytes)
@@ -90,8 +76,8 @@ fn github_deliveries_valid_and_invalid() {
     let path = endpoint(&server, &source);
     let mut sse = server.subscribe("/sources/gh/sse", "");
 
-    let good = format!("sha256={}", hex(&hmac(GITHUB_SECRET.as_bytes(), &[BODY])));
-    let wrong = format!("sha256={}", hex(&hmac(b"another secret", &[BODY])));
+    let good = format!("sha256={}", hex(&hmac_sha256(GITHUB_SECRET.as_bytes(), &[BODY])));
+    let wrong = format!("sha256={}", hex(&hmac_sha256(b"another secret", &[BODY])));
     let cases = [
         (vec![("X-Hub-Signature-256", good)], valid("github")),
         (vec![("X-Hub-Signature-256", wrong)], invalid("github", "signature mismatch")),
@@ -111,7 +97,7 @@ fn stripe_deliveries_valid_invalid_and_stale() {
     let path = endpoint(&server, &source);
     let mut sse = server.subscribe("/sources/stripe/sse", "");
 
-    let sign = |t: u64| hex(&hmac(STRIPE_SECRET.as_bytes(), &[t.to_string().as_bytes(), b".", BODY]));
+    let sign = |t: u64| hex(&hmac_sha256(STRIPE_SECRET.as_bytes(), &[t.to_string().as_bytes(), b".", BODY]));
     let now = now_s();
     let cases = [
         (format!("t={now},v1={},v0=legacy", sign(now)), valid("stripe")),
@@ -141,8 +127,8 @@ fn standard_webhooks_deliveries_and_reject_invalid() {
         vec![("webhook-id", id.to_string()), ("webhook-timestamp", t.to_string()), ("webhook-signature", sig.to_string())]
     };
     let now = now_s();
-    let good = b64(&hmac(&key, &[b"msg_1.", now.to_string().as_bytes(), b".", BODY]));
-    let over_text = b64(&hmac(SW_SECRET.as_bytes(), &[b"msg_1.", now.to_string().as_bytes(), b".", BODY]));
+    let good = b64(&hmac_sha256(&key, &[b"msg_1.", now.to_string().as_bytes(), b".", BODY]));
+    let over_text = b64(&hmac_sha256(SW_SECRET.as_bytes(), &[b"msg_1.", now.to_string().as_bytes(), b".", BODY]));
 
     // Refused: 401 JSON, and no event.
     for (h, reason) in [
@@ -181,7 +167,7 @@ fn patch_sets_changes_and_removes_the_check() {
     assert!(!r.body.contains("s3cr3t") && !server.request("GET", "/v1/sources", None).body.contains("s3cr3t"));
 
     let path = endpoint(&server, &get());
-    let sig = format!("v={}", b64(&hmac(b"s3cr3t-value", &[BODY])));
+    let sig = format!("v={}", b64(&hmac_sha256(b"s3cr3t-value", &[BODY])));
     assert_eq!(deliver(&server, &path, &[("X-Signature", sig)], BODY).status, 200);
     assert_eq!(deliver(&server, &path, &[("X-Signature", "v=AAAA".into())], BODY).status, 401);
 
@@ -232,8 +218,8 @@ fn the_check_survives_a_restart_and_the_secret_is_never_shown_or_logged() {
     let shown = server.request("GET", "/v1/sources/gh", None);
     assert_eq!(shown.json()["data"]["verify"], json!({"scheme": "github", "reject_invalid": true}));
     assert!(!shown.body.contains("rotated-secret-77"));
-    let old = format!("sha256={}", hex(&hmac(GITHUB_SECRET.as_bytes(), &[BODY])));
-    let new = format!("sha256={}", hex(&hmac(b"rotated-secret-77", &[BODY])));
+    let old = format!("sha256={}", hex(&hmac_sha256(GITHUB_SECRET.as_bytes(), &[BODY])));
+    let new = format!("sha256={}", hex(&hmac_sha256(b"rotated-secret-77", &[BODY])));
     let endpoint_path = endpoint(&server, &shown.json()["data"]);
     assert_eq!(endpoint_path, path, "same endpoint after the restart");
     assert_eq!(deliver(&server, &path, &[("X-Hub-Signature-256", old)], BODY).status, 401, "the old secret no longer verifies");
@@ -273,7 +259,7 @@ fn cli_create_with_verify_and_describe() {
     // The secret came from the file, without its newline.
     let path = endpoint(&server, &server.request("GET", "/v1/sources/custom", None).json()["data"]);
     let mut sse = server.subscribe("/sources/custom/sse", "");
-    let sig = format!("sha256={}", hex(&hmac(b"from-a-file", &[BODY])));
+    let sig = format!("sha256={}", hex(&hmac_sha256(b"from-a-file", &[BODY])));
     deliver(&server, &path, &[("X-Sig", sig)], BODY);
     assert_eq!(next_signature(&mut sse), valid("hmac-sha256"));
 

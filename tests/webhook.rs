@@ -5,14 +5,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Frame, Response, Sse, TestServer, read_response};
+use support::{Frame, Response, Sse, TestServer, endpoint_path, hex, read_response, read_to_close};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -23,16 +23,6 @@ fn start(args: &[&str]) -> (TestServer, String, Sse) {
     let path = endpoint_path(&server, "hook");
     let sse = server.subscribe("/sources/hook/sse", "");
     (server, path, sse)
-}
-
-/// The path part of a source's `endpoint_url`.
-fn endpoint_path(server: &TestServer, source: &str) -> String {
-    let url = server.request("GET", &format!("/v1/sources/{source}"), None).json()["data"]["endpoint_url"].as_str().unwrap().to_string();
-    let prefix = format!("http://{}", server.addr);
-    let path = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url} is not under {prefix}")).to_string();
-    let key = path.strip_prefix("/e/").unwrap();
-    assert!(key.len() >= 22 && key.bytes().all(|b| b.is_ascii_alphanumeric()), "key {key:?} is not 128+ bits of base62");
-    path
 }
 
 /// One request with no API key on a fresh connection (`Connection: close`);
@@ -73,17 +63,6 @@ fn assert_nothing_emitted(server: &TestServer, sse: &mut Sse) {
     let marker = server.emit("hook", "{\"marker\":true}");
     let frame = sse.next_event();
     assert_eq!(frame.id(), marker, "something was emitted before the marker: {frame:?}");
-}
-
-/// Reads until the server closes; returns what came.
-fn read_to_close(s: &mut impl Read) -> Vec<u8> {
-    let mut all = Vec::new();
-    let _ = s.read_to_end(&mut all);
-    all
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Vec<u8> {

@@ -4,7 +4,7 @@
 
 pub mod node;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,6 +97,15 @@ impl TestServer {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log_dir.0.join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits until the server's log holds `what`.
+    pub fn wait_log(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logs().contains(what) {
+            assert!(Instant::now() < deadline, "no {what:?} in the log:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn connect(&self) -> TcpStream {
@@ -352,9 +361,76 @@ impl Sse {
     }
 }
 
+/// Sends `request` (raw bytes of HTTP) on a fresh connection to `addr`;
+/// reads one response.
+pub fn send(addr: SocketAddr, request: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(s))
+}
+
+/// Runs the server binary with `args`, expecting it to refuse to start;
+/// returns its exit code and stderr.
+pub fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin()).args(args).env("RUST_LOG", "info").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The path part of `source`'s `endpoint_url` (`/e/<key>`), checking that
+/// the URL is under the server's own address and that the key is 128+ bits
+/// of base62.
+pub fn endpoint_path(server: &TestServer, source: &str) -> String {
+    let url = server.request("GET", &format!("/v1/sources/{source}"), None).json()["data"]["endpoint_url"].as_str().unwrap().to_string();
+    let prefix = format!("http://{}", server.addr);
+    let path = url.strip_prefix(&prefix).unwrap_or_else(|| panic!("{url} is not under {prefix}")).to_string();
+    let key = path.strip_prefix("/e/").unwrap();
+    assert!(key.len() >= 22 && key.bytes().all(|b| b.is_ascii_alphanumeric()), "key {key:?} is not 128+ bits of base62");
+    path
+}
+
+/// Whether `text` is an event id: `<unix ms, 13 digits>-<seq>`.
+pub fn is_event_id(text: &str) -> bool {
+    text.split_once('-')
+        .is_some_and(|(ms, seq)| ms.len() == 13 && !seq.is_empty() && [ms, seq].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Reads until the peer closes; returns what came.
+pub fn read_to_close(s: &mut impl Read) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    all
+}
+
+/// [`read_to_close`] as text (lossy).
+pub fn read_to_close_text(s: &mut impl Read) -> String {
+    String::from_utf8_lossy(&read_to_close(s)).into_owned()
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// HMAC-SHA256 under `key` over `parts` in order.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
 /// A real `redis-server` on a free loopback port with a dir of its own
 /// (append-only, fsync always); killed on drop. `restart` starts it again
 /// on the same port and dir (its AOF).
+///
+/// The unit tests have their own in src/engine/redis/testing.rs: that one
+/// is part of the library (it pings through the engine's own client and
+/// hands out the engine's RedisUrl and TempDir), while this one needs
+/// nothing of the library and also restarts, kills and drives `redis-cli`.
+/// What they share is the `redis-server` command line.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
