@@ -6,15 +6,16 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::api::reply::{Access, Opener};
+use crate::access::{Access, Peer};
 use crate::engine::SourceKey;
 use crate::http::{BodyReader, Head};
 use crate::outq::{Buf, Flushed, OutQ};
 use crate::timer::TimerId;
+use crate::tokens::Opener;
 
 /// Bytes read from one socket per `fill` call before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -75,44 +76,6 @@ impl fmt::Display for Reason {
             Reason::SendTimeout => write!(f, "peer stopped reading"),
             Reason::SlowSubscriber => write!(f, "subscriber over --max-subscriber-buffer"),
             Reason::Io(kind) => write!(f, "I/O error: {kind}"),
-        }
-    }
-}
-
-/// A peer's address in 20 bytes instead of `SocketAddr`'s 32 (an IPv6
-/// address's flow info and scope id are not kept): every connection has one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    ip: [u8; 16],
-    port: u16,
-    v6: bool,
-}
-
-impl From<SocketAddr> for Peer {
-    fn from(addr: SocketAddr) -> Peer {
-        match addr {
-            SocketAddr::V4(a) => Peer { ip: a.ip().to_ipv6_mapped().octets(), port: a.port(), v6: false },
-            SocketAddr::V6(a) => Peer { ip: a.ip().octets(), port: a.port(), v6: true },
-        }
-    }
-}
-
-impl Peer {
-    pub fn ip(&self) -> std::net::IpAddr {
-        let ip = Ipv6Addr::from(self.ip);
-        match ip.to_ipv4_mapped().filter(|_| !self.v6) {
-            Some(v4) => v4.into(),
-            None => ip.into(),
-        }
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip = Ipv6Addr::from(self.ip);
-        match ip.to_ipv4_mapped().filter(|_| !self.v6) {
-            Some(v4) => SocketAddr::from((v4, self.port)).fmt(f),
-            None => SocketAddr::from((ip, self.port)).fmt(f),
         }
     }
 }
@@ -397,14 +360,5 @@ mod size_tests {
     #[test]
     fn a_connection_stays_small() {
         assert!(std::mem::size_of::<super::Conn>() <= 200, "Conn is {} bytes", std::mem::size_of::<super::Conn>());
-    }
-
-    #[test]
-    fn a_peer_shows_as_its_socket_address() {
-        for addr in ["127.0.0.1:8080", "[::1]:443", "[::ffff:10.0.0.1]:1", "[2001:db8::7]:65535", "0.0.0.0:0"] {
-            let a: std::net::SocketAddr = addr.parse().unwrap();
-            assert_eq!(super::Peer::from(a).to_string(), a.to_string());
-        }
-        assert_eq!(std::mem::size_of::<super::Peer>(), 20);
     }
 }

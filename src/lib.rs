@@ -39,6 +39,7 @@
 // Every call into libc is in `sys` (each with its SAFETY note).
 #![deny(unsafe_code)]
 
+mod access;
 mod api;
 mod auth;
 #[doc(hidden)]

@@ -19,10 +19,20 @@ use std::num::NonZeroU32;
 
 use sha2::{Digest, Sha256};
 
-use crate::auth::{constant_time_eq, random_base62};
+use crate::auth::{KeyId, constant_time_eq, random_base62};
 use crate::engine::SourceKey;
 
 pub const PREFIX: &str = "st_";
+/// What opened a stream, which ends with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    /// An API key: a `--keys-file` reload that removes it (or moves it to
+    /// another account) ends the stream.
+    Key(KeyId),
+    /// A subscribe token: its expiry or revocation ends the stream.
+    Token(Serial),
+}
+
 /// Characters that find a token (~71 bits).
 const SELECTOR_CHARS: usize = 12;
 /// Characters that prove it (~190 bits).

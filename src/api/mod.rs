@@ -21,10 +21,11 @@ use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
 use crate::throttle::{Throttles, throttled};
+use crate::tokens::Opener;
 use crate::tokens::{self, Check, Serial};
 use crate::verify::Verify;
 pub use reply::Reply;
-use reply::{Answer, CORS_ANY, Cors, Fail, Opener, ok};
+use reply::{Answer, CORS_ANY, Cors, Fail, ok};
 
 /// What a handler may read and change.
 pub struct Ctx<'a> {

@@ -4,24 +4,14 @@
 
 use std::borrow::Cow;
 
-use crate::auth::KeyId;
+use crate::access::Access;
 use crate::engine::{Ack, SourceKey, StorageError, Ticket};
 use crate::http::{self, Head};
 use crate::json;
 use crate::sse::EventId;
-use crate::tokens::Serial;
+use crate::tokens::Opener;
 
 /// What a request gets.
-/// What opened a stream, which ends with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opener {
-    /// An API key: a `--keys-file` reload that removes it (or moves it to
-    /// another account) ends the stream.
-    Key(KeyId),
-    /// A subscribe token: its expiry or revocation ends the stream.
-    Token(Serial),
-}
-
 pub enum Reply {
     /// A complete response; `close` ends the connection after it.
     Response { status: u16, bytes: Vec<u8>, close: bool },
@@ -78,53 +68,6 @@ impl Fail {
 pub fn ok(head: &Head, status: u16, content_type: &str, extra: &str, body: &[u8]) -> Reply {
     let bytes = http::response(status, content_type, extra, body, head.keep_alive, head.method() == "HEAD");
     Reply::Response { status, bytes, close: !head.keep_alive }
-}
-
-/// The access log's target: one line per request, off unless `RUST_LOG` names it.
-pub const ACCESS_LOG: &str = "ssehub::access";
-
-/// What the access log will say of a request answered later (a stream
-/// when it ends, a change once storage has it): who asked, `METHOD /path`,
-/// and when its head was complete (reactor clock, microseconds). Made only
-/// while the log is on (`enabled`).
-pub struct Access {
-    /// The account of the request's key or token; `-` for none.
-    pub account: String,
-    /// The client behind a trusted proxy (`--trusted-proxy`); `None`: the peer.
-    pub client: Option<std::net::IpAddr>,
-    pub request: String,
-    pub since_us: u64,
-    /// A stream's bytes so far.
-    pub sent: u64,
-}
-
-impl Access {
-    /// Whether the log is on: asked once, at start (the filter is fixed then).
-    pub fn enabled() -> bool {
-        log::log_enabled!(target: ACCESS_LOG, log::Level::Info)
-    }
-
-    pub fn of(head: &Head, since_us: u64, account: Option<&str>, client: Option<std::net::IpAddr>) -> Box<Access> {
-        // Never a query string, and never a webhook's endpoint key (a secret).
-        let path = head.path();
-        let request = match path.strip_prefix("/e/") {
-            Some(rest) => format!("{} /e/*{}", head.method(), rest.find('/').map_or("", |i| &rest[i..])),
-            None => format!("{} {path}", head.method()),
-        };
-        Box::new(Access { account: account.unwrap_or("-").to_string(), client, request, since_us, sent: 0 })
-    }
-
-    /// Logs the line: `ACCOUNT CLIENT METHOD /path STATUS BYTES MS.USms`
-    /// (the duration to the microsecond, written as a decimal by hand).
-    #[inline(never)]
-    pub fn log(&self, peer: crate::conn::Peer, status: u16, bytes: u64, now_us: u64) {
-        let us = now_us.saturating_sub(self.since_us);
-        let (ms, frac) = (us / 1000, us % 1000);
-        match self.client {
-            Some(client) => log::info!(target: ACCESS_LOG, "{} {client} {} {status} {bytes} {ms}.{frac:03}ms", self.account, self.request),
-            None => log::info!(target: ACCESS_LOG, "{} {peer} {} {status} {bytes} {ms}.{frac:03}ms", self.account, self.request),
-        }
-    }
 }
 
 /// How a parked request is answered once storage has spoken.

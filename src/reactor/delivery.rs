@@ -10,12 +10,12 @@ use log::warn;
 
 use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
 use crate::api::Reply;
-use crate::api::reply::Opener;
 use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
 use crate::outq::{Buf, Flushed};
 use crate::sse;
 use crate::throttle::throttled;
+use crate::tokens::Opener;
 
 /// Handshake comments go out in slots of this period, spread over the interval.
 const HANDSHAKE_TICK_MS: u64 = 100;

@@ -17,7 +17,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::api::reply::{Access, CORS_ANY, Opener};
+use crate::access::Access;
+use crate::api::reply::CORS_ANY;
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
 use crate::commands::{Command, Error, Shared, SourceInfo};
@@ -35,6 +36,7 @@ use crate::state;
 use crate::sys::unix_ms;
 use crate::throttle::{Throttles, throttled};
 use crate::timer::{TimerId, Timers};
+use crate::tokens::Opener;
 
 mod delivery;
 #[cfg(test)]
