@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 
-use crate::api::reply::Answer;
 use crate::auth::AccountId;
 use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::History;
@@ -17,19 +16,8 @@ use crate::throttle::{Throttle, throttled};
 use crate::tokens::{self, Ended, Tokens};
 use crate::verify::Verify;
 
-/// Who waits for a ticket.
-pub enum Waiter {
-    /// Nobody (changes made at start).
-    Nobody,
-    /// A connection's request, answered with `answer` in its `slot` of
-    /// the connection's answers.
-    Conn { key: usize, generation: u32, slot: u32, answer: Answer },
-    /// A library handle's call.
-    Handle(Box<dyn FnOnce(Result<Ack, StorageError>)>),
-}
-
 /// What the reactor must do to connections after the hub's changes.
-pub enum Effect {
+pub enum Effect<W> {
     /// Queue this event to every subscriber of the source.
     Publish(SourceKey, Event),
     /// These streams' source is gone: end them.
@@ -39,14 +27,17 @@ pub enum Effect {
     /// Send the gap frame to every subscriber of the source.
     Gap(SourceKey, Gap),
     /// Another node created this source: register it (the reactor knows the accounts).
-    Created(StoredSource),
-    /// Answer the connection's request in `slot` (if it is still the same connection).
-    Answer { key: usize, generation: u32, slot: u32, answer: Answer, result: Result<Ack, StorageError> },
+    Created(Box<StoredSource>),
+    /// What storage said of a change the caller waits for.
+    Answer { waiter: W, result: Result<Ack, StorageError> },
 }
 
-struct Pending {
+struct Pending<W> {
     ticket: Ticket,
-    waiter: Waiter,
+    /// Who waits for the answer: the caller's type, never read here (a
+    /// connection's request, a library handle's call); nobody for changes
+    /// made at start.
+    waiter: Option<W>,
     /// What to undo if storage refuses the change.
     undo: Undo,
 }
@@ -96,13 +87,13 @@ impl Undo {
     }
 }
 
-pub struct Hub {
+pub struct Hub<W> {
     pub registry: Registry,
     pub tokens: Tokens,
     engine: Box<dyn Engine>,
     /// In submission order, as engines acknowledge.
-    pending: VecDeque<Pending>,
-    pub effects: Vec<Effect>,
+    pending: VecDeque<Pending<W>>,
+    pub effects: Vec<Effect<W>>,
     outcomes: Vec<Outcome>,
     /// Storage refused the last change: logged once, until it recovers.
     failing: bool,
@@ -116,8 +107,8 @@ pub struct Hub {
     remote_lines: Throttle,
 }
 
-impl Hub {
-    pub fn new(engine: Box<dyn Engine>) -> Hub {
+impl<W> Hub<W> {
+    pub fn new(engine: Box<dyn Engine>) -> Hub<W> {
         Hub {
             registry: Registry::default(),
             tokens: Tokens::default(),
@@ -145,14 +136,14 @@ impl Hub {
 
     fn submit(&mut self, op: Op<'_>, now_ms: u64, undo: Undo) -> Ticket {
         let ticket = self.engine.submit(op, now_ms);
-        self.pending.push_back(Pending { ticket, waiter: Waiter::Nobody, undo });
+        self.pending.push_back(Pending { ticket, waiter: None, undo });
         ticket
     }
 
     /// Names who is told when `ticket` (just submitted) is acknowledged.
-    pub fn wait(&mut self, ticket: Ticket, waiter: Waiter) {
+    pub fn wait(&mut self, ticket: Ticket, waiter: W) {
         if let Some(p) = self.pending.iter_mut().rev().find(|p| p.ticket == ticket) {
-            p.waiter = waiter;
+            p.waiter = Some(waiter);
         }
     }
 
@@ -295,7 +286,7 @@ impl Hub {
                     }
                 }
                 Outcome::Done { ticket, result } => self.done(ticket, result),
-                Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
+                Outcome::Created(stored) => self.effects.push(Effect::Created(Box::new(stored))),
                 Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
                 // (A source gone meanwhile has nothing to set.)
                 Outcome::Verify { key, verify } => drop(self.registry.set_verify(key, verify)),
@@ -352,10 +343,8 @@ impl Hub {
                 }
             }
         }
-        match p.waiter {
-            Waiter::Nobody => {}
-            Waiter::Handle(reply) => reply(result),
-            Waiter::Conn { key, generation, slot, answer } => self.effects.push(Effect::Answer { key, generation, slot, answer, result }),
+        if let Some(waiter) = p.waiter {
+            self.effects.push(Effect::Answer { waiter, result });
         }
     }
 

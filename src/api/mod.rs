@@ -28,8 +28,8 @@ pub use reply::Reply;
 use reply::{Answer, CORS_ANY, Cors, Fail, ok};
 
 /// What a handler may read and change.
-pub struct Ctx<'a> {
-    pub hub: &'a mut Hub,
+pub struct Ctx<'a, W> {
+    pub hub: &'a mut Hub<W>,
     pub keys: &'a Keys,
     pub config: &'a Config,
     pub stats: &'a mut Stats,
@@ -117,7 +117,7 @@ enum Target<'h> {
     Ui(ui::Asset),
 }
 
-pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
+pub fn handle<W>(ctx: &mut Ctx<'_, W>, head: &Head, body: &[u8]) -> Reply {
     let route = route_of(ctx, head.path());
     let cors = cors(ctx.config, head, &route);
     admit(ctx, head, route)
@@ -129,7 +129,7 @@ pub fn handle(ctx: &mut Ctx<'_>, head: &Head, body: &[u8]) -> Reply {
 /// body (401, 403, 404, 405), or `503` if it would be read but the bodies'
 /// budget is spent (`busy`); `None` to read it. The answer closes the
 /// connection, since the body that may follow is not read.
-pub fn check(ctx: &Ctx<'_>, head: &Head, busy: bool) -> Option<Reply> {
+pub fn check<W>(ctx: &Ctx<'_, W>, head: &Head, busy: bool) -> Option<Reply> {
     let route = route_of(ctx, head.path());
     let cors = cors(ctx.config, head, &route);
     let fail = match admit(ctx, head, route) {
@@ -141,7 +141,7 @@ pub fn check(ctx: &Ctx<'_>, head: &Head, busy: bool) -> Option<Reply> {
 }
 
 /// The route, with `/metrics` only on the listener that serves it.
-fn route_of<'p>(ctx: &Ctx<'_>, path: &'p str) -> Route<'p> {
+fn route_of<'p, W>(ctx: &Ctx<'_, W>, path: &'p str) -> Route<'p> {
     match (route(path), ctx.config.metrics_listen.is_some(), ctx.metrics_listener) {
         (r @ (Route::Metrics | Route::Healthz), _, true) => r,
         (_, _, true) | (Route::Metrics, true, false) => Route::NotFound,
@@ -173,7 +173,7 @@ fn cors(config: &Config, head: &Head, route: &Route<'_>) -> Cors {
     }
 }
 
-fn admit<'h>(ctx: &Ctx<'_>, head: &'h Head, route: Route<'h>) -> Result<Target<'h>> {
+fn admit<'h, W>(ctx: &Ctx<'_, W>, head: &'h Head, route: Route<'h>) -> Result<Target<'h>> {
     let method = head.method();
     let get = matches!(method, "GET" | "HEAD");
     let preflight = method == "OPTIONS" && head.header("access-control-request-method").is_some();
@@ -227,7 +227,7 @@ fn admit<'h>(ctx: &Ctx<'_>, head: &'h Head, route: Route<'h>) -> Result<Target<'
     }
 }
 
-fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &Cors) -> Result<Reply> {
+fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], cors: &Cors) -> Result<Reply> {
     let json = "application/json";
     match target {
         Target::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
@@ -301,7 +301,7 @@ fn run(ctx: &mut Ctx<'_>, head: &Head, target: Target<'_>, body: &[u8], cors: &C
 /// back (`hub::Undo`), and while storage is known to be unreachable it is
 /// refused before it is done, so that what a `503` answers is not half
 /// done here and undone by the next start.
-fn refuse_while_unhealthy(ctx: &Ctx<'_>) -> Result<()> {
+fn refuse_while_unhealthy<W>(ctx: &Ctx<'_, W>) -> Result<()> {
     match ctx.hub.engine().healthy() {
         true => Ok(()),
         false => Err(Fail::new(503, "storage unavailable")),
@@ -342,7 +342,7 @@ fn credential(head: &Head, query: bool) -> Option<Cow<'_, [u8]>> {
 }
 
 /// The caller of a request: an account's key, or a subscribe token.
-fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
+fn caller<W>(ctx: &Ctx<'_, W>, head: &Head, query: bool) -> Result<Caller> {
     let Some(presented) = credential(head, query) else {
         return Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>"));
     };
@@ -361,7 +361,7 @@ fn caller(ctx: &Ctx<'_>, head: &Head, query: bool) -> Result<Caller> {
 
 /// The name of the account whose key or subscribe token `head` carries,
 /// for the access log; `None` without a valid one.
-pub fn account_name(ctx: &Ctx<'_>, head: &Head) -> Option<String> {
+pub fn account_name<W>(ctx: &Ctx<'_, W>, head: &Head) -> Option<String> {
     let account = match caller(ctx, head, true).ok()? {
         Caller::Account(account, _) => account,
         Caller::Token { source, .. } => ctx.hub.registry.get(source)?.account,
@@ -371,7 +371,7 @@ pub fn account_name(ctx: &Ctx<'_>, head: &Head) -> Option<String> {
 
 /// The account of the request's key (`Authorization: Bearer` only); a
 /// subscribe token is refused here.
-fn authenticate(ctx: &Ctx<'_>, head: &Head) -> Result<AccountId> {
+fn authenticate<W>(ctx: &Ctx<'_, W>, head: &Head) -> Result<AccountId> {
     match caller(ctx, head, false)? {
         Caller::Account(account, _) => Ok(account),
         Caller::Token { .. } => Err(token_refused()),
@@ -385,7 +385,7 @@ fn token_refused() -> Fail {
 /// The source a stream or summaries request reads, and what opened it. A
 /// token names its own source only: any other is `403`, whether it exists
 /// or not (so a token tells nothing about the account's other sources).
-fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
+fn reader<W>(ctx: &Ctx<'_, W>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
     match caller(ctx, head, true)? {
         Caller::Account(account, key) => Ok((find(ctx, account, s)?, Opener::Key(key))),
         Caller::Token { source, serial } => {
@@ -401,7 +401,7 @@ fn reader(ctx: &Ctx<'_>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
     }
 }
 
-fn find(ctx: &Ctx<'_>, account: AccountId, s: &str) -> Result<SourceKey> {
+fn find<W>(ctx: &Ctx<'_, W>, account: AccountId, s: &str) -> Result<SourceKey> {
     ctx.hub.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
 }
 
@@ -417,7 +417,7 @@ fn last_event_id(head: &Head) -> Result<Option<EventId>> {
     }
 }
 
-fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
+fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
@@ -441,7 +441,7 @@ fn create_source(ctx: &mut Ctx<'_>, head: &Head, account: AccountId, body: &[u8]
 
 /// `PATCH /v1/sources/{source}` `{"verify":{…}|null}`: the one setting a
 /// source has. Answered with the source once storage has the change.
-fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
+fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let Some(setting) = value.as_object().and_then(|o| o.get("verify")) else {
@@ -464,7 +464,7 @@ fn update_source(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8],
 }
 
 /// `POST …/tokens` `{"expires_in_s":N}` (or no body): a subscribe token.
-fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
+fn create_token<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
     let bad = || Fail::new(400, format!("body must be {{\"expires_in_s\":<1 to {}>}} or empty", tokens::MAX_LIFE_S));
     let life_s = if body.trim_ascii().is_empty() {
         tokens::DEFAULT_LIFE_S
@@ -486,7 +486,7 @@ fn create_token(ctx: &mut Ctx<'_>, head: &Head, source: SourceKey, body: &[u8], 
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
 
-fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
+fn summaries<W>(ctx: &Ctx<'_, W>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
     let max = ctx.config.history.max(1);
     let limit = match http::query_param(head.query(), "limit") {
         None => 10.min(max),
@@ -514,7 +514,7 @@ fn summaries(ctx: &Ctx<'_>, head: &Head, source: SourceKey, cors: &str) -> Resul
 }
 
 /// `--public-url`, else `http://` + the request's Host.
-fn base_url(ctx: &Ctx<'_>, head: &Head) -> String {
+fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
     match &ctx.config.public_url {
         Some(url) => url.clone(),
         None => match head.header_str("host").filter(|h| !h.is_empty()) {

@@ -18,7 +18,7 @@ const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Emits the request as an event of the endpoint's source; answered once
 /// storage has it.
-pub fn ingest(hub: &mut Hub, head: &Head, key: &str, suffix: &str, body: &[u8], now_ms: u64) -> Result<Reply, Fail> {
+pub fn ingest<W>(hub: &mut Hub<W>, head: &Head, key: &str, suffix: &str, body: &[u8], now_ms: u64) -> Result<Reply, Fail> {
     let source = hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
     if head.method() == "OPTIONS" && head.header("access-control-request-method").is_some() {
         return Ok(preflight(head));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET};
+use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET, Waiter};
 use crate::api::Reply;
 use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
@@ -173,9 +173,10 @@ impl Reactor {
                         warn!("source {} ({}) created on another node has a name taken here", stored.meta.name, stored.meta.id);
                     }
                     throttled!(self.throttles.sources, Info, "source {} ({}) created on another node", stored.meta.name, stored.meta.id);
-                    self.hub.restore(account, stored);
+                    self.hub.restore(account, *stored);
                 }
-                Effect::Answer { key, generation, slot, mut answer, result } => {
+                Effect::Answer { waiter: Waiter::Handle(reply), result } => reply(result),
+                Effect::Answer { waiter: Waiter::Conn { key, generation, slot, mut answer }, result } => {
                     if self.conns.get(key).is_none_or(|c| c.generation != generation || c.closing.is_some()) {
                         continue;
                     }

@@ -18,15 +18,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::access::Access;
-use crate::api::reply::CORS_ANY;
+use crate::api::reply::{Answer, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{self, AccountId, Keys};
 use crate::commands::{Command, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
-use crate::engine::{self, Ack, EngineKind, SourceKey};
+use crate::engine::{self, Ack, EngineKind, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
-use crate::hub::{Hub, Waiter};
+use crate::hub::Hub;
 use crate::metrics::{Published, Stats};
 use crate::outq::Buf;
 use crate::proxy::{self, Cidr};
@@ -90,6 +90,16 @@ enum Due {
     AcceptRetry,
     /// The first subscribe token expires.
     Tokens,
+}
+
+/// Who waits for storage's answer to a change (the hub carries it
+/// without reading it).
+pub(crate) enum Waiter {
+    /// A connection's request, answered with `answer` in its `slot` of
+    /// the connection's answers (if it is still the same connection).
+    Conn { key: usize, generation: u32, slot: u32, answer: Answer },
+    /// A library handle's call.
+    Handle(Box<dyn FnOnce(Result<Ack, StorageError>)>),
 }
 
 /// A server bound but not running; everything in it is `Send`.
@@ -251,7 +261,7 @@ pub struct Reactor {
     access_log: bool,
     shared: Arc<Shared>,
     conns: Slab<Conn>,
-    hub: Hub,
+    hub: Hub<Waiter>,
     keys: Keys,
     default_account: AccountId,
     config: Config,
@@ -279,7 +289,7 @@ pub struct Reactor {
     scratch: Vec<u8>,
     /// Lent to request handlers (no allocation per emit).
     handler_scratch: Vec<u8>,
-    spare_effects: Vec<crate::hub::Effect>,
+    spare_effects: Vec<crate::hub::Effect<Waiter>>,
     spare_head: Head,
     /// Unix milliseconds, read once per turn (event ids, creation times).
     unix_now: u64,
@@ -773,7 +783,7 @@ impl Reactor {
     }
 
     /// What the API may read and change for connection `key`'s request.
-    fn ctx(&mut self, key: usize) -> Ctx<'_> {
+    fn ctx(&mut self, key: usize) -> Ctx<'_, Waiter> {
         Ctx {
             hub: &mut self.hub,
             keys: &self.keys,
