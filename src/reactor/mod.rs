@@ -1,47 +1,47 @@
 //! The reactor: one mio `Poll`, the listener, every connection in a slab
 //! (token = key), the source registry, and the timer wheel; the loop that
 //! drives them, and its reading half (accept, read, parse, dispatch,
-//! close). The writing half is in `delivery`. See the crate docs for the
-//! loop contract.
+//! close). The writing half is in `delivery`, what the server is bound
+//! with and holds before the first turn in `start`. See the crate docs for
+//! the loop contract.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::access::Access;
 use crate::api::reply::{Answer, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
-use crate::auth::{self, AccountId, Keys};
+use crate::auth::{AccountId, Keys};
 use crate::commands::{Command, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
-use crate::engine::{self, Ack, EngineKind, SourceKey, StorageError};
+use crate::engine::{self, Ack, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::Hub;
-use crate::metrics::{Published, Stats};
+use crate::metrics::Stats;
 use crate::outq::Buf;
 use crate::proxy::{self, Cidr};
 use crate::registry::CreateError;
 use crate::sse::{self, EventId};
-use crate::state;
 use crate::sys::unix_ms;
 use crate::throttle::{Throttles, throttled};
 use crate::timer::{TimerId, Timers};
 use crate::tokens::Opener;
 
 mod delivery;
+mod start;
 #[cfg(test)]
 mod tests;
 use delivery::{Handshakes, ToFlush};
+pub use start::Bound;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -81,6 +81,13 @@ const FD_RESERVE: u64 = 16;
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
 Content-Length: 48\r\nConnection: close\r\n\r\n{\"error\":\"server is at its connection limit\"}\n\n\n";
 
+/// After one step of reading requests: parse again, or wait for more bytes
+/// (or for storage, or for the connection's next phase).
+enum Step {
+    Again,
+    Wait,
+}
+
 /// What a timer is for.
 #[derive(Clone, Copy, Debug)]
 enum Due {
@@ -100,152 +107,6 @@ pub(crate) enum Waiter {
     Conn { key: usize, generation: u32, slot: u32, answer: Answer },
     /// A library handle's call.
     Handle(Box<dyn FnOnce(Result<Ack, StorageError>)>),
-}
-
-/// A server bound but not running; everything in it is `Send`.
-pub struct Bound {
-    poll: Poll,
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
-    pub local_addr: SocketAddr,
-    pub shared: Arc<Shared>,
-    pub default_key: Option<String>,
-    /// A generated key the engine is to keep for the next start.
-    key_to_keep: Option<String>,
-    keys: Keys,
-    default_account: AccountId,
-    config: Config,
-    max_connections: usize,
-    engine: engine::Opened,
-    imported: Vec<engine::StoredSource>,
-}
-
-impl Bound {
-    pub fn new(config: Config) -> io::Result<Bound> {
-        Bound::with_engine(config, engine::Opened::open)
-    }
-
-    /// Binds with the engine `open` gives (tests bring their own).
-    pub fn with_engine(
-        config: Config,
-        open: impl FnOnce(&engine::Settings, Arc<Waker>) -> io::Result<engine::Opened>,
-    ) -> io::Result<Bound> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let engine = open(&config.engine_settings(), waker.clone())?;
-        let mut keys = Keys::default();
-        let mut default_key = config.api_key.clone();
-        let mut key_to_keep = None;
-        if let Some(key) = &default_key {
-            keys.add(key, auth::DEFAULT_ACCOUNT);
-        }
-        if let Some(path) = &config.keys_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("--keys-file {}: {e}", path.display())))?;
-            keys.parse_file(&text)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--keys-file {}: {e}", path.display())))?;
-        }
-        let kept = engine.recovered().default_key.clone();
-        if keys.is_empty() {
-            // The whole key is logged once, by the start that generates it;
-            // later starts say where to read it.
-            let key = match kept {
-                Some(key) => {
-                    let read_it = where_to_read(&engine, &key);
-                    warn!("no API key configured; using the generated key kept in {} ({}…; {read_it})", engine.describe(), key_start(&key));
-                    key
-                }
-                None => {
-                    let key = format!("sk_{}", auth::random_base62(32));
-                    if config.engine == EngineKind::Memory {
-                        warn!("no API key configured; generated one for this run: {key}");
-                    } else {
-                        let read_it = where_to_read(&engine, &key);
-                        warn!("no API key configured; generated one, kept in {} ({read_it}): {key}", engine.describe());
-                    }
-                    key_to_keep = Some(key.clone());
-                    key
-                }
-            };
-            keys.add(&key, auth::DEFAULT_ACCOUNT);
-            default_key = Some(key);
-        } else if let Some(key) = kept {
-            warn!(
-                "the generated key kept in {} ({}…) is not in use: --api-key or --keys-file is given; a start without them uses it again",
-                engine.describe(),
-                key_start(&key)
-            );
-        }
-        // Without --api-key, `--source` and handles act on the keys file's first account.
-        let default_account = if default_key.is_some() { keys.account(auth::DEFAULT_ACCOUNT) } else { 0 };
-        let imported = match &config.state_file {
-            Some(path) if engine.recovered().sources.is_empty() => state::load(path)?,
-            Some(path) => {
-                info!("--state-file {}: not imported, {} already has sources", path.display(), engine.describe());
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        let bind = || match config.reuse_port {
-            true => crate::sys::listen_reuse_port(config.listen, LISTEN_BACKLOG).map(TcpListener::from_std),
-            false => TcpListener::bind(config.listen),
-        };
-        let mut listener = bind().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
-        let local_addr = listener.local_addr()?;
-        crate::sys::set_listen_backlog(listener.as_raw_fd(), LISTEN_BACKLOG);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let mut l = TcpListener::bind(addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("--metrics-listen: cannot listen on {addr}: {e}")))?;
-                poll.registry().register(&mut l, METRICS_LISTENER, Interest::READABLE)?;
-                Some(l)
-            }
-            None => None,
-        };
-        let max_connections = config.max_connections.unwrap_or_else(|| crate::sys::fd_limit().saturating_sub(FD_RESERVE).max(1) as usize);
-        let shared = Arc::new(Shared {
-            commands: Default::default(),
-            stopped: AtomicBool::new(false),
-            waker,
-            published: Published::default(),
-            max_event_bytes: config.max_event_bytes,
-        });
-        Ok(Bound {
-            poll,
-            listener,
-            metrics_listener,
-            local_addr,
-            shared,
-            default_key,
-            key_to_keep,
-            keys,
-            default_account,
-            config,
-            max_connections,
-            engine,
-            imported,
-        })
-    }
-}
-
-/// The first characters of a key, enough to tell which it is.
-fn key_start(key: &str) -> &str {
-    key.get(..7).unwrap_or("")
-}
-
-/// How a person reads the generated key: its file (written now if it is
-/// missing, as after an upgrade), or the engine's own place.
-fn where_to_read(engine: &engine::Opened, key: &str) -> String {
-    match engine.show_key(key) {
-        Ok(Some(path)) => format!("`ssehub key` prints it, from {}", path.display()),
-        // Redis: the key the engine keeps it under.
-        Ok(None) => format!("`GET ssehub:default_key` on {} reads it", engine.describe()),
-        Err(e) => {
-            warn!("cannot write the generated key's file: {e}");
-            "the start that generated it logged it".to_string()
-        }
-    }
 }
 
 pub struct Reactor {
@@ -317,59 +178,13 @@ impl Reactor {
             ..
         } = bound;
         let now = unix_ms();
-        let storage = match config.engine {
-            EngineKind::Memory => "engine memory".to_string(),
-            EngineKind::Log => format!("engine log, data dir {}, fsync {}", engine.describe(), config.fsync.name()),
-            EngineKind::Redis => format!("engine redis at {}", engine.describe()),
-        };
+        let storage = start::storage_line(&config, &engine);
         let (engine, recovered) = engine.start(now, poll.registry())?;
         let mut hub = Hub::new(engine);
-        if let Some(key) = key_to_keep {
-            hub.keep_default_key(&key, now);
-        }
-        for stored in recovered.sources {
-            let account = keys.account(&stored.meta.account);
-            hub.restore(account, stored);
-        }
-        for token in recovered.tokens {
-            hub.restore_token(token, now);
-        }
-        if let Some(path) = config.state_file.as_ref().filter(|_| !imported.is_empty()) {
-            let events: usize = imported.iter().map(|s| s.events.len()).sum();
-            info!("imported {} sources and {events} events from --state-file {}", imported.len(), path.display());
-            for stored in imported {
-                let account = keys.account(&stored.meta.account);
-                hub.import(account, stored, now);
-            }
-        }
-        for name in &config.sources {
-            if hub.registry.find(default_account, name).is_some() {
-                continue;
-            }
-            match hub.create(default_account, keys.account_name(default_account), name, None, now) {
-                Ok((key, _)) => {
-                    // Found at once, as the server starts: not one turn later, when storage has it.
-                    hub.registry.confirm(key);
-                    info!("source {name} ({}) ready", hub.source(key).id)
-                }
-                Err(e) => warn!("--source {name}: {e}"),
-            }
-        }
+        start::restore(&mut hub, &mut keys, &config, default_account, recovered, imported, key_to_keep, now);
         let handshakes = Handshakes::new(config.handshake_interval);
         let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
-        let (n_keys, accounts) = keys.counts();
-        let metrics = match metrics_listener.as_ref().and_then(|l| l.local_addr().ok()) {
-            Some(addr) => format!(", serving /metrics on http://{addr}"),
-            None => String::new(),
-        };
-        // The one start-up line (SPEC §2); the addresses are each followed by a space or the end of the line.
-        info!(
-            "ssehub {} started: {storage}; {n_keys} {} in {accounts} {}; listening on http://{local_addr} (up to {max_connections} connections, open-file limit {}){metrics}",
-            env!("CARGO_PKG_VERSION"),
-            if n_keys == 1 { "key" } else { "keys" },
-            if accounts == 1 { "account" } else { "accounts" },
-            crate::sys::fd_limit(),
-        );
+        start::log_started(&keys, &storage, local_addr, metrics_listener.as_ref(), max_connections);
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -644,61 +459,85 @@ impl Reactor {
     /// Parses and answers every complete request in the read buffer.
     fn process(&mut self, key: usize) {
         loop {
-            let max_body = self.config.max_event_bytes;
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
-            // A read must see the changes awaited before it.
-            if matches!(conn.phase, Phase::Head)
-                && conn.awaiting() > 0
-                && (conn.rbuf.starts_with(b"GET ") || conn.rbuf.starts_with(b"HEAD "))
-            {
-                return conn.park();
+            let step = match conn.phase {
+                // A read must see the changes awaited before it.
+                Phase::Head if conn.awaiting() > 0 && (conn.rbuf.starts_with(b"GET ") || conn.rbuf.starts_with(b"HEAD ")) => {
+                    conn.park();
+                    Step::Wait
+                }
+                Phase::Head if conn.rbuf.is_empty() => Step::Wait,
+                Phase::Head => self.on_head(key),
+                Phase::Body(_) => self.on_body(key),
+                Phase::Waiting | Phase::Stream { .. } | Phase::Linger => Step::Wait,
+            };
+            if let Step::Wait = step {
+                return;
             }
-            match &mut conn.phase {
-                Phase::Head if conn.rbuf.is_empty() => return,
-                Phase::Head => match http::parse_head_into(&conn.rbuf, &mut self.spare_head) {
-                    Ok(None) => return,
-                    Err(e) => return self.refuse(key, &e),
-                    Ok(Some(len)) => {
-                        // Reused request after request: its buffers stay allocated.
-                        let head = std::mem::take(&mut self.spare_head);
-                        // A second clock read per request only for the access log's durations.
-                        conn.request_at_us = if self.access_log { self.start.elapsed().as_micros() as u64 } else { self.now * 1000 };
-                        conn.rbuf.drain(..len);
-                        // The common case, a whole Content-Length body
-                        // already read, is answered from the read buffer.
-                        let whole = match head.framing {
-                            Framing::Length(n) if n as usize <= conn.rbuf.len() => Some(n as usize),
-                            _ => None,
-                        };
-                        match (BodyReader::new(head.framing, max_body), whole) {
-                            (Err(e), _) => return self.refuse(key, &e),
-                            (Ok(None), _) => self.dispatch(key, head, &[]),
-                            (Ok(Some(_)), Some(n)) => {
-                                let mut rbuf = std::mem::take(&mut conn.rbuf);
-                                self.dispatch(key, head, &rbuf[..n]);
-                                // Kept only if the connection still reads requests.
-                                if let Some(conn) = self.conns.get_mut(key).filter(|c| matches!(c.phase, Phase::Head | Phase::Waiting)) {
-                                    rbuf.drain(..n);
-                                    conn.rbuf = rbuf;
-                                }
-                            }
-                            (Ok(Some(reader)), None) => self.begin_body(key, head, reader),
-                        }
-                    }
-                },
-                Phase::Body(read) => match read.reader.feed(&conn.rbuf, &mut read.body) {
-                    Err(e) => return self.refuse(key, &e),
-                    Ok(n) => {
-                        conn.rbuf.drain(..n);
-                        if !read.reader.is_done() {
-                            return;
-                        }
-                        let Some(BodyRead { head, body, .. }) = conn.take_body() else { return };
-                        self.release_body(key);
-                        self.dispatch(key, head, &body);
-                    }
-                },
-                Phase::Waiting | Phase::Stream { .. } | Phase::Linger => return,
+        }
+    }
+
+    /// The read buffer may hold a request head: parsed, and answered now
+    /// if its body (if any) is here too; else its body is read next.
+    fn on_head(&mut self, key: usize) -> Step {
+        let conn = &mut self.conns[key];
+        let len = match http::parse_head_into(&conn.rbuf, &mut self.spare_head) {
+            Ok(None) => return Step::Wait,
+            Err(e) => {
+                self.refuse(key, &e);
+                return Step::Wait;
+            }
+            Ok(Some(len)) => len,
+        };
+        // Reused request after request: its buffers stay allocated.
+        let head = std::mem::take(&mut self.spare_head);
+        // A second clock read per request only for the access log's durations.
+        conn.request_at_us = if self.access_log { self.start.elapsed().as_micros() as u64 } else { self.now * 1000 };
+        conn.rbuf.drain(..len);
+        let reader = match BodyReader::new(head.framing, self.config.max_event_bytes) {
+            Err(e) => {
+                self.refuse(key, &e);
+                return Step::Wait;
+            }
+            Ok(reader) => reader,
+        };
+        match (reader, head.framing) {
+            (None, _) => self.dispatch(key, head, &[]),
+            // The common case, a whole Content-Length body already read, is
+            // answered from the read buffer.
+            (Some(_), Framing::Length(n)) if n as usize <= conn.rbuf.len() => {
+                let n = n as usize;
+                let mut rbuf = std::mem::take(&mut conn.rbuf);
+                self.dispatch(key, head, &rbuf[..n]);
+                // Kept only if the connection still reads requests.
+                if let Some(conn) = self.conns.get_mut(key).filter(|c| matches!(c.phase, Phase::Head | Phase::Waiting)) {
+                    rbuf.drain(..n);
+                    conn.rbuf = rbuf;
+                }
+            }
+            (Some(reader), _) => self.begin_body(key, head, reader),
+        }
+        Step::Again
+    }
+
+    /// Feeds what was read to the body being read; a complete one is answered.
+    fn on_body(&mut self, key: usize) -> Step {
+        let conn = &mut self.conns[key];
+        let Phase::Body(read) = &mut conn.phase else { return Step::Wait };
+        match read.reader.feed(&conn.rbuf, &mut read.body) {
+            Err(e) => {
+                self.refuse(key, &e);
+                Step::Wait
+            }
+            Ok(n) => {
+                conn.rbuf.drain(..n);
+                if !read.reader.is_done() {
+                    return Step::Wait;
+                }
+                let Some(BodyRead { head, body, .. }) = conn.take_body() else { return Step::Wait };
+                self.release_body(key);
+                self.dispatch(key, head, &body);
+                Step::Again
             }
         }
     }
