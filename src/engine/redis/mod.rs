@@ -23,6 +23,9 @@
 //! emits, which wait (at most `pipeline::EMIT_TIMEOUT`) for their record to show up
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
+//! A Redis that refuses writes (OOM, MISCONF, READONLY, NOREPLICAS) makes
+//! the engine unhealthy from the first refused change until a change, or
+//! the probe sent once a second meanwhile, is taken.
 //!
 //! This file is the engine: the changes, the replies and records applied
 //! to this node's sources and rings, faults and data loss. Beside it:
@@ -46,7 +49,7 @@ mod url;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use log::{error, warn};
+use log::{error, info, warn};
 use mio::{Events, Poll, Registry, Token};
 
 use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
@@ -69,11 +72,16 @@ pub const TOKEN_BASE: usize = usize::MAX / 2;
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
 /// Error replies that say the script did not run or wrote nothing:
-/// refused before its first write (memory full, persistence failing, a
-/// replica), or not loaded. (`LOST` did not run either, but the loss's
-/// write-back has already left without what the change took out: it
-/// counts as unknown.)
-const REFUSED: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT"];
+/// refused before its first write (`REFUSING`), or not loaded. (`LOST`
+/// did not run either, but the loss's write-back has already left without
+/// what the change took out: it counts as unknown.)
+const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
+/// Redis refuses writes (memory full under `noeviction`, persistence
+/// failing, a replica, too few replicas for `min-replicas-to-write`): the
+/// engine is unhealthy until a change or a probe is taken.
+const REFUSING: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS"];
+/// While Redis refuses writes, a probe this often (`Pipeline::probe`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Redis {
     url: RedisUrl,
@@ -96,6 +104,8 @@ pub struct Redis {
     stalled: bool,
     scratch: Vec<u8>,
     health: Health,
+    /// Redis refuses writes: when to probe next (`Pipeline::probe`).
+    probe: Option<Instant>,
 }
 
 impl Redis {
@@ -134,6 +144,7 @@ impl Redis {
             stalled: false,
             scratch: Vec::new(),
             health: Health::default(),
+            probe: None,
         };
         r.connect_due(Instant::now());
         r
@@ -309,6 +320,14 @@ impl Redis {
                 }
             }
             Awaited::Resync => self.resynced(&reply),
+            Awaited::Probe(at) => {
+                self.health.rtt(at);
+                match &reply {
+                    Value::Error(e) if e.starts_with(b"NOSCRIPT") => self.pipe.load_script(),
+                    Value::Error(_) => {}
+                    _ => self.taken(),
+                }
+            }
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -324,6 +343,7 @@ impl Redis {
                     }
                     return self.pipe.fail_flights(&counters, &mut self.ready);
                 }
+                self.taken();
                 let parts = reply.as_array().unwrap_or(&[]);
                 for (i, counter) in counters.into_iter().enumerate() {
                     self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
@@ -341,7 +361,10 @@ impl Redis {
                         self.sources.take_back(&mut self.rings, take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
                     }
-                    _ => Ok(Ack::Stored),
+                    _ => {
+                        self.taken();
+                        Ok(Ack::Stored)
+                    }
                 };
                 if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result });
@@ -364,7 +387,27 @@ impl Redis {
         } else {
             warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
         }
+        if self.probe.is_none() && REFUSING.iter().any(|code| e.starts_with(code)) {
+            self.probe = Some(Instant::now() + PROBE_INTERVAL);
+        }
         REFUSED.iter().any(|code| e.starts_with(code))
+    }
+
+    /// Redis took a change (or the probe): healthy again if it refused them.
+    fn taken(&mut self) {
+        if self.probe.take().is_some() {
+            info!("Redis at {} takes changes again", self.url.describe());
+        }
+    }
+
+    /// While Redis refuses writes, once a `PROBE_INTERVAL`, so that health
+    /// comes back with no traffic (deletes and clears are refused while
+    /// unhealthy, so they cannot be what brings it back).
+    fn probe_if_due(&mut self, now: Instant) {
+        if self.probe.is_some_and(|at| now >= at) && self.pipe.link.state == LinkState::Up {
+            self.pipe.probe(now);
+            self.probe = Some(now + PROBE_INTERVAL);
+        }
     }
 
     /// Redis lost data (FLUSHALL, a restart without persistence, a stale
@@ -525,6 +568,7 @@ impl Redis {
                 self.lose_reader(n, "no answer");
             }
         }
+        self.probe_if_due(now);
         self.pipe.ping_if_idle(now);
         self.connect_due(now);
     }
@@ -662,6 +706,9 @@ impl Engine for Redis {
         for r in &self.readers {
             r.next_wake(&mut consider);
         }
+        if let Some(t) = self.probe {
+            consider(t);
+        }
         at
     }
 
@@ -673,8 +720,10 @@ impl Engine for Redis {
         self.health.metrics(self.all_up(), out);
     }
 
+    /// The command link answers, and Redis takes changes (from the first
+    /// one it refuses until one, or a probe, is taken).
     fn healthy(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.probe.is_none()
     }
 
     fn shared(&self) -> bool {
