@@ -869,6 +869,40 @@ fn changes_a_read_only_redis_refuses_are_taken_back() {
     });
 }
 
+/// The round trip to Redis is a Prometheus histogram in seconds: after
+/// some emits its buckets count up cumulatively, in order, and end with
+/// `le="+Inf"` equal to `_count`; the old mean in microseconds is gone.
+#[test]
+fn the_redis_round_trip_is_a_histogram_in_seconds() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    a.create_source("s");
+    for i in 0..20 {
+        a.emit("s", &i.to_string());
+    }
+    let body = a.request("GET", "/metrics", None).body;
+    let name = "ssehub_redis_round_trip_seconds";
+    assert!(body.contains(&format!("# TYPE {name} histogram\n")), "{body}");
+    assert!(!body.contains("round_trip_microseconds"), "{body}");
+    let buckets: Vec<(String, u64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .map(|rest| {
+            let (le, count) = rest.split_once("\"} ").unwrap();
+            (le.to_string(), count.parse().unwrap())
+        })
+        .collect();
+    let value = |suffix: &str| body.lines().find_map(|l| l.strip_prefix(&format!("{name}{suffix} "))).unwrap_or_else(|| panic!("{body}"));
+    let count: u64 = value("_count").parse().unwrap();
+    assert!(count >= 21, "the create and the emits at least: {count}");
+    let les: Vec<f64> = buckets[..buckets.len() - 1].iter().map(|(le, _)| le.parse().unwrap()).collect();
+    assert!(les.len() >= 10 && les.windows(2).all(|w| w[0] < w[1]), "{les:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &("+Inf".to_string(), count));
+    let sum: f64 = value("_sum").parse().unwrap();
+    assert!(sum > 0.0 && sum < count as f64, "{sum}");
+}
+
 /// Calls of the script that failed in Redis, from `INFO commandstats`.
 fn failed_script_calls(redis: &RedisServer) -> u64 {
     let info = redis.cli(&["INFO", "commandstats"]);

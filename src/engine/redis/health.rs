@@ -7,14 +7,20 @@ use std::time::Instant;
 use log::{error, info};
 
 use super::url::RedisUrl;
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
 use crate::text::push_u64;
 
-#[derive(Default)]
 pub struct Health {
     reconnects: u64,
-    rtt_us_total: u64,
-    rtt_count: u64,
+    /// Round trips of the commands on the command link.
+    rtt: Histogram<{ LATENCY_BUCKETS.len() }>,
     down_since: Option<Instant>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { reconnects: 0, rtt: Histogram::new(&LATENCY_BUCKETS), down_since: None }
+    }
 }
 
 impl Health {
@@ -43,18 +49,15 @@ impl Health {
 
     /// A command asked `at` is answered.
     pub fn rtt(&mut self, at: Instant) {
-        self.rtt_us_total += at.elapsed().as_micros() as u64;
-        self.rtt_count += 1;
+        self.rtt.observe(at.elapsed().as_micros() as u64);
     }
 
     /// The rows of `/metrics`; `all_up`: every link is connected and answering.
     pub fn metrics(&self, all_up: bool, out: &mut String) {
-        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
-        let rows: [(&str, &str, &str, u64); 4] = [
+        let rows: [(&str, &str, &str, u64); 3] = [
             ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(all_up)),
             ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
-            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
-            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
+            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt.count()),
         ];
         let mut text = Vec::new();
         for (name, kind, help, value) in rows {
@@ -65,5 +68,6 @@ impl Health {
             text.push(b'\n');
         }
         out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+        self.rtt.render("ssehub_redis_round_trip_seconds", "Round trips of the commands on the command link to Redis.", out);
     }
 }
