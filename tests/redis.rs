@@ -937,6 +937,47 @@ fn healthz_is_503_while_redis_refuses_writes_and_200_again_without_traffic() {
     }
 }
 
+/// Lines of `logs` that contain `what`, at `level` (any level: "").
+fn log_lines(logs: &str, level: &str, what: &str) -> usize {
+    logs.lines().filter(|l| l.contains(&format!(" {level}")) && l.contains(what)).count()
+}
+
+/// Redis refusing and taking writes many times a second, and its links
+/// cut many times over: each kind of the engine's lines is logged at its
+/// level at most once a second; the others go to debug, each still there.
+#[test]
+fn a_flapping_redis_is_logged_once_a_second_per_kind() {
+    const FLAPS: usize = 8;
+    let redis = RedisServer::start();
+    // One partition reader, which an emit answers (a reply resets its reconnect backoff).
+    let a = node(&redis, &["--redis-partitions", "1"]);
+    a.create_source("s");
+    let started = Instant::now();
+    for _ in 0..FLAPS {
+        assert_eq!(redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]), "OK");
+        assert_eq!(a.request("POST", "/v1/sources/s/events", Some("1")).status, 503);
+        assert_eq!(redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]), "OK");
+        a.emit("s", "2");
+    }
+    for i in 1..=FLAPS {
+        redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        wait_until(Duration::from_secs(5), "reachable again", || log_lines(&a.logs(), "", "reachable again after") == i);
+        a.emit("s", "3");
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let logs = a.logs();
+    for (level, what) in [
+        ("WARN", "Redis refused a change: NOREPLICAS"),
+        ("INFO", "takes changes again"),
+        ("ERROR", "unreachable ("),
+        ("INFO", "reachable again after"),
+    ] {
+        let n = log_lines(&logs, level, what);
+        assert!((1..=seconds).contains(&n), "{n} lines of {what:?} at {level} in {seconds} s:\n{logs}");
+        assert_eq!(log_lines(&logs, "", what), FLAPS, "each one is there, the others at debug:\n{logs}");
+    }
+}
+
 /// A TCP proxy in front of Redis that, while `frozen`, holds what Redis
 /// sends (the node behind it falls behind; nothing is lost).
 struct FreezingProxy {

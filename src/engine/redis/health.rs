@@ -1,16 +1,37 @@
 //! The links' health as an operator sees it: one log line when Redis
 //! becomes unreachable and one when every link is back, the links lost,
-//! the commands' round trips, and the engine's rows of `/metrics`.
+//! the commands' round trips, and the engine's rows of `/metrics`. The
+//! engine's lines that come per change or per source, or per flip of a
+//! flapping link, pass at most once a second per kind (`Lines`).
 
 use std::time::Instant;
-
-use log::{error, info};
 
 use super::url::RedisUrl;
 use crate::metrics::{Histogram, LATENCY_BUCKETS};
 use crate::text::push_u64;
+use crate::throttle::{Throttle, throttled};
+
+/// One throttle per kind of the engine's lines that Redis or the traffic
+/// can cause in bulk: the first of a second is logged with its detail, the
+/// others of that second at `debug`, counted on the next that passes.
+#[derive(Default)]
+pub struct Lines {
+    /// Redis refused a change (per change).
+    pub refused: Throttle,
+    /// Redis takes changes again (per flip).
+    pub taken: Throttle,
+    /// A source's events lost, evicted before this node caught up, or
+    /// caught up from its history (per source).
+    pub lost: Throttle,
+    pub evicted: Throttle,
+    pub catching_up: Throttle,
+    /// Redis unreachable, reachable again (per flip of a flapping link).
+    unreachable: Throttle,
+    reachable: Throttle,
+}
 
 pub struct Health {
+    pub lines: Lines,
     reconnects: u64,
     /// Round trips of the commands on the command link.
     rtt: Histogram<{ LATENCY_BUCKETS.len() }>,
@@ -19,7 +40,7 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Health {
-        Health { reconnects: 0, rtt: Histogram::new(&LATENCY_BUCKETS), down_since: None }
+        Health { lines: Lines::default(), reconnects: 0, rtt: Histogram::new(&LATENCY_BUCKETS), down_since: None }
     }
 }
 
@@ -32,7 +53,12 @@ impl Health {
         }
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
-            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", url.describe());
+            throttled!(
+                self.lines.unreachable,
+                Error,
+                "Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting",
+                url.describe()
+            );
         }
     }
 
@@ -44,7 +70,7 @@ impl Health {
     pub fn back(&mut self, url: &RedisUrl) {
         // Whole milliseconds: no float is formatted anywhere (its code is 20 KiB of the binary).
         let ms = self.down_since.take().map_or(0, |t| t.elapsed().as_millis());
-        info!("Redis at {} reachable again after {ms} ms", url.describe());
+        throttled!(self.lines.reachable, Info, "Redis at {} reachable again after {ms} ms", url.describe());
     }
 
     /// A command asked `at` is answered.

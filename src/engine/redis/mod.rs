@@ -49,11 +49,12 @@ mod url;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::error;
 use mio::{Events, Poll, Registry, Token};
 
 use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::{Event, EventId};
+use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
 use health::Health;
@@ -385,7 +386,7 @@ impl Redis {
             // Not run: safe to refuse. Loaded again for what follows.
             self.pipe.load_script();
         } else {
-            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
+            throttled!(self.health.lines.refused, Warn, "Redis refused a change: {}", String::from_utf8_lossy(e));
         }
         if self.probe.is_none() && REFUSING.iter().any(|code| e.starts_with(code)) {
             self.probe = Some(Instant::now() + PROBE_INTERVAL);
@@ -396,7 +397,7 @@ impl Redis {
     /// Redis took a change (or the probe): healthy again if it refused them.
     fn taken(&mut self) {
         if self.probe.take().is_some() {
-            info!("Redis at {} takes changes again", self.url.describe());
+            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
         }
     }
 
@@ -457,7 +458,7 @@ impl Redis {
                             Some(r) if r.key == key && r.prev == prev && r.done => {
                                 self.rings.lost_up_to(key, prev);
                                 if !r.gap_sent {
-                                    warn!("source {source}: events after {last} up to {prev} are lost");
+                                    throttled!(self.health.lines.lost, Warn, "source {source}: events after {last} up to {prev} are lost");
                                     self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from: Some(id) } });
                                 }
                             }
@@ -466,6 +467,11 @@ impl Redis {
                                 let waiting = waiting.filter(|r| !r.done);
                                 self.stalled = true;
                                 if waiting.is_none() && self.pipe.link.state == LinkState::Up {
+                                    throttled!(
+                                        self.health.lines.catching_up,
+                                        Info,
+                                        "source {source}: catching up from its history after {last} (this node fell behind its partition)"
+                                    );
                                     self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
                                 } else {
                                     self.resync = waiting;
@@ -541,7 +547,9 @@ impl Redis {
         let events = records::history(reply, prev);
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
-            warn!(
+            throttled!(
+                self.health.lines.evicted,
+                Warn,
                 "source {}: events after {last} up to {before} were evicted before this node caught up",
                 self.sources.get(key).map_or("", |s| &s.id)
             );
