@@ -24,8 +24,9 @@
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
 //! A Redis that refuses writes (OOM, MISCONF, READONLY, NOREPLICAS) makes
-//! the engine unhealthy from the first refused change until a change, or
-//! the probe sent once a second meanwhile, is taken.
+//! the engine unhealthy from the first refused change until emits, or the
+//! probe sent once a second meanwhile, are taken; deletes and clears are
+//! still tried meanwhile (a full memory takes them).
 //!
 //! This file is the engine: the changes, the replies and records applied
 //! to this node's sources and rings, faults and data loss. Beside it:
@@ -298,6 +299,11 @@ impl Redis {
         }
     }
 
+    /// The command link is connected and has answered.
+    fn reachable(&self) -> bool {
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
+    }
+
     fn all_up(&self) -> bool {
         self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
     }
@@ -362,10 +368,8 @@ impl Redis {
                         self.sources.take_back(&mut self.rings, take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
                     }
-                    _ => {
-                        self.taken();
-                        Ok(Ack::Stored)
-                    }
+                    // (Not `taken`: a full memory takes deletes and clears, not emits.)
+                    _ => Ok(Ack::Stored),
                 };
                 if let Some(ticket) = ticket {
                     self.ready.push(Outcome::Done { ticket, result });
@@ -394,7 +398,7 @@ impl Redis {
         REFUSED.iter().any(|code| e.starts_with(code))
     }
 
-    /// Redis took a change (or the probe): healthy again if it refused them.
+    /// Redis took emits (or the probe): healthy again if it refused changes.
     fn taken(&mut self) {
         if self.probe.take().is_some() {
             throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
@@ -729,9 +733,16 @@ impl Engine for Redis {
     }
 
     /// The command link answers, and Redis takes changes (from the first
-    /// one it refuses until one, or a probe, is taken).
+    /// one it refuses until emits, or a probe, are taken).
     fn healthy(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.probe.is_none()
+        self.reachable() && self.probe.is_none()
+    }
+
+    /// While Redis refuses writes, deletes and clears are still sent: one
+    /// it refuses is surely not done and is taken back here (`503`), and a
+    /// full memory takes them (their first write frees; they free memory).
+    fn takes_removals(&self) -> bool {
+        self.reachable()
     }
 
     fn shared(&self) -> bool {
