@@ -179,6 +179,75 @@ impl Stats {
     }
 }
 
+/// Bucket bounds for round trips and other latencies: 100 µs to 1 s, as
+/// (microseconds, the `le` label in seconds).
+pub const LATENCY_BUCKETS: [(u64, &str); 13] = [
+    (100, "0.0001"),
+    (250, "0.00025"),
+    (500, "0.0005"),
+    (1_000, "0.001"),
+    (2_500, "0.0025"),
+    (5_000, "0.005"),
+    (10_000, "0.01"),
+    (25_000, "0.025"),
+    (50_000, "0.05"),
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+];
+
+/// A Prometheus histogram of durations with fixed buckets: observed in
+/// microseconds, exposed in seconds (`_bucket{le=…}` cumulative up to
+/// `+Inf`, `_sum`, `_count`). An observation counts into one bucket, with
+/// no allocation; the bounds' labels are given as text (no float is
+/// formatted anywhere).
+#[derive(Debug, Clone)]
+pub struct Histogram<const N: usize> {
+    /// Upper bounds in microseconds, ascending, with their `le` labels.
+    bounds: &'static [(u64, &'static str); N],
+    /// Observations per bucket (not cumulative); above the last bound only in `count`.
+    counts: [u64; N],
+    count: u64,
+    sum_us: u64,
+}
+
+impl<const N: usize> Histogram<N> {
+    pub const fn new(bounds: &'static [(u64, &'static str); N]) -> Histogram<N> {
+        Histogram { bounds, counts: [0; N], count: 0, sum_us: 0 }
+    }
+
+    pub fn observe(&mut self, us: u64) {
+        if let Some(at) = self.bounds.iter().position(|&(bound, _)| us <= bound) {
+            self.counts[at] += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The histogram's lines as metric `name` (its full name, ending in `_seconds`).
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut below = 0;
+        for (&(_, le), n) in self.bounds.iter().zip(self.counts) {
+            below += n;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {below}");
+        }
+        let (count, us) = (self.count, self.sum_us);
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}.{:06}\n{name}_count {count}\n",
+            us / 1_000_000,
+            us % 1_000_000
+        );
+    }
+}
+
 /// The `process_*` metrics of the Prometheus client libraries, read from
 /// `/proc/self` now. Seconds are written as decimals by hand: formatting an
 /// f64 would link core's float printing for these lines alone.
@@ -235,6 +304,22 @@ impl Published {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histogram_counts_cumulatively_in_seconds() {
+        let mut h = Histogram::new(&LATENCY_BUCKETS);
+        for us in [50, 100, 101, 900, 2_000_000] {
+            h.observe(us);
+        }
+        let mut text = String::new();
+        h.render("x_seconds", "Help.", &mut text);
+        assert!(text.starts_with("# HELP x_seconds Help.\n# TYPE x_seconds histogram\nx_seconds_bucket{le=\"0.0001\"} 2\n"), "{text}");
+        assert!(text.contains("\nx_seconds_bucket{le=\"0.00025\"} 3\n"), "{text}");
+        assert!(text.contains("\nx_seconds_bucket{le=\"0.001\"} 4\n"), "{text}");
+        assert!(text.contains("\nx_seconds_bucket{le=\"1\"} 4\nx_seconds_bucket{le=\"+Inf\"} 5\n"), "{text}");
+        assert!(text.ends_with("\nx_seconds_sum 2.001151\nx_seconds_count 5\n"), "{text}");
+        assert_eq!(h.count(), 5);
+    }
 
     #[test]
     fn publishes_and_renders() {

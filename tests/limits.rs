@@ -159,6 +159,34 @@ fn connections_beyond_the_limit_are_refused_without_harm() {
     }
 }
 
+/// At `--max-connections` on the main port, scrapes on `--metrics-listen`
+/// still get through (a few past the limit, kept open here); the next one
+/// is refused like any connection, and the main port still refuses.
+#[test]
+fn a_metrics_scrape_gets_through_when_the_main_port_is_full() {
+    let server = TestServer::start(&["--source", "s", "--max-connections", "2", "--metrics-listen", "127.0.0.1:0"]);
+    let logs = server.logs();
+    let metrics: std::net::SocketAddr =
+        logs.split("serving /metrics on http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    let _streams: Vec<_> = (0..2).map(|_| server.subscribe("/sources/s/sse", "")).collect();
+    let answer = read_to_close(&mut server.connect());
+    assert!(answer.starts_with("HTTP/1.1 503 ") && answer.contains("connection limit"), "{answer}");
+    let scrapers: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut s = TcpStream::connect(metrics).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let r = read_response(&mut BufReader::new(s.try_clone().unwrap()));
+            assert_eq!(r.status, 200, "scrape {i}: {}", r.body);
+            let open: u64 = r.body.lines().find_map(|l| l.strip_prefix("ssehub_connections_open ")).unwrap().parse().unwrap();
+            assert!(open >= 2, "{}", r.body);
+            s
+        })
+        .collect();
+    let answer = read_to_close(&mut TcpStream::connect(metrics).unwrap());
+    assert!(answer.starts_with("HTTP/1.1 503 ") && answer.contains("connection limit"), "{answer}");
+    drop(scrapers);
+}
+
 /// CPU seconds (user + system) the process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

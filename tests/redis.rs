@@ -867,6 +867,119 @@ fn changes_a_read_only_redis_refuses_are_taken_back() {
     });
 }
 
+/// The round trip to Redis is a Prometheus histogram in seconds: after
+/// some emits its buckets count up cumulatively, in order, and end with
+/// `le="+Inf"` equal to `_count`; the old mean in microseconds is gone.
+#[test]
+fn the_redis_round_trip_is_a_histogram_in_seconds() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    a.create_source("s");
+    for i in 0..20 {
+        a.emit("s", &i.to_string());
+    }
+    let body = a.request("GET", "/metrics", None).body;
+    let name = "ssehub_redis_round_trip_seconds";
+    assert!(body.contains(&format!("# TYPE {name} histogram\n")), "{body}");
+    assert!(!body.contains("round_trip_microseconds"), "{body}");
+    let buckets: Vec<(String, u64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .map(|rest| {
+            let (le, count) = rest.split_once("\"} ").unwrap();
+            (le.to_string(), count.parse().unwrap())
+        })
+        .collect();
+    let value = |suffix: &str| body.lines().find_map(|l| l.strip_prefix(&format!("{name}{suffix} "))).unwrap_or_else(|| panic!("{body}"));
+    let count: u64 = value("_count").parse().unwrap();
+    // (An emit acknowledged by its partition record before its reply is not yet counted.)
+    assert!(count > 0, "{body}");
+    let les: Vec<f64> = buckets[..buckets.len() - 1].iter().map(|(le, _)| le.parse().unwrap()).collect();
+    assert!(les.len() >= 10 && les.windows(2).all(|w| w[0] < w[1]), "{les:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &("+Inf".to_string(), count));
+    let sum: f64 = value("_sum").parse().unwrap();
+    assert!(sum > 0.0 && sum < count as f64, "{sum}");
+}
+
+/// Calls of the script that failed in Redis, from `INFO commandstats`.
+fn failed_script_calls(redis: &RedisServer) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or("");
+    line.split(',').find_map(|f| f.strip_prefix("failed_calls=")).map_or(0, |n| n.parse().unwrap())
+}
+
+/// Redis refusing writes (memory full under `noeviction`; too few
+/// replicas for `min-replicas-to-write`): from the first refused emit on,
+/// `/healthz` is 503, also across the engine's probes, so a load balancer
+/// stops sending traffic; a clear is still tried (a full memory takes it,
+/// which does not make the node healthy); once Redis takes writes again,
+/// `/healthz` is 200 within about 2 s with no change sent, and emits
+/// succeed.
+#[test]
+fn healthz_is_503_while_redis_refuses_writes_and_200_again_without_traffic() {
+    let redis = RedisServer::start();
+    let a = node(&redis, &[]);
+    a.create_source("s");
+    a.emit("s", "1");
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "OK");
+    for (setting, refusing, taking, clear) in [("maxmemory", "1", "0", 202), ("min-replicas-to-write", "1", "0", 503)] {
+        assert_eq!(redis.cli(&["CONFIG", "SET", setting, refusing]), "OK");
+        let r = a.request("POST", "/v1/sources/s/events", Some("2"));
+        assert_eq!((r.status, r.body.as_str()), (503, r#"{"error":"storage unavailable"}"#), "{setting}");
+        assert_eq!(healthz(&a), 503, "{setting}: unhealthy from the first refused change");
+        assert_eq!(a.request("DELETE", "/v1/sources/s/events", None).status, clear, "{setting}: a clear");
+        assert_eq!(healthz(&a), 503, "{setting}");
+        let failed = failed_script_calls(&redis);
+        wait_until(Duration::from_secs(3), "a probe refused", || failed_script_calls(&redis) > failed);
+        assert_eq!(healthz(&a), 503, "{setting}: a refused probe keeps it unhealthy");
+        assert_eq!(redis.cli(&["CONFIG", "SET", setting, taking]), "OK");
+        wait_until(Duration::from_millis(2500), "/healthz 200 again with no change sent", || healthz(&a) == 200);
+        a.emit("s", "3");
+    }
+}
+
+/// Lines of `logs` that contain `what`, at `level` (any level: "").
+fn log_lines(logs: &str, level: &str, what: &str) -> usize {
+    logs.lines().filter(|l| l.contains(&format!(" {level}")) && l.contains(what)).count()
+}
+
+/// Redis refusing and taking writes many times a second, and its links
+/// cut many times over: each kind of the engine's lines is logged at its
+/// level at most once a second; the others go to debug, each still there.
+#[test]
+fn a_flapping_redis_is_logged_once_a_second_per_kind() {
+    const FLAPS: usize = 8;
+    let redis = RedisServer::start();
+    // One partition reader, which an emit answers (a reply resets its reconnect backoff).
+    let a = node(&redis, &["--redis-partitions", "1"]);
+    a.create_source("s");
+    let started = Instant::now();
+    for _ in 0..FLAPS {
+        assert_eq!(redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "1"]), "OK");
+        assert_eq!(a.request("POST", "/v1/sources/s/events", Some("1")).status, 503);
+        assert_eq!(redis.cli(&["CONFIG", "SET", "min-replicas-to-write", "0"]), "OK");
+        a.emit("s", "2");
+    }
+    for i in 1..=FLAPS {
+        redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+        wait_until(Duration::from_secs(5), "reachable again", || log_lines(&a.logs(), "", "reachable again after") == i);
+        a.emit("s", "3");
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let logs = a.logs();
+    for (level, what) in [
+        ("WARN", "Redis refused a change: NOREPLICAS"),
+        ("INFO", "takes changes again"),
+        ("ERROR", "unreachable ("),
+        ("INFO", "reachable again after"),
+    ] {
+        let n = log_lines(&logs, level, what);
+        assert!((1..=seconds).contains(&n), "{n} lines of {what:?} at {level} in {seconds} s:\n{logs}");
+        assert_eq!(log_lines(&logs, "", what), FLAPS, "each one is there, the others at debug:\n{logs}");
+    }
+}
+
 /// A TCP proxy in front of Redis that, while `frozen`, holds what Redis
 /// sends (the node behind it falls behind; nothing is lost).
 struct FreezingProxy {

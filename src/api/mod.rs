@@ -299,10 +299,10 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
 /// A delete or a clear takes effect here at once (streams end, the ring
 /// empties) and storage acknowledges it later; a write that fails takes it
 /// back (`hub::Undo`), and while storage is known to be unreachable it is
-/// refused before it is done, so that what a `503` answers is not half
-/// done here and undone by the next start.
+/// refused before it is done (`Engine::takes_removals`), so that what a
+/// `503` answers is not half done here and undone by the next start.
 fn refuse_while_unhealthy<W>(ctx: &Ctx<'_, W>) -> Result<()> {
-    match ctx.hub.engine().healthy() {
+    match ctx.hub.engine().takes_removals() {
         true => Ok(()),
         false => Err(Fail::new(503, "storage unavailable")),
     }

@@ -238,6 +238,13 @@ pub trait Engine {
         true
     }
 
+    /// False while a delete or a clear is to be refused before it is done
+    /// (it would fail, or be done here and undone by the next start). By
+    /// default, while not healthy.
+    fn takes_removals(&self) -> bool {
+        self.healthy()
+    }
+
     /// True if other nodes share the storage: a client may then resume
     /// here from an id this node has not read yet.
     fn shared(&self) -> bool {

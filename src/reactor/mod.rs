@@ -75,8 +75,14 @@ const EVENTS_CAPACITY: usize = 1024;
 /// loses SYNs, which clients retry only after 1 s (docs/reliability.md).
 const LISTEN_BACKLOG: i32 = 65535;
 /// Descriptors kept free under the connection limit: listener, epoll,
-/// waker, the spare, stdio, log files.
+/// waker, the spare, stdio, log files, and `METRICS_EXTRA` scrapers.
 const FD_RESERVE: u64 = 16;
+/// Connections on `--metrics-listen` admitted past `--max-connections`:
+/// a main port full of clients must not blind the monitoring that would
+/// show it (nor the probe of `/healthz` there). A scraper or two is the
+/// use; these few come out of `FD_RESERVE`, which has room for them, and
+/// beyond them a scrape is refused like any other connection.
+const METRICS_EXTRA: usize = 4;
 
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
 Content-Length: 48\r\nConnection: close\r\n\r\n{\"error\":\"server is at its connection limit\"}\n\n\n";
@@ -377,7 +383,8 @@ impl Reactor {
     }
 
     fn admit(&mut self, mut sock: TcpStream, addr: SocketAddr, on_metrics: bool) {
-        if self.conns.len() >= self.max_connections {
+        let limit = self.max_connections + if on_metrics { METRICS_EXTRA } else { 0 };
+        if self.conns.len() >= limit {
             // Best effort: a fresh socket's send buffer is empty.
             let _ = sock.write(REFUSED);
             self.stats.connections_refused += 1;

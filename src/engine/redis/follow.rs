@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{error, info};
+use log::error;
 use mio::{Registry, Token};
 
 use super::link::{Link, LinkState};
@@ -133,9 +133,9 @@ pub struct Resync {
 }
 
 impl Resync {
-    /// Asks on the command link for the history of `source` after `last`.
+    /// Asks on the command link for the history of `source` after `last`
+    /// (the caller logs it, throttled).
     pub fn ask<T>(pipe: &mut Pipeline<T>, source: &str, key: SourceKey, last: EventId, prev: EventId) -> Resync {
-        info!("source {source}: catching up from its history after {last} (this node fell behind its partition)");
         let history = pipe.keys.history(source);
         // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
         // trimming may keep more), those up to `prev` used (the later ones come by partition).

@@ -1,20 +1,47 @@
 //! The links' health as an operator sees it: one log line when Redis
 //! becomes unreachable and one when every link is back, the links lost,
-//! the commands' round trips, and the engine's rows of `/metrics`.
+//! the commands' round trips, and the engine's rows of `/metrics`. The
+//! engine's lines that come per change or per source, or per flip of a
+//! flapping link, pass at most once a second per kind (`Lines`).
 
 use std::time::Instant;
 
-use log::{error, info};
-
 use super::url::RedisUrl;
+use crate::metrics::{Histogram, LATENCY_BUCKETS};
 use crate::text::push_u64;
+use crate::throttle::{Throttle, throttled};
 
+/// One throttle per kind of the engine's lines that Redis or the traffic
+/// can cause in bulk: the first of a second is logged with its detail, the
+/// others of that second at `debug`, counted on the next that passes.
 #[derive(Default)]
+pub struct Lines {
+    /// Redis refused a change (per change).
+    pub refused: Throttle,
+    /// Redis takes changes again (per flip).
+    pub taken: Throttle,
+    /// A source's events lost, evicted before this node caught up, or
+    /// caught up from its history (per source).
+    pub lost: Throttle,
+    pub evicted: Throttle,
+    pub catching_up: Throttle,
+    /// Redis unreachable, reachable again (per flip of a flapping link).
+    unreachable: Throttle,
+    reachable: Throttle,
+}
+
 pub struct Health {
+    pub lines: Lines,
     reconnects: u64,
-    rtt_us_total: u64,
-    rtt_count: u64,
+    /// Round trips of the commands on the command link.
+    rtt: Histogram<{ LATENCY_BUCKETS.len() }>,
     down_since: Option<Instant>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { lines: Lines::default(), reconnects: 0, rtt: Histogram::new(&LATENCY_BUCKETS), down_since: None }
+    }
 }
 
 impl Health {
@@ -26,7 +53,12 @@ impl Health {
         }
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
-            error!("Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting", url.describe());
+            throttled!(
+                self.lines.unreachable,
+                Error,
+                "Redis at {} unreachable ({link}: {why}); emits answer 503 until it is back, reconnecting",
+                url.describe()
+            );
         }
     }
 
@@ -38,23 +70,20 @@ impl Health {
     pub fn back(&mut self, url: &RedisUrl) {
         // Whole milliseconds: no float is formatted anywhere (its code is 20 KiB of the binary).
         let ms = self.down_since.take().map_or(0, |t| t.elapsed().as_millis());
-        info!("Redis at {} reachable again after {ms} ms", url.describe());
+        throttled!(self.lines.reachable, Info, "Redis at {} reachable again after {ms} ms", url.describe());
     }
 
     /// A command asked `at` is answered.
     pub fn rtt(&mut self, at: Instant) {
-        self.rtt_us_total += at.elapsed().as_micros() as u64;
-        self.rtt_count += 1;
+        self.rtt.observe(at.elapsed().as_micros() as u64);
     }
 
     /// The rows of `/metrics`; `all_up`: every link is connected and answering.
     pub fn metrics(&self, all_up: bool, out: &mut String) {
-        let rtt_us = self.rtt_us_total.checked_div(self.rtt_count).unwrap_or(0);
-        let rows: [(&str, &str, &str, u64); 4] = [
+        let rows: [(&str, &str, &str, u64); 3] = [
             ("redis_up", "gauge", "1 while every link to Redis is connected and answering.", u64::from(all_up)),
             ("redis_reconnects_total", "counter", "Connected links to Redis lost since start (each is reconnected).", self.reconnects),
-            ("redis_round_trip_microseconds", "gauge", "Mean round trip of commands to Redis since start.", rtt_us),
-            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt_count),
+            ("redis_commands_total", "counter", "Commands answered by Redis on the command link.", self.rtt.count()),
         ];
         let mut text = Vec::new();
         for (name, kind, help, value) in rows {
@@ -65,5 +94,6 @@ impl Health {
             text.push(b'\n');
         }
         out.push_str(std::str::from_utf8(&text).unwrap_or(""));
+        self.rtt.render("ssehub_redis_round_trip_seconds", "Round trips of the commands on the command link to Redis.", out);
     }
 }

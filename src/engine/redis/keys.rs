@@ -9,7 +9,8 @@
 //! `--history` + 1, the oldest is the newest evicted), `p:<n>` the live
 //! partition streams, `partitions` the partition count the first node
 //! chose, `epoch` Redis's data generation (a change means it lost data),
-//! `default_key` a generated key.
+//! `default_key` a generated key, `probe` what the engine writes to learn
+//! whether Redis takes changes again after refusing them.
 
 use crate::text::push_u64;
 
@@ -26,6 +27,8 @@ pub struct KeyNames {
     pub names: String,
     /// Redis's data generation (a change means it lost data).
     pub epoch: String,
+    /// Written by the probe while Redis refuses changes.
+    pub probe: String,
 }
 
 impl KeyNames {
@@ -37,6 +40,7 @@ impl KeyNames {
             sources: join(prefix, "sources", ""),
             names: join(prefix, "names", ""),
             epoch: join(prefix, "epoch", ""),
+            probe: join(prefix, "probe", ""),
         }
     }
 

@@ -23,6 +23,10 @@
 //! emits, which wait (at most `pipeline::EMIT_TIMEOUT`) for their record to show up
 //! in a partition read: the emit id (node + counter) in the record tells a
 //! landed emit from a lost one, so a lost reply is never stored twice.
+//! A Redis that refuses writes (OOM, MISCONF, READONLY, NOREPLICAS) makes
+//! the engine unhealthy from the first refused change until emits, or the
+//! probe sent once a second meanwhile, are taken; deletes and clears are
+//! still tried meanwhile (a full memory takes them).
 //!
 //! This file is the engine: the changes, the replies and records applied
 //! to this node's sources and rings, faults and data loss. Beside it:
@@ -46,11 +50,12 @@ mod url;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use log::{error, warn};
+use log::error;
 use mio::{Events, Poll, Registry, Token};
 
 use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::{Event, EventId};
+use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
 use health::Health;
@@ -69,11 +74,16 @@ pub const TOKEN_BASE: usize = usize::MAX / 2;
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
 /// Error replies that say the script did not run or wrote nothing:
-/// refused before its first write (memory full, persistence failing, a
-/// replica), or not loaded. (`LOST` did not run either, but the loss's
-/// write-back has already left without what the change took out: it
-/// counts as unknown.)
-const REFUSED: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOSCRIPT"];
+/// refused before its first write (`REFUSING`), or not loaded. (`LOST`
+/// did not run either, but the loss's write-back has already left without
+/// what the change took out: it counts as unknown.)
+const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
+/// Redis refuses writes (memory full under `noeviction`, persistence
+/// failing, a replica, too few replicas for `min-replicas-to-write`): the
+/// engine is unhealthy until a change or a probe is taken.
+const REFUSING: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS"];
+/// While Redis refuses writes, a probe this often (`Pipeline::probe`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Redis {
     url: RedisUrl,
@@ -96,6 +106,8 @@ pub struct Redis {
     stalled: bool,
     scratch: Vec<u8>,
     health: Health,
+    /// Redis refuses writes: when to probe next (`Pipeline::probe`).
+    probe: Option<Instant>,
 }
 
 impl Redis {
@@ -134,6 +146,7 @@ impl Redis {
             stalled: false,
             scratch: Vec::new(),
             health: Health::default(),
+            probe: None,
         };
         r.connect_due(Instant::now());
         r
@@ -286,6 +299,11 @@ impl Redis {
         }
     }
 
+    /// The command link is connected and has answered.
+    fn reachable(&self) -> bool {
+        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
+    }
+
     fn all_up(&self) -> bool {
         self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
     }
@@ -309,6 +327,14 @@ impl Redis {
                 }
             }
             Awaited::Resync => self.resynced(&reply),
+            Awaited::Probe(at) => {
+                self.health.rtt(at);
+                match &reply {
+                    Value::Error(e) if e.starts_with(b"NOSCRIPT") => self.pipe.load_script(),
+                    Value::Error(_) => {}
+                    _ => self.taken(),
+                }
+            }
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -324,6 +350,7 @@ impl Redis {
                     }
                     return self.pipe.fail_flights(&counters, &mut self.ready);
                 }
+                self.taken();
                 let parts = reply.as_array().unwrap_or(&[]);
                 for (i, counter) in counters.into_iter().enumerate() {
                     self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
@@ -341,6 +368,7 @@ impl Redis {
                         self.sources.take_back(&mut self.rings, take_back, refused);
                         Err(if refused { StorageError::WriteFailed } else { StorageError::Unreachable })
                     }
+                    // (Not `taken`: a full memory takes deletes and clears, not emits.)
                     _ => Ok(Ack::Stored),
                 };
                 if let Some(ticket) = ticket {
@@ -362,9 +390,29 @@ impl Redis {
             // Not run: safe to refuse. Loaded again for what follows.
             self.pipe.load_script();
         } else {
-            warn!("Redis refused a change: {}", String::from_utf8_lossy(e));
+            throttled!(self.health.lines.refused, Warn, "Redis refused a change: {}", String::from_utf8_lossy(e));
+        }
+        if self.probe.is_none() && REFUSING.iter().any(|code| e.starts_with(code)) {
+            self.probe = Some(Instant::now() + PROBE_INTERVAL);
         }
         REFUSED.iter().any(|code| e.starts_with(code))
+    }
+
+    /// Redis took emits (or the probe): healthy again if it refused changes.
+    fn taken(&mut self) {
+        if self.probe.take().is_some() {
+            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
+        }
+    }
+
+    /// While Redis refuses writes, once a `PROBE_INTERVAL`, so that health
+    /// comes back with no traffic (deletes and clears are refused while
+    /// unhealthy, so they cannot be what brings it back).
+    fn probe_if_due(&mut self, now: Instant) {
+        if self.probe.is_some_and(|at| now >= at) && self.pipe.link.state == LinkState::Up {
+            self.pipe.probe(now);
+            self.probe = Some(now + PROBE_INTERVAL);
+        }
     }
 
     /// Redis lost data (FLUSHALL, a restart without persistence, a stale
@@ -414,7 +462,7 @@ impl Redis {
                             Some(r) if r.key == key && r.prev == prev && r.done => {
                                 self.rings.lost_up_to(key, prev);
                                 if !r.gap_sent {
-                                    warn!("source {source}: events after {last} up to {prev} are lost");
+                                    throttled!(self.health.lines.lost, Warn, "source {source}: events after {last} up to {prev} are lost");
                                     self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from: Some(id) } });
                                 }
                             }
@@ -423,6 +471,11 @@ impl Redis {
                                 let waiting = waiting.filter(|r| !r.done);
                                 self.stalled = true;
                                 if waiting.is_none() && self.pipe.link.state == LinkState::Up {
+                                    throttled!(
+                                        self.health.lines.catching_up,
+                                        Info,
+                                        "source {source}: catching up from its history after {last} (this node fell behind its partition)"
+                                    );
                                     self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
                                 } else {
                                     self.resync = waiting;
@@ -498,7 +551,9 @@ impl Redis {
         let events = records::history(reply, prev);
         if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
             // Some of what this node missed is no longer in the history either.
-            warn!(
+            throttled!(
+                self.health.lines.evicted,
+                Warn,
                 "source {}: events after {last} up to {before} were evicted before this node caught up",
                 self.sources.get(key).map_or("", |s| &s.id)
             );
@@ -525,6 +580,7 @@ impl Redis {
                 self.lose_reader(n, "no answer");
             }
         }
+        self.probe_if_due(now);
         self.pipe.ping_if_idle(now);
         self.connect_due(now);
     }
@@ -662,6 +718,9 @@ impl Engine for Redis {
         for r in &self.readers {
             r.next_wake(&mut consider);
         }
+        if let Some(t) = self.probe {
+            consider(t);
+        }
         at
     }
 
@@ -673,8 +732,17 @@ impl Engine for Redis {
         self.health.metrics(self.all_up(), out);
     }
 
+    /// The command link answers, and Redis takes changes (from the first
+    /// one it refuses until emits, or a probe, are taken).
     fn healthy(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
+        self.reachable() && self.probe.is_none()
+    }
+
+    /// While Redis refuses writes, deletes and clears are still sent: one
+    /// it refuses is surely not done and is taken back here (`503`), and a
+    /// full memory takes them (their first write frees; they free memory).
+    fn takes_removals(&self) -> bool {
+        self.reachable()
     }
 
     fn shared(&self) -> bool {

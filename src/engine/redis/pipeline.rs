@@ -50,6 +50,8 @@ pub enum Awaited<T> {
     Emits { counters: Vec<u64>, at: Instant, epoch: u64 },
     /// Any other change, and what to take back if it fails.
     Change { ticket: Option<Ticket>, take_back: T, at: Instant, epoch: u64 },
+    /// The script's probe while Redis refuses changes (`probe`).
+    Probe(Instant),
 }
 
 /// An emit submitted and not yet answered.
@@ -182,6 +184,24 @@ impl<T> Pipeline<T> {
         self.awaited.push_back(Awaited::Change { ticket, take_back, at: Instant::now(), epoch: self.epochs });
     }
 
+    /// While Redis refuses changes: the script's `P`, one `SET` of the
+    /// probe key. Scripts without flags (this one) are refused at their
+    /// first write, not before they run: a `maxmemory` OOM (decided when
+    /// the call starts, for any write that may grow memory, whatever its
+    /// size), MISCONF, READONLY and NOREPLICAS all refuse the first write
+    /// of a call and nothing after it. A change's first write (`XADD`,
+    /// `HSET`, `HSETNX`) is such a write, and so is this `SET`, so the probe
+    /// fails exactly when a change would and succeeds when one would; and
+    /// it writes nothing any node reads. A plain `SET` outside the script
+    /// would be judged by the command's own rules (and a read like `PING`
+    /// by none).
+    pub fn probe(&mut self, now: Instant) {
+        let key = self.keys.probe.clone();
+        self.link.send(&[b"EVALSHA", self.sha.as_bytes(), b"1", key.as_bytes(), b"P"]);
+        self.awaited.push_back(Awaited::Probe(now));
+        self.last_sent = now;
+    }
+
     /// Queues an emit to source `id` for this turn's batch.
     pub fn emit(&mut self, ticket: Ticket, key: SourceKey, id: String, payload: &[u8], ready: &mut Vec<Outcome>) {
         self.emits += 1;
@@ -279,7 +299,7 @@ impl<T> Pipeline<T> {
     /// When the oldest awaited reply that has a deadline was asked for.
     fn oldest_timed(&self) -> Option<Instant> {
         self.awaited.iter().find_map(|e| match e {
-            Awaited::Ping(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => Some(*at),
+            Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => Some(*at),
             Awaited::Setup | Awaited::Epoch | Awaited::Resync => None,
         })
     }

@@ -2,10 +2,13 @@
 -- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index, 6 epoch
 -- (E: three per emit, then the epoch, always last).
 -- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back), v (signature check),
--- T (token made), R (token revoked); ARGV[2]: source id;
+-- T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
 -- An epoch that is not the node's means Redis lost data: LOST, nothing done.
 local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
+-- P: the probe while Redis refuses changes (KEYS: 1 the probe key): one write, refused
+-- exactly when a change's first write is (OOM, MISCONF, READONLY, NOREPLICAS).
+if op == 'P' then return redis.call('SET', KEYS[1], '1') end
 if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
 
 if op == 'E' then
