@@ -55,7 +55,7 @@ export const options = {
 
 export function setup() {
   if (!KEY) {
-    throw new Error("set SSEHUB_API_KEY (the server logs a generated one at start; `ssehub key` prints it)");
+    throw new Error("set SSEHUB_API_KEY (with no key configured, the server keeps the key it generated; `ssehub key` prints it: export SSEHUB_API_KEY=$(ssehub key))");
   }
   const found = http.get(`${BASE}/v1/sources/${encodeURIComponent(SOURCE)}`, AUTH);
   if (found.status === 404) {

@@ -88,7 +88,7 @@ const latency = new Trend("ssehub_event_latency", true);
 
 export function setup() {
   if (!KEY) {
-    fail("set SSEHUB_API_KEY (the server logs a generated one at start)");
+    fail("set SSEHUB_API_KEY (with no key configured, the server keeps the key it generated; `ssehub key` prints it: export SSEHUB_API_KEY=$(ssehub key))");
   }
   // 201 created, or 409: it exists already.
   const res = http.post(`${BASE}/v1/sources`, JSON.stringify({ name: SOURCE }), {
