@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use crate::auth::AccountId;
-use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use crate::engine::{Ack, Engine, Op, Outcome, Retention, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::History;
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::Gap;
@@ -49,6 +49,8 @@ enum Undo {
     Create(SourceKey),
     /// Put back the signature check it had.
     Verify(SourceKey, Option<Verify>),
+    /// Put back the retention it had (what it evicted meanwhile stays evicted).
+    Retention(SourceKey, Retention),
     /// A new token (of this source).
     Token(SourceKey, String),
     /// A delete: the source is hidden meanwhile and goes once acknowledged;
@@ -82,6 +84,7 @@ impl Undo {
                 tokens.remove_source(key);
             }
             Undo::Verify(key, before) => drop(registry.set_verify(key, before)),
+            Undo::Retention(key, before) => drop(registry.set_retention(key, before)),
             Undo::Token(key, token) => drop(tokens.revoke(key, &token)),
         }
     }
@@ -105,6 +108,9 @@ pub struct Hub<W> {
     recover_lines: Throttle,
     /// Sources deleted on other nodes (Redis).
     remote_lines: Throttle,
+    /// Sources whose age deadline may have come nearer (an event retained,
+    /// a retention set, a source restored): the reactor arms their timers.
+    pub aging: Vec<SourceKey>,
 }
 
 impl<W> Hub<W> {
@@ -122,6 +128,7 @@ impl<W> Hub<W> {
             fail_lines: Throttle::default(),
             recover_lines: Throttle::default(),
             remote_lines: Throttle::default(),
+            aging: Vec::new(),
         }
     }
 
@@ -154,10 +161,12 @@ impl<W> Hub<W> {
         account_name: &str,
         name: &str,
         verify: Option<Verify>,
+        retention: Retention,
         now_ms: u64,
     ) -> Result<(SourceKey, Ticket), CreateError> {
         let key = self.registry.create(account, name, now_ms)?;
         self.registry.set_verify(key, verify);
+        self.registry.set_retention(key, retention);
         let meta = self.meta(key, account_name);
         Ok((key, self.submit(Op::Create { key, meta: &meta }, now_ms, Undo::Create(key))))
     }
@@ -170,6 +179,21 @@ impl<W> Hub<W> {
         self.submit(Op::Verify { key, verify: verify.as_ref() }, now_ms, Undo::Verify(key, before))
     }
 
+    /// Sets a source's retention, in effect at once (what it no longer
+    /// allows is evicted now); the setting is put back if storage refuses it.
+    pub fn set_retention(&mut self, key: SourceKey, retention: Retention, now_ms: u64) -> Ticket {
+        let before = self.registry.set_retention(key, retention);
+        self.aging.push(key);
+        self.submit(Op::Retention { key, retention }, now_ms, Undo::Retention(key, before))
+    }
+
+    /// The source's age deadline came: what is past it is evicted. The
+    /// next deadline (unix ms), if any.
+    pub fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.registry.get(key)?;
+        self.engine.expire(key, now_ms)
+    }
+
     fn meta(&self, key: SourceKey, account_name: &str) -> SourceMeta {
         let s = self.source(key);
         SourceMeta {
@@ -179,6 +203,7 @@ impl<W> Hub<W> {
             endpoint_key: s.endpoint_key.clone(),
             created_at: s.created_at,
             verify: s.verify.clone(),
+            retention: s.retention,
         }
     }
 
@@ -282,6 +307,9 @@ impl<W> Hub<W> {
             match outcome {
                 Outcome::Publish { key, event } => {
                     if self.registry.get(key).is_some() {
+                        if self.engine.rings().deadline(key).is_some() {
+                            self.aging.push(key);
+                        }
                         self.effects.push(Effect::Publish(key, event));
                     }
                 }
@@ -353,7 +381,9 @@ impl<W> Hub<W> {
         let m = &stored.meta;
         let key = self.registry.insert(account, m.id.clone(), m.name.clone(), m.endpoint_key.clone(), m.created_at);
         self.registry.set_verify(key, m.verify.clone());
+        self.registry.set_retention(key, m.retention);
         self.engine.restore(key, stored);
+        self.aging.push(key);
         key
     }
 

@@ -41,6 +41,7 @@ impl SavedSource {
     fn into_stored(self) -> StoredSource {
         let evicted = None;
         let meta = SourceMeta {
+            retention: Default::default(),
             id: self.id,
             account: self.account,
             name: self.name,

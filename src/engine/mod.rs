@@ -33,6 +33,7 @@ pub mod conformance;
 pub use memory::Memory;
 pub use rings::{Ring, Rings};
 
+pub use crate::history::Limits;
 use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 
@@ -51,6 +52,37 @@ pub struct SourceMeta {
     pub created_at: u64,
     /// The signature check of its webhook deliveries (secret included).
     pub verify: Option<Verify>,
+    /// Its retention as set (members `None`: the server's defaults).
+    pub retention: Retention,
+}
+
+/// A source's retention bounds as set (SPEC §10); `None` takes the
+/// server's default (`--history`, `--history-max-age`, `--history-max-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub max_events: Option<u32>,
+    pub max_age_s: Option<u32>,
+    pub max_bytes: Option<u32>,
+}
+
+impl Retention {
+    pub const MAX_EVENTS: std::ops::RangeInclusive<u64> = 1..=100_000;
+    pub const MAX_AGE_S: std::ops::RangeInclusive<u64> = 1..=31_536_000;
+    pub const MAX_BYTES: std::ops::RangeInclusive<u64> = 1024..=(1 << 31);
+
+    /// The bounds in effect: each member set, or the default.
+    pub fn effective(&self, defaults: Limits) -> Limits {
+        Limits {
+            max_events: self.max_events.map_or(defaults.max_events, |n| n as usize),
+            max_age_ms: self.max_age_s.map(|s| s as u64 * 1000).or(defaults.max_age_ms),
+            max_bytes: self.max_bytes.map(u64::from).or(defaults.max_bytes),
+        }
+    }
+
+    /// Nothing set: every bound is the server's.
+    pub fn is_default(&self) -> bool {
+        *self == Retention::default()
+    }
 }
 
 /// A source and its retained events as an engine found them at start
@@ -108,6 +140,12 @@ pub enum Op<'a> {
     Verify {
         key: SourceKey,
         verify: Option<&'a Verify>,
+    },
+    /// The source's retention set (in effect at once: what it no longer
+    /// allows is evicted at `now_ms`).
+    Retention {
+        key: SourceKey,
+        retention: Retention,
     },
     /// A source with its events and their ids, from an earlier version's
     /// state file (stored as it is, retained at once).
@@ -230,6 +268,12 @@ pub trait Engine {
     /// The retained events.
     fn rings(&self) -> &Rings;
 
+    /// Evicts the source's events past its age bound at `now_ms` (called
+    /// when its deadline comes); the next deadline (unix ms), if any.
+    fn expire(&mut self, _key: SourceKey, _now_ms: u64) -> Option<u64> {
+        None
+    }
+
     /// Prometheus lines of the engine's own metrics.
     fn metrics(&self, _out: &mut String) {}
 
@@ -299,6 +343,10 @@ pub struct Settings {
     pub kind: EngineKind,
     /// Events kept per source.
     pub history: usize,
+    /// The default age and bytes bounds of a source (`--history-max-age`,
+    /// `--history-max-bytes`).
+    pub history_max_age_ms: Option<u64>,
+    pub history_max_bytes: Option<u64>,
     /// The `log` engine's directory, its sync policy, and whether damage
     /// before the tail is cut (`--repair`).
     pub data_dir: std::path::PathBuf,
@@ -307,6 +355,13 @@ pub struct Settings {
     /// The `redis` engine's server and its number of partition streams.
     pub redis: Option<redis::RedisUrl>,
     pub redis_partitions: u32,
+}
+
+impl Settings {
+    /// A source's bounds when its retention sets none.
+    pub fn limits(&self) -> Limits {
+        Limits { max_events: self.history, max_age_ms: self.history_max_age_ms, max_bytes: self.history_max_bytes }
+    }
 }
 
 /// An engine opened at bind (files locked, what was stored read), not yet
@@ -319,7 +374,7 @@ pub struct Opened {
 
 enum Opening {
     Memory {
-        history: usize,
+        limits: Limits,
     },
     Log(log::Opened),
     #[cfg(feature = "redis")]
@@ -332,9 +387,9 @@ enum Opening {
 impl Opened {
     pub fn open(config: &Settings, waker: Arc<Waker>) -> io::Result<Opened> {
         Ok(match config.kind {
-            EngineKind::Memory => Opened { kind: Opening::Memory { history: config.history }, recovered: Recovered::default(), waker },
+            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.limits() }, recovered: Recovered::default(), waker },
             EngineKind::Log => {
-                let mut opened = log::open(&config.data_dir, config.fsync, config.history, config.repair)?;
+                let mut opened = log::open(&config.data_dir, config.fsync, config.limits(), config.repair)?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
@@ -386,7 +441,7 @@ impl Opened {
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub fn start(self, floor_ms: u64, registry: &mio::Registry) -> io::Result<(Box<dyn Engine>, Recovered)> {
         let engine: Box<dyn Engine> = match self.kind {
-            Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
+            Opening::Memory { limits } => Box::new(Memory::with_limits(limits, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
             Opening::Redis(r) => Box::new(redis::Redis::start(*r, registry.try_clone()?)),

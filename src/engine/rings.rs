@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use super::{SourceKey, StoredSource};
-use crate::history::History;
+use super::{Retention, SourceKey, StoredSource};
+use crate::history::{History, Limits};
 use crate::sse::Gap;
 use crate::sse::{Event, EventId};
 
@@ -20,7 +20,8 @@ pub struct Ring {
 
 pub struct Rings {
     rings: HashMap<SourceKey, Ring>,
-    capacity: usize,
+    /// A source's bounds where its retention sets none.
+    defaults: Limits,
     /// Ids start above this millisecond.
     floor_ms: u64,
     /// Where each event is framed before its shared copy is made.
@@ -29,7 +30,11 @@ pub struct Rings {
 
 impl Rings {
     pub fn new(capacity: usize, floor_ms: u64) -> Rings {
-        Rings { rings: HashMap::new(), capacity, floor_ms, scratch: Vec::new() }
+        Rings::with_limits(Limits::count(capacity), floor_ms)
+    }
+
+    pub fn with_limits(defaults: Limits, floor_ms: u64) -> Rings {
+        Rings { rings: HashMap::new(), defaults, floor_ms, scratch: Vec::new() }
     }
 
     fn floor(&self) -> EventId {
@@ -39,15 +44,33 @@ impl Rings {
     }
 
     pub fn create(&mut self, key: SourceKey, id: &str) {
-        let ring = Ring { id: id.to_string(), history: History::new(self.capacity), last_id: self.floor() };
+        let ring = Ring { id: id.to_string(), history: History::with_limits(self.defaults), last_id: self.floor() };
         self.rings.insert(key, ring);
+    }
+
+    /// Sets the source's retention: count and bytes bounds at once, age
+    /// at `now_ms`. The next deadline, if any.
+    pub fn set_retention(&mut self, key: SourceKey, retention: &Retention, now_ms: u64) -> Option<u64> {
+        let ring = self.rings.get_mut(&key)?;
+        ring.history.set_limits(retention.effective(self.defaults));
+        ring.history.expire(now_ms)
+    }
+
+    /// Evicts the source's events past its age bound; the next deadline.
+    pub fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.rings.get_mut(&key)?.history.expire(now_ms)
+    }
+
+    /// When the source's oldest event passes its age bound (unix ms).
+    pub fn deadline(&self, key: SourceKey) -> Option<u64> {
+        self.rings.get(&key)?.history.deadline()
     }
 
     pub fn restore(&mut self, key: SourceKey, source: StoredSource) {
         let last_id = source.last_id.unwrap_or_default().max(self.floor());
         let id = &source.meta.id;
         let events = source.events.iter().map(|(event_id, payload)| Event::new(*event_id, id, payload, &mut self.scratch));
-        let history = History::restore(self.capacity, events, source.evicted);
+        let history = History::restore(source.meta.retention.effective(self.defaults), events, source.evicted);
         self.rings.insert(key, Ring { id: source.meta.id, history, last_id });
     }
 

@@ -5,6 +5,7 @@
 //! with and holds before the first turn in `start`. See the crate docs for
 //! the loop contract.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -97,6 +98,8 @@ enum Due {
     AcceptRetry,
     /// The first subscribe token expires.
     Tokens,
+    /// The source's oldest event passes its age bound.
+    Retention(SourceKey),
 }
 
 /// Who waits for storage's answer to a change (the hub carries it
@@ -157,6 +160,10 @@ pub struct Reactor {
     /// The one timer for token expiry: (reactor ms, id), armed for the
     /// earliest expiry; a later one fires and re-arms.
     token_timer: Option<(u64, TimerId)>,
+    /// One timer per source with an age bound and events: (the oldest
+    /// event's expiry in unix ms, id). Armed for that or earlier; an early
+    /// one re-arms when it fires.
+    retention_timers: HashMap<SourceKey, (u64, TimerId)>,
 }
 
 impl Reactor {
@@ -185,7 +192,7 @@ impl Reactor {
         let handshakes = Handshakes::new(config.handshake_interval);
         let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
         start::log_started(&keys, &storage, local_addr, metrics_listener.as_ref(), max_connections);
-        Ok(Reactor {
+        let mut reactor = Reactor {
             poll,
             listener: Some(listener),
             metrics_ready: metrics_listener.is_some(),
@@ -222,7 +229,11 @@ impl Reactor {
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
             token_timer: None,
-        })
+            retention_timers: HashMap::new(),
+        };
+        // Restored sources whose events expired while the server was down go at the first turn.
+        reactor.arm_retention_timers();
+        Ok(reactor)
     }
 
     /// Serves until shut down, stops, and frees everything.
@@ -275,6 +286,7 @@ impl Reactor {
             self.hub.flush();
             self.settle();
             self.arm_token_timer();
+            self.arm_retention_timers();
             self.resume_parked();
             self.flush_pending();
             self.free_closed();
@@ -805,8 +817,38 @@ impl Reactor {
                     self.apply_effects();
                 }
                 Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
+                Due::Retention(key) => {
+                    self.retention_timers.remove(&key);
+                    if let Some(next) = self.hub.expire(key, self.unix_now) {
+                        self.arm_retention_timer(key, next);
+                    }
+                }
             }
         }
+    }
+
+    /// Arms the age timer of each source whose deadline may have come nearer.
+    fn arm_retention_timers(&mut self) {
+        let mut aging = std::mem::take(&mut self.hub.aging);
+        for key in aging.drain(..) {
+            if let Some(deadline) = self.hub.engine().rings().deadline(key) {
+                self.arm_retention_timer(key, deadline);
+            }
+        }
+        self.hub.aging = aging;
+    }
+
+    /// Arms `key`'s timer for `deadline` (unix ms) unless it is armed for
+    /// that or earlier. Unix time is mapped onto the reactor's clock.
+    fn arm_retention_timer(&mut self, key: SourceKey, deadline: u64) {
+        if self.retention_timers.get(&key).is_some_and(|&(armed, _)| armed <= deadline) {
+            return;
+        }
+        if let Some((_, id)) = self.retention_timers.remove(&key) {
+            self.timers.remove(id);
+        }
+        let at = self.now + deadline.saturating_sub(self.unix_now);
+        self.retention_timers.insert(key, (deadline, self.timers.insert(at, Due::Retention(key))));
     }
 
     /// Arms the token timer for the earliest expiry, unless it is armed
@@ -907,25 +949,28 @@ impl Reactor {
             match command {
                 Command::Shutdown => return true,
                 Command::ReloadKeys => self.reload_keys(),
-                Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, None, now) {
-                    Ok((key, ticket)) => {
-                        let s = self.hub.source(key);
-                        let info = SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
-                        let waiter = Waiter::Handle(Box::new(move |result| {
-                            let _ = reply.send(result.map(|_| info).map_err(|e| match e {
-                                engine::StorageError::Conflict => Error::NameTaken,
-                                _ => Error::Unavailable,
+                Command::Create { name, reply } => {
+                    match self.hub.create(account, self.keys.account_name(account), &name, None, Default::default(), now) {
+                        Ok((key, ticket)) => {
+                            let s = self.hub.source(key);
+                            let info =
+                                SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
+                            let waiter = Waiter::Handle(Box::new(move |result| {
+                                let _ = reply.send(result.map(|_| info).map_err(|e| match e {
+                                    engine::StorageError::Conflict => Error::NameTaken,
+                                    _ => Error::Unavailable,
+                                }));
                             }));
-                        }));
-                        self.hub.wait(ticket, waiter);
+                            self.hub.wait(ticket, waiter);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(match e {
+                                CreateError::BadName => Error::BadName,
+                                CreateError::Taken => Error::NameTaken,
+                            }));
+                        }
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(match e {
-                            CreateError::BadName => Error::BadName,
-                            CreateError::Taken => Error::NameTaken,
-                        }));
-                    }
-                },
+                }
                 Command::Delete { source, reply } => match self.hub.registry.find(account, &source) {
                     Some(key) => {
                         let ticket = self.hub.delete(key, now);

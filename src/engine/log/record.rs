@@ -8,6 +8,7 @@
 //! are two u64 LE (ms, seq). A record that runs past the end of the bytes,
 //! or whose CRC does not match, is `Bad`: a torn write or damage.
 
+use crate::engine::Retention;
 use crate::sse::EventId;
 
 /// Bytes before a record's type: length and CRC.
@@ -26,6 +27,7 @@ const SNAPSHOT: u8 = 7;
 const VERIFY: u8 = 8;
 const TOKEN: u8 = 9;
 const TOKEN_REVOKED: u8 = 10;
+const RETENTION: u8 = 11;
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,15 @@ pub enum Record<'a> {
     TokenRevoked {
         token: &'a str,
     },
+    /// The source's retention as set (after its `Source` record; a source
+    /// without one has the defaults). Set by a change: `evicted` is the
+    /// newest id evicted then, so that the events a smaller bound evicted
+    /// stay evicted whatever the bounds set later.
+    Retention {
+        source: &'a str,
+        retention: Retention,
+        evicted: Option<EventId>,
+    },
 }
 
 /// Why the bytes at an offset are not a record.
@@ -123,13 +134,7 @@ impl Record<'_> {
                 out.push(SOURCE_STATE);
                 put_bytes(out, source.as_bytes());
                 put_id(out, last_id);
-                match evicted {
-                    Some(id) => {
-                        out.push(1);
-                        put_id(out, id);
-                    }
-                    None => out.push(0),
-                }
+                put_opt_id(out, evicted);
             }
             Record::Snapshot => out.push(SNAPSHOT),
             Record::Verify { source, settings } => {
@@ -146,6 +151,15 @@ impl Record<'_> {
             Record::TokenRevoked { token } => {
                 out.push(TOKEN_REVOKED);
                 put_bytes(out, token.as_bytes());
+            }
+            Record::Retention { source, retention, evicted } => {
+                out.push(RETENTION);
+                put_bytes(out, source.as_bytes());
+                // 0 is no bound's value: none set.
+                for bound in [retention.max_events, retention.max_age_s, retention.max_bytes] {
+                    out.extend_from_slice(&bound.unwrap_or(0).to_le_bytes());
+                }
+                put_opt_id(out, evicted);
             }
         }
         let body = &out[start + HEADER..];
@@ -178,12 +192,13 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
         DEFAULT_KEY => Record::DefaultKey { key: r.str()? },
         SOURCE_STATE => {
             let (source, last_id) = (r.str()?, r.id()?);
-            let evicted = match r.u8()? {
-                0 => None,
-                1 => Some(r.id()?),
-                _ => return Err(Bad::Corrupt),
-            };
-            Record::SourceState { source, last_id, evicted }
+            Record::SourceState { source, last_id, evicted: r.opt_id()? }
+        }
+        RETENTION => {
+            let source = r.str()?;
+            let mut bound = || r.u32().map(|n| (n != 0).then_some(n));
+            let retention = Retention { max_events: bound()?, max_age_s: bound()?, max_bytes: bound()? };
+            Record::Retention { source, retention, evicted: r.opt_id()? }
         }
         SNAPSHOT => Record::Snapshot,
         VERIFY => Record::Verify { source: r.str()?, settings: r.bytes()? },
@@ -205,6 +220,16 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 fn put_id(out: &mut Vec<u8>, id: EventId) {
     out.extend_from_slice(&id.ms.to_le_bytes());
     out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+fn put_opt_id(out: &mut Vec<u8>, id: Option<EventId>) {
+    match id {
+        Some(id) => {
+            out.push(1);
+            put_id(out, id);
+        }
+        None => out.push(0),
+    }
 }
 
 struct Reader<'a> {
@@ -229,8 +254,20 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Bad::Corrupt)?))
     }
 
+    fn u32(&mut self) -> Result<u32, Bad> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Bad::Corrupt)?))
+    }
+
     fn id(&mut self) -> Result<EventId, Bad> {
         Ok(EventId { ms: self.u64()?, seq: self.u64()? })
+    }
+
+    fn opt_id(&mut self) -> Result<Option<EventId>, Bad> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.id()?)),
+            _ => Err(Bad::Corrupt),
+        }
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], Bad> {
@@ -305,6 +342,13 @@ mod tests {
             Record::Verify { source: "dc_a", settings: b"" },
             Record::Token { token: "st_x", source: "dc_a", expires_at: 9 },
             Record::TokenRevoked { token: "st_x" },
+            Record::Retention {
+                source: "dc_a",
+                retention: Retention { max_events: Some(5), max_age_s: Some(30), max_bytes: Some(4096) },
+                evicted: Some(id(9, 2)),
+            },
+            Record::Retention { source: "dc_a", retention: Retention { max_age_s: Some(1), ..Retention::default() }, evicted: None },
+            Record::Retention { source: "dc_a", retention: Retention::default(), evicted: None },
         ]
     }
 

@@ -11,7 +11,7 @@ use log::warn;
 
 use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
-use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
+use crate::engine::{Limits, Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -22,9 +22,21 @@ struct Source {
     evicted: Option<EventId>,
 }
 
+impl Source {
+    /// Keeps the newest its count bound allows (the bytes and age bounds
+    /// are applied by the ring the events are restored into, and its timer).
+    fn bound(&mut self, defaults: Limits) {
+        let max = self.meta.retention.effective(defaults).max_events;
+        while self.events.len() > max {
+            self.evicted = self.events.pop_front().map(|(id, _)| id).max(self.evicted);
+        }
+    }
+}
+
 /// Sources as the records so far describe them.
 pub struct State {
-    history: usize,
+    /// A source's bounds where its retention sets none.
+    defaults: Limits,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
     /// Few (compaction keeps only live ones), so a list.
@@ -32,8 +44,8 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(history: usize) -> State {
-        State { history, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
+    pub fn new(defaults: Limits) -> State {
+        State { defaults, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
     }
 
     pub fn apply(&mut self, record: Record<'_>) {
@@ -44,6 +56,7 @@ impl State {
             }
             Record::Source { id, account, name, endpoint_key, created_at } => {
                 let meta = SourceMeta {
+                    retention: Default::default(),
                     id: id.to_string(),
                     account: account.to_string(),
                     name: name.to_string(),
@@ -61,9 +74,16 @@ impl State {
                 let Some(s) = self.sources.get_mut(source) else { return };
                 s.last_id = s.last_id.max(Some(id));
                 s.events.push_back((id, payload.to_vec()));
-                while s.events.len() > self.history {
-                    s.evicted = s.events.pop_front().map(|(id, _)| id).max(s.evicted);
+                s.bound(self.defaults);
+            }
+            Record::Retention { source, retention, evicted } => {
+                let Some(s) = self.sources.get_mut(source) else { return };
+                s.meta.retention = retention;
+                if let Some(up_to) = evicted {
+                    s.events.retain(|(id, _)| *id > up_to);
                 }
+                s.evicted = s.evicted.max(evicted);
+                s.bound(self.defaults);
             }
             Record::Cleared { source, up_to } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
@@ -122,9 +142,9 @@ fn good_record_after(buf: &[u8], from: usize) -> bool {
 }
 
 /// Reads every segment of `dir`; cuts what must be cut (truncating the file).
-pub fn scan(dir: &Path, history: usize, repair: bool) -> Result<Scan, String> {
+pub fn scan(dir: &Path, defaults: Limits, repair: bool) -> Result<Scan, String> {
     let numbers = segments(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
-    let mut scan = Scan { state: State::new(history), segments: Vec::new(), bytes_read: 0, cut_bytes: 0 };
+    let mut scan = Scan { state: State::new(defaults), segments: Vec::new(), bytes_read: 0, cut_bytes: 0 };
     for (i, &n) in numbers.iter().enumerate() {
         let path = segment_path(dir, n);
         let buf = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -227,7 +247,7 @@ mod tests {
 
     /// What the first `n` records recover to, in a comparable form.
     fn oracle(n: usize) -> String {
-        let mut state = State::new(HISTORY);
+        let mut state = State::new(Limits::count(HISTORY));
         records().into_iter().take(n).for_each(|r| state.apply(r));
         normal(state.into_recovered())
     }
@@ -255,7 +275,7 @@ mod tests {
         let dir = TempDir::new();
         let path = segment_path(&dir.0, 1);
         std::fs::write(&path, bytes).unwrap();
-        let result = scan(&dir.0, HISTORY, repair);
+        let result = scan(&dir.0, Limits::count(HISTORY), repair);
         (result, std::fs::read(&path).unwrap())
     }
 

@@ -217,6 +217,7 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let h = hash.as_array()?;
     let get = |name: &str| field(h, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let meta = SourceMeta {
+        retention: Default::default(),
         id: id.to_string(),
         account: get("account")?,
         name: get("name")?,

@@ -553,6 +553,8 @@ impl Engine for Redis {
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
             Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
+            // Refused above this engine (the API) until Redis keeps it: nothing to store.
+            Op::Retention { .. } => None,
             Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
@@ -576,6 +578,7 @@ impl Engine for Redis {
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
             Op::Append { key, payload } => self.emit(ticket, key, payload),
+            Op::Retention { .. } => {}
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
