@@ -839,8 +839,14 @@ impl Reactor {
     }
 
     /// Arms `key`'s timer for `deadline` (unix ms) unless it is armed for
-    /// that or earlier. Unix time is mapped onto the reactor's clock.
-    fn arm_retention_timer(&mut self, key: SourceKey, deadline: u64) {
+    /// that or earlier; a deadline passed (a bound just made smaller, a
+    /// restart after the events expired) evicts at once. Unix time is
+    /// mapped onto the reactor's clock.
+    fn arm_retention_timer(&mut self, key: SourceKey, mut deadline: u64) {
+        while deadline <= self.unix_now {
+            let Some(next) = self.hub.expire(key, self.unix_now) else { return };
+            deadline = next;
+        }
         if self.retention_timers.get(&key).is_some_and(|&(armed, _)| armed <= deadline) {
             return;
         }
