@@ -39,6 +39,8 @@ pub struct Config {
     pub history_max_age: Option<Duration>,
     /// A source's default bound of retained envelope bytes; `None`: none.
     pub history_max_bytes: Option<u64>,
+    /// Idempotency keys remembered per source at most (`--idempotency-keys`).
+    pub idempotency_keys: usize,
     /// Largest emit or webhook body; above it: 413.
     pub max_event_bytes: usize,
     /// Unsent bytes one subscriber may have queued before it is dropped.
@@ -93,6 +95,7 @@ impl Config {
             history: self.history,
             history_max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
             history_max_bytes: self.history_max_bytes,
+            idempotency_keys: self.idempotency_keys,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             repair: self.repair,
@@ -113,6 +116,7 @@ impl Default for Config {
             history: DEFAULT_HISTORY,
             history_max_age: None,
             history_max_bytes: None,
+            idempotency_keys: crate::engine::DEFAULT_IDEMPOTENCY_KEYS,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_subscriber_buffer: DEFAULT_MAX_SUBSCRIBER_BUFFER,
             max_connections: None,
@@ -156,6 +160,7 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("history", "N", "events kept per source [default: 100]"),
     ("history-max-age", "DURATION", "a source's events are evicted this long after their emit, e.g. 7d, 12h, 30s [default: never]"),
     ("history-max-bytes", "BYTES", "envelope bytes kept per source, 1024 to 2147483648 [default: no bound]"),
+    ("idempotency-keys", "N", "Idempotency-Key values remembered per source (24 h), 1 to 1000000 [default: 10000]"),
     ("max-event-bytes", "BYTES", "largest emit or webhook body [default: 524288]"),
     ("max-subscriber-buffer", "BYTES", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
     ("max-connections", "N", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
@@ -278,6 +283,10 @@ impl Config {
                 let s = d.map(|d| d.as_secs()).filter(|s| crate::engine::Retention::MAX_AGE_S.contains(s));
                 let s = s.ok_or_else(|| bad("expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s"))?;
                 self.history_max_age = Some(Duration::from_secs(s));
+            }
+            "idempotency-keys" => {
+                self.idempotency_keys =
+                    parse_positive(&v).filter(|&n| n <= 1_000_000).ok_or_else(|| bad("expected a count from 1 to 1000000"))?
             }
             "history-max-bytes" => {
                 let n = v.parse().ok().filter(|n| crate::engine::Retention::MAX_BYTES.contains(n));
@@ -457,11 +466,14 @@ mod tests {
         let c = Config::from_args(&args("--history 7"), none).unwrap();
         assert_eq!(
             c.limits(),
-            crate::engine::Limits { max_events: 7, max_age_ms: None, max_bytes: None },
+            crate::engine::Limits { max_events: 7, max_age_ms: None, max_bytes: None, max_keys: 10_000 },
             "no age or bytes bound unless given"
         );
         let c = Config::from_args(&args("--history-max-age 7d --history-max-bytes 1048576"), none).unwrap();
-        assert_eq!(c.limits(), crate::engine::Limits { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576) });
+        assert_eq!(
+            c.limits(),
+            crate::engine::Limits { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576), max_keys: 10_000 }
+        );
         assert_eq!(Config::from_args(&args("--history-max-age 30s"), none).unwrap().limits().max_age_ms, Some(30_000));
         let age = "--history-max-age: expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s";
         let bytes = "--history-max-bytes: expected a byte count from 1024 to 2147483648";

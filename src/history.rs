@@ -20,12 +20,14 @@ pub struct Limits {
     pub max_age_ms: Option<u64>,
     /// Envelope bytes retained at most (the newest event always stays).
     pub max_bytes: Option<u64>,
+    /// Idempotency keys remembered at most (not the ring's: its source's).
+    pub max_keys: usize,
 }
 
 impl Limits {
-    /// A count and nothing else.
+    /// A count and nothing else (and the default number of keys).
     pub fn count(max_events: usize) -> Limits {
-        Limits { max_events, max_age_ms: None, max_bytes: None }
+        Limits { max_events, max_age_ms: None, max_bytes: None, max_keys: 10_000 }
     }
 }
 

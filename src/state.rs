@@ -49,7 +49,7 @@ impl SavedSource {
             created_at: self.created_at,
             verify: None,
         };
-        StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted }
+        StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted, keys: Vec::new() }
     }
 }
 

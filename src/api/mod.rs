@@ -13,9 +13,9 @@ use std::borrow::Cow;
 
 use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
-use crate::engine::{Limits, Retention, SourceKey};
+use crate::engine::{IdemKey, Limits, Retention, SourceKey};
 use crate::http::{self, Framing, Head};
-use crate::hub::Hub;
+use crate::hub::{Hub, Repeat};
 use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
@@ -93,7 +93,7 @@ fn route(path: &str) -> Route<'_> {
 type Result<T> = std::result::Result<T, Fail>;
 
 /// Headers a page may send on `/v1` and streams (CORS preflight answers).
-const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key";
 
 /// What a request may do, known from its head alone: routed, its key
 /// checked, its source found, its method allowed.
@@ -279,8 +279,19 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
         Target::Events(source) if head.method() == "POST" => {
             require_length(head)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-            let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
-            Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) })
+            let Some(idem) = idempotency_key(ctx.config, head, body)? else {
+                let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
+                return Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) });
+            };
+            match ctx.hub.emit_idempotent(source, ctx.scratch, idem, ctx.now_ms) {
+                Ok(ticket) => Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) }),
+                Err(Repeat::Replayed(id)) => {
+                    let extra = format!("{cors}Idempotent-Replayed: true\r\n");
+                    Ok(ok(head, 202, json, &extra, format!("{{\"id\":\"{id}\"}}").as_bytes()))
+                }
+                Err(Repeat::OtherBody) => Err(Fail::new(422, "this Idempotency-Key was used with another body on this source")),
+                Err(Repeat::InFlight) => Err(Fail::new(409, "an emit with this Idempotency-Key is still being stored; retry shortly")),
+            }
         }
         Target::Events(source) => {
             refuse_while_unhealthy(ctx)?;
@@ -438,6 +449,20 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
     source_json(&mut out, s, &base_url(ctx, head), ctx.config.limits());
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
+}
+
+/// An emit's `Idempotency-Key` (1 to 255 visible ASCII characters), as
+/// kept: its hash and the body's. `None` without the header.
+fn idempotency_key(config: &Config, head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
+    let Some(key) = head.header("idempotency-key") else { return Ok(None) };
+    if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(Fail::new(400, "Idempotency-Key must be 1 to 255 visible ASCII characters"));
+    }
+    // Redis would need the key decided inside the emit's script, on every node: refused, not ignored.
+    if config.engine == crate::engine::EngineKind::Redis {
+        return Err(Fail::new(400, "Idempotency-Key is not supported by the redis engine yet"));
+    }
+    Ok(Some(IdemKey::new(key, body)))
 }
 
 /// `retention` of a create or a `PATCH`: absent or `null`, every bound

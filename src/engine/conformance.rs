@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Retention, SourceKey, SourceMeta, StoredSource, StoredToken, Ticket};
+use super::{Ack, Engine, IdemKey, Op, Outcome, Recovered, Retention, SourceKey, SourceMeta, StoredSource, StoredToken, Ticket};
 use crate::sse::EventId;
 use crate::sse::Gap;
 use crate::verify::Verify;
@@ -40,8 +40,12 @@ pub fn check_all(open: Open<'_>, persistent: bool) {
         std::fs::create_dir_all(&sub).unwrap();
         open(&sub, 5, 1_000_000).0.shared()
     };
-    let retention: &[(&str, Check)] =
-        &[("age eviction", age_eviction), ("bytes eviction", bytes_eviction), ("retention set later", retention_set_later)];
+    let retention: &[(&str, Check)] = &[
+        ("age eviction", age_eviction),
+        ("bytes eviction", bytes_eviction),
+        ("retention set later", retention_set_later),
+        ("idempotency keys", idempotency_keys),
+    ];
     for (name, check) in retention.iter().filter(|_| !shared) {
         let sub = dir.0.join(name.replace(' ', "-"));
         std::fs::create_dir_all(&sub).unwrap();
@@ -52,6 +56,9 @@ pub fn check_all(open: Open<'_>, persistent: bool) {
         let sub = dir.0.join("retention-reopen");
         std::fs::create_dir_all(&sub).unwrap();
         retention_kept(open, &sub);
+        let sub = dir.0.join("keys-reopen");
+        std::fs::create_dir_all(&sub).unwrap();
+        keys_kept(open, &sub);
     }
     if persistent {
         let sub = dir.0.join("reopen");
@@ -123,7 +130,7 @@ fn append(engine: &mut dyn Engine, key: SourceKey, range: std::ops::Range<u64>, 
 }
 
 fn append_payloads(engine: &mut dyn Engine, key: SourceKey, payloads: Vec<String>, now: u64) -> Vec<EventId> {
-    let tickets: Vec<Ticket> = payloads.iter().map(|p| engine.submit(Op::Append { key, payload: p.as_bytes() }, now)).collect();
+    let tickets: Vec<Ticket> = payloads.iter().map(|p| engine.submit(Op::Append { key, payload: p.as_bytes(), idem: None }, now)).collect();
     let out = settle(engine, &tickets);
     let mut acked = Vec::new();
     let mut published = Vec::new();
@@ -184,7 +191,7 @@ fn delete(open: Open<'_>, dir: &Path) {
     append(&mut *e, 1, 0..3, 2_000_000);
     let ids2 = append(&mut *e, 2, 0..2, 2_000_000);
     // An append submitted just before the delete is answered; the source is gone after.
-    let late = e.submit(Op::Append { key: 1, payload: b"1" }, 2_000_000);
+    let late = e.submit(Op::Append { key: 1, payload: b"1", idem: None }, 2_000_000);
     let del = e.submit(Op::Delete { key: 1 }, 2_000_000);
     let out = settle(&mut *e, &[late, del]);
     let done: Vec<Ticket> = out.iter().filter_map(|o| if let Outcome::Done { ticket, .. } = o { Some(*ticket) } else { None }).collect();
@@ -342,6 +349,55 @@ fn retention_kept(open: Open<'_>, dir: &Path) {
     assert_eq!(e.rings().deadline(9), Some(t0 + 100_000));
     assert_eq!(e.expire(9, t0 + 120_000), Some(t0 + 150_000), "what expired while closed goes at the first expiry");
     assert_eq!(replayed(&*e, 9, ids[0]), (Some(Gap { after: ids[0], resumed_from: Some(late[0]) }), late.clone()));
+}
+
+/// Appends one payload with an idempotency key; its id.
+fn append_keyed(engine: &mut dyn Engine, key: SourceKey, payload: &str, idem: IdemKey, now: u64) -> EventId {
+    let t = engine.submit(Op::Append { key, payload: payload.as_bytes(), idem: Some(idem) }, now);
+    let out = settle(engine, &[t]);
+    match out.iter().find_map(|o| if let Outcome::Done { result: Ok(Ack::Appended(id)), .. } = o { Some(*id) } else { None }) {
+        Some(id) => id,
+        None => panic!("not appended: {out:?}"),
+    }
+}
+
+/// A key is remembered with its event once acknowledged, 24 hours, per
+/// source, even after the event itself is evicted.
+fn idempotency_keys(open: Open<'_>, dir: &Path) {
+    let (mut e, _) = open(dir, 2, 1_000_000);
+    let t0 = 2_000_000;
+    create(&mut *e, 1, t0);
+    create(&mut *e, 2, t0);
+    let (a, b) = (IdemKey::new(b"key-a", b"1"), IdemKey::new(b"key-b", b"2"));
+    assert_eq!(e.rings().repeat(1, &a.key, t0), None);
+    let id = append_keyed(&mut *e, 1, "1", a, t0);
+    append_keyed(&mut *e, 1, "2", b, t0);
+    assert_eq!(e.rings().repeat(1, &a.key, t0), Some((a.body, id)));
+    assert_eq!(e.rings().repeat(2, &a.key, t0), None, "per source");
+    append(&mut *e, 1, 0..5, t0);
+    assert_eq!(e.rings().history(1).unwrap().len(), 2);
+    assert_eq!(e.rings().repeat(1, &a.key, t0 + 1000), Some((a.body, id)), "kept after its event was evicted");
+    let day = super::IDEMPOTENCY_KEY_LIFE_MS;
+    assert_eq!(e.rings().repeat(1, &a.key, id.ms + day - 1), Some((a.body, id)));
+    assert_eq!(e.rings().repeat(1, &a.key, id.ms + day), None, "forgotten after 24 hours");
+}
+
+/// Keys survive a reopen, with their ids and body hashes.
+fn keys_kept(open: Open<'_>, dir: &Path) {
+    let t0 = 2_000_000;
+    let a = IdemKey::new(b"key-a", b"{}");
+    let id = {
+        let (mut e, _) = open(dir, 2, 1_000_000);
+        create(&mut *e, 1, t0);
+        let id = append_keyed(&mut *e, 1, "{}", a, t0);
+        append(&mut *e, 1, 0..3, t0);
+        id
+    };
+    let (mut e, recovered) = open(dir, 2, 1_000_000);
+    let stored = recovered.sources.into_iter().next().unwrap();
+    assert_eq!(stored.keys, vec![(a, id)]);
+    e.restore(5, stored);
+    assert_eq!(e.rings().repeat(5, &a.key, t0), Some((a.body, id)));
 }
 
 /// A signature check as a source keeps it.

@@ -36,9 +36,12 @@ impl Engine for Memory {
             Op::Verify { .. } => {}
             Op::Import { key, source } => self.rings.restore(key, source.clone()),
             Op::DefaultKey(_) | Op::Token { .. } | Op::RevokeToken { .. } => {}
-            Op::Append { key, payload } => {
+            Op::Append { key, payload, idem } => {
                 if let Some(event) = self.rings.stage(key, payload, now_ms) {
                     ack = Ack::Appended(event.id);
+                    if let Some(idem) = idem {
+                        self.rings.remember(key, idem, event.id);
+                    }
                     self.rings.retain(key, event.clone());
                     self.ready.push(Outcome::Done { ticket, result: Ok(ack) });
                     self.ready.push(Outcome::Publish { key, event });

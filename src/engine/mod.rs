@@ -31,7 +31,7 @@ mod rings;
 pub mod conformance;
 
 pub use memory::Memory;
-pub use rings::{Ring, Rings};
+pub use rings::{Remembered, Ring, Rings};
 
 pub use crate::history::Limits;
 use crate::sse::{Event, EventId};
@@ -76,6 +76,7 @@ impl Retention {
             max_events: self.max_events.map_or(defaults.max_events, |n| n as usize),
             max_age_ms: self.max_age_s.map(|s| s as u64 * 1000).or(defaults.max_age_ms),
             max_bytes: self.max_bytes.map(u64::from).or(defaults.max_bytes),
+            max_keys: defaults.max_keys,
         }
     }
 
@@ -83,6 +84,34 @@ impl Retention {
     pub fn is_default(&self) -> bool {
         *self == Retention::default()
     }
+}
+
+/// How long an idempotency key is remembered after its emit (SPEC §10).
+pub const IDEMPOTENCY_KEY_LIFE_MS: u64 = 24 * 3600 * 1000;
+/// `--idempotency-keys`: keys remembered per source at most, by default.
+pub const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
+
+/// An emit's idempotency key as storage keeps it: the first 16 bytes of
+/// the SHA-256 of the key and of the request body (48 bytes with the
+/// event id, whatever the key's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdemKey {
+    pub key: [u8; 16],
+    pub body: [u8; 16],
+}
+
+impl IdemKey {
+    pub fn new(key: &[u8], body: &[u8]) -> IdemKey {
+        IdemKey { key: digest16(key), body: digest16(body) }
+    }
+}
+
+fn digest16(bytes: &[u8]) -> [u8; 16] {
+    use sha2::Digest;
+    let full = sha2::Sha256::digest(bytes);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// A source and its retained events as an engine found them at start
@@ -96,6 +125,8 @@ pub struct StoredSource {
     pub last_id: Option<EventId>,
     /// The newest id evicted or cleared.
     pub evicted: Option<EventId>,
+    /// Idempotency keys of its emits, with the ids they got, oldest first.
+    pub keys: Vec<(IdemKey, EventId)>,
 }
 
 /// A subscribe token as storage keeps it (SPEC §2.1).
@@ -128,10 +159,12 @@ pub enum Op<'a> {
     Delete {
         key: SourceKey,
     },
-    /// `payload` is compact JSON; the engine assigns the id.
+    /// `payload` is compact JSON; the engine assigns the id. With an
+    /// idempotency key, the key is kept with the event (`Rings::repeat`).
     Append {
         key: SourceKey,
         payload: &'a [u8],
+        idem: Option<IdemKey>,
     },
     Clear {
         key: SourceKey,
@@ -217,7 +250,7 @@ pub enum Outcome {
     },
     /// Another node created a source: register it (a key), then
     /// `Engine::restore` it; the engine holds its later records until then.
-    Created(StoredSource),
+    Created(Box<StoredSource>),
     /// Another node deleted a source: its streams end.
     Deleted {
         key: SourceKey,
@@ -347,6 +380,8 @@ pub struct Settings {
     /// `--history-max-bytes`).
     pub history_max_age_ms: Option<u64>,
     pub history_max_bytes: Option<u64>,
+    /// Idempotency keys remembered per source at most (`--idempotency-keys`).
+    pub idempotency_keys: usize,
     /// The `log` engine's directory, its sync policy, and whether damage
     /// before the tail is cut (`--repair`).
     pub data_dir: std::path::PathBuf,
@@ -360,7 +395,12 @@ pub struct Settings {
 impl Settings {
     /// A source's bounds when its retention sets none.
     pub fn limits(&self) -> Limits {
-        Limits { max_events: self.history, max_age_ms: self.history_max_age_ms, max_bytes: self.history_max_bytes }
+        Limits {
+            max_events: self.history,
+            max_age_ms: self.history_max_age_ms,
+            max_bytes: self.history_max_bytes,
+            max_keys: self.idempotency_keys,
+        }
     }
 }
 

@@ -21,12 +21,12 @@ use crate::access::Access;
 use crate::api::reply::{Answer, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{AccountId, Keys};
-use crate::commands::{Command, Error, Shared, SourceInfo};
+use crate::commands::{Command, Emitted, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::engine::{self, Ack, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
-use crate::hub::Hub;
+use crate::hub::{Hub, Repeat};
 use crate::metrics::Stats;
 use crate::outq::Buf;
 use crate::proxy::{self, Cidr};
@@ -989,12 +989,28 @@ impl Reactor {
                         let _ = reply.send(Err(Error::NotFound));
                     }
                 },
-                Command::Emit { source, payload, reply } => match self.hub.registry.find(account, &source) {
+                Command::Emit { source, payload, idem, reply } => match self.hub.registry.find(account, &source) {
+                    Some(_) if idem.is_some() && self.config.engine == engine::EngineKind::Redis => {
+                        let _ = reply.send(Err(Error::Unsupported("idempotency keys are not supported by the redis engine yet")));
+                    }
                     Some(key) => {
-                        let ticket = self.hub.emit(key, &payload, now);
+                        let ticket = match idem {
+                            None => self.hub.emit(key, &payload, now),
+                            Some(idem) => match self.hub.emit_idempotent(key, &payload, idem, now) {
+                                Ok(ticket) => ticket,
+                                Err(repeat) => {
+                                    let _ = reply.send(match repeat {
+                                        Repeat::Replayed(id) => Ok(Emitted { id: id.to_string(), replayed: true }),
+                                        Repeat::OtherBody => Err(Error::IdempotencyKeyReused),
+                                        Repeat::InFlight => Err(Error::IdempotencyKeyInFlight),
+                                    });
+                                    continue;
+                                }
+                            },
+                        };
                         let waiter = Waiter::Handle(Box::new(move |result| {
                             let _ = reply.send(match result {
-                                Ok(Ack::Appended(id)) => Ok(id.to_string()),
+                                Ok(Ack::Appended(id)) => Ok(Emitted { id: id.to_string(), replayed: false }),
                                 Ok(Ack::Stored) => Err(Error::NotFound),
                                 Err(_) => Err(Error::Unavailable),
                             });

@@ -38,8 +38,8 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::{
-    Ack, Engine, Limits, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken,
-    Ticket,
+    Ack, Engine, IdemKey, Limits, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource,
+    StoredToken, Ticket,
 };
 use crate::history::History;
 use crate::sse::Event;
@@ -208,6 +208,8 @@ struct Staged {
     ticket: Ticket,
     ack: Ack,
     publish: Option<(SourceKey, Event)>,
+    /// The emit's idempotency key, remembered with the event.
+    idem: Option<IdemKey>,
     revert: Revert,
 }
 
@@ -426,11 +428,11 @@ impl Log {
     }
 
     fn stage(&mut self, ticket: Ticket, ack: Ack, publish: Option<(SourceKey, Event)>) {
-        self.staged.push(Staged { ticket, ack, publish, revert: Revert::Nothing });
+        self.staged.push(Staged { ticket, ack, publish, idem: None, revert: Revert::Nothing });
     }
 
     fn stage_change(&mut self, ticket: Ticket, revert: Revert) {
-        self.staged.push(Staged { ticket, ack: Ack::Stored, publish: None, revert });
+        self.staged.push(Staged { ticket, ack: Ack::Stored, publish: None, idem: None, revert });
     }
 
     /// A write failed: the changes of `staged` are taken back, newest first.
@@ -514,10 +516,13 @@ impl Log {
 
     fn acknowledge(&mut self, s: Staged) {
         self.ready.push(Outcome::Done { ticket: s.ticket, result: Ok(s.ack) });
-        if let Some((key, event)) = s.publish
-            && self.rings.retain(key, event.clone())
-        {
-            self.ready.push(Outcome::Publish { key, event });
+        if let Some((key, event)) = s.publish {
+            if let Some(idem) = s.idem {
+                self.rings.remember(key, idem, event.id);
+            }
+            if self.rings.retain(key, event.clone()) {
+                self.ready.push(Outcome::Publish { key, event });
+            }
         }
     }
 
@@ -577,7 +582,11 @@ impl Log {
             Record::SourceState { source: &m.id, last_id, evicted: history.evicted() }.encode(&mut out);
             for event in history.iter() {
                 let payload = event_payload(event);
-                Record::Event { source: &m.id, id: event.id, payload }.encode(&mut out);
+                Record::Event { source: &m.id, id: event.id, payload, key: None }.encode(&mut out);
+            }
+            // Kept 24 hours whether or not their events still are.
+            for (key, id) in self.rings.keys(key).into_iter().flat_map(|k| k.iter()) {
+                Record::Key { source: &m.id, key, id }.encode(&mut out);
             }
         }
         for (token, key, expires_at) in &self.tokens {
@@ -750,11 +759,14 @@ impl Engine for Log {
                 }
                 self.stage_change(ticket, Revert::Retention(key, before));
             }
-            Op::Append { key, payload } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
+            Op::Append { key, payload, idem } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
                 (Some(event), Some(m)) => {
                     let id = m.id.clone();
-                    self.encode(Record::Event { source: &id, id: event.id, payload });
+                    self.encode(Record::Event { source: &id, id: event.id, payload, key: idem });
                     self.stage(ticket, Ack::Appended(event.id), Some((key, event)));
+                    if let Some(staged) = self.staged.last_mut() {
+                        staged.idem = idem;
+                    }
                 }
                 _ => self.stage(ticket, Ack::Stored, None),
             },
@@ -774,7 +786,7 @@ impl Engine for Log {
                     self.encode(Record::Retention { source: &m.id, retention: m.retention, evicted: None });
                 }
                 for (id, payload) in &source.events {
-                    self.encode(Record::Event { source: &m.id, id: *id, payload });
+                    self.encode(Record::Event { source: &m.id, id: *id, payload, key: None });
                 }
                 if let Some(last_id) = source.last_id {
                     self.encode(Record::SourceState { source: &m.id, last_id, evicted: source.evicted });
@@ -1025,7 +1037,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(20);
             while segments(&dir.0).unwrap().len() != 2 || segments(&dir.0).unwrap()[0] == 1 {
                 assert!(Instant::now() < deadline, "no compaction: {:?}", segments(&dir.0));
-                e.submit(Op::Append { key: 1, payload: payload.as_bytes() }, 2_000);
+                e.submit(Op::Append { key: 1, payload: payload.as_bytes(), idem: None }, 2_000);
                 e.flush();
                 e.poll(&mut Vec::new());
             }

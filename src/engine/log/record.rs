@@ -8,7 +8,7 @@
 //! are two u64 LE (ms, seq). A record that runs past the end of the bytes,
 //! or whose CRC does not match, is `Bad`: a torn write or damage.
 
-use crate::engine::Retention;
+use crate::engine::{IdemKey, Retention};
 use crate::sse::EventId;
 
 /// Bytes before a record's type: length and CRC.
@@ -28,6 +28,8 @@ const VERIFY: u8 = 8;
 const TOKEN: u8 = 9;
 const TOKEN_REVOKED: u8 = 10;
 const RETENTION: u8 = 11;
+const EVENT_KEYED: u8 = 12;
+const KEY: u8 = 13;
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +44,20 @@ pub enum Record<'a> {
     Deleted {
         id: &'a str,
     },
+    /// An event; with the idempotency key of its emit, if it had one
+    /// (written as one record, so the key is kept exactly when the event is).
     Event {
         source: &'a str,
         id: EventId,
         payload: &'a [u8],
+        key: Option<IdemKey>,
+    },
+    /// In a snapshot: an idempotency key the source remembers (its event
+    /// may be evicted already).
+    Key {
+        source: &'a str,
+        key: IdemKey,
+        id: EventId,
     },
     /// History cleared; `up_to` is the newest id it held.
     Cleared {
@@ -115,11 +127,22 @@ impl Record<'_> {
                 out.push(DELETED);
                 put_bytes(out, id.as_bytes());
             }
-            Record::Event { source, id, payload } => {
-                out.push(EVENT);
+            Record::Event { source, id, payload, key } => {
+                out.push(if key.is_some() { EVENT_KEYED } else { EVENT });
                 put_bytes(out, source.as_bytes());
                 put_id(out, id);
                 put_bytes(out, payload);
+                if let Some(k) = key {
+                    out.extend_from_slice(&k.key);
+                    out.extend_from_slice(&k.body);
+                }
+            }
+            Record::Key { source, key, id } => {
+                out.push(KEY);
+                put_bytes(out, source.as_bytes());
+                out.extend_from_slice(&key.key);
+                out.extend_from_slice(&key.body);
+                put_id(out, id);
             }
             Record::Cleared { source, up_to } => {
                 out.push(CLEARED);
@@ -187,7 +210,9 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
     let record = match body[0] {
         SOURCE => Record::Source { id: r.str()?, account: r.str()?, name: r.str()?, endpoint_key: r.str()?, created_at: r.u64()? },
         DELETED => Record::Deleted { id: r.str()? },
-        EVENT => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()? },
+        EVENT => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()?, key: None },
+        EVENT_KEYED => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()?, key: Some(r.idem()?) },
+        KEY => Record::Key { source: r.str()?, key: r.idem()?, id: r.id()? },
         CLEARED => Record::Cleared { source: r.str()?, up_to: r.id()? },
         DEFAULT_KEY => Record::DefaultKey { key: r.str()? },
         SOURCE_STATE => {
@@ -262,6 +287,12 @@ impl<'a> Reader<'a> {
         Ok(EventId { ms: self.u64()?, seq: self.u64()? })
     }
 
+    fn idem(&mut self) -> Result<IdemKey, Bad> {
+        let key = self.take(16)?.try_into().map_err(|_| Bad::Corrupt)?;
+        let body = self.take(16)?.try_into().map_err(|_| Bad::Corrupt)?;
+        Ok(IdemKey { key, body })
+    }
+
     fn opt_id(&mut self) -> Result<Option<EventId>, Bad> {
         match self.u8()? {
             0 => Ok(None),
@@ -330,8 +361,10 @@ mod tests {
     fn samples() -> Vec<Record<'static>> {
         vec![
             Record::Source { id: "dc_a", account: "default", name: "orders", endpoint_key: "k", created_at: 7 },
-            Record::Event { source: "dc_a", id: id(10, 0), payload: b"{\"n\":1}" },
-            Record::Event { source: "dc_a", id: id(10, 1), payload: b"" },
+            Record::Event { source: "dc_a", id: id(10, 0), payload: b"{\"n\":1}", key: None },
+            Record::Event { source: "dc_a", id: id(10, 1), payload: b"", key: None },
+            Record::Event { source: "dc_a", id: id(10, 2), payload: b"[]", key: Some(IdemKey { key: [7; 16], body: [9; 16] }) },
+            Record::Key { source: "dc_a", key: IdemKey { key: [1; 16], body: [2; 16] }, id: id(8, 0) },
             Record::Cleared { source: "dc_a", up_to: id(10, 1) },
             Record::DefaultKey { key: "sk_x" },
             Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: Some(id(9, 3)) },

@@ -11,7 +11,7 @@ use log::warn;
 
 use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
-use crate::engine::{Limits, Recovered, SourceMeta, StoredSource, StoredToken};
+use crate::engine::{IdemKey, Limits, Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -20,6 +20,7 @@ struct Source {
     events: VecDeque<(EventId, Vec<u8>)>,
     last_id: Option<EventId>,
     evicted: Option<EventId>,
+    keys: crate::engine::Remembered,
 }
 
 impl Source {
@@ -64,14 +65,24 @@ impl State {
                     created_at,
                     verify: None,
                 };
-                self.sources.insert(id.to_string(), Source { meta, events: VecDeque::new(), last_id: None, evicted: None });
+                self.sources.insert(
+                    id.to_string(),
+                    Source { meta, events: VecDeque::new(), last_id: None, evicted: None, keys: Default::default() },
+                );
             }
             Record::Deleted { id } => {
                 self.sources.remove(id);
                 self.tokens.retain(|t| t.source_id != id);
             }
-            Record::Event { source, id, payload } => {
+            Record::Key { source, key, id } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
+                s.keys.insert(key, id, self.defaults.max_keys);
+            }
+            Record::Event { source, id, payload, key } => {
+                let Some(s) = self.sources.get_mut(source) else { return };
+                if let Some(k) = key {
+                    s.keys.insert(k, id, self.defaults.max_keys);
+                }
                 s.last_id = s.last_id.max(Some(id));
                 s.events.push_back((id, payload.to_vec()));
                 s.bound(self.defaults);
@@ -120,7 +131,10 @@ impl State {
         let sources = self
             .sources
             .into_values()
-            .map(|s| StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted })
+            .map(|s| {
+                let keys: Vec<(IdemKey, EventId)> = s.keys.iter().collect();
+                StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted, keys }
+            })
             .collect();
         Recovered { sources, default_key: self.default_key, tokens: self.tokens }
     }
@@ -227,7 +241,7 @@ mod tests {
 
     fn records() -> Vec<Record<'static>> {
         let source = |id, name| Record::Source { id, account: "default", name, endpoint_key: "k", created_at: 7 };
-        let event = |source, ms, payload| Record::Event { source, id: id(ms, 0), payload };
+        let event = |source, ms, payload| Record::Event { source, id: id(ms, 0), payload, key: None };
         vec![
             Record::DefaultKey { key: "sk_kept" },
             source("dc_a", "a"),

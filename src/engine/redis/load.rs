@@ -242,5 +242,5 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let last = get("last").and_then(|l| l.parse().ok());
     let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
     let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
-    Some(StoredSource { meta, events, last_id, evicted })
+    Some(StoredSource { meta, events, last_id, evicted, keys: Vec::new() })
 }

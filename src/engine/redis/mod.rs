@@ -444,7 +444,13 @@ impl Redis {
                     if !self.sources.is_new(&meta.id) {
                         continue;
                     }
-                    self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
+                    self.ready.push(Outcome::Created(Box::new(StoredSource {
+                        meta,
+                        events: Vec::new(),
+                        last_id: None,
+                        evicted: None,
+                        keys: Vec::new(),
+                    })));
                     return;
                 }
                 Record::Deleted(id) => {
@@ -577,7 +583,8 @@ impl Engine for Redis {
                 let before = self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
-            Op::Append { key, payload } => self.emit(ticket, key, payload),
+            // Idempotency keys are refused above this engine (the API, the handle) until Redis keeps them.
+            Op::Append { key, payload, .. } => self.emit(ticket, key, payload),
             Op::Retention { .. } => {}
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
