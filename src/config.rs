@@ -475,6 +475,7 @@ mod tests {
             crate::engine::Limits { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576), max_keys: 10_000 }
         );
         assert_eq!(Config::from_args(&args("--history-max-age 30s"), none).unwrap().limits().max_age_ms, Some(30_000));
+        assert_eq!(Config::from_args(&args("--idempotency-keys 5"), none).unwrap().limits().max_keys, 5);
         let age = "--history-max-age: expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s";
         let bytes = "--history-max-bytes: expected a byte count from 1024 to 2147483648";
         let table = [
@@ -485,6 +486,8 @@ mod tests {
             ("--history-max-bytes 1023", bytes),
             ("--history-max-bytes 2147483649", bytes),
             ("--history-max-bytes 1k", bytes),
+            ("--idempotency-keys 0", "--idempotency-keys: expected a count from 1 to 1000000"),
+            ("--idempotency-keys 1000001", "--idempotency-keys: expected a count from 1 to 1000000"),
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want, "{input}");

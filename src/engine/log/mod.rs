@@ -1078,6 +1078,38 @@ mod tests {
     }
 
     #[test]
+    fn snapshots_keep_idempotency_keys_of_evicted_events() {
+        let dir = TempDir::new();
+        let mut log = open(&dir.0, Fsync::Never, Limits::count(1), false).unwrap().start(1_000, waker());
+        let meta = SourceMeta {
+            id: "dc_k".into(),
+            account: "default".into(),
+            name: "k".into(),
+            endpoint_key: "k".into(),
+            created_at: 1,
+            verify: None,
+            retention: Retention::default(),
+        };
+        log.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+        let idem = IdemKey::new(b"key", b"1");
+        log.submit(Op::Append { key: 1, payload: b"1", idem: Some(idem) }, 2_000);
+        log.submit(Op::Append { key: 1, payload: b"2", idem: None }, 2_000);
+        log.flush();
+        log.poll(&mut Vec::new());
+        let mut state = recover::State::new(Limits::count(1));
+        let bytes = log.snapshot(3_000);
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let (record, len) = record::decode(&bytes[at..]).unwrap();
+            state.apply(record);
+            at += len;
+        }
+        let source = state.into_recovered().sources.remove(0);
+        assert_eq!(source.events.len(), 1, "the keyed event is evicted");
+        assert_eq!(source.keys.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [idem], "its key is not");
+    }
+
+    #[test]
     fn payloads_come_back_from_frames() {
         for payload in [&b"1"[..], b"{\"event\":{\"metadata\":2},\"x\":\",\\\"metadata\\\":\"}", b"[]", b"\"s\""] {
             let event = Event::new(EventId { ms: 5, seq: 1 }, "dc_x", payload, &mut Vec::new());
