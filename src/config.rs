@@ -85,17 +85,19 @@ pub struct Config {
 impl Config {
     /// A source's bounds when its retention sets none.
     pub(crate) fn limits(&self) -> crate::engine::Limits {
-        self.engine_settings().limits()
+        crate::engine::Limits {
+            max_events: self.history,
+            max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
+            max_bytes: self.history_max_bytes,
+            max_keys: self.idempotency_keys,
+        }
     }
 
     /// The part of the configuration storage is opened with.
     pub(crate) fn engine_settings(&self) -> crate::engine::Settings {
         crate::engine::Settings {
             kind: self.engine,
-            history: self.history,
-            history_max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
-            history_max_bytes: self.history_max_bytes,
-            idempotency_keys: self.idempotency_keys,
+            limits: self.limits(),
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             repair: self.repair,

@@ -121,8 +121,9 @@ pub struct Hub<W> {
     recover_lines: Throttle,
     /// Sources deleted on other nodes (Redis).
     remote_lines: Throttle,
-    /// Idempotency keys of emits waiting for storage.
-    in_flight: std::collections::HashSet<(SourceKey, [u8; 16])>,
+    /// Idempotency keys of emits waiting for storage: as few as emits in
+    /// flight, so a list.
+    in_flight: Vec<(SourceKey, [u8; 16])>,
     /// Sources whose age deadline may have come nearer (an event retained,
     /// a retention set, a source restored): the reactor arms their timers.
     pub aging: Vec<SourceKey>,
@@ -264,7 +265,7 @@ impl<W> Hub<W> {
             None => {}
         }
         let ticket = self.submit(Op::Append { key, payload, idem: Some(idem) }, now_ms, Undo::Nothing);
-        self.in_flight.insert((key, idem.key));
+        self.in_flight.push((key, idem.key));
         if let Some(p) = self.pending.back_mut() {
             p.idem = Some((key, idem.key));
         }
@@ -383,8 +384,10 @@ impl<W> Hub<W> {
             },
         };
         let Some(p) = self.pending.remove(at) else { return };
-        if let Some(idem) = p.idem {
-            self.in_flight.remove(&idem);
+        if let Some(idem) = p.idem
+            && let Some(at) = self.in_flight.iter().position(|&k| k == idem)
+        {
+            self.in_flight.swap_remove(at);
         }
         match result {
             // Not a failure of storage: another node took the name first.

@@ -26,6 +26,9 @@ pub struct Source {
     pub verify: Option<Verify>,
     /// Its retention as set (the engine's rings apply it).
     pub retention: Retention,
+    /// Its age timer on the reactor's wheel, if armed: (the deadline in
+    /// unix ms it is armed for, id).
+    pub age_timer: Option<(u64, crate::timer::TimerId)>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
     /// Subscribers that resumed from an id newer than any this node has
@@ -123,6 +126,7 @@ impl Registry {
                 created_at,
                 verify: None,
                 retention: Retention::default(),
+                age_timer: None,
                 subscribers: Vec::new(),
                 ahead: Vec::new(),
                 pending: false,
@@ -167,6 +171,11 @@ impl Registry {
     /// Sets or removes the source's signature check; returns the one before.
     pub fn set_verify(&mut self, key: SourceKey, verify: Option<Verify>) -> Option<Verify> {
         self.sources.get_mut(&key).and_then(|s| std::mem::replace(&mut s.verify, verify))
+    }
+
+    /// The source, to change (`None` if it is gone).
+    pub fn get_mut(&mut self, key: SourceKey) -> Option<&mut Source> {
+        self.sources.get_mut(&key)
     }
 
     /// Sets the source's retention; returns the one before.

@@ -530,7 +530,7 @@ fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: 
     }
     if let Some(retention) = retention {
         let s = ctx.hub.source(source);
-        throttled!(ctx.throttles.sources, Info, "source {} ({}): retention set to {retention:?}", s.name, s.id);
+        throttled!(ctx.throttles.sources, Info, "source {} ({}): retention set", s.name, s.id);
         // The later ticket: engines acknowledge in submission order.
         ticket = Some(ctx.hub.set_retention(source, retention, ctx.now_ms));
     }

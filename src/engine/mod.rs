@@ -374,14 +374,10 @@ impl EngineKind {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub struct Settings {
     pub kind: EngineKind,
-    /// Events kept per source.
-    pub history: usize,
-    /// The default age and bytes bounds of a source (`--history-max-age`,
-    /// `--history-max-bytes`).
-    pub history_max_age_ms: Option<u64>,
-    pub history_max_bytes: Option<u64>,
-    /// Idempotency keys remembered per source at most (`--idempotency-keys`).
-    pub idempotency_keys: usize,
+    /// A source's bounds where its retention sets none (`--history`,
+    /// `--history-max-age`, `--history-max-bytes`), and the idempotency
+    /// keys it remembers (`--idempotency-keys`).
+    pub limits: Limits,
     /// The `log` engine's directory, its sync policy, and whether damage
     /// before the tail is cut (`--repair`).
     pub data_dir: std::path::PathBuf,
@@ -390,18 +386,6 @@ pub struct Settings {
     /// The `redis` engine's server and its number of partition streams.
     pub redis: Option<redis::RedisUrl>,
     pub redis_partitions: u32,
-}
-
-impl Settings {
-    /// A source's bounds when its retention sets none.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_events: self.history,
-            max_age_ms: self.history_max_age_ms,
-            max_bytes: self.history_max_bytes,
-            max_keys: self.idempotency_keys,
-        }
-    }
 }
 
 /// An engine opened at bind (files locked, what was stored read), not yet
@@ -427,9 +411,9 @@ enum Opening {
 impl Opened {
     pub fn open(config: &Settings, waker: Arc<Waker>) -> io::Result<Opened> {
         Ok(match config.kind {
-            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.limits() }, recovered: Recovered::default(), waker },
+            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.limits }, recovered: Recovered::default(), waker },
             EngineKind::Log => {
-                let mut opened = log::open(&config.data_dir, config.fsync, config.limits(), config.repair)?;
+                let mut opened = log::open(&config.data_dir, config.fsync, config.limits, config.repair)?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
@@ -438,7 +422,7 @@ impl Opened {
             #[cfg(feature = "redis")]
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
-                let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
+                let mut opened = redis::open(url, config.redis_partitions, config.limits.max_events, "ssehub:")?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }

@@ -5,7 +5,6 @@
 //! with and holds before the first turn in `start`. See the crate docs for
 //! the loop contract.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -160,10 +159,6 @@ pub struct Reactor {
     /// The one timer for token expiry: (reactor ms, id), armed for the
     /// earliest expiry; a later one fires and re-arms.
     token_timer: Option<(u64, TimerId)>,
-    /// One timer per source with an age bound and events: (the oldest
-    /// event's expiry in unix ms, id). Armed for that or earlier; an early
-    /// one re-arms when it fires.
-    retention_timers: HashMap<SourceKey, (u64, TimerId)>,
 }
 
 impl Reactor {
@@ -229,7 +224,6 @@ impl Reactor {
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
             token_timer: None,
-            retention_timers: HashMap::new(),
         };
         // Restored sources whose events expired while the server was down go at the first turn.
         reactor.arm_retention_timers();
@@ -818,7 +812,8 @@ impl Reactor {
                 }
                 Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
                 Due::Retention(key) => {
-                    self.retention_timers.remove(&key);
+                    let Some(source) = self.hub.registry.get_mut(key) else { continue };
+                    source.age_timer = None;
                     if let Some(next) = self.hub.expire(key, self.unix_now) {
                         self.arm_retention_timer(key, next);
                     }
@@ -838,8 +833,9 @@ impl Reactor {
         self.hub.aging = aging;
     }
 
-    /// Arms `key`'s timer for `deadline` (unix ms) unless it is armed for
-    /// that or earlier; a deadline passed (a bound just made smaller, a
+    /// Arms `key`'s timer (one per source with an age bound and events,
+    /// `Source::age_timer`) for `deadline` (unix ms) unless it is armed for
+    /// that or earlier (an early one re-arms when it fires); a deadline passed (a bound just made smaller, a
     /// restart after the events expired) evicts at once. Unix time is
     /// mapped onto the reactor's clock.
     fn arm_retention_timer(&mut self, key: SourceKey, mut deadline: u64) {
@@ -847,14 +843,15 @@ impl Reactor {
             let Some(next) = self.hub.expire(key, self.unix_now) else { return };
             deadline = next;
         }
-        if self.retention_timers.get(&key).is_some_and(|&(armed, _)| armed <= deadline) {
+        let Some(source) = self.hub.registry.get_mut(key) else { return };
+        if source.age_timer.is_some_and(|(armed, _)| armed <= deadline) {
             return;
         }
-        if let Some((_, id)) = self.retention_timers.remove(&key) {
+        if let Some((_, id)) = source.age_timer.take() {
             self.timers.remove(id);
         }
         let at = self.now + deadline.saturating_sub(self.unix_now);
-        self.retention_timers.insert(key, (deadline, self.timers.insert(at, Due::Retention(key))));
+        source.age_timer = Some((deadline, self.timers.insert(at, Due::Retention(key))));
     }
 
     /// Arms the token timer for the earliest expiry, unless it is armed
