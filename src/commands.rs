@@ -10,13 +10,14 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use mio::Waker;
 
+use crate::engine::IdemKey;
 use crate::metrics::Published;
 
 /// A request from a `Handle`, carried out on the reactor thread.
 pub(crate) enum Command {
     Create { name: String, reply: Reply<Result<SourceInfo, Error>> },
     Delete { source: String, reply: Reply<Result<(), Error>> },
-    Emit { source: String, payload: Vec<u8>, reply: Reply<Result<String, Error>> },
+    Emit { source: String, payload: Vec<u8>, idem: Option<IdemKey>, reply: Reply<Result<Emitted, Error>> },
     ReloadKeys,
     Shutdown,
 }
@@ -75,6 +76,24 @@ pub enum Error {
     Unavailable,
     /// The server has stopped.
     Stopped,
+    /// An idempotency key is 1 to 255 visible ASCII characters.
+    BadIdempotencyKey,
+    /// The idempotency key was used on the source with another payload.
+    IdempotencyKeyReused,
+    /// An emit with the idempotency key is still being stored: retry.
+    IdempotencyKeyInFlight,
+    /// The engine does not do this yet (idempotency keys with `redis`).
+    Unsupported(&'static str),
+}
+
+/// An emit's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The event id.
+    pub id: String,
+    /// True when an earlier emit with the same idempotency key and payload
+    /// got this id, and nothing was emitted now.
+    pub replayed: bool,
 }
 
 impl fmt::Display for Error {
@@ -87,6 +106,10 @@ impl fmt::Display for Error {
             Error::TooLarge => write!(f, "event larger than max_event_bytes"),
             Error::Unavailable => write!(f, "storage unavailable"),
             Error::Stopped => write!(f, "the server has stopped"),
+            Error::BadIdempotencyKey => write!(f, "an idempotency key is 1 to 255 visible ASCII characters"),
+            Error::IdempotencyKeyReused => write!(f, "this idempotency key was used with another payload on this source"),
+            Error::IdempotencyKeyInFlight => write!(f, "an emit with this idempotency key is still being stored; retry shortly"),
+            Error::Unsupported(what) => write!(f, "{what}"),
         }
     }
 }

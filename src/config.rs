@@ -35,6 +35,12 @@ pub struct Config {
     pub handshake_interval: Duration,
     /// Events kept per source for replay and `event_summaries`.
     pub history: usize,
+    /// A source's default age bound (`--history-max-age`); `None`: none.
+    pub history_max_age: Option<Duration>,
+    /// A source's default bound of retained envelope bytes; `None`: none.
+    pub history_max_bytes: Option<u64>,
+    /// Idempotency keys remembered per source at most (`--idempotency-keys`).
+    pub idempotency_keys: usize,
     /// Largest emit or webhook body; above it: 413.
     pub max_event_bytes: usize,
     /// Unsent bytes one subscriber may have queued before it is dropped.
@@ -77,11 +83,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// A source's bounds when its retention sets none.
+    pub(crate) fn limits(&self) -> crate::engine::Limits {
+        crate::engine::Limits {
+            max_events: self.history,
+            max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
+            max_bytes: self.history_max_bytes,
+            max_keys: self.idempotency_keys,
+        }
+    }
+
     /// The part of the configuration storage is opened with.
     pub(crate) fn engine_settings(&self) -> crate::engine::Settings {
         crate::engine::Settings {
             kind: self.engine,
-            history: self.history,
+            limits: self.limits(),
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             repair: self.repair,
@@ -100,6 +116,9 @@ impl Default for Config {
             sources: Vec::new(),
             handshake_interval: DEFAULT_HANDSHAKE_INTERVAL,
             history: DEFAULT_HISTORY,
+            history_max_age: None,
+            history_max_bytes: None,
+            idempotency_keys: crate::engine::DEFAULT_IDEMPOTENCY_KEYS,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_subscriber_buffer: DEFAULT_MAX_SUBSCRIBER_BUFFER,
             max_connections: None,
@@ -141,6 +160,9 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("source", "NAME", "create this source in the default account at start (repeatable)"),
     ("handshake-interval", "DURATION", "period of the :sse-handshake comment [default: 15s]"),
     ("history", "N", "events kept per source [default: 100]"),
+    ("history-max-age", "DURATION", "a source's events are evicted this long after their emit, e.g. 7d, 12h, 30s [default: never]"),
+    ("history-max-bytes", "BYTES", "envelope bytes kept per source, 1024 to 2147483648 [default: no bound]"),
+    ("idempotency-keys", "N", "Idempotency-Key values remembered per source (24 h), 1 to 1000000 [default: 10000]"),
     ("max-event-bytes", "BYTES", "largest emit or webhook body [default: 524288]"),
     ("max-subscriber-buffer", "BYTES", "bytes queued for one subscriber before it is dropped [default: 1048576]"),
     ("max-connections", "N", "open connections beyond which new ones are refused [default: from RLIMIT_NOFILE]"),
@@ -232,6 +254,9 @@ impl Config {
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
+        if config.engine == EngineKind::Redis && (config.history_max_age.is_some() || config.history_max_bytes.is_some()) {
+            return Err(ConfigError("--history-max-age and --history-max-bytes are not supported by the redis engine yet".into()));
+        }
         Ok(config)
     }
 
@@ -255,6 +280,20 @@ impl Config {
                 }
             }
             "history" => self.history = v.parse().map_err(|_| bad("expected a count"))?,
+            "history-max-age" => {
+                let d = parse_duration(&v).filter(|d| d.as_millis() % 1000 == 0);
+                let s = d.map(|d| d.as_secs()).filter(|s| crate::engine::Retention::MAX_AGE_S.contains(s));
+                let s = s.ok_or_else(|| bad("expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s"))?;
+                self.history_max_age = Some(Duration::from_secs(s));
+            }
+            "idempotency-keys" => {
+                self.idempotency_keys =
+                    parse_positive(&v).filter(|&n| n <= 1_000_000).ok_or_else(|| bad("expected a count from 1 to 1000000"))?
+            }
+            "history-max-bytes" => {
+                let n = v.parse().ok().filter(|n| crate::engine::Retention::MAX_BYTES.contains(n));
+                self.history_max_bytes = Some(n.ok_or_else(|| bad("expected a byte count from 1024 to 2147483648"))?);
+            }
             "max-event-bytes" => self.max_event_bytes = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "max-subscriber-buffer" => self.max_subscriber_buffer = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "max-connections" => self.max_connections = Some(parse_positive(&v).ok_or_else(|| bad("expected a count"))?),
@@ -329,6 +368,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "" | "s" => n.checked_mul(1000)?,
         "m" => n.checked_mul(60_000)?,
         "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
         _ => return None,
     };
     Some(Duration::from_millis(ms))
@@ -410,6 +450,10 @@ mod tests {
         assert_eq!(c.engine, EngineKind::Memory, "an engine given wins");
         let table = [
             ("--engine redis", "--engine redis needs --redis URL"),
+            (
+                "--redis redis://127.0.0.1:1 --history-max-age 1h",
+                "--history-max-age and --history-max-bytes are not supported by the redis engine yet",
+            ),
             ("--redis-partitions 0", "--redis-partitions: expected a count from 1 to 1024"),
             ("--redis rediss://h:1", "--redis: expected redis://host:port or unix:///path (rediss:// TLS is not supported)"),
         ];
@@ -419,9 +463,51 @@ mod tests {
     }
 
     #[test]
+    fn retention_defaults_come_from_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&args("--history 7"), none).unwrap();
+        assert_eq!(
+            c.limits(),
+            crate::engine::Limits { max_events: 7, max_age_ms: None, max_bytes: None, max_keys: 10_000 },
+            "no age or bytes bound unless given"
+        );
+        let c = Config::from_args(&args("--history-max-age 7d --history-max-bytes 1048576"), none).unwrap();
+        assert_eq!(
+            c.limits(),
+            crate::engine::Limits { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576), max_keys: 10_000 }
+        );
+        assert_eq!(Config::from_args(&args("--history-max-age 30s"), none).unwrap().limits().max_age_ms, Some(30_000));
+        assert_eq!(Config::from_args(&args("--idempotency-keys 5"), none).unwrap().limits().max_keys, 5);
+        let age = "--history-max-age: expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s";
+        let bytes = "--history-max-bytes: expected a byte count from 1024 to 2147483648";
+        let table = [
+            ("--history-max-age 0s", age),
+            ("--history-max-age 1500ms", age),
+            ("--history-max-age 366d", age),
+            ("--history-max-age forever", age),
+            ("--history-max-bytes 1023", bytes),
+            ("--history-max-bytes 2147483649", bytes),
+            ("--history-max-bytes 1k", bytes),
+            ("--idempotency-keys 0", "--idempotency-keys: expected a count from 1 to 1000000"),
+            ("--idempotency-keys 1000001", "--idempotency-keys: expected a count from 1 to 1000000"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want, "{input}");
+        }
+    }
+
+    #[test]
     fn parses_durations() {
-        let table =
-            [("15s", Some(15_000)), ("500ms", Some(500)), ("2m", Some(120_000)), ("3", Some(3000)), ("", None), ("1d", None), ("s", None)];
+        let table = [
+            ("15s", Some(15_000)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("3", Some(3000)),
+            ("", None),
+            ("7d", Some(604_800_000)),
+            ("1w", None),
+            ("s", None),
+        ];
         for (input, want) in table {
             assert_eq!(parse_duration(input).map(|d| d.as_millis() as u64), want, "{input:?}");
         }

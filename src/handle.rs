@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::commands::{self, Command, Error, Reply, Shared, SourceInfo};
+use crate::commands::{self, Command, Emitted, Error, Reply, Shared, SourceInfo};
 use crate::config::Config;
 use crate::json;
 use crate::metrics::Stats;
@@ -89,7 +89,27 @@ impl Handle {
             return Err(Error::TooLarge);
         }
         let payload = json::compact(json.as_bytes()).map_err(|e| Error::InvalidJson(e.to_string()))?;
-        self.call(|reply| Command::Emit { source: source.to_string(), payload, reply })?
+        self.call(|reply| Command::Emit { source: source.to_string(), payload, idem: None, reply })?.map(|e| e.id)
+    }
+
+    /// `emit` with an idempotency key (1 to 255 visible ASCII characters),
+    /// as the API's `Idempotency-Key`: the same key and JSON on the same
+    /// source within 24 hours (across restarts with the `log` engine) get
+    /// the first emit's id back with `replayed` set, and nothing is
+    /// emitted; the same key with another JSON is `IdempotencyKeyReused`;
+    /// while the first is not yet stored, `IdempotencyKeyInFlight`. So a
+    /// caller that got `Unavailable` may retry safely.
+    pub fn emit_idempotent(&self, source: &str, json: &str, key: &str) -> Result<Emitted, Error> {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::BadIdempotencyKey);
+        }
+        if json.len() > self.shared.max_event_bytes {
+            return Err(Error::TooLarge);
+        }
+        let payload = json::compact(json.as_bytes()).map_err(|e| Error::InvalidJson(e.to_string()))?;
+        // The compacted JSON is the body compared: the same value however it is spaced.
+        let idem = Some(crate::engine::IdemKey::new(key.as_bytes(), &payload));
+        self.call(|reply| Command::Emit { source: source.to_string(), payload, idem, reply })?
     }
 
     /// The counters as of the reactor's last loop turn.

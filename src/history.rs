@@ -2,47 +2,117 @@
 //! `Last-Event-ID`, the newest N for `event_summaries`, and the newest id
 //! that fell out of it (evicted or cleared), which tells a resume point
 //! whose events can no longer all be replayed (the gap signal).
+//!
+//! Bounds (`Limits`): a count, the bytes of the retained envelopes (the
+//! frames' `data` values; the newest event is kept whatever its size), and
+//! an age, which the ring does not watch itself (no clock here): its owner
+//! calls `expire` at `deadline`.
 
 use std::collections::VecDeque;
 
 use crate::sse::{Event, EventId, Gap};
 
+/// A ring's bounds in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_events: usize,
+    /// Milliseconds after its id's millisecond that an event is evicted.
+    pub max_age_ms: Option<u64>,
+    /// Envelope bytes retained at most (the newest event always stays).
+    pub max_bytes: Option<u64>,
+    /// Idempotency keys remembered at most (not the ring's: its source's).
+    pub max_keys: usize,
+}
+
+impl Limits {
+    /// A count and nothing else (and the default number of keys).
+    pub fn count(max_events: usize) -> Limits {
+        Limits { max_events, max_age_ms: None, max_bytes: None, max_keys: 10_000 }
+    }
+}
+
 pub struct History {
-    capacity: usize,
+    limits: Limits,
     events: VecDeque<Event>,
-    /// The newest id evicted at capacity or cleared.
+    /// Envelope bytes of `events`.
+    bytes: u64,
+    /// The newest id evicted (by any bound) or cleared.
     evicted: Option<EventId>,
 }
 
 // Public only under the `fuzzing` feature, where clippy wants an `is_empty` no caller needs.
 #[cfg_attr(feature = "fuzzing", allow(clippy::len_without_is_empty))]
 impl History {
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn new(capacity: usize) -> History {
-        History { capacity, events: VecDeque::new(), evicted: None }
+        History::with_limits(Limits::count(capacity))
     }
 
-    /// A ring recovered from storage: `events` oldest first (only the
-    /// newest `capacity` are kept), `evicted` as stored.
-    pub fn restore(capacity: usize, events: impl IntoIterator<Item = Event>, evicted: Option<EventId>) -> History {
-        let mut h = History { capacity, events: VecDeque::new(), evicted };
+    pub fn with_limits(limits: Limits) -> History {
+        History { limits, events: VecDeque::new(), bytes: 0, evicted: None }
+    }
+
+    /// A ring recovered from storage: `events` oldest first (what the
+    /// count and bytes bounds allow is kept), `evicted` as stored.
+    pub fn restore(limits: Limits, events: impl IntoIterator<Item = Event>, evicted: Option<EventId>) -> History {
+        let mut h = History { evicted, ..History::with_limits(limits) };
         for event in events {
             h.push(event);
         }
         h
     }
 
-    /// Appends; ids arrive increasing. The oldest event falls out at capacity.
+    /// Appends; ids arrive increasing. The oldest events fall out past
+    /// the count or the bytes bound.
     pub fn push(&mut self, event: Event) {
-        if self.capacity == 0 {
-            self.evicted = Some(event.id);
-            return;
-        }
-        if self.events.len() == self.capacity
-            && let Some(old) = self.events.pop_front()
-        {
-            self.evicted = Some(old.id);
-        }
+        self.bytes += event.envelope().len() as u64;
         self.events.push_back(event);
+        self.bound();
+    }
+
+    fn pop(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.bytes -= old.envelope().len() as u64;
+            self.evicted = self.evicted.max(Some(old.id));
+        }
+    }
+
+    /// Evicts the oldest while a count or bytes bound is passed.
+    fn bound(&mut self) {
+        while self.events.len() > self.limits.max_events {
+            self.pop();
+        }
+        if let Some(max) = self.limits.max_bytes {
+            while self.bytes > max && self.events.len() > 1 {
+                self.pop();
+            }
+        }
+    }
+
+    /// New bounds, in effect at once for count and bytes (and for age at
+    /// the next `expire`).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.bound();
+    }
+
+    /// When the oldest event passes the age bound (unix ms), if any.
+    pub fn deadline(&self) -> Option<u64> {
+        Some(self.events.front()?.id.ms.saturating_add(self.limits.max_age_ms?))
+    }
+
+    /// Evicts the events older than the age bound at `now_ms`; the next deadline.
+    pub fn expire(&mut self, now_ms: u64) -> Option<u64> {
+        while self.deadline().is_some_and(|at| at <= now_ms) {
+            self.pop();
+        }
+        self.deadline()
+    }
+
+    /// Envelope bytes retained.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The gap a resume after `last` meets: some event newer than `last`
@@ -86,7 +156,7 @@ impl History {
             return;
         }
         while self.events.front().is_some_and(|e| e.id <= up_to) {
-            self.events.pop_front();
+            self.pop();
         }
         self.evicted = self.evicted.max(Some(up_to));
     }
@@ -99,7 +169,7 @@ impl History {
     /// Empties the ring (its newest id counts as evicted); returns what it held.
     pub fn clear(&mut self) -> History {
         let evicted = self.events.back().map(|e| e.id).or(self.evicted);
-        std::mem::replace(self, History { capacity: self.capacity, events: VecDeque::new(), evicted })
+        std::mem::replace(self, History { evicted, ..History::with_limits(self.limits) })
     }
 }
 
@@ -179,8 +249,68 @@ mod tests {
         cleared.clear();
         assert_eq!(cleared.evicted(), Some(id(2, 0)), "clearing nothing moves nothing");
         assert_eq!(ring(0, &[(1, 0), (2, 0)]).gap(id(1, 0)), gap((1, 0), None), "--history 0 keeps nothing");
-        let restored = History::restore(2, ring(5, &[(1, 0), (2, 0), (3, 0)]).after(id(0, 0)).cloned(), None);
+        let restored = History::restore(Limits::count(2), ring(5, &[(1, 0), (2, 0), (3, 0)]).after(id(0, 0)).cloned(), None);
         assert_eq!((restored.len(), restored.evicted()), (2, Some(id(1, 0))), "a smaller --history at restore evicts");
+    }
+
+    fn sized(limits: Limits, events: &[(u64, usize)]) -> History {
+        let mut h = History::with_limits(limits);
+        for &(ms, size) in events {
+            h.push(Event::new(id(ms, 0), "dc_x", format!("\"{}\"", "x".repeat(size)).as_bytes(), &mut Vec::new()));
+        }
+        h
+    }
+
+    #[test]
+    fn evicts_by_bytes_keeping_the_newest() {
+        let one = sized(Limits::count(10), &[(1, 0)]).bytes();
+        // (max_bytes, sizes pushed at ms 1, 2, …) → the ms retained
+        type Case = (u64, &'static [usize], &'static [u64]);
+        let table: &[Case] = &[
+            (one * 3, &[0, 0, 0], &[1, 2, 3]),
+            (one * 3, &[0, 0, 0, 0], &[2, 3, 4]),
+            (one * 2 + 10, &[0, 0, 10], &[2, 3]),
+            (one * 2 + 10, &[10, 0, 0], &[2, 3]),
+            (one, &[0, 500], &[2]),
+            (one, &[500], &[1]),
+            (one + 500, &[500, 0, 0], &[2, 3]),
+        ];
+        for &(max, sizes, want) in table {
+            let events: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, &s)| (i as u64 + 1, s)).collect();
+            let h = sized(Limits { max_bytes: Some(max), ..Limits::count(10) }, &events);
+            let kept: Vec<u64> = h.iter().map(|e| e.id.ms).collect();
+            assert_eq!(kept, want, "max {max}, sizes {sizes:?}");
+            assert_eq!(h.bytes(), h.iter().map(|e| e.envelope().len() as u64).sum::<u64>());
+            let evicted = (want[0] > 1).then(|| id(want[0] - 1, 0));
+            assert_eq!(h.evicted(), evicted, "the newest evicted moves with every eviction");
+        }
+    }
+
+    #[test]
+    fn evicts_by_age_at_each_deadline() {
+        let mut h = sized(Limits { max_age_ms: Some(100), ..Limits::count(10) }, &[(1000, 0), (1050, 0), (1200, 0)]);
+        assert_eq!(h.deadline(), Some(1100));
+        // (now, deadline after, retained)
+        type Case = (u64, Option<u64>, &'static [u64]);
+        let table: &[Case] =
+            &[(1099, Some(1100), &[1000, 1050, 1200]), (1100, Some(1150), &[1050, 1200]), (1250, Some(1300), &[1200]), (1300, None, &[])];
+        for &(now, next, kept) in table {
+            assert_eq!(h.expire(now), next, "at {now}");
+            assert_eq!(h.iter().map(|e| e.id.ms).collect::<Vec<_>>(), kept, "at {now}");
+        }
+        assert_eq!(h.evicted(), Some(id(1200, 0)));
+        assert_eq!(h.gap(id(1050, 0)), Some(Gap { after: id(1050, 0), resumed_from: None }));
+        assert_eq!(sized(Limits::count(10), &[(1, 0)]).deadline(), None, "no age bound: no deadline");
+    }
+
+    #[test]
+    fn new_limits_apply_at_once() {
+        let mut h = sized(Limits::count(10), &[(1, 0), (2, 0), (3, 0), (4, 0)]);
+        h.set_limits(Limits::count(2));
+        assert_eq!(h.iter().map(|e| e.id.ms).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(h.evicted(), Some(id(2, 0)));
+        h.set_limits(Limits { max_age_ms: Some(5), ..Limits::count(10) });
+        assert_eq!(h.deadline(), Some(8));
     }
 }
 

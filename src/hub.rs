@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use crate::auth::AccountId;
-use crate::engine::{Ack, Engine, Op, Outcome, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use crate::engine::{Ack, Engine, IdemKey, Op, Outcome, Retention, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::History;
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::Gap;
@@ -40,6 +40,19 @@ struct Pending<W> {
     waiter: Option<W>,
     /// What to undo if storage refuses the change.
     undo: Undo,
+    /// An emit's idempotency key, in flight until acknowledged or refused.
+    idem: Option<(SourceKey, [u8; 16])>,
+}
+
+/// An emit with an idempotency key that was not submitted (SPEC §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// The key and body of an earlier emit: its id (nothing emitted).
+    Replayed(EventId),
+    /// The key of an earlier emit with another body (422).
+    OtherBody,
+    /// The key of an emit storage has not acknowledged yet (409).
+    InFlight,
 }
 
 /// What to take back if storage refuses a change.
@@ -49,6 +62,8 @@ enum Undo {
     Create(SourceKey),
     /// Put back the signature check it had.
     Verify(SourceKey, Option<Verify>),
+    /// Put back the retention it had (what it evicted meanwhile stays evicted).
+    Retention(SourceKey, Retention),
     /// A new token (of this source).
     Token(SourceKey, String),
     /// A delete: the source is hidden meanwhile and goes once acknowledged;
@@ -82,6 +97,7 @@ impl Undo {
                 tokens.remove_source(key);
             }
             Undo::Verify(key, before) => drop(registry.set_verify(key, before)),
+            Undo::Retention(key, before) => drop(registry.set_retention(key, before)),
             Undo::Token(key, token) => drop(tokens.revoke(key, &token)),
         }
     }
@@ -105,6 +121,12 @@ pub struct Hub<W> {
     recover_lines: Throttle,
     /// Sources deleted on other nodes (Redis).
     remote_lines: Throttle,
+    /// Idempotency keys of emits waiting for storage: as few as emits in
+    /// flight, so a list.
+    in_flight: Vec<(SourceKey, [u8; 16])>,
+    /// Sources whose age deadline may have come nearer (an event retained,
+    /// a retention set, a source restored): the reactor arms their timers.
+    pub aging: Vec<SourceKey>,
 }
 
 impl<W> Hub<W> {
@@ -122,6 +144,8 @@ impl<W> Hub<W> {
             fail_lines: Throttle::default(),
             recover_lines: Throttle::default(),
             remote_lines: Throttle::default(),
+            aging: Vec::new(),
+            in_flight: Default::default(),
         }
     }
 
@@ -136,7 +160,7 @@ impl<W> Hub<W> {
 
     fn submit(&mut self, op: Op<'_>, now_ms: u64, undo: Undo) -> Ticket {
         let ticket = self.engine.submit(op, now_ms);
-        self.pending.push_back(Pending { ticket, waiter: None, undo });
+        self.pending.push_back(Pending { ticket, waiter: None, undo, idem: None });
         ticket
     }
 
@@ -154,10 +178,12 @@ impl<W> Hub<W> {
         account_name: &str,
         name: &str,
         verify: Option<Verify>,
+        retention: Retention,
         now_ms: u64,
     ) -> Result<(SourceKey, Ticket), CreateError> {
         let key = self.registry.create(account, name, now_ms)?;
         self.registry.set_verify(key, verify);
+        self.registry.set_retention(key, retention);
         let meta = self.meta(key, account_name);
         Ok((key, self.submit(Op::Create { key, meta: &meta }, now_ms, Undo::Create(key))))
     }
@@ -170,6 +196,21 @@ impl<W> Hub<W> {
         self.submit(Op::Verify { key, verify: verify.as_ref() }, now_ms, Undo::Verify(key, before))
     }
 
+    /// Sets a source's retention, in effect at once (what it no longer
+    /// allows is evicted now); the setting is put back if storage refuses it.
+    pub fn set_retention(&mut self, key: SourceKey, retention: Retention, now_ms: u64) -> Ticket {
+        let before = self.registry.set_retention(key, retention);
+        self.aging.push(key);
+        self.submit(Op::Retention { key, retention }, now_ms, Undo::Retention(key, before))
+    }
+
+    /// The source's age deadline came: what is past it is evicted. The
+    /// next deadline (unix ms), if any.
+    pub fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.registry.get(key)?;
+        self.engine.expire(key, now_ms)
+    }
+
     fn meta(&self, key: SourceKey, account_name: &str) -> SourceMeta {
         let s = self.source(key);
         SourceMeta {
@@ -179,6 +220,7 @@ impl<W> Hub<W> {
             endpoint_key: s.endpoint_key.clone(),
             created_at: s.created_at,
             verify: s.verify.clone(),
+            retention: s.retention,
         }
     }
 
@@ -207,7 +249,27 @@ impl<W> Hub<W> {
 
     /// Emits compact JSON; retained and delivered once acknowledged.
     pub fn emit(&mut self, key: SourceKey, payload: &[u8], now_ms: u64) -> Ticket {
-        self.submit(Op::Append { key, payload }, now_ms, Undo::Nothing)
+        self.submit(Op::Append { key, payload, idem: None }, now_ms, Undo::Nothing)
+    }
+
+    /// Emits with an idempotency key (`idem`: hashes of the key and of the
+    /// request's body), unless the key was used on the source: then what
+    /// the first emit got, and nothing is emitted.
+    pub fn emit_idempotent(&mut self, key: SourceKey, payload: &[u8], idem: IdemKey, now_ms: u64) -> Result<Ticket, Repeat> {
+        if self.in_flight.contains(&(key, idem.key)) {
+            return Err(Repeat::InFlight);
+        }
+        match self.engine.rings().repeat(key, &idem.key, now_ms) {
+            Some((body, id)) if body == idem.body => return Err(Repeat::Replayed(id)),
+            Some(_) => return Err(Repeat::OtherBody),
+            None => {}
+        }
+        let ticket = self.submit(Op::Append { key, payload, idem: Some(idem) }, now_ms, Undo::Nothing);
+        self.in_flight.push((key, idem.key));
+        if let Some(p) = self.pending.back_mut() {
+            p.idem = Some((key, idem.key));
+        }
+        Ok(ticket)
     }
 
     pub fn clear(&mut self, key: SourceKey, now_ms: u64) -> Ticket {
@@ -282,11 +344,14 @@ impl<W> Hub<W> {
             match outcome {
                 Outcome::Publish { key, event } => {
                     if self.registry.get(key).is_some() {
+                        if self.engine.rings().deadline(key).is_some() {
+                            self.aging.push(key);
+                        }
                         self.effects.push(Effect::Publish(key, event));
                     }
                 }
                 Outcome::Done { ticket, result } => self.done(ticket, result),
-                Outcome::Created(stored) => self.effects.push(Effect::Created(Box::new(stored))),
+                Outcome::Created(stored) => self.effects.push(Effect::Created(stored)),
                 Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
                 // (A source gone meanwhile has nothing to set.)
                 Outcome::Verify { key, verify } => drop(self.registry.set_verify(key, verify)),
@@ -319,6 +384,11 @@ impl<W> Hub<W> {
             },
         };
         let Some(p) = self.pending.remove(at) else { return };
+        if let Some(idem) = p.idem
+            && let Some(at) = self.in_flight.iter().position(|&k| k == idem)
+        {
+            self.in_flight.swap_remove(at);
+        }
         match result {
             // Not a failure of storage: another node took the name first.
             Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
@@ -353,7 +423,9 @@ impl<W> Hub<W> {
         let m = &stored.meta;
         let key = self.registry.insert(account, m.id.clone(), m.name.clone(), m.endpoint_key.clone(), m.created_at);
         self.registry.set_verify(key, m.verify.clone());
+        self.registry.set_retention(key, m.retention);
         self.engine.restore(key, stored);
+        self.aging.push(key);
         key
     }
 
@@ -387,5 +459,34 @@ impl<W> Hub<W> {
     /// none of them, and nothing that comes repeats one.
     pub fn is_ahead(&self, key: SourceKey, after: EventId) -> bool {
         self.engine.shared() && self.engine.rings().newest_known(key).is_none_or(|newest| after > newest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Memory;
+    use crate::engine::conformance::Delayed;
+
+    /// A repeat while the first emit waits for storage is `InFlight`; once
+    /// acknowledged, a replay of its id (or, for another body, `OtherBody`).
+    #[test]
+    fn a_repeat_is_in_flight_until_the_first_is_acknowledged() {
+        let mut hub: Hub<()> = Hub::new(Box::new(Delayed::new(Box::new(Memory::new(10, 1_000)), 3)));
+        let account = crate::auth::Keys::default().add("k", "default");
+        let (key, _) = hub.create(account, "default", "s", None, Retention::default(), 2_000).unwrap();
+        let idem = IdemKey::new(b"key", b"[1]");
+        let ticket = hub.emit_idempotent(key, b"[1]", idem, 2_000).unwrap();
+        assert_eq!(hub.emit_idempotent(key, b"[1]", idem, 2_000), Err(Repeat::InFlight));
+        assert_eq!(hub.emit_idempotent(key, b"[2]", IdemKey::new(b"key", b"[2]"), 2_000), Err(Repeat::InFlight));
+        for _ in 0..10 {
+            hub.flush();
+            hub.settle();
+        }
+        assert!(hub.settled(), "ticket {ticket:?} acknowledged");
+        let id = hub.history(key).unwrap().newest(1).next().unwrap().id;
+        assert_eq!(hub.emit_idempotent(key, b"[1]", idem, 2_000), Err(Repeat::Replayed(id)));
+        assert_eq!(hub.emit_idempotent(key, b"[2]", IdemKey::new(b"key", b"[2]"), 2_000), Err(Repeat::OtherBody));
+        assert_eq!(hub.history(key).unwrap().len(), 1);
     }
 }

@@ -76,7 +76,7 @@ mod verify;
 #[doc(hidden)]
 pub mod client;
 
-pub use commands::{Error, SourceInfo};
+pub use commands::{Emitted, Error, SourceInfo};
 pub use config::{Config, ConfigError, takes_value, usage};
 pub use engine::EngineKind;
 pub use handle::{Handle, Server};

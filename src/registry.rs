@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
-use crate::engine::SourceKey;
+use crate::engine::{Retention, SourceKey};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -24,6 +24,11 @@ pub struct Source {
     pub created_at: u64,
     /// The signature check of its webhook deliveries.
     pub verify: Option<Verify>,
+    /// Its retention as set (the engine's rings apply it).
+    pub retention: Retention,
+    /// Its age timer on the reactor's wheel, if armed: (the deadline in
+    /// unix ms it is armed for, id).
+    pub age_timer: Option<(u64, crate::timer::TimerId)>,
     /// Keys of the connections streaming this source.
     pub subscribers: Vec<u32>,
     /// Subscribers that resumed from an id newer than any this node has
@@ -120,6 +125,8 @@ impl Registry {
                 endpoint_key,
                 created_at,
                 verify: None,
+                retention: Retention::default(),
+                age_timer: None,
                 subscribers: Vec::new(),
                 ahead: Vec::new(),
                 pending: false,
@@ -164,6 +171,16 @@ impl Registry {
     /// Sets or removes the source's signature check; returns the one before.
     pub fn set_verify(&mut self, key: SourceKey, verify: Option<Verify>) -> Option<Verify> {
         self.sources.get_mut(&key).and_then(|s| std::mem::replace(&mut s.verify, verify))
+    }
+
+    /// The source, to change (`None` if it is gone).
+    pub fn get_mut(&mut self, key: SourceKey) -> Option<&mut Source> {
+        self.sources.get_mut(&key)
+    }
+
+    /// Sets the source's retention; returns the one before.
+    pub fn set_retention(&mut self, key: SourceKey, retention: Retention) -> Retention {
+        self.sources.get_mut(&key).map_or(retention, |s| std::mem::replace(&mut s.retention, retention))
     }
 
     /// Removes a source; returns it (its subscribers are to be ended).

@@ -41,6 +41,7 @@ impl SavedSource {
     fn into_stored(self) -> StoredSource {
         let evicted = None;
         let meta = SourceMeta {
+            retention: Default::default(),
             id: self.id,
             account: self.account,
             name: self.name,
@@ -48,7 +49,7 @@ impl SavedSource {
             created_at: self.created_at,
             verify: None,
         };
-        StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted }
+        StoredSource { meta, events: self.events, last_id: Some(self.last_id), evicted, keys: Vec::new() }
     }
 }
 

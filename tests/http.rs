@@ -132,7 +132,10 @@ fn cors_for_v1_follows_cors_origin_and_preflights_come_before_authentication() {
     assert_eq!(preflight.header("access-control-allow-origin").as_deref(), Some("https://app.example"));
     assert_eq!(preflight.header("vary").as_deref(), Some("Origin"));
     assert_eq!(preflight.header("access-control-allow-methods").as_deref(), Some("POST, DELETE"));
-    assert_eq!(preflight.header("access-control-allow-headers").as_deref(), Some("Authorization, Content-Type, Last-Event-ID"));
+    assert_eq!(
+        preflight.header("access-control-allow-headers").as_deref(),
+        Some("Authorization, Content-Type, Last-Event-ID, Idempotency-Key")
+    );
     for (headers, status) in [(format!("{app}{auth}"), 200), (format!("{app}Authorization: Bearer wrong\r\n"), 401)] {
         let r = server.raw_request("GET", "/v1/sources", &headers, None);
         assert_eq!(r.status, status);

@@ -13,9 +13,9 @@ use std::borrow::Cow;
 
 use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
-use crate::engine::SourceKey;
+use crate::engine::{IdemKey, Limits, Retention, SourceKey};
 use crate::http::{self, Framing, Head};
-use crate::hub::Hub;
+use crate::hub::{Hub, Repeat};
 use crate::json;
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
@@ -93,7 +93,7 @@ fn route(path: &str) -> Route<'_> {
 type Result<T> = std::result::Result<T, Fail>;
 
 /// Headers a page may send on `/v1` and streams (CORS preflight answers).
-const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+const CORS_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key";
 
 /// What a request may do, known from its head alone: routed, its key
 /// checked, its source found, its method allowed.
@@ -257,7 +257,7 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
                 if i > 0 {
                     out.push(b',');
                 }
-                source_json(&mut out, source, &base);
+                source_json(&mut out, source, &base, ctx.config.limits());
             }
             out.extend_from_slice(b"]}");
             Ok(ok(head, 200, json, cors, &out))
@@ -272,15 +272,26 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
         Target::Source(_, source) if head.method() == "PATCH" => update_source(ctx, head, source, body, cors),
         Target::Source(_, source) => {
             let mut out = b"{\"data\":".to_vec();
-            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
+            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.limits());
             out.push(b'}');
             Ok(ok(head, 200, json, cors, &out))
         }
         Target::Events(source) if head.method() == "POST" => {
             require_length(head)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-            let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
-            Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) })
+            let Some(idem) = idempotency_key(ctx.config, head, body)? else {
+                let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
+                return Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) });
+            };
+            match ctx.hub.emit_idempotent(source, ctx.scratch, idem, ctx.now_ms) {
+                Ok(ticket) => Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) }),
+                Err(Repeat::Replayed(id)) => {
+                    let extra = format!("{cors}Idempotent-Replayed: true\r\n");
+                    Ok(ok(head, 202, json, &extra, format!("{{\"id\":\"{id}\"}}").as_bytes()))
+                }
+                Err(Repeat::OtherBody) => Err(Fail::new(422, "this Idempotency-Key was used with another body on this source")),
+                Err(Repeat::InFlight) => Err(Fail::new(409, "an emit with this Idempotency-Key is still being stored; retry shortly")),
+            }
         }
         Target::Events(source) => {
             refuse_while_unhealthy(ctx)?;
@@ -425,8 +436,9 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
     };
+    let retention = retention(ctx.config, value.get("retention"))?;
     let account_name = ctx.keys.account_name(account);
-    let (key, ticket) = ctx.hub.create(account, account_name, name, verify, ctx.now_ms).map_err(|e| match e {
+    let (key, ticket) = ctx.hub.create(account, account_name, name, verify, retention, ctx.now_ms).map_err(|e| match e {
         CreateError::BadName => Fail::new(400, e.to_string()),
         CreateError::Taken => Fail::new(409, e.to_string()),
     })?;
@@ -434,31 +446,97 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
     ctx.stats.sources_created += 1;
     throttled!(ctx.throttles.sources, Info, "source {} ({}) created in account {account_name}", s.name, s.id);
     let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, s, &base_url(ctx, head));
+    source_json(&mut out, s, &base_url(ctx, head), ctx.config.limits());
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
 
-/// `PATCH /v1/sources/{source}` `{"verify":{…}|null}`: the one setting a
-/// source has. Answered with the source once storage has the change.
+/// An emit's `Idempotency-Key` (1 to 255 visible ASCII characters), as
+/// kept: its hash and the body's. `None` without the header.
+fn idempotency_key(config: &Config, head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
+    let Some(key) = head.header("idempotency-key") else { return Ok(None) };
+    if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(Fail::new(400, "Idempotency-Key must be 1 to 255 visible ASCII characters"));
+    }
+    // Redis would need the key decided inside the emit's script, on every node: refused, not ignored.
+    if config.engine == crate::engine::EngineKind::Redis {
+        return Err(Fail::new(400, "Idempotency-Key is not supported by the redis engine yet"));
+    }
+    Ok(Some(IdemKey::new(key, body)))
+}
+
+/// `retention` of a create or a `PATCH`: absent or `null`, every bound
+/// the server's; else an object whose members are each absent, `null` or
+/// in range (SPEC §10).
+fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Retention> {
+    let object = match value {
+        None | Some(serde_json::Value::Null) => return Ok(Retention::default()),
+        Some(serde_json::Value::Object(o)) => o,
+        Some(_) => return Err(Fail::new(400, "retention must be {\"max_events\":N,\"max_age_s\":S,\"max_bytes\":B} (each optional)")),
+    };
+    if let Some(k) = object.keys().find(|k| !matches!(k.as_str(), "max_events" | "max_age_s" | "max_bytes")) {
+        return Err(Fail::new(400, format!("retention has no member {k:?} (max_events, max_age_s, max_bytes)")));
+    }
+    let bound = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u32>> {
+        match object.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => match v.as_u64().filter(|n| range.contains(n)) {
+                Some(n) => Ok(Some(n as u32)),
+                None => Err(Fail::new(400, format!("retention.{name} must be a whole number from {} to {}", range.start(), range.end()))),
+            },
+        }
+    };
+    let retention = Retention {
+        max_events: bound("max_events", Retention::MAX_EVENTS)?,
+        max_age_s: bound("max_age_s", Retention::MAX_AGE_S)?,
+        max_bytes: bound("max_bytes", Retention::MAX_BYTES)?,
+    };
+    // Redis trims each history to --history and keeps no setting of a source's: refused, not ignored.
+    if config.engine == crate::engine::EngineKind::Redis && !retention.is_default() {
+        return Err(Fail::new(400, "retention per source is not supported by the redis engine yet"));
+    }
+    Ok(retention)
+}
+
+/// `PATCH /v1/sources/{source}` `{"verify":{…}|null,"retention":{…}|null}`
+/// (either or both). Answered with the source once storage has the change.
 fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
-    let Some(setting) = value.as_object().and_then(|o| o.get("verify")) else {
-        return Err(Fail::new(400, "body must be {\"verify\":{…}} or {\"verify\":null}"));
+    let object = value.as_object().filter(|o| o.contains_key("verify") || o.contains_key("retention"));
+    let Some(object) = object else {
+        return Err(Fail::new(400, "body must be {\"verify\":{…}|null} or {\"retention\":{…}|null}, or both"));
     };
-    let verify = match setting {
-        serde_json::Value::Null => None,
-        v => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
+    let verify = match object.get("verify") {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(v) => Some(Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?)),
+    };
+    let retention = match object.get("retention") {
+        None => None,
+        v => Some(retention(ctx.config, v)?),
     };
     let s = ctx.hub.source(source);
     match &verify {
-        Some(v) => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name()),
-        None => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check removed", s.name, s.id),
+        Some(Some(v)) => {
+            throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name())
+        }
+        Some(None) => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check removed", s.name, s.id),
+        None => {}
     }
-    let ticket = ctx.hub.set_verify(source, verify, ctx.now_ms);
+    let mut ticket = None;
+    if let Some(verify) = verify {
+        ticket = Some(ctx.hub.set_verify(source, verify, ctx.now_ms));
+    }
+    if let Some(retention) = retention {
+        let s = ctx.hub.source(source);
+        throttled!(ctx.throttles.sources, Info, "source {} ({}): retention set", s.name, s.id);
+        // The later ticket: engines acknowledge in submission order.
+        ticket = Some(ctx.hub.set_retention(source, retention, ctx.now_ms));
+    }
+    let ticket = ticket.expect("one setting at least");
     let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head));
+    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.limits());
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out, cors.clone()) })
 }
@@ -487,7 +565,7 @@ fn create_token<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &
 }
 
 fn summaries<W>(ctx: &Ctx<'_, W>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
-    let max = ctx.config.history.max(1);
+    let max = ctx.config.limits().max_events.max(ctx.hub.source(source).retention.max_events.unwrap_or(0) as usize).max(1);
     let limit = match http::query_param(head.query(), "limit") {
         None => 10.min(max),
         Some(l) => l.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| Fail::new(400, "limit must be a positive number"))?.min(max),
@@ -524,7 +602,7 @@ fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
     }
 }
 
-fn source_json(out: &mut Vec<u8>, s: &Source, base: &str) {
+fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: Limits) {
     out.extend_from_slice(b"{\"id\":");
     json::write_str(out, &s.id);
     out.extend_from_slice(b",\"name\":");
@@ -539,6 +617,18 @@ fn source_json(out: &mut Vec<u8>, s: &Source, base: &str) {
         Some(v) => v.write_public(out),
         None => out.extend_from_slice(b"null"),
     }
+    // The bounds in effect (`null`: none).
+    let limits = s.retention.effective(defaults);
+    let or_null = |n: Option<u64>| n.map_or("null".to_string(), |n| n.to_string());
+    out.extend_from_slice(
+        format!(
+            ",\"retention\":{{\"max_events\":{},\"max_age_s\":{},\"max_bytes\":{}}}",
+            limits.max_events,
+            or_null(limits.max_age_ms.map(|ms| ms / 1000)),
+            or_null(limits.max_bytes)
+        )
+        .as_bytes(),
+    );
     out.push(b'}');
 }
 

@@ -31,8 +31,9 @@ mod rings;
 pub mod conformance;
 
 pub use memory::Memory;
-pub use rings::{Ring, Rings};
+pub use rings::{Remembered, Ring, Rings};
 
+pub use crate::history::Limits;
 use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 
@@ -51,6 +52,66 @@ pub struct SourceMeta {
     pub created_at: u64,
     /// The signature check of its webhook deliveries (secret included).
     pub verify: Option<Verify>,
+    /// Its retention as set (members `None`: the server's defaults).
+    pub retention: Retention,
+}
+
+/// A source's retention bounds as set (SPEC §10); `None` takes the
+/// server's default (`--history`, `--history-max-age`, `--history-max-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub max_events: Option<u32>,
+    pub max_age_s: Option<u32>,
+    pub max_bytes: Option<u32>,
+}
+
+impl Retention {
+    pub const MAX_EVENTS: std::ops::RangeInclusive<u64> = 1..=100_000;
+    pub const MAX_AGE_S: std::ops::RangeInclusive<u64> = 1..=31_536_000;
+    pub const MAX_BYTES: std::ops::RangeInclusive<u64> = 1024..=(1 << 31);
+
+    /// The bounds in effect: each member set, or the default.
+    pub fn effective(&self, defaults: Limits) -> Limits {
+        Limits {
+            max_events: self.max_events.map_or(defaults.max_events, |n| n as usize),
+            max_age_ms: self.max_age_s.map(|s| s as u64 * 1000).or(defaults.max_age_ms),
+            max_bytes: self.max_bytes.map(u64::from).or(defaults.max_bytes),
+            max_keys: defaults.max_keys,
+        }
+    }
+
+    /// Nothing set: every bound is the server's.
+    pub fn is_default(&self) -> bool {
+        *self == Retention::default()
+    }
+}
+
+/// How long an idempotency key is remembered after its emit (SPEC §10).
+pub const IDEMPOTENCY_KEY_LIFE_MS: u64 = 24 * 3600 * 1000;
+/// `--idempotency-keys`: keys remembered per source at most, by default.
+pub const DEFAULT_IDEMPOTENCY_KEYS: usize = 10_000;
+
+/// An emit's idempotency key as storage keeps it: the first 16 bytes of
+/// the SHA-256 of the key and of the request body (48 bytes with the
+/// event id, whatever the key's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdemKey {
+    pub key: [u8; 16],
+    pub body: [u8; 16],
+}
+
+impl IdemKey {
+    pub fn new(key: &[u8], body: &[u8]) -> IdemKey {
+        IdemKey { key: digest16(key), body: digest16(body) }
+    }
+}
+
+fn digest16(bytes: &[u8]) -> [u8; 16] {
+    use sha2::Digest;
+    let full = sha2::Sha256::digest(bytes);
+    let mut out = [0; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// A source and its retained events as an engine found them at start
@@ -64,6 +125,8 @@ pub struct StoredSource {
     pub last_id: Option<EventId>,
     /// The newest id evicted or cleared.
     pub evicted: Option<EventId>,
+    /// Idempotency keys of its emits, with the ids they got, oldest first.
+    pub keys: Vec<(IdemKey, EventId)>,
 }
 
 /// A subscribe token as storage keeps it (SPEC §2.1).
@@ -96,10 +159,12 @@ pub enum Op<'a> {
     Delete {
         key: SourceKey,
     },
-    /// `payload` is compact JSON; the engine assigns the id.
+    /// `payload` is compact JSON; the engine assigns the id. With an
+    /// idempotency key, the key is kept with the event (`Rings::repeat`).
     Append {
         key: SourceKey,
         payload: &'a [u8],
+        idem: Option<IdemKey>,
     },
     Clear {
         key: SourceKey,
@@ -108,6 +173,12 @@ pub enum Op<'a> {
     Verify {
         key: SourceKey,
         verify: Option<&'a Verify>,
+    },
+    /// The source's retention set (in effect at once: what it no longer
+    /// allows is evicted at `now_ms`).
+    Retention {
+        key: SourceKey,
+        retention: Retention,
     },
     /// A source with its events and their ids, from an earlier version's
     /// state file (stored as it is, retained at once).
@@ -179,7 +250,7 @@ pub enum Outcome {
     },
     /// Another node created a source: register it (a key), then
     /// `Engine::restore` it; the engine holds its later records until then.
-    Created(StoredSource),
+    Created(Box<StoredSource>),
     /// Another node deleted a source: its streams end.
     Deleted {
         key: SourceKey,
@@ -229,6 +300,12 @@ pub trait Engine {
 
     /// The retained events.
     fn rings(&self) -> &Rings;
+
+    /// Evicts the source's events past its age bound at `now_ms` (called
+    /// when its deadline comes); the next deadline (unix ms), if any.
+    fn expire(&mut self, _key: SourceKey, _now_ms: u64) -> Option<u64> {
+        None
+    }
 
     /// Prometheus lines of the engine's own metrics.
     fn metrics(&self, _out: &mut String) {}
@@ -304,8 +381,10 @@ impl EngineKind {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub struct Settings {
     pub kind: EngineKind,
-    /// Events kept per source.
-    pub history: usize,
+    /// A source's bounds where its retention sets none (`--history`,
+    /// `--history-max-age`, `--history-max-bytes`), and the idempotency
+    /// keys it remembers (`--idempotency-keys`).
+    pub limits: Limits,
     /// The `log` engine's directory, its sync policy, and whether damage
     /// before the tail is cut (`--repair`).
     pub data_dir: std::path::PathBuf,
@@ -326,7 +405,7 @@ pub struct Opened {
 
 enum Opening {
     Memory {
-        history: usize,
+        limits: Limits,
     },
     Log(log::Opened),
     #[cfg(feature = "redis")]
@@ -339,9 +418,9 @@ enum Opening {
 impl Opened {
     pub fn open(config: &Settings, waker: Arc<Waker>) -> io::Result<Opened> {
         Ok(match config.kind {
-            EngineKind::Memory => Opened { kind: Opening::Memory { history: config.history }, recovered: Recovered::default(), waker },
+            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.limits }, recovered: Recovered::default(), waker },
             EngineKind::Log => {
-                let mut opened = log::open(&config.data_dir, config.fsync, config.history, config.repair)?;
+                let mut opened = log::open(&config.data_dir, config.fsync, config.limits, config.repair)?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
@@ -350,7 +429,7 @@ impl Opened {
             #[cfg(feature = "redis")]
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
-                let mut opened = redis::open(url, config.redis_partitions, config.history, "ssehub:")?;
+                let mut opened = redis::open(url, config.redis_partitions, config.limits.max_events, "ssehub:")?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }
@@ -393,7 +472,7 @@ impl Opened {
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub fn start(self, floor_ms: u64, registry: &mio::Registry) -> io::Result<(Box<dyn Engine>, Recovered)> {
         let engine: Box<dyn Engine> = match self.kind {
-            Opening::Memory { history } => Box::new(Memory::new(history, floor_ms)),
+            Opening::Memory { limits } => Box::new(Memory::with_limits(limits, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
             Opening::Redis(r) => Box::new(redis::Redis::start(*r, registry.try_clone()?)),

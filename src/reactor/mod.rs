@@ -20,12 +20,12 @@ use crate::access::Access;
 use crate::api::reply::{Answer, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{AccountId, Keys};
-use crate::commands::{Command, Error, Shared, SourceInfo};
+use crate::commands::{Command, Emitted, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::engine::{self, Ack, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
-use crate::hub::Hub;
+use crate::hub::{Hub, Repeat};
 use crate::metrics::Stats;
 use crate::outq::Buf;
 use crate::proxy::{self, Cidr};
@@ -103,6 +103,8 @@ enum Due {
     AcceptRetry,
     /// The first subscribe token expires.
     Tokens,
+    /// The source's oldest event passes its age bound.
+    Retention(SourceKey),
 }
 
 /// Who waits for storage's answer to a change (the hub carries it
@@ -191,7 +193,7 @@ impl Reactor {
         let handshakes = Handshakes::new(config.handshake_interval);
         let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
         start::log_started(&keys, &storage, local_addr, metrics_listener.as_ref(), max_connections);
-        Ok(Reactor {
+        let mut reactor = Reactor {
             poll,
             listener: Some(listener),
             metrics_ready: metrics_listener.is_some(),
@@ -228,7 +230,10 @@ impl Reactor {
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
             token_timer: None,
-        })
+        };
+        // Restored sources whose events expired while the server was down go at the first turn.
+        reactor.arm_retention_timers();
+        Ok(reactor)
     }
 
     /// Serves until shut down, stops, and frees everything.
@@ -281,6 +286,7 @@ impl Reactor {
             self.hub.flush();
             self.settle();
             self.arm_token_timer();
+            self.arm_retention_timers();
             self.resume_parked();
             self.flush_pending();
             self.free_closed();
@@ -812,8 +818,47 @@ impl Reactor {
                     self.apply_effects();
                 }
                 Due::Conn(key, generation) => self.on_conn_timer(key as usize, generation),
+                Due::Retention(key) => {
+                    let Some(source) = self.hub.registry.get_mut(key) else { continue };
+                    source.age_timer = None;
+                    if let Some(next) = self.hub.expire(key, self.unix_now) {
+                        self.arm_retention_timer(key, next);
+                    }
+                }
             }
         }
+    }
+
+    /// Arms the age timer of each source whose deadline may have come nearer.
+    fn arm_retention_timers(&mut self) {
+        let mut aging = std::mem::take(&mut self.hub.aging);
+        for key in aging.drain(..) {
+            if let Some(deadline) = self.hub.engine().rings().deadline(key) {
+                self.arm_retention_timer(key, deadline);
+            }
+        }
+        self.hub.aging = aging;
+    }
+
+    /// Arms `key`'s timer (one per source with an age bound and events,
+    /// `Source::age_timer`) for `deadline` (unix ms) unless it is armed for
+    /// that or earlier (an early one re-arms when it fires); a deadline passed (a bound just made smaller, a
+    /// restart after the events expired) evicts at once. Unix time is
+    /// mapped onto the reactor's clock.
+    fn arm_retention_timer(&mut self, key: SourceKey, mut deadline: u64) {
+        while deadline <= self.unix_now {
+            let Some(next) = self.hub.expire(key, self.unix_now) else { return };
+            deadline = next;
+        }
+        let Some(source) = self.hub.registry.get_mut(key) else { return };
+        if source.age_timer.is_some_and(|(armed, _)| armed <= deadline) {
+            return;
+        }
+        if let Some((_, id)) = source.age_timer.take() {
+            self.timers.remove(id);
+        }
+        let at = self.now + deadline.saturating_sub(self.unix_now);
+        source.age_timer = Some((deadline, self.timers.insert(at, Due::Retention(key))));
     }
 
     /// Arms the token timer for the earliest expiry, unless it is armed
@@ -914,25 +959,28 @@ impl Reactor {
             match command {
                 Command::Shutdown => return true,
                 Command::ReloadKeys => self.reload_keys(),
-                Command::Create { name, reply } => match self.hub.create(account, self.keys.account_name(account), &name, None, now) {
-                    Ok((key, ticket)) => {
-                        let s = self.hub.source(key);
-                        let info = SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
-                        let waiter = Waiter::Handle(Box::new(move |result| {
-                            let _ = reply.send(result.map(|_| info).map_err(|e| match e {
-                                engine::StorageError::Conflict => Error::NameTaken,
-                                _ => Error::Unavailable,
+                Command::Create { name, reply } => {
+                    match self.hub.create(account, self.keys.account_name(account), &name, None, Default::default(), now) {
+                        Ok((key, ticket)) => {
+                            let s = self.hub.source(key);
+                            let info =
+                                SourceInfo { id: s.id.clone(), name: s.name.clone(), endpoint_path: format!("/e/{}", s.endpoint_key) };
+                            let waiter = Waiter::Handle(Box::new(move |result| {
+                                let _ = reply.send(result.map(|_| info).map_err(|e| match e {
+                                    engine::StorageError::Conflict => Error::NameTaken,
+                                    _ => Error::Unavailable,
+                                }));
                             }));
-                        }));
-                        self.hub.wait(ticket, waiter);
+                            self.hub.wait(ticket, waiter);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(match e {
+                                CreateError::BadName => Error::BadName,
+                                CreateError::Taken => Error::NameTaken,
+                            }));
+                        }
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(match e {
-                            CreateError::BadName => Error::BadName,
-                            CreateError::Taken => Error::NameTaken,
-                        }));
-                    }
-                },
+                }
                 Command::Delete { source, reply } => match self.hub.registry.find(account, &source) {
                     Some(key) => {
                         let ticket = self.hub.delete(key, now);
@@ -945,12 +993,28 @@ impl Reactor {
                         let _ = reply.send(Err(Error::NotFound));
                     }
                 },
-                Command::Emit { source, payload, reply } => match self.hub.registry.find(account, &source) {
+                Command::Emit { source, payload, idem, reply } => match self.hub.registry.find(account, &source) {
+                    Some(_) if idem.is_some() && self.config.engine == engine::EngineKind::Redis => {
+                        let _ = reply.send(Err(Error::Unsupported("idempotency keys are not supported by the redis engine yet")));
+                    }
                     Some(key) => {
-                        let ticket = self.hub.emit(key, &payload, now);
+                        let ticket = match idem {
+                            None => self.hub.emit(key, &payload, now),
+                            Some(idem) => match self.hub.emit_idempotent(key, &payload, idem, now) {
+                                Ok(ticket) => ticket,
+                                Err(repeat) => {
+                                    let _ = reply.send(match repeat {
+                                        Repeat::Replayed(id) => Ok(Emitted { id: id.to_string(), replayed: true }),
+                                        Repeat::OtherBody => Err(Error::IdempotencyKeyReused),
+                                        Repeat::InFlight => Err(Error::IdempotencyKeyInFlight),
+                                    });
+                                    continue;
+                                }
+                            },
+                        };
                         let waiter = Waiter::Handle(Box::new(move |result| {
                             let _ = reply.send(match result {
-                                Ok(Ack::Appended(id)) => Ok(id.to_string()),
+                                Ok(Ack::Appended(id)) => Ok(Emitted { id: id.to_string(), replayed: false }),
                                 Ok(Ack::Stored) => Err(Error::NotFound),
                                 Err(_) => Err(Error::Unavailable),
                             });

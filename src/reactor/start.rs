@@ -213,7 +213,7 @@ pub(super) fn restore(
         if hub.registry.find(default_account, name).is_some() {
             continue;
         }
-        match hub.create(default_account, keys.account_name(default_account), name, None, now) {
+        match hub.create(default_account, keys.account_name(default_account), name, None, Default::default(), now) {
             Ok((key, _)) => {
                 // Found at once, as the server starts: not one turn later, when storage has it.
                 hub.registry.confirm(key);

@@ -37,7 +37,10 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use mio::Waker;
 
-use super::{Ack, Engine, Op, Outcome, Recovered, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{
+    Ack, Engine, IdemKey, Limits, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource,
+    StoredToken, Ticket,
+};
 use crate::history::History;
 use crate::sse::Event;
 #[cfg(test)]
@@ -118,7 +121,7 @@ fn remove_leftovers(dir: &Path) -> io::Result<()> {
 pub struct Opened {
     dir: PathBuf,
     fsync: Fsync,
-    history: usize,
+    limits: Limits,
     lock: File,
     active: File,
     active_no: u64,
@@ -129,7 +132,7 @@ pub struct Opened {
 }
 
 /// Opens (creating) the data dir, takes its lock and recovers it.
-pub fn open(dir: &Path, fsync: Fsync, history: usize, repair: bool) -> io::Result<Opened> {
+pub fn open(dir: &Path, fsync: Fsync, limits: Limits, repair: bool) -> io::Result<Opened> {
     let fail = |e: String| io::Error::other(e);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -145,7 +148,7 @@ pub fn open(dir: &Path, fsync: Fsync, history: usize, repair: bool) -> io::Resul
     crate::sys::ignore_sigxfsz();
     remove_leftovers(dir).map_err(|e| fail(format!("data dir {}: {e}", dir.display())))?;
     let started = Instant::now();
-    let scan = recover::scan(dir, history, repair).map_err(fail)?;
+    let scan = recover::scan(dir, limits, repair).map_err(fail)?;
     // Integer arithmetic for the log line: printing an f64 links core's
     // float formatting (~14 KiB), which nothing else needs.
     let us = started.elapsed().as_micros().max(1);
@@ -181,7 +184,7 @@ pub fn open(dir: &Path, fsync: Fsync, history: usize, repair: bool) -> io::Resul
     Ok(Opened {
         dir: dir.to_path_buf(),
         fsync,
-        history,
+        limits,
         lock,
         active,
         active_no,
@@ -205,6 +208,8 @@ struct Staged {
     ticket: Ticket,
     ack: Ack,
     publish: Option<(SourceKey, Event)>,
+    /// The emit's idempotency key, remembered with the event.
+    idem: Option<IdemKey>,
     revert: Revert,
 }
 
@@ -220,6 +225,8 @@ enum Revert {
     Delete(SourceKey, Box<Taken>),
     Clear(SourceKey, Option<History>),
     Verify(SourceKey, Option<crate::verify::Verify>),
+    /// The retention before (what it evicted meanwhile stays evicted).
+    Retention(SourceKey, Retention),
     Token(String),
     Revoke(Option<(String, SourceKey, u64)>),
 }
@@ -334,7 +341,7 @@ impl Opened {
             }
         };
         Log {
-            rings: Rings::new(self.history, floor_ms),
+            rings: Rings::with_limits(self.limits, floor_ms),
             metas: HashMap::new(),
             tokens: Vec::new(),
             default_key: self.recovered.default_key.clone(),
@@ -421,11 +428,11 @@ impl Log {
     }
 
     fn stage(&mut self, ticket: Ticket, ack: Ack, publish: Option<(SourceKey, Event)>) {
-        self.staged.push(Staged { ticket, ack, publish, revert: Revert::Nothing });
+        self.staged.push(Staged { ticket, ack, publish, idem: None, revert: Revert::Nothing });
     }
 
     fn stage_change(&mut self, ticket: Ticket, revert: Revert) {
-        self.staged.push(Staged { ticket, ack: Ack::Stored, publish: None, revert });
+        self.staged.push(Staged { ticket, ack: Ack::Stored, publish: None, idem: None, revert });
     }
 
     /// A write failed: the changes of `staged` are taken back, newest first.
@@ -453,6 +460,12 @@ impl Log {
                 Revert::Verify(key, before) => {
                     if let Some(m) = self.metas.get_mut(&key) {
                         m.verify = before;
+                    }
+                }
+                Revert::Retention(key, before) => {
+                    if let Some(m) = self.metas.get_mut(&key) {
+                        m.retention = before;
+                        self.rings.set_retention(key, &before, 0);
                     }
                 }
                 Revert::Token(token) => self.tokens.retain(|t| t.0 != token),
@@ -503,10 +516,13 @@ impl Log {
 
     fn acknowledge(&mut self, s: Staged) {
         self.ready.push(Outcome::Done { ticket: s.ticket, result: Ok(s.ack) });
-        if let Some((key, event)) = s.publish
-            && self.rings.retain(key, event.clone())
-        {
-            self.ready.push(Outcome::Publish { key, event });
+        if let Some((key, event)) = s.publish {
+            if let Some(idem) = s.idem {
+                self.rings.remember(key, idem, event.id);
+            }
+            if self.rings.retain(key, event.clone()) {
+                self.ready.push(Outcome::Publish { key, event });
+            }
         }
     }
 
@@ -560,10 +576,17 @@ impl Log {
             if let Some(v) = &m.verify {
                 Record::Verify { source: &m.id, settings: &v.stored_json() }.encode(&mut out);
             }
+            if !m.retention.is_default() {
+                Record::Retention { source: &m.id, retention: m.retention, evicted: None }.encode(&mut out);
+            }
             Record::SourceState { source: &m.id, last_id, evicted: history.evicted() }.encode(&mut out);
             for event in history.iter() {
                 let payload = event_payload(event);
-                Record::Event { source: &m.id, id: event.id, payload }.encode(&mut out);
+                Record::Event { source: &m.id, id: event.id, payload, key: None }.encode(&mut out);
+            }
+            // Kept 24 hours whether or not their events still are.
+            for (key, id) in self.rings.keys(key).into_iter().flat_map(|k| k.iter()) {
+                Record::Key { source: &m.id, key, id }.encode(&mut out);
             }
         }
         for (token, key, expires_at) in &self.tokens {
@@ -689,6 +712,10 @@ impl Engine for Log {
                 if m.verify.is_some() {
                     self.encode_verify(&m.id, m.verify.as_ref());
                 }
+                if !m.retention.is_default() {
+                    self.encode(Record::Retention { source: &m.id, retention: m.retention, evicted: None });
+                }
+                self.rings.set_retention(key, &m.retention, now_ms);
                 self.metas.insert(key, meta.clone());
                 self.stage_change(ticket, Revert::Create(key));
             }
@@ -721,11 +748,25 @@ impl Engine for Log {
                 }
                 self.stage_change(ticket, Revert::Verify(key, before));
             }
-            Op::Append { key, payload } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
+            Op::Retention { key, retention } => {
+                let mut before = retention;
+                if let Some(m) = self.metas.get_mut(&key) {
+                    before = std::mem::replace(&mut m.retention, retention);
+                    let id = m.id.clone();
+                    self.rings.set_retention(key, &retention, now_ms);
+                    let evicted = self.rings.history(key).and_then(|h| h.evicted());
+                    self.encode(Record::Retention { source: &id, retention, evicted });
+                }
+                self.stage_change(ticket, Revert::Retention(key, before));
+            }
+            Op::Append { key, payload, idem } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
                 (Some(event), Some(m)) => {
                     let id = m.id.clone();
-                    self.encode(Record::Event { source: &id, id: event.id, payload });
+                    self.encode(Record::Event { source: &id, id: event.id, payload, key: idem });
                     self.stage(ticket, Ack::Appended(event.id), Some((key, event)));
+                    if let Some(staged) = self.staged.last_mut() {
+                        staged.idem = idem;
+                    }
                 }
                 _ => self.stage(ticket, Ack::Stored, None),
             },
@@ -741,8 +782,11 @@ impl Engine for Log {
                 if m.verify.is_some() {
                     self.encode_verify(&m.id, m.verify.as_ref());
                 }
+                if !m.retention.is_default() {
+                    self.encode(Record::Retention { source: &m.id, retention: m.retention, evicted: None });
+                }
                 for (id, payload) in &source.events {
-                    self.encode(Record::Event { source: &m.id, id: *id, payload });
+                    self.encode(Record::Event { source: &m.id, id: *id, payload, key: None });
                 }
                 if let Some(last_id) = source.last_id {
                     self.encode(Record::SourceState { source: &m.id, last_id, evicted: source.evicted });
@@ -890,6 +934,12 @@ impl Engine for Log {
         self.probe.map(|(at, _)| at)
     }
 
+    /// Age evictions write nothing: recovery applies the same bound to
+    /// the same ids (and a snapshot holds only what is retained).
+    fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.rings.expire(key, now_ms)
+    }
+
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
         self.metas.insert(key, source.meta.clone());
         self.rings.restore(key, source);
@@ -933,7 +983,7 @@ mod tests {
     }
 
     fn engine(dir: &Path, history: usize, floor: u64, fsync: Fsync) -> (Box<dyn Engine>, Recovered) {
-        let mut opened = open(dir, fsync, history, false).unwrap();
+        let mut opened = open(dir, fsync, Limits::count(history), false).unwrap();
         let recovered = std::mem::take(&mut opened.recovered);
         (Box::new(opened.start(floor, waker())), recovered)
     }
@@ -948,20 +998,20 @@ mod tests {
     #[test]
     fn a_second_open_of_the_dir_is_refused() {
         let dir = TempDir::new();
-        let _first = open(&dir.0, Fsync::Never, 10, false).unwrap();
-        let e = open(&dir.0, Fsync::Never, 10, false).err().unwrap();
+        let _first = open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap();
+        let e = open(&dir.0, Fsync::Never, Limits::count(10), false).err().unwrap();
         assert_eq!(e.to_string(), format!("data dir {} is in use by another ssehub process", dir.0.display()));
     }
 
     #[test]
     fn an_interrupted_compactions_file_goes_at_open_and_only_then() {
         let dir = TempDir::new();
-        drop(open(&dir.0, Fsync::Never, 10, false).unwrap());
+        drop(open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap());
         let tmp = dir.0.join(format!("{:020}.tmp", 2));
         std::fs::write(&tmp, b"half a snapshot").unwrap();
         assert_eq!(segments(&dir.0).unwrap(), [1], "listing leaves it");
         assert!(tmp.exists());
-        drop(open(&dir.0, Fsync::Never, 10, false).unwrap());
+        drop(open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap());
         assert!(!tmp.exists(), "open removes it");
     }
 
@@ -978,6 +1028,7 @@ mod tests {
                 endpoint_key: "k".into(),
                 created_at: 1,
                 verify: Some(crate::engine::conformance::verify("github", "old")),
+                retention: Retention::default(),
             };
             e.submit(Op::Create { key: 1, meta: &meta }, 2_000);
             e.submit(Op::Verify { key: 1, verify: Some(&checked) }, 2_000);
@@ -986,7 +1037,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(20);
             while segments(&dir.0).unwrap().len() != 2 || segments(&dir.0).unwrap()[0] == 1 {
                 assert!(Instant::now() < deadline, "no compaction: {:?}", segments(&dir.0));
-                e.submit(Op::Append { key: 1, payload: payload.as_bytes() }, 2_000);
+                e.submit(Op::Append { key: 1, payload: payload.as_bytes(), idem: None }, 2_000);
                 e.flush();
                 e.poll(&mut Vec::new());
             }
@@ -998,7 +1049,7 @@ mod tests {
     #[test]
     fn snapshots_keep_live_tokens_and_drop_expired_ones() {
         let dir = TempDir::new();
-        let mut log = open(&dir.0, Fsync::Never, 10, false).unwrap().start(1_000, waker());
+        let mut log = open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap().start(1_000, waker());
         let meta = SourceMeta {
             id: "dc_a".into(),
             account: "default".into(),
@@ -1006,6 +1057,7 @@ mod tests {
             endpoint_key: "k".into(),
             created_at: 1,
             verify: None,
+            retention: Retention::default(),
         };
         let mut tickets = vec![log.submit(Op::Create { key: 1, meta: &meta }, 2_000)];
         for (token, expires_at) in [("st_live", 10_000), ("st_expired", 5_000)] {
@@ -1013,7 +1065,7 @@ mod tests {
             tickets.push(log.submit(Op::Token { key: 1, token: &t }, 2_000));
         }
         log.flush();
-        let mut state = recover::State::new(10);
+        let mut state = recover::State::new(Limits::count(10));
         let bytes = log.snapshot(6_000);
         let mut at = MAGIC.len();
         while at < bytes.len() {
@@ -1023,6 +1075,38 @@ mod tests {
         }
         let tokens: Vec<String> = state.into_recovered().tokens.into_iter().map(|t| t.token).collect();
         assert_eq!(tokens, ["st_live"]);
+    }
+
+    #[test]
+    fn snapshots_keep_idempotency_keys_of_evicted_events() {
+        let dir = TempDir::new();
+        let mut log = open(&dir.0, Fsync::Never, Limits::count(1), false).unwrap().start(1_000, waker());
+        let meta = SourceMeta {
+            id: "dc_k".into(),
+            account: "default".into(),
+            name: "k".into(),
+            endpoint_key: "k".into(),
+            created_at: 1,
+            verify: None,
+            retention: Retention::default(),
+        };
+        log.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+        let idem = IdemKey::new(b"key", b"1");
+        log.submit(Op::Append { key: 1, payload: b"1", idem: Some(idem) }, 2_000);
+        log.submit(Op::Append { key: 1, payload: b"2", idem: None }, 2_000);
+        log.flush();
+        log.poll(&mut Vec::new());
+        let mut state = recover::State::new(Limits::count(1));
+        let bytes = log.snapshot(3_000);
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let (record, len) = record::decode(&bytes[at..]).unwrap();
+            state.apply(record);
+            at += len;
+        }
+        let source = state.into_recovered().sources.remove(0);
+        assert_eq!(source.events.len(), 1, "the keyed event is evicted");
+        assert_eq!(source.keys.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [idem], "its key is not");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! are two u64 LE (ms, seq). A record that runs past the end of the bytes,
 //! or whose CRC does not match, is `Bad`: a torn write or damage.
 
+use crate::engine::{IdemKey, Retention};
 use crate::sse::EventId;
 
 /// Bytes before a record's type: length and CRC.
@@ -26,6 +27,9 @@ const SNAPSHOT: u8 = 7;
 const VERIFY: u8 = 8;
 const TOKEN: u8 = 9;
 const TOKEN_REVOKED: u8 = 10;
+const RETENTION: u8 = 11;
+const EVENT_KEYED: u8 = 12;
+const KEY: u8 = 13;
 
 /// One record, borrowing what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +44,20 @@ pub enum Record<'a> {
     Deleted {
         id: &'a str,
     },
+    /// An event; with the idempotency key of its emit, if it had one
+    /// (written as one record, so the key is kept exactly when the event is).
     Event {
         source: &'a str,
         id: EventId,
         payload: &'a [u8],
+        key: Option<IdemKey>,
+    },
+    /// In a snapshot: an idempotency key the source remembers (its event
+    /// may be evicted already).
+    Key {
+        source: &'a str,
+        key: IdemKey,
+        id: EventId,
     },
     /// History cleared; `up_to` is the newest id it held.
     Cleared {
@@ -76,6 +90,15 @@ pub enum Record<'a> {
     TokenRevoked {
         token: &'a str,
     },
+    /// The source's retention as set (after its `Source` record; a source
+    /// without one has the defaults). Set by a change: `evicted` is the
+    /// newest id evicted then, so that the events a smaller bound evicted
+    /// stay evicted whatever the bounds set later.
+    Retention {
+        source: &'a str,
+        retention: Retention,
+        evicted: Option<EventId>,
+    },
 }
 
 /// Why the bytes at an offset are not a record.
@@ -104,11 +127,22 @@ impl Record<'_> {
                 out.push(DELETED);
                 put_bytes(out, id.as_bytes());
             }
-            Record::Event { source, id, payload } => {
-                out.push(EVENT);
+            Record::Event { source, id, payload, key } => {
+                out.push(if key.is_some() { EVENT_KEYED } else { EVENT });
                 put_bytes(out, source.as_bytes());
                 put_id(out, id);
                 put_bytes(out, payload);
+                if let Some(k) = key {
+                    out.extend_from_slice(&k.key);
+                    out.extend_from_slice(&k.body);
+                }
+            }
+            Record::Key { source, key, id } => {
+                out.push(KEY);
+                put_bytes(out, source.as_bytes());
+                out.extend_from_slice(&key.key);
+                out.extend_from_slice(&key.body);
+                put_id(out, id);
             }
             Record::Cleared { source, up_to } => {
                 out.push(CLEARED);
@@ -123,13 +157,7 @@ impl Record<'_> {
                 out.push(SOURCE_STATE);
                 put_bytes(out, source.as_bytes());
                 put_id(out, last_id);
-                match evicted {
-                    Some(id) => {
-                        out.push(1);
-                        put_id(out, id);
-                    }
-                    None => out.push(0),
-                }
+                put_opt_id(out, evicted);
             }
             Record::Snapshot => out.push(SNAPSHOT),
             Record::Verify { source, settings } => {
@@ -146,6 +174,15 @@ impl Record<'_> {
             Record::TokenRevoked { token } => {
                 out.push(TOKEN_REVOKED);
                 put_bytes(out, token.as_bytes());
+            }
+            Record::Retention { source, retention, evicted } => {
+                out.push(RETENTION);
+                put_bytes(out, source.as_bytes());
+                // 0 is no bound's value: none set.
+                for bound in [retention.max_events, retention.max_age_s, retention.max_bytes] {
+                    out.extend_from_slice(&bound.unwrap_or(0).to_le_bytes());
+                }
+                put_opt_id(out, evicted);
             }
         }
         let body = &out[start + HEADER..];
@@ -173,17 +210,20 @@ pub fn decode(buf: &[u8]) -> Result<(Record<'_>, usize), Bad> {
     let record = match body[0] {
         SOURCE => Record::Source { id: r.str()?, account: r.str()?, name: r.str()?, endpoint_key: r.str()?, created_at: r.u64()? },
         DELETED => Record::Deleted { id: r.str()? },
-        EVENT => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()? },
+        EVENT => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()?, key: None },
+        EVENT_KEYED => Record::Event { source: r.str()?, id: r.id()?, payload: r.bytes()?, key: Some(r.idem()?) },
+        KEY => Record::Key { source: r.str()?, key: r.idem()?, id: r.id()? },
         CLEARED => Record::Cleared { source: r.str()?, up_to: r.id()? },
         DEFAULT_KEY => Record::DefaultKey { key: r.str()? },
         SOURCE_STATE => {
             let (source, last_id) = (r.str()?, r.id()?);
-            let evicted = match r.u8()? {
-                0 => None,
-                1 => Some(r.id()?),
-                _ => return Err(Bad::Corrupt),
-            };
-            Record::SourceState { source, last_id, evicted }
+            Record::SourceState { source, last_id, evicted: r.opt_id()? }
+        }
+        RETENTION => {
+            let source = r.str()?;
+            let mut bound = || r.u32().map(|n| (n != 0).then_some(n));
+            let retention = Retention { max_events: bound()?, max_age_s: bound()?, max_bytes: bound()? };
+            Record::Retention { source, retention, evicted: r.opt_id()? }
         }
         SNAPSHOT => Record::Snapshot,
         VERIFY => Record::Verify { source: r.str()?, settings: r.bytes()? },
@@ -205,6 +245,16 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 fn put_id(out: &mut Vec<u8>, id: EventId) {
     out.extend_from_slice(&id.ms.to_le_bytes());
     out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+fn put_opt_id(out: &mut Vec<u8>, id: Option<EventId>) {
+    match id {
+        Some(id) => {
+            out.push(1);
+            put_id(out, id);
+        }
+        None => out.push(0),
+    }
 }
 
 struct Reader<'a> {
@@ -229,8 +279,26 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Bad::Corrupt)?))
     }
 
+    fn u32(&mut self) -> Result<u32, Bad> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Bad::Corrupt)?))
+    }
+
     fn id(&mut self) -> Result<EventId, Bad> {
         Ok(EventId { ms: self.u64()?, seq: self.u64()? })
+    }
+
+    fn idem(&mut self) -> Result<IdemKey, Bad> {
+        let key = self.take(16)?.try_into().map_err(|_| Bad::Corrupt)?;
+        let body = self.take(16)?.try_into().map_err(|_| Bad::Corrupt)?;
+        Ok(IdemKey { key, body })
+    }
+
+    fn opt_id(&mut self) -> Result<Option<EventId>, Bad> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.id()?)),
+            _ => Err(Bad::Corrupt),
+        }
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], Bad> {
@@ -293,8 +361,10 @@ mod tests {
     fn samples() -> Vec<Record<'static>> {
         vec![
             Record::Source { id: "dc_a", account: "default", name: "orders", endpoint_key: "k", created_at: 7 },
-            Record::Event { source: "dc_a", id: id(10, 0), payload: b"{\"n\":1}" },
-            Record::Event { source: "dc_a", id: id(10, 1), payload: b"" },
+            Record::Event { source: "dc_a", id: id(10, 0), payload: b"{\"n\":1}", key: None },
+            Record::Event { source: "dc_a", id: id(10, 1), payload: b"", key: None },
+            Record::Event { source: "dc_a", id: id(10, 2), payload: b"[]", key: Some(IdemKey { key: [7; 16], body: [9; 16] }) },
+            Record::Key { source: "dc_a", key: IdemKey { key: [1; 16], body: [2; 16] }, id: id(8, 0) },
             Record::Cleared { source: "dc_a", up_to: id(10, 1) },
             Record::DefaultKey { key: "sk_x" },
             Record::SourceState { source: "dc_a", last_id: id(10, 1), evicted: Some(id(9, 3)) },
@@ -305,6 +375,13 @@ mod tests {
             Record::Verify { source: "dc_a", settings: b"" },
             Record::Token { token: "st_x", source: "dc_a", expires_at: 9 },
             Record::TokenRevoked { token: "st_x" },
+            Record::Retention {
+                source: "dc_a",
+                retention: Retention { max_events: Some(5), max_age_s: Some(30), max_bytes: Some(4096) },
+                evicted: Some(id(9, 2)),
+            },
+            Record::Retention { source: "dc_a", retention: Retention { max_age_s: Some(1), ..Retention::default() }, evicted: None },
+            Record::Retention { source: "dc_a", retention: Retention::default(), evicted: None },
         ]
     }
 

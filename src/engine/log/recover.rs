@@ -11,7 +11,7 @@ use log::warn;
 
 use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
-use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
+use crate::engine::{IdemKey, Limits, Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -20,11 +20,24 @@ struct Source {
     events: VecDeque<(EventId, Vec<u8>)>,
     last_id: Option<EventId>,
     evicted: Option<EventId>,
+    keys: crate::engine::Remembered,
+}
+
+impl Source {
+    /// Keeps the newest its count bound allows (the bytes and age bounds
+    /// are applied by the ring the events are restored into, and its timer).
+    fn bound(&mut self, defaults: Limits) {
+        let max = self.meta.retention.effective(defaults).max_events;
+        while self.events.len() > max {
+            self.evicted = self.events.pop_front().map(|(id, _)| id).max(self.evicted);
+        }
+    }
 }
 
 /// Sources as the records so far describe them.
 pub struct State {
-    history: usize,
+    /// A source's bounds where its retention sets none.
+    defaults: Limits,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
     /// Few (compaction keeps only live ones), so a list.
@@ -32,8 +45,8 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(history: usize) -> State {
-        State { history, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
+    pub fn new(defaults: Limits) -> State {
+        State { defaults, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
     }
 
     pub fn apply(&mut self, record: Record<'_>) {
@@ -44,6 +57,7 @@ impl State {
             }
             Record::Source { id, account, name, endpoint_key, created_at } => {
                 let meta = SourceMeta {
+                    retention: Default::default(),
                     id: id.to_string(),
                     account: account.to_string(),
                     name: name.to_string(),
@@ -51,19 +65,36 @@ impl State {
                     created_at,
                     verify: None,
                 };
-                self.sources.insert(id.to_string(), Source { meta, events: VecDeque::new(), last_id: None, evicted: None });
+                self.sources.insert(
+                    id.to_string(),
+                    Source { meta, events: VecDeque::new(), last_id: None, evicted: None, keys: Default::default() },
+                );
             }
             Record::Deleted { id } => {
                 self.sources.remove(id);
                 self.tokens.retain(|t| t.source_id != id);
             }
-            Record::Event { source, id, payload } => {
+            Record::Key { source, key, id } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
+                s.keys.insert(key, id, self.defaults.max_keys);
+            }
+            Record::Event { source, id, payload, key } => {
+                let Some(s) = self.sources.get_mut(source) else { return };
+                if let Some(k) = key {
+                    s.keys.insert(k, id, self.defaults.max_keys);
+                }
                 s.last_id = s.last_id.max(Some(id));
                 s.events.push_back((id, payload.to_vec()));
-                while s.events.len() > self.history {
-                    s.evicted = s.events.pop_front().map(|(id, _)| id).max(s.evicted);
+                s.bound(self.defaults);
+            }
+            Record::Retention { source, retention, evicted } => {
+                let Some(s) = self.sources.get_mut(source) else { return };
+                s.meta.retention = retention;
+                if let Some(up_to) = evicted {
+                    s.events.retain(|(id, _)| *id > up_to);
                 }
+                s.evicted = s.evicted.max(evicted);
+                s.bound(self.defaults);
             }
             Record::Cleared { source, up_to } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
@@ -100,7 +131,10 @@ impl State {
         let sources = self
             .sources
             .into_values()
-            .map(|s| StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted })
+            .map(|s| {
+                let keys: Vec<(IdemKey, EventId)> = s.keys.iter().collect();
+                StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted, keys }
+            })
             .collect();
         Recovered { sources, default_key: self.default_key, tokens: self.tokens }
     }
@@ -122,9 +156,9 @@ fn good_record_after(buf: &[u8], from: usize) -> bool {
 }
 
 /// Reads every segment of `dir`; cuts what must be cut (truncating the file).
-pub fn scan(dir: &Path, history: usize, repair: bool) -> Result<Scan, String> {
+pub fn scan(dir: &Path, defaults: Limits, repair: bool) -> Result<Scan, String> {
     let numbers = segments(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
-    let mut scan = Scan { state: State::new(history), segments: Vec::new(), bytes_read: 0, cut_bytes: 0 };
+    let mut scan = Scan { state: State::new(defaults), segments: Vec::new(), bytes_read: 0, cut_bytes: 0 };
     for (i, &n) in numbers.iter().enumerate() {
         let path = segment_path(dir, n);
         let buf = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -207,7 +241,7 @@ mod tests {
 
     fn records() -> Vec<Record<'static>> {
         let source = |id, name| Record::Source { id, account: "default", name, endpoint_key: "k", created_at: 7 };
-        let event = |source, ms, payload| Record::Event { source, id: id(ms, 0), payload };
+        let event = |source, ms, payload| Record::Event { source, id: id(ms, 0), payload, key: None };
         vec![
             Record::DefaultKey { key: "sk_kept" },
             source("dc_a", "a"),
@@ -227,7 +261,7 @@ mod tests {
 
     /// What the first `n` records recover to, in a comparable form.
     fn oracle(n: usize) -> String {
-        let mut state = State::new(HISTORY);
+        let mut state = State::new(Limits::count(HISTORY));
         records().into_iter().take(n).for_each(|r| state.apply(r));
         normal(state.into_recovered())
     }
@@ -255,7 +289,7 @@ mod tests {
         let dir = TempDir::new();
         let path = segment_path(&dir.0, 1);
         std::fs::write(&path, bytes).unwrap();
-        let result = scan(&dir.0, HISTORY, repair);
+        let result = scan(&dir.0, Limits::count(HISTORY), repair);
         (result, std::fs::read(&path).unwrap())
     }
 

@@ -217,6 +217,7 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let h = hash.as_array()?;
     let get = |name: &str| field(h, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let meta = SourceMeta {
+        retention: Default::default(),
         id: id.to_string(),
         account: get("account")?,
         name: get("name")?,
@@ -241,5 +242,5 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let last = get("last").and_then(|l| l.parse().ok());
     let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
     let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
-    Some(StoredSource { meta, events, last_id, evicted })
+    Some(StoredSource { meta, events, last_id, evicted, keys: Vec::new() })
 }

@@ -497,7 +497,13 @@ impl Redis {
                     if !self.sources.is_new(&meta.id) {
                         continue;
                     }
-                    self.ready.push(Outcome::Created(StoredSource { meta, events: Vec::new(), last_id: None, evicted: None }));
+                    self.ready.push(Outcome::Created(Box::new(StoredSource {
+                        meta,
+                        events: Vec::new(),
+                        last_id: None,
+                        evicted: None,
+                        keys: Vec::new(),
+                    })));
                     return;
                 }
                 Record::Deleted(id) => {
@@ -609,6 +615,8 @@ impl Engine for Redis {
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
             Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
+            // Refused above this engine (the API) until Redis keeps it: nothing to store.
+            Op::Retention { .. } => None,
             Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
@@ -631,7 +639,9 @@ impl Engine for Redis {
                 let before = self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
-            Op::Append { key, payload } => self.emit(ticket, key, payload),
+            // Idempotency keys are refused above this engine (the API, the handle) until Redis keeps them.
+            Op::Append { key, payload, .. } => self.emit(ticket, key, payload),
+            Op::Retention { .. } => {}
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));

@@ -93,6 +93,7 @@ fn control(f: &[Value]) -> Option<Record> {
     let source = text("s")?;
     Some(match field(f, "t")? {
         b"c" => Record::Created(SourceMeta {
+            retention: Default::default(),
             account: text("a")?,
             name: text("n")?,
             endpoint_key: text("k")?,
@@ -214,6 +215,7 @@ mod tests {
             endpoint_key: "k3y".into(),
             created_at: 1_700_000_000_000,
             verify,
+            retention: Default::default(),
         }
     }
 

@@ -146,7 +146,15 @@ mod tests {
     use crate::verify::Scheme;
 
     fn meta(id: &str) -> SourceMeta {
-        SourceMeta { id: id.into(), account: "acct".into(), name: id.into(), endpoint_key: "k".into(), created_at: 1, verify: None }
+        SourceMeta {
+            id: id.into(),
+            account: "acct".into(),
+            name: id.into(),
+            endpoint_key: "k".into(),
+            created_at: 1,
+            verify: None,
+            retention: Default::default(),
+        }
     }
 
     /// One source, `a` (key 1), with a token `t`.
