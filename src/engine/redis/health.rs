@@ -2,9 +2,10 @@
 //! becomes unreachable and one when every link is back, the links lost,
 //! the commands' round trips, and the engine's rows of `/metrics`. The
 //! engine's lines that come per change or per source, or per flip of a
-//! flapping link, pass at most once a second per kind (`Lines`).
+//! flapping link, pass at most once a second per kind (`Lines`). While
+//! Redis refuses writes, the engine is unhealthy and probes (`Refusing`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::url::RedisUrl;
 use crate::metrics::{Histogram, LATENCY_BUCKETS};
@@ -95,5 +96,60 @@ impl Health {
         }
         out.push_str(std::str::from_utf8(&text).unwrap_or(""));
         self.rtt.render("ssehub_redis_round_trip_seconds", "Round trips of the commands on the command link to Redis.", out);
+    }
+}
+
+/// Error replies that say the script did not run or wrote nothing:
+/// refused before its first write (`REFUSING`), or not loaded. (`LOST`
+/// did not run either, but the loss's write-back has already left without
+/// what the change took out: it counts as unknown.)
+const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
+/// Redis refuses writes (memory full under `noeviction`, persistence
+/// failing, a replica, too few replicas for `min-replicas-to-write`): the
+/// engine is unhealthy until a change or a probe is taken.
+const REFUSING: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS"];
+/// While Redis refuses writes, a probe this often (`Pipeline::probe`).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether Redis refuses writes: from the first change it refuses so
+/// (`REFUSING`) until a change or the probe is taken; meanwhile a probe is
+/// due once a `PROBE_INTERVAL`, so that health comes back with no traffic
+/// (deletes and clears cannot be what brings it back).
+#[derive(Default)]
+pub struct Refusing {
+    /// When to probe next; `None`: Redis takes writes.
+    next_probe: Option<Instant>,
+}
+
+impl Refusing {
+    /// A change's error reply: starts refusing if it says Redis refuses
+    /// writes. True if the script surely did not run (`REFUSED`).
+    pub fn refused(&mut self, e: &[u8]) -> bool {
+        if self.next_probe.is_none() && REFUSING.iter().any(|code| e.starts_with(code)) {
+            self.next_probe = Some(Instant::now() + PROBE_INTERVAL);
+        }
+        REFUSED.iter().any(|code| e.starts_with(code))
+    }
+
+    /// Redis took a change or the probe; true if it was refusing.
+    pub fn taken(&mut self) -> bool {
+        self.next_probe.take().is_some()
+    }
+
+    /// A probe is due now (and the next one is scheduled).
+    pub fn probe_due(&mut self, now: Instant) -> bool {
+        let due = self.next_probe.is_some_and(|at| now >= at);
+        if due {
+            self.next_probe = Some(now + PROBE_INTERVAL);
+        }
+        due
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.next_probe.is_some()
+    }
+
+    pub fn next_probe(&self) -> Option<Instant> {
+        self.next_probe
     }
 }

@@ -58,7 +58,7 @@ use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
-use health::Health;
+use health::{Health, Refusing};
 use link::{Got, LinkState};
 pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
@@ -72,18 +72,6 @@ pub use url::RedisUrl;
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
-
-/// Error replies that say the script did not run or wrote nothing:
-/// refused before its first write (`REFUSING`), or not loaded. (`LOST`
-/// did not run either, but the loss's write-back has already left without
-/// what the change took out: it counts as unknown.)
-const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
-/// Redis refuses writes (memory full under `noeviction`, persistence
-/// failing, a replica, too few replicas for `min-replicas-to-write`): the
-/// engine is unhealthy until a change or a probe is taken.
-const REFUSING: [&[u8]; 4] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS"];
-/// While Redis refuses writes, a probe this often (`Pipeline::probe`).
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Redis {
     url: RedisUrl,
@@ -106,8 +94,8 @@ pub struct Redis {
     stalled: bool,
     scratch: Vec<u8>,
     health: Health,
-    /// Redis refuses writes: when to probe next (`Pipeline::probe`).
-    probe: Option<Instant>,
+    /// Redis refuses writes: unhealthy, and probing.
+    refusing: Refusing,
 }
 
 impl Redis {
@@ -146,7 +134,7 @@ impl Redis {
             stalled: false,
             scratch: Vec::new(),
             health: Health::default(),
-            probe: None,
+            refusing: Refusing::default(),
         };
         r.connect_due(Instant::now());
         r
@@ -392,15 +380,12 @@ impl Redis {
         } else {
             throttled!(self.health.lines.refused, Warn, "Redis refused a change: {}", String::from_utf8_lossy(e));
         }
-        if self.probe.is_none() && REFUSING.iter().any(|code| e.starts_with(code)) {
-            self.probe = Some(Instant::now() + PROBE_INTERVAL);
-        }
-        REFUSED.iter().any(|code| e.starts_with(code))
+        self.refusing.refused(e)
     }
 
     /// Redis took emits (or the probe): healthy again if it refused changes.
     fn taken(&mut self) {
-        if self.probe.take().is_some() {
+        if self.refusing.taken() {
             throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
         }
     }
@@ -409,9 +394,8 @@ impl Redis {
     /// comes back with no traffic (deletes and clears are refused while
     /// unhealthy, so they cannot be what brings it back).
     fn probe_if_due(&mut self, now: Instant) {
-        if self.probe.is_some_and(|at| now >= at) && self.pipe.link.state == LinkState::Up {
+        if self.pipe.link.state == LinkState::Up && self.refusing.probe_due(now) {
             self.pipe.probe(now);
-            self.probe = Some(now + PROBE_INTERVAL);
         }
     }
 
@@ -506,43 +490,7 @@ impl Redis {
                     })));
                     return;
                 }
-                Record::Deleted(id) => {
-                    self.sources.unbury(&id);
-                    if let Some(key) = self.sources.key_of(&id) {
-                        self.sources.take(&mut self.rings, key);
-                        self.ready.push(Outcome::Deleted { key });
-                    }
-                }
-                Record::Cleared(id, up_to) => {
-                    // Only what came before the clear: later events may be delivered here already.
-                    if let Some(key) = self.sources.key_of(&id) {
-                        self.rings.clear_to(key, up_to);
-                    }
-                }
-                // This node's own changes come back too: only what changes something is told.
-                Record::Verify(id, settings) => {
-                    let Some((key, src)) = self.sources.find_mut(&id) else { continue };
-                    let verify = Verify::from_stored(&settings);
-                    if src.meta.verify == verify {
-                        continue;
-                    }
-                    src.meta.verify = verify.clone();
-                    self.ready.push(Outcome::Verify { key, verify });
-                }
-                Record::Token(id, token, expires_at) => {
-                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| !s.tokens.iter().any(|(t, _)| *t == token)) else {
-                        continue;
-                    };
-                    src.tokens.push((token.clone(), expires_at));
-                    self.ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
-                }
-                Record::Revoked(id, token) => {
-                    let Some((key, src)) = self.sources.find_mut(&id).filter(|(_, s)| s.tokens.iter().any(|(t, _)| *t == token)) else {
-                        continue;
-                    };
-                    src.tokens.retain(|(t, _)| *t != token);
-                    self.ready.push(Outcome::TokenRevoked { key, token });
-                }
+                control => self.sources.apply(control, &mut self.rings, &mut self.ready),
             }
         }
     }
@@ -728,7 +676,7 @@ impl Engine for Redis {
         for r in &self.readers {
             r.next_wake(&mut consider);
         }
-        if let Some(t) = self.probe {
+        if let Some(t) = self.refusing.next_probe() {
             consider(t);
         }
         at
@@ -745,7 +693,7 @@ impl Engine for Redis {
     /// The command link answers, and Redis takes changes (from the first
     /// one it refuses until emits, or a probe, are taken).
     fn healthy(&self) -> bool {
-        self.reachable() && self.probe.is_none()
+        self.reachable() && !self.refusing.is_on()
     }
 
     /// While Redis refuses writes, deletes and clears are still sent: one

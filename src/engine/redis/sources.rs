@@ -1,11 +1,13 @@
 //! This node's sources: what it writes back if Redis loses them (stored
 //! settings, subscribe tokens) and the newest id it delivered, found by
-//! key and by id; the tombstones of sources deleted here; and the
-//! take-back of a change that failed.
+//! key and by id; the tombstones of sources deleted here; the control
+//! records read from a partition, applied; and the take-back of a change
+//! that failed.
 
 use std::collections::HashMap;
 
-use crate::engine::{Ring, Rings, SourceKey, SourceMeta};
+use super::records::Record;
+use crate::engine::{Outcome, Ring, Rings, SourceKey, SourceMeta, StoredToken};
 use crate::history::History;
 use crate::sse::EventId;
 use crate::verify::Verify;
@@ -99,6 +101,53 @@ impl Sources {
     /// A create record of `id` is news: not here, not deleted here.
     pub fn is_new(&self, id: &str) -> bool {
         !self.by_id.contains_key(id) && !self.tombstones.contains_key(id)
+    }
+
+    /// Applies a control record read from a partition (a delete, a clear,
+    /// a signature check, a token given or revoked) to this node's
+    /// sources and rings; what the core must hear of it goes to `ready`.
+    /// This node's own changes come back too: only what changes something
+    /// is told. (A create is the engine's: the core names its key first.)
+    pub fn apply(&mut self, record: Record, rings: &mut Rings, ready: &mut Vec<Outcome>) {
+        match record {
+            Record::Deleted(id) => {
+                self.unbury(&id);
+                if let Some(key) = self.key_of(&id) {
+                    self.take(rings, key);
+                    ready.push(Outcome::Deleted { key });
+                }
+            }
+            Record::Cleared(id, up_to) => {
+                // Only what came before the clear: later events may be delivered here already.
+                if let Some(key) = self.key_of(&id) {
+                    rings.clear_to(key, up_to);
+                }
+            }
+            Record::Verify(id, settings) => {
+                let Some((key, src)) = self.find_mut(&id) else { return };
+                let verify = Verify::from_stored(&settings);
+                if src.meta.verify == verify {
+                    return;
+                }
+                src.meta.verify = verify.clone();
+                ready.push(Outcome::Verify { key, verify });
+            }
+            Record::Token(id, token, expires_at) => {
+                let Some((key, src)) = self.find_mut(&id).filter(|(_, s)| !s.tokens.iter().any(|(t, _)| *t == token)) else {
+                    return;
+                };
+                src.tokens.push((token.clone(), expires_at));
+                ready.push(Outcome::Token { key, token: StoredToken { token, source_id: id, expires_at } });
+            }
+            Record::Revoked(id, token) => {
+                let Some((key, src)) = self.find_mut(&id).filter(|(_, s)| s.tokens.iter().any(|(t, _)| *t == token)) else {
+                    return;
+                };
+                src.tokens.retain(|(t, _)| *t != token);
+                ready.push(Outcome::TokenRevoked { key, token });
+            }
+            Record::Event { .. } | Record::Created(_) => {}
+        }
     }
 
     /// A change failed: what it did to this node's memory is put back if
