@@ -721,24 +721,3 @@ impl Engine for Redis {
 
 #[cfg(test)]
 pub mod testing;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conforms() {
-        let server = testing::RedisServer::start();
-        let url = server.url();
-        crate::engine::conformance::check_all(
-            &|dir, history, _floor| {
-                // One namespace per check dir, so a reopen finds its data.
-                let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
-                let mut opened = open(&url, 4, history, &prefix).unwrap();
-                let recovered = std::mem::take(&mut opened.recovered);
-                (Box::new(Redis::standalone(opened)), recovered)
-            },
-            true,
-        );
-    }
-}

@@ -1,5 +1,6 @@
 //! A real `redis-server` for tests: a free loopback port, a temporary dir
-//! of its own, append-only with fsync always; killed on drop.
+//! of its own, append-only with fsync always; killed on drop. And the
+//! conformance suite run against the engine on it.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,5 +43,27 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Redis, open};
+    use super::RedisServer;
+
+    #[test]
+    fn conforms() {
+        let server = RedisServer::start();
+        let url = server.url();
+        crate::engine::conformance::check_all(
+            &|dir, history, _floor| {
+                // One namespace per check dir, so a reopen finds its data.
+                let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
+                let mut opened = open(&url, 4, history, &prefix).unwrap();
+                let recovered = std::mem::take(&mut opened.recovered);
+                (Box::new(Redis::standalone(opened)), recovered)
+            },
+            true,
+        );
     }
 }
