@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +75,13 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
     /// the client in the access log (`--trusted-proxy`).
     pub trusted_proxies: Vec<String>,
+    /// On [`Handle::shutdown`](crate::Handle::shutdown) (the binary: SIGTERM
+    /// or SIGINT), end open streams spread evenly over this long, each after
+    /// a `retry:` of 1 to 5 s, rather than all at once; zero: at once.
+    pub drain: Duration,
+    /// A `retry:` line (milliseconds, random per stream in this range) right
+    /// after every new stream's first comment (`--client-retry`).
+    pub client_retry: Option<RangeInclusive<u32>>,
 }
 
 impl Config {
@@ -117,6 +125,8 @@ impl Default for Config {
             reuse_port: false,
             node_name: None,
             trusted_proxies: Vec::new(),
+            drain: Duration::ZERO,
+            client_retry: None,
         }
     }
 }
@@ -158,6 +168,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
     ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
+    ("drain", "DURATION", "on SIGTERM, end open streams spread over this long, each after a retry: of 1-5 s [default: 0s]"),
+    ("client-retry", "MS", "a retry: line on every new stream: MS or MIN-MAX milliseconds, random per stream [default: none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen
@@ -171,7 +183,8 @@ pub fn usage() -> String {
     let mut s = String::from(
         "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
          (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
-         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file.\n\nFlags:\n",
+         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file;\n\
+         a second SIGTERM or SIGINT ends a --drain at once.\n\nFlags:\n",
     );
     for (name, placeholder, help) in FLAGS {
         let flag = format!("--{name} {placeholder}");
@@ -292,6 +305,11 @@ impl Config {
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
             "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
+            "drain" => self.drain = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 30s or 0s"))?,
+            "client-retry" => {
+                self.client_retry =
+                    Some(parse_retry(&v).ok_or_else(|| bad("expected milliseconds such as 3000, or a range such as 1000-5000"))?)
+            }
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())
@@ -316,6 +334,19 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 fn parse_positive(s: &str) -> Option<usize> {
     s.parse().ok().filter(|&n| n > 0)
+}
+
+/// The longest `retry:` a client is told: a day.
+const CLIENT_RETRY_MAX_MS: u32 = 86_400_000;
+
+/// `MS` or `MIN-MAX` (milliseconds, `MIN` <= `MAX`).
+fn parse_retry(s: &str) -> Option<RangeInclusive<u32>> {
+    let ms = |t: &str| t.trim().parse::<u32>().ok().filter(|&n| n <= CLIENT_RETRY_MAX_MS);
+    let (min, max) = match s.split_once('-') {
+        Some((min, max)) => (ms(min)?, ms(max)?),
+        None => (ms(s)?, ms(s)?),
+    };
+    (min <= max).then_some(min..=max)
 }
 
 /// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -415,6 +446,34 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn drain_and_client_retry() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&[], none).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::ZERO, None));
+        let c = Config::from_args(&args("--drain 30s --client-retry 1000-5000"), none).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::from_secs(30), Some(1000..=5000)));
+        let env = |k: &str| match k {
+            "SSEHUB_DRAIN" => Some("500ms".to_string()),
+            "SSEHUB_CLIENT_RETRY" => Some("2000".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&[], env).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::from_millis(500), Some(2000..=2000)));
+        let retry = "--client-retry: expected milliseconds such as 3000, or a range such as 1000-5000";
+        let table = [
+            ("--drain soon", "--drain: expected a duration such as 30s or 0s"),
+            ("--client-retry 5000-1000", retry),
+            ("--client-retry 1s", retry),
+            ("--client-retry -5", retry),
+            ("--client-retry 1000-", retry),
+            ("--client-retry 99999999999", retry),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want, "{input}");
         }
     }
 
