@@ -192,8 +192,8 @@ impl Reactor {
     /// Stops accepting and reading; answers every request already read,
     /// within `STOP_GRACE_MS` (after a drain: by its length plus
     /// `DRAIN_STOP_BY_MS`); flushes what each connection has queued (a
-    /// stream: as far as its socket takes it now), and ends every
-    /// connection with a FIN.
+    /// stream: as far as its socket takes it now; after a drain cut short,
+    /// with a `retry:`), and ends every connection with a FIN.
     pub(super) fn stop(&mut self) {
         self.listener = None;
         self.metrics_listener = None;
@@ -202,7 +202,12 @@ impl Reactor {
             until = until.min(drain.started_at + Duration::from_millis(drain.length + DRAIN_STOP_BY_MS));
         }
         self.finish_requests(until);
+        let draining = self.drain.is_some();
         for (_, conn) in self.conns.iter_mut() {
+            // A drain cut short: the streams left come back spread out too.
+            if draining && conn.is_stream() && conn.closing.is_none() {
+                conn.push(Buf::Owned(sse::retry_frame(random_in(&DRAIN_RETRY_MS))));
+            }
             let _ = conn.flush(WRITE_BUDGET, self.now);
             let _ = conn.sock.shutdown(Shutdown::Write);
         }
