@@ -261,10 +261,15 @@ impl Config {
             "api-key" if v.chars().any(char::is_whitespace) => return Err(bad("a key cannot contain spaces")),
             "api-key" => self.api_key = Some(v),
             "keys-file" => self.keys_file = Some(v.into()),
-            "handshake-interval" => {
-                self.handshake_interval = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 15s or 500ms"))?;
-                if self.handshake_interval < std::time::Duration::from_millis(10) {
+            // One call of the parser for both: it is inlined.
+            "handshake-interval" | "drain" => {
+                let duration = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 15s or 500ms"))?;
+                if name == "drain" {
+                    self.drain = duration;
+                } else if duration < Duration::from_millis(10) {
                     return Err(bad("must be at least 10ms"));
+                } else {
+                    self.handshake_interval = duration;
                 }
             }
             "history" => self.history = v.parse().map_err(|_| bad("expected a count"))?,
@@ -305,7 +310,6 @@ impl Config {
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
             "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
-            "drain" => self.drain = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 30s or 0s"))?,
             "client-retry" => {
                 self.client_retry =
                     Some(parse_retry(&v).ok_or_else(|| bad("expected milliseconds such as 3000, or a range such as 1000-5000"))?)
@@ -337,15 +341,13 @@ fn parse_positive(s: &str) -> Option<usize> {
 }
 
 /// The longest `retry:` a client is told: a day.
-const CLIENT_RETRY_MAX_MS: u32 = 86_400_000;
+const CLIENT_RETRY_MAX_MS: usize = 86_400_000;
 
-/// `MS` or `MIN-MAX` (milliseconds, `MIN` <= `MAX`).
+/// `MS` or `MIN-MAX` (milliseconds, 0 < `MIN` <= `MAX`).
 fn parse_retry(s: &str) -> Option<RangeInclusive<u32>> {
-    let ms = |t: &str| t.trim().parse::<u32>().ok().filter(|&n| n <= CLIENT_RETRY_MAX_MS);
-    let (min, max) = match s.split_once('-') {
-        Some((min, max)) => (ms(min)?, ms(max)?),
-        None => (ms(s)?, ms(s)?),
-    };
+    let ms = |t: &str| parse_positive(t).filter(|&n| n <= CLIENT_RETRY_MAX_MS).map(|n| n as u32);
+    let (min, max) = s.split_once('-').unwrap_or((s, s));
+    let (min, max) = (ms(min)?, ms(max)?);
     (min <= max).then_some(min..=max)
 }
 
@@ -465,10 +467,11 @@ mod tests {
         assert_eq!((c.drain, c.client_retry), (Duration::from_millis(500), Some(2000..=2000)));
         let retry = "--client-retry: expected milliseconds such as 3000, or a range such as 1000-5000";
         let table = [
-            ("--drain soon", "--drain: expected a duration such as 30s or 0s"),
+            ("--drain soon", "--drain: expected a duration such as 15s or 500ms"),
             ("--client-retry 5000-1000", retry),
             ("--client-retry 1s", retry),
             ("--client-retry -5", retry),
+            ("--client-retry 0", retry),
             ("--client-retry 1000-", retry),
             ("--client-retry 99999999999", retry),
         ];

@@ -70,15 +70,11 @@ fn serve(config: ssehub::Config) -> std::io::Result<()> {
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut stops = 0;
         loop {
             match signals.wait() {
                 hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),
                 signal => {
-                    stops += 1;
-                    if stops == 1 {
-                        info!("signal {signal}: shutting down");
-                    }
+                    info!("signal {signal}: shutting down");
                     handle.shutdown();
                 }
             }

@@ -997,9 +997,9 @@ impl Reactor {
     /// SIGHUP: the keys file read again; streams of keys no longer there
     /// (or now naming another account) end after what is queued.
     fn reload_keys(&mut self) {
-        self.notify.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::sys::monotonic_micros()));
+        self.notify.send_number("RELOADING=1\nMONOTONIC_USEC=", crate::sys::monotonic_micros(), "");
         self.reload_keys_file();
-        self.notify.send(&format!("READY=1\nSTATUS={} streams", self.stats.subscribers));
+        self.notify.send_number("READY=1\nSTATUS=", self.stats.subscribers, " streams");
     }
 
     fn reload_keys_file(&mut self) {
@@ -1059,7 +1059,7 @@ impl Reactor {
             }
             return;
         }
-        self.notify.send(&format!("STATUS={streams} streams"));
+        self.notify.send_number("STATUS=", streams, " streams");
         self.status_told = (self.now, streams);
     }
 }

@@ -51,10 +51,8 @@ impl Reactor {
     /// A stop request (SIGTERM, SIGINT, `Handle::shutdown`): true when the
     /// reactor is to stop now; with `--drain`, the first one begins the drain.
     pub(super) fn on_shutdown(&mut self) -> bool {
-        if let Some(drain) = &self.drain {
-            let secs = fmt_secs(drain.started_at.elapsed().as_millis() as u64);
-            let left = self.stats.subscribers;
-            info!("drain cut short after {secs}s: ended {} of {} streams; ending the {left} left at once", drain.ended, drain.streams);
+        if self.drain.is_some() {
+            self.log_drain_end("drain cut short", self.stats.subscribers as usize, "streams left end now");
             return true;
         }
         if self.config.drain.is_zero() {
@@ -76,8 +74,8 @@ impl Reactor {
         let started_at = Instant::now();
         let length = self.config.drain.as_millis() as u64;
         let streams = self.stats.subscribers as usize;
-        info!("draining: no longer accepting; ending {streams} streams over {}s", fmt_secs(length));
-        self.notify.send(&format!("STOPPING=1\nSTATUS=draining {streams} streams"));
+        info!("draining: no longer accepting; ending {streams} streams over {length} ms");
+        self.notify.send_number("STOPPING=1\nSTATUS=draining ", streams as u64, " streams");
         self.finish_requests(started_at + Duration::from_millis(STOP_GRACE_MS));
         // Answered: the last answer goes, then the connection lingers for
         // the peer's FIN. Still waiting for storage: ended as by the stop.
@@ -90,6 +88,10 @@ impl Reactor {
             } else {
                 conn.linger();
                 self.to_flush.mark(conn, key);
+                // The peer's FIN may have come while requests were answered.
+                if conn.can_read {
+                    self.to_read.push((key, conn.generation));
+                }
             }
         }
         self.drain = Some(Drain { started, started_at, length, streams, ended: 0, cursor: 0 });
@@ -102,7 +104,8 @@ impl Reactor {
     pub(super) fn drain_tick(&mut self) {
         let Some(Drain { started, length, streams, mut ended, mut cursor, .. }) = self.drain else { return };
         let elapsed = self.now.saturating_sub(started);
-        let due = if elapsed >= length { streams } else { (elapsed as u128 * streams as u128 / length as u128) as usize + 1 };
+        // Products of milliseconds (an hour: 3.6e6) and streams (1e6) fit in a u64.
+        let due = if elapsed >= length { streams } else { (elapsed * streams as u64 / length) as usize + 1 };
         while ended < due.min(streams) {
             let Some(key) =
                 (cursor..self.conns.capacity()).find(|&k| self.conns.get(k).is_some_and(|c| c.is_stream() && c.closing.is_none()))
@@ -117,7 +120,7 @@ impl Reactor {
             ended += 1;
         }
         let next = match ended < streams {
-            true => (started + (length as u128 * ended as u128 / streams as u128) as u64).max(self.now + DRAIN_TICK_MS),
+            true => (started + length * ended as u64 / streams as u64).max(self.now + DRAIN_TICK_MS),
             // Wakes the loop to end the drain even if the last peers stay.
             false => started + length + DRAIN_LINGER_MS,
         };
@@ -133,17 +136,17 @@ impl Reactor {
         let Some(drain) = &self.drain else { return false };
         let done = self.stats.subscribers == 0 && self.conns.is_empty();
         if done || self.now >= drain.started + drain.length + DRAIN_LINGER_MS {
-            let left = self.conns.len();
-            info!(
-                "drained: ended {} of {} streams in {}s{}",
-                drain.ended,
-                drain.streams,
-                fmt_secs(drain.started_at.elapsed().as_millis() as u64),
-                if left > 0 { format!("; closing the {left} connections left") } else { String::new() },
-            );
+            self.log_drain_end("drained", self.conns.len(), "connections left to close");
             return true;
         }
         false
+    }
+
+    /// The drain's last line: how many streams it ended, in how long, and what is left.
+    fn log_drain_end(&self, how: &str, left: usize, what: &str) {
+        let Some(drain) = &self.drain else { return };
+        let ms = drain.started_at.elapsed().as_millis();
+        info!("{how}: ended {} of {} streams in {ms} ms; {left} {what}", drain.ended, drain.streams);
     }
 
     /// Answers every request already read (storage acknowledges what it
@@ -177,11 +180,20 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     Token(t) if t >= engine::redis::TOKEN_BASE => self.hub.engine_ready(event),
-                    // A drain goes on with its streams: their readiness is kept.
-                    Token(key) if self.conns.get(key).is_some_and(|c| c.is_stream()) => self.on_event(key, event),
+                    // Nothing is read now, but readiness is kept for what
+                    // comes after: a drain goes on with its streams.
                     Token(key) => {
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            conn.can_write |= event.is_writable() || event.is_write_closed() || event.is_error();
+                        let Some(conn) = self.conns.get_mut(key) else { continue };
+                        conn.can_write |= event.is_writable() || event.is_write_closed() || event.is_error();
+                        conn.can_read |= event.is_readable() || event.is_read_closed() || event.is_error();
+                        conn.fin_hint |= event.is_read_closed() || event.is_error();
+                        if conn.is_stream() {
+                            if conn.can_write && !conn.out.is_empty() {
+                                self.to_flush.mark(conn, key);
+                            }
+                            if conn.can_read {
+                                self.to_read.push((key, conn.generation));
+                            }
                         }
                     }
                 }
@@ -219,9 +231,4 @@ impl Reactor {
         self.shared.stop();
         self.publish();
     }
-}
-
-/// Milliseconds as seconds to a tenth: `3.0`, `0.4`.
-fn fmt_secs(ms: u64) -> String {
-    format!("{}.{}", ms / 1000, ms % 1000 / 100)
 }
