@@ -75,7 +75,7 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
     /// the client in the access log (`--trusted-proxy`).
     pub trusted_proxies: Vec<String>,
-    /// On [`Handle::shutdown`](crate::Handle::shutdown) (the binary: SIGTERM
+    /// On `Handle::shutdown` (the binary: SIGTERM
     /// or SIGINT), end open streams spread evenly over this long, each after
     /// a `retry:` of 1 to 5 s, rather than all at once; zero: at once.
     pub drain: Duration,
