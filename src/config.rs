@@ -168,8 +168,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
     ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
-    ("drain", "DURATION", "on SIGTERM, end open streams spread over this long, each after a retry: of 1-5 s [default: 0s]"),
-    ("client-retry", "MS", "a retry: line on every new stream: MS or MIN-MAX milliseconds, random per stream [default: none]"),
+    ("drain", "DURATION", "on SIGTERM, end streams spread over this long, each after a retry: [default: 0s]"),
+    ("client-retry", "MS", "retry: on every new stream, MS or random in MIN-MAX [default: none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen

@@ -68,8 +68,6 @@ impl Reactor {
         // new ones are refused (or go to a sibling on the same port).
         self.listener = None;
         self.metrics_listener = None;
-        self.accept_ready = false;
-        self.metrics_ready = false;
         let started = self.now;
         let started_at = Instant::now();
         let length = self.config.drain.as_millis() as u64;
@@ -104,14 +102,13 @@ impl Reactor {
     pub(super) fn drain_tick(&mut self) {
         let Some(Drain { started, length, streams, mut ended, mut cursor, .. }) = self.drain else { return };
         let elapsed = self.now.saturating_sub(started);
-        // Products of milliseconds (an hour: 3.6e6) and streams (1e6) fit in a u64.
-        let due = if elapsed >= length { streams } else { (elapsed * streams as u64 / length) as usize + 1 };
+        let due = if elapsed >= length { streams } else { (elapsed.saturating_mul(streams as u64) / length) as usize + 1 };
+        let mut left = true;
         while ended < due.min(streams) {
-            let Some(key) =
-                (cursor..self.conns.capacity()).find(|&k| self.conns.get(k).is_some_and(|c| c.is_stream() && c.closing.is_none()))
-            else {
-                // The rest ended on their own.
-                ended = streams;
+            let next = (cursor..self.conns.capacity()).find(|&k| self.conns.get(k).is_some_and(|c| c.is_stream() && c.closing.is_none()));
+            // The rest ended on their own.
+            let Some(key) = next else {
+                left = false;
                 break;
             };
             cursor = key + 1;
@@ -119,8 +116,8 @@ impl Reactor {
             self.unsubscribe(key);
             ended += 1;
         }
-        let next = match ended < streams {
-            true => (started + length * ended as u64 / streams as u64).max(self.now + DRAIN_TICK_MS),
+        let next = match left && ended < streams {
+            true => (started + length.saturating_mul(ended as u64) / streams as u64).max(self.now + DRAIN_TICK_MS),
             // Wakes the loop to end the drain even if the last peers stay.
             false => started + length + DRAIN_LINGER_MS,
         };
