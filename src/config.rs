@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -80,6 +81,13 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
     /// the client in the access log (`--trusted-proxy`).
     pub trusted_proxies: Vec<String>,
+    /// On `Handle::shutdown` (the binary: SIGTERM
+    /// or SIGINT), end open streams spread evenly over this long, each after
+    /// a `retry:` of 1 to 5 s, rather than all at once; zero: at once.
+    pub drain: Duration,
+    /// A `retry:` line (milliseconds, random per stream in this range) right
+    /// after every new stream's first comment (`--client-retry`).
+    pub client_retry: Option<RangeInclusive<u32>>,
 }
 
 impl Config {
@@ -136,6 +144,8 @@ impl Default for Config {
             reuse_port: false,
             node_name: None,
             trusted_proxies: Vec::new(),
+            drain: Duration::ZERO,
+            client_retry: None,
         }
     }
 }
@@ -180,6 +190,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
     ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
+    ("drain", "DURATION", "on SIGTERM, end streams spread over this long, each after a retry: [default: 0s]"),
+    ("client-retry", "MS", "retry: on every new stream, MS or random in MIN-MAX [default: none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen
@@ -193,7 +205,8 @@ pub fn usage() -> String {
     let mut s = String::from(
         "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
          (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
-         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file.\n\nFlags:\n",
+         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file;\n\
+         a second SIGTERM or SIGINT ends a --drain at once.\n\nFlags:\n",
     );
     for (name, placeholder, help) in FLAGS {
         let flag = format!("--{name} {placeholder}");
@@ -273,10 +286,15 @@ impl Config {
             "api-key" if v.chars().any(char::is_whitespace) => return Err(bad("a key cannot contain spaces")),
             "api-key" => self.api_key = Some(v),
             "keys-file" => self.keys_file = Some(v.into()),
-            "handshake-interval" => {
-                self.handshake_interval = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 15s or 500ms"))?;
-                if self.handshake_interval < std::time::Duration::from_millis(10) {
+            // One call of the parser for both: it is inlined.
+            "handshake-interval" | "drain" => {
+                let duration = parse_duration(&v).ok_or_else(|| bad("expected a duration such as 15s or 500ms"))?;
+                if name == "drain" {
+                    self.drain = duration;
+                } else if duration < Duration::from_millis(10) {
                     return Err(bad("must be at least 10ms"));
+                } else {
+                    self.handshake_interval = duration;
                 }
             }
             "history" => self.history = v.parse().map_err(|_| bad("expected a count"))?,
@@ -331,6 +349,10 @@ impl Config {
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
             "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
+            "client-retry" => {
+                self.client_retry =
+                    Some(parse_retry(&v).ok_or_else(|| bad("expected milliseconds such as 3000, or a range such as 1000-5000"))?)
+            }
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())
@@ -355,6 +377,17 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 fn parse_positive(s: &str) -> Option<usize> {
     s.parse().ok().filter(|&n| n > 0)
+}
+
+/// The longest `retry:` a client is told: a day.
+const CLIENT_RETRY_MAX_MS: usize = 86_400_000;
+
+/// `MS` or `MIN-MAX` (milliseconds, 0 < `MIN` <= `MAX`).
+fn parse_retry(s: &str) -> Option<RangeInclusive<u32>> {
+    let ms = |t: &str| parse_positive(t).filter(|&n| n <= CLIENT_RETRY_MAX_MS).map(|n| n as u32);
+    let (min, max) = s.split_once('-').unwrap_or((s, s));
+    let (min, max) = (ms(min)?, ms(max)?);
+    (min <= max).then_some(min..=max)
 }
 
 /// `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
@@ -490,6 +523,35 @@ mod tests {
             ("--history-max-bytes 1k", bytes),
             ("--idempotency-keys 0", "--idempotency-keys: expected a count from 1 to 1000000"),
             ("--idempotency-keys 1000001", "--idempotency-keys: expected a count from 1 to 1000000"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn drain_and_client_retry() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&[], none).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::ZERO, None));
+        let c = Config::from_args(&args("--drain 30s --client-retry 1000-5000"), none).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::from_secs(30), Some(1000..=5000)));
+        let env = |k: &str| match k {
+            "SSEHUB_DRAIN" => Some("500ms".to_string()),
+            "SSEHUB_CLIENT_RETRY" => Some("2000".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args(&[], env).unwrap();
+        assert_eq!((c.drain, c.client_retry), (Duration::from_millis(500), Some(2000..=2000)));
+        let retry = "--client-retry: expected milliseconds such as 3000, or a range such as 1000-5000";
+        let table = [
+            ("--drain soon", "--drain: expected a duration such as 15s or 500ms"),
+            ("--client-retry 5000-1000", retry),
+            ("--client-retry 1s", retry),
+            ("--client-retry -5", retry),
+            ("--client-retry 0", retry),
+            ("--client-retry 1000-", retry),
+            ("--client-retry 99999999999", retry),
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want, "{input}");

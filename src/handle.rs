@@ -48,6 +48,8 @@ impl Server {
     }
 
     /// Runs the reactor on the calling thread until [`Handle::shutdown`].
+    /// Under systemd (`$NOTIFY_SOCKET` set) it tells the service manager
+    /// when it serves (`READY=1`), reloads keys and stops.
     pub fn run(self) -> io::Result<()> {
         reactor::Reactor::new(self.inner)?.run()
     }
@@ -126,8 +128,11 @@ impl Handle {
         let _ = self.shared.send(Command::ReloadKeys);
     }
 
-    /// Stops the server: it stops accepting, ends every stream cleanly,
-    /// and [`Server::run`] returns. Safe to call more than once.
+    /// Stops the server: it stops accepting, answers the requests it has
+    /// read, ends every stream cleanly, and [`Server::run`] returns. With
+    /// [`Config::drain`], the first call ends the streams spread over the
+    /// drain (each after a `retry:`) and a second ends the rest at once.
+    /// Safe to call more than once.
     pub fn shutdown(&self) {
         let _ = self.shared.send(Command::Shutdown);
     }

@@ -54,6 +54,7 @@ mod http;
 mod hub;
 mod json;
 mod metrics;
+mod notify;
 mod outq;
 mod proxy;
 mod reactor;

@@ -60,24 +60,27 @@ fn init_logging(rust_log: &str, node: Option<String>) {
     builder.init();
 }
 
-/// Runs the server on a thread of its own while this one waits for
-/// SIGINT or SIGTERM (then shuts it down and waits for it) or SIGHUP
-/// (then reloads the keys file and waits again).
+/// Runs the server on this thread while another waits for signals:
+/// SIGINT or SIGTERM shuts it down (with `--drain`, a second one ends the
+/// drain at once), SIGHUP reloads the keys file. The process ends when
+/// the server does, whether or not another signal comes.
 fn serve(config: ssehub::Config) -> std::io::Result<()> {
     let signals = ssehub::StopSignals::block_with_hangup();
     ssehub::raise_fd_limit();
     let server = ssehub::Server::bind(config)?;
     let handle = server.handle();
-    let reactor = std::thread::Builder::new().name("reactor".into()).spawn(move || server.run_without_freeing())?;
-    let signal = loop {
-        match signals.wait() {
-            hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),
-            signal => break signal,
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        loop {
+            match signals.wait() {
+                hup if ssehub::StopSignals::is_hangup(hup) => handle.reload_keys(),
+                signal => {
+                    info!("signal {signal}: shutting down");
+                    handle.shutdown();
+                }
+            }
         }
-    };
-    info!("signal {signal}: shutting down");
-    handle.shutdown();
-    reactor.join().unwrap_or(Ok(()))
+    })?;
+    server.run_without_freeing()
 }
 
 /// `ssehub`, `ssehub serve ...` and `ssehub --listen ...` serve; a line

@@ -130,6 +130,17 @@ pub struct Gap {
     pub resumed_from: Option<EventId>,
 }
 
+/// `retry: <ms>`: the client's reconnection delay from now on. A frame of
+/// its own with no `data:`, so no event is dispatched (WHATWG: a frame
+/// with an empty data buffer is dropped once its fields are applied).
+pub fn retry_frame(ms: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20);
+    out.extend_from_slice(b"retry: ");
+    push_u64(&mut out, u64::from(ms));
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
 /// The `gap` frame sent before a replay that cannot be whole (no `id:`
 /// line, so the client's resume point stays; an `event:` name, so
 /// `onmessage` consumers do not see it).
@@ -212,6 +223,13 @@ mod tests {
         for (id, data, want) in table {
             let got = frame(id.map(str::as_bytes), data.as_bytes());
             assert_eq!(String::from_utf8(got).unwrap(), *want, "data {data:?}");
+        }
+    }
+
+    #[test]
+    fn frames_retry() {
+        for (ms, want) in [(0, "retry: 0\n\n"), (2000, "retry: 2000\n\n"), (u32::MAX, "retry: 4294967295\n\n")] {
+            assert_eq!(String::from_utf8(retry_frame(ms)).unwrap(), want);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The operating system: every call into libc, each with its SAFETY
 //! note (signals, resource limits, socket options, OS randomness), and the
-//! wall clock. The rest of the crate is safe code.
+//! clocks. The rest of the crate is safe code.
 
 use std::os::fd::RawFd;
 
@@ -126,6 +126,24 @@ pub fn os_random(buf: &mut [u8]) {
             panic!("getrandom failed: {}", std::io::Error::last_os_error());
         }
     }
+}
+
+/// A number in `range` (inclusive) from the OS's generator: spreads
+/// clients' reconnects (`retry:`), so a bias of one in 2^32 does not matter.
+pub fn random_in(range: &std::ops::RangeInclusive<u32>) -> u32 {
+    let span = u64::from(range.end().saturating_sub(*range.start())) + 1;
+    let mut bytes = [0; 8];
+    os_random(&mut bytes);
+    range.start() + (u64::from_ne_bytes(bytes) % span) as u32
+}
+
+/// `CLOCK_MONOTONIC` in microseconds: the clock systemd reads
+/// `MONOTONIC_USEC=` on (std's `Instant` is the same clock, but opaque).
+pub fn monotonic_micros() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the struct we pass; on failure it stays zero.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec.max(0) as u64 * 1_000_000 + ts.tv_nsec.max(0) as u64 / 1000
 }
 
 /// Takes an exclusive, non-blocking `flock` on `file`; false if another

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::engine::{self, Ack, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::{Hub, Repeat};
 use crate::metrics::Stats;
+use crate::notify::Notify;
 use crate::outq::Buf;
 use crate::proxy::{self, Cidr};
 use crate::registry::CreateError;
@@ -38,10 +39,12 @@ use crate::tokens::Opener;
 
 mod delivery;
 mod start;
+mod stop;
 #[cfg(test)]
 mod tests;
 use delivery::{Handshakes, ToFlush};
 pub use start::Bound;
+use stop::Drain;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -62,6 +65,8 @@ const ACCEPT_RETRY_MS: u64 = 100;
 /// On shutdown: how long storage may take to acknowledge what it was
 /// handed, and peers to take their answers.
 const STOP_GRACE_MS: u64 = 500;
+/// systemd's `STATUS=` (the streams count) is told at most this often.
+const STATUS_EVERY_MS: u64 = 5_000;
 
 /// Per-turn budgets: work beyond them waits for the next turn.
 const ACCEPT_BUDGET: usize = 1024;
@@ -105,6 +110,10 @@ enum Due {
     Tokens,
     /// The source's oldest event passes its age bound.
     Retention(SourceKey),
+    /// The next streams of a drain are due, or its end.
+    Drain,
+    /// A deferred `STATUS=` to systemd.
+    Status,
 }
 
 /// Who waits for storage's answer to a change (the hub carries it
@@ -165,6 +174,13 @@ pub struct Reactor {
     /// The one timer for token expiry: (reactor ms, id), armed for the
     /// earliest expiry; a later one fires and re-arms.
     token_timer: Option<(u64, TimerId)>,
+    /// After the first stop request with `--drain`.
+    drain: Option<Drain>,
+    /// systemd (`$NOTIFY_SOCKET`), and the streams count it was last told,
+    /// when (reactor ms), and whether a later telling is armed.
+    notify: Notify,
+    status_told: (u64, u64),
+    status_armed: bool,
 }
 
 impl Reactor {
@@ -230,6 +246,10 @@ impl Reactor {
             handler_scratch: Vec::new(),
             unix_now: unix_ms(),
             token_timer: None,
+            drain: None,
+            notify: Notify::from_env(),
+            status_told: (0, 0),
+            status_armed: false,
         };
         // Restored sources whose events expired while the server was down go at the first turn.
         reactor.arm_retention_timers();
@@ -256,6 +276,8 @@ impl Reactor {
 
     fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        // Listening, and storage recovered: systemd may start what needs us.
+        self.notify.send("READY=1\nSTATUS=0 streams");
         loop {
             if let Err(e) = self.poll.poll(&mut events, self.poll_timeout()) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -275,7 +297,9 @@ impl Reactor {
                     Token(key) => self.on_event(key, event),
                 }
             }
-            if woken && self.run_commands() {
+            // Draining: a command may have woken the loop while the drain
+            // answered requests in flight.
+            if (woken || self.drain.is_some()) && self.run_commands() {
                 return Ok(());
             }
             self.accept();
@@ -291,6 +315,9 @@ impl Reactor {
             self.flush_pending();
             self.free_closed();
             self.publish();
+            if self.drained() {
+                return Ok(());
+            }
         }
     }
 
@@ -334,7 +361,7 @@ impl Reactor {
             return;
         }
         for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else { return self.accept_ready = false };
             match listener.accept() {
                 Ok((sock, addr)) => self.admit(sock, addr, false),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -356,7 +383,7 @@ impl Reactor {
     /// refuse with; out of descriptors, it retries on the accept timer.
     fn accept_metrics(&mut self) {
         for _ in 0..ACCEPT_BUDGET {
-            let Some(listener) = &self.metrics_listener else { return };
+            let Some(listener) = &self.metrics_listener else { return self.metrics_ready = false };
             match listener.accept() {
                 Ok((sock, addr)) => self.admit(sock, addr, true),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.metrics_ready = false,
@@ -758,6 +785,9 @@ impl Reactor {
         let conn = &mut self.conns[key];
         conn.push(Buf::Static(http::STREAM_HEAD));
         conn.push(Buf::Static(sse::HANDSHAKE));
+        if let Some(range) = &self.config.client_retry {
+            conn.push(Buf::Owned(sse::retry_frame(crate::sys::random_in(range))));
+        }
         if let Some(after) = after {
             let (gap, events) = self.hub.replay(source, after);
             if let Some(gap) = gap {
@@ -825,6 +855,9 @@ impl Reactor {
                         self.arm_retention_timer(key, next);
                     }
                 }
+                Due::Drain => self.drain_tick(),
+                // Told in `publish`, at the end of this turn.
+                Due::Status => self.status_armed = false,
             }
         }
     }
@@ -957,7 +990,8 @@ impl Reactor {
         let now = self.unix_now;
         for command in self.shared.take_commands() {
             match command {
-                Command::Shutdown => return true,
+                Command::Shutdown if self.on_shutdown() => return true,
+                Command::Shutdown => {}
                 Command::ReloadKeys => self.reload_keys(),
                 Command::Create { name, reply } => {
                     match self.hub.create(account, self.keys.account_name(account), &name, None, Default::default(), now) {
@@ -1034,6 +1068,12 @@ impl Reactor {
     /// SIGHUP: the keys file read again; streams of keys no longer there
     /// (or now naming another account) end after what is queued.
     fn reload_keys(&mut self) {
+        self.notify.send_number("RELOADING=1\nMONOTONIC_USEC=", crate::sys::monotonic_micros(), "");
+        self.reload_keys_file();
+        self.notify.send_number("READY=1\nSTATUS=", self.stats.subscribers, " streams");
+    }
+
+    fn reload_keys_file(&mut self) {
         let Some(path) = self.config.keys_file.clone() else {
             return info!("SIGHUP: no --keys-file to reload; keys unchanged");
         };
@@ -1072,58 +1112,25 @@ impl Reactor {
     fn publish(&mut self) {
         self.refresh_gauges();
         self.shared.published.store(&self.stats);
+        self.tell_status();
     }
 
-    /// Stops accepting and reading; answers every request already read
-    /// (storage acknowledges what it was handed: an emit it stored is
-    /// answered `202`, never cut off), within `STOP_GRACE_MS`; flushes
-    /// what each connection has queued (a stream: as far as its socket
-    /// takes it now), and ends every connection with a FIN.
-    fn stop(&mut self) {
-        self.listener = None;
-        self.metrics_listener = None;
-        let deadline = Instant::now() + Duration::from_millis(STOP_GRACE_MS);
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        loop {
-            self.hub.flush();
-            self.settle();
-            self.now = self.start.elapsed().as_millis() as u64;
-            let mut unanswered = !self.hub.settled();
-            for (_, conn) in self.conns.iter_mut().filter(|(_, c)| c.closing.is_none() && !c.is_stream()) {
-                if !conn.out.is_empty() && conn.flush(WRITE_BUDGET, self.now).is_err() {
-                    continue;
-                }
-                unanswered |= conn.awaiting() > 0 || !conn.out.is_empty();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !unanswered || left.is_zero() {
-                break;
-            }
-            // Storage's acknowledgements (the waker, Redis' sockets) and
-            // sockets that take more: nothing more is read.
-            let wait = self.hub.engine().next_wake().map_or(left, |at| at.saturating_duration_since(Instant::now()).min(left));
-            if let Err(e) = self.poll.poll(&mut events, Some(wait.min(Duration::from_millis(50))))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                break;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    Token(t) if t >= engine::redis::TOKEN_BASE => self.hub.engine_ready(event),
-                    _ => {}
-                }
-            }
+    /// Tells systemd the streams count when it changed, at most every
+    /// `STATUS_EVERY_MS` (a change sooner arms a timer for it).
+    fn tell_status(&mut self) {
+        let (at, told) = self.status_told;
+        let streams = self.stats.subscribers;
+        if streams == told || !self.notify.enabled() || self.drain.is_some() {
+            return;
         }
-        for (_, conn) in self.conns.iter_mut() {
-            let _ = conn.flush(WRITE_BUDGET, self.now);
-            let _ = conn.sock.shutdown(Shutdown::Write);
+        if self.now < at + STATUS_EVERY_MS {
+            if !self.status_armed {
+                self.status_armed = true;
+                self.timers.insert(at + STATUS_EVERY_MS, Due::Status);
+            }
+            return;
         }
-        let closed = self.conns.len();
-        self.conns.clear();
-        // Last: nothing of this process touches the data dir from here on.
-        self.hub.close();
-        info!("stopped: closed {closed} connections; storage released");
-        self.shared.stop();
-        self.publish();
+        self.notify.send_number("STATUS=", streams, " streams");
+        self.status_told = (self.now, streams);
     }
 }

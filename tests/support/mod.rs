@@ -70,6 +70,14 @@ impl TestServer {
     /// Runs `command` (an ssehub server) and waits for its listening line;
     /// it logs at debug unless `command` sets its own `RUST_LOG`.
     pub fn spawn(command: &mut Command, key: &str) -> TestServer {
+        let mut server = Self::launch(command, key);
+        server.wait_listening();
+        server
+    }
+
+    /// Runs `command` (an ssehub server) without waiting for it: its
+    /// address is known after [`TestServer::wait_listening`].
+    pub fn launch(command: &mut Command, key: &str) -> TestServer {
         // Debug unless the caller chose a level.
         if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
             command.env("RUST_LOG", "debug");
@@ -77,15 +85,19 @@ impl TestServer {
         let log_dir = TempDir::new("log");
         let log = std::fs::File::create(log_dir.0.join("stderr")).unwrap();
         let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn ssehub");
-        let mut server = TestServer { child, addr: ([0, 0, 0, 0], 0).into(), key: key.to_string(), log_dir, own_dir: None };
+        TestServer { child, addr: ([0, 0, 0, 0], 0).into(), key: key.to_string(), log_dir, own_dir: None }
+    }
+
+    /// Waits for the listening line; sets `addr` from it.
+    pub fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let logs = server.logs();
+            let logs = self.logs();
             if let Some(rest) = logs.split("listening on http://").nth(1) {
-                server.addr = rest.split_whitespace().next().unwrap_or("").parse().unwrap();
-                return server;
+                self.addr = rest.split_whitespace().next().unwrap_or("").parse().unwrap();
+                return;
             }
-            let exited = server.child.try_wait().unwrap().is_some();
+            let exited = self.child.try_wait().unwrap().is_some();
             assert!(!exited && Instant::now() < deadline, "server did not start:\n{logs}");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -268,6 +280,8 @@ pub enum Frame {
         event: String,
         data: String,
     },
+    /// A frame of only `retry: N` (the client's reconnection delay).
+    Retry(u64),
     /// The server closed the stream.
     End,
 }
@@ -311,6 +325,7 @@ impl Sse {
     pub fn next(&mut self) -> Frame {
         let (mut id, mut data, mut comment): (Option<String>, Option<String>, Option<String>) = (None, None, None);
         let mut event: Option<String> = None;
+        let mut retry: Option<u64> = None;
         loop {
             let mut line = String::new();
             match self.r.read_line(&mut line) {
@@ -331,12 +346,17 @@ impl Sse {
                 if let Some(data) = data.take() {
                     return Frame::Event { id, data };
                 }
+                if let Some(ms) = retry.take() {
+                    return Frame::Retry(ms);
+                }
                 continue;
             }
             if let Some(c) = line.strip_prefix(':') {
                 comment = Some(c.to_string());
             } else if let Some(v) = line.strip_prefix("event: ") {
                 event = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("retry: ") {
+                retry = Some(v.parse().unwrap_or_else(|_| panic!("retry: not a number: {line:?}")));
             } else if let Some(v) = line.strip_prefix("id: ") {
                 id = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("data: ") {
