@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::limits::{Limits, Overrides};
+
 /// Index of an account in `Keys::accounts`.
 pub type AccountId = u32;
 
@@ -16,6 +18,8 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 #[derive(Debug, Default, Clone)]
 pub struct Keys {
     accounts: Vec<String>,
+    /// What the keys file sets over the flags' limits, by account.
+    limits: Vec<Overrides>,
     keys: Vec<(Vec<u8>, AccountId, KeyId)>,
     next_id: KeyId,
 }
@@ -46,7 +50,9 @@ impl Keys {
     /// account keeps its `KeyId`, so only streams of keys removed or moved
     /// to another account end.
     pub fn reloaded(&self, default_key: Option<&str>, text: &str) -> Result<Keys, KeysFileError> {
-        let mut new = Keys { accounts: self.accounts.clone(), keys: Vec::new(), next_id: self.next_id };
+        // Limits as the file says now: an option taken out goes back to the flag's value.
+        let limits = vec![Overrides::default(); self.accounts.len()];
+        let mut new = Keys { accounts: self.accounts.clone(), limits, keys: Vec::new(), next_id: self.next_id };
         if let Some(key) = default_key {
             new.add(key, DEFAULT_ACCOUNT);
         }
@@ -76,9 +82,15 @@ impl Keys {
             Some(i) => i as AccountId,
             None => {
                 self.accounts.push(account.to_string());
+                self.limits.push(Overrides::default());
                 (self.accounts.len() - 1) as AccountId
             }
         }
+    }
+
+    /// The account's limits: the flags' `base`, with what the keys file sets for it.
+    pub fn limits(&self, account: AccountId, base: &Limits) -> Limits {
+        self.limits.get(account as usize).map_or(*base, |o| o.over(base))
     }
 
     pub fn account_name(&self, id: AccountId) -> &str {
@@ -89,7 +101,9 @@ impl Keys {
         self.keys.is_empty()
     }
 
-    /// Parses `KEY ACCOUNT` lines; `#` starts a comment.
+    /// Parses `KEY ACCOUNT [LIMIT=VALUE…]` lines; `#` starts a comment.
+    /// The account's limits may be set on any of its lines (the last value
+    /// given wins); an unknown one is an error, as a bad line is.
     pub fn parse_file(&mut self, text: &str) -> Result<(), KeysFileError> {
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -97,10 +111,15 @@ impl Keys {
                 continue;
             }
             let mut words = line.split_whitespace();
-            let (Some(key), Some(account), None) = (words.next(), words.next(), words.next()) else {
+            let (Some(key), Some(account)) = (words.next(), words.next()) else {
                 return Err(KeysFileError { line: i + 1, why: "expected `KEY ACCOUNT`" });
             };
-            self.add(key, account);
+            let mut limits = self.accounts.iter().position(|a| a == account).map_or_else(Overrides::default, |at| self.limits[at]);
+            for word in words {
+                limits.set(word).map_err(|why| KeysFileError { line: i + 1, why })?;
+            }
+            let id = self.add(key, account);
+            self.limits[id as usize] = limits;
         }
         Ok(())
     }

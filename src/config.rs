@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::engine::EngineKind;
 pub use crate::engine::log::Fsync;
 pub use crate::engine::redis::RedisUrl;
+use crate::limits::{self, Limits};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
@@ -74,6 +75,9 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
     /// the client in the access log (`--trusted-proxy`).
     pub trusted_proxies: Vec<String>,
+    /// Tenant limits of every account (`--max-sources-per-account`,
+    /// `--emit-rate` and the others); a keys file may set them per account.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -117,6 +121,7 @@ impl Default for Config {
             reuse_port: false,
             node_name: None,
             trusted_proxies: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -158,6 +163,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
     ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
+    ("max-sources-per-account", "N", "sources one account may hold; beyond: 403 (none: no limit) [default: 10000]"),
+    ("max-tokens-per-source", "N", "live subscribe tokens of one source; beyond: 403 (none: no limit) [default: 1000]"),
+    ("max-streams-per-account", "N", "open streams of one account's sources; beyond: 429 [default: none]"),
+    ("emit-rate", "R[:BURST]", "events per second one source may emit (API and webhooks); beyond: 429 [default: none]"),
+    ("account-emit-rate", "R[:BURST]", "events per second one account's sources may emit together; beyond: 429 [default: none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen
@@ -291,6 +301,11 @@ impl Config {
             "metrics-listen" => self.metrics_listen = Some(v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:9090"))?),
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
+            "max-sources-per-account" => self.limits.sources = limits::parse_count(&v).map_err(bad)?,
+            "max-tokens-per-source" => self.limits.tokens = limits::parse_count(&v).map_err(bad)?,
+            "max-streams-per-account" => self.limits.streams = limits::parse_count(&v).map_err(bad)?,
+            "emit-rate" => self.limits.emit_rate = limits::parse_rate(&v).map_err(bad)?,
+            "account-emit-rate" => self.limits.account_emit_rate = limits::parse_rate(&v).map_err(bad)?,
             "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             _ => unreachable!("every flag in FLAGS is handled"),
         }

@@ -53,6 +53,7 @@ mod history;
 mod http;
 mod hub;
 mod json;
+mod limits;
 mod metrics;
 mod outq;
 mod proxy;
@@ -80,6 +81,7 @@ pub use commands::{Error, SourceInfo};
 pub use config::{Config, ConfigError, takes_value, usage};
 pub use engine::EngineKind;
 pub use handle::{Handle, Server};
+pub use limits::{Limits, Rate};
 pub use metrics::Stats;
 pub use sys::{StopSignals, raise_fd_limit};
 

@@ -1,12 +1,15 @@
 //! The source registry: every account's sources by id, name and endpoint
 //! key, and each source's subscribers (connection keys). No events: those
-//! are the engine's (`engine::Rings`). No I/O.
+//! are the engine's (`engine::Rings`). Per account, its sources in
+//! creation order (a page of them costs that page, whatever the other
+//! accounts hold) and what its limits count. No I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
 use crate::engine::SourceKey;
+use crate::limits::Bucket;
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -30,6 +33,8 @@ pub struct Source {
     /// (a node of a cluster that is behind): until an event passes it,
     /// events up to it are not sent to them again. Almost always empty.
     pub ahead: Vec<(u32, EventId)>,
+    /// Its emits (`--emit-rate`).
+    pub bucket: Bucket,
     /// Created or deleted here, not yet acknowledged by storage: its name
     /// is taken (a second create of it is refused), but nothing finds or
     /// lists it. With `redis`, another node may have taken the name first:
@@ -53,6 +58,26 @@ impl fmt::Display for CreateError {
     }
 }
 
+/// One account's sources in the listing's order, and what its limits count.
+#[derive(Default)]
+pub struct Account {
+    /// (created_at, id) → source: oldest first, paged without sorting.
+    order: BTreeMap<(u64, String), SourceKey>,
+    /// Of those, the ones not shown (created or deleted, not yet acknowledged).
+    hidden: usize,
+    /// Open streams of its sources.
+    pub streams: u64,
+    /// Its sources' emits together (`--account-emit-rate`).
+    pub bucket: Bucket,
+}
+
+/// One page of an account's sources.
+pub struct Page<'a> {
+    /// The account's sources shown, on every page.
+    pub total: usize,
+    pub sources: Vec<&'a Source>,
+}
+
 #[derive(Default)]
 pub struct Registry {
     sources: HashMap<SourceKey, Source>,
@@ -61,6 +86,7 @@ pub struct Registry {
     /// Per account, by name (looked up without building a key).
     by_name: HashMap<AccountId, HashMap<String, SourceKey>>,
     by_endpoint: HashMap<String, SourceKey>,
+    accounts: HashMap<AccountId, Account>,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -78,26 +104,36 @@ impl Registry {
         }
         let id = format!("dc_{}", random_base62(SOURCE_ID_CHARS));
         let key = self.insert(account, id, name.to_string(), random_base62(ENDPOINT_KEY_CHARS), now_ms);
-        self.sources.get_mut(&key).expect("just inserted").pending = true;
+        self.set_pending(key, true);
         Ok(key)
     }
 
     /// Storage acknowledged the source's creation (or refused its
     /// deletion): it is found and listed from now on.
     pub fn confirm(&mut self, key: SourceKey) {
-        if let Some(s) = self.sources.get_mut(&key) {
-            s.pending = false;
+        self.set_pending(key, false);
+    }
+
+    /// Shows or hides a source, keeping its account's count of hidden ones.
+    fn set_pending(&mut self, key: SourceKey, pending: bool) {
+        let Some(s) = self.sources.get_mut(&key).filter(|s| s.pending != pending) else { return };
+        s.pending = pending;
+        let account = self.accounts.entry(s.account).or_default();
+        match pending {
+            true => account.hidden += 1,
+            false => account.hidden -= 1,
         }
     }
 
     /// A delete waits for storage: nothing finds or lists the source, and
     /// its name stays taken; its subscribers are returned (to be ended).
     pub fn hide(&mut self, key: SourceKey) -> Vec<u32> {
-        self.sources.get_mut(&key).map_or_else(Vec::new, |s| {
-            s.pending = true;
-            s.ahead.clear();
-            std::mem::take(&mut s.subscribers)
-        })
+        self.set_pending(key, true);
+        let Some(s) = self.sources.get_mut(&key) else { return Vec::new() };
+        s.ahead.clear();
+        let ended = std::mem::take(&mut s.subscribers);
+        self.accounts.entry(s.account).or_default().streams -= ended.len() as u64;
+        ended
     }
 
     fn shown(&self, key: &SourceKey) -> bool {
@@ -111,6 +147,7 @@ impl Registry {
         self.by_id.insert(id.clone(), key);
         self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
+        self.accounts.entry(account).or_default().order.insert((created_at, id.clone()), key);
         self.sources.insert(
             key,
             Source {
@@ -122,6 +159,7 @@ impl Registry {
                 verify: None,
                 subscribers: Vec::new(),
                 ahead: Vec::new(),
+                bucket: Bucket::default(),
                 pending: false,
             },
         );
@@ -154,11 +192,33 @@ impl Registry {
         self.sources.len()
     }
 
-    /// The account's sources, oldest first.
-    pub fn list(&self, account: AccountId) -> Vec<&Source> {
-        let mut list: Vec<&Source> = self.sources.values().filter(|s| s.account == account && !s.pending).collect();
-        list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        list
+    /// Up to `limit` of the account's sources shown, oldest first, after
+    /// the source `after` (one of them) if given.
+    pub fn page(&self, account: AccountId, after: Option<SourceKey>, limit: usize) -> Page<'_> {
+        let Some(a) = self.accounts.get(&account) else { return Page { total: 0, sources: Vec::new() } };
+        let after = after.and_then(|k| self.sources.get(&k)).map(|s| (s.created_at, s.id.clone()));
+        let range = match after {
+            Some(after) => a.order.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => a.order.range(..),
+        };
+        let sources = range.map(|(_, k)| &self.sources[k]).filter(|s| !s.pending).take(limit).collect();
+        Page { total: a.order.len() - a.hidden, sources }
+    }
+
+    /// The account's sources, shown or not (a create in flight counts).
+    pub fn count(&self, account: AccountId) -> usize {
+        self.accounts.get(&account).map_or(0, |a| a.order.len())
+    }
+
+    /// What the account's limits count, and its emit bucket.
+    pub fn account(&self, account: AccountId) -> Option<&Account> {
+        self.accounts.get(&account)
+    }
+
+    /// A source and its account, to take an emit from both buckets.
+    pub fn buckets(&mut self, key: SourceKey) -> Option<(&mut Bucket, &mut Bucket)> {
+        let s = self.sources.get_mut(&key)?;
+        Some((&mut s.bucket, &mut self.accounts.entry(s.account).or_default().bucket))
     }
 
     /// Sets or removes the source's signature check; returns the one before.
@@ -168,7 +228,14 @@ impl Registry {
 
     /// Removes a source; returns it (its subscribers are to be ended).
     pub fn remove(&mut self, key: SourceKey) -> Option<Source> {
+        self.set_pending(key, false);
         let source = self.sources.remove(&key)?;
+        let account = self.accounts.entry(source.account).or_default();
+        account.streams -= source.subscribers.len() as u64;
+        let at = (source.created_at, source.id.clone());
+        if account.order.get(&at) == Some(&key) {
+            account.order.remove(&at);
+        }
         // Only its own entries: another node's source of the same name may
         // have been registered while this one's create was refused.
         if self.by_id.get(&source.id) == Some(&key) {
@@ -187,9 +254,10 @@ impl Registry {
 
     /// Adds a subscriber; returns its index in the source's list.
     pub fn subscribe(&mut self, key: SourceKey, conn: u32) -> u32 {
-        let subs = &mut self.sources.get_mut(&key).expect("subscribing to a live source").subscribers;
-        subs.push(conn);
-        (subs.len() - 1) as u32
+        let s = self.sources.get_mut(&key).expect("subscribing to a live source");
+        s.subscribers.push(conn);
+        self.accounts.entry(s.account).or_default().streams += 1;
+        (s.subscribers.len() - 1) as u32
     }
 
     /// The subscriber `conn` resumed from `after`, newer than any event
@@ -212,6 +280,7 @@ impl Registry {
     pub fn unsubscribe(&mut self, key: SourceKey, index: u32) -> Option<u32> {
         let s = self.sources.get_mut(&key)?;
         let gone = s.subscribers.swap_remove(index as usize);
+        self.accounts.entry(s.account).or_default().streams -= 1;
         if !s.ahead.is_empty() {
             s.ahead.retain(|&(conn, _)| conn != gone);
         }
@@ -229,7 +298,8 @@ mod tests {
         let a = r.create(0, "orders", 5).unwrap();
         assert_eq!(r.create(0, "orders", 5), Err(CreateError::Taken));
         assert_eq!(r.find(0, "orders"), None, "not found before storage has it");
-        assert!(r.list(0).is_empty(), "nor listed");
+        assert!(r.page(0, None, 10).sources.is_empty(), "nor listed");
+        assert_eq!(r.page(0, None, 10).total, 0);
         r.confirm(a);
         let b = r.create(1, "orders", 5).unwrap();
         r.confirm(b);
