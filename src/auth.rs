@@ -207,6 +207,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_follow_the_account_and_a_reload_replaces_them() {
+        let base = Limits::default();
+        let mut keys = Keys::default();
+        keys.add("dflt", DEFAULT_ACCOUNT);
+        keys.parse_file("k-a alice sources=3\nk-b bob\nk-a2 alice streams=4 sources=5\n").unwrap();
+        let alice = keys.lookup(b"k-a").unwrap().0;
+        let bob = keys.lookup(b"k-b").unwrap().0;
+        assert_eq!((keys.limits(alice, &base).sources, keys.limits(alice, &base).streams), (Some(5), Some(4)), "the last value wins");
+        assert_eq!(keys.limits(bob, &base), base);
+        assert_eq!(keys.limits(99, &base), base, "an account the file never named");
+        let new = keys.reloaded(Some("dflt"), "k-a alice\nk-b bob tokens=none\n").unwrap();
+        assert_eq!(new.limits(alice, &base), base, "an option taken out goes back to the flag");
+        assert_eq!(new.limits(bob, &base).tokens, None);
+        let err = keys.reloaded(None, "k-a alice\nk-b bob sources=x\n").unwrap_err();
+        assert_eq!((err.line, err.why), (2, "expected a count or none"));
+        assert!(keys.reloaded(None, "k-a alice colour=red\n").unwrap_err().why.starts_with("unknown option"));
+    }
+
+    #[test]
     fn random_tokens_are_base62_and_differ() {
         let a = random_base62(22);
         assert_eq!(a.len(), 22);

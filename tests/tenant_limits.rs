@@ -203,3 +203,46 @@ fn a_stream_beyond_the_accounts_limit_gets_429_json_never_a_stream() {
     let _third = server.subscribe("/v1/sources/s/sse", "");
     assert_eq!(limited(&server, "streams"), 2);
 }
+
+#[test]
+fn keys_file_limits_per_account_and_a_sighup_that_changes_them() {
+    let dir = support::TempDir::new("keys");
+    let keys = keys_file(&dir, "k-a alice sources=1 emit_rate=1:1 # alice is small\nk-b bob\nk-a2 alice tokens=none\n");
+    let server = TestServer::start(&["--engine", "memory", "--keys-file", &keys]);
+    let alice = |method: &str, path: &str, body: Option<&str>| as_key(&server, "k-a", method, path, body);
+    assert_eq!(alice("POST", "/v1/sources", Some("{\"name\":\"s\"}")).status, 201);
+    assert_eq!(alice("POST", "/v1/sources", Some("{\"name\":\"t\"}")).json()["error"], "source limit reached (1 per account)");
+    assert_eq!(alice("POST", "/v1/sources/s/events", Some("1")).status, 202);
+    assert_rate_limited(&alice("POST", "/v1/sources/s/events", Some("2")), "emit rate exceeded (1:1 events per second per source)");
+    // Bob has the flags' limits.
+    for name in ["s", "t"] {
+        assert_eq!(as_key(&server, "k-b", "POST", "/v1/sources", Some(&format!("{{\"name\":\"{name}\"}}"))).status, 201);
+    }
+    for n in 0..3 {
+        assert_eq!(as_key(&server, "k-b", "POST", "/v1/sources/s/events", Some(&n.to_string())).status, 202);
+    }
+    // Reloaded: alice may hold two sources and emit freely.
+    std::fs::write(&keys, "k-a alice sources=2\nk-b bob streams=0\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    server.wait_log("SIGHUP: reloaded --keys-file");
+    assert_eq!(alice("POST", "/v1/sources", Some("{\"name\":\"t\"}")).status, 201);
+    for n in 0..3 {
+        assert_eq!(alice("POST", "/v1/sources/s/events", Some(&n.to_string())).status, 202);
+    }
+    assert_eq!(as_key(&server, "k-b", "GET", "/v1/sources/s/sse", None).status, 429, "bob may open no stream");
+    // An unknown option is a load error: the file in use stays.
+    std::fs::write(&keys, "k-a alice sources=5 colour=red\nk-b bob\n").unwrap();
+    support::signal(server.pid(), "HUP");
+    server.wait_log("keys file line 1: unknown option");
+    assert!(server.logs().contains("keeping the keys in use"));
+    assert_eq!(alice("POST", "/v1/sources", Some("{\"name\":\"u\"}")).status, 403, "still 2 sources");
+}
+
+#[test]
+fn an_unknown_option_in_the_keys_file_refuses_to_start() {
+    let dir = support::TempDir::new("keys");
+    let keys = keys_file(&dir, "k-a alice\nk-b bob sources=2 color=blue\n");
+    let (code, stderr) = support::refused_start(&["--engine", "memory", "--keys-file", &keys]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("keys file line 2: unknown option"), "{stderr}");
+}
