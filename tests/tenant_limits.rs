@@ -246,3 +246,28 @@ fn an_unknown_option_in_the_keys_file_refuses_to_start() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("keys file line 2: unknown option"), "{stderr}");
 }
+
+/// Refusals are counted by limit in `/metrics`, and logged at warn once a
+/// minute per account and limit (the rest at debug), naming the account.
+#[test]
+fn refusals_are_counted_and_warned_once_a_minute_per_account_and_limit() {
+    let dir = support::TempDir::new("keys");
+    let keys = keys_file(&dir, "k-other other\n");
+    let server = TestServer::start(&["--engine", "memory", "--keys-file", &keys, "--max-sources-per-account", "0", "--emit-rate", "1"]);
+    for _ in 0..3 {
+        assert_eq!(server.request("POST", "/v1/sources", Some("{\"name\":\"s\"}")).status, 403);
+    }
+    assert_eq!(as_key(&server, "k-other", "POST", "/v1/sources", Some("{\"name\":\"s\"}")).status, 403);
+    assert_eq!(limited(&server, "sources"), 4);
+    for limit in ["tokens", "streams", "emit_rate", "account_emit_rate"] {
+        assert_eq!(limited(&server, limit), 0, "{limit}");
+    }
+    let logs = server.logs();
+    let warned = |account: &str| {
+        logs.lines().filter(|l| l.contains(" WARN ") && l.contains(&format!("account {account}: source limit reached"))).count()
+    };
+    assert_eq!((warned("default"), warned("other")), (1, 1), "{logs}");
+    let held = logs.lines().filter(|l| l.contains("DEBUG") && l.contains("source limit reached")).count();
+    assert_eq!(held, 2, "{logs}");
+    assert!(!logs.contains(KEY) && !logs.contains("k-other"), "no key is logged");
+}
