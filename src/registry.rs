@@ -4,7 +4,7 @@
 //! creation order (a page of them costs that page, whatever the other
 //! accounts hold) and what its limits count. No I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
@@ -61,8 +61,9 @@ impl fmt::Display for CreateError {
 /// One account's sources in the listing's order, and what its limits count.
 #[derive(Default)]
 pub struct Account {
-    /// (created_at, id) → source: oldest first, paged without sorting.
-    order: BTreeMap<(u64, String), SourceKey>,
+    /// Oldest first, paged without sorting: by creation time, then (in the
+    /// same millisecond) in the order this process took them in.
+    order: BTreeSet<(u64, SourceKey)>,
     /// Of those, the ones not shown (created or deleted, not yet acknowledged).
     hidden: usize,
     /// Open streams of its sources.
@@ -147,7 +148,7 @@ impl Registry {
         self.by_id.insert(id.clone(), key);
         self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
-        self.accounts.entry(account).or_default().order.insert((created_at, id.clone()), key);
+        self.accounts.entry(account).or_default().order.insert((created_at, key));
         self.sources.insert(
             key,
             Source {
@@ -196,7 +197,7 @@ impl Registry {
     /// the source `after` (one of them) if given.
     pub fn page(&self, account: AccountId, after: Option<SourceKey>, limit: usize) -> Page<'_> {
         let Some(a) = self.accounts.get(&account) else { return Page { total: 0, sources: Vec::new() } };
-        let after = after.and_then(|k| self.sources.get(&k)).map(|s| (s.created_at, s.id.clone()));
+        let after = after.and_then(|k| Some((self.sources.get(&k)?.created_at, k)));
         let range = match after {
             Some(after) => a.order.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => a.order.range(..),
@@ -232,10 +233,7 @@ impl Registry {
         let source = self.sources.remove(&key)?;
         let account = self.accounts.entry(source.account).or_default();
         account.streams -= source.subscribers.len() as u64;
-        let at = (source.created_at, source.id.clone());
-        if account.order.get(&at) == Some(&key) {
-            account.order.remove(&at);
-        }
+        account.order.remove(&(source.created_at, key));
         // Only its own entries: another node's source of the same name may
         // have been registered while this one's create was refused.
         if self.by_id.get(&source.id) == Some(&key) {
@@ -340,6 +338,35 @@ mod tests {
         assert_eq!(r.find(0, "orders"), Some(theirs), "theirs shows while mine waits");
         r.remove(mine);
         assert_eq!(r.find(0, "orders"), Some(theirs));
+    }
+
+    #[test]
+    fn pages_of_an_account_skip_the_hidden_and_count_streams() {
+        let mut r = Registry::default();
+        let keys: Vec<SourceKey> =
+            (0..5).map(|n| r.insert(0, format!("dc_{n}"), format!("s{n}"), format!("e{n}"), 100 - (n % 2))).collect();
+        r.insert(1, "dc_x".into(), "x".into(), "ex".into(), 1);
+        let names = |p: Page<'_>| (p.total, p.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" "));
+        // Oldest first; in the same millisecond, in the order taken in.
+        assert_eq!(names(r.page(0, None, 10)), (5, "s1 s3 s0 s2 s4".into()));
+        assert_eq!(names(r.page(0, Some(keys[3]), 2)), (5, "s0 s2".into()));
+        let pending = r.create(0, "new", 101).unwrap();
+        r.hide(keys[0]);
+        assert_eq!(names(r.page(0, None, 10)), (4, "s1 s3 s2 s4".into()), "neither a create nor a delete in flight shows");
+        assert_eq!(r.count(0), 6, "both count against the limit");
+        r.confirm(pending);
+        r.remove(keys[0]);
+        assert_eq!(names(r.page(0, Some(keys[4]), 10)), (5, "new".into()));
+        assert_eq!(names(r.page(2, None, 10)), (0, String::new()));
+        r.subscribe(keys[1], 7);
+        r.subscribe(keys[1], 8);
+        r.subscribe(keys[2], 9);
+        assert_eq!(r.account(0).unwrap().streams, 3);
+        r.unsubscribe(keys[1], 0);
+        r.hide(keys[2]);
+        assert_eq!(r.account(0).unwrap().streams, 1);
+        r.remove(keys[1]);
+        assert_eq!(r.account(0).unwrap().streams, 0);
     }
 
     #[test]

@@ -271,3 +271,48 @@ fn refusals_are_counted_and_warned_once_a_minute_per_account_and_limit() {
     assert_eq!(held, 2, "{logs}");
     assert!(!logs.contains(KEY) && !logs.contains("k-other"), "no key is logged");
 }
+
+/// `GET /v1/sources` is paged: `limit` (1..1000, default 100), `after` a
+/// source of the account (the page before's `end_cursor`), oldest first.
+#[test]
+fn listing_is_paged_with_limit_after_and_page_info() {
+    let dir = support::TempDir::new("keys");
+    let keys = keys_file(&dir, "k-other other\n");
+    let server = TestServer::start(&["--engine", "memory", "--keys-file", &keys]);
+    assert_eq!(as_key(&server, "k-other", "POST", "/v1/sources", Some("{\"name\":\"theirs\"}")).status, 201);
+    let ids: Vec<String> = (0..101).map(|n| server.create_source(&format!("s{n}"))["id"].as_str().unwrap().to_string()).collect();
+    let page = |query: &str| {
+        let r = server.request("GET", &format!("/v1/sources{query}"), None);
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        r.json()
+    };
+    let ids_of = |page: &serde_json::Value| -> Vec<String> {
+        page["data"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    };
+    let first = page("");
+    assert_eq!(first["page_info"]["total_count"], 101);
+    assert_eq!(first["page_info"]["count"], 100, "100 by default");
+    assert_eq!(ids_of(&first), ids[..100]);
+    let p = page("?limit=2");
+    assert_eq!(p["page_info"], serde_json::json!({"total_count": 101, "count": 2, "start_cursor": ids[0], "end_cursor": ids[1]}));
+    let p = page(&format!("?limit=2&after={}", ids[1]));
+    assert_eq!(ids_of(&p), ids[2..4]);
+    assert_eq!(ids_of(&page("?after=s98&limit=1000")), ids[99..], "after by name too");
+    let end = page(&format!("?after={}", ids[100]));
+    assert_eq!(end["page_info"], serde_json::json!({"total_count": 101, "count": 0, "start_cursor": null, "end_cursor": null}));
+    // The other account's view is its own.
+    let theirs = as_key(&server, "k-other", "GET", "/v1/sources?limit=5", None).json();
+    assert_eq!((theirs["page_info"]["total_count"].as_u64(), ids_of(&theirs).len()), (Some(1), 1));
+    let their_id = theirs["data"][0]["id"].as_str().unwrap().to_string();
+    for (query, error) in [
+        ("?limit=0", "limit must be a number from 1 to 1000"),
+        ("?limit=1001", "limit must be a number from 1 to 1000"),
+        ("?limit=ten", "limit must be a number from 1 to 1000"),
+        ("?after=nope", "after must name one of this account's sources"),
+        (&format!("?after={their_id}"), "after must name one of this account's sources"),
+    ] {
+        let r = server.request("GET", &format!("/v1/sources{query}"), None);
+        assert_eq!(r.status, 400, "{query}");
+        assert!(r.json()["error"].as_str().unwrap().starts_with(error), "{query}: {}", r.body);
+    }
+}
