@@ -399,6 +399,29 @@ mod tests {
     }
 
     #[test]
+    fn limit_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&[], none).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!((c.limits.sources, c.limits.tokens, c.limits.streams), (Some(10_000), Some(1_000), None));
+        let given = "--max-sources-per-account none --max-tokens-per-source 5 --max-streams-per-account 7 --emit-rate 0.5 --account-emit-rate 10:50";
+        let c = Config::from_args(&args(given), none).unwrap();
+        assert_eq!((c.limits.sources, c.limits.tokens, c.limits.streams), (None, Some(5), Some(7)));
+        assert_eq!(c.limits.emit_rate.map(|r| r.to_string()).as_deref(), Some("0.5:1"));
+        assert_eq!(c.limits.account_emit_rate.map(|r| r.to_string()).as_deref(), Some("10:50"));
+        let env = |k: &str| (k == "SSEHUB_EMIT_RATE").then(|| "3".to_string());
+        assert_eq!(Config::from_args(&[], env).unwrap().limits.emit_rate.map(|r| r.to_string()).as_deref(), Some("3:3"));
+        let table = [
+            ("--emit-rate 0", "--emit-rate: expected events per second and an optional burst, such as 100, 0.5 or 50:200"),
+            ("--account-emit-rate 1:0", "--account-emit-rate: the burst is at least 1 event"),
+            ("--max-streams-per-account x", "--max-streams-per-account: expected a count or none"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
     fn public_urls() {
         for ok in ["http://h", "https://hooks.example.com/", "http://10.0.0.1:8080/base", "http://[::1]:8080"] {
             assert!(valid_public_url(ok), "{ok}");
