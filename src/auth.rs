@@ -114,12 +114,10 @@ impl Keys {
             let (Some(key), Some(account)) = (words.next(), words.next()) else {
                 return Err(KeysFileError { line: i + 1, why: "expected `KEY ACCOUNT`" });
             };
-            let mut limits = self.accounts.iter().position(|a| a == account).map_or_else(Overrides::default, |at| self.limits[at]);
+            let id = self.add(key, account) as usize;
             for word in words {
-                limits.set(word).map_err(|why| KeysFileError { line: i + 1, why })?;
+                self.limits[id].set(word).map_err(|why| KeysFileError { line: i + 1, why })?;
             }
-            let id = self.add(key, account);
-            self.limits[id as usize] = limits;
         }
         Ok(())
     }

@@ -53,13 +53,22 @@ impl Rate {
 
 /// A non-negative decimal with at most three decimals, in thousandths.
 fn decimal_milli(s: &str) -> Option<u64> {
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 12 || frac.len() > 3 || !digits(whole) || !digits(frac) || (s.contains('.') && frac.is_empty()) {
+    let (whole, frac) = s.split_once('.').map_or((s, None), |(w, f)| (w, Some(f)));
+    if whole.is_empty() || whole.len() > 12 || frac.is_some_and(|f| f.is_empty() || f.len() > 3) {
         return None;
     }
-    let frac_milli = format!("{frac:0<3}").parse::<u64>().ok()?;
-    Some(whole.parse::<u64>().ok()? * MILLI + frac_milli)
+    let mut milli = 0;
+    let mut scale = MILLI;
+    for (i, b) in whole.bytes().chain(frac.unwrap_or("").bytes()).enumerate() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        if i >= whole.len() {
+            scale /= 10;
+        }
+        milli = milli * 10 + (b - b'0') as u64;
+    }
+    Some(milli * scale)
 }
 
 /// Thousandths written back as a decimal (`500` → `0.5`).
@@ -67,11 +76,15 @@ struct Milli(u64);
 
 impl fmt::Display for Milli {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, frac) = (self.0 / MILLI, self.0 % MILLI);
-        match frac {
-            0 => write!(f, "{whole}"),
-            _ => write!(f, "{whole}.{}", format!("{frac:03}").trim_end_matches('0')),
+        let (whole, mut frac, mut digits) = (self.0 / MILLI, self.0 % MILLI, 3);
+        if frac == 0 {
+            return write!(f, "{whole}");
         }
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        write!(f, "{whole}.{frac:0digits$}")
     }
 }
 

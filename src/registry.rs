@@ -4,7 +4,7 @@
 //! creation order (a page of them costs that page, whatever the other
 //! accounts hold) and what its limits count. No I/O.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::auth::{AccountId, random_base62};
@@ -61,9 +61,14 @@ impl fmt::Display for CreateError {
 /// One account's sources in the listing's order, and what its limits count.
 #[derive(Default)]
 pub struct Account {
-    /// Oldest first, paged without sorting: by creation time, then (in the
-    /// same millisecond) in the order this process took them in.
-    order: BTreeSet<(u64, SourceKey)>,
+    /// Its sources by name (looked up without building a key).
+    by_name: HashMap<String, SourceKey>,
+    /// (created_at, key): oldest first, then (in one millisecond) in the
+    /// order this process took them in. Sources come in that order but at
+    /// start (engines recover them in any order) and from other nodes:
+    /// then `sorted` is false until the next page sorts them.
+    order: Vec<(u64, SourceKey)>,
+    sorted: bool,
     /// Of those, the ones not shown (created or deleted, not yet acknowledged).
     hidden: usize,
     /// Open streams of its sources.
@@ -84,10 +89,18 @@ pub struct Registry {
     sources: HashMap<SourceKey, Source>,
     next_key: SourceKey,
     by_id: HashMap<String, SourceKey>,
-    /// Per account, by name (looked up without building a key).
-    by_name: HashMap<AccountId, HashMap<String, SourceKey>>,
     by_endpoint: HashMap<String, SourceKey>,
-    accounts: HashMap<AccountId, Account>,
+    /// By `AccountId` (dense: an index of the keys' accounts).
+    accounts: Vec<Account>,
+}
+
+/// The account's entry, made if new.
+fn account_mut(accounts: &mut Vec<Account>, account: AccountId) -> &mut Account {
+    let at = account as usize;
+    if accounts.len() <= at {
+        accounts.resize_with(at + 1, Account::default);
+    }
+    &mut accounts[at]
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -100,7 +113,7 @@ impl Registry {
         if !valid_name(name) {
             return Err(CreateError::BadName);
         }
-        if self.by_name.get(&account).is_some_and(|names| names.contains_key(name)) {
+        if self.account(account).is_some_and(|a| a.by_name.contains_key(name)) {
             return Err(CreateError::Taken);
         }
         let id = format!("dc_{}", random_base62(SOURCE_ID_CHARS));
@@ -119,7 +132,7 @@ impl Registry {
     fn set_pending(&mut self, key: SourceKey, pending: bool) {
         let Some(s) = self.sources.get_mut(&key).filter(|s| s.pending != pending) else { return };
         s.pending = pending;
-        let account = self.accounts.entry(s.account).or_default();
+        let account = account_mut(&mut self.accounts, s.account);
         match pending {
             true => account.hidden += 1,
             false => account.hidden -= 1,
@@ -133,7 +146,7 @@ impl Registry {
         let Some(s) = self.sources.get_mut(&key) else { return Vec::new() };
         s.ahead.clear();
         let ended = std::mem::take(&mut s.subscribers);
-        self.accounts.entry(s.account).or_default().streams -= ended.len() as u64;
+        account_mut(&mut self.accounts, s.account).streams -= ended.len() as u64;
         ended
     }
 
@@ -146,9 +159,12 @@ impl Registry {
         let key = self.next_key;
         self.next_key += 1;
         self.by_id.insert(id.clone(), key);
-        self.by_name.entry(account).or_default().insert(name.clone(), key);
         self.by_endpoint.insert(endpoint_key.clone(), key);
-        self.accounts.entry(account).or_default().order.insert((created_at, key));
+        let a = account_mut(&mut self.accounts, account);
+        a.by_name.insert(name.clone(), key);
+        let at = (created_at, key);
+        a.sorted = a.order.last().is_none_or(|&last| last < at) && (a.sorted || a.order.is_empty());
+        a.order.push(at);
         self.sources.insert(
             key,
             Source {
@@ -173,7 +189,7 @@ impl Registry {
     /// still finds this account's source.
     pub fn find(&self, account: AccountId, id_or_name: &str) -> Option<SourceKey> {
         let by_id = self.by_id.get(id_or_name).copied().filter(|k| self.sources[k].account == account);
-        by_id.or_else(|| self.by_name.get(&account)?.get(id_or_name).copied()).filter(|k| self.shown(k))
+        by_id.or_else(|| self.account(account)?.by_name.get(id_or_name).copied()).filter(|k| self.shown(k))
     }
 
     /// The source with this public id, in any account.
@@ -195,31 +211,43 @@ impl Registry {
 
     /// Up to `limit` of the account's sources shown, oldest first, after
     /// the source `after` (one of them) if given.
-    pub fn page(&self, account: AccountId, after: Option<SourceKey>, limit: usize) -> Page<'_> {
-        let Some(a) = self.accounts.get(&account) else { return Page { total: 0, sources: Vec::new() } };
-        let after = after.and_then(|k| Some((self.sources.get(&k)?.created_at, k)));
-        let range = match after {
-            Some(after) => a.order.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-            None => a.order.range(..),
+    pub fn page(&mut self, account: AccountId, after: Option<SourceKey>, limit: usize) -> Page<'_> {
+        let Some(a) = self.accounts.get_mut(account as usize) else { return Page { total: 0, sources: Vec::new() } };
+        if !a.sorted {
+            a.order.sort_unstable();
+            a.sorted = true;
+        }
+        let from = match after.and_then(|k| Some((self.sources.get(&k)?.created_at, k))) {
+            Some(after) => a.order.partition_point(|&at| at <= after),
+            None => 0,
         };
-        let sources = range.map(|(_, k)| &self.sources[k]).filter(|s| !s.pending).take(limit).collect();
+        let mut sources = Vec::with_capacity(limit.min(a.order.len() - from));
+        for (_, k) in &a.order[from..] {
+            if sources.len() == limit {
+                break;
+            }
+            let s = &self.sources[k];
+            if !s.pending {
+                sources.push(s);
+            }
+        }
         Page { total: a.order.len() - a.hidden, sources }
     }
 
     /// The account's sources, shown or not (a create in flight counts).
     pub fn count(&self, account: AccountId) -> usize {
-        self.accounts.get(&account).map_or(0, |a| a.order.len())
+        self.account(account).map_or(0, |a| a.order.len())
     }
 
     /// What the account's limits count, and its emit bucket.
     pub fn account(&self, account: AccountId) -> Option<&Account> {
-        self.accounts.get(&account)
+        self.accounts.get(account as usize)
     }
 
     /// A source and its account, to take an emit from both buckets.
     pub fn buckets(&mut self, key: SourceKey) -> Option<(&mut Bucket, &mut Bucket)> {
         let s = self.sources.get_mut(&key)?;
-        Some((&mut s.bucket, &mut self.accounts.entry(s.account).or_default().bucket))
+        Some((&mut s.bucket, &mut account_mut(&mut self.accounts, s.account).bucket))
     }
 
     /// Sets or removes the source's signature check; returns the one before.
@@ -231,18 +259,24 @@ impl Registry {
     pub fn remove(&mut self, key: SourceKey) -> Option<Source> {
         self.set_pending(key, false);
         let source = self.sources.remove(&key)?;
-        let account = self.accounts.entry(source.account).or_default();
+        let account = account_mut(&mut self.accounts, source.account);
         account.streams -= source.subscribers.len() as u64;
-        account.order.remove(&(source.created_at, key));
+        let at = (source.created_at, key);
+        let found = match account.sorted {
+            true => account.order.binary_search(&at).ok(),
+            false => account.order.iter().position(|&o| o == at),
+        };
+        // Removed in place, so that what is sorted stays sorted.
+        if let Some(i) = found {
+            account.order.remove(i);
+        }
         // Only its own entries: another node's source of the same name may
         // have been registered while this one's create was refused.
         if self.by_id.get(&source.id) == Some(&key) {
             self.by_id.remove(&source.id);
         }
-        if let Some(names) = self.by_name.get_mut(&source.account)
-            && names.get(&source.name) == Some(&key)
-        {
-            names.remove(&source.name);
+        if account.by_name.get(&source.name) == Some(&key) {
+            account.by_name.remove(&source.name);
         }
         if self.by_endpoint.get(&source.endpoint_key) == Some(&key) {
             self.by_endpoint.remove(&source.endpoint_key);
@@ -254,7 +288,7 @@ impl Registry {
     pub fn subscribe(&mut self, key: SourceKey, conn: u32) -> u32 {
         let s = self.sources.get_mut(&key).expect("subscribing to a live source");
         s.subscribers.push(conn);
-        self.accounts.entry(s.account).or_default().streams += 1;
+        account_mut(&mut self.accounts, s.account).streams += 1;
         (s.subscribers.len() - 1) as u32
     }
 
@@ -278,7 +312,7 @@ impl Registry {
     pub fn unsubscribe(&mut self, key: SourceKey, index: u32) -> Option<u32> {
         let s = self.sources.get_mut(&key)?;
         let gone = s.subscribers.swap_remove(index as usize);
-        self.accounts.entry(s.account).or_default().streams -= 1;
+        account_mut(&mut self.accounts, s.account).streams -= 1;
         if !s.ahead.is_empty() {
             s.ahead.retain(|&(conn, _)| conn != gone);
         }
@@ -367,6 +401,14 @@ mod tests {
         assert_eq!(r.account(0).unwrap().streams, 1);
         r.remove(keys[1]);
         assert_eq!(r.account(0).unwrap().streams, 0);
+        // Out of order (as at start), removed before a page sorts them.
+        let late = r.insert(3, "dc_l".into(), "late".into(), "el".into(), 50);
+        let early = r.insert(3, "dc_e".into(), "early".into(), "ee".into(), 10);
+        r.insert(3, "dc_m".into(), "mid".into(), "em".into(), 30);
+        r.remove(late);
+        assert_eq!(names(r.page(3, None, 10)), (2, "early mid".into()));
+        r.remove(early);
+        assert_eq!(names(r.page(3, None, 10)), (1, "mid".into()));
     }
 
     #[test]

@@ -4,17 +4,15 @@
 //! second per kind; the others of that second go to `debug`, and the next
 //! line that passes says how many were held back. `/metrics` counts them
 //! all. Refusals at a tenant limit are logged once a minute per account
-//! and limit (`Keyed`): one busy account does not hide another's.
+//! and limit (`PerAccount`): one busy account does not hide another's.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// How often one kind of line may be logged at its own level.
 const PERIOD: Duration = Duration::from_secs(1);
-/// How often one kind of line per key (an account and a limit) may be.
-const KEYED_PERIOD: Duration = Duration::from_secs(60);
+/// How often one kind of line of one account may be.
+const PER_ACCOUNT_PERIOD: Duration = Duration::from_secs(60);
 
 /// One kind of line.
 #[derive(Debug, Default)]
@@ -49,27 +47,30 @@ impl Throttle {
     }
 }
 
-/// One throttle per key, each passing a line a minute; keys are few
-/// (accounts times limits), so they are kept.
+/// `N` kinds of line per account (by its dense id), each passing a line a minute.
 #[derive(Debug)]
-pub struct Keyed<K> {
-    throttles: HashMap<K, Throttle>,
+pub struct PerAccount<const N: usize> {
+    throttles: Vec<[Throttle; N]>,
 }
 
-impl<K> Default for Keyed<K> {
-    fn default() -> Keyed<K> {
-        Keyed { throttles: HashMap::new() }
+impl<const N: usize> Default for PerAccount<N> {
+    fn default() -> PerAccount<N> {
+        PerAccount { throttles: Vec::new() }
     }
 }
 
-impl<K: Hash + Eq> Keyed<K> {
-    /// As `Throttle::level`, once a minute for `key`.
-    pub fn level(&mut self, key: K, want: log::Level) -> (log::Level, Held) {
-        self.level_at(key, want, Instant::now())
+impl<const N: usize> PerAccount<N> {
+    /// As `Throttle::level`, once a minute for line `kind` (below `N`) of `account`.
+    pub fn level(&mut self, account: u32, kind: usize, want: log::Level) -> (log::Level, Held) {
+        self.level_at(account, kind, want, Instant::now())
     }
 
-    fn level_at(&mut self, key: K, want: log::Level, now: Instant) -> (log::Level, Held) {
-        match self.throttles.entry(key).or_default().pass_at(now, KEYED_PERIOD) {
+    fn level_at(&mut self, account: u32, kind: usize, want: log::Level, now: Instant) -> (log::Level, Held) {
+        let at = account as usize;
+        if self.throttles.len() <= at {
+            self.throttles.resize_with(at + 1, || std::array::from_fn(|_| Throttle::default()));
+        }
+        match self.throttles[at][kind].pass_at(now, PER_ACCOUNT_PERIOD) {
             Some(held) => (want, held),
             None => (log::Level::Debug, Held(0)),
         }
@@ -91,8 +92,8 @@ pub struct Throttles {
     pub limit: Throttle,
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub slow: Throttle,
-    /// Refusals at a tenant limit, by account and limit.
-    pub limited: Keyed<(u32, &'static str)>,
+    /// Refusals at a tenant limit, by account and limit (the five of `limits::Kind`).
+    pub limited: PerAccount<5>,
 }
 
 /// Written after a line that passed: nothing, or how many were held back.
@@ -141,15 +142,15 @@ mod tests {
     }
 
     #[test]
-    fn keyed_once_a_minute_per_key() {
+    fn once_a_minute_per_account_and_kind() {
         use log::Level::{Debug, Warn};
-        let mut t = Keyed::default();
+        let mut t = PerAccount::<5>::default();
         let t0 = Instant::now();
         let s = |n| t0 + Duration::from_secs(n);
-        assert_eq!(t.level_at((1, "streams"), Warn, s(0)), (Warn, Held(0)));
-        assert_eq!(t.level_at((1, "streams"), Warn, s(30)), (Debug, Held(0)));
-        assert_eq!(t.level_at((2, "streams"), Warn, s(30)), (Warn, Held(0)), "another account");
-        assert_eq!(t.level_at((1, "sources"), Warn, s(30)), (Warn, Held(0)), "another limit");
-        assert_eq!(t.level_at((1, "streams"), Warn, s(60)), (Warn, Held(1)));
+        assert_eq!(t.level_at(1, 2, Warn, s(0)), (Warn, Held(0)));
+        assert_eq!(t.level_at(1, 2, Warn, s(30)), (Debug, Held(0)));
+        assert_eq!(t.level_at(2, 2, Warn, s(30)), (Warn, Held(0)), "another account");
+        assert_eq!(t.level_at(1, 0, Warn, s(30)), (Warn, Held(0)), "another limit");
+        assert_eq!(t.level_at(1, 2, Warn, s(60)), (Warn, Held(1)));
     }
 }

@@ -316,3 +316,40 @@ fn listing_is_paged_with_limit_after_and_page_info() {
         assert!(r.json()["error"].as_str().unwrap().starts_with(error), "{query}: {}", r.body);
     }
 }
+
+/// Sources come back from the data dir in any order; the listing is
+/// still oldest first after a restart, and pages follow it.
+#[test]
+fn the_listing_keeps_its_order_across_a_restart() {
+    let dir = support::TempDir::new("data");
+    let start = || TestServer::start(&["--data-dir", dir.path()]);
+    let mut server = start();
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(server.create_source(&format!("s{n}"))["id"].as_str().unwrap().to_string());
+        if n % 10 == 0 {
+            // Some in later milliseconds, some in the same one.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let listed = |server: &TestServer, query: &str| -> Vec<String> {
+        let page = server.request("GET", &format!("/v1/sources{query}"), None).json();
+        page["data"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+    };
+    let before = listed(&server, "?limit=1000");
+    assert_eq!(before.len(), 40);
+    assert!(server.terminate().0.success());
+    let server = start();
+    let after = listed(&server, "?limit=1000");
+    let created_at =
+        |server: &TestServer, id: &str| server.request("GET", &format!("/v1/sources/{id}"), None).json()["data"]["created_at"].as_u64();
+    let times: Vec<_> = after.iter().map(|id| created_at(&server, id)).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first: {times:?}");
+    let mut paged = listed(&server, "?limit=7");
+    while paged.len() < 40 {
+        let more = listed(&server, &format!("?limit=7&after={}", paged.last().unwrap()));
+        assert!(!more.is_empty());
+        paged.extend(more);
+    }
+    assert_eq!(paged, after, "pages follow the listing");
+}

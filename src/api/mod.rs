@@ -351,7 +351,7 @@ fn rate_limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, limits: &Limits, re
 /// per account and limit, naming the account (never a key).
 fn limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, kind: Kind, fail: Fail) -> Fail {
     ctx.stats.count_limited(kind);
-    let (level, held) = ctx.throttles.limited.level((account, kind.name()), log::Level::Warn);
+    let (level, held) = ctx.throttles.limited.level(account, kind as usize, log::Level::Warn);
     log::log!(level, "account {}: {} (answered {}){held}", ctx.keys.account_name(account), fail.message, fail.status);
     fail
 }
@@ -506,7 +506,7 @@ const PAGE_MAX: usize = 1000;
 /// `GET /v1/sources?limit=N&after=ID`: a page of the account's sources,
 /// oldest first, after the source `after` (an id, as `end_cursor` gives,
 /// or a name). It costs the page, not the account's other sources.
-fn list_sources<W>(ctx: &Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
+fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
     let limit = match http::query_param(head.query(), "limit") {
         None => PAGE_DEFAULT,
         Some(l) => l
@@ -524,6 +524,7 @@ fn list_sources<W>(ctx: &Ctx<'_, W>, head: &Head, account: AccountId, cors: &str
                 .ok_or_else(|| Fail::new(400, "after must name one of this account's sources (the end_cursor of the page before)"))?,
         ),
     };
+    let base = base_url(ctx, head);
     let page = ctx.hub.registry.page(account, after, limit);
     let cursor = |s: Option<&&Source>| s.map_or("null".to_string(), |s| format!("\"{}\"", s.id));
     let mut out = format!(
@@ -534,7 +535,6 @@ fn list_sources<W>(ctx: &Ctx<'_, W>, head: &Head, account: AccountId, cors: &str
         cursor(page.sources.last())
     )
     .into_bytes();
-    let base = base_url(ctx, head);
     for (i, source) in page.sources.iter().enumerate() {
         if i > 0 {
             out.push(b',');
