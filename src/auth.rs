@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::limits::{Limits, Overrides};
+
 /// Index of an account in `Keys::accounts`.
 pub type AccountId = u32;
 
@@ -16,6 +18,8 @@ pub const DEFAULT_ACCOUNT: &str = "default";
 #[derive(Debug, Default, Clone)]
 pub struct Keys {
     accounts: Vec<String>,
+    /// What the keys file sets over the flags' limits, by account.
+    limits: Vec<Overrides>,
     keys: Vec<(Vec<u8>, AccountId, KeyId)>,
     next_id: KeyId,
 }
@@ -46,7 +50,9 @@ impl Keys {
     /// account keeps its `KeyId`, so only streams of keys removed or moved
     /// to another account end.
     pub fn reloaded(&self, default_key: Option<&str>, text: &str) -> Result<Keys, KeysFileError> {
-        let mut new = Keys { accounts: self.accounts.clone(), keys: Vec::new(), next_id: self.next_id };
+        // Limits as the file says now: an option taken out goes back to the flag's value.
+        let limits = vec![Overrides::default(); self.accounts.len()];
+        let mut new = Keys { accounts: self.accounts.clone(), limits, keys: Vec::new(), next_id: self.next_id };
         if let Some(key) = default_key {
             new.add(key, DEFAULT_ACCOUNT);
         }
@@ -76,9 +82,15 @@ impl Keys {
             Some(i) => i as AccountId,
             None => {
                 self.accounts.push(account.to_string());
+                self.limits.push(Overrides::default());
                 (self.accounts.len() - 1) as AccountId
             }
         }
+    }
+
+    /// The account's limits: the flags' `base`, with what the keys file sets for it.
+    pub fn limits(&self, account: AccountId, base: &Limits) -> Limits {
+        self.limits.get(account as usize).map_or(*base, |o| o.over(base))
     }
 
     pub fn account_name(&self, id: AccountId) -> &str {
@@ -89,7 +101,9 @@ impl Keys {
         self.keys.is_empty()
     }
 
-    /// Parses `KEY ACCOUNT` lines; `#` starts a comment.
+    /// Parses `KEY ACCOUNT [LIMIT=VALUE…]` lines; `#` starts a comment.
+    /// The account's limits may be set on any of its lines (the last value
+    /// given wins); an unknown one is an error, as a bad line is.
     pub fn parse_file(&mut self, text: &str) -> Result<(), KeysFileError> {
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -97,10 +111,13 @@ impl Keys {
                 continue;
             }
             let mut words = line.split_whitespace();
-            let (Some(key), Some(account), None) = (words.next(), words.next(), words.next()) else {
+            let (Some(key), Some(account)) = (words.next(), words.next()) else {
                 return Err(KeysFileError { line: i + 1, why: "expected `KEY ACCOUNT`" });
             };
-            self.add(key, account);
+            let id = self.add(key, account) as usize;
+            for word in words {
+                self.limits[id].set(word).map_err(|why| KeysFileError { line: i + 1, why })?;
+            }
         }
         Ok(())
     }
@@ -185,6 +202,25 @@ mod tests {
         assert_eq!(new.account_name(keys.lookup(b"k-b").unwrap().0), "bob", "account ids are kept");
         assert_eq!(new.counts(), (4, 3));
         assert!(keys.reloaded(None, "lonely\n").is_err());
+    }
+
+    #[test]
+    fn limits_follow_the_account_and_a_reload_replaces_them() {
+        let base = Limits::default();
+        let mut keys = Keys::default();
+        keys.add("dflt", DEFAULT_ACCOUNT);
+        keys.parse_file("k-a alice sources=3\nk-b bob\nk-a2 alice streams=4 sources=5\n").unwrap();
+        let alice = keys.lookup(b"k-a").unwrap().0;
+        let bob = keys.lookup(b"k-b").unwrap().0;
+        assert_eq!((keys.limits(alice, &base).sources, keys.limits(alice, &base).streams), (Some(5), Some(4)), "the last value wins");
+        assert_eq!(keys.limits(bob, &base), base);
+        assert_eq!(keys.limits(99, &base), base, "an account the file never named");
+        let new = keys.reloaded(Some("dflt"), "k-a alice\nk-b bob tokens=none\n").unwrap();
+        assert_eq!(new.limits(alice, &base), base, "an option taken out goes back to the flag");
+        assert_eq!(new.limits(bob, &base).tokens, None);
+        let err = keys.reloaded(None, "k-a alice\nk-b bob sources=x\n").unwrap_err();
+        assert_eq!((err.line, err.why), (2, "expected a count or none"));
+        assert!(keys.reloaded(None, "k-a alice colour=red\n").unwrap_err().why.starts_with("unknown option"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::engine::EngineKind;
 pub use crate::engine::log::Fsync;
 pub use crate::engine::redis::RedisUrl;
+use crate::limits::{self, Limits};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HANDSHAKE_INTERVAL: Duration = Duration::from_secs(15);
@@ -88,12 +89,15 @@ pub struct Config {
     /// A `retry:` line (milliseconds, random per stream in this range) right
     /// after every new stream's first comment (`--client-retry`).
     pub client_retry: Option<RangeInclusive<u32>>,
+    /// Tenant limits of every account (`--max-sources-per-account`,
+    /// `--emit-rate` and the others); a keys file may set them per account.
+    pub limits: Limits,
 }
 
 impl Config {
     /// A source's bounds when its retention sets none.
-    pub(crate) fn limits(&self) -> crate::engine::Limits {
-        crate::engine::Limits {
+    pub(crate) fn retention_bounds(&self) -> crate::engine::Bounds {
+        crate::engine::Bounds {
             max_events: self.history,
             max_age_ms: self.history_max_age.map(|d| d.as_millis() as u64),
             max_bytes: self.history_max_bytes,
@@ -105,7 +109,7 @@ impl Config {
     pub(crate) fn engine_settings(&self) -> crate::engine::Settings {
         crate::engine::Settings {
             kind: self.engine,
-            limits: self.limits(),
+            bounds: self.retention_bounds(),
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             repair: self.repair,
@@ -146,6 +150,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             drain: Duration::ZERO,
             client_retry: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -192,6 +197,11 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
     ("drain", "DURATION", "on SIGTERM, end streams spread over this long, each after a retry: [default: 0s]"),
     ("client-retry", "MS", "retry: on every new stream, MS or random in MIN-MAX [default: none]"),
+    ("max-sources-per-account", "N", "sources one account may hold; beyond: 403 (none: no limit) [default: 10000]"),
+    ("max-tokens-per-source", "N", "live subscribe tokens of one source; beyond: 403 (none: no limit) [default: 1000]"),
+    ("max-streams-per-account", "N", "open streams of one account's sources; beyond: 429 [default: none]"),
+    ("emit-rate", "R[:BURST]", "events per second one source may emit (API and webhooks); beyond: 429 [default: none]"),
+    ("account-emit-rate", "R[:BURST]", "events per second one account's sources may emit together; beyond: 429 [default: none]"),
 ];
 
 /// Whether `--name` is a server flag followed by its value (`--listen
@@ -348,6 +358,11 @@ impl Config {
             "metrics-listen" => self.metrics_listen = Some(v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:9090"))?),
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
+            "max-sources-per-account" => self.limits.sources = limits::parse_count(&v).map_err(bad)?,
+            "max-tokens-per-source" => self.limits.tokens = limits::parse_count(&v).map_err(bad)?,
+            "max-streams-per-account" => self.limits.streams = limits::parse_count(&v).map_err(bad)?,
+            "emit-rate" => self.limits.emit_rate = limits::parse_rate(&v).map_err(bad)?,
+            "account-emit-rate" => self.limits.account_emit_rate = limits::parse_rate(&v).map_err(bad)?,
             "repair" => self.repair = parse_bool(&v).ok_or_else(|| bad("expected true or false"))?,
             "client-retry" => {
                 self.client_retry =
@@ -457,6 +472,29 @@ mod tests {
     }
 
     #[test]
+    fn limit_flags() {
+        let none = |_: &str| None;
+        let c = Config::from_args(&[], none).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!((c.limits.sources, c.limits.tokens, c.limits.streams), (Some(10_000), Some(1_000), None));
+        let given = "--max-sources-per-account none --max-tokens-per-source 5 --max-streams-per-account 7 --emit-rate 0.5 --account-emit-rate 10:50";
+        let c = Config::from_args(&args(given), none).unwrap();
+        assert_eq!((c.limits.sources, c.limits.tokens, c.limits.streams), (None, Some(5), Some(7)));
+        assert_eq!(c.limits.emit_rate.map(|r| r.to_string()).as_deref(), Some("0.5:1"));
+        assert_eq!(c.limits.account_emit_rate.map(|r| r.to_string()).as_deref(), Some("10:50"));
+        let env = |k: &str| (k == "SSEHUB_EMIT_RATE").then(|| "3".to_string());
+        assert_eq!(Config::from_args(&[], env).unwrap().limits.emit_rate.map(|r| r.to_string()).as_deref(), Some("3:3"));
+        let table = [
+            ("--emit-rate 0", "--emit-rate: expected events per second and an optional burst, such as 100, 0.5 or 50:200"),
+            ("--account-emit-rate 1:0", "--account-emit-rate: the burst is at least 1 event"),
+            ("--max-streams-per-account x", "--max-streams-per-account: expected a count or none"),
+        ];
+        for (input, want) in table {
+            assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
     fn public_urls() {
         for ok in ["http://h", "https://hooks.example.com/", "http://10.0.0.1:8080/base", "http://[::1]:8080"] {
             assert!(valid_public_url(ok), "{ok}");
@@ -500,17 +538,17 @@ mod tests {
         let none = |_: &str| None;
         let c = Config::from_args(&args("--history 7"), none).unwrap();
         assert_eq!(
-            c.limits(),
-            crate::engine::Limits { max_events: 7, max_age_ms: None, max_bytes: None, max_keys: 10_000 },
+            c.retention_bounds(),
+            crate::engine::Bounds { max_events: 7, max_age_ms: None, max_bytes: None, max_keys: 10_000 },
             "no age or bytes bound unless given"
         );
         let c = Config::from_args(&args("--history-max-age 7d --history-max-bytes 1048576"), none).unwrap();
         assert_eq!(
-            c.limits(),
-            crate::engine::Limits { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576), max_keys: 10_000 }
+            c.retention_bounds(),
+            crate::engine::Bounds { max_events: 100, max_age_ms: Some(604_800_000), max_bytes: Some(1_048_576), max_keys: 10_000 }
         );
-        assert_eq!(Config::from_args(&args("--history-max-age 30s"), none).unwrap().limits().max_age_ms, Some(30_000));
-        assert_eq!(Config::from_args(&args("--idempotency-keys 5"), none).unwrap().limits().max_keys, 5);
+        assert_eq!(Config::from_args(&args("--history-max-age 30s"), none).unwrap().retention_bounds().max_age_ms, Some(30_000));
+        assert_eq!(Config::from_args(&args("--idempotency-keys 5"), none).unwrap().retention_bounds().max_keys, 5);
         let age = "--history-max-age: expected a duration of whole seconds from 1s to 365d, such as 7d, 12h or 30s";
         let bytes = "--history-max-bytes: expected a byte count from 1024 to 2147483648";
         let table = [

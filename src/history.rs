@@ -3,7 +3,7 @@
 //! that fell out of it (evicted or cleared), which tells a resume point
 //! whose events can no longer all be replayed (the gap signal).
 //!
-//! Bounds (`Limits`): a count, the bytes of the retained envelopes (the
+//! Its bounds (`Bounds`): a count, the bytes of the retained envelopes (the
 //! frames' `data` values; the newest event is kept whatever its size), and
 //! an age, which the ring does not watch itself (no clock here): its owner
 //! calls `expire` at `deadline`.
@@ -14,7 +14,7 @@ use crate::sse::{Event, EventId, Gap};
 
 /// A ring's bounds in effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct Bounds {
     pub max_events: usize,
     /// Milliseconds after its id's millisecond that an event is evicted.
     pub max_age_ms: Option<u64>,
@@ -24,15 +24,15 @@ pub struct Limits {
     pub max_keys: usize,
 }
 
-impl Limits {
+impl Bounds {
     /// A count and nothing else (and the default number of keys).
-    pub fn count(max_events: usize) -> Limits {
-        Limits { max_events, max_age_ms: None, max_bytes: None, max_keys: 10_000 }
+    pub fn count(max_events: usize) -> Bounds {
+        Bounds { max_events, max_age_ms: None, max_bytes: None, max_keys: 10_000 }
     }
 }
 
 pub struct History {
-    limits: Limits,
+    limits: Bounds,
     events: VecDeque<Event>,
     /// Envelope bytes of `events`.
     bytes: u64,
@@ -45,16 +45,16 @@ pub struct History {
 impl History {
     #[cfg(any(test, feature = "fuzzing"))]
     pub fn new(capacity: usize) -> History {
-        History::with_limits(Limits::count(capacity))
+        History::with_limits(Bounds::count(capacity))
     }
 
-    pub fn with_limits(limits: Limits) -> History {
+    pub fn with_limits(limits: Bounds) -> History {
         History { limits, events: VecDeque::new(), bytes: 0, evicted: None }
     }
 
     /// A ring recovered from storage: `events` oldest first (what the
     /// count and bytes bounds allow is kept), `evicted` as stored.
-    pub fn restore(limits: Limits, events: impl IntoIterator<Item = Event>, evicted: Option<EventId>) -> History {
+    pub fn restore(limits: Bounds, events: impl IntoIterator<Item = Event>, evicted: Option<EventId>) -> History {
         let mut h = History { evicted, ..History::with_limits(limits) };
         for event in events {
             h.push(event);
@@ -91,7 +91,7 @@ impl History {
 
     /// New bounds, in effect at once for count and bytes (and for age at
     /// the next `expire`).
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub fn set_limits(&mut self, limits: Bounds) {
         self.limits = limits;
         self.bound();
     }
@@ -249,11 +249,11 @@ mod tests {
         cleared.clear();
         assert_eq!(cleared.evicted(), Some(id(2, 0)), "clearing nothing moves nothing");
         assert_eq!(ring(0, &[(1, 0), (2, 0)]).gap(id(1, 0)), gap((1, 0), None), "--history 0 keeps nothing");
-        let restored = History::restore(Limits::count(2), ring(5, &[(1, 0), (2, 0), (3, 0)]).after(id(0, 0)).cloned(), None);
+        let restored = History::restore(Bounds::count(2), ring(5, &[(1, 0), (2, 0), (3, 0)]).after(id(0, 0)).cloned(), None);
         assert_eq!((restored.len(), restored.evicted()), (2, Some(id(1, 0))), "a smaller --history at restore evicts");
     }
 
-    fn sized(limits: Limits, events: &[(u64, usize)]) -> History {
+    fn sized(limits: Bounds, events: &[(u64, usize)]) -> History {
         let mut h = History::with_limits(limits);
         for &(ms, size) in events {
             h.push(Event::new(id(ms, 0), "dc_x", format!("\"{}\"", "x".repeat(size)).as_bytes(), &mut Vec::new()));
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn evicts_by_bytes_keeping_the_newest() {
-        let one = sized(Limits::count(10), &[(1, 0)]).bytes();
+        let one = sized(Bounds::count(10), &[(1, 0)]).bytes();
         // (max_bytes, sizes pushed at ms 1, 2, …) → the ms retained
         type Case = (u64, &'static [usize], &'static [u64]);
         let table: &[Case] = &[
@@ -277,7 +277,7 @@ mod tests {
         ];
         for &(max, sizes, want) in table {
             let events: Vec<(u64, usize)> = sizes.iter().enumerate().map(|(i, &s)| (i as u64 + 1, s)).collect();
-            let h = sized(Limits { max_bytes: Some(max), ..Limits::count(10) }, &events);
+            let h = sized(Bounds { max_bytes: Some(max), ..Bounds::count(10) }, &events);
             let kept: Vec<u64> = h.iter().map(|e| e.id.ms).collect();
             assert_eq!(kept, want, "max {max}, sizes {sizes:?}");
             assert_eq!(h.bytes(), h.iter().map(|e| e.envelope().len() as u64).sum::<u64>());
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn evicts_by_age_at_each_deadline() {
-        let mut h = sized(Limits { max_age_ms: Some(100), ..Limits::count(10) }, &[(1000, 0), (1050, 0), (1200, 0)]);
+        let mut h = sized(Bounds { max_age_ms: Some(100), ..Bounds::count(10) }, &[(1000, 0), (1050, 0), (1200, 0)]);
         assert_eq!(h.deadline(), Some(1100));
         // (now, deadline after, retained)
         type Case = (u64, Option<u64>, &'static [u64]);
@@ -300,16 +300,16 @@ mod tests {
         }
         assert_eq!(h.evicted(), Some(id(1200, 0)));
         assert_eq!(h.gap(id(1050, 0)), Some(Gap { after: id(1050, 0), resumed_from: None }));
-        assert_eq!(sized(Limits::count(10), &[(1, 0)]).deadline(), None, "no age bound: no deadline");
+        assert_eq!(sized(Bounds::count(10), &[(1, 0)]).deadline(), None, "no age bound: no deadline");
     }
 
     #[test]
     fn new_limits_apply_at_once() {
-        let mut h = sized(Limits::count(10), &[(1, 0), (2, 0), (3, 0), (4, 0)]);
-        h.set_limits(Limits::count(2));
+        let mut h = sized(Bounds::count(10), &[(1, 0), (2, 0), (3, 0), (4, 0)]);
+        h.set_limits(Bounds::count(2));
         assert_eq!(h.iter().map(|e| e.id.ms).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(h.evicted(), Some(id(2, 0)));
-        h.set_limits(Limits { max_age_ms: Some(5), ..Limits::count(10) });
+        h.set_limits(Bounds { max_age_ms: Some(5), ..Bounds::count(10) });
         assert_eq!(h.deadline(), Some(8));
     }
 }

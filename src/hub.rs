@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use crate::auth::AccountId;
 use crate::engine::{Ack, Engine, IdemKey, Op, Outcome, Retention, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::history::History;
+use crate::limits::{Bucket, Kind, Limits};
 use crate::registry::{CreateError, Registry, Source};
 use crate::sse::Gap;
 use crate::sse::{Event, EventId};
@@ -30,6 +31,13 @@ pub enum Effect<W> {
     Created(Box<StoredSource>),
     /// What storage said of a change the caller waits for.
     Answer { waiter: W, result: Result<Ack, StorageError> },
+}
+
+/// An emit refused at a rate limit: which, and milliseconds until one would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub kind: Kind,
+    pub wait_ms: u64,
 }
 
 struct Pending<W> {
@@ -71,6 +79,15 @@ enum Undo {
     Delete(SourceKey, Vec<(String, u64)>),
     /// A revoked token (stored form, expiry), back if nothing was written.
     Revoke(SourceKey, String, u64),
+}
+
+/// The source's and the account's buckets after one more emit, if both rates allow it.
+fn rates(source: &Bucket, account: &Bucket, limits: &Limits, clock_ms: u64) -> Result<(Bucket, Bucket), Limited> {
+    let take = |bucket: &Bucket, rate, kind| match rate {
+        Some(rate) => bucket.check(rate, clock_ms).map_err(|wait_ms| Limited { kind, wait_ms }),
+        None => Ok(*bucket),
+    };
+    Ok((take(source, limits.emit_rate.as_ref(), Kind::EmitRate)?, take(account, limits.account_emit_rate.as_ref(), Kind::AccountEmitRate)?))
 }
 
 impl Undo {
@@ -245,6 +262,30 @@ impl<W> Hub<W> {
             self.effects.push(Effect::EndStreams(std::mem::take(&mut source.subscribers)));
         }
         Some(source)
+    }
+
+    /// Whether an emit of `key` would pass its rates now (`limits`: its
+    /// account's; `clock_ms`: the reactor's clock); nothing is taken.
+    pub fn emit_refused(&self, key: SourceKey, limits: &Limits, clock_ms: u64) -> Option<Limited> {
+        if limits.emit_rate.is_none() && limits.account_emit_rate.is_none() {
+            return None;
+        }
+        let source = self.registry.get(key)?;
+        let account = self.registry.account(source.account).map(|a| a.bucket).unwrap_or_default();
+        rates(&source.bucket, &account, limits, clock_ms).err()
+    }
+
+    /// Takes one emit of `key` from its bucket and its account's, or says
+    /// which rate refuses it; a refused emit takes nothing from either.
+    pub fn take_emit(&mut self, key: SourceKey, limits: &Limits, clock_ms: u64) -> Result<(), Limited> {
+        if limits.emit_rate.is_none() && limits.account_emit_rate.is_none() {
+            return Ok(());
+        }
+        let Some((source, account)) = self.registry.buckets(key) else { return Ok(()) };
+        let (s, a) = rates(source, account, limits, clock_ms)?;
+        *source = s;
+        *account = a;
+        Ok(())
     }
 
     /// Emits compact JSON; retained and delivered once acknowledged.

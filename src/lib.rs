@@ -53,6 +53,7 @@ mod history;
 mod http;
 mod hub;
 mod json;
+mod limits;
 mod metrics;
 mod notify;
 mod outq;
@@ -81,6 +82,7 @@ pub use commands::{Emitted, Error, SourceInfo};
 pub use config::{Config, ConfigError, takes_value, usage};
 pub use engine::EngineKind;
 pub use handle::{Handle, Server};
+pub use limits::{Limits, Rate};
 pub use metrics::Stats;
 pub use sys::{StopSignals, raise_fd_limit};
 

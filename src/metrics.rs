@@ -6,6 +6,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::limits::Kind;
+
 /// The statuses counted one by one (`ssehub_http_responses_by_code_total`);
 /// any other counts under its class only.
 pub const CODES: [u16; 20] = [100, 200, 201, 202, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 422, 429, 431, 500, 503];
@@ -43,6 +45,8 @@ pub struct Stats {
     pub delivered_bytes: u64,
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub subscribers_dropped_slow: u64,
+    /// Requests refused at a tenant limit, in the order of `limits::Kind::ALL`.
+    pub limited: [u64; 5],
     /// Responses by status class: 1xx..5xx at index 0..4.
     pub responses: [u64; 5],
     /// Responses by status, in the order of `CODES`.
@@ -52,7 +56,7 @@ pub struct Stats {
 }
 
 /// The fields of `Stats` one after another, as published.
-const VALUES: usize = 17 + 5 + CODES.len();
+const VALUES: usize = 17 + 5 + 5 + CODES.len();
 
 impl Stats {
     pub(crate) fn count_response(&mut self, status: u16) {
@@ -62,6 +66,10 @@ impl Stats {
         if let Some(at) = CODES.iter().position(|&c| c == status) {
             self.responses_by_code[at] += 1;
         }
+    }
+
+    pub(crate) fn count_limited(&mut self, kind: Kind) {
+        self.limited[kind as usize] += 1;
     }
 
     /// Prometheus text exposition: the server's counters, then the process's.
@@ -105,6 +113,10 @@ impl Stats {
             "Subscribers dropped past --max-subscriber-buffer.",
             self.subscribers_dropped_slow,
         );
+        s.push_str("# HELP ssehub_limited_total Requests refused at a tenant limit.\n# TYPE ssehub_limited_total counter\n");
+        for (kind, n) in Kind::ALL.iter().zip(self.limited) {
+            let _ = writeln!(s, "ssehub_limited_total{{limit=\"{}\"}} {n}", kind.name());
+        }
         s.push_str("# HELP ssehub_http_responses_total HTTP responses by status class.\n# TYPE ssehub_http_responses_total counter\n");
         for (i, n) in self.responses.iter().enumerate() {
             let _ = writeln!(s, "ssehub_http_responses_total{{class=\"{}xx\"}} {n}", i + 1);
@@ -146,7 +158,7 @@ impl Stats {
             self.started_unix_ms,
             0,
         ];
-        let all = scalars.iter().chain(&self.responses).chain(&self.responses_by_code);
+        let all = scalars.iter().chain(&self.limited).chain(&self.responses).chain(&self.responses_by_code);
         for (slot, &x) in v.iter_mut().zip(all) {
             *slot = x;
         }
@@ -173,8 +185,9 @@ impl Stats {
             started_unix_ms: v[15],
             ..Stats::default()
         };
-        s.responses.copy_from_slice(&v[17..22]);
-        s.responses_by_code.copy_from_slice(&v[22..]);
+        s.limited.copy_from_slice(&v[17..22]);
+        s.responses.copy_from_slice(&v[22..27]);
+        s.responses_by_code.copy_from_slice(&v[27..]);
         s
     }
 }
@@ -329,6 +342,7 @@ mod tests {
         s.count_response(404);
         s.count_response(999);
         s.count_response(503);
+        s.limited[3] = 4;
         let p = Published::default();
         p.store(&s);
         assert_eq!(p.load(), s);
@@ -340,6 +354,8 @@ mod tests {
         assert!(text.contains("ssehub_http_responses_by_code_total{code=\"404\"} 1\n"));
         assert!(text.contains("ssehub_http_responses_by_code_total{code=\"503\"} 1\n"));
         assert!(!text.contains("code=\"999\""));
+        assert!(text.contains("ssehub_limited_total{limit=\"emit_rate\"} 4\n"));
+        assert!(text.contains("ssehub_limited_total{limit=\"sources\"} 0\n"));
         assert!(text.contains("\nprocess_start_time_seconds 1700000000.123\n"));
         assert!(text.contains(concat!("ssehub_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n")));
     }

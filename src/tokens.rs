@@ -77,6 +77,8 @@ pub struct Ended {
 #[derive(Default)]
 pub struct Tokens {
     by_selector: HashMap<String, Entry>,
+    /// Live tokens by source (`--max-tokens-per-source`).
+    per_source: HashMap<SourceKey, u32>,
     /// The earliest `expires_at`, or `None` without tokens.
     next_expiry: Option<u64>,
     next_serial: u32,
@@ -124,7 +126,9 @@ impl Tokens {
         self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         let serial = Serial::new(self.next_serial).unwrap_or(Serial::MIN);
         let entry = Entry { verifier, source, serial, expires_at };
-        if self.by_selector.insert(selector.to_string(), entry).is_some() {
+        *self.per_source.entry(source).or_default() += 1;
+        if let Some(old) = self.by_selector.insert(selector.to_string(), entry) {
+            uncount(&mut self.per_source, old.source);
             self.rescan();
         } else {
             self.next_expiry = Some(self.next_expiry.map_or(expires_at, |at| at.min(expires_at)));
@@ -157,6 +161,7 @@ impl Tokens {
         let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, &verifier))?;
         let ended = (Ended { source, serial: e.serial }, e.expires_at);
         self.by_selector.remove(selector);
+        uncount(&mut self.per_source, source);
         self.rescan();
         Some(ended)
     }
@@ -164,6 +169,7 @@ impl Tokens {
     /// Forgets every token of a deleted source (its streams end with it).
     pub fn remove_source(&mut self, source: SourceKey) {
         self.by_selector.retain(|_, e| e.source != source);
+        self.per_source.remove(&source);
         self.rescan();
     }
 
@@ -178,6 +184,7 @@ impl Tokens {
             }
             keep
         });
+        self.per_source.remove(&source);
         self.rescan();
         taken
     }
@@ -187,14 +194,21 @@ impl Tokens {
         if self.next_expiry.is_none_or(|at| at > now_ms) {
             return;
         }
+        let per_source = &mut self.per_source;
         self.by_selector.retain(|_, e| {
             let live = e.expires_at > now_ms;
             if !live {
                 out.push(Ended { source: e.source, serial: e.serial });
+                uncount(per_source, e.source);
             }
             live
         });
         self.rescan();
+    }
+
+    /// The source's live tokens (expired ones count until swept, at their expiry).
+    pub fn count(&self, source: SourceKey) -> u64 {
+        self.per_source.get(&source).map_or(0, |&n| n as u64)
     }
 
     /// When the next token expires (unix ms).
@@ -205,6 +219,16 @@ impl Tokens {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_selector.len()
+    }
+}
+
+/// One token of `source` fewer.
+fn uncount(per_source: &mut HashMap<SourceKey, u32>, source: SourceKey) {
+    if let Some(n) = per_source.get_mut(&source) {
+        *n -= 1;
+        if *n == 0 {
+            per_source.remove(&source);
+        }
     }
 }
 
@@ -219,6 +243,7 @@ mod tests {
         assert!(a.starts_with("st_") && a.len() == 3 + 44);
         let (ka, kb) = (stored(&a).unwrap(), stored(&b).unwrap());
         assert!(t.insert(&ka, 1, 1_000) && t.insert(&kb, 2, 2_000));
+        assert_eq!((t.count(1), t.count(2), t.count(3)), (1, 1, 0));
         assert!(!t.insert("st_short", 1, 5), "not of the stored shape");
         assert!(!t.insert(&generate(), 1, 5), "a whole token is not kept");
         assert_eq!(t.check(ka.as_bytes(), 0), Check::Unknown, "the stored form is no token");
@@ -241,6 +266,7 @@ mod tests {
         t.expire(2_000, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((t.len(), t.next_expiry()), (0, None));
+        assert_eq!((t.count(1), t.count(2)), (0, 0), "revoked and expired tokens are not counted");
     }
 
     #[test]
@@ -250,10 +276,13 @@ mod tests {
         for (i, tok) in tokens.iter().enumerate() {
             t.insert(&stored(tok).unwrap(), i as u64 % 2, 100 + i as u64);
         }
+        assert_eq!(t.count(0), 2);
         t.remove_source(0);
-        assert_eq!(t.len(), 2);
+        assert_eq!((t.len(), t.count(0), t.count(1)), (2, 0, 2));
         assert_eq!(t.next_expiry(), Some(101));
         assert!(matches!(t.check(tokens[1].as_bytes(), 0), Check::Valid { source: 1, .. }));
         assert_eq!(t.check(tokens[0].as_bytes(), 0), Check::Unknown);
+        assert_eq!(t.take_source(1).len(), 2);
+        assert_eq!(t.count(1), 0);
     }
 }

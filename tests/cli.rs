@@ -25,6 +25,26 @@ const WAIT: Duration = Duration::from_secs(15);
 
 // ---- the tests ------------------------------------------------------------
 
+/// The listing is paged (100 a page by default); the CLI pages through all,
+/// oldest first.
+#[test]
+fn list_sources_pages_through_250_sources() {
+    let server = serve();
+    let client = Client::new(&server);
+    let names: Vec<String> = (0..250).map(|n| format!("s{n:03}")).collect();
+    for name in &names {
+        let r = server.request("POST", "/v1/sources", Some(&format!("{{\"name\":\"{name}\"}}")));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let listed = client.ok(&["list", "sources"]);
+    let got: Vec<&str> = listed.lines().skip(1).map(|row| row.split_whitespace().nth(1).unwrap()).collect();
+    // `serve` starts with one source, "orders".
+    assert_eq!(got.len(), 251, "{listed}");
+    assert_eq!(got[0], "orders");
+    assert_eq!(got[1..], names.iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    assert_eq!(client.ok(&["list", "streams"]).lines().count(), 252);
+}
+
 #[test]
 fn list_streams_prints_a_table_of_sources() {
     let server = serve();

@@ -6,6 +6,8 @@
 
 const KEY = 'ssehub.key'
 const MAX_ROWS = 500
+/** Sources asked for per page of the listing (the server's default). */
+const PAGE = 100
 // Token life in seconds (?token_s= shortens it, for tests), renewed at 80 %.
 const TOKEN_S = Math.max(3, Number(new URLSearchParams(location.search).get('token_s')) || 300)
 
@@ -177,8 +179,16 @@ async function sourcesView() {
   }
 
   async function load() {
-    const {data} = await api('GET', '/v1/sources')
-    if (view !== my) return
+    // The listing is paged: a page at a time, oldest first, until a short one.
+    const data = []
+    for (let after = null; ; ) {
+      const page = await api('GET', `/v1/sources?limit=${PAGE}${after ? `&after=${encodeURIComponent(after)}` : ''}`)
+      if (view !== my) return
+      data.push(...page.data)
+      const end = page.page_info?.end_cursor
+      if (page.data.length < PAGE || !end || end === after) break
+      after = end
+    }
     if (!data.length) {
       list.replaceChildren(h('div', {class: 'empty'}, 'No sources yet. Create one above, or with ', h('code', null, 'ssehub create NAME'), '.'))
       return

@@ -13,10 +13,11 @@ use std::borrow::Cow;
 
 use crate::auth::{AccountId, KeyId, Keys};
 use crate::config::Config;
-use crate::engine::{IdemKey, Limits, Retention, SourceKey};
+use crate::engine::{self, IdemKey, Retention, SourceKey};
 use crate::http::{self, Framing, Head};
-use crate::hub::{Hub, Repeat};
+use crate::hub::{Hub, Limited, Repeat};
 use crate::json;
+use crate::limits::{self, Kind, Limits};
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
@@ -37,6 +38,8 @@ pub struct Ctx<'a, W> {
     pub throttles: &'a mut Throttles,
     /// Unix milliseconds.
     pub now_ms: u64,
+    /// The reactor's clock (milliseconds, monotonic): rate limits refill by it.
+    pub clock_ms: u64,
     /// A buffer kept across requests (no allocation per emit).
     pub scratch: &'a mut Vec<u8>,
     /// The request came in on `--metrics-listen`.
@@ -113,7 +116,8 @@ enum Target<'h> {
     Summaries(SourceKey),
     Tokens(SourceKey),
     Token(SourceKey, &'h str),
-    Ingest(&'h str, &'h str),
+    /// A webhook delivery to a source (or a CORS preflight of its endpoint), and its path suffix.
+    Ingest(SourceKey, &'h str),
     Ui(ui::Asset),
 }
 
@@ -126,14 +130,17 @@ pub fn handle<W>(ctx: &mut Ctx<'_, W>, head: &Head, body: &[u8]) -> Reply {
 }
 
 /// Before a body is read: the answer that the request gets whatever its
-/// body (401, 403, 404, 405), or `503` if it would be read but the bodies'
+/// body (401, 403, 404, 405; 429 for an emit over its rate, so a refused
+/// emit is not even read), or `503` if it would be read but the bodies'
 /// budget is spent (`busy`); `None` to read it. The answer closes the
 /// connection, since the body that may follow is not read.
-pub fn check<W>(ctx: &Ctx<'_, W>, head: &Head, busy: bool) -> Option<Reply> {
+pub fn check<W>(ctx: &mut Ctx<'_, W>, head: &Head, busy: bool) -> Option<Reply> {
     let route = route_of(ctx, head.path());
     let cors = cors(ctx.config, head, &route);
     let fail = match admit(ctx, head, route) {
         Err(fail) => fail,
+        Ok(Target::Events(source)) if head.method() == "POST" && !busy => rate_refusal(ctx, source)?,
+        Ok(Target::Ingest(source, _)) if !webhook::is_preflight(head) && !busy => rate_refusal(ctx, source)?,
         Ok(_) if busy => Fail::new(503, "server busy: too many request bodies in flight"),
         Ok(_) => return None,
     };
@@ -180,8 +187,8 @@ fn admit<'h, W>(ctx: &Ctx<'_, W>, head: &'h Head, route: Route<'h>) -> Result<Ta
     // What needs no key, and methods refused before the key is checked.
     match route {
         Route::Ingest(key, suffix) => {
-            ctx.hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
-            return Ok(Target::Ingest(key, suffix));
+            let source = ctx.hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
+            return Ok(Target::Ingest(source, suffix));
         }
         Route::Healthz if get => return Ok(Target::Healthz),
         Route::Metrics if get => return Ok(Target::Metrics),
@@ -230,7 +237,11 @@ fn admit<'h, W>(ctx: &Ctx<'_, W>, head: &'h Head, route: Route<'h>) -> Result<Ta
 fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], cors: &Cors) -> Result<Reply> {
     let json = "application/json";
     match target {
-        Target::Ingest(key, suffix) => webhook::ingest(ctx.hub, head, key, suffix, body, ctx.now_ms),
+        Target::Ingest(_, _) if webhook::is_preflight(head) => Ok(webhook::preflight(head)),
+        Target::Ingest(source, suffix) => {
+            take_emit(ctx, source)?;
+            webhook::ingest(ctx.hub, head, source, suffix, body, ctx.now_ms)
+        }
         Target::Healthz if ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
         Target::Healthz => Err(Fail::new(503, "storage unavailable")),
         Target::Metrics => {
@@ -248,20 +259,19 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
             }
             Ok(ok(head, 204, "", &extra, b""))
         }
-        Target::Stream { source, after, opener } => Ok(Reply::Stream { source, after, opener }),
-        Target::Sources(account) if head.method() == "POST" => create_source(ctx, head, account, body, cors),
-        Target::Sources(account) => {
-            let base = base_url(ctx, head);
-            let mut out = b"{\"data\":[".to_vec();
-            for (i, source) in ctx.hub.registry.list(account).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
+        Target::Stream { source, after, opener } => {
+            let account = ctx.hub.source(source).account;
+            let open = ctx.hub.registry.account(account).map_or(0, |a| a.streams);
+            match limits_of(ctx, account).streams {
+                Some(max) if open >= max => {
+                    let message = format!("stream limit reached ({max} open streams per account)");
+                    Err(limited(ctx, account, Kind::Streams, Fail::new(429, message)))
                 }
-                source_json(&mut out, source, &base, ctx.config.limits());
+                _ => Ok(Reply::Stream { source, after, opener }),
             }
-            out.extend_from_slice(b"]}");
-            Ok(ok(head, 200, json, cors, &out))
         }
+        Target::Sources(account) if head.method() == "POST" => create_source(ctx, head, account, body, cors),
+        Target::Sources(account) => list_sources(ctx, head, account, cors),
         Target::Source(account, source) if head.method() == "DELETE" => {
             refuse_while_unhealthy(ctx)?;
             let s = ctx.hub.source(source);
@@ -272,12 +282,13 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
         Target::Source(_, source) if head.method() == "PATCH" => update_source(ctx, head, source, body, cors),
         Target::Source(_, source) => {
             let mut out = b"{\"data\":".to_vec();
-            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.limits());
+            source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.retention_bounds());
             out.push(b'}');
             Ok(ok(head, 200, json, cors, &out))
         }
         Target::Events(source) if head.method() == "POST" => {
             require_length(head)?;
+            take_emit(ctx, source)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
             let Some(idem) = idempotency_key(ctx.config, head, body)? else {
                 let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
@@ -305,6 +316,50 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
             None => Err(Fail::new(404, "no such token")),
         },
     }
+}
+
+/// The account's limits: the flags', with what its keys file line sets.
+fn limits_of<W>(ctx: &Ctx<'_, W>, account: AccountId) -> Limits {
+    ctx.keys.limits(account, &ctx.config.limits)
+}
+
+/// Takes an emit of `source` from its rates, or refuses it (429), before
+/// anything of its body is looked at.
+fn take_emit<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Result<()> {
+    let account = ctx.hub.source(source).account;
+    let limits = limits_of(ctx, account);
+    match ctx.hub.take_emit(source, &limits, ctx.clock_ms) {
+        Ok(()) => Ok(()),
+        Err(refused) => Err(rate_limited(ctx, account, &limits, refused)),
+    }
+}
+
+/// The `429` an emit of `source` gets now, if its rates refuse it (nothing is taken).
+fn rate_refusal<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Option<Fail> {
+    let account = ctx.hub.source(source).account;
+    let limits = limits_of(ctx, account);
+    let refused = ctx.hub.emit_refused(source, &limits, ctx.clock_ms)?;
+    Some(rate_limited(ctx, account, &limits, refused))
+}
+
+fn rate_limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, limits: &Limits, refused: Limited) -> Fail {
+    let retry = limits::retry_after_s(refused.wait_ms);
+    let (whose, rate) = match refused.kind {
+        Kind::AccountEmitRate => ("account", limits.account_emit_rate),
+        _ => ("source", limits.emit_rate),
+    };
+    let rate = rate.map(|r| r.to_string()).unwrap_or_default();
+    let message = format!("emit rate exceeded ({rate} events per second per {whose}); retry in {retry} s");
+    limited(ctx, account, refused.kind, Fail::retry_after(message, retry))
+}
+
+/// A request refused at a tenant limit: counted, and logged once a minute
+/// per account and limit, naming the account (never a key).
+fn limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, kind: Kind, fail: Fail) -> Fail {
+    ctx.stats.count_limited(kind);
+    let (level, held) = ctx.throttles.limited.level(account, kind as usize, log::Level::Warn);
+    log::log!(level, "account {}: {} (answered {}){held}", ctx.keys.account_name(account), fail.message, fail.status);
+    fail
 }
 
 /// A delete or a clear takes effect here at once (streams end, the ring
@@ -430,6 +485,11 @@ fn last_event_id(head: &Head) -> Result<Option<EventId>> {
 
 fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
     require_length(head)?;
+    if let Some(max) = limits_of(ctx, account).sources
+        && ctx.hub.registry.count(account) as u64 >= max
+    {
+        return Err(limited(ctx, account, Kind::Sources, Fail::new(403, format!("source limit reached ({max} per account)"))));
+    }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
     let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
     let verify = match value.get("verify") {
@@ -446,7 +506,7 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
     ctx.stats.sources_created += 1;
     throttled!(ctx.throttles.sources, Info, "source {} ({}) created in account {account_name}", s.name, s.id);
     let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, s, &base_url(ctx, head), ctx.config.limits());
+    source_json(&mut out, s, &base_url(ctx, head), ctx.config.retention_bounds());
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
 }
@@ -498,6 +558,52 @@ fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Reten
     Ok(retention)
 }
 
+/// Sources on one page of `GET /v1/sources`: by default, and at most.
+const PAGE_DEFAULT: usize = 100;
+const PAGE_MAX: usize = 1000;
+
+/// `GET /v1/sources?limit=N&after=ID`: a page of the account's sources,
+/// oldest first, after the source `after` (an id, as `end_cursor` gives,
+/// or a name). It costs the page, not the account's other sources.
+fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
+    let limit = match http::query_param(head.query(), "limit") {
+        None => PAGE_DEFAULT,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|n| (1..=PAGE_MAX).contains(n))
+            .ok_or_else(|| Fail::new(400, format!("limit must be a number from 1 to {PAGE_MAX}")))?,
+    };
+    let after = match http::query_param(head.query(), "after").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => Some(
+            ctx.hub
+                .registry
+                .find(account, &a)
+                .ok_or_else(|| Fail::new(400, "after must name one of this account's sources (the end_cursor of the page before)"))?,
+        ),
+    };
+    let base = base_url(ctx, head);
+    let page = ctx.hub.registry.page(account, after, limit);
+    let cursor = |s: Option<&&Source>| s.map_or("null".to_string(), |s| format!("\"{}\"", s.id));
+    let mut out = format!(
+        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
+        page.total,
+        page.sources.len(),
+        cursor(page.sources.first()),
+        cursor(page.sources.last())
+    )
+    .into_bytes();
+    for (i, source) in page.sources.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        source_json(&mut out, source, &base, ctx.config.retention_bounds());
+    }
+    out.extend_from_slice(b"]}");
+    Ok(ok(head, 200, "application/json", cors, &out))
+}
+
 /// `PATCH /v1/sources/{source}` `{"verify":{…}|null,"retention":{…}|null}`
 /// (either or both). Answered with the source once storage has the change.
 fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
@@ -536,7 +642,7 @@ fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: 
     }
     let ticket = ticket.expect("one setting at least");
     let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.limits());
+    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.retention_bounds());
     out.push(b'}');
     Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out, cors.clone()) })
 }
@@ -553,6 +659,13 @@ fn create_token<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &
             Some(n) => n.as_u64().filter(|n| (1..=tokens::MAX_LIFE_S).contains(n)).ok_or_else(bad)?,
         }
     };
+    let account = ctx.hub.source(source).account;
+    if let Some(max) = limits_of(ctx, account).tokens
+        && ctx.hub.tokens.count(source) >= max
+    {
+        let message = format!("token limit reached ({max} live tokens per source)");
+        return Err(limited(ctx, account, Kind::Tokens, Fail::new(403, message)));
+    }
     let (token, ticket) = ctx.hub.create_token(source, ctx.now_ms + life_s * 1000, ctx.now_ms);
     ctx.stats.tokens_created += 1;
     throttled!(ctx.throttles.tokens, Info, "subscribe token for source {} created, expires in {life_s} s", token.source_id);
@@ -565,7 +678,7 @@ fn create_token<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &
 }
 
 fn summaries<W>(ctx: &Ctx<'_, W>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
-    let max = ctx.config.limits().max_events.max(ctx.hub.source(source).retention.max_events.unwrap_or(0) as usize).max(1);
+    let max = ctx.config.retention_bounds().max_events.max(ctx.hub.source(source).retention.max_events.unwrap_or(0) as usize).max(1);
     let limit = match http::query_param(head.query(), "limit") {
         None => 10.min(max),
         Some(l) => l.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| Fail::new(400, "limit must be a positive number"))?.min(max),
@@ -602,7 +715,7 @@ fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
     }
 }
 
-fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: Limits) {
+fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: engine::Bounds) {
     out.extend_from_slice(b"{\"id\":");
     json::write_str(out, &s.id);
     out.extend_from_slice(b",\"name\":");

@@ -36,15 +36,22 @@ pub struct Fail {
     pub status: u16,
     pub message: String,
     pub allow: Option<&'static str>,
+    /// `Retry-After` in seconds (a rate limit's answer).
+    pub retry_after_s: Option<u64>,
 }
 
 impl Fail {
     pub fn new(status: u16, message: impl Into<String>) -> Fail {
-        Fail { status, message: message.into(), allow: None }
+        Fail { status, message: message.into(), allow: None, retry_after_s: None }
     }
 
     pub fn not_allowed(allow: &'static str) -> Fail {
-        Fail { status: 405, message: format!("method not allowed; allowed: {allow}"), allow: Some(allow) }
+        Fail { allow: Some(allow), ..Fail::new(405, format!("method not allowed; allowed: {allow}")) }
+    }
+
+    /// `429` with `Retry-After`.
+    pub fn retry_after(message: impl Into<String>, retry_after_s: u64) -> Fail {
+        Fail { retry_after_s: Some(retry_after_s), ..Fail::new(429, message) }
     }
 
     /// The response, with the same CORS headers as a success on its path
@@ -52,10 +59,11 @@ impl Fail {
     /// rather than an opaque CORS failure.
     pub fn reply(&self, keep_alive: bool, head_only: bool, cors: &str) -> Reply {
         let mut extra = String::from(cors);
-        match (self.status, self.allow) {
-            (401, _) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
-            (503, _) => extra.push_str("Retry-After: 1\r\n"),
-            (_, Some(allow)) => extra.push_str(&format!("Allow: {allow}\r\n")),
+        match (self.status, self.allow, self.retry_after_s) {
+            (401, ..) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
+            (503, ..) => extra.push_str("Retry-After: 1\r\n"),
+            (_, Some(allow), _) => extra.push_str(&format!("Allow: {allow}\r\n")),
+            (.., Some(s)) => extra.push_str(&format!("Retry-After: {s}\r\n")),
             _ => {}
         }
         let body = json::error_body(&self.message);

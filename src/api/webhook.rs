@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 
 use super::reply::{Answer, Fail, Reply, ok};
 use crate::base64;
+use crate::engine::SourceKey;
 use crate::http::{self, Head};
 use crate::hub::Hub;
 use crate::json;
@@ -16,13 +17,14 @@ use log::debug;
 /// Methods named in CORS preflight answers.
 const CORS_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
+/// A CORS preflight of an endpoint: answered, not an event.
+pub fn is_preflight(head: &Head) -> bool {
+    head.method() == "OPTIONS" && head.header("access-control-request-method").is_some()
+}
+
 /// Emits the request as an event of the endpoint's source; answered once
 /// storage has it.
-pub fn ingest<W>(hub: &mut Hub<W>, head: &Head, key: &str, suffix: &str, body: &[u8], now_ms: u64) -> Result<Reply, Fail> {
-    let source = hub.registry.find_endpoint(key).ok_or_else(|| Fail::new(404, "no such endpoint"))?;
-    if head.method() == "OPTIONS" && head.header("access-control-request-method").is_some() {
-        return Ok(preflight(head));
-    }
+pub fn ingest<W>(hub: &mut Hub<W>, head: &Head, source: SourceKey, suffix: &str, body: &[u8], now_ms: u64) -> Result<Reply, Fail> {
     let mut signature = None;
     if let Some(verify) = &hub.source(source).verify {
         let outcome = verify.check(|name| head.header(name), body, now_ms / 1000);
@@ -42,7 +44,7 @@ pub fn ingest<W>(hub: &mut Hub<W>, head: &Head, key: &str, suffix: &str, body: &
 
 /// The answer to a CORS preflight (not an event): any origin, the methods,
 /// and the headers the page asked for, echoed (every one is accepted).
-fn preflight(head: &Head) -> Reply {
+pub fn preflight(head: &Head) -> Reply {
     let mut extra = format!("Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Methods: {CORS_METHODS}\r\n");
     // httparse has refused CR and LF in values, so echoing cannot split the head.
     let requested: Vec<&str> = head

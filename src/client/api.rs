@@ -11,6 +11,9 @@ use std::time::Duration;
 
 /// How long a REST call waits for the server's next byte.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// Sources asked for per page of a listing: the server's default, so
+/// that no one call holds its reactor long.
+const PAGE: usize = 100;
 /// How long a refused stream may take to explain itself.
 const ERROR_BODY_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -37,10 +40,27 @@ impl Api {
         Api { base: settings.url, key: settings.api_key }
     }
 
+    /// Every source of the account, oldest first, a page at a time.
     pub fn sources(&self) -> Result<Vec<Source>, Error> {
-        let data = self.call("GET", "/v1/sources".into(), None)?;
-        let list = data.as_array().ok_or_else(|| shape("\"data\" is not a list"))?;
-        list.iter().map(Source::from_json).collect()
+        let mut sources = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                None => format!("/v1/sources?limit={PAGE}"),
+                Some(id) => format!("/v1/sources?limit={PAGE}&after={}", url::segment(id)),
+            };
+            let answer = self.request("GET", path, None)?;
+            let list = answer.get("data").and_then(Value::as_array).ok_or_else(|| shape("\"data\" is not a list"))?;
+            for source in list {
+                sources.push(Source::from_json(source)?);
+            }
+            // A server before paging sends them all, without page_info.
+            let end = answer.get("page_info").and_then(|p| p.get("end_cursor")).and_then(Value::as_str);
+            match end {
+                Some(end) if list.len() == PAGE && after.as_deref() != Some(end) => after = Some(end.to_string()),
+                _ => return Ok(sources),
+            }
+        }
     }
 
     pub fn source(&self, source: &str) -> Result<Source, Error> {

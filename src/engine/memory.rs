@@ -1,7 +1,7 @@
 //! The `memory` engine: the rings alone. Every change is acknowledged as
 //! it is submitted; nothing survives a stop.
 
-use super::{Ack, Engine, Limits, Op, Outcome, Rings, SourceKey, StoredSource, Ticket};
+use super::{Ack, Bounds, Engine, Op, Outcome, Rings, SourceKey, StoredSource, Ticket};
 
 pub struct Memory {
     rings: Rings,
@@ -12,10 +12,10 @@ pub struct Memory {
 impl Memory {
     #[cfg(test)]
     pub fn new(history: usize, floor_ms: u64) -> Memory {
-        Memory::with_limits(Limits::count(history), floor_ms)
+        Memory::with_limits(Bounds::count(history), floor_ms)
     }
 
-    pub fn with_limits(defaults: Limits, floor_ms: u64) -> Memory {
+    pub fn with_limits(defaults: Bounds, floor_ms: u64) -> Memory {
         Memory { rings: Rings::with_limits(defaults, floor_ms), next_ticket: 0, ready: Vec::new() }
     }
 }

@@ -33,7 +33,7 @@ pub mod conformance;
 pub use memory::Memory;
 pub use rings::{Remembered, Ring, Rings};
 
-pub use crate::history::Limits;
+pub use crate::history::Bounds;
 use crate::sse::{Event, EventId};
 use crate::verify::Verify;
 
@@ -71,8 +71,8 @@ impl Retention {
     pub const MAX_BYTES: std::ops::RangeInclusive<u64> = 1024..=(1 << 31);
 
     /// The bounds in effect: each member set, or the default.
-    pub fn effective(&self, defaults: Limits) -> Limits {
-        Limits {
+    pub fn effective(&self, defaults: Bounds) -> Bounds {
+        Bounds {
             max_events: self.max_events.map_or(defaults.max_events, |n| n as usize),
             max_age_ms: self.max_age_s.map(|s| s as u64 * 1000).or(defaults.max_age_ms),
             max_bytes: self.max_bytes.map(u64::from).or(defaults.max_bytes),
@@ -384,7 +384,7 @@ pub struct Settings {
     /// A source's bounds where its retention sets none (`--history`,
     /// `--history-max-age`, `--history-max-bytes`), and the idempotency
     /// keys it remembers (`--idempotency-keys`).
-    pub limits: Limits,
+    pub bounds: Bounds,
     /// The `log` engine's directory, its sync policy, and whether damage
     /// before the tail is cut (`--repair`).
     pub data_dir: std::path::PathBuf,
@@ -405,7 +405,7 @@ pub struct Opened {
 
 enum Opening {
     Memory {
-        limits: Limits,
+        limits: Bounds,
     },
     Log(log::Opened),
     #[cfg(feature = "redis")]
@@ -418,9 +418,9 @@ enum Opening {
 impl Opened {
     pub fn open(config: &Settings, waker: Arc<Waker>) -> io::Result<Opened> {
         Ok(match config.kind {
-            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.limits }, recovered: Recovered::default(), waker },
+            EngineKind::Memory => Opened { kind: Opening::Memory { limits: config.bounds }, recovered: Recovered::default(), waker },
             EngineKind::Log => {
-                let mut opened = log::open(&config.data_dir, config.fsync, config.limits, config.repair)?;
+                let mut opened = log::open(&config.data_dir, config.fsync, config.bounds, config.repair)?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Log(opened), recovered, waker }
             }
@@ -429,7 +429,7 @@ impl Opened {
             #[cfg(feature = "redis")]
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
-                let mut opened = redis::open(url, config.redis_partitions, config.limits.max_events, "ssehub:")?;
+                let mut opened = redis::open(url, config.redis_partitions, config.bounds.max_events, "ssehub:")?;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }

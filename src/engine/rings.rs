@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{IDEMPOTENCY_KEY_LIFE_MS, IdemKey, Retention, SourceKey, StoredSource};
-use crate::history::{History, Limits};
+use crate::history::{Bounds, History};
 use crate::sse::Gap;
 use crate::sse::{Event, EventId};
 
@@ -61,7 +61,7 @@ impl Remembered {
 pub struct Rings {
     rings: HashMap<SourceKey, Ring>,
     /// A source's bounds where its retention sets none.
-    defaults: Limits,
+    defaults: Bounds,
     /// Ids start above this millisecond.
     floor_ms: u64,
     /// Where each event is framed before its shared copy is made.
@@ -70,10 +70,10 @@ pub struct Rings {
 
 impl Rings {
     pub fn new(capacity: usize, floor_ms: u64) -> Rings {
-        Rings::with_limits(Limits::count(capacity), floor_ms)
+        Rings::with_limits(Bounds::count(capacity), floor_ms)
     }
 
-    pub fn with_limits(defaults: Limits, floor_ms: u64) -> Rings {
+    pub fn with_limits(defaults: Bounds, floor_ms: u64) -> Rings {
         Rings { rings: HashMap::new(), defaults, floor_ms, scratch: Vec::new() }
     }
 

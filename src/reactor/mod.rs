@@ -598,7 +598,7 @@ impl Reactor {
         // One body of the largest size always fits, whatever the two flags say.
         let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
         let busy = self.body_bytes_in_flight + reserve as usize > limit;
-        if let Some(Reply::Response { status, bytes, .. }) = api::check(&self.ctx(key), &head, busy) {
+        if let Some(Reply::Response { status, bytes, .. }) = api::check(&mut self.ctx(key), &head, busy) {
             if status == 503 && self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
                 warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
                 self.last_busy_warning = Some(self.now);
@@ -670,6 +670,7 @@ impl Reactor {
             stats: &mut self.stats,
             throttles: &mut self.throttles,
             now_ms: self.unix_now,
+            clock_ms: self.now,
             scratch: &mut self.handler_scratch,
             metrics_listener: self.conns[key].on_metrics,
         }

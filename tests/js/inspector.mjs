@@ -282,6 +282,19 @@ try {
   const {json: empty} = await call('GET', '/v1/sources/orders/event_summaries')
   check(empty.data.length === 0, 'the history is empty on the server')
 
+  step('the list shows every source, a page at a time')
+  const {json: listed} = await call('GET', '/v1/sources?limit=1')
+  for (let i = 0; i < 150; i++) {
+    const r = await call('POST', '/v1/sources', {name: `many-${i}`})
+    check(r.status === 201, `create answered ${r.status}`)
+  }
+  const want = listed.page_info.total_count + 150
+  check(want > 100, `more sources than a page: ${want}`)
+  await page.goto(`${opts.base}/ui`)
+  await page.waitForFunction((n) => document.querySelectorAll('.card[data-source]').length === n, want, {timeout: 10000})
+  const last = await page.$$eval('.card header a', (as) => as[as.length - 1].textContent)
+  check(last === 'many-149', `the newest source last: ${last}`)
+
   await finish()
 } catch (e) {
   console.error(`inspector.mjs: ${e.stack || e}`)

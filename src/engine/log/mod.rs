@@ -38,7 +38,7 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::{
-    Ack, Engine, IdemKey, Limits, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource,
+    Ack, Bounds, Engine, IdemKey, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource,
     StoredToken, Ticket,
 };
 use crate::history::History;
@@ -121,7 +121,7 @@ fn remove_leftovers(dir: &Path) -> io::Result<()> {
 pub struct Opened {
     dir: PathBuf,
     fsync: Fsync,
-    limits: Limits,
+    limits: Bounds,
     lock: File,
     active: File,
     active_no: u64,
@@ -132,7 +132,7 @@ pub struct Opened {
 }
 
 /// Opens (creating) the data dir, takes its lock and recovers it.
-pub fn open(dir: &Path, fsync: Fsync, limits: Limits, repair: bool) -> io::Result<Opened> {
+pub fn open(dir: &Path, fsync: Fsync, limits: Bounds, repair: bool) -> io::Result<Opened> {
     let fail = |e: String| io::Error::other(e);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -983,7 +983,7 @@ mod tests {
     }
 
     fn engine(dir: &Path, history: usize, floor: u64, fsync: Fsync) -> (Box<dyn Engine>, Recovered) {
-        let mut opened = open(dir, fsync, Limits::count(history), false).unwrap();
+        let mut opened = open(dir, fsync, Bounds::count(history), false).unwrap();
         let recovered = std::mem::take(&mut opened.recovered);
         (Box::new(opened.start(floor, waker())), recovered)
     }
@@ -998,20 +998,20 @@ mod tests {
     #[test]
     fn a_second_open_of_the_dir_is_refused() {
         let dir = TempDir::new();
-        let _first = open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap();
-        let e = open(&dir.0, Fsync::Never, Limits::count(10), false).err().unwrap();
+        let _first = open(&dir.0, Fsync::Never, Bounds::count(10), false).unwrap();
+        let e = open(&dir.0, Fsync::Never, Bounds::count(10), false).err().unwrap();
         assert_eq!(e.to_string(), format!("data dir {} is in use by another ssehub process", dir.0.display()));
     }
 
     #[test]
     fn an_interrupted_compactions_file_goes_at_open_and_only_then() {
         let dir = TempDir::new();
-        drop(open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap());
+        drop(open(&dir.0, Fsync::Never, Bounds::count(10), false).unwrap());
         let tmp = dir.0.join(format!("{:020}.tmp", 2));
         std::fs::write(&tmp, b"half a snapshot").unwrap();
         assert_eq!(segments(&dir.0).unwrap(), [1], "listing leaves it");
         assert!(tmp.exists());
-        drop(open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap());
+        drop(open(&dir.0, Fsync::Never, Bounds::count(10), false).unwrap());
         assert!(!tmp.exists(), "open removes it");
     }
 
@@ -1049,7 +1049,7 @@ mod tests {
     #[test]
     fn snapshots_keep_live_tokens_and_drop_expired_ones() {
         let dir = TempDir::new();
-        let mut log = open(&dir.0, Fsync::Never, Limits::count(10), false).unwrap().start(1_000, waker());
+        let mut log = open(&dir.0, Fsync::Never, Bounds::count(10), false).unwrap().start(1_000, waker());
         let meta = SourceMeta {
             id: "dc_a".into(),
             account: "default".into(),
@@ -1065,7 +1065,7 @@ mod tests {
             tickets.push(log.submit(Op::Token { key: 1, token: &t }, 2_000));
         }
         log.flush();
-        let mut state = recover::State::new(Limits::count(10));
+        let mut state = recover::State::new(Bounds::count(10));
         let bytes = log.snapshot(6_000);
         let mut at = MAGIC.len();
         while at < bytes.len() {
@@ -1080,7 +1080,7 @@ mod tests {
     #[test]
     fn snapshots_keep_idempotency_keys_of_evicted_events() {
         let dir = TempDir::new();
-        let mut log = open(&dir.0, Fsync::Never, Limits::count(1), false).unwrap().start(1_000, waker());
+        let mut log = open(&dir.0, Fsync::Never, Bounds::count(1), false).unwrap().start(1_000, waker());
         let meta = SourceMeta {
             id: "dc_k".into(),
             account: "default".into(),
@@ -1096,7 +1096,7 @@ mod tests {
         log.submit(Op::Append { key: 1, payload: b"2", idem: None }, 2_000);
         log.flush();
         log.poll(&mut Vec::new());
-        let mut state = recover::State::new(Limits::count(1));
+        let mut state = recover::State::new(Bounds::count(1));
         let bytes = log.snapshot(3_000);
         let mut at = MAGIC.len();
         while at < bytes.len() {

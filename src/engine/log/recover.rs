@@ -11,7 +11,7 @@ use log::warn;
 
 use super::record::{self, Bad, Record};
 use super::{MAGIC, segment_path, segments};
-use crate::engine::{IdemKey, Limits, Recovered, SourceMeta, StoredSource, StoredToken};
+use crate::engine::{Bounds, IdemKey, Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
 use crate::verify::Verify;
 
@@ -26,7 +26,7 @@ struct Source {
 impl Source {
     /// Keeps the newest its count bound allows (the bytes and age bounds
     /// are applied by the ring the events are restored into, and its timer).
-    fn bound(&mut self, defaults: Limits) {
+    fn bound(&mut self, defaults: Bounds) {
         let max = self.meta.retention.effective(defaults).max_events;
         while self.events.len() > max {
             self.evicted = self.events.pop_front().map(|(id, _)| id).max(self.evicted);
@@ -37,7 +37,7 @@ impl Source {
 /// Sources as the records so far describe them.
 pub struct State {
     /// A source's bounds where its retention sets none.
-    defaults: Limits,
+    defaults: Bounds,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
     /// Few (compaction keeps only live ones), so a list.
@@ -45,7 +45,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(defaults: Limits) -> State {
+    pub fn new(defaults: Bounds) -> State {
         State { defaults, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
     }
 
@@ -156,7 +156,7 @@ fn good_record_after(buf: &[u8], from: usize) -> bool {
 }
 
 /// Reads every segment of `dir`; cuts what must be cut (truncating the file).
-pub fn scan(dir: &Path, defaults: Limits, repair: bool) -> Result<Scan, String> {
+pub fn scan(dir: &Path, defaults: Bounds, repair: bool) -> Result<Scan, String> {
     let numbers = segments(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
     let mut scan = Scan { state: State::new(defaults), segments: Vec::new(), bytes_read: 0, cut_bytes: 0 };
     for (i, &n) in numbers.iter().enumerate() {
@@ -261,7 +261,7 @@ mod tests {
 
     /// What the first `n` records recover to, in a comparable form.
     fn oracle(n: usize) -> String {
-        let mut state = State::new(Limits::count(HISTORY));
+        let mut state = State::new(Bounds::count(HISTORY));
         records().into_iter().take(n).for_each(|r| state.apply(r));
         normal(state.into_recovered())
     }
@@ -289,7 +289,7 @@ mod tests {
         let dir = TempDir::new();
         let path = segment_path(&dir.0, 1);
         std::fs::write(&path, bytes).unwrap();
-        let result = scan(&dir.0, Limits::count(HISTORY), repair);
+        let result = scan(&dir.0, Bounds::count(HISTORY), repair);
         (result, std::fs::read(&path).unwrap())
     }
 
