@@ -778,7 +778,9 @@ drain_table() {
   for d in streams:"streams on the stopped node" ended:"streams it ended" exit_ms:"SIGTERM -> it exited (ms)" \
     back:"reconnected to the sibling" retries:"reconnects retried" span_ms:"SIGTERM -> last reconnect up (ms)" \
     rc_max:"reconnects per 100 ms: max" rc_p99:"reconnects per 100 ms: p99" rc_mean:"reconnects per 100 ms: mean" \
-    rc_max_pct:"largest 100 ms window (% of the streams)" up_max:"handshakes per 100 ms: max"; do
+    rc_max_pct:"largest 100 ms window (% of the streams)" up_max:"handshakes per 100 ms: max" \
+    due_max:"reconnects due per 100 ms: max" due_p99:"reconnects due per 100 ms: p99" \
+    late_max_ms:"load tool: most a reconnect began late (ms)"; do
     printf '| %s | %s | %s |\n' "${d#*:}" "$(get ssehub drain-10.00 "${d%%:*}")" "$(get ssehub drain-0.00 "${d%%:*}")"
   done
 }

@@ -25,9 +25,12 @@ pub struct Report {
     /// ended, last stream ended, last reconnect up) over the workers.
     pub redial: [u64; 4],
     pub redial_ns: Option<(u64, u64, u64)>,
-    /// 100 ms window -> reconnects begun, and reconnects up.
+    /// The most a worker began a reconnect after it was due.
+    pub redial_late_ns: u64,
+    /// 100 ms window -> reconnects begun, reconnects up, reconnects due.
     pub rc: BTreeMap<u64, u64>,
     pub ru: BTreeMap<u64, u64>,
+    pub rd: BTreeMap<u64, u64>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -58,7 +61,9 @@ impl Report {
             ("hs", &[window, count]) => *self.hs.entry(window).or_default() += count,
             ("rc", &[window, count]) => *self.rc.entry(window).or_default() += count,
             ("ru", &[window, count]) => *self.ru.entry(window).or_default() += count,
-            ("redial", &[expect, ended, back, failed, first, last, up]) => {
+            ("rd", &[window, count]) => *self.rd.entry(window).or_default() += count,
+            ("redial", &[expect, ended, back, failed, first, last, up, late]) => {
+                self.redial_late_ns = self.redial_late_ns.max(late);
                 let sum = [expect, ended, back, failed];
                 self.redial.iter_mut().zip(sum).for_each(|(a, b)| *a += b);
                 if ended > 0 {

@@ -49,7 +49,8 @@
 //! waits its `retry:` (`--default-retry`, 3 s as Chrome, without one) and
 //! reconnects, through the port, so to the sibling; a failed reconnect is
 //! retried after the same wait. Each worker counts its reconnects per 100 ms
-//! window (when the connect is issued, and when its handshake arrives);
+//! window (when the connect is issued, when its handshake arrives, and when
+//! it was due: a stall of the tool's own bunches the first two, not this);
 //! for each drain it reports the largest window, the p99 and mean over the
 //! windows from the SIGTERM to the last reconnect (empty ones included),
 //! and that span.
@@ -80,8 +81,8 @@
 //! `hs <100ms-window> <count>`, `redialing`, `redialed <back> <failed>`
 //! (every stream open at `redial` is back), for `report` after `redial`:
 //! `redial <expect> <ended> <back> <failed> <first_end_ns> <last_end_ns>
-//! <last_up_ns>`, `rc <100ms-window> <reconnects begun>`,
-//! `ru <100ms-window> <reconnects up>`, and `err <count> <reason>`, `end`.
+//! <last_up_ns> <late_max_ns>`, `rc <100ms-window> <reconnects begun>`,
+//! `ru <100ms-window> <reconnects up>`, `rd <100ms-window> <reconnects due>`, and `err <count> <reason>`, `end`.
 //! Times are CLOCK_MONOTONIC nanoseconds, comparable across processes.
 //!
 //! Method: `fanout` emits open-loop (on schedule, or back-to-back for

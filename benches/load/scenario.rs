@@ -94,6 +94,9 @@ const FIELDS: &[(&str, &str)] = &[
     ("rc_max_pct", "largest window's share of the streams (%)"),
     ("up_max", "handshakes per 100 ms: max"),
     ("up_p99", "handshakes per 100 ms: p99"),
+    ("due_max", "reconnects due per 100 ms (the clients' own timing): max"),
+    ("due_p99", "reconnects due per 100 ms: p99"),
+    ("late_max_ms", "most a reconnect began after it was due (load tool stall, ms)"),
 ];
 
 /// One moment's readings: server RSS and CPU, load-tool CPU, kernel memory.
@@ -604,6 +607,7 @@ fn drain(o: &Opts, fleet: &mut Fleet, nodes: &mut nodes::Nodes, http: http::Http
         let (_, last_end, last_up) = r.redial_ns.unwrap_or_default();
         let (windows, rc_max, rc_p99, rc_mean) = spread(&r.rc, term);
         let (_, up_max, up_p99, _) = spread(&r.ru, term);
+        let (_, due_max, due_p99, _) = spread(&r.rd, term);
         out = Out::new("drain");
         out.put("drain_s", f2(d.as_secs_f64()));
         out.put("streams", streams);
@@ -621,6 +625,9 @@ fn drain(o: &Opts, fleet: &mut Fleet, nodes: &mut nodes::Nodes, http: http::Http
         out.put("rc_max_pct", f2(rc_max as f64 * 100.0 / streams.max(1) as f64));
         out.put("up_max", up_max);
         out.put("up_p99", up_p99);
+        out.put("due_max", due_max);
+        out.put("due_p99", due_p99);
+        out.put("late_max_ms", ms(r.redial_late_ns));
         out.errors(&r);
         if !all_back || back < streams || code != Some(0) {
             out.failure = Some(format!("node {k}: not every stream came back, or it did not exit 0 (see above)"));

@@ -97,9 +97,14 @@ struct Redial {
     first_end_ns: u64,
     last_end_ns: u64,
     last_up_ns: u64,
-    /// 100 ms window -> reconnects begun (connect issued), and handshakes.
+    /// 100 ms window -> reconnects begun (connect issued), handshakes, and
+    /// reconnects due (when each was meant to begin: the stream's end seen
+    /// plus its retry time, free of this process's own lateness).
     connects: BTreeMap<u64, u64>,
     ups: BTreeMap<u64, u64>,
+    dues: BTreeMap<u64, u64>,
+    /// The most a reconnect began after it was due (a stall of this process).
+    late_max_ns: u64,
     /// (when, slot) of the reconnects waiting for their retry time.
     due: BinaryHeap<Reverse<(u64, usize)>>,
     announced: bool,
@@ -389,8 +394,11 @@ impl Worker {
         while let Some(&Reverse((at, i))) = self.redial.due.peek()
             && at <= now
         {
-            self.redial.due.pop();
-            *self.redial.connects.entry(now / HS_WINDOW_NS).or_default() += 1;
+            let r = &mut self.redial;
+            r.due.pop();
+            *r.connects.entry(now / HS_WINDOW_NS).or_default() += 1;
+            *r.dues.entry(at / HS_WINDOW_NS).or_default() += 1;
+            r.late_max_ns = r.late_max_ns.max(now - at);
             let sub = std::mem::take(&mut self.conns[i].sub);
             self.open(i, sub, now);
         }
@@ -736,13 +744,16 @@ impl Worker {
         let r = &self.redial;
         if r.armed {
             write!(out, "redial {} {} {} {} ", r.expect, r.ended, r.back, r.failed)?;
-            writeln!(out, "{} {} {}", r.first_end_ns, r.last_end_ns, r.last_up_ns)?;
+            writeln!(out, "{} {} {} {}", r.first_end_ns, r.last_end_ns, r.last_up_ns, r.late_max_ns)?;
         }
         for (w, n) in &r.connects {
             writeln!(out, "rc {w} {n}")?;
         }
         for (w, n) in &r.ups {
             writeln!(out, "ru {w} {n}")?;
+        }
+        for (w, n) in &r.dues {
+            writeln!(out, "rd {w} {n}")?;
         }
         for (b, &n) in self.connect_lat.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
             writeln!(out, "cl {b} {n}")?;
