@@ -689,6 +689,8 @@ impl Worker {
                 // Each stop is measured with clients as if new: none keeps
                 // a `retry:` an earlier stop's node told it.
                 self.conns.iter_mut().for_each(|c| c.sub.retry_ms = None);
+                // Its report tells how this stop's streams ended.
+                self.errors.clear();
                 say("redialing")?;
             }
             ["churn", "stop"] => {
