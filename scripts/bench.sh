@@ -12,6 +12,8 @@
 #   scripts/bench.sh --redis-ab OTHER
 #                               emits with redis, alternating another ssehub
 #                               binary (OTHER) and this one, 3 rounds (2 minutes)
+#   scripts/bench.sh --drain    reconnect spread of a --drain stop (ssehub
+#                               only, 1 minute)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -49,6 +51,15 @@
 # second, then 59,850 for the largest count. --redis-ab: the pinned
 # everysec emit of OTHER, of this build and of memory, in turn, 3 times.
 #
+# Drain (--drain): the load tool's `drain` scenario starts the ssehub
+# processes itself (engine memory, --reuse-port on one port): 19,000
+# subscribers (--quick: 2,000) over 2 worker processes on node A alone;
+# node B starts (its READY=1 awaited), A gets SIGTERM with --drain 10s, and
+# every subscriber, acting as EventSource (waits its `retry:`, 3 s without
+# one), reconnects through the port to B; then C starts and B gets SIGTERM
+# with --drain 0s. Per stop: reconnects per 100 ms window (max, p99, mean
+# over the windows from the SIGTERM to the last reconnect) and that span.
+#
 # Every ssehub gets a fresh --data-dir under a temporary dir (the default
 # engine is log --fsync everysec).
 #
@@ -65,6 +76,7 @@ while [ $# -gt 0 ]; do
     --only) SERVERS=${2:?--only needs ssehub or nchan}; shift ;;
     --storage) STORAGE=1 ;;
     --redis) STORAGE=redis ;;
+    --drain) STORAGE=drain ;;
     --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -100,6 +112,7 @@ say() { printf '%s\n' "$*" >&2; }
 # ---- what it needs ---------------------------------------------------------
 install_missing() {
   local need=()
+  [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
   command -v nginx >/dev/null || need+=(nginx)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
@@ -743,6 +756,35 @@ unset multiplot
 EOF
 }
 
+# run_drain: the load tool's drain scenario (it starts the nodes itself).
+run_drain() {
+  local n=19000 log=$LOGS/drain.log
+  [ $QUICK = 0 ] || n=2000
+  next_port
+  say "bench: drain: $n subscribers on one node, stopped with --drain 10s, then its sibling with --drain 0s"
+  if ! SSEHUB_API_KEY=$KEY timeout --foreground -k 5 600 "$LOAD" drain --n "$n" --drains 10s,0s --workers 2 \
+    --server "$SSEHUB" --url "http://127.0.0.1:$PORT" --timeout 60s >"$log" 2>&1; then
+    FAILED+=("ssehub drain")
+    tail -5 "$log" >&2
+  fi
+  # One RESULT line per stop, labelled by its drain: drain-10.00, drain-0.00.
+  awk '$1 == "RESULT" && / drain_s=/ { d = $0; sub(/.* drain_s=/, "", d); sub(/ .*/, "", d)
+      sub(/^RESULT /, "RESULT server=ssehub label=drain-" d " "); print }' "$log" >>"$RESULTS"
+}
+
+drain_table() {
+  local d
+  printf '| one run | --drain 10s | --drain 0s |\n|---|---:|---:|\n'
+  for d in streams:"streams on the stopped node" ended:"streams it ended" exit_ms:"SIGTERM -> it exited (ms)" \
+    back:"reconnected to the sibling" retries:"reconnects retried" span_ms:"SIGTERM -> last reconnect up (ms)" \
+    rc_max:"reconnects per 100 ms: max" rc_p99:"reconnects per 100 ms: p99" rc_mean:"reconnects per 100 ms: mean" \
+    rc_max_pct:"largest 100 ms window (% of the streams)" up_max:"handshakes per 100 ms: max" \
+    due_max:"reconnects due per 100 ms: max" due_p99:"reconnects due per 100 ms: p99" \
+    late_max_ms:"load tool: most a reconnect began late (ms)"; do
+    printf '| %s | %s | %s |\n' "${d#*:}" "$(get ssehub drain-10.00 "${d%%:*}")" "$(get ssehub drain-0.00 "${d%%:*}")"
+  done
+}
+
 # ---- main ------------------------------------------------------------------
 install_missing
 build
@@ -768,6 +810,7 @@ ssehub_only() {
   exit 0
 }
 case $STORAGE in
+  drain) ssehub_only drain ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;
   1) ssehub_only storage ;;

@@ -21,6 +21,16 @@ pub struct Report {
     /// A drop: (first worker's drop, last worker's sockets closed, last reconnect up).
     pub storm: Option<(u64, u64, u64)>,
     pub hs: BTreeMap<u64, u64>,
+    /// `redial`: [expect, ended, back, failed] summed, and (first stream
+    /// ended, last stream ended, last reconnect up) over the workers.
+    pub redial: [u64; 4],
+    pub redial_ns: Option<(u64, u64, u64)>,
+    /// The most a worker began a reconnect after it was due.
+    pub redial_late_ns: u64,
+    /// 100 ms window -> reconnects begun, reconnects up, reconnects due.
+    pub rc: BTreeMap<u64, u64>,
+    pub ru: BTreeMap<u64, u64>,
+    pub rd: BTreeMap<u64, u64>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -49,6 +59,18 @@ impl Report {
                 *s = (s.0.min(drop), s.1.max(closed), s.2.max(up));
             }
             ("hs", &[window, count]) => *self.hs.entry(window).or_default() += count,
+            ("rc", &[window, count]) => *self.rc.entry(window).or_default() += count,
+            ("ru", &[window, count]) => *self.ru.entry(window).or_default() += count,
+            ("rd", &[window, count]) => *self.rd.entry(window).or_default() += count,
+            ("redial", &[expect, ended, back, failed, first, last, up, late]) => {
+                self.redial_late_ns = self.redial_late_ns.max(late);
+                let sum = [expect, ended, back, failed];
+                self.redial.iter_mut().zip(sum).for_each(|(a, b)| *a += b);
+                if ended > 0 {
+                    let s = self.redial_ns.get_or_insert((first, last, up));
+                    *s = (s.0.min(first), s.1.max(last), s.2.max(up));
+                }
+            }
             ("err", _) => {
                 let (count, reason) = rest.split_once(' ').unwrap_or((rest, ""));
                 let count: u64 = count.parse().unwrap_or(0);
@@ -184,6 +206,18 @@ impl Fleet {
     pub fn churn_stop(&mut self, deadline: Instant) -> Res<bool> {
         self.all().into_iter().try_for_each(|w| self.send(w, "churn stop"))?;
         self.gather(&self.all(), deadline, |_, l| l == "churned")
+    }
+
+    /// From now on, streams the server ends reconnect after their
+    /// `retry:` (`default_ms` without one), counted per 100 ms window.
+    pub fn redial(&mut self, default_ms: u64) -> Res<()> {
+        self.ask_all(&format!("redial {default_ms}"), "redialing")
+    }
+
+    /// True once every stream open at `redial` has reconnected; false
+    /// if some have not by `deadline`.
+    pub fn wait_redialed(&mut self, deadline: Instant) -> Res<bool> {
+        self.gather(&self.all(), deadline, |_, l| l.starts_with("redialed "))
     }
 
     pub fn measure(&mut self, run: u64, events: u32) -> Res<()> {

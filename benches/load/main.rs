@@ -9,6 +9,7 @@
 //! cargo bench --bench load -- handshake --n 19000 --secs 60
 //! cargo bench --bench load -- storm     --n 10000 --events 1000 --rate 200
 //! cargo bench --bench load -- churn     --secs 60 --rate 500 [--reads 3 --emit-rate 50]
+//! cargo bench --bench load -- drain     --n 19000 --drains 10s,0s --server target/release/ssehub
 //! common: --url http://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
 //!         --pid SERVER_PID  --per-worker 19000  --workers K  --inflight 128
 //!         --window 64  --timeout 120s  --target ssehub|nchan
@@ -38,6 +39,22 @@
 //! churned too. Each checks its events are consecutive (a replay must start
 //! right after its id). `scripts/soak.sh` runs it and watches the server.
 //!
+//! `drain`: the tool starts the servers itself (`--server`, with
+//! `--reuse-port --source <source> --drain D --data-dir <tmp>` and
+//! `--node-args`, default `--engine memory`), on the `--url` port: node 0
+//! alone, N subscribers on it; then, for each of `--drains` in turn, the
+//! next node (with the next drain, `0s` for the last) is started, its
+//! `READY=1` awaited (systemd notify), and the current one gets SIGTERM.
+//! The subscribers act as EventSource: when the server ends a stream each
+//! waits its `retry:` (`--default-retry`, 3 s as Chrome, without one) and
+//! reconnects, through the port, so to the sibling; a failed reconnect is
+//! retried after the same wait. Each worker counts its reconnects per 100 ms
+//! window (when the connect is issued, when its handshake arrives, and when
+//! it was due: a stall of the tool's own bunches the first two, not this);
+//! for each drain it reports the largest window, the p99 and mean over the
+//! windows from the SIGTERM to the last reconnect (empty ones included),
+//! and that span.
+//!
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
 //!
@@ -52,7 +69,8 @@
 //! (keeps the key off the command line). Coordinator -> worker on stdin:
 //! `open <count>`, `measure <run> <events>`, `drop <in-flight>` (close every
 //! stream, reconnect each), `churn <run> <per_s> <reads>`, `churn stop`, `report`,
-//! `quit`. Worker -> coordinator on stdout: `opened <held> <failed>` (every
+//! `redial <default_ms>` (streams the server ends reconnect after their
+//! `retry:`), `quit`. Worker -> coordinator on stdout: `opened <held> <failed>` (every
 //! new or reconnecting socket has its first handshake or has failed; also the
 //! answer to `drop`), `measuring`, `complete` (every measured subscriber has
 //! every event or is gone), `churning`, `churned` (stopped, and the last churn
@@ -60,7 +78,11 @@
 //! `ev <seq> <count> <first_ns> <last_ns>`, `lat <bucket> <count>`,
 //! `cl <bucket> <count>` (connect -> first handshake; after a `drop`, from the
 //! drop), `storm <drop_ns> <closed_ns> <last_up_ns>`,
-//! `hs <100ms-window> <count>`, `err <count> <reason>`, `end`.
+//! `hs <100ms-window> <count>`, `redialing`, `redialed <back> <failed>`
+//! (every stream open at `redial` is back), for `report` after `redial`:
+//! `redial <expect> <ended> <back> <failed> <first_end_ns> <last_end_ns>
+//! <last_up_ns> <late_max_ns>`, `rc <100ms-window> <reconnects begun>`,
+//! `ru <100ms-window> <reconnects up>`, `rd <100ms-window> <reconnects due>`, and `err <count> <reason>`, `end`.
 //! Times are CLOCK_MONOTONIC nanoseconds, comparable across processes.
 //!
 //! Method: `fanout` emits open-loop (on schedule, or back-to-back for
@@ -76,6 +98,7 @@
 mod fleet;
 mod hist;
 mod http;
+mod nodes;
 mod scenario;
 mod selftest;
 mod sse;
@@ -122,9 +145,10 @@ fn main() {
     std::process::exit(code);
 }
 
-const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|selftest> [--n N] [--hold 5s] \
+const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|drain|selftest> [--n N] [--hold 5s] \
     [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--reads N] \
-    [--emit-rate PER_S] [--reconnect-inflight N] [--url URL] \
+    [--emit-rate PER_S] [--reconnect-inflight N] [--drains 10s,0s] [--server PATH] \
+    [--node-args 'ARGS'] [--default-retry 3s] [--url URL] \
     [--key KEY] [--source NAME] [--pid PID] [--per-worker N] [--workers K] [--inflight N] \
     [--window N] [--timeout 120s] [--target ssehub|nchan]";
 
@@ -202,6 +226,13 @@ struct Opts {
     reconnect_inflight: usize,
     /// Emits sent but not yet answered, at most.
     window: usize,
+    /// `drain`: the nodes' `--drain`, one stop each, in order.
+    drains: Vec<Duration>,
+    /// `drain`: the ssehub binary, and arguments every node gets.
+    server: String,
+    node_args: Vec<String>,
+    /// `drain`: the reconnect wait of a stream that sent no `retry:`.
+    default_retry: Duration,
     /// Bound on every wait: connecting, delivery, reports.
     timeout: Duration,
 }
@@ -227,7 +258,7 @@ impl FromStr for Secs {
 impl Opts {
     fn parse(args: &[String]) -> Res<Opts> {
         let scenario = args[0].clone();
-        if !["idle", "ladder", "fanout", "handshake", "storm", "churn"].contains(&scenario.as_str()) {
+        if !["idle", "ladder", "fanout", "handshake", "storm", "churn", "drain"].contains(&scenario.as_str()) {
             return Err(format!("unknown scenario {scenario:?}\n{USAGE}"));
         }
         let mut flags = BTreeMap::new();
@@ -243,7 +274,7 @@ impl Opts {
         }
         let (addr, host) = parse_url(&get("url", "http://127.0.0.1:8080"))?;
         let env_key = std::env::var("SSEHUB_API_KEY").unwrap_or_default();
-        let n = if scenario == "handshake" { "19000" } else { "10000" };
+        let n = if ["handshake", "drain"].contains(&scenario.as_str()) { "19000" } else { "10000" };
         let hold = if scenario == "ladder" { "2s" } else { "5s" };
         let steps = get("steps", "5000,10000,15000,19500");
         let n: usize = parse("n", get("n", n))?;
@@ -270,6 +301,10 @@ impl Opts {
             // A storm's subscribers all reconnect at once, as real clients would.
             reconnect_inflight: parse("reconnect-inflight", get("reconnect-inflight", &n.to_string()))?,
             window: parse("window", get("window", "64"))?,
+            drains: get("drains", "10s,0s").split(',').map(|s| parse::<Secs>("drains", s.into()).map(|d| d.0)).collect::<Res<_>>()?,
+            server: get("server", "target/release/ssehub"),
+            node_args: get("node-args", "--engine memory").split_whitespace().map(String::from).collect(),
+            default_retry: parse::<Secs>("default-retry", get("default-retry", "3s"))?.0,
             timeout: parse::<Secs>("timeout", get("timeout", "120s"))?.0,
             scenario,
         };
@@ -284,6 +319,9 @@ impl Opts {
         }
         if o.scenario == "churn" && (o.reads == 0 || !(o.rate > 0.0 && o.emit_rate > 0.0)) {
             return Err("churn needs --reads, --rate and --emit-rate above 0".into());
+        }
+        if o.scenario == "drain" && (o.target != Target::Ssehub || o.drains.is_empty()) {
+            return Err("drain starts ssehub nodes itself (--target ssehub) and needs --drains".into());
         }
         if o.key.is_empty() && o.target == Target::Ssehub {
             return Err("no API key: pass --key or set SSEHUB_API_KEY".into());

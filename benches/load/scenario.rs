@@ -78,6 +78,25 @@ const FIELDS: &[(&str, &str)] = &[
     ("million_kernel_gib", "1M subscribers: kernel memory, both ends (GiB)"),
     ("million_procs", "1M subscribers: server processes at 19.9k fds"),
     ("tool_cpu_total_s", "load tool CPU, whole run (s)"),
+    ("drain_s", "--drain of the node stopped (s)"),
+    ("streams", "streams on it at the SIGTERM"),
+    ("ended", "streams it ended"),
+    ("last_end_ms", "SIGTERM -> its last stream ended (ms)"),
+    ("exit_ms", "SIGTERM -> it exited (ms)"),
+    ("exit_code", "its exit code"),
+    ("back", "reconnected to the sibling (handshake seen)"),
+    ("retries", "reconnects that failed and were retried"),
+    ("span_ms", "SIGTERM -> last reconnect up (ms)"),
+    ("rc_windows", "100 ms windows from SIGTERM to last reconnect"),
+    ("rc_max", "reconnects begun per 100 ms: max"),
+    ("rc_p99", "reconnects begun per 100 ms: p99"),
+    ("rc_mean", "reconnects begun per 100 ms: mean"),
+    ("rc_max_pct", "largest window's share of the streams (%)"),
+    ("up_max", "handshakes per 100 ms: max"),
+    ("up_p99", "handshakes per 100 ms: p99"),
+    ("due_max", "reconnects due per 100 ms (the clients' own timing): max"),
+    ("due_p99", "reconnects due per 100 ms: p99"),
+    ("late_max_ms", "most a reconnect began after it was due (load tool stall, ms)"),
 ];
 
 /// One moment's readings: server RSS and CPU, load-tool CPU, kernel memory.
@@ -194,6 +213,14 @@ const CHURN_TAIL: Duration = Duration::from_secs(2);
 /// the whole run's CPU (getrusage counts children once they are reaped).
 pub fn run(o: &Opts) -> Res<()> {
     let limit = sys::raise_nofile()?;
+    // `drain` starts its servers: the first before anything speaks to it.
+    let mut nodes = match o.scenario.as_str() {
+        "drain" => Some(nodes::Nodes::new()?),
+        _ => None,
+    };
+    if let Some(nodes) = &mut nodes {
+        nodes.start(o, o.drains[0])?;
+    }
     let pid = o.pid.map_or("none: no server RSS/CPU".into(), |p| p.to_string());
     eprintln!("load: RLIMIT_NOFILE {limit}; {:?} server {} pid {pid}", o.target, o.addr);
     let mut http = http::Http::connect(o)?;
@@ -221,6 +248,11 @@ pub fn run(o: &Opts) -> Res<()> {
         "fanout" => fanout(o, &mut fleet, &before, http)?,
         "storm" => storm(o, &mut fleet, &before, http)?,
         "churn" => churn(o, &mut fleet, &before, http)?,
+        "drain" => match nodes.as_mut() {
+            // The emit connection would keep node 0 waiting for its FIN.
+            Some(nodes) => drain(o, &mut fleet, nodes, http)?,
+            None => return Err("drain without nodes".into()),
+        },
         _ => handshake(o, &mut fleet)?,
     };
     drop(fleet);
@@ -539,5 +571,71 @@ fn handshake(o: &Opts, fleet: &mut Fleet) -> Res<Out> {
     out.add("srv_core_pct", cpu.map(|c| f3(c * 100.0 / secs)));
     out.put("tool_cpu_s", f3(tool_cpu));
     out.errors(&r);
+    Ok(out)
+}
+
+/// Counts per 100 ms window from the one holding `from_ns` to the last one
+/// counted, empty ones included: (windows, max, p99, mean).
+pub(crate) fn spread(windows: &BTreeMap<u64, u64>, from_ns: u64) -> (usize, u64, u64, f64) {
+    let first = from_ns / HS_WINDOW_NS;
+    let Some(&last) = windows.keys().next_back().filter(|&&l| l >= first) else { return (0, 0, 0, 0.0) };
+    let mut counts: Vec<u64> = (first..=last).map(|w| windows.get(&w).copied().unwrap_or(0)).collect();
+    counts.sort_unstable();
+    let n = counts.len();
+    let p99 = counts[(n as f64 * 0.99).ceil() as usize - 1];
+    (n, counts[n - 1], p99, counts.iter().sum::<u64>() as f64 / n as f64)
+}
+
+/// N subscribers on node 0; for each `--drains` value, the next node is
+/// started and the current one stopped: how its streams reconnect to the
+/// sibling, per 100 ms window, one table per stop.
+fn drain(o: &Opts, fleet: &mut Fleet, nodes: &mut nodes::Nodes, http: http::Http) -> Res<Out> {
+    drop(http);
+    let mut out = open(o, fleet, o.n)?;
+    for (k, &d) in o.drains.iter().enumerate() {
+        out.print();
+        nodes.start(o, o.drains.get(k + 1).copied().unwrap_or_default())?;
+        fleet.redial(o.default_retry.as_millis() as u64)?;
+        let (term, exited) = nodes.stop(k)?;
+        eprintln!("load: node {k} (--drain {d:?}) stopped; waiting for its streams on node {}", k + 1);
+        let limit = d + o.default_retry.max(Duration::from_secs(5)) + o.timeout;
+        let all_back = fleet.wait_redialed(Instant::now() + limit)?;
+        let wait = d + Duration::from_secs(5);
+        let (exit_ns, code) = exited.recv_timeout(wait).map_err(|_| format!("node {k} still running {wait:?} after SIGTERM"))?;
+        let r = fleet.report()?;
+        let [streams, ended, back, retries] = r.redial;
+        let (_, last_end, last_up) = r.redial_ns.unwrap_or_default();
+        let (windows, rc_max, rc_p99, rc_mean) = spread(&r.rc, term);
+        let (_, up_max, up_p99, _) = spread(&r.ru, term);
+        let (_, due_max, due_p99, _) = spread(&r.rd, term);
+        out = Out::new("drain");
+        out.put("drain_s", f2(d.as_secs_f64()));
+        out.put("streams", streams);
+        out.put("ended", ended);
+        out.put("last_end_ms", ms(last_end.saturating_sub(term)));
+        out.put("exit_ms", ms(exit_ns.saturating_sub(term)));
+        out.add("exit_code", code);
+        out.put("back", back);
+        out.put("retries", retries);
+        out.put("span_ms", ms(last_up.saturating_sub(term)));
+        out.put("rc_windows", windows);
+        out.put("rc_max", rc_max);
+        out.put("rc_p99", rc_p99);
+        out.put("rc_mean", f2(rc_mean));
+        out.put("rc_max_pct", f2(rc_max as f64 * 100.0 / streams.max(1) as f64));
+        out.put("up_max", up_max);
+        out.put("up_p99", up_p99);
+        out.put("due_max", due_max);
+        out.put("due_p99", due_p99);
+        out.put("late_max_ms", ms(r.redial_late_ns));
+        out.errors(&r);
+        if !all_back || back < streams || code != Some(0) {
+            out.failure = Some(format!("node {k}: not every stream came back, or it did not exit 0 (see above)"));
+            return Ok(out);
+        }
+    }
+    let last = o.drains.len();
+    let (_, exited) = nodes.stop(last)?;
+    let _ = exited.recv_timeout(Duration::from_secs(5));
     Ok(out)
 }

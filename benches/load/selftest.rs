@@ -68,6 +68,18 @@ pub fn run() -> i32 {
     let resumed = worker::resume_request(b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n", b"17-3");
     check("resume request", resumed == b"GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 17-3\r\n\r\n");
     check("churn schedule", worker::churn_schedule_ok());
+    let retry_of = |input: &[u8]| {
+        let mut p = Parser::default();
+        p.feed(input, &mut |_| {});
+        p.retry
+    };
+    check("retry", retry_of(b":hs\n\nretry: 2500\n\n") == Some(2500));
+    check("retry last wins", retry_of(b"retry: 1\nretry: 7\n\n") == Some(7));
+    check("retry not digits", retry_of(b"retry: 1x\nretry: -5\nretry:\n\n").is_none());
+    let windows: BTreeMap<u64, u64> = [(10, 5), (12, 1), (13, 9)].into_iter().collect();
+    // From window 9: 0, 5, 0, 1, 9 (empty windows count).
+    check("spread", scenario::spread(&windows, 9 * HS_WINDOW_NS + 1) == (5, 9, 9, 3.0));
+    check("spread none after", scenario::spread(&windows, 14 * HS_WINDOW_NS).0 == 0);
     for v in [0u64, 1, 63, 64, 65, 127, 128, 1000, 123_456, 10_000_000_007, u64::MAX / 3] {
         let back = hist::value(hist::index(v));
         check(&format!("hist bucket {v}"), back.abs_diff(v) as f64 <= v as f64 / 64.0);

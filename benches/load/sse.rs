@@ -17,6 +17,9 @@ pub struct Parser {
     id: Vec<u8>,
     /// The last chunk ended in CR, so an LF starting the next belongs to it.
     skip_lf: bool,
+    /// The last `retry:` (milliseconds): how long an EventSource waits
+    /// before it reconnects once this stream ends.
+    pub retry: Option<u32>,
 }
 
 impl Parser {
@@ -63,7 +66,11 @@ impl Parser {
                 self.data.push(b'\n');
             }
             b"id" if find_byte(value, 0).is_none() => value.clone_into(&mut self.id),
-            _ => {} // event, retry and unknown fields do not matter here
+            // Only ASCII digits count; anything else is ignored, as by EventSource.
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                self.retry = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).or(Some(u32::MAX));
+            }
+            _ => {} // event and unknown fields do not matter here
         }
     }
 }

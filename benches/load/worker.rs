@@ -1,6 +1,8 @@
 //! A worker: holds subscribers on one epoll and measures what they receive.
 
 use super::*;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::os::fd::RawFd;
 
 #[derive(Default)]
@@ -56,6 +58,12 @@ struct Sub {
     /// A churn subscriber, and the seq it must get next, once known.
     churn: bool,
     expect: Option<u32>,
+    /// The reconnection time its streams set with `retry:`, kept across
+    /// connections as by EventSource.
+    retry_ms: Option<u32>,
+    /// Ended by the server while `redial` is on: waiting to reconnect, or
+    /// reconnecting.
+    redialing: bool,
 }
 
 /// What a `drop` did, in this worker.
@@ -71,6 +79,45 @@ struct Storm {
     no_last_id: u64,
     /// Reconnects in flight, at most.
     inflight: usize,
+}
+
+/// `redial`: streams the server ends reconnect as an EventSource does,
+/// after their `retry:` (or `default_ms` without one), and again after the
+/// same wait when a reconnect fails. Counted per 100 ms window.
+#[derive(Default)]
+struct Redial {
+    armed: bool,
+    default_ms: u32,
+    /// Streams open when armed, and how many of them the server ended.
+    expect: u64,
+    ended: u64,
+    /// Reconnected (first handshake seen), and reconnects that failed.
+    back: u64,
+    failed: u64,
+    first_end_ns: u64,
+    last_end_ns: u64,
+    last_up_ns: u64,
+    /// 100 ms window -> reconnects begun (connect issued), handshakes, and
+    /// reconnects due (when each was meant to begin: the stream's end seen
+    /// plus its retry time, free of this process's own lateness).
+    connects: BTreeMap<u64, u64>,
+    ups: BTreeMap<u64, u64>,
+    dues: BTreeMap<u64, u64>,
+    /// The most a reconnect began after it was due (a stall of this process).
+    late_max_ns: u64,
+    /// (when, slot) of the reconnects waiting for their retry time.
+    due: BinaryHeap<Reverse<(u64, usize)>>,
+    announced: bool,
+}
+
+impl Redial {
+    /// Milliseconds until the next reconnect is due, at most `cap`.
+    fn wait_ms(&self, now: u64, cap: i32) -> i32 {
+        match self.due.peek() {
+            Some(Reverse((at, _))) => (at.saturating_sub(now).div_ceil(1_000_000) as i32).min(cap),
+            None => cap,
+        }
+    }
 }
 
 /// `churn`: subscribers opened at a steady rate, each leaving after
@@ -236,6 +283,7 @@ struct Worker {
     free: Vec<usize>,
     storm: Storm,
     churn: Churn,
+    redial: Redial,
     /// Connect -> first handshake; reset by a `drop` to time its reconnects.
     connect_lat: hist::Hist,
 }
@@ -304,7 +352,8 @@ impl Worker {
         let mut rbuf = vec![0u8; READ_BUF_BYTES];
         loop {
             let (ptr, cap) = (events.as_mut_ptr(), events.len() as i32);
-            let wait_ms = self.churn.wait_ms(sys::now_ns());
+            let now = sys::now_ns();
+            let wait_ms = self.redial.wait_ms(now, self.churn.wait_ms(now));
             // SAFETY: epoll_wait writes at most `cap` entries into `events`.
             let n = unsafe { libc::epoll_wait(self.ep, ptr, cap, wait_ms) };
             if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -341,6 +390,17 @@ impl Worker {
         {
             let sub = std::mem::take(&mut self.conns[i].sub);
             self.open(i, sub, self.storm.drop_ns);
+        }
+        while let Some(&Reverse((at, i))) = self.redial.due.peek()
+            && at <= now
+        {
+            let r = &mut self.redial;
+            r.due.pop();
+            *r.connects.entry(now / HS_WINDOW_NS).or_default() += 1;
+            *r.dues.entry(at / HS_WINDOW_NS).or_default() += 1;
+            r.late_max_ns = r.late_max_ns.max(now - at);
+            let sub = std::mem::take(&mut self.conns[i].sub);
+            self.open(i, sub, now);
         }
     }
 
@@ -387,9 +447,23 @@ impl Worker {
             Err(e) => {
                 self.failed += 1;
                 *self.errors.entry(e).or_default() += 1;
+                if self.conns[i].sub.redialing {
+                    self.redial.failed += 1;
+                    self.redial_later(i, started_ns);
+                }
                 self.gone(i);
             }
         }
+    }
+
+    /// Queues slot `i` to reconnect after its retry time from `now`.
+    fn redial_later(&mut self, i: usize, now: u64) {
+        let c = &mut self.conns[i];
+        let wait = c.sse.retry.or(c.sub.retry_ms).unwrap_or(self.redial.default_ms);
+        c.sub.retry_ms = Some(wait);
+        c.sub.redialing = true;
+        c.sub.comments = 0;
+        self.redial.due.push(Reverse((now + u64::from(wait) * 1_000_000, i)));
     }
 
     /// The storm: closes every stream at once, then queues each to
@@ -420,6 +494,11 @@ impl Worker {
             let held = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count();
             say(&format!("opened {held} {}", self.failed))?;
         }
+        let r = &mut self.redial;
+        if r.armed && !r.announced && r.back >= r.expect {
+            r.announced = true;
+            say(&format!("redialed {} {}", r.back, r.failed))?;
+        }
         if self.m.active && !self.m.announced && self.m.settled >= self.m.subs {
             self.m.announced = true;
             say("complete")?;
@@ -449,8 +528,11 @@ impl Worker {
                 self.on_bytes(i, &rbuf[..n as usize], sys::now_ns());
                 // A short read drained the socket, and data arriving after
                 // it raises a new edge: skipping the EAGAIN read halves the
-                // syscalls when each event comes in a read of its own.
-                if (n as usize) < rbuf.len() {
+                // syscalls when each event comes in a read of its own. Not
+                // when the peer's FIN came with this edge (a drained stream's
+                // last bytes, say): no later edge would tell of it.
+                let hup = flags & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0;
+                if (n as usize) < rbuf.len() && !hup {
                     return;
                 }
                 continue;
@@ -493,6 +575,12 @@ impl Worker {
             c.phase = Phase::Streaming;
             self.inflight -= 1;
             self.connect_lat.record(now.saturating_sub(c.started_ns));
+            if std::mem::take(&mut c.sub.redialing) {
+                let r = &mut self.redial;
+                r.back += 1;
+                r.last_up_ns = r.last_up_ns.max(now);
+                *r.ups.entry(now / HS_WINDOW_NS).or_default() += 1;
+            }
             if c.sub.dropped {
                 self.storm.reconnected += 1;
                 self.storm.up_ns = self.storm.up_ns.max(now);
@@ -512,6 +600,18 @@ impl Worker {
         let c = &mut self.conns[i];
         // SAFETY: closes the fd this connection owns (which also leaves epoll).
         unsafe { libc::close(c.fd) };
+        if self.redial.armed && reason.is_some() && !c.sub.churn {
+            let (now, r) = (sys::now_ns(), &mut self.redial);
+            if c.phase == Phase::Streaming {
+                r.ended += 1;
+                r.first_end_ns = if r.first_end_ns == 0 { now } else { r.first_end_ns.min(now) };
+                r.last_end_ns = r.last_end_ns.max(now);
+            } else {
+                r.failed += 1;
+            }
+            self.redial_later(i, now);
+        }
+        let c = &mut self.conns[i];
         if c.phase != Phase::Streaming {
             self.failed += 1;
             self.inflight -= 1;
@@ -582,6 +682,17 @@ impl Worker {
                 self.storm.inflight = num(inflight)?.max(1) as usize;
                 self.dropping = true;
             }
+            ["redial", default_ms] => {
+                let expect = self.conns.iter().filter(|c| c.phase == Phase::Streaming).count() as u64;
+                let default_ms = num(default_ms)? as u32;
+                self.redial = Redial { armed: true, default_ms, expect, ..Redial::default() };
+                // Each stop is measured with clients as if new: none keeps
+                // a `retry:` an earlier stop's node told it.
+                self.conns.iter_mut().for_each(|c| c.sub.retry_ms = None);
+                // Its report tells how this stop's streams ended.
+                self.errors.clear();
+                say("redialing")?;
+            }
             ["churn", "stop"] => {
                 self.churn.per_s = 0.0;
                 self.churn.stopping = true;
@@ -631,6 +742,20 @@ impl Worker {
         writeln!(out, "churn_open={} churn_peak={}", ch.open_now, ch.peak)?;
         if st.dropped > 0 {
             writeln!(out, "storm {} {} {}", st.drop_ns, st.closed_ns, st.up_ns)?;
+        }
+        let r = &self.redial;
+        if r.armed {
+            write!(out, "redial {} {} {} {} ", r.expect, r.ended, r.back, r.failed)?;
+            writeln!(out, "{} {} {} {}", r.first_end_ns, r.last_end_ns, r.last_up_ns, r.late_max_ns)?;
+        }
+        for (w, n) in &r.connects {
+            writeln!(out, "rc {w} {n}")?;
+        }
+        for (w, n) in &r.ups {
+            writeln!(out, "ru {w} {n}")?;
+        }
+        for (w, n) in &r.dues {
+            writeln!(out, "rd {w} {n}")?;
         }
         for (b, &n) in self.connect_lat.counts.iter().enumerate().filter(|(_, n)| **n > 0) {
             writeln!(out, "cl {b} {n}")?;
