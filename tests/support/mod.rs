@@ -81,7 +81,8 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let logs = server.logs();
-            if let Some(rest) = logs.split("listening on http://").nth(1) {
+            let after = logs.split("listening on http").nth(1);
+            if let Some(rest) = after.and_then(|r| r.strip_prefix("://").or_else(|| r.strip_prefix("s://"))) {
                 server.addr = rest.split_whitespace().next().unwrap_or("").parse().unwrap();
                 return server;
             }
