@@ -448,6 +448,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_go_together_and_need_the_feature() {
+        let none = |_: &str| None;
+        let err = |a: &str| Config::from_args(&args(a), none).unwrap_err().0;
+        if cfg!(feature = "tls") {
+            let c = Config::from_args(&args("--tls-cert c.pem --tls-key k.pem"), none).unwrap();
+            assert_eq!((c.scheme(), c.tls_key.unwrap().to_str()), ("https", Some("k.pem")));
+            assert_eq!(err("--tls-key k.pem"), "--tls-cert and --tls-key go together");
+        } else {
+            assert_eq!(err("--tls-cert c.pem --tls-key k.pem"), "--tls-cert: this ssehub is built without TLS (the `tls` feature)");
+        }
+    }
+
+    #[test]
     fn public_urls() {
         for ok in ["http://h", "https://hooks.example.com/", "http://10.0.0.1:8080/base", "http://[::1]:8080"] {
             assert!(valid_public_url(ok), "{ok}");

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod node;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
