@@ -178,12 +178,18 @@ fn curl_with_the_ca_gets_answers_and_plain_http_gets_the_400() {
 }
 
 fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost"])
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost", "-ign_eof"])
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("openssl s_client");
+    // A request answered and closed: s_client reads what follows the
+    // handshake (TLS 1.3 tickets among it) and ends with the connection.
+    let _ = child.stdin.take().unwrap().write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let out = child.wait_with_output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success() && text.contains("Verify return code: 0 (ok)"), text)
 }
@@ -210,6 +216,20 @@ fn tls_1_2_and_1_3_are_accepted_1_1_refused_and_alpn_is_http_1_1() {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert!(metric(metrics, "ssehub_tls_handshakes_total{result=\"failed\"}") >= 1, "the TLS 1.1 attempt failed");
+}
+
+#[test]
+fn sessions_resume_with_tls_1_3_tickets_and_tls_1_2_ids() {
+    let certs = certs();
+    let (server, _metrics) = tls_server(&certs, &[]);
+    let ca = certs.path("ca.pem");
+    for (flag, extra) in [("-tls1_3", &[][..]), ("-tls1_2", &["-no_ticket"][..])] {
+        let session = certs.path(&format!("session{flag}"));
+        let (ok, text) = s_client(server.addr, &[&[flag, "-CAfile", &ca, "-sess_out", &session][..], extra].concat());
+        assert!(ok, "{text}");
+        let (ok, text) = s_client(server.addr, &[&[flag, "-CAfile", &ca, "-sess_in", &session][..], extra].concat());
+        assert!(ok && text.contains("Reused, TLSv1."), "{flag}: resumed: {text}");
+    }
 }
 
 #[test]
