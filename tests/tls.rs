@@ -208,6 +208,8 @@ fn tls_1_2_and_1_3_are_accepted_1_1_refused_and_alpn_is_http_1_1() {
 
     let (ok, text) = s_client(server.addr, &["-alpn", "h2,http/1.1", "-CAfile", &ca]);
     assert!(ok && text.contains("ALPN protocol: http/1.1"), "{text}");
+    let (ok, text) = s_client(server.addr, &["-alpn", "h2", "-CAfile", &ca]);
+    assert!(!ok && text.contains("no application protocol"), "h2 alone is refused: {text}");
     // Through rustls too: a client that offers h2 first gets http/1.1.
     let mut sock = TcpStream::connect(server.addr).unwrap();
     let mut conn =
