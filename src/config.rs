@@ -67,6 +67,10 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// A second listener that serves `/metrics` (which the main one then does not).
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain: the main listener speaks TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (both or neither).
+    pub tls_key: Option<PathBuf>,
     /// Request bodies being read, summed over all connections, beyond which
     /// a new body is refused with 503 (a chunked body counts as `max_event_bytes`).
     pub max_body_bytes_in_flight: usize,
@@ -142,6 +146,8 @@ impl Default for Config {
             repair: false,
             cors_origins: Vec::new(),
             metrics_listen: None,
+            tls_cert: None,
+            tls_key: None,
             max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
             redis: None,
             redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
@@ -188,6 +194,8 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("fsync", "MODE", "when the log is synced: always, everysec or never [default: everysec]"),
     ("cors-origin", "ORIGINS", "origins allowed to call /v1 from a browser: * or a comma list [default: none]"),
     ("metrics-listen", "ADDR", "serve /metrics on this address instead of the main one [default: none]"),
+    ("tls-cert", "FILE", "PEM certificate chain: the main listener speaks HTTPS (with --tls-key; SIGHUP reloads both)"),
+    ("tls-key", "FILE", "PEM private key (PKCS#8, SEC1 or PKCS#1) of --tls-cert"),
     ("max-body-bytes-in-flight", "BYTES", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
     ("repair", "", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
     ("redis", "URL", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
@@ -215,8 +223,8 @@ pub fn usage() -> String {
     let mut s = String::from(
         "Usage: ssehub [serve] [FLAGS]\n\nRuns the ssehub server. Every flag can also be set as SSEHUB_<FLAG>\n\
          (upper case, - as _); the flag wins. Logging: RUST_LOG (default info;\n\
-         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file;\n\
-         a second SIGTERM or SIGINT ends a --drain at once.\n\nFlags:\n",
+         the access log with RUST_LOG=ssehub::access=info). SIGHUP reloads --keys-file\n\
+         and the --tls-cert pair; a second SIGTERM or SIGINT ends a --drain at once.\n\nFlags:\n",
     );
     for (name, placeholder, help) in FLAGS {
         let flag = format!("--{name} {placeholder}");
@@ -273,6 +281,9 @@ impl Config {
         }
         if config.reuse_port && config.node_name.is_none() {
             config.node_name = Some(std::process::id().to_string());
+        }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(ConfigError("--tls-cert and --tls-key go together".into()));
         }
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
@@ -355,6 +366,11 @@ impl Config {
                     return Err(bad("expected * or a comma list of origins such as https://app.example.com"));
                 }
             }
+            "tls-cert" | "tls-key" if !cfg!(feature = "tls") => {
+                return Err(bad("this ssehub is built without TLS (the `tls` feature)"));
+            }
+            "tls-cert" => self.tls_cert = Some(v.into()),
+            "tls-key" => self.tls_key = Some(v.into()),
             "metrics-listen" => self.metrics_listen = Some(v.parse().map_err(|_| bad("expected an address such as 127.0.0.1:9090"))?),
             "max-body-bytes-in-flight" => self.max_body_bytes_in_flight = parse_positive(&v).ok_or_else(|| bad("expected a byte count"))?,
             "fsync" => self.fsync = Fsync::parse(&v).ok_or_else(|| bad("expected always, everysec or never"))?,
@@ -371,6 +387,13 @@ impl Config {
             _ => unreachable!("every flag in FLAGS is handled"),
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The scheme of the main listener's URLs.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() { "https" } else { "http" }
     }
 }
 
@@ -491,6 +514,19 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_need_the_feature() {
+        let none = |_: &str| None;
+        let err = |a: &str| Config::from_args(&args(a), none).unwrap_err().0;
+        if cfg!(feature = "tls") {
+            let c = Config::from_args(&args("--tls-cert c.pem --tls-key k.pem"), none).unwrap();
+            assert_eq!((c.scheme(), c.tls_key.unwrap().to_str()), ("https", Some("k.pem")));
+            assert_eq!(err("--tls-key k.pem"), "--tls-cert and --tls-key go together");
+        } else {
+            assert_eq!(err("--tls-cert c.pem --tls-key k.pem"), "--tls-cert: this ssehub is built without TLS (the `tls` feature)");
         }
     }
 

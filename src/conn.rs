@@ -80,14 +80,17 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Answers of pipelined requests in request order, from the oldest one
-/// still awaited from storage (`None`) on; the front is slot `front_slot`.
-/// Boxed when first needed, and kept: a stream never needs it (28 bytes
-/// less for every subscriber).
+/// What few connections need, boxed when first needed and kept, so a
+/// plain stream never pays for it: answers of pipelined requests in
+/// request order, from the oldest one still awaited from storage (`None`)
+/// on (the front is slot `front_slot`); and the TLS state of a connection
+/// on the TLS listener (boxed with them, as `Conn` has no byte to spare).
 #[derive(Default)]
-struct Awaited {
+struct Extra {
     answers: VecDeque<Option<(Vec<u8>, bool)>>,
     front_slot: u32,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConn>,
 }
 
 pub struct Conn {
@@ -132,7 +135,7 @@ pub struct Conn {
     pub fin_hint: bool,
     /// At least one request was answered (so a quiet head is keep-alive idling).
     pub served: bool,
-    awaited: Option<Box<Awaited>>,
+    extra: Option<Box<Extra>>,
     pub closing: Option<Reason>,
 }
 
@@ -148,6 +151,9 @@ pub enum Fill {
     Drained,
     /// The peer closed its side.
     Eof,
+    /// Plain HTTP came to the TLS port.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    PlainOnTls,
 }
 
 impl Conn {
@@ -173,7 +179,7 @@ impl Conn {
             peer_eof: false,
             fin_hint: false,
             served: false,
-            awaited: None,
+            extra: None,
             closing: None,
         }
     }
@@ -209,14 +215,14 @@ impl Conn {
     /// The request just read is answered by storage later: its slot in
     /// the order of answers.
     pub fn await_answer(&mut self) -> u32 {
-        let a = self.awaited.get_or_insert_default();
+        let a = self.extra.get_or_insert_default();
         a.answers.push_back(None);
         a.front_slot.wrapping_add(a.answers.len() as u32 - 1)
     }
 
     /// Answers still awaited from storage.
     pub fn awaiting(&self) -> usize {
-        self.awaited.as_ref().map_or(0, |a| a.answers.len())
+        self.extra.as_ref().map_or(0, |a| a.answers.len())
     }
 
     /// `Head` → `Waiting`: nothing more is read until the awaited answers are in.
@@ -230,16 +236,16 @@ impl Conn {
     pub fn answered(&mut self, slot: Option<u32>, answer: Vec<u8>, close: bool) {
         match slot {
             None if self.awaiting() == 0 => return self.send_answer(answer, close),
-            None => self.awaited.get_or_insert_default().answers.push_back(Some((answer, close))),
+            None => self.extra.get_or_insert_default().answers.push_back(Some((answer, close))),
             Some(slot) => {
-                let Some(a) = self.awaited.as_mut() else { return };
+                let Some(a) = self.extra.as_mut() else { return };
                 match a.answers.get_mut(slot.wrapping_sub(a.front_slot) as usize) {
                     Some(at @ None) => *at = Some((answer, close)),
                     _ => return,
                 }
             }
         }
-        while let Some(a) = self.awaited.as_mut()
+        while let Some(a) = self.extra.as_mut()
             && let Some(Some(_)) = a.answers.front()
         {
             let Some(Some((answer, close))) = a.answers.pop_front() else { break };
@@ -311,9 +317,18 @@ impl Conn {
             return match self.sock.read(scratch) {
                 Ok(0) => Ok(Fill::Eof),
                 Ok(n) => {
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = self.extra.as_mut().and_then(|e| e.tls.as_mut()) {
+                        if tls.receive(&mut self.sock, &scratch[..n], &mut self.rbuf)? == crate::tls::Received::PlainHttp {
+                            return Ok(Fill::PlainOnTls);
+                        }
+                        if !self.reads_requests() && self.rbuf.capacity() > 0 {
+                            self.rbuf = Vec::new();
+                        }
+                    }
                     // Copying what came costs less than zeroing room for
                     // a read in `rbuf` each time.
-                    if self.reads_requests() {
+                    if self.reads_requests() && !self.is_tls() {
                         self.rbuf.extend_from_slice(&scratch[..n]);
                     }
                     // A FIN that came with the data raised no edge of its own: read on to see it.
@@ -337,8 +352,70 @@ impl Conn {
         self.out.push(buf);
     }
 
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls().is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// From accept on: the connection speaks TLS.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, tls: crate::tls::TlsConn) {
+        self.extra.get_or_insert_default().tls = Some(tls);
+    }
+
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&crate::tls::TlsConn> {
+        self.extra.as_ref().and_then(|e| e.tls.as_ref())
+    }
+
+    #[cfg(feature = "tls")]
+    pub fn tls_mut(&mut self) -> Option<&mut crate::tls::TlsConn> {
+        self.extra.as_mut().and_then(|e| e.tls.as_mut())
+    }
+
+    /// Output waits: queued plaintext, or TLS records (a handshake's too).
+    pub fn has_output(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls() {
+            return !self.out.is_empty() || tls.wants_write();
+        }
+        !self.out.is_empty()
+    }
+
+    /// Plain HTTP on the TLS port: one plain answer, then the connection closes.
+    pub fn refuse_plain_on_tls(&mut self) {
+        #[cfg(feature = "tls")]
+        {
+            if let Some(e) = &mut self.extra {
+                e.tls = None;
+            }
+            self.push(Buf::Static(crate::tls::PLAIN_ON_TLS));
+            self.linger();
+        }
+    }
+
+    /// Our side is done: a TLS connection says so (close_notify) before the FIN.
+    pub fn shutdown_write(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.extra.as_mut().and_then(|e| e.tls.as_mut()) {
+            tls.close_notify(&mut self.sock);
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+
     /// Writes queued output, up to `budget` bytes.
     pub fn flush(&mut self, budget: usize, now: u64) -> io::Result<(Flushed, usize)> {
+        #[cfg(feature = "tls")]
+        let (flushed, n) = match self.extra.as_mut().and_then(|e| e.tls.as_mut()) {
+            Some(tls) => match self.out.flush(&mut tls.sink(&mut self.sock), budget)? {
+                (Flushed::Empty, n) if !tls.write_pending(&mut self.sock)? => (Flushed::Blocked, n),
+                done => done,
+            },
+            None => self.out.flush(&mut self.sock, budget)?,
+        };
+        #[cfg(not(feature = "tls"))]
         let (flushed, n) = self.out.flush(&mut self.sock, budget)?;
         if let Some(access) = &mut self.access {
             access.sent += n as u64;

@@ -69,6 +69,8 @@ mod sys;
 mod text;
 mod throttle;
 mod timer;
+#[cfg(feature = "tls")]
+mod tls;
 mod tokens;
 mod verify;
 

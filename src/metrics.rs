@@ -53,10 +53,20 @@ pub struct Stats {
     pub responses_by_code: [u64; CODES.len()],
     /// When the server started (unix milliseconds).
     pub started_unix_ms: u64,
+    /// TLS handshakes completed (`--tls-cert`).
+    pub tls_handshakes_ok: u64,
+    /// TLS handshakes failed.
+    pub tls_handshakes_failed: u64,
+    /// The loaded certificate's notAfter (unix seconds); 0 without TLS.
+    pub tls_cert_not_after: u64,
+}
+
+fn metric_line(s: &mut String, name: &str, help: &str, value: u64) {
+    let _ = write!(s, "# HELP ssehub_{name} {help}\n# TYPE ssehub_{name} gauge\nssehub_{name} {value}\n");
 }
 
 /// The fields of `Stats` one after another, as published.
-const VALUES: usize = 17 + 5 + 5 + CODES.len();
+const VALUES: usize = 20 + 5 + 5 + CODES.len();
 
 impl Stats {
     pub(crate) fn count_response(&mut self, status: u16) {
@@ -128,6 +138,17 @@ impl Stats {
         for (code, n) in CODES.iter().zip(self.responses_by_code).filter(|&(_, n)| n > 0) {
             let _ = writeln!(s, "ssehub_http_responses_by_code_total{{code=\"{code}\"}} {n}");
         }
+        if self.tls_cert_not_after > 0 {
+            s.push_str("# HELP ssehub_tls_handshakes_total TLS handshakes by result.\n# TYPE ssehub_tls_handshakes_total counter\n");
+            let _ = writeln!(s, "ssehub_tls_handshakes_total{{result=\"ok\"}} {}", self.tls_handshakes_ok);
+            let _ = writeln!(s, "ssehub_tls_handshakes_total{{result=\"failed\"}} {}", self.tls_handshakes_failed);
+            metric_line(
+                &mut s,
+                "tls_cert_expiry_timestamp_seconds",
+                "The loaded certificate's notAfter (unix seconds).",
+                self.tls_cert_not_after,
+            );
+        }
         s.push_str(concat!(
             "# HELP ssehub_build_info The running version.\n# TYPE ssehub_build_info gauge\nssehub_build_info{version=\"",
             env!("CARGO_PKG_VERSION"),
@@ -157,6 +178,9 @@ impl Stats {
             self.subscribers_dropped_slow,
             self.started_unix_ms,
             0,
+            self.tls_handshakes_ok,
+            self.tls_handshakes_failed,
+            self.tls_cert_not_after,
         ];
         let all = scalars.iter().chain(&self.limited).chain(&self.responses).chain(&self.responses_by_code);
         for (slot, &x) in v.iter_mut().zip(all) {
@@ -183,11 +207,14 @@ impl Stats {
             delivered_bytes: v[13],
             subscribers_dropped_slow: v[14],
             started_unix_ms: v[15],
+            tls_handshakes_ok: v[17],
+            tls_handshakes_failed: v[18],
+            tls_cert_not_after: v[19],
             ..Stats::default()
         };
-        s.limited.copy_from_slice(&v[17..22]);
-        s.responses.copy_from_slice(&v[22..27]);
-        s.responses_by_code.copy_from_slice(&v[27..]);
+        s.limited.copy_from_slice(&v[20..25]);
+        s.responses.copy_from_slice(&v[25..30]);
+        s.responses_by_code.copy_from_slice(&v[30..]);
         s
     }
 }

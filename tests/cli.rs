@@ -408,6 +408,88 @@ fn follow_reconnects_a_silent_connection_and_resumes_after_the_last_event() {
     follower.interrupt();
 }
 
+// ---- https ----------------------------------------------------------------
+
+/// A server speaking TLS with `cert` (`<cert>.pem`, `<cert>.key` in `certs`).
+#[cfg(feature = "tls")]
+fn serve_tls(certs: &support::tls::Certs, cert: &str) -> TestServer {
+    let (pem, key) = (certs.path(&format!("{cert}.pem")), certs.path(&format!("{cert}.key")));
+    serve_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--api-key",
+        KEY,
+        "--source",
+        "orders",
+        "--engine",
+        "memory",
+        "--tls-cert",
+        &pem,
+        "--tls-key",
+        &key,
+    ])
+}
+
+#[cfg(feature = "tls")]
+fn https_client(server: &TestServer) -> Client {
+    Client { url: format!("https://127.0.0.1:{}", server.addr.port()), key: KEY.into(), config: Config::new() }
+}
+
+#[test]
+#[cfg(feature = "tls")]
+fn https_is_trusted_through_cacert_the_environment_and_the_config_key() {
+    let certs = support::tls::certs();
+    let server = serve_tls(&certs, "server");
+    let ca = certs.path("ca.pem");
+    let client = https_client(&server);
+    let id = client.ok(&["--cacert", &ca, "emit", "orders", r#"{"n":1}"#]);
+    assert!(is_event_id(id.trim()), "{id}");
+    let ran = client.command(&["events", "orders"], &[("SSEHUB_CACERT", &ca)]).output().unwrap();
+    assert_eq!((ran.status.code(), String::from_utf8_lossy(&ran.stdout).as_ref()), (Some(0), "{\"n\":1}\n"), "{ran:?}");
+    client.config.write(&format!("[tls]\nurl = {}\napi_key = {KEY}\ncacert = {ca}\n", client.url));
+    let table = client.ok(&["-p", "tls", "list", "sources"]);
+    assert!(table.contains(&format!("https://127.0.0.1:{}/e/", server.addr.port())), "URLs in answers are https: {table}");
+    // A plain request to the TLS port: the server's 400 says so.
+    let plain = Client { url: format!("http://127.0.0.1:{}", server.addr.port()), ..https_client(&server) };
+    plain.fails(&["list", "sources"], 1, "this port speaks HTTPS; use https://");
+}
+
+#[test]
+#[cfg(feature = "tls")]
+fn https_refusals_name_the_cause_in_one_line() {
+    let certs = support::tls::certs();
+    let ca = certs.path("ca.pem");
+    let server = serve_tls(&certs, "server");
+    https_client(&server).fails(&["list", "sources"], 1, "TLS handshake failed: the certificate's issuer is unknown (unknown issuer");
+
+    support::tls::openssl(certs.dir.path(), &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key"]);
+    certs.sign("other", "DNS:other.example", "30");
+    let wrong_name = serve_tls(&certs, "other");
+    https_client(&wrong_name).fails(&["--cacert", &ca, "list", "sources"], 1, "(name mismatch)");
+
+    support::tls::openssl(certs.dir.path(), &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "expired.key"]);
+    certs.sign("expired", "IP:127.0.0.1", "-1");
+    let expired = serve_tls(&certs, "expired");
+    https_client(&expired).fails(&["--cacert", &ca, "list", "sources"], 1, "(expired)");
+}
+
+#[test]
+#[cfg(feature = "tls")]
+fn insecure_skips_verification_and_says_so_once() {
+    let certs = support::tls::certs();
+    let server = serve_tls(&certs, "server");
+    let client = https_client(&server);
+    for (args, env) in [(&["--insecure", "list", "sources"][..], &[][..]), (&["list", "sources"][..], &[("SSEHUB_INSECURE", "1")][..])] {
+        let ran = client.command(args, env).output().unwrap();
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert_eq!(ran.status.code(), Some(0), "{ran:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("--insecure: the certificate of https://127.0.0.1:") && stderr.contains("is not verified"), "{stderr}");
+        assert!(String::from_utf8_lossy(&ran.stdout).contains("orders"));
+    }
+}
+
 // ---- support ----------------------------------------------------------------
 
 /// A real `ssehub serve` with source `orders` on a free port (support's

@@ -349,6 +349,7 @@ fn forward_survives_a_server_restart_with_nothing_lost_or_repeated() {
 }
 
 #[test]
+#[cfg(not(feature = "tls"))]
 fn an_https_target_is_refused_in_one_line() {
     let out = Command::new(support::bin())
         .args(["forward", "s", "--to", "https://localhost:3000/hooks"])
@@ -358,7 +359,97 @@ fn an_https_target_is_refused_in_one_line() {
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!((out.status.code(), stderr.lines().count()), (Some(2), 1), "{stderr}");
-    assert!(stderr.contains("https is not supported"), "{stderr}");
+    assert!(stderr.contains("built without TLS"), "{stderr}");
+}
+
+/// An HTTPS receiver (Python's http.server over ssl with `cert`): prints
+/// `METHOD PATH HEXBODY` per request on stdout, answers 200.
+#[cfg(feature = "tls")]
+struct HttpsReceiver {
+    child: Child,
+    port: u16,
+    lines: Lines<String>,
+}
+
+#[cfg(feature = "tls")]
+impl HttpsReceiver {
+    const SCRIPT: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def handle_one(self):
+        pass
+    def any(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        print(self.command, self.path, body.hex(), flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    do_POST = do_PUT = do_GET = any
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+    fn start(certs: &support::tls::Certs) -> HttpsReceiver {
+        let mut child = Command::new("python3")
+            .args(["-c", Self::SCRIPT, &certs.path("server.pem"), &certs.path("server.key")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let port = lines.recv_timeout(WAIT).expect("the receiver's port").parse().unwrap();
+        HttpsReceiver { child, port, lines }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+#[cfg(feature = "tls")]
+fn forward_to_an_https_receiver_verified_with_to_cacert_or_not_with_to_insecure() {
+    let certs = support::tls::certs();
+    let receiver = HttpsReceiver::start(&certs);
+    let server = TestServer::start(&[]);
+    server.create_source("hooks");
+    let endpoint = endpoint_path(&server, "hooks");
+    let to = format!("https://127.0.0.1:{}/in", receiver.port);
+    let mut fwd = Forward::start(&server, "hooks", &to, &["--to-cacert", &certs.path("ca.pem")]);
+    let body = b"{\"a\" :  1,\r\n \"b\": \"\xc3\xa9\"}";
+    send(&server, "POST", &format!("{endpoint}/gh?x=1"), "Content-Type: application/json\r\n", body);
+    let got = receiver.lines.recv_timeout(WAIT).expect("a request at the receiver");
+    assert_eq!(got, format!("POST /in/gh?x=1 {}", hex(body)), "the exact body bytes");
+    assert!(fwd.line().contains(" POST /in/gh?x=1 -> 200 ("));
+    fwd.stop();
+
+    let mut fwd = Forward::start(&server, "hooks", &to, &["--to-insecure"]);
+    server.emit("hooks", r#"{"n":2}"#);
+    let got = receiver.lines.recv_timeout(WAIT).expect("a request at the receiver");
+    assert_eq!(got, format!("POST /in {}", hex(br#"{"n":2}"#)));
+    assert!(fwd.line().contains(" POST /in -> 200 ("));
+    let stderr = fwd.stderr();
+    fwd.stop();
+    assert_eq!(stderr.matches("--to-insecure: the certificate of").count(), 1, "{stderr}");
 }
 
 // ---- support ----------------------------------------------------------------

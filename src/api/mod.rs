@@ -704,13 +704,13 @@ fn summaries<W>(ctx: &Ctx<'_, W>, head: &Head, source: SourceKey, cors: &str) ->
     Ok(ok(head, 200, "application/json", cors, &out))
 }
 
-/// `--public-url`, else `http://` + the request's Host.
+/// `--public-url`, else `http://` (`https://` with TLS) + the request's Host.
 fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
     match &ctx.config.public_url {
         Some(url) => url.clone(),
         None => match head.header_str("host").filter(|h| !h.is_empty()) {
-            Some(host) => format!("http://{host}"),
-            None => format!("http://{}", ctx.config.listen),
+            Some(host) => format!("{}://{host}", ctx.config.scheme()),
+            None => format!("{}://{}", ctx.config.scheme(), ctx.config.listen),
         },
     }
 }

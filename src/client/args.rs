@@ -9,13 +9,17 @@ pub const EVENTS_DEFAULT: usize = 10;
 pub const RETRIES_DEFAULT: u32 = 10;
 
 /// The global options that take a value.
-pub const GLOBAL_VALUED: &[&str] = &["--url", "--api-key", "-p", "--profile"];
+pub const GLOBAL_VALUED: &[&str] = &["--url", "--api-key", "-p", "--profile", "--cacert"];
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Globals {
     pub url: Option<String>,
     pub api_key: Option<String>,
     pub profile: Option<String>,
+    /// PEM roots an `https://` server's certificate may chain to, besides the system's.
+    pub cacert: Option<String>,
+    /// `--insecure`: an `https://` server's certificate is not checked.
+    pub insecure: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -50,6 +54,9 @@ pub enum Command {
     Forward {
         source: String,
         to: String,
+        /// `--to-cacert`, `--to-insecure`: for an `https://` target only.
+        to_cacert: Option<String>,
+        to_insecure: bool,
         cursor: Option<String>,
         max_retries: u32,
     },
@@ -93,6 +100,11 @@ pub fn parse(args: &[String]) -> Result<(Globals, Command), Error> {
             "--url" => &mut globals.url,
             "--api-key" => &mut globals.api_key,
             "-p" | "--profile" => &mut globals.profile,
+            "--cacert" => &mut globals.cacert,
+            "--insecure" => {
+                globals.insecure = true;
+                continue;
+            }
             "-h" | "--help" => {
                 help = true;
                 continue;
@@ -171,7 +183,9 @@ fn command(word: &str, rest: &[String]) -> Result<Command, Error> {
                 None => RETRIES_DEFAULT,
                 Some(n) => n.parse().map_err(|_| usage(format!("forward: --max-retries needs a count, not {n:?}")))?,
             };
-            Command::Forward { source: args.positionals(word, 1, "SOURCE --to URL")?.remove(0), to, cursor, max_retries }
+            let (to_cacert, to_insecure) = (args.value("--to-cacert"), args.to_insecure);
+            let source = args.positionals(word, 1, "SOURCE --to URL")?.remove(0);
+            Command::Forward { source, to, to_cacert, to_insecure, cursor, max_retries }
         }
         "key" => {
             let data_dir = args.value("--data-dir");
@@ -192,6 +206,7 @@ struct Args {
     lines: bool,
     limit: Option<String>,
     reject_invalid: bool,
+    to_insecure: bool,
     /// Options with a value (`--to URL`), as given.
     values: Vec<(&'static str, String)>,
 }
@@ -199,7 +214,7 @@ struct Args {
 /// The options with a value, per command.
 const VALUED: &[(&str, &[&str])] = &[
     ("create", &["--verify", "--secret-env", "--secret-file", "--header", "--encoding", "--prefix"]),
-    ("forward", &["--to", "--cursor", "--max-retries"]),
+    ("forward", &["--to", "--cursor", "--max-retries", "--to-cacert"]),
     ("key", &["--data-dir"]),
 ];
 
@@ -224,6 +239,7 @@ impl Args {
                 ("events", other) if other.starts_with("-n") => args.limit = Some(other[2..].to_string()),
                 ("emit", "--lines") => args.lines = true,
                 ("create", "--reject-invalid") => args.reject_invalid = true,
+                ("forward", "--to-insecure") => args.to_insecure = true,
                 (_, option) => {
                     let (name, inline) = option.split_once('=').map_or((option, None), |(n, v)| (n, Some(v.to_string())));
                     let known = VALUED.iter().find(|(c, _)| *c == command).and_then(|(_, names)| names.iter().find(|n| **n == name));
@@ -332,11 +348,25 @@ mod tests {
             ),
             (
                 "forward hooks --to http://localhost:3000/x",
-                Command::Forward { source: "hooks".into(), to: "http://localhost:3000/x".into(), cursor: None, max_retries: 10 },
+                Command::Forward {
+                    source: "hooks".into(),
+                    to: "http://localhost:3000/x".into(),
+                    to_cacert: None,
+                    to_insecure: false,
+                    cursor: None,
+                    max_retries: 10,
+                },
             ),
             (
                 "forward --to=http://h --cursor c.txt --max-retries 0 hooks",
-                Command::Forward { source: "hooks".into(), to: "http://h".into(), cursor: Some("c.txt".into()), max_retries: 0 },
+                Command::Forward {
+                    source: "hooks".into(),
+                    to: "http://h".into(),
+                    to_cacert: None,
+                    to_insecure: false,
+                    cursor: Some("c.txt".into()),
+                    max_retries: 0,
+                },
             ),
             ("delete dc_x", Command::Delete { source: "dc_x".into() }),
             ("key", Command::Key { data_dir: None }),
@@ -367,7 +397,8 @@ mod tests {
     fn takes_global_options_anywhere() {
         let (globals, command) = run("-p prod events -f --url=http://h:1 orders --api-key K").unwrap();
         assert_eq!(command, events("orders", 10, true, false));
-        let want = Globals { url: Some("http://h:1".into()), api_key: Some("K".into()), profile: Some("prod".into()) };
+        let want =
+            Globals { url: Some("http://h:1".into()), api_key: Some("K".into()), profile: Some("prod".into()), ..Globals::default() };
         assert_eq!(globals, want);
         // A profile may be named like a command.
         let (globals, command) = run("--profile events list st").unwrap();

@@ -29,7 +29,11 @@ pub fn load(globals: &Globals) -> Result<Settings, Error> {
         },
         None => None,
     };
-    resolve(globals, &env, path.as_deref(), text.as_deref())
+    let settings = resolve(globals, &env, path.as_deref(), text.as_deref())?;
+    if settings.url.tls.as_ref().is_some_and(|t| t.insecure) {
+        eprintln!("ssehub: warning: --insecure: the certificate of {} is not verified", settings.url);
+    }
+    Ok(settings)
 }
 
 /// `$XDG_CONFIG_HOME/ssehub/config`, else `$HOME/.config/ssehub/config`.
@@ -65,7 +69,12 @@ pub fn resolve(
         flag.clone().or(profile).or_else(|| env(var)).or_else(|| ini.get("", key))
     };
     let url = pick(&globals.url, "url", "SSEHUB_URL").unwrap_or_else(|| DEFAULT_URL.to_string());
-    let url = BaseUrl::parse(&url).map_err(Error::Usage)?;
+    let mut url = BaseUrl::parse(&url).map_err(Error::Usage)?;
+    if let Some(tls) = &mut url.tls {
+        tls.cacert = pick(&globals.cacert, "cacert", "SSEHUB_CACERT").map(PathBuf::from);
+        tls.cacert_flag = "--cacert";
+        tls.insecure = globals.insecure || env("SSEHUB_INSECURE").is_some_and(|v| v == "1" || v == "true");
+    }
     let api_key = pick(&globals.api_key, "api_key", "SSEHUB_API_KEY").ok_or_else(|| {
         let message = format!("no API key: pass --api-key, set SSEHUB_API_KEY, or put api_key in {location}");
         Error::Usage(message)
@@ -162,7 +171,7 @@ mod tests {
             ("-p nope", &[], Some(FILE), "profile \"nope\" not found in /cfg"),
             ("-p prod", &[], None, "profile \"prod\" not found: there is no /cfg"),
             ("", &[("SSEHUB_API_KEY", "a b")], None, "spaces or control characters"),
-            ("", &[("SSEHUB_API_KEY", "k"), ("SSEHUB_URL", "https://x")], None, "https is not supported"),
+            ("", &[("SSEHUB_API_KEY", "k"), ("SSEHUB_URL", "ftp://x")], None, "must start with http:// or https://"),
             ("", &[], Some("[broken\n"), "/cfg: line 1: unclosed"),
             ("", &[], Some("just words\n"), "line 1: expected key = value"),
         ];

@@ -10,6 +10,9 @@ pub enum Error {
     Usage(String),
     /// The server could not be reached at all.
     Connect { url: String, err: io::Error },
+    /// The TLS handshake failed; `cause` names why (unknown issuer, name mismatch, expired).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Tls { url: String, cause: String },
     /// A socket error after connecting.
     Io(io::Error),
     /// The server stopped answering in time.
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Connect { url, err } => write!(f, "cannot connect to {url}: {err}"),
+            Error::Tls { url, cause } => write!(f, "cannot connect to {url}: TLS handshake failed: {cause}"),
             Error::Io(err) => write!(f, "connection to the server failed: {err}"),
             Error::Timeout => write!(f, "timed out waiting for the server"),
             Error::Protocol(msg) => write!(f, "unexpected answer from the server: {msg}"),

@@ -59,13 +59,21 @@ impl fmt::Display for Target {
     }
 }
 
-pub fn target(to: &str) -> Result<Target, Error> {
+/// The `--to` URL; an `https://` one is checked with the system's roots
+/// plus `cacert`, or not at all (`insecure`, said on stderr once).
+pub fn target(to: &str, cacert: Option<String>, insecure: bool) -> Result<Target, Error> {
     let refuse = |why: &str| Error::Usage(format!("forward: --to {to}: {why}"));
-    let parts = url::split(to).map_err(|flaw| match flaw {
-        Flaw::Https => refuse("https is not supported; forward to a plain http:// server (such as http://localhost:3000)"),
-        Flaw::NotHttp => refuse("the target must be an http:// URL (such as http://localhost:3000/hooks)"),
+    let mut parts = url::split(to).map_err(|flaw| match flaw {
+        Flaw::Https => refuse("this ssehub is built without TLS (the `tls` feature); forward to a plain http:// server"),
+        Flaw::NotHttp => refuse("the target must be an http:// or https:// URL (such as http://localhost:3000/hooks)"),
         Flaw::BadHostOrPort => refuse("bad host or port"),
     })?;
+    if let Some(tls) = &mut parts.base.tls {
+        *tls = url::Tls { cacert: cacert.map(Into::into), cacert_flag: "--to-cacert", insecure };
+        if insecure {
+            eprintln!("ssehub: warning: --to-insecure: the certificate of {to} is not verified");
+        }
+    }
     if parts.credentials {
         return Err(refuse(
             "user:password in --to is not sent; each request carries the original request's own headers (its Authorization, if it had one)",
@@ -414,13 +422,17 @@ fn read_cursor(path: &Path) -> Result<Option<String>, Error> {
 mod tests {
     use super::*;
 
+    fn target_of(to: &str) -> Result<Target, Error> {
+        target(to, None, false)
+    }
+
     fn envelope(payload: &str) -> Envelope {
         Envelope { id: "5-1".into(), raw: String::new(), event: payload.into() }
     }
 
     #[test]
     fn replays_webhook_events_as_the_original_request() {
-        let to = target("http://localhost:3000/hooks").unwrap();
+        let to = target_of("http://localhost:3000/hooks").unwrap();
         let event = r#"{"method":"POST","path":"/github/push","query":{"a":["1","2"],"b":"x y&z"},
             "headers":{"host":"hub.example","user-agent":"GitHub-Hookshot/1","content-type":"application/json",
             "content-length":"7","connection":"keep-alive, x-hop","x-hop":"1","keep-alive":"5","proxy-authorization":"p",
@@ -444,18 +456,18 @@ mod tests {
 
     #[test]
     fn replays_binary_bodies_and_roots() {
-        let to = target("http://127.0.0.1:9").unwrap();
+        let to = target_of("http://127.0.0.1:9").unwrap();
         let event = r#"{"method":"PUT","path":"/","query":{},"headers":{},"body":"/wA=","bodyRaw":"/wA=","bodyRawEncoding":"base64"}"#;
         let replay = Replay::of(&envelope(event), &to);
         assert_eq!((replay.target.as_str(), replay.body.as_slice()), ("/", &b"\xff\x00"[..]));
         let get = r#"{"method":"GET","path":"/","query":{"flag":""},"headers":{},"body":"","bodyRaw":""}"#;
-        let wire = String::from_utf8(Replay::of(&envelope(get), &target("http://h/in").unwrap()).encode(&to.base, "1-0")).unwrap();
+        let wire = String::from_utf8(Replay::of(&envelope(get), &target_of("http://h/in").unwrap()).encode(&to.base, "1-0")).unwrap();
         assert!(wire.starts_with("GET /in?flag= HTTP/1.1\r\n") && !wire.contains("Content-Length"), "{wire}");
     }
 
     #[test]
     fn other_events_are_posted_as_json() {
-        let to = target("http://h/in").unwrap();
+        let to = target_of("http://h/in").unwrap();
         for payload in
             [r#"{"total":12}"#, "[1,2]", r#"{"method":"POST","path":"/x"}"#, r#"{"method":"GET","path":"x","headers":{},"bodyRaw":""}"#]
         {
@@ -486,7 +498,7 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(resolve_dots(path), want, "{path}");
         }
-        let to = target("http://h/hooks?token=t&").unwrap();
+        let to = target_of("http://h/hooks?token=t&").unwrap();
         let delete = r#"{"method":"DELETE","path":"/../../admin/users/1","query":{"a":"1"},"headers":{},"body":"","bodyRaw":""}"#;
         assert_eq!(Replay::of(&envelope(delete), &to).target, "/hooks/admin/users/1?token=t&a=1");
         assert_eq!(Replay::of(&envelope("[1]"), &to).target, "/hooks?token=t");
@@ -494,8 +506,9 @@ mod tests {
 
     #[test]
     fn refuses_https_targets_and_bad_cursors() {
-        assert!(target("https://localhost:3000").unwrap_err().to_string().contains("https is not supported"));
-        assert_eq!(target("http://localhost:3000/x/").unwrap().base.prefix, "/x");
+        #[cfg(not(feature = "tls"))]
+        assert!(target_of("https://localhost:3000").unwrap_err().to_string().contains("built without TLS"));
+        assert_eq!(target_of("http://localhost:3000/x/").unwrap().base.prefix, "/x");
         let dir = std::env::temp_dir().join(format!("ssehub-cursor-test-{}", std::process::id()));
         std::fs::write(&dir, "garbage\n").unwrap();
         assert!(read_cursor(&dir).unwrap_err().to_string().contains("not an event id"));

@@ -25,21 +25,28 @@ Commands:
 A SOURCE is a source's id or its name.
 
 Options, anywhere on the line:
-  --url URL                server base URL (default http://127.0.0.1:8080)
+  --url URL                server base URL, http:// or https:// (default
+                           http://127.0.0.1:8080)
   --api-key KEY            API key
+  --cacert FILE            trust the PEM CA certificates in FILE for an
+                           https:// server, besides the system's
+  --insecure               do not verify an https:// server's certificate
   -p, --profile NAME       use section [NAME] of the config file
   -h, --help               help for ssehub or for a command
   -V, --version            print the version
 
-Configuration, first found wins: --url and --api-key; the -p profile's url
-and api_key; SSEHUB_URL and SSEHUB_API_KEY; url and api_key at the top of
-$XDG_CONFIG_HOME/ssehub/config (default ~/.config/ssehub/config):
+Configuration, first found wins: --url, --api-key and --cacert; the -p
+profile's url, api_key and cacert; SSEHUB_URL, SSEHUB_API_KEY and
+SSEHUB_CACERT; url, api_key and cacert at the top of
+$XDG_CONFIG_HOME/ssehub/config (default ~/.config/ssehub/config).
+SSEHUB_INSECURE=1 is --insecure.
 
   url = http://127.0.0.1:8080
   api_key = dev-key
   [prod]
-  url = http://events.internal:8080
+  url = https://events.example.com
   api_key = prod-key
+  cacert = /etc/ssehub/ca.pem
 
 Results go to stdout; notices and errors to stderr, one line each.
 Exit status: 0 success, 1 failure (cannot connect, 401, 404, ...),
@@ -130,10 +137,11 @@ SSEHUB_IDLE_TIMEOUT_MS overrides the 45 s (a knob for tests).";
 
 const FORWARD: &str = "\
 Usage: ssehub forward SOURCE --to URL [--cursor FILE] [--max-retries N]
+                      [--to-cacert FILE] [--to-insecure]
 
 Follows SOURCE as 'events -f' does and replays every new event as an HTTP
-request to URL, a plain http:// server such as http://localhost:3000/hooks
-(https is not supported: the target is meant to be local).
+request to URL, such as http://localhost:3000/hooks. An https:// URL's
+certificate is verified against the system's roots plus --to-cacert.
 
 A webhook event (a request to the source's endpoint URL) is sent as the
 original request: its method, its path after the endpoint key appended to
@@ -163,6 +171,10 @@ stdout:
                       from the server's history, then live. Without it,
                       forwarding starts with events that arrive from now on.
   --max-retries N     retries of one event before it is skipped (default 10)
+  --to-cacert FILE    trust the PEM CA certificates in FILE for an https://
+                      URL (a local receiver's own CA)
+  --to-insecure       do not verify an https:// URL's certificate (said on
+                      stderr once); --cacert and --insecure are the server's
 
 Lost connections to the server are retried as 'events -f' does. Ctrl-C
 exits 0, once a request in flight has its answer (at most 30 s).

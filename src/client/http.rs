@@ -1,5 +1,5 @@
-//! A small blocking HTTP/1.1 client over std's `TcpStream`: one request per
-//! connection (`Connection: close`). Reads wait at most `TICK` at a time,
+//! A small blocking HTTP/1.1 client over std's `TcpStream` (and TLS for
+//! `https://`): one request per connection (`Connection: close`). Reads wait at most `TICK` at a time,
 //! so a stop request (Ctrl-C while following) is seen promptly and the
 //! caller of an endless stream can watch it for silence.
 
@@ -62,10 +62,59 @@ pub enum Progress {
     End,
 }
 
+/// A connection: plain, or TLS (boxed: rustls's state is large).
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::Stream>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(sock) => sock,
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(sock) => sock.read(buf),
+            // A server that closes without close_notify after a complete answer is common.
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => match tls.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                read => read,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(sock) => sock.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(sock) => sock.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// A response whose head has been read and whose body is read on demand.
 pub struct Exchange {
     pub head: Head,
-    sock: TcpStream,
+    sock: Stream,
     body: Body,
     /// Body bytes that arrived together with the head.
     early: Vec<u8>,
@@ -78,9 +127,9 @@ pub fn send(base: &BaseUrl, request: &Request, patience: Duration) -> Result<Exc
 
 /// Connects, sends a whole request as given and waits up to `patience` for the head.
 pub fn send_bytes(base: &BaseUrl, request: &[u8], patience: Duration) -> Result<Exchange, Error> {
-    let mut sock = connect(base)?;
-    sock.set_write_timeout(Some(patience))?;
-    sock.set_read_timeout(Some(TICK))?;
+    let mut sock = connect(base, patience)?;
+    sock.tcp().set_write_timeout(Some(patience))?;
+    sock.tcp().set_read_timeout(Some(TICK))?;
     if let Err(err) = sock.write_all(request) {
         // A server may answer (413, 401) and close before reading all of a
         // body; its answer says more than the broken pipe.
@@ -89,7 +138,24 @@ pub fn send_bytes(base: &BaseUrl, request: &[u8], patience: Duration) -> Result<
     read_head(sock, patience)
 }
 
-fn connect(base: &BaseUrl) -> Result<TcpStream, Error> {
+fn connect(base: &BaseUrl, patience: Duration) -> Result<Stream, Error> {
+    let sock = connect_tcp(base)?;
+    match &base.tls {
+        None => Ok(Stream::Plain(sock)),
+        #[cfg(feature = "tls")]
+        Some(tls) => {
+            let stream = super::tls::connect(sock, base.bare_host(), tls, &base.to_string(), patience.min(CONNECT_TIMEOUT))?;
+            Ok(Stream::Tls(Box::new(stream)))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => {
+            let _ = patience;
+            unreachable!("https:// is refused when parsed")
+        }
+    }
+}
+
+fn connect_tcp(base: &BaseUrl) -> Result<TcpStream, Error> {
     let failed = |err| Error::Connect { url: base.to_string(), err };
     let addrs = (base.bare_host(), base.port).to_socket_addrs().map_err(failed)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
@@ -105,7 +171,7 @@ fn connect(base: &BaseUrl) -> Result<TcpStream, Error> {
     Err(failed(last))
 }
 
-fn read_head(mut sock: TcpStream, patience: Duration) -> Result<Exchange, Error> {
+fn read_head(mut sock: Stream, patience: Duration) -> Result<Exchange, Error> {
     let start = Instant::now();
     let mut buf = Vec::new();
     loop {
@@ -138,8 +204,12 @@ fn read_head(mut sock: TcpStream, patience: Duration) -> Result<Exchange, Error>
     }
 }
 
-/// What a plain-HTTP client can do about a port that speaks TLS.
-pub(super) const WANTS_HTTPS: &str = "the server may want https://, which this client does not speak; use its plain-HTTP address";
+/// What a plain-HTTP request to a port that speaks TLS needs.
+pub(super) const WANTS_HTTPS: &str = if cfg!(feature = "tls") {
+    "the server may want https://; use an https:// URL"
+} else {
+    "the server may want https://, which this build (without the `tls` feature) does not speak; use its plain-HTTP address"
+};
 
 /// Says what the first bytes of an answer are when they cannot begin an
 /// HTTP/1 response, as soon as they arrive: a TLS port answers a plain
@@ -159,7 +229,7 @@ fn not_http(buf: &[u8]) -> Option<String> {
 
 /// One read that waits at most a tick: `Some(n)` bytes were appended
 /// (0 at the end of the stream), `None` if the tick passed quietly.
-fn read_tick(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<usize>, Error> {
+fn read_tick(sock: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<usize>, Error> {
     let mut chunk = [0; READ_BYTES];
     loop {
         // Checked before every read too, or a busy stream would never stop.

@@ -23,6 +23,8 @@ mod response;
 mod retry;
 mod signal;
 mod sse;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 
 use api::Api;
@@ -65,8 +67,8 @@ fn run(args: &[String]) -> Result<(), Error> {
         Command::Describe { source } => commands::describe(&api()?, &source),
         Command::Emit { source, json, lines } => commands::emit(&api()?, &source, json, lines),
         Command::Events { source, limit, follow, envelope } => commands::events(&api()?, &source, limit, follow, envelope),
-        Command::Forward { source, to, cursor, max_retries } => {
-            let target = forward::target(&to)?;
+        Command::Forward { source, to, to_cacert, to_insecure, cursor, max_retries } => {
+            let target = forward::target(&to, to_cacert, to_insecure)?;
             forward::run(&api()?, &source, &target, cursor.as_deref(), max_retries)
         }
         Command::Key { data_dir } => output::print(&kept_key(data_dir)?),

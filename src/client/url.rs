@@ -1,7 +1,8 @@
-//! The server's base URL (`http://host[:port][/prefix]`) and escaping of
-//! the names and ids put into request paths.
+//! The server's base URL (`http[s]://host[:port][/prefix]`) and escaping
+//! of the names and ids put into request paths.
 
 use std::fmt;
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseUrl {
@@ -11,6 +12,19 @@ pub struct BaseUrl {
     /// Path before `/v1`, without a trailing slash: a server behind a
     /// proxy at `http://example.org/ssehub` works.
     pub prefix: String,
+    /// `https://`: how the server's certificate is checked.
+    pub tls: Option<Tls>,
+}
+
+/// How an `https://` server's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tls {
+    /// PEM roots trusted besides the system's.
+    pub cacert: Option<PathBuf>,
+    /// The option that named `cacert`, for errors (`--cacert`, `--to-cacert`).
+    pub cacert_flag: &'static str,
+    /// Not checked at all.
+    pub insecure: bool,
 }
 
 /// What a URL holds besides its base: each use decides what it allows.
@@ -27,15 +41,18 @@ pub struct Parts<'a> {
 /// Why a text is no `http://` URL at all.
 #[derive(Debug, PartialEq)]
 pub enum Flaw {
+    /// `https://` in a build without the `tls` feature.
+    #[cfg_attr(feature = "tls", allow(dead_code))]
     Https,
     NotHttp,
     BadHostOrPort,
 }
 
-/// Splits `http://[user@]host[:port][/path][?query][#fragment]`.
+/// Splits `http[s]://[user@]host[:port][/path][?query][#fragment]`.
 pub fn split(text: &str) -> Result<Parts<'_>, Flaw> {
-    let rest = match text.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+    let (rest, tls) = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, None),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") && cfg!(feature = "tls") => (rest, Some(Tls::default())),
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => return Err(Flaw::Https),
         _ => return Err(Flaw::NotHttp),
     };
@@ -52,8 +69,8 @@ pub fn split(text: &str) -> Result<Parts<'_>, Flaw> {
         Some((_, host)) => (true, host),
         None => (false, authority),
     };
-    let (host, port) = split_port(authority).ok_or(Flaw::BadHostOrPort)?;
-    let base = BaseUrl { host: host.to_string(), port, prefix: path.trim_end_matches('/').to_string() };
+    let (host, port) = split_port(authority, if tls.is_some() { 443 } else { 80 }).ok_or(Flaw::BadHostOrPort)?;
+    let base = BaseUrl { host: host.to_string(), port, prefix: path.trim_end_matches('/').to_string(), tls };
     Ok(Parts { base, query, fragment, credentials })
 }
 
@@ -61,10 +78,8 @@ impl BaseUrl {
     /// The server's URL: a base, nothing more.
     pub fn parse(text: &str) -> Result<BaseUrl, String> {
         let parts = split(text).map_err(|flaw| match flaw {
-            Flaw::Https => format!(
-                "{text}: https is not supported by the built-in client; use http:// (a TLS proxy in front of the server can keep the public side https)"
-            ),
-            Flaw::NotHttp => format!("{text}: the server URL must start with http://"),
+            Flaw::Https => format!("{text}: this ssehub is built without TLS (the `tls` feature); use http://"),
+            Flaw::NotHttp => format!("{text}: the server URL must start with http:// or https://"),
             Flaw::BadHostOrPort => format!("{text}: bad host or port"),
         })?;
         if parts.query.is_some() || parts.fragment {
@@ -78,7 +93,11 @@ impl BaseUrl {
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        if self.port == 80 { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+        if self.port == self.default_port() { self.host.clone() } else { format!("{}:{}", self.host, self.port) }
+    }
+
+    fn default_port(&self) -> u16 {
+        if self.tls.is_some() { 443 } else { 80 }
     }
 
     /// The host as the resolver wants it: no IPv6 brackets.
@@ -89,11 +108,12 @@ impl BaseUrl {
 
 impl fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.prefix)
     }
 }
 
-fn split_port(authority: &str) -> Option<(&str, u16)> {
+fn split_port(authority: &str, default: u16) -> Option<(&str, u16)> {
     let (host, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         let (host, after) = authority.split_at(end + 1);
@@ -108,7 +128,7 @@ fn split_port(authority: &str) -> Option<(&str, u16)> {
         }
     };
     let port = match port {
-        None => 80,
+        None => default,
         Some(digits) => digits.parse().ok().filter(|&p| p != 0)?,
     };
     let valid = match host.strip_prefix('[') {
@@ -156,7 +176,8 @@ mod tests {
             ("http://::1", None),
             ("http://u:p@host", None),
             ("http://host/?q", None),
-            ("https://host", None),
+            ("https://host", if cfg!(feature = "tls") { Some(("host", 443, "")) } else { None }),
+            ("https://host:8443/p", if cfg!(feature = "tls") { Some(("host", 8443, "/p")) } else { None }),
             ("host:8080", None),
         ];
         for (text, want) in cases {
@@ -173,6 +194,8 @@ mod tests {
         assert_eq!(url.bare_host(), "::1");
         assert_eq!(url.to_string(), "http://[::1]:9000/x");
         assert_eq!(BaseUrl::parse("http://h").unwrap().to_string(), "http://h");
+        #[cfg(feature = "tls")]
+        assert_eq!(BaseUrl::parse("https://h:443/x").unwrap().to_string(), "https://h/x");
     }
 
     #[test]

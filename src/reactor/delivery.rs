@@ -3,7 +3,6 @@
 //! flushed once per turn (answers all, streams in slices), and the
 //! handshake comments every stream gets each interval.
 
-use std::net::Shutdown;
 use std::time::Duration;
 
 use log::warn;
@@ -242,7 +241,7 @@ impl Reactor {
         let conn = &mut self.conns[key];
         match conn.phase {
             Phase::Linger => {
-                let _ = conn.sock.shutdown(Shutdown::Write);
+                conn.shutdown_write();
                 if conn.peer_eof {
                     self.close(key, Reason::Done);
                 } else {

@@ -181,6 +181,9 @@ pub struct Reactor {
     notify: Notify,
     status_told: (u64, u64),
     status_armed: bool,
+    /// `--tls-cert`: the main listener speaks TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Server>,
 }
 
 impl Reactor {
@@ -199,6 +202,8 @@ impl Reactor {
             engine,
             imported,
             key_to_keep,
+            #[cfg(feature = "tls")]
+            tls,
             ..
         } = bound;
         let now = unix_ms();
@@ -208,7 +213,8 @@ impl Reactor {
         start::restore(&mut hub, &mut keys, &config, default_account, recovered, imported, key_to_keep, now);
         let handshakes = Handshakes::new(config.handshake_interval);
         let trusted_proxies = config.trusted_proxies.iter().filter_map(|p| Cidr::parse(p)).collect();
-        start::log_started(&keys, &storage, local_addr, metrics_listener.as_ref(), max_connections);
+        let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+        start::log_started(&keys, &storage, scheme, local_addr, metrics_listener.as_ref(), max_connections);
         let mut reactor = Reactor {
             poll,
             listener: Some(listener),
@@ -250,7 +256,13 @@ impl Reactor {
             notify: Notify::from_env(),
             status_told: (0, 0),
             status_armed: false,
+            #[cfg(feature = "tls")]
+            tls,
         };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &reactor.tls {
+            reactor.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
+        }
         // Restored sources whose events expired while the server was down go at the first turn.
         reactor.arm_retention_timers();
         Ok(reactor)
@@ -340,7 +352,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             conn.can_write = true;
-            if !conn.out.is_empty() {
+            if conn.has_output() {
                 self.to_flush.mark(conn, key);
             }
         }
@@ -434,6 +446,13 @@ impl Reactor {
         self.generation = self.generation.wrapping_add(1);
         let mut conn = Conn::new(sock, addr, self.generation, self.now);
         conn.on_metrics = on_metrics;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_ref().filter(|_| !on_metrics) {
+            match tls.accept() {
+                Ok(t) => conn.set_tls(t),
+                Err(e) => return warn!("TLS: {e}"),
+            }
+        }
         self.conns.insert(conn);
         self.stats.connections_accepted += 1;
         self.arm(key, self.now + HEADER_TIMEOUT_MS);
@@ -454,7 +473,20 @@ impl Reactor {
                 self.to_read.push((key, conn.generation));
                 return;
             }
-            match conn.fill(&mut self.scratch) {
+            let filled = conn.fill(&mut self.scratch);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = conn.tls_mut() {
+                if tls.just_established() {
+                    self.stats.tls_handshakes_ok += 1;
+                } else if filled.is_err() && tls.handshaking() {
+                    self.stats.tls_handshakes_failed += 1;
+                }
+                // Handshake messages to send.
+                if tls.wants_write() && filled.is_ok() {
+                    self.to_flush.mark(conn, key);
+                }
+            }
+            match filled {
                 Ok(Fill::Read(n)) => {
                     budget = budget.saturating_sub(n);
                     if conn.reads_requests() {
@@ -469,7 +501,16 @@ impl Reactor {
                 }
                 Ok(Fill::Drained) => return,
                 Ok(Fill::Eof) => return self.on_eof(key),
-                Err(e) => return self.close(key, Reason::Io(e.kind())),
+                Ok(Fill::PlainOnTls) => {
+                    conn.refuse_plain_on_tls();
+                    self.disarm(key);
+                    self.stats.count_response(400);
+                    return self.to_flush.mark(&mut self.conns[key], key);
+                }
+                Err(e) => {
+                    debug!("{}: {e}", self.conns[key].peer);
+                    return self.close(key, Reason::Io(e.kind()));
+                }
             }
         }
     }
@@ -488,7 +529,7 @@ impl Reactor {
         let was_linger = matches!(conn.phase, Phase::Linger);
         // Answers to requests read before the FIN still go out.
         if conn.peer_closed() {
-            if !conn.out.is_empty() {
+            if conn.has_output() {
                 self.to_flush.mark(conn, key);
             }
         } else {
@@ -993,7 +1034,11 @@ impl Reactor {
             match command {
                 Command::Shutdown if self.on_shutdown() => return true,
                 Command::Shutdown => {}
-                Command::ReloadKeys => self.reload_keys(),
+                Command::ReloadKeys => {
+                    self.reload_keys();
+                    #[cfg(feature = "tls")]
+                    self.reload_tls();
+                }
                 Command::Create { name, reply } => {
                     match self.hub.create(account, self.keys.account_name(account), &name, None, Default::default(), now) {
                         Ok((key, ticket)) => {
@@ -1101,6 +1146,19 @@ impl Reactor {
             "SIGHUP: reloaded --keys-file {}: {n_keys} keys in {accounts} accounts; {ended} streams of removed keys ended",
             path.display()
         );
+    }
+
+    /// SIGHUP: the certificate pair loaded again; a bad one is logged and the one in use stays.
+    #[cfg(feature = "tls")]
+    fn reload_tls(&mut self) {
+        let Some(tls) = &mut self.tls else { return };
+        match tls.reload() {
+            Ok(()) => {
+                self.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
+                info!("SIGHUP: reloaded --tls-cert {} and --tls-key {}", tls.cert.display(), tls.key.display());
+            }
+            Err(e) => warn!("SIGHUP: {e}; keeping the certificate in use"),
+        }
     }
 
     fn refresh_gauges(&mut self) {

@@ -39,6 +39,8 @@ pub struct Bound {
     pub(super) max_connections: usize,
     pub(super) engine: engine::Opened,
     pub(super) imported: Vec<engine::StoredSource>,
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<crate::tls::Server>,
 }
 
 impl Bound {
@@ -51,6 +53,13 @@ impl Bound {
         config: Config,
         open: impl FnOnce(&engine::Settings, Arc<Waker>) -> io::Result<engine::Opened>,
     ) -> io::Result<Bound> {
+        #[cfg(feature = "tls")]
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::Server::load(cert, key).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
+            }
+            _ => None,
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let engine = open(&config.engine_settings(), waker.clone())?;
@@ -146,6 +155,8 @@ impl Bound {
             max_connections,
             engine,
             imported,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 }
@@ -229,6 +240,7 @@ pub(super) fn restore(
 pub(super) fn log_started(
     keys: &Keys,
     storage: &str,
+    scheme: &str,
     local_addr: SocketAddr,
     metrics_listener: Option<&TcpListener>,
     max_connections: usize,
@@ -239,7 +251,7 @@ pub(super) fn log_started(
         None => String::new(),
     };
     info!(
-        "ssehub {} started: {storage}; {n_keys} {} in {accounts} {}; listening on http://{local_addr} (up to {max_connections} connections, open-file limit {}){metrics}",
+        "ssehub {} started: {storage}; {n_keys} {} in {accounts} {}; listening on {scheme}://{local_addr} (up to {max_connections} connections, open-file limit {}){metrics}",
         env!("CARGO_PKG_VERSION"),
         if n_keys == 1 { "key" } else { "keys" },
         if accounts == 1 { "account" } else { "accounts" },

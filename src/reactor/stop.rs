@@ -9,7 +9,6 @@
 //! (`STOPPING=1`).
 
 use std::io;
-use std::net::Shutdown;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
@@ -81,7 +80,7 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none() && !c.is_stream()) else { continue };
             if conn.awaiting() > 0 {
                 let _ = conn.flush(WRITE_BUDGET, self.now);
-                let _ = conn.sock.shutdown(Shutdown::Write);
+                conn.shutdown_write();
                 self.close(key, Reason::Done);
             } else {
                 conn.linger();
@@ -157,10 +156,10 @@ impl Reactor {
             self.now = self.start.elapsed().as_millis() as u64;
             let mut unanswered = !self.hub.settled();
             for (_, conn) in self.conns.iter_mut().filter(|(_, c)| c.closing.is_none() && !c.is_stream()) {
-                if !conn.out.is_empty() && conn.flush(WRITE_BUDGET, self.now).is_err() {
+                if conn.has_output() && conn.flush(WRITE_BUDGET, self.now).is_err() {
                     continue;
                 }
-                unanswered |= conn.awaiting() > 0 || !conn.out.is_empty();
+                unanswered |= conn.awaiting() > 0 || conn.has_output();
             }
             let left = until.saturating_duration_since(Instant::now());
             if !unanswered || left.is_zero() {
@@ -185,7 +184,7 @@ impl Reactor {
                         conn.can_read |= event.is_readable() || event.is_read_closed() || event.is_error();
                         conn.fin_hint |= event.is_read_closed() || event.is_error();
                         if conn.is_stream() {
-                            if conn.can_write && !conn.out.is_empty() {
+                            if conn.can_write && conn.has_output() {
                                 self.to_flush.mark(conn, key);
                             }
                             if conn.can_read {
@@ -218,7 +217,7 @@ impl Reactor {
                 conn.push(Buf::Owned(sse::retry_frame(random_in(&DRAIN_RETRY_MS))));
             }
             let _ = conn.flush(WRITE_BUDGET, self.now);
-            let _ = conn.sock.shutdown(Shutdown::Write);
+            conn.shutdown_write();
         }
         let closed = self.conns.len();
         self.conns.clear();

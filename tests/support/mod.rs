@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod node;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -93,7 +95,8 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let logs = self.logs();
-            if let Some(rest) = logs.split("listening on http://").nth(1) {
+            let after = logs.split("listening on http").nth(1);
+            if let Some(rest) = after.and_then(|r| r.strip_prefix("://").or_else(|| r.strip_prefix("s://"))) {
                 self.addr = rest.split_whitespace().next().unwrap_or("").parse().unwrap();
                 return;
             }
