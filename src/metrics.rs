@@ -46,7 +46,7 @@ pub struct Stats {
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub subscribers_dropped_slow: u64,
     /// Requests refused at a tenant limit, in the order of `limits::Kind::ALL`.
-    pub limited: [u64; 5],
+    pub limited: [u64; Kind::ALL.len()],
     /// Responses by status class: 1xx..5xx at index 0..4.
     pub responses: [u64; 5],
     /// Responses by status, in the order of `CODES`.
@@ -56,7 +56,8 @@ pub struct Stats {
 }
 
 /// The fields of `Stats` one after another, as published.
-const VALUES: usize = 17 + 5 + 5 + CODES.len();
+const VALUES: usize = 17 + LIMITED + 5 + CODES.len();
+const LIMITED: usize = Kind::ALL.len();
 
 impl Stats {
     pub(crate) fn count_response(&mut self, status: u16) {
@@ -113,7 +114,7 @@ impl Stats {
             "Subscribers dropped past --max-subscriber-buffer.",
             self.subscribers_dropped_slow,
         );
-        s.push_str("# HELP ssehub_limited_total Requests refused at a tenant limit.\n# TYPE ssehub_limited_total counter\n");
+        s.push_str("# HELP ssehub_limited_total Requests refused or cut at a tenant limit or a request body limit.\n# TYPE ssehub_limited_total counter\n");
         for (kind, n) in Kind::ALL.iter().zip(self.limited) {
             let _ = writeln!(s, "ssehub_limited_total{{limit=\"{}\"}} {n}", kind.name());
         }
@@ -185,9 +186,9 @@ impl Stats {
             started_unix_ms: v[15],
             ..Stats::default()
         };
-        s.limited.copy_from_slice(&v[17..22]);
-        s.responses.copy_from_slice(&v[22..27]);
-        s.responses_by_code.copy_from_slice(&v[27..]);
+        s.limited.copy_from_slice(&v[17..17 + LIMITED]);
+        s.responses.copy_from_slice(&v[17 + LIMITED..22 + LIMITED]);
+        s.responses_by_code.copy_from_slice(&v[22 + LIMITED..]);
         s
     }
 }
@@ -343,6 +344,7 @@ mod tests {
         s.count_response(999);
         s.count_response(503);
         s.limited[3] = 4;
+        s.limited[6] = 2;
         let p = Published::default();
         p.store(&s);
         assert_eq!(p.load(), s);
@@ -356,6 +358,7 @@ mod tests {
         assert!(!text.contains("code=\"999\""));
         assert!(text.contains("ssehub_limited_total{limit=\"emit_rate\"} 4\n"));
         assert!(text.contains("ssehub_limited_total{limit=\"sources\"} 0\n"));
+        assert!(text.contains("ssehub_limited_total{limit=\"body_rate\"} 2\n"));
         assert!(text.contains("\nprocess_start_time_seconds 1700000000.123\n"));
         assert!(text.contains(concat!("ssehub_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n")));
     }
