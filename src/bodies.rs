@@ -41,26 +41,21 @@ struct Owner {
     bytes: u32,
     /// The source whose webhook endpoint it is sent to.
     source: Option<SourceKey>,
-    client: Client,
+    client: u64,
 }
 
-/// A client address as shares count it: an IPv6 client by its /64 (what
-/// one host is usually given), an IPv4 one (also IPv4-mapped) whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Client {
-    V4([u8; 4]),
-    V6([u8; 8]),
-}
-
-impl From<IpAddr> for Client {
-    fn from(ip: IpAddr) -> Client {
-        match ip {
-            IpAddr::V4(v4) => Client::V4(v4.octets()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client::V4(v4.octets()),
-                None => Client::V6(v6.octets()[..8].try_into().expect("8 of 16 bytes")),
-            },
-        }
+/// A client address as shares count it, in 64 bits: an IPv6 client by its
+/// /64 (what one host is usually given), an IPv4 one (also IPv4-mapped)
+/// whole, as the /64 its 6to4 prefix (`2002:a.b.c.d::/48`) starts, which is
+/// the same host.
+fn client_key(ip: IpAddr) -> u64 {
+    let v6 = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    match v6.to_ipv4_mapped() {
+        Some(v4) => 0x2002 << 48 | (u32::from(v4) as u64) << 16,
+        None => (u128::from(v6) >> 64) as u64,
     }
 }
 
@@ -76,16 +71,18 @@ pub enum Busy {
 }
 
 /// The bodies' budget and who holds it: by connection (key), by webhook
-/// endpoint (its source) and by client address. The maps hold only bodies
-/// being read, so they stay small.
+/// endpoint (its source) and by client address (`client_key`). The maps
+/// hold only bodies being read and their holders, so they stay small; the
+/// last two are of the type `tokens` has too (its code is in the binary
+/// once), so a share counts in a `u32`: at most 4 GiB.
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
-    share: usize,
+    share: u32,
     held: usize,
     by_conn: HashMap<usize, Owner>,
-    by_source: HashMap<SourceKey, usize>,
-    by_client: HashMap<Client, usize>,
+    by_source: HashMap<SourceKey, u32>,
+    by_client: HashMap<u64, u32>,
 }
 
 impl Budget {
@@ -95,7 +92,7 @@ impl Budget {
         let limit = max_in_flight.max(max_body);
         Budget {
             limit,
-            share: (limit / 4).max(max_body),
+            share: u32::try_from((limit / 4).max(max_body)).unwrap_or(u32::MAX),
             held: 0,
             by_conn: HashMap::new(),
             by_source: HashMap::new(),
@@ -104,7 +101,7 @@ impl Budget {
     }
 
     /// What one endpoint's senders, or one client address, may hold.
-    pub fn share(&self) -> usize {
+    pub fn share(&self) -> u32 {
         self.share
     }
 
@@ -112,24 +109,24 @@ impl Budget {
     /// if `source`, from `client`: held from now on, or refused (and then
     /// nothing is held).
     pub fn take(&mut self, conn: usize, bytes: u32, source: Option<SourceKey>, client: IpAddr) -> Result<(), Busy> {
-        let client = Client::from(client);
-        let n = bytes as usize;
-        if self.held + n > self.limit {
+        let client = client_key(client);
+        if self.held + bytes as usize > self.limit {
             return Err(Busy::Full);
         }
+        let over = |held: Option<&u32>| held.copied().unwrap_or(0) as u64 + bytes as u64 > self.share as u64;
         if let Some(source) = source
-            && self.by_source.get(&source).copied().unwrap_or(0) + n > self.share
+            && over(self.by_source.get(&source))
         {
             return Err(Busy::Endpoint);
         }
-        if self.by_client.get(&client).copied().unwrap_or(0) + n > self.share {
+        if over(self.by_client.get(&client)) {
             return Err(Busy::Client);
         }
-        self.held += n;
+        self.held += bytes as usize;
         if let Some(source) = source {
-            *self.by_source.entry(source).or_default() += n;
+            *self.by_source.entry(source).or_default() += bytes;
         }
-        *self.by_client.entry(client).or_default() += n;
+        *self.by_client.entry(client).or_default() += bytes;
         let old = self.by_conn.insert(conn, Owner { bytes, source, client });
         debug_assert!(old.is_none(), "one body at a time per connection");
         Ok(())
@@ -138,12 +135,11 @@ impl Budget {
     /// Connection `conn`'s body, if it held one, holds nothing any more.
     pub fn release(&mut self, conn: usize) {
         let Some(Owner { bytes, source, client }) = self.by_conn.remove(&conn) else { return };
-        let n = bytes as usize;
-        self.held -= n;
+        self.held -= bytes as usize;
         if let Some(source) = source {
-            give_back(&mut self.by_source, source, n);
+            give_back(&mut self.by_source, source, bytes);
         }
-        give_back(&mut self.by_client, client, n);
+        give_back(&mut self.by_client, client, bytes);
     }
 
     #[cfg(test)]
@@ -152,8 +148,8 @@ impl Budget {
     }
 }
 
-/// Takes `n` from `key`'s count, and the entry once it is zero.
-fn give_back<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K, n: usize) {
+/// Takes `n` from `key`'s count, and its entry once it is zero.
+fn give_back(map: &mut HashMap<u64, u32>, key: u64, n: u32) {
     if let Some(count) = map.get_mut(&key) {
         *count -= n;
         if *count == 0 {
@@ -270,11 +266,14 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_counts_by_its_64_and_a_mapped_one_as_ipv4() {
-        let c = |s| Client::from(ip(s));
+        let c = |s| client_key(ip(s));
         assert_eq!(c("2001:db8:1:2::1"), c("2001:db8:1:2:ffff::7"));
         assert_ne!(c("2001:db8:1:2::1"), c("2001:db8:1:3::1"));
         assert_eq!(c("::ffff:10.0.0.1"), c("10.0.0.1"));
         assert_ne!(c("10.0.0.1"), c("10.0.0.2"));
+        assert_eq!(c("10.0.0.1"), c("2002:a00:1::9"), "its 6to4 addresses");
+        assert_ne!(c("10.0.0.1"), c("::10.0.0.1"));
+        assert_ne!(c("0.0.0.0"), c("::1"));
     }
 
     #[test]

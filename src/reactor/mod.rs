@@ -644,35 +644,28 @@ impl Reactor {
     /// A body refused (503) because the budget, or its share, is held:
     /// one line a second at most of each.
     fn body_busy(&mut self, busy: Result<(), Busy>, source: Option<engine::SourceKey>, client: IpAddr) {
-        let share = self.bodies.share();
-        match busy {
-            Ok(()) => {}
+        let holder = match busy {
+            Ok(()) => return,
             Err(Busy::Full) => {
                 if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
                     warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
                     self.last_busy_warning = Some(self.now);
                 }
+                return;
             }
-            Err(Busy::Endpoint) => {
-                self.stats.count_limited(Kind::BodyShare);
-                let source = source.and_then(|s| self.hub.registry.get(s));
-                let (id, account) = source.map_or(("?", "?"), |s| (s.id.as_str(), self.keys.account_name(s.account)));
-                throttled!(
-                    self.throttles.body_share,
-                    Warn,
-                    "request bodies to the webhook endpoint of source {id} (account {account}) hold their share of \
-                     --max-body-bytes-in-flight ({share} bytes); new ones get 503"
-                );
-            }
-            Err(Busy::Client) => {
-                self.stats.count_limited(Kind::BodyShare);
-                throttled!(
-                    self.throttles.body_share,
-                    Warn,
-                    "request bodies from {client} hold their share of --max-body-bytes-in-flight ({share} bytes); new ones get 503"
-                );
-            }
-        }
+            Err(Busy::Endpoint) => match source.and_then(|s| self.hub.registry.get(s)) {
+                Some(s) => format!("to the webhook endpoint of source {} (account {})", s.id, self.keys.account_name(s.account)),
+                None => "to a webhook endpoint".to_string(),
+            },
+            Err(Busy::Client) => format!("from {client}"),
+        };
+        self.stats.count_limited(Kind::BodyShare);
+        let share = self.bodies.share();
+        throttled!(
+            self.throttles.body_share,
+            Warn,
+            "request bodies {holder} hold their share of --max-body-bytes-in-flight ({share} bytes); new ones get 503"
+        );
     }
 
     /// The connection's body, if it was reading one, no longer holds its share.
@@ -688,17 +681,21 @@ impl Reactor {
     fn too_slow(&mut self, key: usize) {
         let conn = &self.conns[key];
         let peer = conn.peer;
-        let (received, secs) = match &conn.phase {
-            Phase::Body(read) => (read.received, (self.now - read.started) as f64 / 1000.0),
-            _ => (0, 0.0),
+        let (received, ms) = match &conn.phase {
+            Phase::Body(read) => (read.received, self.now - read.started),
+            _ => (0, 0),
         };
         self.stats.count_limited(Kind::BodyRate);
         let Floor { after_ms, bytes_per_s } = self.floor;
+        // Tenths of seconds by hand: printing an f64 would link core's float formatting.
         throttled!(
             self.throttles.body_rate,
             Info,
-            "request body from {peer} too slow: {received} bytes in {secs:.1} s (the floor is {bytes_per_s} bytes/s after {} s); answered 408",
-            after_ms as f64 / 1000.0
+            "request body from {peer} too slow: {received} bytes in {}.{} s (the floor is {bytes_per_s} bytes/s after {}.{} s); answered 408",
+            ms / 1000,
+            ms % 1000 / 100,
+            after_ms / 1000,
+            after_ms % 1000 / 100
         );
         self.refuse(key, &HttpError::BodyTooSlow);
     }
