@@ -50,6 +50,10 @@ pub struct BodyRead {
     pub head: Head,
     pub reader: BodyReader,
     pub body: Vec<u8>,
+    /// When its head was complete (reactor ms), and the bytes of it (with
+    /// any chunk framing) read since: its pace (`bodies::Floor`).
+    pub started: u64,
+    pub received: u64,
 }
 
 /// Why a connection closed; logged once.
@@ -105,8 +109,9 @@ pub struct Conn {
     pub request_at_us: u64,
     /// A stream's line for the access log, written when it ends.
     pub access: Option<Box<Access>>,
-    /// Bytes of `--max-body-bytes-in-flight` the body being read holds;
-    /// the reactor gives them back (`release_body`) when it leaves `Body`.
+    /// Bytes of `--max-body-bytes-in-flight` the body being read holds
+    /// (the reactor's `bodies::Budget` knows whose they are); the reactor
+    /// gives them back (`release_body`) when it leaves `Body`.
     pub body_reserved: u32,
     /// What a stream was opened by: it ends with it.
     pub opener: Opener,

@@ -21,6 +21,8 @@ pub enum HttpError {
     TooManyHeaders,
     BodyTooLarge,
     LengthRequired,
+    /// A body being read fell below the floor rate (`bodies::Floor`).
+    BodyTooSlow,
 }
 
 impl HttpError {
@@ -30,6 +32,7 @@ impl HttpError {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::LengthRequired => 411,
+            HttpError::BodyTooSlow => 408,
         }
     }
 }
@@ -42,6 +45,7 @@ impl fmt::Display for HttpError {
             HttpError::TooManyHeaders => write!(f, "request head has more than {HEADERS_MAX} headers"),
             HttpError::BodyTooLarge => write!(f, "request body too large"),
             HttpError::LengthRequired => write!(f, "a request body needs Content-Length or chunked encoding"),
+            HttpError::BodyTooSlow => write!(f, "request body too slow"),
         }
     }
 }

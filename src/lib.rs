@@ -44,6 +44,7 @@ mod api;
 mod auth;
 #[doc(hidden)]
 pub mod base64;
+mod bodies;
 mod commands;
 mod config;
 mod conn;

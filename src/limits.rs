@@ -122,7 +122,9 @@ pub fn retry_after_s(wait_ms: u64) -> u64 {
     wait_ms.div_ceil(1000).max(1)
 }
 
-/// The limits, each named as `/metrics` labels it.
+/// The limits, each named as `/metrics` labels it: first the account's
+/// (`ACCOUNT_KINDS` of them), then the bodies' (`bodies`), which no
+/// account sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sources,
@@ -130,12 +132,22 @@ pub enum Kind {
     Streams,
     EmitRate,
     AccountEmitRate,
+    /// A body refused: its webhook endpoint or its client address holds
+    /// its share of `--max-body-bytes-in-flight`.
+    BodyShare,
+    /// A body cut below the floor rate.
+    BodyRate,
 }
 
-impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Sources, Kind::Tokens, Kind::Streams, Kind::EmitRate, Kind::AccountEmitRate];
+/// The limits an account has (and a keys file sets): the first of `Kind::ALL`.
+pub const ACCOUNT_KINDS: usize = 5;
 
-    /// The `limit` label of `ssehub_limited_total`, and the option's name in a keys file.
+impl Kind {
+    pub const ALL: [Kind; 7] =
+        [Kind::Sources, Kind::Tokens, Kind::Streams, Kind::EmitRate, Kind::AccountEmitRate, Kind::BodyShare, Kind::BodyRate];
+
+    /// The `limit` label of `ssehub_limited_total`, and (an account's
+    /// limit) the option's name in a keys file.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Sources => "sources",
@@ -143,6 +155,8 @@ impl Kind {
             Kind::Streams => "streams",
             Kind::EmitRate => "emit_rate",
             Kind::AccountEmitRate => "account_emit_rate",
+            Kind::BodyShare => "body_share",
+            Kind::BodyRate => "body_rate",
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct Stats {
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub subscribers_dropped_slow: u64,
     /// Requests refused at a tenant limit, in the order of `limits::Kind::ALL`.
-    pub limited: [u64; 5],
+    pub limited: [u64; Kind::ALL.len()],
     /// Responses by status class: 1xx..5xx at index 0..4.
     pub responses: [u64; 5],
     /// Responses by status, in the order of `CODES`.
@@ -66,7 +66,8 @@ fn metric_line(s: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The fields of `Stats` one after another, as published.
-const VALUES: usize = 20 + 5 + 5 + CODES.len();
+const VALUES: usize = 20 + LIMITED + 5 + CODES.len();
+const LIMITED: usize = Kind::ALL.len();
 
 impl Stats {
     pub(crate) fn count_response(&mut self, status: u16) {
@@ -123,7 +124,7 @@ impl Stats {
             "Subscribers dropped past --max-subscriber-buffer.",
             self.subscribers_dropped_slow,
         );
-        s.push_str("# HELP ssehub_limited_total Requests refused at a tenant limit.\n# TYPE ssehub_limited_total counter\n");
+        s.push_str("# HELP ssehub_limited_total Requests refused or cut at a tenant limit or a request body limit.\n# TYPE ssehub_limited_total counter\n");
         for (kind, n) in Kind::ALL.iter().zip(self.limited) {
             let _ = writeln!(s, "ssehub_limited_total{{limit=\"{}\"}} {n}", kind.name());
         }
@@ -212,9 +213,9 @@ impl Stats {
             tls_cert_not_after: v[19],
             ..Stats::default()
         };
-        s.limited.copy_from_slice(&v[20..25]);
-        s.responses.copy_from_slice(&v[25..30]);
-        s.responses_by_code.copy_from_slice(&v[30..]);
+        s.limited.copy_from_slice(&v[20..20 + LIMITED]);
+        s.responses.copy_from_slice(&v[20 + LIMITED..25 + LIMITED]);
+        s.responses_by_code.copy_from_slice(&v[25 + LIMITED..]);
         s
     }
 }
@@ -370,6 +371,7 @@ mod tests {
         s.count_response(999);
         s.count_response(503);
         s.limited[3] = 4;
+        s.limited[6] = 2;
         let p = Published::default();
         p.store(&s);
         assert_eq!(p.load(), s);
@@ -383,6 +385,7 @@ mod tests {
         assert!(!text.contains("code=\"999\""));
         assert!(text.contains("ssehub_limited_total{limit=\"emit_rate\"} 4\n"));
         assert!(text.contains("ssehub_limited_total{limit=\"sources\"} 0\n"));
+        assert!(text.contains("ssehub_limited_total{limit=\"body_rate\"} 2\n"));
         assert!(text.contains("\nprocess_start_time_seconds 1700000000.123\n"));
         assert!(text.contains(concat!("ssehub_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1\n")));
     }

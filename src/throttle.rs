@@ -1,6 +1,7 @@
 //! Lines that any client can cause in bulk (sources and tokens created,
 //! timed-out connections, failed authentication, the connection limit
-//! reached, storage failing and recovering) are logged at most once a
+//! reached, bodies refused at their share of the bodies' budget or cut
+//! below the floor rate, storage failing and recovering) are logged at most once a
 //! second per kind; the others of that second go to `debug`, and the next
 //! line that passes says how many were held back. `/metrics` counts them
 //! all. Refusals at a tenant limit are logged once a minute per account
@@ -92,8 +93,13 @@ pub struct Throttles {
     pub limit: Throttle,
     /// Subscribers dropped past `--max-subscriber-buffer`.
     pub slow: Throttle,
-    /// Refusals at a tenant limit, by account and limit (the five of `limits::Kind`).
-    pub limited: PerAccount<5>,
+    /// Bodies refused at their endpoint's or their address's share of
+    /// `--max-body-bytes-in-flight`.
+    pub body_share: Throttle,
+    /// Bodies cut below the floor rate.
+    pub body_rate: Throttle,
+    /// Refusals at a tenant limit, by account and limit (the account's of `limits::Kind`).
+    pub limited: PerAccount<{ crate::limits::ACCOUNT_KINDS }>,
 }
 
 /// Written after a line that passed: nothing, or how many were held back.

@@ -4,9 +4,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
-use support::{KEY, Response, TestServer, endpoint_path, send};
+use support::{KEY, Response, TestServer, endpoint_path, read_response, send};
 
 /// A keys file in a fresh directory.
 fn keys_file(dir: &support::TempDir, text: &str) -> String {
@@ -352,4 +354,155 @@ fn the_listing_keeps_its_order_across_a_restart() {
         paged.extend(more);
     }
     assert_eq!(paged, after, "pages follow the listing");
+}
+
+/// What the server said to a body's head sent with `Expect: 100-continue`.
+enum Opened {
+    /// `100 Continue`: its body is read (and holds its length of the budget).
+    Reading(TcpStream, BufReader<TcpStream>),
+    Refused(Response),
+}
+
+/// A webhook delivery to `path` announcing `len` bytes, head only, from
+/// the client `forwarded_for` names (through `--trusted-proxy 127.0.0.1`),
+/// or from 127.0.0.1.
+fn open_body(server: &TestServer, path: &str, len: usize, forwarded_for: Option<&str>) -> Opened {
+    let mut s = server.connect();
+    let xff = forwarded_for.map_or(String::new(), |ip| format!("X-Forwarded-For: {ip}\r\n"));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nExpect: 100-continue\r\n{xff}\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answers = BufReader::new(s.try_clone().unwrap());
+    match read_response(&mut answers) {
+        r if r.status == 100 => Opened::Reading(s, answers),
+        r => Opened::Refused(r),
+    }
+}
+
+/// The same `503` as a full budget: JSON, `Retry-After: 1`, closed.
+fn assert_busy(r: &Response) {
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "server busy: too many request bodies in flight");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+}
+
+/// A 60 KB JSON webhook whose body comes after its head (so it holds its
+/// length of the budget while it is read), from 127.0.0.1.
+fn deliver_60_kb(server: &TestServer, path: &str) -> Response {
+    let body = format!("{{\"commits\":\"{}\"}}", "x".repeat(60_000));
+    match open_body(server, path, body.len(), None) {
+        Opened::Reading(mut s, mut answers) => {
+            s.write_all(body.as_bytes()).unwrap();
+            read_response(&mut answers)
+        }
+        Opened::Refused(r) => r,
+    }
+}
+
+const FLOOD: &[&str] = &["--engine", "memory", "--max-body-bytes-in-flight", "4194304", "--trusted-proxy", "127.0.0.1"];
+
+/// The trial's repro: 40 senders announce 512 KiB bodies to one webhook
+/// endpoint and trickle them. They hold a quarter of the 4 MiB budget (two
+/// bodies), the others get 503 at once, and another source's 60 KB
+/// delivery still gets through (before: eight held all 4 MiB, and it got 503).
+#[test]
+fn a_trickling_flood_on_one_endpoint_holds_a_quarter_and_another_sources_webhook_gets_through() {
+    let server = TestServer::start(&[FLOOD, &["--source", "flood", "--source", "other"]].concat());
+    let (flood, other) = (endpoint_path(&server, "flood"), endpoint_path(&server, "other"));
+    let mut reading = Vec::new();
+    for i in 0..40 {
+        // Each from an address of its own: the endpoint's share bounds them.
+        match open_body(&server, &flood, 512 * 1024, Some(&format!("10.0.0.{}", i + 1))) {
+            Opened::Reading(mut s, answers) => {
+                s.write_all(b"{").unwrap();
+                reading.push((s, answers));
+            }
+            Opened::Refused(r) => assert_busy(&r),
+        }
+    }
+    assert_eq!(reading.len(), 2, "a quarter of 4 MiB is two bodies of 512 KiB");
+    for (s, _) in &mut reading {
+        s.write_all(b"\"").unwrap();
+    }
+    let r = deliver_60_kb(&server, &other);
+    assert_eq!((r.status, r.body.as_str()), (200, "{\"success\":true}"));
+    assert_eq!(limited(&server, "body_share"), 38);
+    server.wait_log("request bodies to the webhook endpoint of source");
+    assert!(!server.logs().contains(flood.trim_start_matches("/e/")), "never the endpoint's key in the log");
+    // Bodies that complete give their share back.
+    for (mut s, mut answers) in reading {
+        s.write_all(format!("{}\"}}", "x".repeat(512 * 1024 - 3)).as_bytes()).unwrap();
+        assert_eq!(read_response(&mut answers).status, 200);
+    }
+    assert!(matches!(open_body(&server, &flood, 512 * 1024, Some("10.0.0.99")), Opened::Reading(..)));
+}
+
+/// One client address announcing bodies to two endpoints holds a quarter
+/// of the budget over both; another address still gets through to either.
+#[test]
+fn one_client_address_holds_a_quarter_over_all_endpoints() {
+    let server = TestServer::start(&[FLOOD, &["--source", "a", "--source", "b"]].concat());
+    let (a, b) = (endpoint_path(&server, "a"), endpoint_path(&server, "b"));
+    let mut reading = Vec::new();
+    for i in 0..20 {
+        let path = if i % 2 == 0 { &a } else { &b };
+        match open_body(&server, path, 512 * 1024, Some("198.51.100.9")) {
+            Opened::Reading(s, answers) => reading.push((s, answers)),
+            Opened::Refused(r) => assert_busy(&r),
+        }
+    }
+    assert_eq!(reading.len(), 2, "one address: two bodies of 512 KiB over both endpoints");
+    assert_eq!(limited(&server, "body_share"), 18);
+    server.wait_log("request bodies from 198.51.100.9 hold their share of --max-body-bytes-in-flight (1048576 bytes)");
+    // Another address, to the endpoint that has room.
+    let r = deliver_60_kb(&server, &b);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A body that trickles below the floor after its first seconds is cut
+/// with 408; one that keeps up is read. The floor is 1 KiB/s after 5 s;
+/// here `SSEHUB_BODY_FLOOR` (a hidden variable for tests) makes it apply
+/// after 300 ms, so the test does not wait 5 s.
+#[test]
+fn a_trickled_body_is_cut_with_408_once_the_floor_applies() {
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY, "--engine", "memory", "--source", "s"]);
+    let server = TestServer::spawn(command.env("SSEHUB_BODY_FLOOR", "300:1024"), KEY);
+    let path = endpoint_path(&server, "s");
+    let Opened::Reading(mut slow, mut slow_answers) = open_body(&server, &path, 10_000, None) else { panic!("refused") };
+    let started = Instant::now();
+    // A body at 10 KB/s: above the floor, read to the end.
+    let Opened::Reading(mut steady, mut steady_answers) = open_body(&server, &path, 10_000, None) else { panic!("refused") };
+    let cut = std::thread::spawn(move || {
+        // A byte every 50 ms (20 B/s) until the answer comes.
+        slow.set_nonblocking(true).unwrap();
+        loop {
+            let _ = slow.write(b" ");
+            std::thread::sleep(Duration::from_millis(50));
+            let mut peek = [0; 1];
+            match slow.peek(&mut peek) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        slow.set_nonblocking(false).unwrap();
+        (read_response(&mut slow_answers), started.elapsed())
+    });
+    let body = format!("[\"{}\"]", "x".repeat(9_996));
+    for chunk in body.as_bytes().chunks(500) {
+        steady.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read_response(&mut steady_answers).status, 200, "a body above the floor is read for as long as it takes");
+    let (r, after) = cut.join().unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (408, Some("request body too slow")));
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(after >= Duration::from_millis(300) && after < Duration::from_secs(5), "cut after {after:?}");
+    assert_eq!(limited(&server, "body_rate"), 1);
+    assert_eq!(server.metric("ssehub_http_responses_by_code_total{code=\"408\"}"), 1);
+    assert_eq!(server.metric("ssehub_events_emitted_total"), 1, "the cut body emitted nothing");
+    server.wait_log("too slow");
 }

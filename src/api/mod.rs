@@ -147,6 +147,14 @@ pub fn check<W>(ctx: &mut Ctx<'_, W>, head: &Head, busy: bool) -> Option<Reply> 
     Some(fail.reply(false, head.method() == "HEAD", &cors))
 }
 
+/// The source whose webhook endpoint the request is sent to, if it is.
+pub fn ingest_source<W>(ctx: &Ctx<'_, W>, head: &Head) -> Option<SourceKey> {
+    match route_of(ctx, head.path()) {
+        Route::Ingest(key, _) => ctx.hub.registry.find_endpoint(key),
+        _ => None,
+    }
+}
+
 /// The route, with `/metrics` only on the listener that serves it.
 fn route_of<'p, W>(ctx: &Ctx<'_, W>, path: &'p str) -> Route<'p> {
     match (route(path), ctx.config.metrics_listen.is_some(), ctx.metrics_listener) {

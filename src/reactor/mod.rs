@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,14 @@ use crate::access::Access;
 use crate::api::reply::{Answer, CORS_ANY};
 use crate::api::{self, Ctx, Reply};
 use crate::auth::{AccountId, Keys};
+use crate::bodies::{Budget, Busy, Floor, Pace};
 use crate::commands::{Command, Emitted, Error, Shared, SourceInfo};
 use crate::config::Config;
 use crate::conn::{BodyRead, Conn, Fill, Phase, READ_BUDGET, Reason};
 use crate::engine::{self, Ack, SourceKey, StorageError};
 use crate::http::{self, BodyReader, Framing, Head, HttpError};
 use crate::hub::{Hub, Repeat};
+use crate::limits::Kind;
 use crate::metrics::Stats;
 use crate::notify::Notify;
 use crate::outq::Buf;
@@ -54,7 +56,8 @@ const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 const HEADER_TIMEOUT_MS: u64 = 10_000;
 /// An idle keep-alive connection between requests.
 const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
-/// From a complete head until its body is complete.
+/// From a complete head until its body is complete (and meanwhile at
+/// least the floor rate, `bodies::Floor`).
 const BODY_TIMEOUT_MS: u64 = 30_000;
 /// A stream or a last answer with queued output whose peer takes no byte for this long is dropped.
 const SEND_TIMEOUT_MS: u64 = 30_000;
@@ -133,8 +136,10 @@ pub struct Reactor {
     metrics_ready: bool,
     /// The default account's key (configured or generated), kept for reloads.
     default_key: Option<String>,
-    /// Bytes reserved by request bodies being read (`--max-body-bytes-in-flight`).
-    body_bytes_in_flight: usize,
+    /// Bytes reserved by request bodies being read (`--max-body-bytes-in-flight`), and by whom.
+    bodies: Budget,
+    /// The floor rate of a body being read.
+    floor: Floor,
     /// The access log is on (`RUST_LOG` names `ssehub::access`).
     access_log: bool,
     shared: Arc<Shared>,
@@ -221,7 +226,8 @@ impl Reactor {
             metrics_ready: metrics_listener.is_some(),
             metrics_listener,
             default_key,
-            body_bytes_in_flight: 0,
+            bodies: Budget::new(config.max_body_bytes_in_flight, config.max_event_bytes),
+            floor: Floor::from_env(),
             access_log: Access::enabled(),
             shared,
             conns: Slab::new(),
@@ -612,6 +618,7 @@ impl Reactor {
             }
             Ok(n) => {
                 conn.rbuf.drain(..n);
+                read.received += n as u64;
                 if !read.reader.is_done() {
                     return Step::Wait;
                 }
@@ -625,9 +632,10 @@ impl Reactor {
 
     /// A head whose body is still to come. Refused at once if it would be
     /// whatever its body (401, 404, 405: no `100 Continue`, the body is not
-    /// read), or if bodies being read already hold `--max-body-bytes-in-flight`
-    /// (503); else its body is read, holding its length (a chunked one: the
-    /// most it may be) of that budget.
+    /// read), or if bodies being read already hold `--max-body-bytes-in-flight`,
+    /// or the senders of its webhook endpoint or its client address hold
+    /// their share of it (503, `bodies::Budget`); else its body is read,
+    /// holding its length (a chunked one: the most it may be) of that budget.
     fn begin_body(&mut self, key: usize, head: Head, reader: BodyReader) {
         // At most --max-event-bytes (a longer Content-Length got its 413).
         let max = self.config.max_event_bytes as u64;
@@ -636,13 +644,14 @@ impl Reactor {
             _ => max,
         })
         .unwrap_or(u32::MAX);
-        // One body of the largest size always fits, whatever the two flags say.
-        let limit = self.config.max_body_bytes_in_flight.max(self.config.max_event_bytes);
-        let busy = self.body_bytes_in_flight + reserve as usize > limit;
-        if let Some(Reply::Response { status, bytes, .. }) = api::check(&mut self.ctx(key), &head, busy) {
-            if status == 503 && self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
-                warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
-                self.last_busy_warning = Some(self.now);
+        let source = api::ingest_source(&self.ctx(key), &head);
+        let client = self.client(key, &head);
+        let taken = self.bodies.take(key, reserve, source, client);
+        if let Some(Reply::Response { status, bytes, .. }) = api::check(&mut self.ctx(key), &head, taken.is_err()) {
+            // Taken only to be refused for another reason: given back.
+            self.bodies.release(key);
+            if status == 503 {
+                self.body_busy(taken, source, client);
             }
             if self.access_log {
                 let access = self.access(key, &head);
@@ -668,16 +677,68 @@ impl Reactor {
             self.to_flush.mark(conn, key);
             self.stats.count_response(100);
         }
-        conn.begin_body(BodyRead { head, reader, body: Vec::new() }, reserve);
-        self.body_bytes_in_flight += reserve as usize;
-        self.arm(key, self.now + BODY_TIMEOUT_MS);
+        let started = self.now;
+        conn.begin_body(BodyRead { head, reader, body: Vec::new(), started, received: 0 }, reserve);
+        self.arm(key, self.floor.first_check(started).min(started + BODY_TIMEOUT_MS));
+    }
+
+    /// A body refused (503) because the budget, or its share, is held:
+    /// one line a second at most of each.
+    fn body_busy(&mut self, busy: Result<(), Busy>, source: Option<engine::SourceKey>, client: IpAddr) {
+        let holder = match busy {
+            Ok(()) => return,
+            Err(Busy::Full) => {
+                if self.last_busy_warning.is_none_or(|at| self.now >= at + 1000) {
+                    warn!("request bodies being read reached --max-body-bytes-in-flight; new ones get 503");
+                    self.last_busy_warning = Some(self.now);
+                }
+                return;
+            }
+            Err(Busy::Endpoint) => match source.and_then(|s| self.hub.registry.get(s)) {
+                Some(s) => format!("to the webhook endpoint of source {} (account {})", s.id, self.keys.account_name(s.account)),
+                None => "to a webhook endpoint".to_string(),
+            },
+            Err(Busy::Client) => format!("from {client}"),
+        };
+        self.stats.count_limited(Kind::BodyShare);
+        let share = self.bodies.share();
+        throttled!(
+            self.throttles.body_share,
+            Warn,
+            "request bodies {holder} hold their share of --max-body-bytes-in-flight ({share} bytes); new ones get 503"
+        );
     }
 
     /// The connection's body, if it was reading one, no longer holds its share.
     fn release_body(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            self.body_bytes_in_flight -= std::mem::take(&mut conn.body_reserved) as usize;
+        if let Some(conn) = self.conns.get_mut(key)
+            && std::mem::take(&mut conn.body_reserved) != 0
+        {
+            self.bodies.release(key);
         }
+    }
+
+    /// A body below the floor rate: answered `408` and closed.
+    fn too_slow(&mut self, key: usize) {
+        let conn = &self.conns[key];
+        let peer = conn.peer;
+        let (received, ms) = match &conn.phase {
+            Phase::Body(read) => (read.received, self.now - read.started),
+            _ => (0, 0),
+        };
+        self.stats.count_limited(Kind::BodyRate);
+        let Floor { after_ms, bytes_per_s } = self.floor;
+        // Tenths of seconds by hand: printing an f64 would link core's float formatting.
+        throttled!(
+            self.throttles.body_rate,
+            Info,
+            "request body from {peer} too slow: {received} bytes in {}.{} s (the floor is {bytes_per_s} bytes/s after {}.{} s); answered 408",
+            ms / 1000,
+            ms % 1000 / 100,
+            after_ms / 1000,
+            after_ms % 1000 / 100
+        );
+        self.refuse(key, &HttpError::BodyTooSlow);
     }
 
     /// Answers a request that cannot be read any further, then closes.
@@ -726,17 +787,28 @@ impl Reactor {
     /// account, and its client if the peer is a trusted proxy.
     fn access(&mut self, key: usize, head: &Head) -> Box<Access> {
         let since = self.conns[key].request_at_us;
-        let peer = self.conns[key].peer.ip();
-        let client = match self.trusted_proxies.is_empty() {
-            true => None,
-            false => proxy::client(
-                &self.trusted_proxies,
-                peer,
-                head.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")).map(|(_, v)| v),
-            ),
-        };
+        let client = self.forwarded_client(key, head);
         let account = api::account_name(&self.ctx(key), head);
         Access::of(head, since, account.as_deref(), client)
+    }
+
+    /// The client of connection `key`'s request `head` if the peer is a
+    /// trusted proxy (`--trusted-proxy`) that names it; `None`: the peer.
+    fn forwarded_client(&self, key: usize, head: &Head) -> Option<IpAddr> {
+        if self.trusted_proxies.is_empty() {
+            return None;
+        }
+        proxy::client(
+            &self.trusted_proxies,
+            self.conns[key].peer.ip(),
+            head.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")).map(|(_, v)| v),
+        )
+    }
+
+    /// The client address of connection `key`'s request `head`: the peer,
+    /// or the client a trusted proxy names.
+    fn client(&self, key: usize, head: &Head) -> IpAddr {
+        self.forwarded_client(key, head).unwrap_or_else(|| self.conns[key].peer.ip())
     }
 
     /// Answers one complete request; its head goes back to be reused.
@@ -957,12 +1029,19 @@ impl Reactor {
             let at = conn.deadline;
             return self.arm(key, at);
         }
-        let reason = match conn.phase {
+        let reason = match &conn.phase {
             // Storage answers in its own time; the last answer re-arms.
             Phase::Head | Phase::Waiting if conn.awaiting() > 0 => return,
             Phase::Head if conn.served && conn.rbuf.is_empty() => Reason::IdleTimeout,
             Phase::Head => Reason::HeaderTimeout,
-            Phase::Body(_) => Reason::BodyTimeout,
+            Phase::Body(read) if self.now >= read.started + BODY_TIMEOUT_MS => Reason::BodyTimeout,
+            Phase::Body(read) => match self.floor.pace(read.started, read.received, self.now) {
+                Pace::TooSlow => return self.too_slow(key),
+                Pace::CheckAt(at) => {
+                    let at = at.min(read.started + BODY_TIMEOUT_MS);
+                    return self.arm(key, at);
+                }
+            },
             // Storage answers in its own time (and fails what it cannot take).
             Phase::Waiting => return,
             // Flushed: the peer's FIN did not come in time.
