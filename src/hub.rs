@@ -432,7 +432,8 @@ impl<W> Hub<W> {
         }
         match result {
             // Not a failure of storage: another node took the name first.
-            Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
+            // (Nor is an idempotency key used with another body, seen by Redis.)
+            Err(e @ (StorageError::Conflict | StorageError::KeyReused)) => p.undo.apply(&mut self.registry, &mut self.tokens, e),
             Err(e) => {
                 if !self.failing {
                     throttled!(self.fail_lines, Error, "storage unavailable: {e}; changes are refused (503) until it recovers");

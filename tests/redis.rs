@@ -478,6 +478,118 @@ fn a_lost_reply_is_not_stored_twice() {
     assert_eq!(ids, [first, lost_reply[0].clone(), last]);
 }
 
+fn emit_keyed(node: &TestServer, source: &str, key: &str, body: &str) -> support::Response {
+    let headers = format!("Authorization: Bearer {}\r\nIdempotency-Key: {key}\r\n", node.key);
+    node.raw_request("POST", &format!("/v1/sources/{source}/events"), &headers, Some(body))
+}
+
+/// An `Idempotency-Key` is decided in Redis, for every node: a repeat on
+/// another node answers the first emit's id with `Idempotent-Replayed`,
+/// another body is a 422 there too, and each node shows one event.
+#[test]
+fn an_idempotency_key_is_the_same_on_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let first = emit_keyed(&a, "s", "order-1042", r#"{"total":12}"#);
+    assert_eq!((first.status, first.header("idempotent-replayed")), (202, None), "{}", first.body);
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    for n in [&a, &b] {
+        let again = emit_keyed(n, "s", "order-1042", r#"{"total":12}"#);
+        assert_eq!((again.status, again.json()["id"].as_str()), (202, Some(id.as_str())), "{}", again.body);
+        assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+        let other = emit_keyed(n, "s", "order-1042", r#"{"total":13}"#);
+        assert_eq!(
+            (other.status, other.json()["error"].as_str()),
+            (422, Some("this Idempotency-Key was used with another body on this source"))
+        );
+    }
+    // Per source: the same key on another source is its own emit.
+    a.create_source("t");
+    wait_until(Duration::from_secs(5), "b has the second source", || source_names(&b).len() == 2);
+    let r = emit_keyed(&b, "t", "order-1042", r#"{"total":12}"#);
+    assert_eq!((r.status, r.header("idempotent-replayed")), (202, None), "{}", r.body);
+    let last = b.emit("s", "{}");
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "both events on both nodes", || summary_ids(n, "s").len() == 2);
+        assert_eq!(summary_ids(n, "s"), [id.clone(), last.clone()], "one event for the key");
+    }
+}
+
+/// Two nodes given the same key at the same moment, many times: one
+/// event per key, and both answers name it.
+#[test]
+fn two_nodes_given_the_same_key_at_once_store_one_event() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let rounds = 30;
+    for round in 0..rounds {
+        let key = format!("k-{round}");
+        let body = format!("{{\"round\":{round}}}");
+        let start = std::sync::Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|scope| {
+            let (start, key, body) = (&start, &key, &body);
+            let ta = scope.spawn(|| {
+                start.wait();
+                emit_keyed(&a, "s", key, body)
+            });
+            let tb = scope.spawn(|| {
+                start.wait();
+                emit_keyed(&b, "s", key, body)
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert_eq!((ra.status, rb.status), (202, 202), "{} / {}", ra.body, rb.body);
+        assert_eq!(ra.json()["id"], rb.json()["id"], "round {round}: both answers name one event");
+        let replays = [&ra, &rb].iter().filter(|r| r.header("idempotent-replayed").is_some()).count();
+        assert_eq!(replays, 1, "round {round}: one of them is the replay");
+    }
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "every event on both nodes", || summary_ids(n, "s").len() >= rounds);
+        assert_eq!(summary_ids(n, "s").len(), rounds, "one event per key");
+    }
+}
+
+/// An emit with a key whose reply is lost (the proxy cuts it), then the
+/// client's retry with the same key, on the same node and on another
+/// (which only Redis can answer): one event, and each retry answers its id.
+#[test]
+fn a_lost_reply_then_a_retry_with_the_key_stores_one_event() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = CuttingProxy::start(redis.port, b"LOST-REPLY");
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = TestServer::start(&["--redis", &url]);
+    let b = node(&redis, &[]);
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let body = r#"{"marker":"LOST-REPLY"}"#;
+    proxy.armed.store(true, SeqCst);
+    let r = emit_keyed(&a, "s", "retry-me", body);
+    assert_eq!(proxy.cuts.load(SeqCst), 1, "the proxy cut the reply");
+    assert!(matches!(r.status, 202 | 503), "{}: {}", r.status, r.body);
+    a.wait_metric("ssehub_redis_reconnects_total", 1);
+    wait_until(Duration::from_secs(10), "the node reconnects", || healthz(&a) == 200);
+    let retry = emit_keyed(&b, "s", "retry-me", body);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed").as_deref(), Some("true"));
+    let id = retry.json()["id"].as_str().unwrap().to_string();
+    let again = emit_keyed(&a, "s", "retry-me", body);
+    assert_eq!((again.status, again.json()["id"].as_str()), (202, Some(id.as_str())), "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the event on both nodes", || !summary_ids(n, "s").is_empty());
+        assert_eq!(summary_ids(n, "s"), [id.as_str()], "stored once");
+    }
+    if r.status == 202 {
+        assert_eq!(r.json()["id"], retry.json()["id"]);
+    }
+    eprintln!("lost reply answered {}", r.status);
+}
+
 /// Redis loses its data (FLUSHALL; then a restart without its files):
 /// the nodes notice, write back the sources they know (same ids and
 /// endpoint keys), new ids are above every id served, and a subscriber

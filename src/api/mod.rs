@@ -290,7 +290,7 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
             require_length(head)?;
             take_emit(ctx, source)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-            let Some(idem) = idempotency_key(ctx.config, head, body)? else {
+            let Some(idem) = idempotency_key(head, body)? else {
                 let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
                 return Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) });
             };
@@ -513,14 +513,10 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
 
 /// An emit's `Idempotency-Key` (1 to 255 visible ASCII characters), as
 /// kept: its hash and the body's. `None` without the header.
-fn idempotency_key(config: &Config, head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
+fn idempotency_key(head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
     let Some(key) = head.header("idempotency-key") else { return Ok(None) };
     if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
         return Err(Fail::new(400, "Idempotency-Key must be 1 to 255 visible ASCII characters"));
-    }
-    // Redis would need the key decided inside the emit's script, on every node: refused, not ignored.
-    if config.engine == crate::engine::EngineKind::Redis {
-        return Err(Fail::new(400, "Idempotency-Key is not supported by the redis engine yet"));
     }
     Ok(Some(IdemKey::new(key, body)))
 }

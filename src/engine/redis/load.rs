@@ -28,6 +28,8 @@ pub struct Opened {
     pub url: RedisUrl,
     pub keys: KeyNames,
     pub history: usize,
+    /// `--idempotency-keys`: keys remembered per source at most.
+    pub max_keys: usize,
     pub partitions: u32,
     pub cursors: Vec<Vec<u8>>,
     pub epoch: Vec<u8>,
@@ -55,6 +57,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
         url: url.clone(),
         keys,
         history,
+        max_keys: crate::engine::DEFAULT_IDEMPOTENCY_KEYS,
         partitions: loaded.partitions,
         cursors: loaded.cursors,
         epoch: loaded.epoch,

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use log::error;
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{Ack, Bounds, Engine, IdemKey, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
 use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
@@ -62,7 +62,7 @@ use health::{Health, Refusing};
 use link::{Got, LinkState};
 pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
-use records::Record;
+use records::{Emitted, Record};
 use resp::Value;
 use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
@@ -114,14 +114,14 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { url, keys, history, max_keys, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
             registry,
             own,
-            rings: Rings::new(history, 0),
-            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
+            rings: Rings::with_limits(Bounds { max_keys, ..Bounds::count(history) }, 0),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, max_keys, epoch),
             readers,
             sources: Sources::default(),
             next_ticket: 0,
@@ -156,20 +156,23 @@ impl Redis {
         self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
-    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
+    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8], idem: Option<IdemKey>) {
         let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
         let id = src.id.clone();
-        self.pipe.emit(ticket, key, id, payload, &mut self.ready);
+        self.pipe.emit(ticket, key, id, payload, idem, &mut self.ready);
     }
 
-    /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
+    /// One emit's part of a batch's reply (`records::emitted`), or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
         let Some(flight) = self.pipe.land(counter) else { return };
         let result = match (reply, records::emitted(reply)) {
-            (_, Some((id, prev))) => {
+            (_, Some(Emitted::Appended(id, prev))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                 // Delivered now if nothing before it is missing here; else the read brings it in order.
                 if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
@@ -177,6 +180,14 @@ impl Redis {
                 }
                 return;
             }
+            // Another emit (of any node) with the key and the same body got `id`: nothing appended.
+            (_, Some(Emitted::Replayed(id))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
+                Ok(Ack::Replayed(id))
+            }
+            (_, Some(Emitted::OtherBody)) => Err(StorageError::KeyReused),
             // The source is gone in Redis.
             (Value::Nil, _) => Ok(Ack::Stored),
             _ => Err(StorageError::Unreachable),
@@ -473,6 +484,9 @@ impl Redis {
                     }
                     if let Some(flight) = self.pipe.land_own(&emit) {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
+                        if let Some(idem) = flight.idem {
+                            self.rings.remember(key, idem, id);
+                        }
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
                     self.deliver(key, id, &payload);
@@ -587,15 +601,15 @@ impl Engine for Redis {
                 let before = self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
-            // Idempotency keys are refused above this engine (the API, the handle) until Redis keeps them.
-            Op::Append { key, payload, .. } => self.emit(ticket, key, payload),
+            // With an idempotency key, the script decides: appended, replayed, or the key's other body.
+            Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem),
             Op::Retention { .. } => {}
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
                 for (_, payload) in &source.events {
                     let t = self.ticket();
-                    self.emit(t, key, payload);
+                    self.emit(t, key, payload, None);
                 }
             }
             Op::Verify { key, verify } => {

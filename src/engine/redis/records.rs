@@ -110,10 +110,28 @@ fn control(f: &[Value]) -> Option<Record> {
     })
 }
 
-/// One emit's part of a script call's reply: `[id, previous id]` (nil:
-/// no such source).
-pub fn emitted(reply: &Value) -> Option<(EventId, EventId)> {
-    reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)))
+/// What the script did with one emit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Emitted {
+    /// Appended: its id and the id before it.
+    Appended(EventId, EventId),
+    /// Its idempotency key was used with the same body: the id it got.
+    Replayed(EventId),
+    /// Its idempotency key was used with another body.
+    OtherBody,
+}
+
+/// One emit's part of a script call's reply: `[id, previous id]`,
+/// `["R", id]` (replayed) or `["C"]` (the key's other body); nil: no
+/// such source.
+pub fn emitted(reply: &Value) -> Option<Emitted> {
+    let a = reply.as_array()?;
+    let first = a.first()?.as_bytes()?;
+    Some(match first {
+        b"R" => Emitted::Replayed(parse_id(a.get(1)?.as_bytes()?)?),
+        b"C" => Emitted::OtherBody,
+        _ => Emitted::Appended(parse_id(first)?, parse_id(a.get(1)?.as_bytes()?)?),
+    })
 }
 
 /// An XREVRANGE of a history stream (newest first), oldest first: (id,
@@ -298,9 +316,16 @@ mod tests {
 
     #[test]
     fn emit_replies_and_histories() {
-        assert_eq!(emitted(&Value::Array(vec![bulk("9-1"), bulk("9-0")])), Some((id(9, 1), id(9, 0))));
-        for bad in [Value::Nil, Value::Error(b"OOM".to_vec()), Value::Array(vec![bulk("9-1")]), Value::Array(vec![bulk("9-1"), bulk("x")])]
-        {
+        assert_eq!(emitted(&Value::Array(vec![bulk("9-1"), bulk("9-0")])), Some(Emitted::Appended(id(9, 1), id(9, 0))));
+        assert_eq!(emitted(&Value::Array(vec![bulk("R"), bulk("8-2")])), Some(Emitted::Replayed(id(8, 2))));
+        assert_eq!(emitted(&Value::Array(vec![bulk("C")])), Some(Emitted::OtherBody));
+        for bad in [
+            Value::Nil,
+            Value::Error(b"OOM".to_vec()),
+            Value::Array(vec![bulk("9-1")]),
+            Value::Array(vec![bulk("9-1"), bulk("x")]),
+            Value::Array(vec![bulk("R")]),
+        ] {
             assert_eq!(emitted(&bad), None, "{bad:?}");
         }
         let h = |at: &str, prev: &str, p: &str| Value::Array(vec![bulk(at), Value::Array(vec![bulk("p"), bulk(p), bulk("v"), bulk(prev)])]);

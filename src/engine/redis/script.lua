@@ -1,6 +1,6 @@
 -- ssehub's one script: every change is one call, atomic in Redis.
--- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index, 6 epoch
--- (E: three per emit, then the epoch, always last).
+-- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index,
+-- 6 idempotency keys, 7 their order, 8 epoch (E: five per emit, then the epoch, always last).
 -- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back), v (signature check),
 -- T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
@@ -12,9 +12,15 @@ if op == 'P' then return redis.call('SET', KEYS[1], '1') end
 if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
 
 if op == 'E' then
-  -- Emits, one after another. KEYS per emit: source hash, history, partition (then the epoch);
-  -- ARGV 5 --history + 1, then per emit: source id, emit id (node:counter), payload.
-  -- Returns per emit {id, previous id}, or false (no such source).
+  -- Emits, one after another. KEYS per emit: source hash, history, partition, idempotency
+  -- keys, their order (then the epoch); ARGV 5 --history + 1, 6 --idempotency-keys, 7 now
+  -- (the node's unix ms), then per emit: source id, emit id (node:counter), payload, the
+  -- hex hashes of its idempotency key and of its body ('' and '' without a key).
+  -- Returns per emit {id, previous id}, or {'R', id} (the key was used with this body: the
+  -- id it got, nothing appended), {'C'} (used with another body), or false (no such source).
+  -- A key is kept (hash: key -> 'body id'; list: 'key id', oldest first) 24 h after its
+  -- event's id, at most ARGV[6] per source; decided here, so two nodes given the same key
+  -- at once store one event.
   -- Redis assigns the id (`*`: above the stream's last, even if its clock went back; a
   -- stream written back after a loss starts above the newest id served, see w).
   -- At least one more than --history is kept: of the newest --history + 1, the oldest is
@@ -23,14 +29,23 @@ if op == 'E' then
   -- first node on every append: 17 % of Redis's CPU per emit.
   -- A call's events for one partition go in one partition record, in order: pairs
   -- `e` (source, id, id before, emit id) and `p` (payload), one pair per event.
-  local keep, out, lasts, records, partitions = ARGV[5], {}, {}, {}, {}
-  for i = 0, (#KEYS - 1) / 3 - 1 do
-    local hash, history, partition = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
-    local source, emit, payload = ARGV[6 + i * 3], ARGV[7 + i * 3], ARGV[8 + i * 3]
+  local keep, max_keys, now, out, lasts, records, partitions = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), {}, {}, {}, {}
+  local life = 86400000
+  local function ms(id) return tonumber(string.match(id, '(%d+)%-')) end
+  for i = 0, (#KEYS - 1) / 5 - 1 do
+    local hash, history, partition, idem, order = KEYS[i * 5 + 1], KEYS[i * 5 + 2], KEYS[i * 5 + 3], KEYS[i * 5 + 4], KEYS[i * 5 + 5]
+    local source, emit, payload, key, body = ARGV[8 + i * 5], ARGV[9 + i * 5], ARGV[10 + i * 5], ARGV[11 + i * 5], ARGV[12 + i * 5]
     local last = lasts[hash]
     if last == nil then last = redis.call('HGET', hash, 'last') end
+    local kept = false
+    if last and key ~= '' then
+      kept = redis.call('HGET', idem, key)
+      if kept and ms(string.sub(kept, #body + 2)) + life <= now then kept = false end
+    end
     if not last then
       out[i + 1] = false
+    elseif kept then
+      if string.sub(kept, 1, #body) == body then out[i + 1] = {'R', string.sub(kept, #body + 2)} else out[i + 1] = {'C'} end
     else
       local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'v', last)
       local record = records[partition]
@@ -43,6 +58,21 @@ if op == 'E' then
       record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'e', source .. ' ' .. id .. ' ' .. last .. ' ' .. emit, 'p', payload
       lasts[hash] = id
       out[i + 1] = {id, last}
+      if key ~= '' then
+        redis.call('HSET', idem, key, body .. ' ' .. id)
+        local n = redis.call('RPUSH', order, key .. ' ' .. id)
+        -- Forget the oldest past the count, and those 24 h older than this event.
+        while n > 0 do
+          local first = redis.call('LINDEX', order, 0)
+          local k, at = string.match(first, '^(%S+) (%S+)$')
+          if n <= max_keys and ms(at) + life > ms(id) then break end
+          redis.call('LPOP', order)
+          n = n - 1
+          -- A key used again later (after it expired) has its newer entry.
+          local now_kept = redis.call('HGET', idem, k)
+          if now_kept and string.sub(now_kept, -#at - 1) == ' ' .. at then redis.call('HDEL', idem, k) end
+        end
+      end
     end
   end
   -- A partition keeps at most about ARGV[3] events (and two calls' more): a record of
@@ -92,7 +122,7 @@ elseif op == 'd' then
     local name = f[1] .. '\n' .. f[2]
     if redis.call('HGET', KEYS[5], name) == src then redis.call('HDEL', KEYS[5], name) end
   end
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[6], KEYS[7])
   redis.call('SREM', KEYS[4], src)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'd', 's', src)
   return 1
