@@ -396,6 +396,12 @@ impl<W> Hub<W> {
                 Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
                 // (A source gone meanwhile has nothing to set.)
                 Outcome::Verify { key, verify } => drop(self.registry.set_verify(key, verify)),
+                Outcome::Retention { key, retention } => {
+                    if self.registry.get(key).is_some() {
+                        self.registry.set_retention(key, retention);
+                        self.aging.push(key);
+                    }
+                }
                 Outcome::Token { key, token } => {
                     if self.registry.get(key).is_some() {
                         self.tokens.insert(&token.token, key, token.expires_at);

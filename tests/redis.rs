@@ -590,6 +590,85 @@ fn a_lost_reply_then_a_retry_with_the_key_stores_one_event() {
     eprintln!("lost reply answered {}", r.status);
 }
 
+fn source_json(n: &TestServer, source: &str) -> serde_json::Value {
+    let r = n.request("GET", &format!("/v1/sources/{source}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["data"].clone()
+}
+
+fn gap_frame(n: &TestServer, source: &str, after: &str) -> serde_json::Value {
+    let mut sse = n.subscribe(&format!("/sources/{source}/sse"), &format!("Last-Event-ID: {after}\r\n"));
+    match sse.next_event() {
+        Frame::Named { event, data } if event == "gap" => serde_json::from_str(&data).unwrap(),
+        other => panic!("expected the gap frame, got {other:?}"),
+    }
+}
+
+/// A source's retention set on one node is every node's: shown in its
+/// JSON, and in effect at once on the other node too (a smaller count
+/// evicts there, with the gap frame for a resume from before); a node
+/// started later loads it.
+#[test]
+fn a_retention_set_on_one_node_takes_effect_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let r = a.request("POST", "/v1/sources", Some(r#"{"name":"s","retention":{"max_events":8,"max_bytes":100000}}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let want = serde_json::json!({"max_events":8,"max_age_s":null,"max_bytes":100000});
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    assert_eq!(source_json(&b, "s")["retention"], want, "created with it on the other node");
+    let ids: Vec<String> = (0..10).map(|n| a.emit("s", &format!("{{\"n\":{n}}}"))).collect();
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the events on both nodes", || summary_ids(n, "s").last() == ids.last());
+        assert_eq!(summary_ids(n, "s"), ids[2..], "8, not the server's 100");
+    }
+    let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"retention":{"max_events":3}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let want = serde_json::json!({"max_events":3,"max_age_s":null,"max_bytes":null});
+    wait_until(Duration::from_secs(2), "b applies the PATCH", || source_json(&b, "s")["retention"] == want);
+    for n in [&a, &b] {
+        assert_eq!(summary_ids(n, "s"), ids[7..], "in effect at once");
+        assert_eq!(gap_frame(n, "s", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":ids[7],"lost":"unknown"}));
+    }
+    // A node started now loads the setting and what it keeps.
+    let c = node(&redis, &[]);
+    assert_eq!(source_json(&c, "s")["retention"], want);
+    assert_eq!(summary_ids(&c, "s"), ids[7..]);
+    let more = b.emit("s", "{}");
+    for n in [&a, &b, &c] {
+        wait_until(Duration::from_secs(5), "the new event everywhere", || summary_ids(n, "s").last() == Some(&more));
+        assert_eq!(summary_ids(n, "s"), [&ids[8..], &[more.clone()][..]].concat());
+    }
+}
+
+/// With `max_age_s 2` two nodes agree after the eviction: their summaries
+/// empty within about two seconds of the emits, and a resume from before
+/// gets the gap frame on either; `--history-max-age` is a default there too.
+#[test]
+fn two_redis_nodes_agree_after_an_age_eviction() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &["--history-max-age", "1h"]), node(&redis, &["--history-max-age", "1h"]));
+    let r = a.request("POST", "/v1/sources", Some(r#"{"name":"aged","retention":{"max_age_s":2}}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let plain = a.create_source("plain");
+    assert_eq!(plain["retention"]["max_age_s"], 3600, "the flag's default");
+    wait_until(Duration::from_secs(5), "b has the sources", || source_names(&b).len() == 2);
+    let ids: Vec<String> = (0..3).map(|n| a.emit("aged", &format!("{{\"n\":{n}}}"))).collect();
+    let kept = b.emit("plain", "{}");
+    let emitted = Instant::now();
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the events on both nodes", || summary_ids(n, "aged").len() == 3);
+    }
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(4), "evicted on both nodes", || summary_ids(n, "aged").is_empty());
+    }
+    assert!(emitted.elapsed() >= Duration::from_millis(1900), "not before its age: {:?}", emitted.elapsed());
+    for n in [&a, &b] {
+        assert_eq!(gap_frame(n, "aged", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":null,"lost":"unknown"}));
+        assert_eq!(summary_ids(n, "plain"), [kept.as_str()], "an hour is not yet");
+    }
+}
+
 /// Redis loses its data (FLUSHALL; then a restart without its files):
 /// the nodes notice, write back the sources they know (same ids and
 /// endpoint keys), new ids are above every id served, and a subscriber

@@ -496,7 +496,7 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
     };
-    let retention = retention(ctx.config, value.get("retention"))?;
+    let retention = retention(value.get("retention"))?;
     let account_name = ctx.keys.account_name(account);
     let (key, ticket) = ctx.hub.create(account, account_name, name, verify, retention, ctx.now_ms).map_err(|e| match e {
         CreateError::BadName => Fail::new(400, e.to_string()),
@@ -524,7 +524,7 @@ fn idempotency_key(head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
 /// `retention` of a create or a `PATCH`: absent or `null`, every bound
 /// the server's; else an object whose members are each absent, `null` or
 /// in range (SPEC §10).
-fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Retention> {
+fn retention(value: Option<&serde_json::Value>) -> Result<Retention> {
     let object = match value {
         None | Some(serde_json::Value::Null) => return Ok(Retention::default()),
         Some(serde_json::Value::Object(o)) => o,
@@ -547,10 +547,6 @@ fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Reten
         max_age_s: bound("max_age_s", Retention::MAX_AGE_S)?,
         max_bytes: bound("max_bytes", Retention::MAX_BYTES)?,
     };
-    // Redis trims each history to --history and keeps no setting of a source's: refused, not ignored.
-    if config.engine == crate::engine::EngineKind::Redis && !retention.is_default() {
-        return Err(Fail::new(400, "retention per source is not supported by the redis engine yet"));
-    }
     Ok(retention)
 }
 
@@ -616,7 +612,7 @@ fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: 
     };
     let retention = match object.get("retention") {
         None => None,
-        v => Some(retention(ctx.config, v)?),
+        v => Some(retention(v)?),
     };
     let s = ctx.hub.source(source);
     match &verify {

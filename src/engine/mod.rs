@@ -279,6 +279,11 @@ pub enum Outcome {
         key: SourceKey,
         token: StoredToken,
     },
+    /// Another node set the source's retention (the rings apply it).
+    Retention {
+        key: SourceKey,
+        retention: Retention,
+    },
     /// Another node revoked one: its streams here end.
     TokenRevoked {
         key: SourceKey,
@@ -438,7 +443,7 @@ impl Opened {
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.bounds.max_events, "ssehub:")?;
-                opened.max_keys = config.bounds.max_keys;
+                opened.bounds = config.bounds;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }

@@ -53,7 +53,9 @@ use std::time::{Duration, Instant};
 use log::error;
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Bounds, Engine, IdemKey, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{
+    Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
+};
 use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
@@ -78,6 +80,8 @@ pub struct Redis {
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
+    /// A source's bounds where its retention sets none.
+    bounds: Bounds,
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
@@ -114,14 +118,15 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, max_keys, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { url, keys, history, bounds, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
             registry,
             own,
-            rings: Rings::with_limits(Bounds { max_keys, ..Bounds::count(history) }, 0),
-            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, max_keys, epoch),
+            rings: Rings::with_limits(Bounds { max_events: history, ..bounds }, 0),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, bounds.max_keys, epoch),
+            bounds: Bounds { max_events: history, ..bounds },
             readers,
             sources: Sources::default(),
             next_ticket: 0,
@@ -197,6 +202,7 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
+        self.rings.set_retention(key, &meta.retention, crate::sys::unix_ms());
         self.sources.insert(key, meta.clone(), EventId::default());
         self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
@@ -206,9 +212,24 @@ impl Redis {
     fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
-        let args: [&[u8]; 6] =
-            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
+        let (retention, keep) = (records::retention_text(&meta.retention), self.keep(&meta.retention));
+        let args: [&[u8]; 8] = [
+            meta.account.as_bytes(),
+            meta.name.as_bytes(),
+            meta.endpoint_key.as_bytes(),
+            created.as_bytes(),
+            last.as_bytes(),
+            &verify,
+            retention.as_bytes(),
+            keep.as_bytes(),
+        ];
         self.call(&meta.id, op, &args, ticket, take_back);
+    }
+
+    /// What a source's history stream keeps: the count in effect, and one
+    /// more (the newest evicted).
+    fn keep(&self, retention: &Retention) -> String {
+        (retention.effective(self.bounds).max_events + 1).to_string()
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
@@ -576,9 +597,9 @@ impl Engine for Redis {
                 taken = self.sources.take(&mut self.rings, *key);
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
-            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
-            // Refused above this engine (the API) until Redis keeps it: nothing to store.
-            Op::Retention { .. } => None,
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } | Op::Retention { key, .. } => {
+                self.sources.get(*key).map(|s| s.id.clone())
+            }
             Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
@@ -603,7 +624,16 @@ impl Engine for Redis {
             }
             // With an idempotency key, the script decides: appended, replayed, or the key's other body.
             Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem),
-            Op::Retention { .. } => {}
+            Op::Retention { key, retention } => {
+                // In effect here at once (a refusal does not bring back what it evicted); other nodes apply its record.
+                let mut before = retention;
+                if let Some(src) = self.sources.get_mut(key) {
+                    before = std::mem::replace(&mut src.meta.retention, retention);
+                }
+                self.rings.set_retention(key, &retention, now_ms);
+                let (text, keep) = (records::retention_text(&retention), self.keep(&retention));
+                self.call(&id, b"r", &[text.as_bytes(), keep.as_bytes()], Some(ticket), TakeBack::Retention(key, before));
+            }
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
@@ -698,6 +728,12 @@ impl Engine for Redis {
 
     fn rings(&self) -> &Rings {
         &self.rings
+    }
+
+    /// Each node evicts by age from the ids, by the same rule, so every
+    /// node shows the same events after the deadline.
+    fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.rings.expire(key, now_ms)
     }
 
     fn metrics(&self, out: &mut String) {

@@ -2,7 +2,7 @@
 -- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index,
 -- 6 idempotency keys, 7 their order, 8 epoch (E: five per emit, then the epoch, always last).
 -- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back), v (signature check),
--- T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
+-- r (retention), T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
 -- An epoch that is not the node's means Redis lost data: LOST, nothing done.
 local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
@@ -30,13 +30,17 @@ if op == 'E' then
   -- A call's events for one partition go in one partition record, in order: pairs
   -- `e` (source, id, id before, emit id) and `p` (payload), one pair per event.
   local keep, max_keys, now, out, lasts, records, partitions = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), {}, {}, {}, {}
-  local life = 86400000
+  local life, keeps = 86400000, {}
   local function ms(id) return tonumber(string.match(id, '(%d+)%-')) end
   for i = 0, (#KEYS - 1) / 5 - 1 do
     local hash, history, partition, idem, order = KEYS[i * 5 + 1], KEYS[i * 5 + 2], KEYS[i * 5 + 3], KEYS[i * 5 + 4], KEYS[i * 5 + 5]
     local source, emit, payload, key, body = ARGV[8 + i * 5], ARGV[9 + i * 5], ARGV[10 + i * 5], ARGV[11 + i * 5], ARGV[12 + i * 5]
-    local last = lasts[hash]
-    if last == nil then last = redis.call('HGET', hash, 'last') end
+    -- A source's history keeps its own max_events + 1 (`keep` in its hash; else --history + 1).
+    local last, skeep = lasts[hash], nil
+    if last == nil then
+      local f = redis.call('HMGET', hash, 'last', 'keep')
+      last, skeep = f[1], f[2]
+    end
     local kept = false
     if last and key ~= '' then
       kept = redis.call('HGET', idem, key)
@@ -47,7 +51,8 @@ if op == 'E' then
     elseif kept then
       if string.sub(kept, 1, #body) == body then out[i + 1] = {'R', string.sub(kept, #body + 2)} else out[i + 1] = {'C'} end
     else
-      local id = redis.call('XADD', history, 'MAXLEN', '~', keep, '*', 'p', payload, 'v', last)
+      local id = redis.call('XADD', history, 'MAXLEN', '~', skeep or keeps[hash] or keep, '*', 'p', payload, 'v', last)
+      keeps[hash] = skeep or keeps[hash]
       local record = records[partition]
       if record == nil then
         record = {'XADD', partition, 'MAXLEN', '~', plen, '*'}
@@ -89,10 +94,12 @@ if op == 'E' then
 elseif op == 'c' or op == 'w' then
   -- ARGV 5 account, 6 name, 7 endpoint key, 8 created_at, 9 for w (a source written back
   -- after Redis lost it) the newest id the node served, 10 the signature check's settings
-  -- ('' for none). c: error TAKEN if the name is.
+  -- ('' for none), 11 its retention ('max_events max_age_s max_bytes', '-' for the
+  -- server's), 12 its history's length (max_events in effect + 1). c: error TAKEN if the
+  -- name is.
   local name = ARGV[5] .. '\n' .. ARGV[6]
   if redis.call('HSETNX', KEYS[5], name, src) == 0 and op == 'c' then return redis.error_reply('TAKEN name') end
-  redis.call('HSET', KEYS[1], 'account', ARGV[5], 'name', ARGV[6], 'endpoint', ARGV[7], 'created', ARGV[8])
+  redis.call('HSET', KEYS[1], 'account', ARGV[5], 'name', ARGV[6], 'endpoint', ARGV[7], 'created', ARGV[8], 'ret', ARGV[11], 'keep', ARGV[12])
   if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'verify', ARGV[10]) else redis.call('HDEL', KEYS[1], 'verify') end
   if op == 'c' then
     redis.call('HSET', KEYS[1], 'last', '0-0')
@@ -114,7 +121,7 @@ elseif op == 'c' or op == 'w' then
     end
   end
   redis.call('SADD', KEYS[4], src)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'c', 's', src, 'a', ARGV[5], 'n', ARGV[6], 'k', ARGV[7], 'at', ARGV[8], 'j', ARGV[10])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'c', 's', src, 'a', ARGV[5], 'n', ARGV[6], 'k', ARGV[7], 'at', ARGV[8], 'j', ARGV[10], 'r', ARGV[11])
   return 1
 elseif op == 'd' then
   local f = redis.call('HMGET', KEYS[1], 'account', 'name')
@@ -138,6 +145,15 @@ elseif op == 'v' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'verify', ARGV[5]) else redis.call('HDEL', KEYS[1], 'verify') end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'v', 's', src, 'j', ARGV[5])
+  return 1
+elseif op == 'r' then
+  -- ARGV 5: the retention ('max_events max_age_s max_bytes', '-' for the server's), 6 the
+  -- history's length (max_events in effect + 1): a smaller one trims it now. Every node
+  -- applies the record to its ring (age and bytes are each node's, by the same rule).
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  redis.call('HSET', KEYS[1], 'ret', ARGV[5], 'keep', ARGV[6])
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[6])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'r', 's', src, 'r', ARGV[5])
   return 1
 elseif op == 'T' then
   -- ARGV 5 token, 6 expires_at, 7 now (unix ms): kept in the source's hash as tok:<token>,

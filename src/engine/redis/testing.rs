@@ -78,7 +78,7 @@ mod tests {
         let url = server.url();
         let start = || {
             let mut opened = open(&url, 4, 10, "idem:").unwrap();
-            opened.max_keys = 2;
+            opened.bounds.max_keys = 2;
             let recovered = std::mem::take(&mut opened.recovered);
             (Redis::standalone(opened), recovered)
         };
