@@ -667,6 +667,13 @@ fn two_redis_nodes_agree_after_an_age_eviction() {
         assert_eq!(gap_frame(n, "aged", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":null,"lost":"unknown"}));
         assert_eq!(summary_ids(n, "plain"), [kept.as_str()], "an hour is not yet");
     }
+    // Redis's copy is trimmed too (XTRIM MINID at the nodes' deadline), the newest evicted kept for later loads.
+    let id = source_json(&a, "aged")["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(2), "the history stream trimmed", || redis.cli(&["XLEN", &format!("ssehub:h:{id}")]).trim() == "0");
+    assert_eq!(redis.cli(&["HGET", &format!("ssehub:src:{id}"), "evicted"]).trim(), ids[2]);
+    let c = node(&redis, &[]);
+    assert!(summary_ids(&c, "aged").is_empty());
+    assert_eq!(gap_frame(&c, "aged", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":null,"lost":"unknown"}));
 }
 
 /// Redis loses its data (FLUSHALL; then a restart without its files):

@@ -212,8 +212,8 @@ impl Redis {
     fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
-        let (retention, keep) = (records::retention_text(&meta.retention), self.keep(&meta.retention));
-        let args: [&[u8]; 8] = [
+        let (retention, keep, age) = (records::retention_text(&meta.retention), self.keep(&meta.retention), self.age(&meta.retention));
+        let args: [&[u8]; 9] = [
             meta.account.as_bytes(),
             meta.name.as_bytes(),
             meta.endpoint_key.as_bytes(),
@@ -222,6 +222,7 @@ impl Redis {
             &verify,
             retention.as_bytes(),
             keep.as_bytes(),
+            age.as_bytes(),
         ];
         self.call(&meta.id, op, &args, ticket, take_back);
     }
@@ -230,6 +231,11 @@ impl Redis {
     /// more (the newest evicted).
     fn keep(&self, retention: &Retention) -> String {
         (retention.effective(self.bounds).max_events + 1).to_string()
+    }
+
+    /// A source's age bound in effect, in ms ('' for none).
+    fn age(&self, retention: &Retention) -> String {
+        retention.effective(self.bounds).max_age_ms.map(|ms| ms.to_string()).unwrap_or_default()
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
@@ -631,8 +637,10 @@ impl Engine for Redis {
                     before = std::mem::replace(&mut src.meta.retention, retention);
                 }
                 self.rings.set_retention(key, &retention, now_ms);
-                let (text, keep) = (records::retention_text(&retention), self.keep(&retention));
-                self.call(&id, b"r", &[text.as_bytes(), keep.as_bytes()], Some(ticket), TakeBack::Retention(key, before));
+                let (text, keep, age, now) =
+                    (records::retention_text(&retention), self.keep(&retention), self.age(&retention), now_ms.to_string());
+                let args: [&[u8]; 4] = [text.as_bytes(), keep.as_bytes(), age.as_bytes(), now.as_bytes()];
+                self.call(&id, b"r", &args, Some(ticket), TakeBack::Retention(key, before));
             }
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
@@ -733,7 +741,19 @@ impl Engine for Redis {
     /// Each node evicts by age from the ids, by the same rule, so every
     /// node shows the same events after the deadline.
     fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
-        self.rings.expire(key, now_ms)
+        let evicted = |rings: &Rings| rings.history(key).and_then(|h| h.evicted());
+        let before = evicted(&self.rings);
+        let next = self.rings.expire(key, now_ms);
+        // Redis's copy goes too (any node may ask; the same trim twice does nothing).
+        if evicted(&self.rings) != before
+            && self.pipe.link.state == LinkState::Up
+            && let Some(src) = self.sources.get(key)
+            && let Some(age) = src.meta.retention.effective(self.bounds).max_age_ms
+        {
+            let (id, minid) = (src.id.clone(), now_ms.saturating_sub(age).to_string());
+            self.call(&id, b"a", &[minid.as_bytes()], None, TakeBack::Nothing);
+        }
+        next
     }
 
     fn metrics(&self, out: &mut String) {

@@ -2,7 +2,7 @@
 -- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index,
 -- 6 idempotency keys, 7 their order, 8 epoch (E: five per emit, then the epoch, always last).
 -- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back), v (signature check),
--- r (retention), T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
+-- r (retention), a (age trim), T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
 -- An epoch that is not the node's means Redis lost data: LOST, nothing done.
 local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
@@ -10,6 +10,24 @@ local op, src, plen = ARGV[1], ARGV[2], ARGV[3]
 -- exactly when a change's first write is (OOM, MISCONF, READONLY, NOREPLICAS).
 if op == 'P' then return redis.call('SET', KEYS[1], '1') end
 if op ~= 'w' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[4] then return redis.error_reply('LOST data (epoch)') end
+
+local function less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  return tonumber(am) < tonumber(bm) or (tonumber(am) == tonumber(bm) and tonumber(as) < tonumber(bs))
+end
+
+-- Age: the history's events below `minid` (unix ms) go (`XTRIM MINID`, Redis 6.2), the
+-- newest of them kept as the newest evicted (a node loading later tells the gap).
+local function age_trim(hash, history, minid)
+  if minid <= 0 then return end
+  local older = redis.call('XREVRANGE', history, string.format('%d', minid - 1), '-', 'COUNT', 1)
+  if #older == 0 then return end
+  local newest = older[1][1]
+  local evicted = redis.call('HGET', hash, 'evicted')
+  if not evicted or less(evicted, newest) then redis.call('HSET', hash, 'evicted', newest) end
+  redis.call('XTRIM', history, 'MINID', string.format('%d', minid))
+end
 
 if op == 'E' then
   -- Emits, one after another. KEYS per emit: source hash, history, partition, idempotency
@@ -36,10 +54,12 @@ if op == 'E' then
     local hash, history, partition, idem, order = KEYS[i * 5 + 1], KEYS[i * 5 + 2], KEYS[i * 5 + 3], KEYS[i * 5 + 4], KEYS[i * 5 + 5]
     local source, emit, payload, key, body = ARGV[8 + i * 5], ARGV[9 + i * 5], ARGV[10 + i * 5], ARGV[11 + i * 5], ARGV[12 + i * 5]
     -- A source's history keeps its own max_events + 1 (`keep` in its hash; else --history + 1).
+    -- One with an age bound (`age` ms in its hash) loses what is past it, once a call.
     local last, skeep = lasts[hash], nil
     if last == nil then
-      local f = redis.call('HMGET', hash, 'last', 'keep')
+      local f = redis.call('HMGET', hash, 'last', 'keep', 'age')
       last, skeep = f[1], f[2]
+      if last and f[3] then age_trim(hash, history, now - tonumber(f[3])) end
     end
     local kept = false
     if last and key ~= '' then
@@ -95,22 +115,18 @@ elseif op == 'c' or op == 'w' then
   -- ARGV 5 account, 6 name, 7 endpoint key, 8 created_at, 9 for w (a source written back
   -- after Redis lost it) the newest id the node served, 10 the signature check's settings
   -- ('' for none), 11 its retention ('max_events max_age_s max_bytes', '-' for the
-  -- server's), 12 its history's length (max_events in effect + 1). c: error TAKEN if the
-  -- name is.
+  -- server's), 12 its history's length (max_events in effect + 1), 13 its age bound in
+  -- effect (ms, '' for none). c: error TAKEN if the name is.
   local name = ARGV[5] .. '\n' .. ARGV[6]
   if redis.call('HSETNX', KEYS[5], name, src) == 0 and op == 'c' then return redis.error_reply('TAKEN name') end
   redis.call('HSET', KEYS[1], 'account', ARGV[5], 'name', ARGV[6], 'endpoint', ARGV[7], 'created', ARGV[8], 'ret', ARGV[11], 'keep', ARGV[12])
   if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'verify', ARGV[10]) else redis.call('HDEL', KEYS[1], 'verify') end
+  if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'age', ARGV[13]) else redis.call('HDEL', KEYS[1], 'age') end
   if op == 'c' then
     redis.call('HSET', KEYS[1], 'last', '0-0')
   else
     -- Never below an id served: the floor rises; what is gone counts as evicted.
     local last = redis.call('HGET', KEYS[1], 'last')
-    local function less(a, b)
-      local am, as = string.match(a, '^(%d+)-(%d+)$')
-      local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-      return tonumber(am) < tonumber(bm) or (tonumber(am) == tonumber(bm) and tonumber(as) < tonumber(bs))
-    end
     if not last or less(last, ARGV[9]) then
       redis.call('HSET', KEYS[1], 'last', ARGV[9])
       if ARGV[9] ~= '0-0' then
@@ -148,12 +164,24 @@ elseif op == 'v' then
   return 1
 elseif op == 'r' then
   -- ARGV 5: the retention ('max_events max_age_s max_bytes', '-' for the server's), 6 the
-  -- history's length (max_events in effect + 1): a smaller one trims it now. Every node
-  -- applies the record to its ring (age and bytes are each node's, by the same rule).
+  -- history's length (max_events in effect + 1): a smaller one trims it now, 7 the age
+  -- bound in effect (ms, '' for none), 8 now (the node's unix ms). Every node applies
+  -- the record to its ring (age and bytes are each node's, by the same rule).
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   redis.call('HSET', KEYS[1], 'ret', ARGV[5], 'keep', ARGV[6])
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[6])
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[1], 'age', ARGV[7])
+    age_trim(KEYS[1], KEYS[2], tonumber(ARGV[8]) - tonumber(ARGV[7]))
+  else
+    redis.call('HDEL', KEYS[1], 'age')
+  end
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'r', 's', src, 'r', ARGV[5])
+  return 1
+elseif op == 'a' then
+  -- A node's age deadline of the source came: ARGV 5 the oldest id's ms it keeps.
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  age_trim(KEYS[1], KEYS[2], tonumber(ARGV[5]))
   return 1
 elseif op == 'T' then
   -- ARGV 5 token, 6 expires_at, 7 now (unix ms): kept in the source's hash as tok:<token>,
