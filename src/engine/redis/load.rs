@@ -31,6 +31,8 @@ pub struct Opened {
     /// A source's bounds where its retention sets none (`--history` is
     /// `history`), and `--idempotency-keys`.
     pub bounds: crate::engine::Bounds,
+    /// Ids start above this millisecond (the process's start), as the other engines'.
+    pub floor_ms: u64,
     pub partitions: u32,
     pub cursors: Vec<Vec<u8>>,
     pub epoch: Vec<u8>,
@@ -59,6 +61,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
         keys,
         history,
         bounds: crate::engine::Bounds::count(history),
+        floor_ms: 0,
         partitions: loaded.partitions,
         cursors: loaded.cursors,
         epoch: loaded.epoch,
@@ -256,5 +259,7 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let last = get("last").and_then(|l| l.parse().ok());
     let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
     let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
+    // What a bound evicted may still be in the stream (`~` trims whole nodes).
+    events.retain(|e| Some(e.0) > evicted);
     Some(StoredSource { meta, events, last_id, evicted, keys: Vec::new() })
 }

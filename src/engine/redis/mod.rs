@@ -82,6 +82,8 @@ pub struct Redis {
     rings: Rings,
     /// A source's bounds where its retention sets none.
     bounds: Bounds,
+    /// Ids start above this millisecond.
+    floor_ms: u64,
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
@@ -118,7 +120,7 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, bounds, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { url, keys, history, bounds, floor_ms, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
@@ -127,6 +129,7 @@ impl Redis {
             rings: Rings::with_limits(Bounds { max_events: history, ..bounds }, 0),
             pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, bounds.max_keys, epoch),
             bounds: Bounds { max_events: history, ..bounds },
+            floor_ms,
             readers,
             sources: Sources::default(),
             next_ticket: 0,
@@ -161,13 +164,14 @@ impl Redis {
         self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
-    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8], idem: Option<IdemKey>) {
+    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8], idem: Option<IdemKey>, now_ms: u64) {
         let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
         let id = src.id.clone();
-        self.pipe.emit(ticket, key, id, payload, idem, &mut self.ready);
+        let at = now_ms.max(self.floor_ms + 1);
+        self.pipe.emit(ticket, key, id, payload, idem, at, &mut self.ready);
     }
 
     /// One emit's part of a batch's reply (`records::emitted`), or nil (no such source).
@@ -629,7 +633,7 @@ impl Engine for Redis {
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
             // With an idempotency key, the script decides: appended, replayed, or the key's other body.
-            Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem),
+            Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem, now_ms),
             Op::Retention { key, retention } => {
                 // In effect here at once (a refusal does not bring back what it evicted); other nodes apply its record.
                 let mut before = retention;
@@ -647,7 +651,7 @@ impl Engine for Redis {
                 self.create(key, &source.meta, Some(ticket));
                 for (_, payload) in &source.events {
                     let t = self.ticket();
-                    self.emit(t, key, payload, None);
+                    self.emit(t, key, payload, None, now_ms);
                 }
             }
             Op::Verify { key, verify } => {
@@ -750,8 +754,8 @@ impl Engine for Redis {
             && let Some(src) = self.sources.get(key)
             && let Some(age) = src.meta.retention.effective(self.bounds).max_age_ms
         {
-            let (id, minid) = (src.id.clone(), now_ms.saturating_sub(age).to_string());
-            self.call(&id, b"a", &[minid.as_bytes()], None, TakeBack::Nothing);
+            let (id, cut) = (src.id.clone(), now_ms.saturating_sub(age).to_string());
+            self.call(&id, b"a", &[cut.as_bytes()], None, TakeBack::Nothing);
         }
         next
     }

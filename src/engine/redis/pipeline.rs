@@ -109,6 +109,8 @@ pub struct Pipeline<T> {
     /// Emits submitted this turn, not yet sent: (counter, source id).
     batch: Vec<(u64, String)>,
     batch_bytes: usize,
+    /// The newest submit time (unix ms) of the batch's emits: their ids' millisecond, at least.
+    batch_now: u64,
     pub last_sent: Instant,
 }
 
@@ -133,6 +135,7 @@ impl<T> Pipeline<T> {
             flights: Flights::default(),
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_now: 0,
             last_sent: Instant::now(),
         }
     }
@@ -209,8 +212,19 @@ impl<T> Pipeline<T> {
     }
 
     /// Queues an emit to source `id` for this turn's batch.
-    pub fn emit(&mut self, ticket: Ticket, key: SourceKey, id: String, payload: &[u8], idem: Option<IdemKey>, ready: &mut Vec<Outcome>) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        ticket: Ticket,
+        key: SourceKey,
+        id: String,
+        payload: &[u8],
+        idem: Option<IdemKey>,
+        now_ms: u64,
+        ready: &mut Vec<Outcome>,
+    ) {
         self.emits += 1;
+        self.batch_now = self.batch_now.max(now_ms);
         let counter = self.emits;
         self.batch.push((counter, id));
         self.batch_bytes += payload.len();
@@ -227,6 +241,7 @@ impl<T> Pipeline<T> {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        let batch_now = std::mem::take(&mut self.batch_now);
         self.batch_bytes = 0;
         if matches!(self.link.state, LinkState::Down { .. }) {
             for (counter, _) in batch {
@@ -248,7 +263,7 @@ impl<T> Pipeline<T> {
         }
         let (mut numkeys, mut now) = (Vec::new(), Vec::new());
         push_u64(&mut numkeys, keys.len() as u64 + 1);
-        push_u64(&mut now, crate::sys::unix_ms());
+        push_u64(&mut now, batch_now);
         let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
         all.extend(keys.iter().map(String::as_bytes));
         all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.keep.as_bytes()]);

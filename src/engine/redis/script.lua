@@ -17,16 +17,17 @@ local function less(a, b)
   return tonumber(am) < tonumber(bm) or (tonumber(am) == tonumber(bm) and tonumber(as) < tonumber(bs))
 end
 
--- Age: the history's events below `minid` (unix ms) go (`XTRIM MINID`, Redis 6.2), the
--- newest of them kept as the newest evicted (a node loading later tells the gap).
-local function age_trim(hash, history, minid)
-  if minid <= 0 then return end
-  local older = redis.call('XREVRANGE', history, string.format('%d', minid - 1), '-', 'COUNT', 1)
+-- Age: the history's events of `cut` (now - max_age, unix ms) and before go, as the rings'
+-- (`XTRIM MINID`, Redis 6.2), the newest of them kept as the newest evicted (a node
+-- loading later tells the gap).
+local function age_trim(hash, history, cut)
+  if cut <= 0 then return end
+  local older = redis.call('XREVRANGE', history, string.format('%d', cut), '-', 'COUNT', 1)
   if #older == 0 then return end
   local newest = older[1][1]
   local evicted = redis.call('HGET', hash, 'evicted')
   if not evicted or less(evicted, newest) then redis.call('HSET', hash, 'evicted', newest) end
-  redis.call('XTRIM', history, 'MINID', string.format('%d', minid))
+  redis.call('XTRIM', history, 'MINID', string.format('%d', cut + 1))
 end
 
 if op == 'E' then
@@ -71,7 +72,14 @@ if op == 'E' then
     elseif kept then
       if string.sub(kept, 1, #body) == body then out[i + 1] = {'R', string.sub(kept, #body + 2)} else out[i + 1] = {'C'} end
     else
-      local id = redis.call('XADD', history, 'MAXLEN', '~', skeep or keeps[hash] or keep, '*', 'p', payload, 'v', last)
+      -- The id's millisecond is the submitting node's clock (ARGV 7), or the last id's if that
+      -- is later (a clock behind, another node's ahead): ids increase per source, and a
+      -- node's age bound and its ids share one clock. Redis's own (`*`) if it refuses that.
+      local maxlen, lm = skeep or keeps[hash] or keep, string.match(last, '^(%d+)-')
+      local at = ARGV[7]
+      if tonumber(lm) > now then at = lm end
+      local id = redis.pcall('XADD', history, 'MAXLEN', '~', maxlen, at .. '-*', 'p', payload, 'v', last)
+      if type(id) == 'table' then id = redis.call('XADD', history, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'v', last) end
       keeps[hash] = skeep or keeps[hash]
       local record = records[partition]
       if record == nil then
@@ -168,7 +176,19 @@ elseif op == 'r' then
   -- bound in effect (ms, '' for none), 8 now (the node's unix ms). Every node applies
   -- the record to its ring (age and bytes are each node's, by the same rule).
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  -- Past the smaller of the old and the new length, the newest is the newest evicted
+  -- (so a load after a larger bound brings nothing back: `~` leaves some in the stream).
+  local keep = tonumber(ARGV[6])
+  local before = tonumber(redis.call('HGET', KEYS[1], 'keep') or ARGV[6])
+  if before < keep then keep = before end
   redis.call('HSET', KEYS[1], 'ret', ARGV[5], 'keep', ARGV[6])
+  local over = redis.call('XLEN', KEYS[2]) - keep + 1
+  if over > 0 then
+    local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', over)
+    local newest = gone[#gone][1]
+    local evicted = redis.call('HGET', KEYS[1], 'evicted')
+    if not evicted or less(evicted, newest) then redis.call('HSET', KEYS[1], 'evicted', newest) end
+  end
   redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[6])
   if ARGV[7] ~= '' then
     redis.call('HSET', KEYS[1], 'age', ARGV[7])
@@ -179,7 +199,7 @@ elseif op == 'r' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'r', 's', src, 'r', ARGV[5])
   return 1
 elseif op == 'a' then
-  -- A node's age deadline of the source came: ARGV 5 the oldest id's ms it keeps.
+  -- A node's age deadline of the source came: ARGV 5 now - max_age (unix ms).
   if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   age_trim(KEYS[1], KEYS[2], tonumber(ARGV[5]))
   return 1

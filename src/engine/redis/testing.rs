@@ -56,10 +56,11 @@ mod tests {
         let server = RedisServer::start();
         let url = server.url();
         crate::engine::conformance::check_all(
-            &|dir, history, _floor| {
+            &|dir, history, floor| {
                 // One namespace per check dir, so a reopen finds its data.
                 let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
                 let mut opened = open(&url, 4, history, &prefix).unwrap();
+                opened.floor_ms = floor;
                 let recovered = std::mem::take(&mut opened.recovered);
                 (Box::new(Redis::standalone(opened)), recovered)
             },
