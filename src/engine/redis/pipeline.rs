@@ -251,13 +251,15 @@ impl<T> Pipeline<T> {
             }
             return;
         }
-        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 5);
+        let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
         // Per emit: its emit id, then its idempotency key's hash and its body's (hex; empty for none).
         let mut emit_args: Vec<[Vec<u8>; 3]> = Vec::with_capacity(batch.len());
         for (counter, id) in &batch {
             keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
-            keys.extend([self.keys.idem(id), self.keys.idem_order(id)]);
             let idem = self.flights.get(*counter).and_then(|f| f.idem);
+            if idem.is_some() {
+                keys.extend([self.keys.idem(id), self.keys.idem_order(id)]);
+            }
             let (key, body) = idem.map_or((Vec::new(), Vec::new()), |k| (hex(&k.key), hex(&k.body)));
             emit_args.push([records::emit_id(&self.node, *counter), key, body]);
         }

@@ -1,6 +1,7 @@
 -- ssehub's one script: every change is one call, atomic in Redis.
 -- KEYS: 1 source hash, 2 history stream, 3 partition stream, 4 source set, 5 name index,
--- 6 idempotency keys, 7 their order, 8 epoch (E: five per emit, then the epoch, always last).
+-- 6 idempotency keys, 7 their order, 8 epoch (E: three per emit, five with an idempotency
+-- key, then the epoch, always last).
 -- ARGV[1]: E (emits), c (create), d (delete), x (clear), w (write back), v (signature check),
 -- r (retention), a (age trim), T (token made), R (token revoked), P (probe: no other ARGV); ARGV[2]: source id;
 -- ARGV[3]: partition stream MAXLEN (~); ARGV[4]: the epoch the node knows; then per op (below).
@@ -31,17 +32,17 @@ local function age_trim(hash, history, cut)
 end
 
 if op == 'E' then
-  -- Emits, one after another. KEYS per emit: source hash, history, partition, idempotency
-  -- keys, their order (then the epoch); ARGV 5 --history + 1, 6 --idempotency-keys, 7 now
-  -- (the node's unix ms), then per emit: source id, emit id (node:counter), payload, the
+  -- Emits, one after another. KEYS per emit: source hash, history, partition, and with an
+  -- idempotency key its source's keys and their order (then the epoch); ARGV 5 --history
+  -- + 1, 6 --idempotency-keys, 7 now (the node's unix ms), then per emit: source id, emit id (node:counter), payload, the
   -- hex hashes of its idempotency key and of its body ('' and '' without a key).
   -- Returns per emit {id, previous id}, or {'R', id} (the key was used with this body: the
   -- id it got, nothing appended), {'C'} (used with another body), or false (no such source).
   -- A key is kept (hash: key -> 'body id'; list: 'key id', oldest first) 24 h after its
   -- event's id, at most ARGV[6] per source; decided here, so two nodes given the same key
   -- at once store one event.
-  -- Redis assigns the id (`*`: above the stream's last, even if its clock went back; a
-  -- stream written back after a loss starts above the newest id served, see w).
+  -- The id: `<ms>-*` (below; above the stream's last whatever the clocks; a stream
+  -- written back after a loss starts above the newest id served, see w).
   -- At least one more than --history is kept: of the newest --history + 1, the oldest is
   -- the newest evicted (what the gap signal compares with), known without a read per emit.
   -- `~` trims whole nodes only (<= 4 KiB or 100 entries more), where `=` walks the
@@ -51,9 +52,11 @@ if op == 'E' then
   local keep, max_keys, now, out, lasts, records, partitions = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), {}, {}, {}, {}
   local life, keeps = 86400000, {}
   local function ms(id) return tonumber(string.match(id, '(%d+)%-')) end
-  for i = 0, (#KEYS - 1) / 5 - 1 do
-    local hash, history, partition, idem, order = KEYS[i * 5 + 1], KEYS[i * 5 + 2], KEYS[i * 5 + 3], KEYS[i * 5 + 4], KEYS[i * 5 + 5]
+  local k = 1
+  for i = 0, (#ARGV - 7) / 5 - 1 do
     local source, emit, payload, key, body = ARGV[8 + i * 5], ARGV[9 + i * 5], ARGV[10 + i * 5], ARGV[11 + i * 5], ARGV[12 + i * 5]
+    local hash, history, partition, idem, order = KEYS[k], KEYS[k + 1], KEYS[k + 2], nil, nil
+    if key ~= '' then idem, order, k = KEYS[k + 3], KEYS[k + 4], k + 5 else k = k + 3 end
     -- A source's history keeps its own max_events + 1 (`keep` in its hash; else --history + 1).
     -- One with an age bound (`age` ms in its hash) loses what is past it, once a call.
     local last, skeep = lasts[hash], nil
