@@ -760,6 +760,30 @@ fn a_paused_node_catches_up_from_history() {
     assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
 }
 
+/// The same when the source's own `max_events` holds what b missed and
+/// `--history` would not: b catches up from the source's longer history,
+/// no gap.
+#[test]
+fn a_paused_node_catches_up_as_far_as_the_sources_own_count_bound() {
+    let redis = RedisServer::start();
+    let (a, b, mut stream) = paused_pair(&redis, "10");
+    let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"retention":{"max_events":1000}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(Duration::from_secs(2), "b applies it", || {
+        source_names(&b).len() == 1 && b.request("GET", "/v1/sources/s", None).json()["data"]["retention"]["max_events"] == 1000
+    });
+    let (acked, _) = pause_and_emit(&redis, &a, &b, &mut stream, 400);
+    let mut got = vec![acked[0].clone()];
+    while got.len() < acked.len() {
+        match stream.next_event() {
+            Frame::Event { id: Some(id), .. } => got.push(id),
+            other => panic!("after {} events: {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, acked);
+    assert_eq!(summary_ids(&b, "s").len(), 100, "summaries show at most 100 a page");
+}
+
 /// Two nodes on one partition of 10 entries with `--history history`,
 /// source `s`, and a stream of it on b.
 fn paused_pair(redis: &RedisServer, history: &str) -> (TestServer, TestServer, support::Sse) {

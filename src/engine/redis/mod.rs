@@ -502,7 +502,8 @@ impl Redis {
                                         Info,
                                         "source {source}: catching up from its history after {last} (this node fell behind its partition)"
                                     );
-                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
+                                    let keep = self.sources.get(key).map(|s| self.keep(&s.meta.retention)).unwrap_or_default();
+                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev, &keep));
                                 } else {
                                     self.resync = waiting;
                                 }
