@@ -28,13 +28,7 @@ fn tls_server(certs: &Certs, args: &[&str]) -> (TestServer, SocketAddr) {
 }
 
 fn metric(metrics: SocketAddr, name: &str) -> u64 {
-    let body = support::send(metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
-        .trim()
-        .parse()
-        .unwrap()
+    support::metric_in(&support::send(metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").body, name)
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;

@@ -187,13 +187,7 @@ impl TestServer {
 
     /// The value of a `/metrics` line such as `ssehub_subscribers`.
     pub fn metric(&self, name: &str) -> u64 {
-        let body = self.request("GET", "/metrics", None).body;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-            .trim()
-            .parse()
-            .unwrap()
+        metric_in(&self.request("GET", "/metrics", None).body, name)
     }
 
     /// Waits until `metric` equals `want` (the reactor publishes once per turn).
@@ -540,4 +534,14 @@ impl KeepAlive {
         self.r.get_mut().write_all(req.as_bytes()).unwrap();
         read_response(&mut self.r)
     }
+}
+
+/// The value of the line `name` of a `/metrics` body.
+pub fn metric_in(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
