@@ -83,6 +83,11 @@ impl Report {
 
 impl Fleet {
     pub fn spawn(o: &Opts, workers: usize) -> Res<Fleet> {
+        Fleet::spawn_with(o, workers, o.inflight)
+    }
+
+    /// `workers` processes with `inflight` connects in flight over all of them.
+    pub fn spawn_with(o: &Opts, workers: usize, inflight: usize) -> Res<Fleet> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let (tx, rx) = mpsc::channel();
         let mut procs = Vec::new();
@@ -90,7 +95,8 @@ impl Fleet {
             let cfg = serde_json::json!({
                 "dst": o.addr.to_string(), "host": o.host, "key": o.key,
                 "path": o.target.sub_path(&o.source), "envelope": o.target.envelope(),
-                "index": w, "stride": workers, "inflight": o.inflight.div_ceil(workers),
+                "index": w, "stride": workers, "inflight": inflight.div_ceil(workers),
+                "tls": o.tls.is_some(),
             });
             let mut child = Command::new(&exe)
                 .arg("__worker")
@@ -118,6 +124,13 @@ impl Fleet {
 
     fn send(&mut self, w: usize, line: &str) -> Res<()> {
         writeln!(self.procs[w].1, "{line}").map_err(|e| format!("worker {w}: {e}"))
+    }
+
+    /// Sets the workers' nice value; false where that is not allowed (a
+    /// negative one needs root or CAP_SYS_NICE).
+    pub fn renice(&self, nice: i32) -> bool {
+        // SAFETY: setpriority on our own children only.
+        self.procs.iter().all(|(c, _)| unsafe { libc::setpriority(libc::PRIO_PROCESS, c.id(), nice) } == 0)
     }
 
     pub fn size(&self) -> usize {
