@@ -122,6 +122,8 @@ pub fn surge(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> 
     // The measured subscribers read before the crowd's handshakes where we
     // may say so: the delay measured is then the server's, not the tool's.
     let nice = if fleet.renice(-5) { -5 } else { 0 };
+    // SAFETY: getpriority of this process.
+    let nice = nice + unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let s1 = Sample::take(o, Some(fleet));
     let (emitted, crowded) = std::thread::scope(|scope| {
         let emitter = scope.spawn(move || emit(o, http, run, o.events, o.rate));

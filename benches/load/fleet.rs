@@ -126,11 +126,16 @@ impl Fleet {
         writeln!(self.procs[w].1, "{line}").map_err(|e| format!("worker {w}: {e}"))
     }
 
-    /// Sets the workers' nice value; false where that is not allowed (a
-    /// negative one needs root or CAP_SYS_NICE).
-    pub fn renice(&self, nice: i32) -> bool {
-        // SAFETY: setpriority on our own children only.
-        self.procs.iter().all(|(c, _)| unsafe { libc::setpriority(libc::PRIO_PROCESS, c.id(), nice) } == 0)
+    /// Moves the workers' nice value by `by`; false where that is not
+    /// allowed (lowering it needs root or CAP_SYS_NICE).
+    pub fn renice(&self, by: i32) -> bool {
+        self.procs.iter().all(|(c, _)| {
+            // SAFETY: getpriority and setpriority on our own children only.
+            unsafe {
+                let now = libc::getpriority(libc::PRIO_PROCESS, c.id());
+                libc::setpriority(libc::PRIO_PROCESS, c.id(), now + by) == 0
+            }
+        })
     }
 
     pub fn size(&self) -> usize {

@@ -71,8 +71,9 @@
 //! `surge`: N subscribers stream while events go out at `--rate`; a second
 //! fleet of workers then opens `--crowd` more (at most `--crowd-inflight`
 //! connecting at once) while the emits go on. The measured subscribers'
-//! workers run at nice -5 where allowed (root), so that what delays them is
-//! the server rather than the crowd's handshakes in the tool. It reports the measured streams' delivery
+//! workers run 5 below the tool's nice value where allowed (root), so that
+//! what delays them is the server rather than the crowd's handshakes in the
+//! tool. It reports the measured streams' delivery
 //! latency over the whole run and the completion time of the events emitted
 //! while the crowd connected. Give it `--events` enough to outlast the crowd.
 //!
