@@ -15,10 +15,11 @@
 #   scripts/bench.sh --drain    reconnect spread of a --drain stop (ssehub
 #                               only, 1 minute)
 #   scripts/bench.sh --tls      over TLS: ssehub against nginx+nchan with ssl
-#                               (scripts/bench-tls.sh; 6-8 minutes)
+#                               (scripts/bench-tls.sh; 16 minutes on 2 busy
+#                               cores, --quick 4)
 #   scripts/bench.sh --tls-surge
 #                               only the TLS surge: delivery to 1,000 streams
-#                               while 10,000 clients connect (1 minute)
+#                               while 10,000 clients connect (2 minutes)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
