@@ -14,6 +14,12 @@
 #                               binary (OTHER) and this one, 3 rounds (2 minutes)
 #   scripts/bench.sh --drain    reconnect spread of a --drain stop (ssehub
 #                               only, 1 minute)
+#   scripts/bench.sh --tls      over TLS: ssehub against nginx+nchan with ssl
+#                               (scripts/bench-tls.sh; 16 minutes on 2 busy
+#                               cores, --quick 4)
+#   scripts/bench.sh --tls-surge
+#                               only the TLS surge: delivery to 1,000 streams
+#                               while 10,000 clients connect (2 minutes)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -77,6 +83,8 @@ while [ $# -gt 0 ]; do
     --storage) STORAGE=1 ;;
     --redis) STORAGE=redis ;;
     --drain) STORAGE=drain ;;
+    --tls) STORAGE=tls ;;
+    --tls-surge) STORAGE=tls_surge ;;
     --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -114,6 +122,7 @@ install_missing() {
   local need=()
   [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
   command -v nginx >/dev/null || need+=(nginx)
+  [[ $STORAGE != tls* ]] || command -v openssl >/dev/null || need+=(openssl)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
   [ "$STORAGE" != redis ] || command -v redis-server >/dev/null || need+=(redis-server)
@@ -188,12 +197,16 @@ PIN_TOOL=()
 
 # Engine flags of the next ssehub (--storage sets them per run).
 ENGINE_ARGS=()
+# --tls: the next server speaks TLS (ssehub's flags; nginx's directives).
+SCHEME=http
+TLS_ARGS=()
+NGX_SSL= NGX_TLS=
 
 start_ssehub() {
   next_port
   DATA=$TMP/data-$PORT
   SSEHUB_API_KEY=$KEY RUST_LOG=info "${PIN_SRV[@]}" "$SSEHUB" serve --listen 127.0.0.1:$PORT --source load \
-    --data-dir "$DATA" "${ENGINE_ARGS[@]}" >>"$LOGS/ssehub.log" 2>&1 &
+    --data-dir "$DATA" "${ENGINE_ARGS[@]}" "${TLS_ARGS[@]}" >>"$LOGS/ssehub.log" 2>&1 &
   SRV_MAIN=$! SRV_PID=$!
   wait_listening ssehub
 }
@@ -226,8 +239,9 @@ http {
   scgi_temp_path $dir/scgi;
   keepalive_requests 1000000;
   nchan_message_buffer_length 100;
+  $NGX_TLS
   server {
-    listen 127.0.0.1:$PORT backlog=4096;
+    listen 127.0.0.1:$PORT backlog=4096$NGX_SSL;
     location ~ ^/pub/(\w+)\$ {
       nchan_publisher http;
       nchan_channel_id \$1;
@@ -285,8 +299,8 @@ load() {
   start_server "$server"
   say "bench: $server $label"
   b0=$(busy_s) s0=$(cpu_s "$SRV_PID") t0=$(now_s)
-  if ! SSEHUB_API_KEY=$key timeout --foreground -k 5 900 "$LOAD" "$@" --target "$server" \
-    --url "http://127.0.0.1:$PORT" --pid "$SRV_PID" >"$log" 2>&1; then
+  if ! SSEHUB_API_KEY=$key timeout --foreground -k 5 900 "${PIN_TOOL[@]}" "$LOAD" "$@" --target "$server" \
+    --url "$SCHEME://127.0.0.1:$PORT" --pid "$SRV_PID" >"$log" 2>&1; then
     FAILED+=("$server $label")
     say "bench: $server $label FAILED; the end of $log:"
     tail -5 "$log" >&2
@@ -810,6 +824,16 @@ ssehub_only() {
   exit 0
 }
 case $STORAGE in
+  tls | tls_surge)
+    # shellcheck source=scripts/bench-tls.sh
+    . "$ROOT/scripts/bench-tls.sh"
+    "run_$STORAGE"
+    echo "# load at end:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
+    "${STORAGE}_table" | tee "$OUT/$STORAGE.md"
+    say "bench: raw results in $RESULTS, logs in $LOGS"
+    [ ${#FAILED[@]} -eq 0 ] || { say "bench: FAILED: ${FAILED[*]}"; exit 1; }
+    exit 0
+    ;;
   drain) ssehub_only drain ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;

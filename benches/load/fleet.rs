@@ -83,6 +83,11 @@ impl Report {
 
 impl Fleet {
     pub fn spawn(o: &Opts, workers: usize) -> Res<Fleet> {
+        Fleet::spawn_with(o, workers, o.inflight)
+    }
+
+    /// `workers` processes with `inflight` connects in flight over all of them.
+    pub fn spawn_with(o: &Opts, workers: usize, inflight: usize) -> Res<Fleet> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let (tx, rx) = mpsc::channel();
         let mut procs = Vec::new();
@@ -90,7 +95,8 @@ impl Fleet {
             let cfg = serde_json::json!({
                 "dst": o.addr.to_string(), "host": o.host, "key": o.key,
                 "path": o.target.sub_path(&o.source), "envelope": o.target.envelope(),
-                "index": w, "stride": workers, "inflight": o.inflight.div_ceil(workers),
+                "index": w, "stride": workers, "inflight": inflight.div_ceil(workers),
+                "tls": o.tls.is_some(),
             });
             let mut child = Command::new(&exe)
                 .arg("__worker")
@@ -118,6 +124,18 @@ impl Fleet {
 
     fn send(&mut self, w: usize, line: &str) -> Res<()> {
         writeln!(self.procs[w].1, "{line}").map_err(|e| format!("worker {w}: {e}"))
+    }
+
+    /// Moves the workers' nice value by `by`; false where that is not
+    /// allowed (lowering it needs root or CAP_SYS_NICE).
+    pub fn renice(&self, by: i32) -> bool {
+        self.procs.iter().all(|(c, _)| {
+            // SAFETY: getpriority and setpriority on our own children only.
+            unsafe {
+                let now = libc::getpriority(libc::PRIO_PROCESS, c.id());
+                libc::setpriority(libc::PRIO_PROCESS, c.id(), now + by) == 0
+            }
+        })
     }
 
     pub fn size(&self) -> usize {

@@ -1,10 +1,14 @@
 //! Minimal blocking HTTP/1.1 client for the REST calls and emits: one
 //! keep-alive connection, Content-Length bodies, requests may be pipelined.
+//! Over TLS the rustls state is shared by the two handles (one writes, one
+//! reads): raw bytes are read without the lock, then fed to rustls under it.
 
 use super::*;
+use std::sync::{Arc, Mutex};
 
 pub struct Http {
     stream: TcpStream,
+    tls: Option<Arc<Mutex<rustls::ClientConnection>>>,
     host: String,
     key: String,
     buf: Vec<u8>,
@@ -16,14 +20,25 @@ impl Http {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let timeout = Some(Duration::from_secs(10));
         stream.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-        Ok(Http { stream, host: o.host.clone(), key: o.key.clone(), buf: Vec::new() })
+        let tls = match &o.tls {
+            Some(config) => {
+                let mut conn = tls::connection(config)?;
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut &stream).map_err(|e| format!("{} TLS handshake: {e}", o.addr))?;
+                }
+                Some(Arc::new(Mutex::new(conn)))
+            }
+            None => None,
+        };
+        Ok(Http { stream, tls, host: o.host.clone(), key: o.key.clone(), buf: Vec::new() })
     }
 
     /// A second handle on the same connection, to read answers while
     /// this one writes requests.
     pub fn try_clone(&self) -> Res<Http> {
         let stream = self.stream.try_clone().map_err(|e| e.to_string())?;
-        Ok(Http { stream, host: self.host.clone(), key: self.key.clone(), buf: Vec::new() })
+        let (host, key, tls) = (self.host.clone(), self.key.clone(), self.tls.clone());
+        Ok(Http { stream, tls, host, key, buf: Vec::new() })
     }
 
     pub fn call(&mut self, method: &str, path: &str, body: &[u8]) -> Res<(u16, Vec<u8>)> {
@@ -39,7 +54,14 @@ impl Http {
         )
         .into_bytes();
         req.extend_from_slice(body);
-        self.stream.write_all(&req).map_err(|e| format!("{method} {path}: {e}"))
+        let err = |e: io::Error| format!("{method} {path}: {e}");
+        let Some(tls) = &self.tls else { return self.stream.write_all(&req).map_err(err) };
+        let mut conn = tls.lock().map_err(|_| "tls state poisoned")?;
+        conn.writer().write_all(&req).map_err(err)?;
+        while conn.wants_write() {
+            conn.write_tls(&mut &self.stream).map_err(err)?;
+        }
+        Ok(())
     }
 
     /// Reads one response: (status, body).
@@ -70,10 +92,13 @@ impl Http {
         let mut chunk = [0u8; 4096];
         match self.stream.read(&mut chunk) {
             Ok(0) => Err("server closed the connection".into()),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
+            Ok(n) => match &self.tls {
+                Some(tls) => tls::feed(&mut *tls.lock().map_err(|_| "tls state poisoned")?, &chunk[..n], &mut self.buf),
+                None => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    Ok(())
+                }
+            },
             Err(e) => Err(format!("reading a response: {e}")),
         }
     }

@@ -10,7 +10,9 @@
 //! cargo bench --bench load -- storm     --n 10000 --events 1000 --rate 200
 //! cargo bench --bench load -- churn     --secs 60 --rate 500 [--reads 3 --emit-rate 50]
 //! cargo bench --bench load -- drain     --n 19000 --drains 10s,0s --server target/release/ssehub
-//! common: --url http://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
+//! cargo bench --bench load -- connects  --secs 20 --inflight 32
+//! cargo bench --bench load -- surge     --n 1000 --crowd 10000 --events 3000 --rate 200
+//! common: --url http[s]://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
 //!         --pid SERVER_PID  --per-worker 19000  --workers K  --inflight 128
 //!         --window 64  --timeout 120s  --target ssehub|nchan
 //! ```
@@ -58,6 +60,23 @@
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
 //!
+//! `--url https://…` speaks TLS everywhere (`tls`: rustls, no certificate
+//! check, no resumption, so every connect is a full handshake).
+//!
+//! `connects`: `--inflight` threads each connect (blocking), handshake,
+//! `GET /healthz` with `Connection: close`, read the answer and close, again
+//! and again for `--secs`: connects (full TLS handshakes) per second, and
+//! the server's CPU per connect.
+//!
+//! `surge`: N subscribers stream while events go out at `--rate`; a second
+//! fleet of workers then opens `--crowd` more (at most `--crowd-inflight`
+//! connecting at once) while the emits go on. The measured subscribers'
+//! workers run 5 below the tool's nice value where allowed (root), so that
+//! what delays them is the server rather than the crowd's handshakes in the
+//! tool. It reports the measured streams' delivery
+//! latency over the whole run and the completion time of the events emitted
+//! while the crowd connected. Give it `--events` enough to outlast the crowd.
+//!
 //! Shape: this process (the coordinator) creates the source, emits over one
 //! keep-alive connection and samples `/proc`. Subscribers live in workers (this
 //! executable re-run as `__worker`) because the hard `RLIMIT_NOFILE` (20,000
@@ -95,6 +114,7 @@
 // `fleet` of `worker` processes; `sse`, `http` and `hist` are the sans-I/O
 // parsers and the histogram they share; `sys` wraps libc and /proc;
 // `selftest` holds the table tests.
+mod connects;
 mod fleet;
 mod hist;
 mod http;
@@ -103,6 +123,7 @@ mod scenario;
 mod selftest;
 mod sse;
 mod sys;
+mod tls;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,7 +166,8 @@ fn main() {
     std::process::exit(code);
 }
 
-const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|drain|selftest> [--n N] [--hold 5s] \
+const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|drain|connects|surge|selftest> \
+    [--n N] [--hold 5s] [--crowd N] [--crowd-inflight N] \
     [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--reads N] \
     [--emit-rate PER_S] [--reconnect-inflight N] [--drains 10s,0s] [--server PATH] \
     [--node-args 'ARGS'] [--default-retry 3s] [--url URL] \
@@ -202,6 +224,8 @@ struct Opts {
     target: Target,
     addr: SocketAddrV4,
     host: String,
+    /// `https://`: the client's TLS configuration.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     key: String,
     source: String,
     pid: Option<u32>,
@@ -233,6 +257,10 @@ struct Opts {
     node_args: Vec<String>,
     /// `drain`: the reconnect wait of a stream that sent no `retry:`.
     default_retry: Duration,
+    /// `surge`: subscribers that connect while the measured ones stream,
+    /// and how many of them connect at once, at most.
+    crowd: usize,
+    crowd_inflight: usize,
     /// Bound on every wait: connecting, delivery, reports.
     timeout: Duration,
 }
@@ -258,7 +286,7 @@ impl FromStr for Secs {
 impl Opts {
     fn parse(args: &[String]) -> Res<Opts> {
         let scenario = args[0].clone();
-        if !["idle", "ladder", "fanout", "handshake", "storm", "churn", "drain"].contains(&scenario.as_str()) {
+        if !["idle", "ladder", "fanout", "handshake", "storm", "churn", "drain", "connects", "surge"].contains(&scenario.as_str()) {
             return Err(format!("unknown scenario {scenario:?}\n{USAGE}"));
         }
         let mut flags = BTreeMap::new();
@@ -272,7 +300,7 @@ impl Opts {
         fn parse<T: FromStr>(k: &str, v: String) -> Res<T> {
             v.replace('_', "").parse().map_err(|_| format!("bad --{k} {v:?}"))
         }
-        let (addr, host) = parse_url(&get("url", "http://127.0.0.1:8080"))?;
+        let (addr, host, https) = parse_url(&get("url", "http://127.0.0.1:8080"))?;
         let env_key = std::env::var("SSEHUB_API_KEY").unwrap_or_default();
         let n = if ["handshake", "drain"].contains(&scenario.as_str()) { "19000" } else { "10000" };
         let hold = if scenario == "ladder" { "2s" } else { "5s" };
@@ -283,6 +311,7 @@ impl Opts {
             target: parse("target", get("target", "ssehub"))?,
             addr,
             host,
+            tls: https.then(tls::config),
             key: get("key", &env_key),
             source: get("source", "load"),
             pid: Some(get("pid", "")).filter(|p| !p.is_empty()).map(|p| parse("pid", p)).transpose()?,
@@ -305,6 +334,8 @@ impl Opts {
             server: get("server", "target/release/ssehub"),
             node_args: get("node-args", "--engine memory").split_whitespace().map(String::from).collect(),
             default_retry: parse::<Secs>("default-retry", get("default-retry", "3s"))?.0,
+            crowd: parse("crowd", get("crowd", "10000"))?,
+            crowd_inflight: parse("crowd-inflight", get("crowd-inflight", "256"))?,
             timeout: parse::<Secs>("timeout", get("timeout", "120s"))?.0,
             scenario,
         };
@@ -342,14 +373,18 @@ impl Opts {
     }
 }
 
-/// Accepts `http://host:port[/]`, loopback only: the subscribers bind to
-/// 127.0.0.x, which reaches nothing but this machine.
-fn parse_url(url: &str) -> Res<(SocketAddrV4, String)> {
-    let bad = || format!("--url must be http://<loopback host>:<port>, not {url:?}");
-    let host = url.strip_prefix("http://").ok_or_else(bad)?.trim_end_matches('/');
+/// Accepts `http[s]://host:port[/]`, loopback only: the subscribers bind to
+/// 127.0.0.x, which reaches nothing but this machine. True for `https`.
+fn parse_url(url: &str) -> Res<(SocketAddrV4, String, bool)> {
+    let bad = || format!("--url must be http[s]://<loopback host>:<port>, not {url:?}");
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").ok_or_else(bad)?, false),
+    };
+    let host = rest.trim_end_matches('/');
     let addrs = host.to_socket_addrs().map_err(|e| format!("{host}: {e}"))?;
     match addrs.into_iter().find(SocketAddr::is_ipv4) {
-        Some(SocketAddr::V4(a)) if a.ip().is_loopback() => Ok((a, host.to_owned())),
+        Some(SocketAddr::V4(a)) if a.ip().is_loopback() => Ok((a, host.to_owned(), https)),
         _ => Err(bad()),
     }
 }

@@ -78,6 +78,22 @@ const FIELDS: &[(&str, &str)] = &[
     ("million_kernel_gib", "1M subscribers: kernel memory, both ends (GiB)"),
     ("million_procs", "1M subscribers: server processes at 19.9k fds"),
     ("tool_cpu_total_s", "load tool CPU, whole run (s)"),
+    ("tls", "over TLS"),
+    ("inflight", "connecting at once (threads)"),
+    ("connect_failed", "connects failed (at most 1 %)"),
+    ("srv_us_per_connect", "server CPU per connect (µs)"),
+    ("tool_us_per_connect", "load tool CPU per connect (µs)"),
+    ("measured_nice", "nice of the measured subscribers' workers"),
+    ("crowd", "crowd asked to connect meanwhile"),
+    ("crowd_held", "crowd connected (first handshake seen)"),
+    ("crowd_failed", "crowd failed"),
+    ("crowd_s", "crowd: first connect -> last one in (s)"),
+    ("crowd_per_s", "crowd: connects per second"),
+    ("crowd_connect_p99_ms", "crowd: connect -> first handshake p99 (ms)"),
+    ("during_events", "events emitted while the crowd connected"),
+    ("during_done_p50_us", "their completion (emit -> last subscriber) p50 (µs)"),
+    ("during_done_p99_us", "their completion p99 (µs)"),
+    ("during_done_max_us", "their completion max (µs)"),
     ("drain_s", "--drain of the node stopped (s)"),
     ("streams", "streams on it at the SIGTERM"),
     ("ended", "streams it ended"),
@@ -100,15 +116,15 @@ const FIELDS: &[(&str, &str)] = &[
 ];
 
 /// One moment's readings: server RSS and CPU, load-tool CPU, kernel memory.
-struct Sample {
-    rss: Option<u64>,
+pub(crate) struct Sample {
+    pub(crate) rss: Option<u64>,
     cpu: Option<f64>,
     tool_cpu: f64,
     kernel: Option<u64>,
 }
 
 impl Sample {
-    fn take(o: &Opts, fleet: Option<&Fleet>) -> Sample {
+    pub(crate) fn take(o: &Opts, fleet: Option<&Fleet>) -> Sample {
         let workers = fleet.map_or(0.0, Fleet::cpu_s);
         Sample {
             rss: o.pid.and_then(sys::proc_rss),
@@ -119,39 +135,39 @@ impl Sample {
     }
 
     /// Server and load-tool CPU seconds since `earlier`.
-    fn cpu_since(&self, earlier: &Sample) -> (Option<f64>, f64) {
+    pub(crate) fn cpu_since(&self, earlier: &Sample) -> (Option<f64>, f64) {
         let server = self.cpu.zip(earlier.cpu).map(|(b, a)| b - a);
         (server, self.tool_cpu - earlier.tool_cpu)
     }
 }
 
 /// The human table and the RESULT line of one measurement.
-struct Out {
+pub(crate) struct Out {
     rows: Vec<(String, String)>,
     kv: Vec<String>,
     /// Printed, then returned as the run's error (loss, say).
-    failure: Option<String>,
+    pub(crate) failure: Option<String>,
 }
 
 impl Out {
-    fn new(scenario: &str) -> Out {
+    pub(crate) fn new(scenario: &str) -> Out {
         let kv = vec![format!("scenario={scenario}")];
         Out { rows: Vec::new(), kv, failure: None }
     }
 
-    fn put(&mut self, key: &str, v: impl ToString) {
+    pub(crate) fn put(&mut self, key: &str, v: impl ToString) {
         self.add(key, Some(v));
     }
 
     /// `None` (no --pid, say) prints as n/a, and as `na` in RESULT.
-    fn add(&mut self, key: &str, v: Option<impl ToString>) {
+    pub(crate) fn add(&mut self, key: &str, v: Option<impl ToString>) {
         let v = v.map_or("na".into(), |v| v.to_string());
         let label = FIELDS.iter().find(|f| f.0 == key).map_or(key, |f| f.1);
         self.kv.push(format!("{key}={v}"));
         self.rows.push((label.into(), if v == "na" { "n/a".into() } else { v }));
     }
 
-    fn errors(&mut self, r: &Report) {
+    pub(crate) fn errors(&mut self, r: &Report) {
         for (e, n) in &r.errors {
             self.rows.push((format!("closed or failed ({n}x)"), e.clone()));
         }
@@ -166,17 +182,17 @@ impl Out {
     }
 }
 
-fn f2(v: f64) -> String {
+pub(crate) fn f2(v: f64) -> String {
     format!("{v:.2}")
 }
 
-fn f3(v: f64) -> String {
+pub(crate) fn f3(v: f64) -> String {
     format!("{v:.3}")
 }
 
 /// What every measured run reports of its deliveries: completeness,
 /// the count, loss and duplicates (must be 0), and latency.
-fn put_deliveries(out: &mut Out, r: &Report, complete: bool) {
+pub(crate) fn put_deliveries(out: &mut Out, r: &Report, complete: bool) {
     out.put("complete", complete);
     out.put("held_end", r.get("held"));
     out.put("deliveries", r.get("got"));
@@ -188,7 +204,7 @@ fn put_deliveries(out: &mut Out, r: &Report, complete: bool) {
     out.put("lat_max_us", us(r.lat.max));
 }
 
-fn us(ns: u64) -> String {
+pub(crate) fn us(ns: u64) -> String {
     format!("{:.0}", ns as f64 / 1e3)
 }
 
@@ -196,12 +212,12 @@ fn kib(bytes: u64) -> u64 {
     bytes / 1024
 }
 
-fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1e6)
 }
 
 /// Tells this run's events from any others on the source.
-fn run_id() -> u64 {
+pub(crate) fn run_id() -> u64 {
     sys::now_ns() ^ (u64::from(std::process::id()) << 40)
 }
 
@@ -237,7 +253,7 @@ pub fn run(o: &Opts) -> Res<()> {
     let ladder_top = o.steps.iter().copied().max().unwrap_or(0);
     let top = match o.scenario.as_str() {
         "ladder" => ladder_top,
-        "churn" => 0,
+        "churn" | "connects" => 0,
         _ => o.n,
     };
     let before = Sample::take(o, None);
@@ -253,6 +269,8 @@ pub fn run(o: &Opts) -> Res<()> {
             Some(nodes) => drain(o, &mut fleet, nodes, http)?,
             None => return Err("drain without nodes".into()),
         },
+        "connects" => connects::connects(o)?,
+        "surge" => connects::surge(o, &mut fleet, &before, http)?,
         _ => handshake(o, &mut fleet)?,
     };
     drop(fleet);
@@ -262,7 +280,7 @@ pub fn run(o: &Opts) -> Res<()> {
     out.failure.map_or(Ok(()), Err)
 }
 
-fn open(o: &Opts, fleet: &mut Fleet, n: usize) -> Res<Out> {
+pub(crate) fn open(o: &Opts, fleet: &mut Fleet, n: usize) -> Res<Out> {
     let t = Instant::now();
     let (held, failed) = fleet.open_to(n)?;
     let secs = t.elapsed().as_secs_f64();
@@ -332,8 +350,8 @@ fn ladder(o: &Opts, fleet: &mut Fleet, before: &Sample) -> Res<Out> {
 }
 
 /// What the emitter saw: send times, and when each answer came back.
-struct Emitted {
-    sent: Vec<u64>,
+pub(crate) struct Emitted {
+    pub(crate) sent: Vec<u64>,
     answered: Vec<u64>,
 }
 
@@ -341,7 +359,7 @@ struct Emitted {
 /// schedule (back-to-back for rate 0) without waiting for the previous
 /// answer, up to --window unanswered, so a slow answer does not lower the
 /// offered rate and hide the delay (coordinated omission).
-fn emit(o: &Opts, mut http: http::Http, run: u64, events: u32, rate: f64) -> Res<Emitted> {
+pub(crate) fn emit(o: &Opts, mut http: http::Http, run: u64, events: u32, rate: f64) -> Res<Emitted> {
     let (n, mut reader, target) = (events as usize, http.try_clone()?, o.target);
     let (tx, rx) = mpsc::channel();
     let answers = std::thread::spawn(move || -> Res<Vec<u64>> {
@@ -384,14 +402,14 @@ fn emit(o: &Opts, mut http: http::Http, run: u64, events: u32, rate: f64) -> Res
 
 impl Emitted {
     /// Emit -> answer times.
-    fn rtt(&self) -> hist::Hist {
+    pub(crate) fn rtt(&self) -> hist::Hist {
         let mut rtt = hist::Hist::default();
         self.sent.iter().zip(&self.answered).for_each(|(s, a)| rtt.record(a - s));
         rtt
     }
 
     /// Emits per second achieved.
-    fn rate(&self) -> String {
+    pub(crate) fn rate(&self) -> String {
         let span = self.sent.last().zip(self.sent.first()).map_or(0, |(b, a)| b - a);
         format!("{:.0}", self.sent.len() as f64 * 1e9 / span.max(1) as f64)
     }

@@ -93,6 +93,7 @@ pub fn run() -> i32 {
     check("secs", secs("1.5s") == Some(Duration::from_millis(1500)) && secs("2m").is_some());
     check("secs bad", secs("250ms") == Some(Duration::from_millis(250)) && secs("5h").is_none());
     check("url loopback", parse_url("http://127.0.0.1:9000/").is_ok_and(|u| u.0.port() == 9000));
+    check("url https", parse_url("https://127.0.0.1:9000").is_ok_and(|u| u.2 && u.0.port() == 9000));
     check("url elsewhere", parse_url("http://10.0.0.1:80").is_err());
     println!("{passed} passed, {failed} failed");
     i32::from(failed > 0)

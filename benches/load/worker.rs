@@ -17,6 +17,8 @@ struct Cfg {
     inflight: usize,
     /// Payloads arrive in ssehub's envelope (else raw, as from nchan).
     envelope: bool,
+    /// `https://`: every subscriber speaks TLS.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,8 @@ struct Conn {
     sub: Sub,
     /// When its connect began (for a storm's reconnects: the drop).
     started_ns: u64,
+    /// Its TLS state, over `https://`.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// One subscriber's counters, kept across a storm's reconnect. Order per
@@ -313,6 +317,7 @@ fn config() -> Res<Cfg> {
         stride: n("stride")?.max(1),
         inflight: n("inflight")?.max(1),
         envelope: v["envelope"].as_bool().ok_or("config lacks envelope")?,
+        tls: v["tls"].as_bool().ok_or("config lacks tls")?.then(tls::config),
     })
 }
 
@@ -427,7 +432,7 @@ impl Worker {
         let global = self.cfg.index + self.attempts * self.cfg.stride;
         self.attempts += 1;
         let src = [127, 0, 0, (SRC_FIRST + global % SRC_COUNT) as u8];
-        let fd = connect_from(&self.cfg, src).and_then(|fd| match self.register(fd, i as u64) {
+        let fd = connect_from(self.cfg.dst, self.cfg.port, src, true).and_then(|fd| match self.register(fd, i as u64) {
             Ok(()) => Ok(fd),
             Err(e) => {
                 // SAFETY: closes the socket connect_from just made.
@@ -436,7 +441,8 @@ impl Worker {
             }
         });
         let phase = if fd.is_ok() { Phase::Connecting } else { Phase::Closed };
-        let conn = Conn { fd: *fd.as_ref().unwrap_or(&-1), phase, head: Vec::new(), sse: Default::default(), sub, started_ns };
+        let fd_or = *fd.as_ref().unwrap_or(&-1);
+        let conn = Conn { fd: fd_or, phase, head: Vec::new(), sse: Default::default(), sub, started_ns, tls: None };
         if i == self.conns.len() {
             self.conns.push(conn);
         } else {
@@ -516,10 +522,23 @@ impl Worker {
                 true => std::borrow::Cow::Borrowed(&self.cfg.request[..]),
                 false => std::borrow::Cow::Owned(resume_request(&self.cfg.request, &c.sub.last_id)),
             };
-            if let Err(e) = send_request(c.fd, &request) {
+            let sent = match &self.cfg.tls {
+                None => send_request(c.fd, &request),
+                Some(config) => connected(c.fd).and_then(|()| {
+                    // The request waits in rustls until the handshake is done.
+                    let mut tls = tls::connection(config)?;
+                    tls.writer().write_all(&request).map_err(|e| e.to_string())?;
+                    c.tls = Some(Box::new(tls));
+                    Ok(())
+                }),
+            };
+            if let Err(e) = sent {
                 return self.close(i, e);
             }
             c.phase = Phase::AwaitHead;
+        }
+        if self.conns[i].tls.is_some() {
+            return self.on_tls_ready(i, rbuf);
         }
         while self.conns[i].phase != Phase::Closed {
             // SAFETY: read writes at most rbuf.len() bytes into rbuf.
@@ -543,6 +562,42 @@ impl Worker {
                 io::ErrorKind::WouldBlock => return,
                 io::ErrorKind::Interrupted => {}
                 _ => return self.close(i, e.to_string()),
+            }
+        }
+    }
+
+    /// A TLS subscriber's socket is ready: writes what rustls has queued,
+    /// then reads records to EAGAIN, each batch's plaintext to `on_bytes`.
+    fn on_tls_ready(&mut self, i: usize, rbuf: &mut [u8]) {
+        while self.conns[i].phase != Phase::Closed {
+            let c = &mut self.conns[i];
+            let (fd, Some(tls)) = (c.fd, c.tls.as_mut()) else { return };
+            if let Err(e) = tls::flush(tls, fd) {
+                return self.close(i, e);
+            }
+            match tls.read_tls(&mut tls::Fd(fd)) {
+                Ok(0) => return self.close(i, "closed by server".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.close(i, e.to_string()),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                let _ = tls::flush(tls, fd);
+                return self.close(i, format!("tls: {e}"));
+            }
+            let now = sys::now_ns();
+            loop {
+                let Some(tls) = self.conns[i].tls.as_mut() else { return };
+                match tls.reader().read(rbuf) {
+                    Ok(0) => return self.close(i, "closed by server".into()),
+                    Ok(n) => self.on_bytes(i, &rbuf[..n], now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return self.close(i, format!("tls: {e}")),
+                }
+                if self.conns[i].phase == Phase::Closed {
+                    return;
+                }
             }
         }
     }
@@ -619,6 +674,7 @@ impl Worker {
             self.closed += 1;
         }
         c.phase = Phase::Closed;
+        c.tls = None;
         self.gone(i);
         if let Some(reason) = reason {
             *self.errors.entry(reason).or_default() += 1;
@@ -777,19 +833,19 @@ impl Worker {
     }
 }
 
-/// Nonblocking connect from 127.0.0.x. IP_BIND_ADDRESS_NO_PORT defers the
-/// port choice to connect(), so each source address can use its whole
-/// ephemeral range towards the server.
-fn connect_from(cfg: &Cfg, src: [u8; 4]) -> Result<RawFd, String> {
+/// Connect from 127.0.0.x (nonblocking: only begun). IP_BIND_ADDRESS_NO_PORT
+/// defers the port choice to connect(), so each source address can use its
+/// whole ephemeral range towards the server.
+pub(crate) fn connect_from(dst: [u8; 4], port: u16, src: [u8; 4], nonblock: bool) -> Result<RawFd, String> {
     let sa = |ip: [u8; 4], port: u16| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
         sin_zero: [0; 8],
     };
-    let (local, remote) = (sa(src, 0), sa(cfg.dst, cfg.port));
+    let (local, remote) = (sa(src, 0), sa(dst, port));
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: socket has no memory preconditions.
     let fd = unsafe { libc::socket(libc::AF_INET, kind, 0) };
     if fd < 0 {
@@ -821,6 +877,17 @@ fn connect_from(cfg: &Cfg, src: [u8; 4]) -> Result<RawFd, String> {
 /// Finishes a connect and sends the request. A fresh socket's send buffer
 /// always holds the ~150-byte request, so a short write is an error.
 fn send_request(fd: RawFd, request: &[u8]) -> Result<(), String> {
+    connected(fd)?;
+    // SAFETY: write reads request.len() bytes from request.
+    let n = unsafe { libc::write(fd, request.as_ptr().cast(), request.len()) };
+    if n != request.len() as isize {
+        return Err(sys::last_err("short request write"));
+    }
+    Ok(())
+}
+
+/// The outcome of a nonblocking connect.
+fn connected(fd: RawFd) -> Result<(), String> {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     let so_error = (&raw mut err).cast();
@@ -830,11 +897,6 @@ fn send_request(fd: RawFd, request: &[u8]) -> Result<(), String> {
     }
     if err != 0 {
         return Err(format!("connect: {}", io::Error::from_raw_os_error(err)));
-    }
-    // SAFETY: write reads request.len() bytes from request.
-    let n = unsafe { libc::write(fd, request.as_ptr().cast(), request.len()) };
-    if n != request.len() as isize {
-        return Err(sys::last_err("short request write"));
     }
     Ok(())
 }
