@@ -18,10 +18,17 @@ use support::tls::{Certs, certs, openssl};
 use support::{KEY, TestServer, read_response, signal};
 
 fn tls_server(certs: &Certs, args: &[&str]) -> (TestServer, SocketAddr) {
+    tls_server_env(certs, args, &[])
+}
+
+/// `tls_server` with environment variables (the hidden ones that shorten intervals for tests).
+fn tls_server_env(certs: &Certs, args: &[&str], env: &[(&str, &str)]) -> (TestServer, SocketAddr) {
     let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-    let mut all = vec!["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", "127.0.0.1:0", "--engine", "memory"];
-    all.extend_from_slice(args);
-    let server = TestServer::start(&all);
+    let mut command = Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]);
+    command.args(["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", "127.0.0.1:0", "--engine", "memory"]);
+    command.args(args).envs(env.iter().copied());
+    let server = TestServer::spawn(&mut command, KEY);
     let logs = server.logs();
     let metrics = logs.split("serving /metrics on http://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     (server, metrics)
@@ -316,6 +323,82 @@ fn sighup_loads_a_new_pair_keeps_open_streams_and_keeps_the_old_pair_when_the_ne
     assert_eq!(presented_serial(&certs, server.addr), second);
     request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":2}"#);
     assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":2"#));
+}
+
+/// Lines of the server's log that contain `what`.
+fn log_lines(server: &TestServer, what: &str) -> Vec<String> {
+    server.logs().lines().filter(|l| l.contains(what)).map(String::from).collect()
+}
+
+#[test]
+fn a_pair_changed_on_disk_is_loaded_without_a_signal_and_a_broken_key_keeps_the_old_pair() {
+    let certs = certs();
+    // The files are looked at every 100 ms rather than every 3 s.
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_TLS_CHECK_MS", "100")]);
+    let first = presented_serial(&certs, server.addr);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+
+    // A renewal written over the certificate file, as certbot's deploy hook does: no signal.
+    certs.sign("server", "DNS:localhost,IP:127.0.0.1", "60");
+    server.wait_log("changed: reloaded");
+    let second = presented_serial(&certs, server.addr);
+    assert_ne!(first, second, "new handshakes get the new certificate");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry = metric(metrics, "ssehub_tls_cert_expiry_timestamp_seconds");
+    assert!((now + 59 * 86_400..now + 61 * 86_400).contains(&expiry), "notAfter {expiry}");
+    request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":1}"#);
+    assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":1"#), "the open stream goes on");
+
+    // A broken key written over the key file: one line, and the pair in use stays.
+    std::fs::write(certs.path("server.key"), "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+    server.wait_log("keeping the certificate in use");
+    // Twenty checks more see the same broken file: still the one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = log_lines(&server, "keeping the certificate in use");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("changed") && lines[0].contains("--tls-key"), "{}", lines[0]);
+    assert_eq!(presented_serial(&certs, server.addr), second, "the pair in use stays");
+    request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":2}"#);
+    assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":2"#));
+    assert_eq!(log_lines(&server, "changed: reloaded").len(), 1, "nothing loaded but the renewal");
+}
+
+#[test]
+fn at_the_connection_limit_a_tls_connection_is_closed_at_once_and_counted() {
+    let certs = certs();
+    let (server, metrics) = tls_server(&certs, &["--max-connections", "2"]);
+    let held: Vec<Tls> = (0..2)
+        .map(|_| {
+            let mut s = connect(&certs, server.addr);
+            // A completed handshake and an answer: the connection is in.
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            read_until(&mut s, b"\r\n\r\n");
+            s
+        })
+        .collect();
+    // A TLS client: no plain-text answer it would misread, a close at once.
+    let mut refused = connect(&certs, server.addr);
+    let started = Instant::now();
+    let err = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").and_then(|_| refused.read(&mut [0u8; 64]));
+    assert!(matches!(err, Err(_) | Ok(0)), "refused: {err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "closed at once, not by a timeout: {:?}", started.elapsed());
+    // On the wire: no byte at all.
+    let mut raw = TcpStream::connect(server.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.write_all(&[0x16, 0x03, 0x01]);
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "nothing sent in the clear: {got:?}");
+    assert_eq!(metric(metrics, "ssehub_connections_refused_total"), 2);
+    drop(held);
+    // Their slots are free again (the scrape's own connection is the one left).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(metrics, "ssehub_connections_open") > 1 {
+        assert!(Instant::now() < deadline, "the held connections' slots were not freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(request(&certs, server.addr, "GET", "/healthz", "").status, 200);
 }
 
 #[test]

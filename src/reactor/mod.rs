@@ -44,6 +44,8 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tls")]
+mod tls;
 use delivery::{Handshakes, ToFlush};
 pub use start::Bound;
 use stop::Drain;
@@ -117,6 +119,9 @@ enum Due {
     Drain,
     /// A deferred `STATUS=` to systemd.
     Status,
+    /// The `--tls-cert` and `--tls-key` files are looked at.
+    #[cfg(feature = "tls")]
+    TlsFiles,
 }
 
 /// Who waits for storage's answer to a change (the hub carries it
@@ -268,6 +273,7 @@ impl Reactor {
         #[cfg(feature = "tls")]
         if let Some(tls) = &reactor.tls {
             reactor.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
+            reactor.timers.insert(crate::tls::check_interval_ms(), Due::TlsFiles);
         }
         // Restored sources whose events expired while the server was down go at the first turn.
         reactor.arm_retention_timers();
@@ -423,9 +429,8 @@ impl Reactor {
             self.last_fd_warning = Some(self.now);
         }
         if self.spare_fd.take().is_some() {
-            if let Some(Ok((mut sock, _))) = self.listener.as_ref().map(TcpListener::accept) {
-                let _ = sock.write(REFUSED);
-                self.stats.connections_refused += 1;
+            if let Some(Ok((sock, _))) = self.listener.as_ref().map(TcpListener::accept) {
+                self.refuse_connection(sock, false);
             }
             self.spare_fd = File::open("/dev/null").ok();
         }
@@ -433,12 +438,25 @@ impl Reactor {
         self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
     }
 
+    /// A connection over the limit: the plain-HTTP `503`, or on the TLS
+    /// port a close at once (a TLS client could not read a plain answer,
+    /// and a handshake to send it costs what the limit is there to save;
+    /// docs/operations.md).
+    fn refuse_connection(&mut self, mut sock: TcpStream, on_metrics: bool) {
+        self.stats.connections_refused += 1;
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() && !on_metrics {
+            return drop(sock);
+        }
+        let _ = on_metrics;
+        // Best effort: a fresh socket's send buffer is empty.
+        let _ = sock.write(REFUSED);
+    }
+
     fn admit(&mut self, mut sock: TcpStream, addr: SocketAddr, on_metrics: bool) {
         let limit = self.max_connections + if on_metrics { METRICS_EXTRA } else { 0 };
         if self.conns.len() >= limit {
-            // Best effort: a fresh socket's send buffer is empty.
-            let _ = sock.write(REFUSED);
-            self.stats.connections_refused += 1;
+            self.refuse_connection(sock, on_metrics);
             let max = self.max_connections;
             throttled!(self.throttles.limit, Warn, "{max} connections open (--max-connections): refusing {addr}");
             return;
@@ -972,6 +990,8 @@ impl Reactor {
                 Due::Drain => self.drain_tick(),
                 // Told in `publish`, at the end of this turn.
                 Due::Status => self.status_armed = false,
+                #[cfg(feature = "tls")]
+                Due::TlsFiles => self.check_tls_files(),
             }
         }
     }
@@ -1225,19 +1245,6 @@ impl Reactor {
             "SIGHUP: reloaded --keys-file {}: {n_keys} keys in {accounts} accounts; {ended} streams of removed keys ended",
             path.display()
         );
-    }
-
-    /// SIGHUP: the certificate pair loaded again; a bad one is logged and the one in use stays.
-    #[cfg(feature = "tls")]
-    fn reload_tls(&mut self) {
-        let Some(tls) = &mut self.tls else { return };
-        match tls.reload() {
-            Ok(()) => {
-                self.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
-                info!("SIGHUP: reloaded --tls-cert {} and --tls-key {}", tls.cert.display(), tls.key.display());
-            }
-            Err(e) => warn!("SIGHUP: {e}; keeping the certificate in use"),
-        }
     }
 
     fn refresh_gauges(&mut self) {
