@@ -410,3 +410,159 @@ fn tls_flags_go_together() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--tls-cert /nonexistent.pem") && stderr.trim().lines().count() == 1, "{stderr}");
 }
+
+/// Raises this process's soft open-file limit to its hard limit (the
+/// server it starts inherits it); returns the limit.
+fn raise_open_files() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain calls with a valid pointer to a local.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// Connections of the storm and of the stalled handshakes.
+const MANY: usize = 1000;
+
+/// A new TCP connection to `addr` and the ClientHello a rustls client would send on it.
+fn client_hello(config: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let sock = TcpStream::connect(addr).unwrap();
+    let mut conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    (sock, hello)
+}
+
+/// An emit on a kept-alive connection; its answer is read by `answered`.
+fn emit_on(publisher: &mut Tls, n: usize) {
+    let body = format!(r#"{{"n":{n}}}"#);
+    write!(
+        publisher,
+        "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+}
+
+fn answered(publisher: &mut Tls) {
+    let head = String::from_utf8(read_until(publisher, b"\r\n\r\n")).unwrap();
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+    publisher.read_exact(&mut vec![0; len]).unwrap();
+}
+
+#[test]
+fn a_storm_of_handshakes_does_not_stall_delivery_to_open_streams() {
+    assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
+    let certs = certs();
+    let (server, metrics) = tls_server(&certs, &["--source", "s"]);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+    let mut publisher = connect(&certs, server.addr);
+    emit_on(&mut publisher, 0);
+    answered(&mut publisher);
+    read_until(&mut sse, b"\n\n");
+
+    // A thousand connections, each with its ClientHello ready, all sent at once.
+    let config = client_config(&certs.path("ca.pem"), &[]);
+    let mut storm: Vec<(TcpStream, Vec<u8>)> = (0..MANY).map(|_| client_hello(&config, server.addr)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(metrics, "ssehub_connections_open") < MANY as u64 + 3 {
+        assert!(Instant::now() < deadline, "the storm's connections were not all accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (sock, hello) in &mut storm {
+        sock.write_all(hello).unwrap();
+    }
+    let sent = Instant::now();
+    emit_on(&mut publisher, 1);
+    let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
+    let delivered = sent.elapsed();
+    assert!(frame.contains(r#""n":1"#), "{frame}");
+    answered(&mut publisher);
+    // Every ClientHello was answered: the storm was real work.
+    for (sock, _) in &mut storm {
+        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let n = sock.read(&mut [0u8; 4096]).unwrap();
+        assert!(n > 0, "a ClientHello got its answer");
+    }
+    let stormed = sent.elapsed();
+    // Without the budget the event waits behind the whole storm's signing.
+    assert!(delivered * 5 < stormed, "an event took {delivered:?} to arrive while {MANY} handshakes took {stormed:?}");
+    eprintln!("delivered in {delivered:?} while {MANY} handshakes took {stormed:?}");
+}
+
+#[test]
+fn a_thousand_handshakes_trickled_byte_by_byte_are_closed_by_the_head_timeout_while_a_stream_goes_on() {
+    assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+    let certs = certs();
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "2000")]);
+    let config = client_config(&certs.path("ca.pem"), &[]);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+    let mut publisher = connect(&certs, server.addr);
+    emit_on(&mut publisher, 0);
+    answered(&mut publisher);
+    read_until(&mut sse, b"\n\n");
+
+    // Each sends a ClientHello one byte every 100 ms, so never all of it in time.
+    let (first, hello) = client_hello(&config, server.addr);
+    let trickled: Vec<(TcpStream, Instant, usize)> = std::iter::once(first)
+        .chain((1..MANY).map(|_| TcpStream::connect(server.addr).unwrap()))
+        .map(|sock| {
+            sock.set_nonblocking(true).unwrap();
+            (sock, Instant::now(), 0)
+        })
+        .collect();
+    let trickler = std::thread::spawn(move || {
+        let mut open = trickled;
+        let started = Instant::now();
+        // How long each lived, from its connect to the close it saw.
+        let mut lived = Vec::new();
+        while !open.is_empty() && started.elapsed() < HEAD_TIMEOUT * 3 {
+            open.retain_mut(|(sock, opened, at)| {
+                let gone = match sock.read(&mut [0u8; 64]) {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let gone = sock.write(&hello[*at..*at + 1]).is_err();
+                        *at += 1;
+                        gone
+                    }
+                    Err(_) => true,
+                };
+                if gone {
+                    lived.push(opened.elapsed());
+                }
+                !gone
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (lived, open.len())
+    });
+
+    // Meanwhile events go on reaching the open stream.
+    let mut n = 1;
+    while !trickler.is_finished() {
+        let t = Instant::now();
+        emit_on(&mut publisher, n);
+        let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
+        assert!(frame.contains(&format!(r#""n":{n}}}"#)), "{frame}");
+        assert!(t.elapsed() < Duration::from_millis(500), "an event took {:?}", t.elapsed());
+        answered(&mut publisher);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (lived, still_open) = trickler.join().unwrap();
+    assert_eq!(still_open, 0, "open after {:?}", HEAD_TIMEOUT * 3);
+    assert_eq!(lived.len(), MANY);
+    // Seen closed up to one round of the trickler (100 ms and its writes) late.
+    let (shortest, longest) = (lived.iter().min().unwrap(), lived.iter().max().unwrap());
+    assert!(*shortest >= HEAD_TIMEOUT - Duration::from_millis(50), "one closed after {shortest:?}");
+    assert!(*longest < HEAD_TIMEOUT + Duration::from_millis(800), "one closed after {longest:?}");
+    assert_eq!(metric(metrics, "ssehub_connections_timed_out_total"), MANY as u64);
+    assert!(n > 5, "events were sent throughout ({n})");
+}

@@ -54,8 +54,11 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
-/// From accept until the first request head is complete (slowloris).
+/// From accept until the first request head is complete (slowloris; a TLS
+/// handshake included).
 const HEADER_TIMEOUT_MS: u64 = 10_000;
+/// A hidden variable for tests that sets `HEADER_TIMEOUT_MS`.
+const HEADER_TIMEOUT_VAR: &str = "SSEHUB_HEAD_TIMEOUT_MS";
 /// An idle keep-alive connection between requests.
 const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 /// From a complete head until its body is complete (and meanwhile at
@@ -154,6 +157,8 @@ pub struct Reactor {
     default_account: AccountId,
     config: Config,
     max_connections: usize,
+    /// `HEADER_TIMEOUT_MS`, or what `SSEHUB_HEAD_TIMEOUT_MS` sets (tests).
+    header_timeout_ms: u64,
     timers: Timers<Due>,
     start: Instant,
     /// Reactor clock: milliseconds since start, read once per turn.
@@ -194,6 +199,12 @@ pub struct Reactor {
     /// `--tls-cert`: the main listener speaks TLS.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Server>,
+    /// Handshake flights left this turn, and the connections whose
+    /// handshake waits for the next (key, generation).
+    #[cfg(feature = "tls")]
+    flights_left: usize,
+    #[cfg(feature = "tls")]
+    to_handshake: Vec<(usize, u32)>,
 }
 
 impl Reactor {
@@ -241,6 +252,7 @@ impl Reactor {
             default_account,
             config,
             max_connections,
+            header_timeout_ms: std::env::var(HEADER_TIMEOUT_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(HEADER_TIMEOUT_MS),
             timers: Timers::new(0),
             start: Instant::now(),
             now: 0,
@@ -269,6 +281,10 @@ impl Reactor {
             status_armed: false,
             #[cfg(feature = "tls")]
             tls,
+            #[cfg(feature = "tls")]
+            flights_left: 0,
+            #[cfg(feature = "tls")]
+            to_handshake: Vec::new(),
         };
         #[cfg(feature = "tls")]
         if let Some(tls) = &reactor.tls {
@@ -312,6 +328,9 @@ impl Reactor {
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
             let mut woken = false;
+            // Handshakes deferred by last turn's budget go first.
+            #[cfg(feature = "tls")]
+            self.resume_handshakes();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready = true,
@@ -348,6 +367,10 @@ impl Reactor {
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
         if self.accept_ready || self.metrics_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
+            return Some(Duration::ZERO);
+        }
+        #[cfg(feature = "tls")]
+        if !self.to_handshake.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
@@ -479,7 +502,7 @@ impl Reactor {
         }
         self.conns.insert(conn);
         self.stats.connections_accepted += 1;
-        self.arm(key, self.now + HEADER_TIMEOUT_MS);
+        self.arm(key, self.now + self.header_timeout_ms);
     }
 
     /// The connection's one read loop: until drained, closed, or its budget.
@@ -497,9 +520,21 @@ impl Reactor {
                 self.to_read.push((key, conn.generation));
                 return;
             }
+            // A handshake waits for the next turn once this one's flights are spent.
+            #[cfg(feature = "tls")]
+            let flight = match conn.tls() {
+                Some(tls) if tls.handshaking() && self.flights_left == 0 => {
+                    return self.to_handshake.push((key, conn.generation));
+                }
+                Some(tls) => tls.handshaking() && !tls.wants_write(),
+                None => false,
+            };
             let filled = conn.fill(&mut self.scratch);
             #[cfg(feature = "tls")]
             if let Some(tls) = conn.tls_mut() {
+                if flight && tls.wants_write() {
+                    self.flights_left -= 1;
+                }
                 if tls.just_established() {
                     self.stats.tls_handshakes_ok += 1;
                 } else if filled.is_err() && tls.handshaking() {
