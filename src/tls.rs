@@ -131,6 +131,14 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// The first byte on the TLS port starts a plain HTTP request: a
+/// handshake record starts with 0x16, a request with its method, in
+/// upper-case letters. Anything else goes to rustls, which refuses what is
+/// not TLS with an alert.
+pub fn is_plain_http(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
 /// What a read brought to a TLS connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
@@ -154,11 +162,11 @@ impl TlsConn {
     /// Feeds bytes read from the socket to rustls; the plaintext they
     /// carry is appended to `rbuf`. On a TLS error, the alert rustls
     /// queued is sent on a best-effort basis.
-    pub fn receive(&mut self, sock: &mut TcpStream, mut data: &[u8], rbuf: &mut Vec<u8>) -> io::Result<Received> {
+    /// `sock` is where the alert goes (the connection's socket; any writer for the fuzz target).
+    pub fn receive(&mut self, sock: &mut impl Write, mut data: &[u8], rbuf: &mut Vec<u8>) -> io::Result<Received> {
         if !self.sniffed && !data.is_empty() {
             self.sniffed = true;
-            // A handshake record starts with 0x16; a request with its method.
-            if data[0] != 0x16 && data[0].is_ascii_uppercase() {
+            if is_plain_http(data[0]) {
                 return Ok(Received::PlainHttp);
             }
         }
@@ -328,6 +336,14 @@ mod tests {
         assert_eq!(parse_time(0x18, b"20380119031408Z"), Some(2_147_483_648));
         assert_eq!(parse_time(0x17, b"2401x1000000Z"), None);
         assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01]), None);
+    }
+
+    #[test]
+    fn only_a_method_s_first_letter_is_plain_http() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_plain_http(b), matches!(b, 0x41..=0x5a), "{b:#x}");
+        }
+        assert!(!is_plain_http(0x16), "a handshake record");
     }
 
     #[test]
