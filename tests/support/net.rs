@@ -4,7 +4,7 @@
 //! streams the same way over either.
 
 use std::io::{self, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +111,14 @@ impl Net {
 
     /// A new connection (10 s read timeout, no Nagle).
     pub fn connect(&self, server: &TestServer) -> Stream {
-        let s = server.connect();
+        self.connect_to(server.addr)
+    }
+
+    /// [`Net::connect`] by the server's address (from threads of a test).
+    pub fn connect_to(&self, addr: SocketAddr) -> Stream {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
         match self {
             Net::Plain => Stream::Plain(s),
             #[cfg(feature = "tls")]
