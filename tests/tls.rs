@@ -238,7 +238,8 @@ fn sessions_resume_with_tls_1_3_tickets_and_tls_1_2_ids() {
 #[test]
 fn a_connection_that_never_handshakes_is_closed_by_the_head_timeout_while_a_stream_goes_on() {
     let certs = certs();
-    let (server, _metrics) = tls_server(&certs, &["--source", "s"]);
+    // The head timeout shortened from 10 s to 2 s.
+    let (server, _metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "2000")]);
     let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
     read_until(&mut sse, b":sse-handshake\n\n");
     // Silent, and the first bytes of a ClientHello, then nothing.
@@ -250,12 +251,12 @@ fn a_connection_that_never_handshakes_is_closed_by_the_head_timeout_while_a_stre
     let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
     assert!(frame.contains(r#""n":1"#), "{frame}");
     for mut s in [silent, partial] {
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 64];
         let n = s.read(&mut b).unwrap_or(0);
         assert_eq!(n, 0, "closed without an answer");
         let waited = opened.elapsed();
-        assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(13), "closed after {waited:?}");
+        assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4), "closed after {waited:?}");
     }
     request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":2}"#);
     let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
