@@ -459,7 +459,8 @@ fn answered(publisher: &mut Tls) {
 fn a_storm_of_handshakes_does_not_stall_delivery_to_open_streams() {
     assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
     let certs = certs();
-    let (server, metrics) = tls_server(&certs, &["--source", "s"]);
+    // A head timeout of 60 s rather than 10: the debug build on a busy machine may take longer than 10 s over the storm.
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "60000")]);
     let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
     read_until(&mut sse, b":sse-handshake\n\n");
     let mut publisher = connect(&certs, server.addr);
@@ -486,13 +487,13 @@ fn a_storm_of_handshakes_does_not_stall_delivery_to_open_streams() {
     answered(&mut publisher);
     // Every ClientHello was answered: the storm was real work.
     for (sock, _) in &mut storm {
-        sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let n = sock.read(&mut [0u8; 4096]).unwrap();
         assert!(n > 0, "a ClientHello got its answer");
     }
     let stormed = sent.elapsed();
-    // Without the budget the event waits behind the whole storm's signing.
-    assert!(delivered * 5 < stormed, "an event took {delivered:?} to arrive while {MANY} handshakes took {stormed:?}");
+    // Without the budget the event waits behind the whole storm's signing (both took 5.4 s).
+    assert!(delivered * 4 < stormed, "an event took {delivered:?} to arrive while {MANY} handshakes took {stormed:?}");
     eprintln!("delivered in {delivered:?} while {MANY} handshakes took {stormed:?}");
 }
 

@@ -5,11 +5,12 @@ use log::{info, warn};
 
 use super::{Due, Reactor};
 
-/// Handshake flights (a server's answer to a ClientHello: the one step
-/// that agrees keys and signs) per loop turn; handshakes beyond it wait
-/// for the next turn, so a storm of them cannot stall delivery to open
-/// streams: 16 cost about 8 ms here with ECDSA P-256, 16 ms with RSA-2048
-/// (docs/architecture.md).
+/// Handshake flights per loop turn (a read after which the server has
+/// handshake messages to send: the answer to a ClientHello, which agrees
+/// keys and signs, and the last flight; two per full handshake);
+/// handshakes beyond it wait for the next turn, so a storm of them cannot
+/// stall delivery to open streams: 16 cost at most about 8 ms here with
+/// ECDSA P-256, 16 ms with RSA-2048 (docs/architecture.md).
 pub(super) const HANDSHAKE_BUDGET: usize = 16;
 
 impl Reactor {
