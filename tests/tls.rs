@@ -565,6 +565,7 @@ fn a_thousand_handshakes_trickled_byte_by_byte_are_closed_by_the_head_timeout_wh
     let (shortest, longest) = (lived.iter().min().unwrap(), lived.iter().max().unwrap());
     assert!(*shortest >= HEAD_TIMEOUT - Duration::from_millis(50), "one closed after {shortest:?}");
     assert!(*longest < HEAD_TIMEOUT + Duration::from_millis(800), "one closed after {longest:?}");
+    eprintln!("{MANY} trickled handshakes closed {shortest:?} to {longest:?} after their connect; {n} events delivered meanwhile");
     assert_eq!(metric(metrics, "ssehub_connections_timed_out_total"), MANY as u64);
     assert!(n > 5, "events were sent throughout ({n})");
 }
