@@ -141,7 +141,12 @@ impl Net {
         req.push_str("\r\n");
         req.push_str(body.unwrap_or(""));
         s.write_all(req.as_bytes()).unwrap();
-        read_response(&mut BufReader::new(s))
+        let mut r = BufReader::new(s);
+        let response = read_response(&mut r);
+        // To the server's close: over TLS its close_notify follows the
+        // answer, and a socket closed with it unread would reset.
+        let _ = r.read_to_end(&mut Vec::new());
+        response
     }
 
     /// Emits `json`; returns the event id.
