@@ -100,4 +100,6 @@ pub mod fuzzing {
     pub use crate::http::{BodyReader, Framing, HEAD_BYTES_MAX, Head, HttpError, parse_head, percent_decode, query_pairs, query_param};
     pub use crate::json::{DEPTH_MAX, compact};
     pub use crate::sse::{Event, EventId, frame};
+    #[cfg(feature = "tls")]
+    pub use crate::tls::{Received, Server as TlsServer, TlsConn, is_plain_http};
 }

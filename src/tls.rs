@@ -19,6 +19,26 @@ use rustls::{ServerConfig, ServerConnection};
 
 /// TLS 1.2 session ids remembered (rustls's default size).
 const SESSION_CACHE: usize = 256;
+/// How often the two files are looked at (their mtime and size): a change
+/// is loaded once two looks in a row see it (a pair half copied is not), so
+/// within two intervals (SPEC §9: within 10 s).
+const CHECK_MS: u64 = 3_000;
+/// A hidden variable for tests that sets `CHECK_MS`.
+const CHECK_VAR: &str = "SSEHUB_TLS_CHECK_MS";
+
+/// What a change of a file is noticed by: its mtime and size (`None`: it
+/// cannot be read).
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The interval of the files' check (`SSEHUB_TLS_CHECK_MS` for tests).
+pub fn check_interval_ms() -> u64 {
+    std::env::var(CHECK_VAR).ok().and_then(|v| v.parse().ok()).filter(|&ms| ms > 0).unwrap_or(CHECK_MS)
+}
 
 /// The answer to plain HTTP on the TLS port (SPEC §9), sent in the clear.
 pub const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
@@ -33,23 +53,40 @@ pub struct Server {
     sessions: Arc<dyn StoresServerSessions>,
     /// The certificate's notAfter, in Unix seconds (0 if it could not be read).
     pub not_after: i64,
+    /// The files as last loaded or tried (so a bad pair is logged once),
+    /// and as the last check saw them.
+    tried: [Stamp; 2],
+    seen: [Stamp; 2],
 }
 
 impl Server {
     pub fn load(cert: &Path, key: &Path) -> Result<Server, String> {
         let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
         let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(SESSION_CACHE);
+        let tried = [stamp(cert), stamp(key)];
         let (config, not_after) = configure(cert, key, &ticketer, &sessions)?;
-        Ok(Server { cert: cert.into(), key: key.into(), config, ticketer, sessions, not_after })
+        Ok(Server { cert: cert.into(), key: key.into(), config, ticketer, sessions, not_after, tried, seen: tried })
     }
 
     /// Loads the pair again: new handshakes use it, open connections keep
     /// theirs. On an error the pair in use stays.
     pub fn reload(&mut self) -> Result<(), String> {
+        self.tried = [stamp(&self.cert), stamp(&self.key)];
+        self.seen = self.tried;
         let (config, not_after) = configure(&self.cert, &self.key, &self.ticketer, &self.sessions)?;
         self.config = config;
         self.not_after = not_after;
         Ok(())
+    }
+
+    /// The timer's check: the pair is loaded again (`Some`, with the
+    /// outcome) when either file's mtime or size differs from the pair
+    /// last loaded or tried, the same as at the check before (settled).
+    pub fn check_files(&mut self) -> Option<Result<(), String>> {
+        let now = [stamp(&self.cert), stamp(&self.key)];
+        let settled = now == self.seen;
+        self.seen = now;
+        (settled && now != self.tried).then(|| self.reload())
     }
 
     pub fn accept(&self) -> io::Result<TlsConn> {
@@ -94,6 +131,14 @@ pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// The first byte on the TLS port starts a plain HTTP request: a
+/// handshake record starts with 0x16, a request with its method, in
+/// upper-case letters. Anything else goes to rustls, which refuses what is
+/// not TLS with an alert.
+pub fn is_plain_http(first: u8) -> bool {
+    first.is_ascii_uppercase()
+}
+
 /// What a read brought to a TLS connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
@@ -117,11 +162,11 @@ impl TlsConn {
     /// Feeds bytes read from the socket to rustls; the plaintext they
     /// carry is appended to `rbuf`. On a TLS error, the alert rustls
     /// queued is sent on a best-effort basis.
-    pub fn receive(&mut self, sock: &mut TcpStream, mut data: &[u8], rbuf: &mut Vec<u8>) -> io::Result<Received> {
+    /// `sock` is where the alert goes (the connection's socket; any writer for the fuzz target).
+    pub fn receive(&mut self, sock: &mut impl Write, mut data: &[u8], rbuf: &mut Vec<u8>) -> io::Result<Received> {
         if !self.sniffed && !data.is_empty() {
             self.sniffed = true;
-            // A handshake record starts with 0x16; a request with its method.
-            if data[0] != 0x16 && data[0].is_ascii_uppercase() {
+            if is_plain_http(data[0]) {
                 return Ok(Received::PlainHttp);
             }
         }
@@ -291,6 +336,14 @@ mod tests {
         assert_eq!(parse_time(0x18, b"20380119031408Z"), Some(2_147_483_648));
         assert_eq!(parse_time(0x17, b"2401x1000000Z"), None);
         assert_eq!(not_after(&[0x30, 0x03, 0x30, 0x01]), None);
+    }
+
+    #[test]
+    fn only_a_method_s_first_letter_is_plain_http() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_plain_http(b), matches!(b, 0x41..=0x5a), "{b:#x}");
+        }
+        assert!(!is_plain_http(0x16), "a handshake record");
     }
 
     #[test]

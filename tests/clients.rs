@@ -4,7 +4,8 @@
 //! `Authorization: Bearer` header; `browser.mjs` opens a page of another
 //! origin in headless Chromium, whose own `EventSource` connects with
 //! `?access_token=`. The set-up installs tests/js's npm packages once;
-//! Chromium must be on the machine (`.ci/run` installs it).
+//! Chromium must be on the machine (`.ci/run` installs it). Both run over
+//! https too (module `https`, feature `tls`).
 
 mod support;
 
@@ -417,4 +418,115 @@ fn browser_resumes_with_last_event_id_after_a_dropped_connection() {
     let resumed: Vec<&Value> = requests.iter().map(|r| &r["lastEventId"]).collect();
     assert_eq!(resumed, [&Value::Null, &json!(last_seen)], "{}", client.transcript());
     assert_eq!(proxy.accepted(), 2, "no preflight or retry beyond the one reconnect");
+}
+
+/// The same clients over HTTPS (SPEC §9): the server with `--tls-cert` from
+/// a test CA, which Node trusts through `NODE_EXTRA_CA_CERTS`; Chromium
+/// accepts the server's certificate by its key's hash (it has no flag for
+/// a CA file); events are emitted with curl trusting the CA.
+#[cfg(feature = "tls")]
+mod https {
+    use super::*;
+    use support::tls::{Certs, certs};
+
+    fn server(certs: &Certs) -> TestServer {
+        TestServer::start(&["--source", "orders", "--tls-cert", &certs.path("server.pem"), "--tls-key", &certs.path("server.key")])
+    }
+
+    /// Emits each payload over https; returns the ids.
+    fn emit_all(certs: &Certs, server: &TestServer, payloads: &[Value]) -> Vec<String> {
+        let url = format!("https://127.0.0.1:{}/v1/sources/orders/events", server.addr.port());
+        let auth = format!("Authorization: Bearer {KEY}");
+        payloads
+            .iter()
+            .map(|p| {
+                let out = Command::new("curl")
+                    .args([
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "--cacert",
+                        &certs.path("ca.pem"),
+                        "-H",
+                        &auth,
+                        "--data-binary",
+                        &p.to_string(),
+                        &url,
+                    ])
+                    .output()
+                    .expect("curl");
+                let answer: Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+                answer["id"].as_str().unwrap_or_else(|| panic!("no id in {answer}")).to_string()
+            })
+            .collect()
+    }
+
+    /// The base64 SHA-256 of the server certificate's SubjectPublicKeyInfo
+    /// (Chromium's `--ignore-certificate-errors-spki-list`).
+    fn server_spki(certs: &Certs) -> String {
+        let pipeline =
+            "openssl x509 -in server.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64";
+        let out = Command::new("sh").args(["-c", pipeline]).current_dir(certs.dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn https_url(addr: SocketAddr) -> String {
+        format!("https://127.0.0.1:{}/sources/orders/sse", addr.port())
+    }
+
+    /// Through a TCP forwarder the test cuts: the package reconnects by
+    /// itself over https with `Last-Event-ID` and gets what it missed.
+    #[test]
+    fn eventsource_package_over_https_receives_events_and_resumes_after_a_dropped_connection() {
+        let certs = certs();
+        let server = server(&certs);
+        let proxy = Proxy::start(server.addr);
+        let ca = certs.path("ca.pem");
+        let args = ["--url", &https_url(proxy.addr), "--key", KEY, "--count", "7"];
+        let mut client = Client::spawn_with_env("eventsource.mjs", &args, &[("NODE_EXTRA_CA_CERTS", &ca)]);
+        client.next("open");
+        let (before, missed, live) = (numbered(0..2), numbered(2..5), numbered(5..7));
+        let ids = emit_all(&certs, &server, &before);
+        assert_eq!(client.messages(2), pairs(&ids, &before));
+
+        proxy.cut();
+        let ids = emit_all(&certs, &server, &missed);
+        assert_eq!(client.next("error")["readyState"], 0, "reconnecting");
+        client.next("open");
+        assert_eq!(client.messages(3), pairs(&ids, &missed), "the replay is exactly the missed events");
+        let ids = emit_all(&certs, &server, &live);
+        assert_eq!(client.messages(2), pairs(&ids, &live), "then live, no duplicate");
+        client.expect_exit(0);
+        assert_eq!(proxy.accepted(), 2);
+    }
+
+    #[test]
+    fn browser_over_https_receives_events_and_resumes_with_last_event_id() {
+        let certs = certs();
+        let server = server(&certs);
+        let proxy = Proxy::start(server.addr);
+        let spki = server_spki(&certs);
+        let mut client = Client::browser(&https_url(proxy.addr), KEY, &["--count", "6", "--trust-spki", &spki]);
+        client.next("open");
+        let (before, missed, live) = (numbered(0..2), numbered(2..5), numbered(5..6));
+        let ids = emit_all(&certs, &server, &before);
+        assert_eq!(client.messages(2), pairs(&ids, &before));
+        let last_seen = ids[1].clone();
+
+        proxy.cut();
+        let ids = emit_all(&certs, &server, &missed);
+        assert_eq!(client.next("error")["readyState"], 0, "reconnecting");
+        client.next("open");
+        assert_eq!(client.messages(3), pairs(&ids, &missed));
+        let ids = emit_all(&certs, &server, &live);
+        assert_eq!(client.messages(1), pairs(&ids, &live));
+        client.expect_exit(0);
+
+        let requests = client.seen("request");
+        let resumed: Vec<&Value> = requests.iter().map(|r| &r["lastEventId"]).collect();
+        assert_eq!(resumed, [&Value::Null, &json!(last_seen)], "{}", client.transcript());
+        assert!(client.seen("console").is_empty(), "the page logged something\n{}", client.transcript());
+    }
 }

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Frame, KEY, TestServer, endpoint_path, read_response};
+use support::net::{Net, Stream};
+use support::{Frame, KEY, TestServer, read_response};
 
 /// A memory figure of a process in KiB from /proc/<pid>/status: `VmRSS`
 /// (resident now) or `VmHWM` (the most it has been resident).
@@ -43,9 +44,27 @@ fn set_small_receive_buffer(s: &TcpStream) {
     let _ = set_socket_option(s, libc::SO_RCVBUF, &(4096 as libc::c_int));
 }
 
-/// Reads until the server closes (FIN or RST); `None` if it did not within `timeout`.
-fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
-    s.set_read_timeout(Some(timeout)).unwrap();
+/// A connection read by `read_until_closed`: plain, or TLS over TCP.
+trait Socket: Read {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for Stream {
+    fn tcp(&self) -> &TcpStream {
+        Stream::tcp(self)
+    }
+}
+
+/// Reads until the server closes (FIN or RST; over TLS also an end without
+/// close_notify); `None` if it did not within `timeout`.
+fn read_until_closed(s: &mut impl Socket, timeout: Duration) -> Option<Vec<u8>> {
+    s.tcp().set_read_timeout(Some(timeout)).unwrap();
     let deadline = Instant::now() + timeout;
     let mut all = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -53,7 +72,12 @@ fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
         match s.read(&mut buf) {
             Ok(0) => return Some(all),
             Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+                ) =>
+            {
                 return Some(all);
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -169,21 +193,31 @@ fn payload(i: usize) -> String {
 
 #[test]
 fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
-    let server = TestServer::start(&["--source", "s", "--max-subscriber-buffer", &MAX_BUFFER.to_string()]);
+    stalled_readers(Net::Plain);
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded_over_tls() {
+    stalled_readers(Net::tls());
+}
+
+fn stalled_readers(net: Net) {
+    let server = net.start(&["--source", "s", "--max-subscriber-buffer", &MAX_BUFFER.to_string()]);
     let pid = server.pid();
-    server.emit("s", "0");
+    net.emit(&server, "s", "0");
     let baseline_kib = memory_kib(pid, "VmRSS:");
 
-    let healthy = server.subscribe("/sources/s/sse", "");
-    let stalled: Vec<TcpStream> = (0..STALLED)
+    let healthy = net.subscribe(&server, "/sources/s/sse");
+    let stalled: Vec<Stream> = (0..STALLED)
         .map(|_| {
-            let mut s = server.connect();
-            set_small_receive_buffer(&s);
+            let mut s = net.connect(&server);
+            set_small_receive_buffer(s.tcp());
             write!(s, "GET /sources/s/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
             s
         })
         .collect();
-    server.wait_metric("ssehub_subscribers", 1 + STALLED as u64);
+    net.wait_metric(&server, "ssehub_subscribers", 1 + STALLED as u64);
 
     let mut healthy = healthy;
     // The emitter stays within a few events of the healthy reader, so that
@@ -199,8 +233,7 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
         healthy
     });
     let start = Instant::now();
-    let mut emitter = server.connect();
-    let mut answers = BufReader::new(emitter.try_clone().unwrap());
+    let mut answers = BufReader::new(net.connect(&server));
     for i in 0..EVENTS {
         while i >= received.load(Ordering::Acquire) + HEALTHY_WINDOW {
             assert!(!reader.is_finished(), "the healthy reader stopped");
@@ -208,7 +241,7 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
         }
         let body = payload(i);
         write!(
-            emitter,
+            answers.get_mut(),
             "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -225,14 +258,15 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
     // The bound: what every connection may queue, plus the history ring, plus slack.
     let bound_kib = baseline_kib + ((MAX_BUFFER * (STALLED + 1) + HISTORY * frame_len) / 1024) as u64 + SLACK_KIB;
     eprintln!(
-        "stalled readers: {} MiB in {EVENTS} events emitted in {emitted:?}, delivered in {delivered:?}; \
+        "stalled readers ({}): {} MiB in {EVENTS} events emitted in {emitted:?}, delivered in {delivered:?}; \
          RSS baseline {baseline_kib} KiB, peak {peak_kib} KiB (+{} KiB), bound {bound_kib} KiB",
+        net.scheme(),
         (EVENTS * PAYLOAD_BYTES) >> 20,
         peak_kib - baseline_kib
     );
     assert!(peak_kib <= bound_kib, "RSS peaked at {peak_kib} KiB, over the bound of {bound_kib} KiB");
-    assert_eq!(server.metric("ssehub_subscribers_dropped_slow_total"), STALLED as u64);
-    assert_eq!(server.metric("ssehub_subscribers"), 1, "the healthy subscriber is still there");
+    assert_eq!(net.metric(&server, "ssehub_subscribers_dropped_slow_total"), STALLED as u64);
+    assert_eq!(net.metric(&server, "ssehub_subscribers"), 1, "the healthy subscriber is still there");
     // Each was dropped at its limit: with less than MAX_BUFFER queued, and less than a frame short of it.
     let logs = server.logs();
     let queued: Vec<usize> = logs
@@ -250,97 +284,109 @@ fn stalled_readers_are_dropped_at_their_limit_and_memory_stays_bounded() {
 
 #[test]
 fn reset_and_half_closed_connections_leak_nothing() {
-    let server = TestServer::start(&["--source", "s"]);
-    let ingest = endpoint_path(&server, "s");
-    let baseline = server.metric("ssehub_connections_open");
+    reset_and_half_closed(Net::Plain);
+}
+
+/// Over TLS the peer goes away without a close_notify, in the middle of
+/// records as of requests.
+#[cfg(feature = "tls")]
+#[test]
+fn reset_and_half_closed_connections_leak_nothing_over_tls() {
+    reset_and_half_closed(Net::tls());
+}
+
+fn reset_and_half_closed(net: Net) {
+    let server = net.start(&["--source", "s"]);
+    let ingest = net.endpoint_path(&server, "s");
+    let baseline = net.metric(&server, "ssehub_connections_open");
     let chunked_head =
         format!("POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n");
     for round in 0..10 {
         // A subscriber that resets mid-stream, with events still coming.
-        let mut sse = server.subscribe("/sources/s/sse", "");
-        server.emit("s", &round.to_string());
+        let mut sse = net.subscribe(&server, "/sources/s/sse");
+        net.emit(&server, "s", &round.to_string());
         assert_eq!(sse.next_event().envelope()["event"], round);
         let s = sse.r.into_inner();
-        set_linger_zero(&s);
+        set_linger_zero(s.tcp());
         drop(s);
-        server.emit("s", "\"after the reset\"");
+        net.emit(&server, "s", "\"after the reset\"");
 
         // A subscriber that stops reading, fills its socket, then resets.
-        let mut s = server.connect();
-        set_small_receive_buffer(&s);
+        let mut s = net.connect(&server);
+        set_small_receive_buffer(s.tcp());
         write!(s, "GET /sources/s/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
-        server.wait_metric("ssehub_subscribers", 1);
+        net.wait_metric(&server, "ssehub_subscribers", 1);
         for _ in 0..4 {
-            server.emit("s", &format!("\"{}\"", "z".repeat(100_000)));
+            net.emit(&server, "s", &format!("\"{}\"", "z".repeat(100_000)));
         }
-        set_linger_zero(&s);
+        set_linger_zero(s.tcp());
         drop(s);
 
         // A subscriber that half-closes its write side: the stream ends (FIN), nothing hangs.
-        let mut sse = server.subscribe("/sources/s/sse", "");
-        sse.r.get_ref().shutdown(Shutdown::Write).unwrap();
+        let mut sse = net.subscribe(&server, "/sources/s/sse");
+        sse.r.get_ref().tcp().shutdown(Shutdown::Write).unwrap();
         assert_eq!(sse.next_event(), Frame::End);
 
         // A request half-closed after it is sent still gets its whole answer.
-        let mut s = server.connect();
+        let mut s = net.connect(&server);
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
+        s.tcp().shutdown(Shutdown::Write).unwrap();
         let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the answer");
         assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
 
         // Gone in the middle of a chunked body: by FIN, and by RST.
         for reset in [false, true] {
-            let mut s = server.connect();
+            let mut s = net.connect(&server);
             write!(s, "{chunked_head}10\r\n{{\"half\":").unwrap();
             if reset {
-                set_linger_zero(&s);
+                set_linger_zero(s.tcp());
                 drop(s);
             } else {
-                s.shutdown(Shutdown::Write).unwrap();
+                s.tcp().shutdown(Shutdown::Write).unwrap();
                 assert_eq!(read_until_closed(&mut s, Duration::from_secs(5)), Some(Vec::new()), "closed without an answer");
             }
         }
         // The same through a webhook with Expect: 100-continue, after the 100.
-        let mut s = server.connect();
+        let mut s = net.connect(&server);
         write!(s, "POST {ingest} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").unwrap();
         let mut cont = [0u8; 25];
         s.read_exact(&mut cont).unwrap();
         assert_eq!(&cont, b"HTTP/1.1 100 Continue\r\n\r\n");
         s.write_all(b"5\r\nab").unwrap();
-        set_linger_zero(&s);
+        set_linger_zero(s.tcp());
         drop(s);
 
         // Gone in the middle of a head: by FIN, and by RST.
         for reset in [false, true] {
-            let mut s = server.connect();
+            let mut s = net.connect(&server);
             s.write_all(b"POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthori").unwrap();
             if reset {
-                set_linger_zero(&s);
+                set_linger_zero(s.tcp());
                 drop(s);
             } else {
-                s.shutdown(Shutdown::Write).unwrap();
+                s.tcp().shutdown(Shutdown::Write).unwrap();
                 assert_eq!(read_until_closed(&mut s, Duration::from_secs(5)), Some(Vec::new()));
             }
         }
 
         // Requests pipelined, then a reset before reading any answer.
-        let mut s = server.connect();
+        let mut s = net.connect(&server);
         s.write_all("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20).as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        set_linger_zero(&s);
+        set_linger_zero(s.tcp());
         drop(s);
     }
-    server.wait_metric("ssehub_subscribers", 0);
-    server.wait_metric("ssehub_connections_open", baseline);
-    assert_eq!(server.request("GET", "/healthz", None).status, 200);
+    net.wait_metric(&server, "ssehub_subscribers", 0);
+    net.wait_metric(&server, "ssehub_connections_open", baseline);
+    assert_eq!(net.request(&server, "GET", "/healthz", None).status, 200);
     // Every chunked body that was cut off emitted nothing.
-    assert_eq!(server.metric("ssehub_events_emitted_total"), 10 * 6);
+    assert_eq!(net.metric(&server, "ssehub_events_emitted_total"), 10 * 6);
     let mut reasons = BTreeMap::<&str, usize>::new();
     let logs = server.logs();
     for line in logs.lines().filter(|l| l.contains(" closed ")) {
         *reasons.entry(line.rsplit(": ").next().unwrap()).or_default() += 1;
     }
-    eprintln!("reset and half-closed: close reasons {reasons:?}");
+    eprintln!("reset and half-closed ({}): close reasons {reasons:?}", net.scheme());
     let resets = ["connection reset", "broken pipe"].iter().filter_map(|r| reasons.get(r)).sum::<usize>();
     assert_eq!(resets, 10 * 6, "each reset seen as one: {reasons:?}");
 }
@@ -640,21 +686,34 @@ fn parse_answers(mut bytes: &[u8]) -> Result<Vec<u16>, String> {
 
 #[test]
 fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
-    let mut server = TestServer::start(&["--source", "s", "--max-event-bytes", "65536"]);
-    let valid = Arc::new(valid_requests(&endpoint_path(&server, "s")));
-    let baseline = server.metric("ssehub_connections_open");
+    garbage(Net::Plain, GARBAGE_CASES);
+}
+
+/// The same garbage inside TLS records (a twentieth of the cases: each is a
+/// full handshake, 6.5 ms of the debug build's server).
+#[cfg(feature = "tls")]
+#[test]
+fn garbage_gets_errors_or_closes_and_the_server_stays_up_over_tls() {
+    garbage(Net::tls(), GARBAGE_CASES / 20);
+}
+
+fn garbage(net: Net, cases: usize) {
+    let net = Arc::new(net);
+    let mut server = net.start(&["--source", "s", "--max-event-bytes", "65536"]);
+    let valid = Arc::new(valid_requests(&net.endpoint_path(&server, "s")));
+    let baseline = net.metric(&server, "ssehub_connections_open");
     let addr = server.addr;
     let start = Instant::now();
 
     // /healthz from another client every 100 ms for the whole run.
     let done = Arc::new(AtomicBool::new(false));
     let health = {
-        let done = done.clone();
+        let (done, net) = (done.clone(), net.clone());
         std::thread::spawn(move || {
             let (mut checks, mut slowest) = (0, Duration::ZERO);
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let mut s = TcpStream::connect(addr).expect("the server accepts");
+                let mut s = net.connect_to(addr);
                 s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
                 let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("/healthz answered");
                 assert!(answer.starts_with(b"HTTP/1.1 200 ") && answer.ends_with(b"ok\n"), "{}", String::from_utf8_lossy(&answer));
@@ -670,19 +729,18 @@ fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
     let outcomes = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
     let workers: Vec<_> = (0..GARBAGE_WORKERS)
         .map(|_| {
-            let (next, outcomes, valid) = (next.clone(), outcomes.clone(), valid.clone());
+            let (next, outcomes, valid, net) = (next.clone(), outcomes.clone(), valid.clone(), net.clone());
             std::thread::spawn(move || {
                 let mut local = BTreeMap::<String, usize>::new();
                 loop {
                     let case = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if case >= GARBAGE_CASES {
+                    if case >= cases {
                         break;
                     }
                     let (bytes, expected) = garbage_case(case, &valid);
                     let show =
                         || format!("case {case} (seed {GARBAGE_SEED:#x}): {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
-                    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect: {e}; {}", show()));
-                    s.set_nodelay(true).unwrap();
+                    let mut s = net.connect_to(addr);
                     // Sent whole or in a few pieces, then half-closed: the server sees
                     // the end of the input at once instead of waiting out a timeout.
                     let mut rng = Rng::new(case as u64);
@@ -693,7 +751,7 @@ fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
                             std::thread::sleep(Duration::from_micros(if pieces > 1 { 500 } else { 0 }));
                             s.write_all(piece)
                         })
-                        .and_then(|_| s.shutdown(Shutdown::Write));
+                        .and_then(|_| s.tcp().shutdown(Shutdown::Write));
                     let answer =
                         read_until_closed(&mut s, Duration::from_secs(5)).unwrap_or_else(|| panic!("no close within 5 s; {}", show()));
                     let statuses = parse_answers(&answer).unwrap_or_else(|e| {
@@ -727,15 +785,16 @@ fn garbage_gets_errors_or_closes_and_the_server_stays_up() {
     assert!(!server.logs().contains("panicked"), "the server panicked:\n{}", server.logs());
     // One check per 100 ms while the garbage flies: how many depends on how fast the server is.
     assert!(checks >= 1 && slowest < Duration::from_secs(2), "/healthz: {checks} checks, slowest {slowest:?}");
-    server.wait_metric("ssehub_connections_open", baseline);
-    assert_eq!(server.request("GET", "/healthz", None).status, 200);
+    net.wait_metric(&server, "ssehub_connections_open", baseline);
+    assert_eq!(net.request(&server, "GET", "/healthz", None).status, 200);
     let outcomes = outcomes.lock().unwrap();
     let mut by_status = BTreeMap::<&str, usize>::new();
     for (k, n) in outcomes.iter() {
         *by_status.entry(k.split(',').next().unwrap()).or_default() += n;
     }
     eprintln!(
-        "garbage: {GARBAGE_CASES} cases in {took:?}; /healthz {checks} checks, slowest {slowest:?}; first outcome of each: {by_status:?}"
+        "garbage ({}): {cases} cases in {took:?}; /healthz {checks} checks, slowest {slowest:?}; first outcome of each: {by_status:?}",
+        net.scheme()
     );
     assert!(took < Duration::from_secs(30), "garbage took {took:?}");
 }

@@ -18,10 +18,17 @@ use support::tls::{Certs, certs, openssl};
 use support::{KEY, TestServer, read_response, signal};
 
 fn tls_server(certs: &Certs, args: &[&str]) -> (TestServer, SocketAddr) {
+    tls_server_env(certs, args, &[])
+}
+
+/// `tls_server` with environment variables (the hidden ones that shorten intervals for tests).
+fn tls_server_env(certs: &Certs, args: &[&str], env: &[(&str, &str)]) -> (TestServer, SocketAddr) {
     let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-    let mut all = vec!["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", "127.0.0.1:0", "--engine", "memory"];
-    all.extend_from_slice(args);
-    let server = TestServer::start(&all);
+    let mut command = Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]);
+    command.args(["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", "127.0.0.1:0", "--engine", "memory"]);
+    command.args(args).envs(env.iter().copied());
+    let server = TestServer::spawn(&mut command, KEY);
     let logs = server.logs();
     let metrics = logs.split("serving /metrics on http://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     (server, metrics)
@@ -231,7 +238,8 @@ fn sessions_resume_with_tls_1_3_tickets_and_tls_1_2_ids() {
 #[test]
 fn a_connection_that_never_handshakes_is_closed_by_the_head_timeout_while_a_stream_goes_on() {
     let certs = certs();
-    let (server, _metrics) = tls_server(&certs, &["--source", "s"]);
+    // The head timeout shortened from 10 s to 2 s.
+    let (server, _metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "2000")]);
     let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
     read_until(&mut sse, b":sse-handshake\n\n");
     // Silent, and the first bytes of a ClientHello, then nothing.
@@ -243,12 +251,12 @@ fn a_connection_that_never_handshakes_is_closed_by_the_head_timeout_while_a_stre
     let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
     assert!(frame.contains(r#""n":1"#), "{frame}");
     for mut s in [silent, partial] {
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 64];
         let n = s.read(&mut b).unwrap_or(0);
         assert_eq!(n, 0, "closed without an answer");
         let waited = opened.elapsed();
-        assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(13), "closed after {waited:?}");
+        assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4), "closed after {waited:?}");
     }
     request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":2}"#);
     let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
@@ -318,6 +326,82 @@ fn sighup_loads_a_new_pair_keeps_open_streams_and_keeps_the_old_pair_when_the_ne
     assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":2"#));
 }
 
+/// Lines of the server's log that contain `what`.
+fn log_lines(server: &TestServer, what: &str) -> Vec<String> {
+    server.logs().lines().filter(|l| l.contains(what)).map(String::from).collect()
+}
+
+#[test]
+fn a_pair_changed_on_disk_is_loaded_without_a_signal_and_a_broken_key_keeps_the_old_pair() {
+    let certs = certs();
+    // The files are looked at every 100 ms rather than every 3 s.
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_TLS_CHECK_MS", "100")]);
+    let first = presented_serial(&certs, server.addr);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+
+    // A renewal written over the certificate file, as certbot's deploy hook does: no signal.
+    certs.sign("server", "DNS:localhost,IP:127.0.0.1", "60");
+    server.wait_log("changed: reloaded");
+    let second = presented_serial(&certs, server.addr);
+    assert_ne!(first, second, "new handshakes get the new certificate");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry = metric(metrics, "ssehub_tls_cert_expiry_timestamp_seconds");
+    assert!((now + 59 * 86_400..now + 61 * 86_400).contains(&expiry), "notAfter {expiry}");
+    request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":1}"#);
+    assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":1"#), "the open stream goes on");
+
+    // A broken key written over the key file: one line, and the pair in use stays.
+    std::fs::write(certs.path("server.key"), "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+    server.wait_log("keeping the certificate in use");
+    // Twenty checks more see the same broken file: still the one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let lines = log_lines(&server, "keeping the certificate in use");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("changed") && lines[0].contains("--tls-key"), "{}", lines[0]);
+    assert_eq!(presented_serial(&certs, server.addr), second, "the pair in use stays");
+    request(&certs, server.addr, "POST", "/v1/sources/s/events", r#"{"n":2}"#);
+    assert!(String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap().contains(r#""n":2"#));
+    assert_eq!(log_lines(&server, "changed: reloaded").len(), 1, "nothing loaded but the renewal");
+}
+
+#[test]
+fn at_the_connection_limit_a_tls_connection_is_closed_at_once_and_counted() {
+    let certs = certs();
+    let (server, metrics) = tls_server(&certs, &["--max-connections", "2"]);
+    let held: Vec<Tls> = (0..2)
+        .map(|_| {
+            let mut s = connect(&certs, server.addr);
+            // A completed handshake and an answer: the connection is in.
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            read_until(&mut s, b"\r\n\r\n");
+            s
+        })
+        .collect();
+    // A TLS client: no plain-text answer it would misread, a close at once.
+    let mut refused = connect(&certs, server.addr);
+    let started = Instant::now();
+    let err = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").and_then(|_| refused.read(&mut [0u8; 64]));
+    assert!(matches!(err, Err(_) | Ok(0)), "refused: {err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "closed at once, not by a timeout: {:?}", started.elapsed());
+    // On the wire: no byte at all.
+    let mut raw = TcpStream::connect(server.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.write_all(&[0x16, 0x03, 0x01]);
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    assert!(got.is_empty(), "nothing sent in the clear: {got:?}");
+    assert_eq!(metric(metrics, "ssehub_connections_refused_total"), 2);
+    drop(held);
+    // Their slots are free again (the scrape's own connection is the one left).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(metrics, "ssehub_connections_open") > 1 {
+        assert!(Instant::now() < deadline, "the held connections' slots were not freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(request(&certs, server.addr, "GET", "/healthz", "").status, 200);
+}
+
 #[test]
 fn tls_flags_go_together() {
     let (code, stderr) = support::refused_start(&["--tls-cert", "/nonexistent.pem"]);
@@ -326,4 +410,162 @@ fn tls_flags_go_together() {
     let (code, stderr) = support::refused_start(&["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--tls-cert /nonexistent.pem") && stderr.trim().lines().count() == 1, "{stderr}");
+}
+
+/// Raises this process's soft open-file limit to its hard limit (the
+/// server it starts inherits it); returns the limit.
+fn raise_open_files() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain calls with a valid pointer to a local.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// Connections of the storm and of the stalled handshakes.
+const MANY: usize = 1000;
+
+/// A new TCP connection to `addr` and the ClientHello a rustls client would send on it.
+fn client_hello(config: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let sock = TcpStream::connect(addr).unwrap();
+    let mut conn = rustls::ClientConnection::new(config.clone(), ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    (sock, hello)
+}
+
+/// An emit on a kept-alive connection; its answer is read by `answered`.
+fn emit_on(publisher: &mut Tls, n: usize) {
+    let body = format!(r#"{{"n":{n}}}"#);
+    write!(
+        publisher,
+        "POST /v1/sources/s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+}
+
+fn answered(publisher: &mut Tls) {
+    let head = String::from_utf8(read_until(publisher, b"\r\n\r\n")).unwrap();
+    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+    publisher.read_exact(&mut vec![0; len]).unwrap();
+}
+
+#[test]
+fn a_storm_of_handshakes_does_not_stall_delivery_to_open_streams() {
+    assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
+    let certs = certs();
+    // A head timeout of 60 s rather than 10: the debug build on a busy machine may take longer than 10 s over the storm.
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "60000")]);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+    let mut publisher = connect(&certs, server.addr);
+    emit_on(&mut publisher, 0);
+    answered(&mut publisher);
+    read_until(&mut sse, b"\n\n");
+
+    // A thousand connections, each with its ClientHello ready, all sent at once.
+    let config = client_config(&certs.path("ca.pem"), &[]);
+    let mut storm: Vec<(TcpStream, Vec<u8>)> = (0..MANY).map(|_| client_hello(&config, server.addr)).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(metrics, "ssehub_connections_open") < MANY as u64 + 3 {
+        assert!(Instant::now() < deadline, "the storm's connections were not all accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (sock, hello) in &mut storm {
+        sock.write_all(hello).unwrap();
+    }
+    let sent = Instant::now();
+    emit_on(&mut publisher, 1);
+    let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
+    let delivered = sent.elapsed();
+    assert!(frame.contains(r#""n":1"#), "{frame}");
+    answered(&mut publisher);
+    // Every ClientHello was answered: the storm was real work.
+    for (sock, _) in &mut storm {
+        sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let n = sock.read(&mut [0u8; 4096]).unwrap();
+        assert!(n > 0, "a ClientHello got its answer");
+    }
+    let stormed = sent.elapsed();
+    // Without the budget the event waits behind the whole storm's signing (both took 5.4 s).
+    assert!(delivered * 4 < stormed, "an event took {delivered:?} to arrive while {MANY} handshakes took {stormed:?}");
+    eprintln!("delivered in {delivered:?} while {MANY} handshakes took {stormed:?}");
+}
+
+#[test]
+fn a_thousand_handshakes_trickled_byte_by_byte_are_closed_by_the_head_timeout_while_a_stream_goes_on() {
+    assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+    let certs = certs();
+    let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "2000")]);
+    let config = client_config(&certs.path("ca.pem"), &[]);
+    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+    let mut publisher = connect(&certs, server.addr);
+    emit_on(&mut publisher, 0);
+    answered(&mut publisher);
+    read_until(&mut sse, b"\n\n");
+
+    // Each sends a ClientHello one byte every 100 ms, so never all of it in time.
+    let (first, hello) = client_hello(&config, server.addr);
+    let trickled: Vec<(TcpStream, Instant, usize)> = std::iter::once(first)
+        .chain((1..MANY).map(|_| TcpStream::connect(server.addr).unwrap()))
+        .map(|sock| {
+            sock.set_nonblocking(true).unwrap();
+            (sock, Instant::now(), 0)
+        })
+        .collect();
+    let trickler = std::thread::spawn(move || {
+        let mut open = trickled;
+        let started = Instant::now();
+        // How long each lived, from its connect to the close it saw.
+        let mut lived = Vec::new();
+        while !open.is_empty() && started.elapsed() < HEAD_TIMEOUT * 3 {
+            open.retain_mut(|(sock, opened, at)| {
+                let gone = match sock.read(&mut [0u8; 64]) {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let gone = sock.write(&hello[*at..*at + 1]).is_err();
+                        *at += 1;
+                        gone
+                    }
+                    Err(_) => true,
+                };
+                if gone {
+                    lived.push(opened.elapsed());
+                }
+                !gone
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (lived, open.len())
+    });
+
+    // Meanwhile events go on reaching the open stream.
+    let mut n = 1;
+    while !trickler.is_finished() {
+        let t = Instant::now();
+        emit_on(&mut publisher, n);
+        let frame = String::from_utf8(read_until(&mut sse, b"\n\n")).unwrap();
+        assert!(frame.contains(&format!(r#""n":{n}}}"#)), "{frame}");
+        assert!(t.elapsed() < Duration::from_millis(500), "an event took {:?}", t.elapsed());
+        answered(&mut publisher);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (lived, still_open) = trickler.join().unwrap();
+    assert_eq!(still_open, 0, "open after {:?}", HEAD_TIMEOUT * 3);
+    assert_eq!(lived.len(), MANY);
+    // Seen closed up to one round of the trickler (100 ms and its writes) late.
+    let (shortest, longest) = (lived.iter().min().unwrap(), lived.iter().max().unwrap());
+    assert!(*shortest >= HEAD_TIMEOUT - Duration::from_millis(50), "one closed after {shortest:?}");
+    assert!(*longest < HEAD_TIMEOUT + Duration::from_millis(800), "one closed after {longest:?}");
+    eprintln!("{MANY} trickled handshakes closed {shortest:?} to {longest:?} after their connect; {n} events delivered meanwhile");
+    assert_eq!(metric(metrics, "ssehub_connections_timed_out_total"), MANY as u64);
+    assert!(n > 5, "events were sent throughout ({n})");
 }

@@ -44,6 +44,8 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tls")]
+mod tls;
 use delivery::{Handshakes, ToFlush};
 pub use start::Bound;
 use stop::Drain;
@@ -52,8 +54,11 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const METRICS_LISTENER: Token = Token(usize::MAX - 3);
 
-/// From accept until the first request head is complete (slowloris).
+/// From accept until the first request head is complete (slowloris; a TLS
+/// handshake included).
 const HEADER_TIMEOUT_MS: u64 = 10_000;
+/// A hidden variable for tests that sets `HEADER_TIMEOUT_MS`.
+const HEADER_TIMEOUT_VAR: &str = "SSEHUB_HEAD_TIMEOUT_MS";
 /// An idle keep-alive connection between requests.
 const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 /// From a complete head until its body is complete (and meanwhile at
@@ -117,6 +122,9 @@ enum Due {
     Drain,
     /// A deferred `STATUS=` to systemd.
     Status,
+    /// The `--tls-cert` and `--tls-key` files are looked at.
+    #[cfg(feature = "tls")]
+    TlsFiles,
 }
 
 /// Who waits for storage's answer to a change (the hub carries it
@@ -149,6 +157,8 @@ pub struct Reactor {
     default_account: AccountId,
     config: Config,
     max_connections: usize,
+    /// `HEADER_TIMEOUT_MS`, or what `SSEHUB_HEAD_TIMEOUT_MS` sets (tests).
+    header_timeout_ms: u64,
     timers: Timers<Due>,
     start: Instant,
     /// Reactor clock: milliseconds since start, read once per turn.
@@ -189,6 +199,12 @@ pub struct Reactor {
     /// `--tls-cert`: the main listener speaks TLS.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Server>,
+    /// Handshake flights left this turn, and the connections whose
+    /// handshake waits for the next (key, generation).
+    #[cfg(feature = "tls")]
+    flights_left: usize,
+    #[cfg(feature = "tls")]
+    to_handshake: Vec<(usize, u32)>,
 }
 
 impl Reactor {
@@ -236,6 +252,7 @@ impl Reactor {
             default_account,
             config,
             max_connections,
+            header_timeout_ms: std::env::var(HEADER_TIMEOUT_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(HEADER_TIMEOUT_MS),
             timers: Timers::new(0),
             start: Instant::now(),
             now: 0,
@@ -264,10 +281,15 @@ impl Reactor {
             status_armed: false,
             #[cfg(feature = "tls")]
             tls,
+            #[cfg(feature = "tls")]
+            flights_left: 0,
+            #[cfg(feature = "tls")]
+            to_handshake: Vec::new(),
         };
         #[cfg(feature = "tls")]
         if let Some(tls) = &reactor.tls {
             reactor.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
+            reactor.timers.insert(crate::tls::check_interval_ms(), Due::TlsFiles);
         }
         // Restored sources whose events expired while the server was down go at the first turn.
         reactor.arm_retention_timers();
@@ -306,6 +328,9 @@ impl Reactor {
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
             let mut woken = false;
+            // Handshakes deferred by last turn's budget go first.
+            #[cfg(feature = "tls")]
+            self.resume_handshakes();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_ready = true,
@@ -342,6 +367,10 @@ impl Reactor {
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
         if self.accept_ready || self.metrics_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
+            return Some(Duration::ZERO);
+        }
+        #[cfg(feature = "tls")]
+        if !self.to_handshake.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = self.start.elapsed().as_millis() as u64;
@@ -423,9 +452,8 @@ impl Reactor {
             self.last_fd_warning = Some(self.now);
         }
         if self.spare_fd.take().is_some() {
-            if let Some(Ok((mut sock, _))) = self.listener.as_ref().map(TcpListener::accept) {
-                let _ = sock.write(REFUSED);
-                self.stats.connections_refused += 1;
+            if let Some(Ok((sock, _))) = self.listener.as_ref().map(TcpListener::accept) {
+                self.refuse_connection(sock, false);
             }
             self.spare_fd = File::open("/dev/null").ok();
         }
@@ -433,12 +461,25 @@ impl Reactor {
         self.timers.insert(self.now + ACCEPT_RETRY_MS, Due::AcceptRetry);
     }
 
+    /// A connection over the limit: the plain-HTTP `503`, or on the TLS
+    /// port a close at once (a TLS client could not read a plain answer,
+    /// and a handshake to send it costs what the limit is there to save;
+    /// docs/operations.md).
+    fn refuse_connection(&mut self, mut sock: TcpStream, on_metrics: bool) {
+        self.stats.connections_refused += 1;
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() && !on_metrics {
+            return drop(sock);
+        }
+        let _ = on_metrics;
+        // Best effort: a fresh socket's send buffer is empty.
+        let _ = sock.write(REFUSED);
+    }
+
     fn admit(&mut self, mut sock: TcpStream, addr: SocketAddr, on_metrics: bool) {
         let limit = self.max_connections + if on_metrics { METRICS_EXTRA } else { 0 };
         if self.conns.len() >= limit {
-            // Best effort: a fresh socket's send buffer is empty.
-            let _ = sock.write(REFUSED);
-            self.stats.connections_refused += 1;
+            self.refuse_connection(sock, on_metrics);
             let max = self.max_connections;
             throttled!(self.throttles.limit, Warn, "{max} connections open (--max-connections): refusing {addr}");
             return;
@@ -461,7 +502,7 @@ impl Reactor {
         }
         self.conns.insert(conn);
         self.stats.connections_accepted += 1;
-        self.arm(key, self.now + HEADER_TIMEOUT_MS);
+        self.arm(key, self.now + self.header_timeout_ms);
     }
 
     /// The connection's one read loop: until drained, closed, or its budget.
@@ -479,9 +520,21 @@ impl Reactor {
                 self.to_read.push((key, conn.generation));
                 return;
             }
+            // A handshake waits for the next turn once this one's flights are spent.
+            #[cfg(feature = "tls")]
+            let flight = match conn.tls() {
+                Some(tls) if tls.handshaking() && self.flights_left == 0 => {
+                    return self.to_handshake.push((key, conn.generation));
+                }
+                Some(tls) => tls.handshaking() && !tls.wants_write(),
+                None => false,
+            };
             let filled = conn.fill(&mut self.scratch);
             #[cfg(feature = "tls")]
             if let Some(tls) = conn.tls_mut() {
+                if flight && tls.wants_write() {
+                    self.flights_left -= 1;
+                }
                 if tls.just_established() {
                     self.stats.tls_handshakes_ok += 1;
                 } else if filled.is_err() && tls.handshaking() {
@@ -972,6 +1025,8 @@ impl Reactor {
                 Due::Drain => self.drain_tick(),
                 // Told in `publish`, at the end of this turn.
                 Due::Status => self.status_armed = false,
+                #[cfg(feature = "tls")]
+                Due::TlsFiles => self.check_tls_files(),
             }
         }
     }
@@ -1225,19 +1280,6 @@ impl Reactor {
             "SIGHUP: reloaded --keys-file {}: {n_keys} keys in {accounts} accounts; {ended} streams of removed keys ended",
             path.display()
         );
-    }
-
-    /// SIGHUP: the certificate pair loaded again; a bad one is logged and the one in use stays.
-    #[cfg(feature = "tls")]
-    fn reload_tls(&mut self) {
-        let Some(tls) = &mut self.tls else { return };
-        match tls.reload() {
-            Ok(()) => {
-                self.stats.tls_cert_not_after = tls.not_after.max(1) as u64;
-                info!("SIGHUP: reloaded --tls-cert {} and --tls-key {}", tls.cert.display(), tls.key.display());
-            }
-            Err(e) => warn!("SIGHUP: {e}; keeping the certificate in use"),
-        }
     }
 
     fn refresh_gauges(&mut self) {

@@ -19,7 +19,12 @@
 // --timeout-ms. A dropped connection is left to the browser, which
 // reconnects by itself with `Last-Event-ID`.
 //
-// usage: node browser.mjs --url STREAM_URL --key KEY --count N [--timeout-ms MS]
+// An https:// stream's certificate is verified; --trust-spki HASH (the
+// base64 SHA-256 of the server certificate's SubjectPublicKeyInfo) makes
+// Chromium accept that certificate (it takes no CA file; this writes to no
+// NSS store).
+//
+// usage: node browser.mjs --url STREAM_URL --key KEY --count N [--timeout-ms MS] [--trust-spki HASH]
 
 import http from 'node:http'
 import {parseArgs} from 'node:util'
@@ -31,6 +36,7 @@ const {values: opts} = parseArgs({
     key: {type: 'string'},
     count: {type: 'string'},
     'timeout-ms': {type: 'string', default: '15000'},
+    'trust-spki': {type: 'string'},
   },
 })
 if (!opts.url || !opts.key || !opts.count) {
@@ -88,7 +94,7 @@ pageServer = http.createServer((req, res) => {
 await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve))
 const pageOrigin = `http://127.0.0.1:${pageServer.address().port}`
 
-browser = await launch()
+browser = await launch(opts['trust-spki'] ? [`--ignore-certificate-errors-spki-list=${opts['trust-spki']}`] : [])
 const page = await browser.newPage()
 const streamPath = new URL(opts.url).pathname
 

@@ -16,6 +16,7 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ]
 
-export function launch() {
-  return chromium.launch({executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS})
+// `extra`: more flags, such as the HTTPS tests' trust of their test CA.
+export function launch(extra = []) {
+  return chromium.launch({executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...extra]})
 }

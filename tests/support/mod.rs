@@ -2,6 +2,7 @@
 //! clients over real sockets (HTTP requests, an SSE reader).
 #![allow(dead_code)]
 
+pub mod net;
 pub mod node;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -299,12 +300,12 @@ impl Frame {
     }
 }
 
-/// A minimal SSE reader over a real socket.
-pub struct Sse {
-    pub r: BufReader<TcpStream>,
+/// A minimal SSE reader over a real socket (or a TLS stream, `net::Stream`).
+pub struct Sse<S = TcpStream> {
+    pub r: BufReader<S>,
 }
 
-impl Sse {
+impl<S: Read> Sse<S> {
     /// The response head.
     pub fn head(&mut self) -> String {
         let mut head = String::new();
@@ -328,7 +329,8 @@ impl Sse {
             match self.r.read_line(&mut line) {
                 Ok(0) => return Frame::End,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Frame::End,
+                // Over TLS, a close without close_notify reads as an unexpected end.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => return Frame::End,
                 Err(e) => panic!("stream read: {e}"),
             }
             let line = line.trim_end_matches('\n');
