@@ -126,6 +126,8 @@ pub struct Conn {
     /// Data may be waiting in the socket: a read budget ran out, or reading
     /// paused while the output queue was full.
     pub can_read: bool,
+    /// Listed in the reactor's list of reads carried over to the next turn.
+    pub carried: bool,
     /// Listed in the reactor's flush list.
     pub pending_write: bool,
     pub timer: Option<TimerId>,
@@ -177,6 +179,7 @@ impl Conn {
             out: OutQ::default(),
             can_write: true,
             can_read: false,
+            carried: false,
             pending_write: false,
             timer: None,
             deadline: 0,

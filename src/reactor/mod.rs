@@ -76,6 +76,12 @@ const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Pipelined requests awaiting storage on one connection before it stops reading.
 const MAX_AWAITED: usize = 64;
+/// Requests read and answered per turn: once one is answered, until this
+/// long after the turn began; the connections left are carried over, first
+/// in line next turn, after this turn's answers and fan-out are written.
+/// One account's many connections (a flood of emits, pages of 1,000
+/// sources) then delay another's event by about this, not by all of it.
+const REQUEST_TURN: Duration = Duration::from_millis(1);
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 /// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
@@ -159,6 +165,9 @@ pub struct Reactor {
     trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
+    /// When this turn's `REQUEST_TURN` ends, and whether a request was answered in it.
+    turn_ends: Instant,
+    turn_served: bool,
     to_close: Vec<usize>,
     /// Parked connections answered this turn: (key, generation).
     to_resume: Vec<(usize, u32)>,
@@ -244,6 +253,8 @@ impl Reactor {
             trusted_proxies,
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
+            turn_ends: Instant::now(),
+            turn_served: false,
             to_close: Vec::new(),
             to_resume: Vec::new(),
             accept_ready: true,
@@ -305,6 +316,10 @@ impl Reactor {
             }
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
+            self.turn_ends = Instant::now() + REQUEST_TURN;
+            self.turn_served = false;
+            // Reads carried over from the last turn go first.
+            self.resume_reads();
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -468,6 +483,7 @@ impl Reactor {
     fn read(&mut self, key: usize) {
         let mut budget = READ_BUDGET;
         loop {
+            let spent = self.turn_spent();
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             // A client that pipelines without reading its answers waits
             // until they drain; the flush resumes reading. A request parked
@@ -475,9 +491,8 @@ impl Reactor {
             if matches!(conn.phase, Phase::Waiting) || (!conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer) {
                 return;
             }
-            if budget == 0 {
-                self.to_read.push((key, conn.generation));
-                return;
+            if budget == 0 || spent {
+                return self.carry(key);
             }
             let filled = conn.fill(&mut self.scratch);
             #[cfg(feature = "tls")]
@@ -521,9 +536,30 @@ impl Reactor {
         }
     }
 
+    /// The turn's time for requests is up (once one was answered).
+    fn turn_spent(&self) -> bool {
+        self.turn_served && Instant::now() >= self.turn_ends
+    }
+
+    /// Reads (and requests already read) of `key` wait for the next turn.
+    fn carry(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.carried {
+            conn.carried = true;
+            self.to_read.push((key, conn.generation));
+        }
+    }
+
+    /// Carried-over connections, in order: the requests they have read,
+    /// then what waits in their sockets.
     fn resume_reads(&mut self) {
         for (key, generation) in std::mem::take(&mut self.to_read) {
-            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read) {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) else { continue };
+            conn.carried = false;
+            if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() && conn.reads_requests() {
+                self.process(key);
+            }
+            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read && !c.carried) {
                 self.read(key);
             }
         }
@@ -546,6 +582,7 @@ impl Reactor {
     /// Parses and answers every complete request in the read buffer.
     fn process(&mut self, key: usize) {
         loop {
+            let spent = self.turn_spent();
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             let step = match conn.phase {
                 // A read must see the changes awaited before it.
@@ -554,6 +591,10 @@ impl Reactor {
                     Step::Wait
                 }
                 Phase::Head if conn.rbuf.is_empty() => Step::Wait,
+                Phase::Head if spent => {
+                    self.carry(key);
+                    Step::Wait
+                }
                 Phase::Head => self.on_head(key),
                 Phase::Body(_) => self.on_body(key),
                 Phase::Waiting | Phase::Stream { .. } | Phase::Linger => Step::Wait,
@@ -813,6 +854,7 @@ impl Reactor {
 
     /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
+        self.turn_served = true;
         self.refresh_gauges();
         // Before the request is handled: it may revoke the token it names.
         let access = self.access_log.then(|| self.access(key, &head));
