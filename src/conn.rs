@@ -128,6 +128,8 @@ pub struct Conn {
     pub can_read: bool,
     /// Listed in the reactor's list of reads carried over to the next turn.
     pub carried: bool,
+    /// The reactor turn in which it last had a request answered.
+    pub served_turn: u64,
     /// Listed in the reactor's flush list.
     pub pending_write: bool,
     pub timer: Option<TimerId>,
@@ -180,6 +182,7 @@ impl Conn {
             can_write: true,
             can_read: false,
             carried: false,
+            served_turn: 0,
             pending_write: false,
             timer: None,
             deadline: 0,

@@ -76,11 +76,14 @@ const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Pipelined requests awaiting storage on one connection before it stops reading.
 const MAX_AWAITED: usize = 64;
-/// Requests read and answered per turn: once one is answered, until this
-/// long after the turn began; the connections left are carried over, first
-/// in line next turn, after this turn's answers and fan-out are written.
-/// One account's many connections (a flood of emits, pages of 1,000
-/// sources) then delay another's event by about this, not by all of it.
+/// Requests read and answered per turn: any number until this long after
+/// the turn began (once one is answered), then one more per connection
+/// that has had none this turn, and one page of sources (the costliest
+/// answer, up to 1,000 sources) per turn in all. What is left is carried
+/// over, first in line next turn, after this turn's answers and fan-out
+/// are written: one account's many connections (a flood of emits, pages
+/// of sources) delay another's emit by about one page and one request per
+/// connection, not by all of their work.
 const REQUEST_TURN: Duration = Duration::from_millis(1);
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
@@ -165,9 +168,12 @@ pub struct Reactor {
     trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
-    /// When this turn's `REQUEST_TURN` ends, and whether a request was answered in it.
+    /// When this turn's `REQUEST_TURN` ends, and whether a request (or a
+    /// page of sources) was answered in it; turns are counted.
     turn_ends: Instant,
     turn_served: bool,
+    turn_listed: bool,
+    turn: u64,
     to_close: Vec<usize>,
     /// Parked connections answered this turn: (key, generation).
     to_resume: Vec<(usize, u32)>,
@@ -255,6 +261,8 @@ impl Reactor {
             to_read: Vec::new(),
             turn_ends: Instant::now(),
             turn_served: false,
+            turn_listed: false,
+            turn: 1,
             to_close: Vec::new(),
             to_resume: Vec::new(),
             accept_ready: true,
@@ -317,7 +325,8 @@ impl Reactor {
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
             self.turn_ends = Instant::now() + REQUEST_TURN;
-            self.turn_served = false;
+            (self.turn_served, self.turn_listed) = (false, false);
+            self.turn += 1;
             // Reads carried over from the last turn go first.
             self.resume_reads();
             let mut woken = false;
@@ -491,7 +500,7 @@ impl Reactor {
             if matches!(conn.phase, Phase::Waiting) || (!conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer) {
                 return;
             }
-            if budget == 0 || spent {
+            if budget == 0 || (spent && conn.served_turn == self.turn) {
                 return self.carry(key);
             }
             let filled = conn.fill(&mut self.scratch);
@@ -536,7 +545,8 @@ impl Reactor {
         }
     }
 
-    /// The turn's time for requests is up (once one was answered).
+    /// The turn's time for requests is up (once one was answered): a
+    /// connection served in it waits for the next.
     fn turn_spent(&self) -> bool {
         self.turn_served && Instant::now() >= self.turn_ends
     }
@@ -591,7 +601,7 @@ impl Reactor {
                     Step::Wait
                 }
                 Phase::Head if conn.rbuf.is_empty() => Step::Wait,
-                Phase::Head if spent => {
+                Phase::Head if (spent && conn.served_turn == self.turn) || (self.turn_listed && is_listing(&conn.rbuf)) => {
                     self.carry(key);
                     Step::Wait
                 }
@@ -855,6 +865,8 @@ impl Reactor {
     /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.turn_served = true;
+        self.turn_listed |= head.method() == "GET" && head.path() == "/v1/sources";
+        self.conns[key].served_turn = self.turn;
         self.refresh_gauges();
         // Before the request is handled: it may revoke the token it names.
         let access = self.access_log.then(|| self.access(key, &head));
@@ -1313,4 +1325,9 @@ impl Reactor {
         self.notify.send_number("STATUS=", streams, " streams");
         self.status_told = (self.now, streams);
     }
+}
+
+/// A page of sources asked for (at the head of `rbuf`): the costliest answer.
+fn is_listing(rbuf: &[u8]) -> bool {
+    rbuf.strip_prefix(b"GET /v1/sources").is_some_and(|rest| rest.starts_with(b" ") || rest.starts_with(b"?"))
 }
