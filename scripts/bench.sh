@@ -14,6 +14,10 @@
 #                               binary (OTHER) and this one, 3 rounds (2 minutes)
 #   scripts/bench.sh --drain    reconnect spread of a --drain stop (ssehub
 #                               only, 1 minute)
+#   scripts/bench.sh --fairness one account's load against another's
+#                               emit -> delivery latency, and the cost of
+#                               limits (ssehub only, 6 minutes; see
+#                               scripts/bench-fairness.sh)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
     --storage) STORAGE=1 ;;
     --redis) STORAGE=redis ;;
     --drain) STORAGE=drain ;;
+    --fairness) STORAGE=fairness ;;
     --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -113,6 +118,7 @@ say() { printf '%s\n' "$*" >&2; }
 install_missing() {
   local need=()
   [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
+  [ "$STORAGE" != fairness ] || { command -v wrk >/dev/null && return 0; } # and wrk
   command -v nginx >/dev/null || need+=(nginx)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
@@ -811,6 +817,10 @@ ssehub_only() {
 }
 case $STORAGE in
   drain) ssehub_only drain ;;
+  fairness)
+    . "$ROOT/scripts/bench-fairness.sh"
+    ssehub_only fairness
+    ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;
   1) ssehub_only storage ;;
