@@ -126,10 +126,6 @@ pub struct Conn {
     /// Data may be waiting in the socket: a read budget ran out, or reading
     /// paused while the output queue was full.
     pub can_read: bool,
-    /// Listed in the reactor's list of reads carried over to the next turn.
-    pub carried: bool,
-    /// The reactor turn in which it last had a request answered.
-    pub served_turn: u64,
     /// Listed in the reactor's flush list.
     pub pending_write: bool,
     pub timer: Option<TimerId>,
@@ -181,8 +177,6 @@ impl Conn {
             out: OutQ::default(),
             can_write: true,
             can_read: false,
-            carried: false,
-            served_turn: 0,
             pending_write: false,
             timer: None,
             deadline: 0,

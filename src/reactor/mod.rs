@@ -173,7 +173,11 @@ pub struct Reactor {
     turn_ends: Instant,
     turn_served: bool,
     turn_listed: bool,
-    turn: u64,
+    turn: u16,
+    /// By connection key: the turn in which it last had a request answered
+    /// (2 bytes a connection beside it; the count wraps, so a connection
+    /// served 65,536 turns ago may wait one turn more).
+    served_turn: Vec<u16>,
     to_close: Vec<usize>,
     /// Parked connections answered this turn: (key, generation).
     to_resume: Vec<(usize, u32)>,
@@ -263,6 +267,7 @@ impl Reactor {
             turn_served: false,
             turn_listed: false,
             turn: 1,
+            served_turn: Vec::new(),
             to_close: Vec::new(),
             to_resume: Vec::new(),
             accept_ready: true,
@@ -326,7 +331,7 @@ impl Reactor {
             self.unix_now = unix_ms();
             self.turn_ends = Instant::now() + REQUEST_TURN;
             (self.turn_served, self.turn_listed) = (false, false);
-            self.turn += 1;
+            self.turn = self.turn.wrapping_add(1);
             // Reads carried over from the last turn go first.
             self.resume_reads();
             let mut woken = false;
@@ -500,7 +505,7 @@ impl Reactor {
             if matches!(conn.phase, Phase::Waiting) || (!conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer) {
                 return;
             }
-            if budget == 0 || (spent && conn.served_turn == self.turn) {
+            if budget == 0 || (spent && self.served_turn.get(key) == Some(&self.turn)) {
                 return self.carry(key);
             }
             let filled = conn.fill(&mut self.scratch);
@@ -551,12 +556,12 @@ impl Reactor {
         self.turn_served && Instant::now() >= self.turn_ends
     }
 
-    /// Reads (and requests already read) of `key` wait for the next turn.
+    /// Reads (and requests already read) of `key` wait for the next turn
+    /// (listed once: a request carried is followed by its read loop's).
     fn carry(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if !conn.carried {
-            conn.carried = true;
-            self.to_read.push((key, conn.generation));
+        let entry = (key, self.conns[key].generation);
+        if self.to_read.last() != Some(&entry) {
+            self.to_read.push(entry);
         }
     }
 
@@ -564,12 +569,14 @@ impl Reactor {
     /// then what waits in their sockets.
     fn resume_reads(&mut self) {
         for (key, generation) in std::mem::take(&mut self.to_read) {
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.generation == generation) else { continue };
-            conn.carried = false;
-            if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() && conn.reads_requests() {
+            let Some(conn) = self.conns.get(key).filter(|c| c.generation == generation) else { continue };
+            if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() {
                 self.process(key);
             }
-            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read && !c.carried) {
+            // Unless its requests were carried over again.
+            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read)
+                && self.to_read.last() != Some(&(key, generation))
+            {
                 self.read(key);
             }
         }
@@ -592,7 +599,7 @@ impl Reactor {
     /// Parses and answers every complete request in the read buffer.
     fn process(&mut self, key: usize) {
         loop {
-            let spent = self.turn_spent();
+            let spent = self.turn_spent() && self.served_turn.get(key) == Some(&self.turn);
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             let step = match conn.phase {
                 // A read must see the changes awaited before it.
@@ -601,7 +608,7 @@ impl Reactor {
                     Step::Wait
                 }
                 Phase::Head if conn.rbuf.is_empty() => Step::Wait,
-                Phase::Head if (spent && conn.served_turn == self.turn) || (self.turn_listed && is_listing(&conn.rbuf)) => {
+                Phase::Head if spent || (self.turn_listed && is_listing(&conn.rbuf)) => {
                     self.carry(key);
                     Step::Wait
                 }
@@ -866,7 +873,10 @@ impl Reactor {
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.turn_served = true;
         self.turn_listed |= head.method() == "GET" && head.path() == "/v1/sources";
-        self.conns[key].served_turn = self.turn;
+        if self.served_turn.len() <= key {
+            self.served_turn.resize(key + 1, 0);
+        }
+        self.served_turn[key] = self.turn;
         self.refresh_gauges();
         // Before the request is handled: it may revoke the token it names.
         let access = self.access_log.then(|| self.access(key, &head));
