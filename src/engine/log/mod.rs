@@ -628,8 +628,9 @@ impl Log {
         if let Some(s) = &self.sync {
             s.state.lock().unwrap_or_else(|e| e.into_inner()).file = self.file.clone();
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let job = snapshot::Job { dir: self.dir.clone(), n: snap_no, default_key: self.default_key.clone(), sync_first, pieces: rx };
+        let pipe = Arc::new(snapshot::Pipe::default());
+        let job =
+            snapshot::Job { dir: self.dir.clone(), n: snap_no, default_key: self.default_key.clone(), sync_first, pieces: pipe.clone() };
         let done: Compaction = Arc::new(Mutex::new(None));
         let (result, waker) = (done.clone(), self.waker.clone());
         let spawned = std::thread::Builder::new().name("log-compact".into()).spawn(move || {
@@ -639,7 +640,7 @@ impl Log {
         });
         if let Ok(thread) = spawned {
             self.compaction = Some(done);
-            self.sources.start_capture(crate::sys::unix_ms(), tx);
+            self.sources.start_capture(crate::sys::unix_ms(), pipe);
             // A finished one's, if any: joined at once.
             if let Some(earlier) = self.compactor.replace(thread) {
                 let _ = earlier.join();
@@ -979,14 +980,14 @@ mod tests {
 
     /// A whole snapshot taken as the reactor takes one, in bytes.
     fn snapshot_of(log: &mut Log, now_ms: u64) -> Vec<u8> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        log.sources.start_capture(now_ms, tx);
+        let pipe = Arc::new(snapshot::Pipe::default());
+        log.sources.start_capture(now_ms, pipe.clone());
         while log.sources.capturing() {
             log.sources.step(&log.rings);
         }
         let mut out = Vec::new();
         snapshot::encode_head(log.default_key.as_deref(), &mut out);
-        for msg in rx.try_iter() {
+        while let Some(msg) = pipe.recv() {
             if let snapshot::Msg::Pieces(pieces) = msg {
                 pieces.iter().for_each(|p| snapshot::encode_piece(p, &mut out));
             }

@@ -13,11 +13,11 @@
 //! encodes the pieces and writes them (temporary file, fsync, rename,
 //! fsync of the dir), then deletes the older segments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::record::Record;
@@ -51,7 +51,41 @@ pub struct Piece {
     tokens: Vec<(String, u64)>,
 }
 
-/// From the reactor to the compaction thread.
+/// From the reactor to the compaction thread: messages in order, and
+/// whether the reactor let go of its end (a std channel would do, at
+/// about ten times the code in the binary).
+#[derive(Default)]
+pub struct Pipe {
+    queue: Mutex<(VecDeque<Msg>, bool)>,
+    ready: Condvar,
+}
+
+impl Pipe {
+    fn send(&self, msg: Msg) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(msg);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_one();
+    }
+
+    /// The next message; `None` once the reactor let go and none is left.
+    pub fn recv(&self) -> Option<Msg> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(msg) = q.0.pop_front() {
+                return Some(msg);
+            }
+            if q.1 {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 pub enum Msg {
     Pieces(Vec<Piece>),
     /// Every source is handed over: the snapshot is whole.
@@ -66,7 +100,13 @@ struct Capture {
     /// Tokens expired by then are left out.
     now_ms: u64,
     batch: Vec<Piece>,
-    out: Sender<Msg>,
+    out: Arc<Pipe>,
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.out.close();
+    }
 }
 
 /// The sources, in an order a snapshot walks, and the running snapshot.
@@ -137,7 +177,7 @@ impl Sources {
     }
 
     /// Starts a snapshot of every source as it is now, handed to `out`.
-    pub fn start_capture(&mut self, now_ms: u64, out: Sender<Msg>) {
+    pub fn start_capture(&mut self, now_ms: u64, out: Arc<Pipe>) {
         self.epoch += 1;
         let per_step = if self.per_step == 0 { usize::MAX } else { self.per_step };
         self.capture = Some(Capture { cursor: 0, per_step, now_ms, batch: Vec::new(), out });
@@ -163,7 +203,7 @@ impl Sources {
             }
         }
         capture.send();
-        let _ = capture.out.send(Msg::Done);
+        capture.out.send(Msg::Done);
         self.capture = None;
     }
 
@@ -198,7 +238,7 @@ impl Capture {
 
     fn send(&mut self) {
         if !self.batch.is_empty() {
-            let _ = self.out.send(Msg::Pieces(std::mem::take(&mut self.batch)));
+            self.out.send(Msg::Pieces(std::mem::take(&mut self.batch)));
         }
     }
 }
@@ -244,7 +284,7 @@ pub struct Job {
     /// The segment that was active, made durable first (`everysec`: its
     /// last second may not be yet; the dir, for the new segment's entry).
     pub sync_first: Option<std::sync::Arc<File>>,
-    pub pieces: Receiver<Msg>,
+    pub pieces: Arc<Pipe>,
 }
 
 /// The compaction thread: writes the snapshot as segment `n` from the
@@ -284,13 +324,13 @@ fn write_tmp(tmp: &Path, job: &Job) -> io::Result<u64> {
         len += buf.len() as u64;
         buf.clear();
         match job.pieces.recv() {
-            Ok(Msg::Pieces(pieces)) => {
+            Some(Msg::Pieces(pieces)) => {
                 for p in &pieces {
                     encode_piece(p, &mut buf);
                 }
             }
-            Ok(Msg::Done) => break,
-            Err(_) => return Err(io::Error::other("the server stopped before the snapshot was whole")),
+            Some(Msg::Done) => break,
+            None => return Err(io::Error::other("the server stopped before the snapshot was whole")),
         }
     }
     w.flush()?;
