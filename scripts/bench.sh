@@ -20,6 +20,10 @@
 #   scripts/bench.sh --tls-surge
 #                               only the TLS surge: delivery to 1,000 streams
 #                               while 10,000 clients connect (2 minutes)
+#   scripts/bench.sh --fairness one account's load against another's
+#                               emit -> delivery latency, and the cost of
+#                               limits (ssehub only, 6 minutes; see
+#                               scripts/bench-fairness.sh)
 #
 # It builds ssehub (release) and the load tool, installs nginx,
 # libnginx-mod-nchan, wrk and gnuplot-nox from Debian when missing (root or
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
     --drain) STORAGE=drain ;;
     --tls) STORAGE=tls ;;
     --tls-surge) STORAGE=tls_surge ;;
+    --fairness) STORAGE=fairness ;;
     --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -121,6 +126,7 @@ say() { printf '%s\n' "$*" >&2; }
 install_missing() {
   local need=()
   [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
+  [ "$STORAGE" != fairness ] || { command -v wrk >/dev/null && return 0; } # and wrk
   command -v nginx >/dev/null || need+=(nginx)
   [[ $STORAGE != tls* ]] || command -v openssl >/dev/null || need+=(openssl)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
@@ -835,6 +841,10 @@ case $STORAGE in
     exit 0
     ;;
   drain) ssehub_only drain ;;
+  fairness)
+    . "$ROOT/scripts/bench-fairness.sh"
+    ssehub_only fairness
+    ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;
   1) ssehub_only storage ;;

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Fills a running ssehub for the recovery benchmark (scripts/bench.sh
 --storage): SOURCES sources, then EVENTS events of BYTES bytes on each,
-round-robin, pipelined on one keep-alive connection; every answer is read
+round-robin, then TOKENS subscribe tokens on each (default 0; for
+--fairness), pipelined on one keep-alive connection; every answer is read
 and must be 201/202.
 
-    SSEHUB_API_KEY=KEY scripts/populate.py URL SOURCES EVENTS BYTES
+    SSEHUB_API_KEY=KEY scripts/populate.py URL SOURCES EVENTS BYTES [TOKENS]
 """
 import os
 import socket
@@ -54,6 +55,7 @@ def run(sock, requests, want):
 
 def main():
     url, sources, events, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    tokens = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     key = os.environ["SSEHUB_API_KEY"]
     u = urlparse(url)
     sock = socket.create_connection((u.hostname, u.port))
@@ -71,7 +73,14 @@ def main():
     ]
     for _ in range(events):
         run(sock, emits, 202)
-    print(f"populate: {sources} sources, {sources * events} events of {len(body)} B")
+    grant = '{"expires_in_s":86400}'
+    grants = [
+        f"POST /v1/sources/r{s}/tokens HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len(grant)}\r\n\r\n{grant}".encode()
+        for s in range(sources)
+    ]
+    for _ in range(tokens):
+        run(sock, grants, 201)
+    print(f"populate: {sources} sources, {sources * events} events of {len(body)} B, {sources * tokens} tokens")
 
 
 if __name__ == "__main__":

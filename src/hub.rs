@@ -339,7 +339,7 @@ impl<W> Hub<W> {
         let kept = tokens::stored(token)?;
         let (ended, expires_at) = self.tokens.revoke(key, &kept)?;
         self.effects.push(Effect::EndTokenStreams(ended));
-        Some(self.submit(Op::RevokeToken { token: &kept }, now_ms, Undo::Revoke(key, kept.clone(), expires_at)))
+        Some(self.submit(Op::RevokeToken { key, token: &kept }, now_ms, Undo::Revoke(key, kept.clone(), expires_at)))
     }
 
     /// Forgets the tokens expired at `now_ms`, ending their streams.

@@ -8,16 +8,17 @@
 //! that starts with spaces keeps them; a blank line ends the frame.
 
 use std::fmt;
-use std::rc::Rc;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::text::push_u64;
 
 /// The comment sent first on every stream and then every handshake interval.
 pub const HANDSHAKE: &[u8] = b":sse-handshake\n\n";
 
-/// An immutable, shared, framed event.
-pub type Frame = Rc<[u8]>;
+/// An immutable, shared, framed event (atomically counted: a snapshot's
+/// thread encodes the events it is handed while subscribers still hold them).
+pub type Frame = Arc<[u8]>;
 
 /// `<unix-ms>-<seq>`, ordered as (ms, seq) like a Redis stream id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -112,7 +113,7 @@ impl Event {
         f.extend_from_slice(b",\"emit_id\":\"");
         f.extend_from_within(id_text);
         f.extend_from_slice(b"\",\"name\":\"\"}}\n\n");
-        Event { id, frame: Rc::from(&f[..]), envelope_at }
+        Event { id, frame: Arc::from(&f[..]), envelope_at }
     }
 
     /// The envelope JSON (the frame's single `data:` value).

@@ -14,7 +14,8 @@
 //! finds no token that could be presented; the token itself is shown once,
 //! in the answer that made it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::num::NonZeroU32;
 
 use sha2::{Digest, Sha256};
@@ -71,16 +72,21 @@ pub struct Ended {
     pub serial: Serial,
 }
 
-/// Live tokens are few (a page holds one or two), and expiries and
-/// revocations rare, so the earliest expiry is kept as a number and found
-/// again by a scan when it goes, rather than in an ordered index.
+/// A selector: the characters that find a token.
+type Selector = [u8; SELECTOR_CHARS];
+
+/// The table. Every operation costs the tokens it touches, not every
+/// token: a source's tokens are listed by source (a delete takes them at
+/// once), and expiries are kept in a heap ordered by time, whose entries a
+/// revocation leaves behind (skipped when they come up, and dropped in one
+/// rebuild when they outnumber the live tokens).
 #[derive(Default)]
 pub struct Tokens {
-    by_selector: HashMap<String, Entry>,
-    /// Live tokens by source (`--max-tokens-per-source`).
-    per_source: HashMap<SourceKey, u32>,
-    /// The earliest `expires_at`, or `None` without tokens.
-    next_expiry: Option<u64>,
+    by_selector: HashMap<Selector, Entry>,
+    /// Live tokens by source (`--max-tokens-per-source`, deletes).
+    per_source: HashMap<SourceKey, Vec<Selector>>,
+    /// (expiry, serial, selector), earliest first; the top is always live.
+    expiries: BinaryHeap<Reverse<(u64, u32, Selector)>>,
     next_serial: u32,
 }
 
@@ -94,27 +100,31 @@ pub fn looks_like(presented: &[u8]) -> bool {
     presented.starts_with(PREFIX.as_bytes())
 }
 
-fn split(token: &[u8]) -> Option<(&str, &[u8])> {
+fn split(token: &[u8]) -> Option<(Selector, &[u8])> {
     let rest = token.strip_prefix(PREFIX.as_bytes())?;
     if rest.len() != SELECTOR_CHARS + VERIFIER_CHARS {
         return None;
     }
     let (selector, verifier) = rest.split_at(SELECTOR_CHARS);
-    Some((std::str::from_utf8(selector).ok()?, verifier))
+    Some((selector.try_into().ok()?, verifier))
 }
 
 /// The form a token is kept in: its selector and the hash of its verifier.
 /// `None` if `token` is not of the token shape.
 pub fn stored(token: &str) -> Option<String> {
     let (selector, verifier) = split(token.as_bytes())?;
-    Some(format!("{PREFIX}{selector}.{}", crate::base64::encode(&Sha256::digest(verifier))))
+    Some(kept_form(&selector, &Sha256::digest(verifier)))
+}
+
+fn kept_form(selector: &Selector, hash: &[u8]) -> String {
+    format!("{PREFIX}{}.{}", String::from_utf8_lossy(selector), crate::base64::encode(hash))
 }
 
 /// A stored form taken apart: (selector, hash of the verifier).
-fn parse_stored(kept: &str) -> Option<(&str, [u8; 32])> {
+fn parse_stored(kept: &str) -> Option<(Selector, [u8; 32])> {
     let (selector, hash) = kept.strip_prefix(PREFIX)?.split_once('.')?;
     let hash = crate::base64::decode(hash)?.try_into().ok()?;
-    (selector.len() == SELECTOR_CHARS).then_some((selector, hash))
+    Some((selector.as_bytes().try_into().ok()?, hash))
 }
 
 impl Tokens {
@@ -126,23 +136,32 @@ impl Tokens {
         self.next_serial = self.next_serial.checked_add(1).unwrap_or(1);
         let serial = Serial::new(self.next_serial).unwrap_or(Serial::MIN);
         let entry = Entry { verifier, source, serial, expires_at };
-        *self.per_source.entry(source).or_default() += 1;
-        if let Some(old) = self.by_selector.insert(selector.to_string(), entry) {
-            uncount(&mut self.per_source, old.source);
-            self.rescan();
-        } else {
-            self.next_expiry = Some(self.next_expiry.map_or(expires_at, |at| at.min(expires_at)));
+        if let Some(old) = self.by_selector.insert(selector, entry) {
+            unlist(&mut self.per_source, old.source, &selector);
         }
+        self.per_source.entry(source).or_default().push(selector);
+        self.expiries.push(Reverse((expires_at, serial.get(), selector)));
+        self.settle();
         true
     }
 
-    fn rescan(&mut self) {
-        self.next_expiry = self.by_selector.values().map(|e| e.expires_at).min();
+    /// Drops the heap's stale entries from its top (each once), and
+    /// rebuilds it when they outnumber the live ones.
+    fn settle(&mut self) {
+        while let Some(Reverse((_, serial, selector))) = self.expiries.peek() {
+            if self.by_selector.get(selector).is_some_and(|e| e.serial.get() == *serial) {
+                break;
+            }
+            self.expiries.pop();
+        }
+        if self.expiries.len() > 64 && self.expiries.len() > 2 * self.by_selector.len() {
+            self.expiries = self.by_selector.iter().map(|(s, e)| Reverse((e.expires_at, e.serial.get(), *s))).collect();
+        }
     }
 
     pub fn check(&self, presented: &[u8], now_ms: u64) -> Check {
         let Some((selector, verifier)) = split(presented) else { return Check::Unknown };
-        match self.by_selector.get(selector) {
+        match self.by_selector.get(&selector) {
             Some(e) if constant_time_eq(&e.verifier, &Sha256::digest(verifier)) => {
                 if now_ms >= e.expires_at {
                     Check::Expired
@@ -158,62 +177,59 @@ impl Tokens {
     /// `source`'s; returns it as ended, and when it would have expired.
     pub fn revoke(&mut self, source: SourceKey, kept: &str) -> Option<(Ended, u64)> {
         let (selector, verifier) = parse_stored(kept)?;
-        let e = self.by_selector.get(selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, &verifier))?;
+        let e = self.by_selector.get(&selector).filter(|e| e.source == source && constant_time_eq(&e.verifier, &verifier))?;
         let ended = (Ended { source, serial: e.serial }, e.expires_at);
-        self.by_selector.remove(selector);
-        uncount(&mut self.per_source, source);
-        self.rescan();
+        self.by_selector.remove(&selector);
+        unlist(&mut self.per_source, source, &selector);
+        self.settle();
         Some(ended)
     }
 
     /// Forgets every token of a deleted source (its streams end with it).
     pub fn remove_source(&mut self, source: SourceKey) {
-        self.by_selector.retain(|_, e| e.source != source);
-        self.per_source.remove(&source);
-        self.rescan();
+        for selector in self.per_source.remove(&source).unwrap_or_default() {
+            self.by_selector.remove(&selector);
+        }
+        self.settle();
     }
 
     /// Takes out every token of `source`: their stored forms and expiries
     /// (a delete storage refuses puts them back with `insert`).
     pub fn take_source(&mut self, source: SourceKey) -> Vec<(String, u64)> {
         let mut taken = Vec::new();
-        self.by_selector.retain(|selector, e| {
-            let keep = e.source != source;
-            if !keep {
-                taken.push((format!("{PREFIX}{selector}.{}", crate::base64::encode(&e.verifier)), e.expires_at));
+        for selector in self.per_source.remove(&source).unwrap_or_default() {
+            if let Some(e) = self.by_selector.remove(&selector) {
+                taken.push((kept_form(&selector, &e.verifier), e.expires_at));
             }
-            keep
-        });
-        self.per_source.remove(&source);
-        self.rescan();
+        }
+        self.settle();
         taken
     }
 
     /// Removes every token expired at `now_ms`, into `out`.
     pub fn expire(&mut self, now_ms: u64, out: &mut Vec<Ended>) {
-        if self.next_expiry.is_none_or(|at| at > now_ms) {
-            return;
-        }
-        let per_source = &mut self.per_source;
-        self.by_selector.retain(|_, e| {
-            let live = e.expires_at > now_ms;
-            if !live {
+        while let Some(&Reverse((at, _, selector))) = self.expiries.peek().filter(|Reverse((at, ..))| *at <= now_ms) {
+            debug_assert!(at <= now_ms);
+            self.expiries.pop();
+            // The top is live (settled); what follows it may not be.
+            if let Some(e) = self.by_selector.get(&selector).filter(|e| e.expires_at == at) {
                 out.push(Ended { source: e.source, serial: e.serial });
-                uncount(per_source, e.source);
+                let source = e.source;
+                self.by_selector.remove(&selector);
+                unlist(&mut self.per_source, source, &selector);
             }
-            live
-        });
-        self.rescan();
+            self.settle();
+        }
     }
 
     /// The source's live tokens (expired ones count until swept, at their expiry).
     pub fn count(&self, source: SourceKey) -> u64 {
-        self.per_source.get(&source).map_or(0, |&n| n as u64)
+        self.per_source.get(&source).map_or(0, |s| s.len() as u64)
     }
 
     /// When the next token expires (unix ms).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.next_expiry
+        self.expiries.peek().map(|Reverse((at, ..))| *at)
     }
 
     #[cfg(test)]
@@ -222,11 +238,13 @@ impl Tokens {
     }
 }
 
-/// One token of `source` fewer.
-fn uncount(per_source: &mut HashMap<SourceKey, u32>, source: SourceKey) {
-    if let Some(n) = per_source.get_mut(&source) {
-        *n -= 1;
-        if *n == 0 {
+/// One token of `source` fewer: a list of at most `--max-tokens-per-source`.
+fn unlist(per_source: &mut HashMap<SourceKey, Vec<Selector>>, source: SourceKey, selector: &Selector) {
+    if let Some(list) = per_source.get_mut(&source) {
+        if let Some(at) = list.iter().position(|s| s == selector) {
+            list.swap_remove(at);
+        }
+        if list.is_empty() {
             per_source.remove(&source);
         }
     }
@@ -284,5 +302,38 @@ mod tests {
         assert_eq!(t.check(tokens[0].as_bytes(), 0), Check::Unknown);
         assert_eq!(t.take_source(1).len(), 2);
         assert_eq!(t.count(1), 0);
+    }
+
+    #[test]
+    fn the_next_expiry_follows_revocations_deletes_and_sweeps() {
+        let mut t = Tokens::default();
+        let tokens: Vec<String> = (0..1_000).map(|_| stored(&generate()).unwrap()).collect();
+        for (i, kept) in tokens.iter().enumerate() {
+            t.insert(kept, i as u64 % 10, 10_000 + i as u64);
+        }
+        assert_eq!(t.next_expiry(), Some(10_000));
+        // Revoking the earliest ones moves it on; a later one leaves it.
+        for (i, kept) in tokens.iter().enumerate().take(5) {
+            assert!(t.revoke(i as u64 % 10, kept).is_some());
+        }
+        assert_eq!(t.next_expiry(), Some(10_005));
+        assert!(t.revoke(1, &tokens[901]).is_some());
+        assert_eq!(t.next_expiry(), Some(10_005));
+        // Source 5's tokens end at 10_005, 10_015, …: the next is 10_006.
+        t.remove_source(5);
+        assert_eq!((t.next_expiry(), t.count(5), t.count(6)), (Some(10_006), 0, 100));
+        let mut out = Vec::new();
+        t.expire(10_020, &mut out);
+        // 10_006..=10_020 but 10_015 (source 5's): 14.
+        assert_eq!(out.len(), 14);
+        assert_eq!(t.next_expiry(), Some(10_021));
+        // Revoking all but the last leaves the heap small and right.
+        for (i, kept) in tokens.iter().enumerate().take(999).skip(21) {
+            t.revoke(i as u64 % 10, kept);
+        }
+        assert!(t.expiries.len() <= 2 * t.len().max(32), "stale entries are dropped: {}", t.expiries.len());
+        assert_eq!((t.len(), t.next_expiry()), (1, Some(10_999)));
+        t.expire(20_000, &mut out);
+        assert_eq!((t.len(), t.next_expiry(), t.count(9)), (0, None, 0));
     }
 }

@@ -827,3 +827,40 @@ fn a_host_that_is_not_host_and_port_is_refused_and_creates_nothing() {
         assert!(sse_url.starts_with(&format!("http://{host}/sources/dc_")), "{sse_url}");
     }
 }
+
+/// One connection that pipelines many costly requests (pages of 1,000
+/// sources) does not hold the reactor until every answer is built: the
+/// first answers go out while the rest are still to be built (and other
+/// connections are served between them), and all come, in order.
+#[test]
+fn a_pipelined_burst_of_pages_is_answered_a_turn_at_a_time_and_in_full() {
+    let server = TestServer::start(&["--engine", "memory"]);
+    let mut s = server.connect();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let auth = format!("Authorization: Bearer {KEY}\r\n");
+    let creates: String = (0..1000)
+        .map(|i| {
+            let body = format!("{{\"name\":\"p{i}\"}}");
+            format!("POST /v1/sources HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len())
+        })
+        .collect();
+    s.write_all(creates.as_bytes()).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(read_response(&mut r).status, 201);
+    }
+    let pages = 30;
+    let started = Instant::now();
+    s.write_all(format!("GET /v1/sources?limit=1000 HTTP/1.1\r\nHost: x\r\n{auth}\r\n").repeat(pages).as_bytes()).unwrap();
+    let first = read_response(&mut r);
+    let first_at = started.elapsed();
+    assert_eq!(first.json()["page_info"]["count"], 1000);
+    let mut after = String::new();
+    for _ in 1..pages {
+        let page = read_response(&mut r).json();
+        assert_eq!((page["page_info"]["count"].as_u64(), page["data"][0]["name"].as_str()), (Some(1000), Some("p0")));
+        after = page["page_info"]["end_cursor"].as_str().unwrap().to_string();
+    }
+    let all = started.elapsed();
+    assert!(!after.is_empty());
+    assert!(first_at * 4 < all, "the first page came after {first_at:?}, all {pages} after {all:?}");
+}

@@ -65,6 +65,25 @@ fn fractional_rates_and_a_refused_emit_is_not_even_parsed() {
     assert_eq!(assert_rate_limited(&r, "emit rate exceeded (0.5:1 events per second per source)"), 2);
 }
 
+/// A refused body (not JSON, a bad signature) takes nothing from the rate:
+/// the good emit after it passes.
+#[test]
+fn a_malformed_emit_or_a_badly_signed_delivery_takes_nothing_from_the_rate() {
+    let server = TestServer::start(&["--engine", "memory", "--source", "s", "--emit-rate", "0.5:1"]);
+    assert_eq!(server.request("POST", "/v1/sources/s/events", Some("{not json")).status, 400);
+    let r = server.raw_request("POST", "/v1/sources/s/events", &format!("Authorization: Bearer {KEY}\r\nIdempotency-Key: \r\n"), Some("1"));
+    assert_eq!(r.status, 400, "a malformed key: {}", r.body);
+    let patch = r#"{"verify":{"scheme":"github","secret":"s3cret","reject_invalid":true}}"#;
+    assert_eq!(server.request("PATCH", "/v1/sources/s", Some(patch)).status, 200);
+    let path = endpoint_path(&server, "s");
+    let r = server.raw_request("POST", &path, "Content-Type: application/json\r\nX-Hub-Signature-256: sha256=00\r\n", Some("{}"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(server.request("PATCH", "/v1/sources/s", Some(r#"{"verify":null}"#)).status, 200);
+    server.emit("s", "1");
+    assert_rate_limited(&server.request("POST", "/v1/sources/s/events", Some("2")), "emit rate exceeded");
+    assert_eq!(limited(&server, "emit_rate"), 1);
+}
+
 #[test]
 fn webhook_deliveries_count_against_the_rate() {
     let server = TestServer::start(&["--engine", "memory", "--source", "s", "--emit-rate", "2:2"]);

@@ -247,8 +247,13 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
     match target {
         Target::Ingest(_, _) if webhook::is_preflight(head) => Ok(webhook::preflight(head)),
         Target::Ingest(source, suffix) => {
-            take_emit(ctx, source)?;
-            webhook::ingest(ctx.hub, head, source, suffix, body, ctx.now_ms)
+            refuse_over_rate(ctx, source)?;
+            let reply = webhook::ingest(ctx.hub, head, source, suffix, body, ctx.now_ms)?;
+            // A delivery refused for its signature takes nothing from the rates.
+            if matches!(reply, Reply::Wait { .. }) {
+                take_emit(ctx, source)?;
+            }
+            Ok(reply)
         }
         Target::Healthz if ctx.hub.engine().healthy() => Ok(ok(head, 200, "text/plain; charset=utf-8", "", b"ok\n")),
         Target::Healthz => Err(Fail::new(503, "storage unavailable")),
@@ -296,9 +301,13 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
         }
         Target::Events(source) if head.method() == "POST" => {
             require_length(head)?;
-            take_emit(ctx, source)?;
+            // Refused over its rate before its body is parsed; taken from
+            // the rates only once the body is good (a 400 takes nothing).
+            refuse_over_rate(ctx, source)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-            let Some(idem) = idempotency_key(ctx.config, head, body)? else {
+            let idem = idempotency_key(ctx.config, head, body)?;
+            take_emit(ctx, source)?;
+            let Some(idem) = idem else {
                 let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
                 return Ok(Reply::Wait { ticket, answer: Answer::emitted(head, cors.clone()) });
             };
@@ -331,8 +340,13 @@ fn limits_of<W>(ctx: &Ctx<'_, W>, account: AccountId) -> Limits {
     ctx.keys.limits(account, &ctx.config.limits)
 }
 
-/// Takes an emit of `source` from its rates, or refuses it (429), before
-/// anything of its body is looked at.
+/// Refuses an emit of `source` that its rates refuse now (429); takes nothing.
+fn refuse_over_rate<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Result<()> {
+    rate_refusal(ctx, source).map_or(Ok(()), Err)
+}
+
+/// Takes an emit of `source` from its rates, or refuses it (429): after
+/// `refuse_over_rate` in the same turn, it passes.
 fn take_emit<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Result<()> {
     let account = ctx.hub.source(source).account;
     let limits = limits_of(ctx, account);

@@ -453,7 +453,7 @@ fn tokens_kept(open: Open<'_>, dir: &Path) {
         for (key, t) in [(1, &kept), (1, &revoked), (2, &of_deleted)] {
             tickets.push(e.submit(Op::Token { key, token: t }, 2_000_000));
         }
-        tickets.push(e.submit(Op::RevokeToken { token: &revoked.token }, 2_000_000));
+        tickets.push(e.submit(Op::RevokeToken { key: 1, token: &revoked.token }, 2_000_000));
         tickets.push(e.submit(Op::Delete { key: 2 }, 2_000_000));
         settle(&mut *e, &tickets);
     }

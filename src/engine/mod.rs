@@ -196,6 +196,7 @@ pub enum Op<'a> {
     /// A token revoked before its expiry (expired ones are dropped
     /// without a record).
     RevokeToken {
+        key: SourceKey,
         token: &'a str,
     },
 }

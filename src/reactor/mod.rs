@@ -81,6 +81,15 @@ const ACCEPT_BUDGET: usize = 1024;
 const WRITE_BUDGET: usize = 256 * 1024;
 /// Pipelined requests awaiting storage on one connection before it stops reading.
 const MAX_AWAITED: usize = 64;
+/// Requests read and answered per turn: any number until this long after
+/// the turn began (once one is answered), then one more per connection
+/// that has had none this turn, and one page of sources (the costliest
+/// answer, up to 1,000 sources) per turn in all. What is left is carried
+/// over, first in line next turn, after this turn's answers and fan-out
+/// are written: one account's many connections (a flood of emits, pages
+/// of sources) delay another's emit by about one page and one request per
+/// connection, not by all of their work.
+const REQUEST_TURN: Duration = Duration::from_millis(1);
 const TIMER_BUDGET: usize = 4096;
 const EVENTS_CAPACITY: usize = 1024;
 /// Asked of listen(); the kernel caps it at net.core.somaxconn, so the
@@ -169,6 +178,16 @@ pub struct Reactor {
     trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
+    /// When this turn's `REQUEST_TURN` ends, and whether a request (or a
+    /// page of sources) was answered in it; turns are counted.
+    turn_ends: Instant,
+    turn_served: bool,
+    turn_listed: bool,
+    turn: u16,
+    /// By connection key: the turn in which it last had a request answered
+    /// (2 bytes a connection beside it; the count wraps, so a connection
+    /// served 65,536 turns ago may wait one turn more).
+    served_turn: Vec<u16>,
     to_close: Vec<usize>,
     /// Parked connections answered this turn: (key, generation).
     to_resume: Vec<(usize, u32)>,
@@ -261,6 +280,11 @@ impl Reactor {
             trusted_proxies,
             to_flush: ToFlush::default(),
             to_read: Vec::new(),
+            turn_ends: Instant::now(),
+            turn_served: false,
+            turn_listed: false,
+            turn: 1,
+            served_turn: Vec::new(),
             to_close: Vec::new(),
             to_resume: Vec::new(),
             accept_ready: true,
@@ -327,6 +351,11 @@ impl Reactor {
             }
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
+            self.turn_ends = Instant::now() + REQUEST_TURN;
+            (self.turn_served, self.turn_listed) = (false, false);
+            self.turn = self.turn.wrapping_add(1);
+            // Reads carried over from the last turn go first.
+            self.resume_reads();
             let mut woken = false;
             // Handshakes deferred by last turn's budget go first.
             #[cfg(feature = "tls")]
@@ -509,6 +538,7 @@ impl Reactor {
     fn read(&mut self, key: usize) {
         let mut budget = READ_BUDGET;
         loop {
+            let spent = self.turn_spent();
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             // A client that pipelines without reading its answers waits
             // until they drain; the flush resumes reading. A request parked
@@ -516,9 +546,8 @@ impl Reactor {
             if matches!(conn.phase, Phase::Waiting) || (!conn.is_stream() && conn.out.queued() > self.config.max_subscriber_buffer) {
                 return;
             }
-            if budget == 0 {
-                self.to_read.push((key, conn.generation));
-                return;
+            if budget == 0 || (spent && self.served_turn.get(key) == Some(&self.turn)) {
+                return self.carry(key);
             }
             // A handshake waits for the next turn once this one's flights are spent.
             #[cfg(feature = "tls")]
@@ -574,9 +603,33 @@ impl Reactor {
         }
     }
 
+    /// The turn's time for requests is up (once one was answered): a
+    /// connection served in it waits for the next.
+    fn turn_spent(&self) -> bool {
+        self.turn_served && Instant::now() >= self.turn_ends
+    }
+
+    /// Reads (and requests already read) of `key` wait for the next turn
+    /// (listed once: a request carried is followed by its read loop's).
+    fn carry(&mut self, key: usize) {
+        let entry = (key, self.conns[key].generation);
+        if self.to_read.last() != Some(&entry) {
+            self.to_read.push(entry);
+        }
+    }
+
+    /// Carried-over connections, in order: the requests they have read,
+    /// then what waits in their sockets.
     fn resume_reads(&mut self) {
         for (key, generation) in std::mem::take(&mut self.to_read) {
-            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read) {
+            let Some(conn) = self.conns.get(key).filter(|c| c.generation == generation) else { continue };
+            if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() {
+                self.process(key);
+            }
+            // Unless its requests were carried over again.
+            if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read)
+                && self.to_read.last() != Some(&(key, generation))
+            {
                 self.read(key);
             }
         }
@@ -599,6 +652,7 @@ impl Reactor {
     /// Parses and answers every complete request in the read buffer.
     fn process(&mut self, key: usize) {
         loop {
+            let spent = self.turn_spent() && self.served_turn.get(key) == Some(&self.turn);
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.closing.is_none()) else { return };
             let step = match conn.phase {
                 // A read must see the changes awaited before it.
@@ -607,6 +661,10 @@ impl Reactor {
                     Step::Wait
                 }
                 Phase::Head if conn.rbuf.is_empty() => Step::Wait,
+                Phase::Head if spent || (self.turn_listed && is_listing(&conn.rbuf)) => {
+                    self.carry(key);
+                    Step::Wait
+                }
                 Phase::Head => self.on_head(key),
                 Phase::Body(_) => self.on_body(key),
                 Phase::Waiting | Phase::Stream { .. } | Phase::Linger => Step::Wait,
@@ -866,6 +924,12 @@ impl Reactor {
 
     /// Answers one complete request; its head goes back to be reused.
     fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
+        self.turn_served = true;
+        self.turn_listed |= head.method() == "GET" && head.path() == "/v1/sources";
+        if self.served_turn.len() <= key {
+            self.served_turn.resize(key + 1, 0);
+        }
+        self.served_turn[key] = self.turn;
         self.refresh_gauges();
         // Before the request is handled: it may revoke the token it names.
         let access = self.access_log.then(|| self.access(key, &head));
@@ -1313,4 +1377,9 @@ impl Reactor {
         self.notify.send_number("STATUS=", streams, " streams");
         self.status_told = (self.now, streams);
     }
+}
+
+/// A page of sources asked for (at the head of `rbuf`): the costliest answer.
+fn is_listing(rbuf: &[u8]) -> bool {
+    rbuf.strip_prefix(b"GET /v1/sources").is_some_and(|rest| rest.starts_with(b" ") || rest.starts_with(b"?"))
 }

@@ -9,11 +9,11 @@
 //!
 //! Compaction keeps the disk bounded: when the active segment outgrows
 //! max(4 MiB, the last snapshot), the reactor starts a new active segment
-//! and hands a snapshot of the live state (sources, each one's newest
-//! `--history` events, last and evicted ids) to a thread, which writes it
-//! as the segment between the old ones and the new active one (temporary
-//! file, fsync, rename, fsync of the dir), then deletes the older
-//! segments. A snapshot begins with a `Snapshot` record, so recovery
+//! and hands the live state (sources, each one's newest `--history`
+//! events, last and evicted ids, idempotency keys, live tokens) to a
+//! thread, a slice of time per turn (`snapshot`), which writes it as the
+//! segment between the old ones and the new active one (temporary file,
+//! fsync, rename, fsync of the dir), then deletes the older segments. A snapshot begins with a `Snapshot` record, so recovery
 //! replays every segment in order whatever point a crash hit: before the
 //! rename the old segments are whole; after it the snapshot supersedes them.
 //!
@@ -24,8 +24,9 @@
 
 pub mod record;
 mod recover;
+mod snapshot;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -38,8 +39,8 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::{
-    Ack, Bounds, Engine, IdemKey, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, SourceMeta, StorageError, StoredSource,
-    StoredToken, Ticket,
+    Ack, Bounds, Engine, IdemKey, Op, Outcome, Recovered, Retention, Ring, Rings, SourceKey, StorageError, StoredSource, StoredToken,
+    Ticket,
 };
 use crate::history::History;
 use crate::sse::Event;
@@ -47,6 +48,7 @@ use crate::sse::Event;
 use crate::sse::EventId;
 use crate::throttle::{Throttle, throttled};
 use record::Record;
+use snapshot::{Sources, Src};
 
 /// The file in the data dir that holds the generated default key.
 pub const KEY_FILE: &str = "key";
@@ -213,8 +215,8 @@ struct Staged {
     revert: Revert,
 }
 
-/// A deleted source's meta, ring and tokens, until its record is written.
-type Taken = (Option<SourceMeta>, Option<Ring>, Vec<(String, SourceKey, u64)>);
+/// A deleted source (meta and tokens) and ring, until its record is written.
+type Taken = (Option<Src>, Option<Ring>);
 
 /// What an op changed in the engine's memory, put back if its write fails
 /// (the file then holds nothing of it, and memory must say the same: a
@@ -227,8 +229,8 @@ enum Revert {
     Verify(SourceKey, Option<crate::verify::Verify>),
     /// The retention before (what it evicted meanwhile stays evicted).
     Retention(SourceKey, Retention),
-    Token(String),
-    Revoke(Option<(String, SourceKey, u64)>),
+    Token(SourceKey, String),
+    Revoke(SourceKey, Option<(String, u64)>),
 }
 
 /// Between the reactor and the sync thread.
@@ -254,10 +256,8 @@ type Compaction = Arc<Mutex<Option<Result<u64, String>>>>;
 
 pub struct Log {
     rings: Rings,
-    metas: HashMap<SourceKey, SourceMeta>,
-    /// Live subscribe tokens (token, source, expiry in unix ms), for
-    /// snapshots; few, so a list.
-    tokens: Vec<(String, SourceKey, u64)>,
+    /// Sources' metas and live subscribe tokens, and the snapshot being taken.
+    sources: Sources,
     default_key: Option<String>,
     dir: PathBuf,
     fsync: Fsync,
@@ -342,8 +342,7 @@ impl Opened {
         };
         Log {
             rings: Rings::with_limits(self.limits, floor_ms),
-            metas: HashMap::new(),
-            tokens: Vec::new(),
+            sources: Sources::default(),
             default_key: self.recovered.default_key.clone(),
             dir: self.dir,
             fsync: self.fsync,
@@ -441,35 +440,41 @@ impl Log {
             match std::mem::replace(&mut s.revert, Revert::Nothing) {
                 Revert::Nothing => {}
                 Revert::Create(key) => {
+                    self.sources.remove(key, &self.rings);
                     self.rings.remove(key);
-                    self.metas.remove(&key);
-                    self.tokens.retain(|t| t.1 != key);
                 }
                 Revert::Delete(key, taken) => {
-                    let (meta, ring, tokens) = *taken;
-                    if let Some(meta) = meta {
-                        self.metas.insert(key, meta);
+                    let (src, ring) = *taken;
+                    if let Some(src) = src {
+                        self.sources.insert(key, src.meta, src.tokens);
                     }
                     if let Some(ring) = ring {
                         self.rings.put_back(key, ring);
                     }
-                    self.tokens.extend(tokens);
                 }
                 Revert::Clear(key, Some(history)) => self.rings.put_history(key, history),
                 Revert::Clear(_, None) => {}
                 Revert::Verify(key, before) => {
-                    if let Some(m) = self.metas.get_mut(&key) {
-                        m.verify = before;
+                    if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                        s.meta.verify = before;
                     }
                 }
                 Revert::Retention(key, before) => {
-                    if let Some(m) = self.metas.get_mut(&key) {
-                        m.retention = before;
+                    if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                        s.meta.retention = before;
                         self.rings.set_retention(key, &before, 0);
                     }
                 }
-                Revert::Token(token) => self.tokens.retain(|t| t.0 != token),
-                Revert::Revoke(entry) => self.tokens.extend(entry),
+                Revert::Token(key, token) => {
+                    if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                        s.tokens.retain(|t| t.0 != token);
+                    }
+                }
+                Revert::Revoke(key, entry) => {
+                    if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                        s.tokens.extend(entry);
+                    }
+                }
             }
         }
     }
@@ -561,46 +566,13 @@ impl Log {
         self.encode(Record::Verify { source: id, settings: &settings });
     }
 
-    /// The live state as records: what a snapshot holds (tokens expired
-    /// by `now_ms` are left out).
-    fn snapshot(&self, now_ms: u64) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        Record::Snapshot.encode(&mut out);
-        if let Some(key) = &self.default_key {
-            Record::DefaultKey { key }.encode(&mut out);
-        }
-        for (&key, m) in &self.metas {
-            let (Some(history), Some(last_id)) = (self.rings.history(key), self.rings.last_id(key)) else { continue };
-            Record::Source { id: &m.id, account: &m.account, name: &m.name, endpoint_key: &m.endpoint_key, created_at: m.created_at }
-                .encode(&mut out);
-            if let Some(v) = &m.verify {
-                Record::Verify { source: &m.id, settings: &v.stored_json() }.encode(&mut out);
-            }
-            if !m.retention.is_default() {
-                Record::Retention { source: &m.id, retention: m.retention, evicted: None }.encode(&mut out);
-            }
-            Record::SourceState { source: &m.id, last_id, evicted: history.evicted() }.encode(&mut out);
-            for event in history.iter() {
-                let payload = event_payload(event);
-                Record::Event { source: &m.id, id: event.id, payload, key: None }.encode(&mut out);
-            }
-            // Kept 24 hours whether or not their events still are.
-            for (key, id) in self.rings.keys(key).into_iter().flat_map(|k| k.iter()) {
-                Record::Key { source: &m.id, key, id }.encode(&mut out);
-            }
-        }
-        for (token, key, expires_at) in &self.tokens {
-            if let Some(m) = self.metas.get(key).filter(|_| *expires_at > now_ms) {
-                let expires_at = *expires_at;
-                Record::Token { token, source: &m.id, expires_at }.encode(&mut out);
-            }
-        }
-        out
-    }
-
-    /// Rotates and hands a snapshot to a thread, when the active segment
-    /// has grown past its bound and nothing is waiting for a sync.
+    /// Rotates and starts a snapshot (`snapshot`), when the active
+    /// segment has grown past its bound; the snapshot is then handed over
+    /// a slice per turn, and written by a thread.
     fn maybe_compact(&mut self) {
+        if self.sources.capturing() {
+            return self.sources.step(&self.rings);
+        }
         if let Some(done) = &self.compaction {
             let result = done.lock().unwrap_or_else(|e| e.into_inner()).take();
             match result {
@@ -617,9 +589,13 @@ impl Log {
         if self.broken || self.active_len < COMPACT_MIN_BYTES.max(self.snapshot_len) || !self.pending.is_empty() {
             return;
         }
-        // Everything written so far is made durable here (rare: once per
-        // segment), so the snapshot holds every acknowledged change.
-        if self.fsync != Fsync::Never {
+        // `always`: what waits for a sync is made durable and acknowledged
+        // here (one group's worth: rare, once per segment), so that every
+        // change before the new segment is in memory for the snapshot.
+        // Otherwise changes are acknowledged when written, and the thread
+        // syncs the old segment first.
+        let mut sync_first = None;
+        if self.fsync == Fsync::Always {
             if let Err(e) = self.file.sync_data() {
                 error!("fdatasync of the log failed: {e}");
                 return self.break_down();
@@ -631,14 +607,15 @@ impl Log {
             for s in unsynced {
                 self.acknowledge(s);
             }
+        } else if self.fsync == Fsync::EverySec {
+            sync_first = Some(self.file.clone());
         }
-        let now_ms = crate::sys::unix_ms();
-        self.tokens.retain(|t| t.2 > now_ms);
-        let snapshot = self.snapshot(now_ms);
         let (snap_no, new_no) = (self.active_no + 1, self.active_no + 2);
         let new = match create_file(&segment_path(&self.dir, new_no), true).and_then(|f| {
             (&f).write_all(MAGIC)?;
-            sync_dir(&self.dir)?;
+            if self.fsync == Fsync::Always {
+                sync_dir(&self.dir)?;
+            }
             Ok(f)
         }) {
             Ok(f) => Arc::new(f),
@@ -651,15 +628,19 @@ impl Log {
         if let Some(s) = &self.sync {
             s.state.lock().unwrap_or_else(|e| e.into_inner()).file = self.file.clone();
         }
+        let pipe = Arc::new(snapshot::Pipe::default());
+        let job =
+            snapshot::Job { dir: self.dir.clone(), n: snap_no, default_key: self.default_key.clone(), sync_first, pieces: pipe.clone() };
         let done: Compaction = Arc::new(Mutex::new(None));
-        let (dir, result, waker) = (self.dir.clone(), done.clone(), self.waker.clone());
+        let (result, waker) = (done.clone(), self.waker.clone());
         let spawned = std::thread::Builder::new().name("log-compact".into()).spawn(move || {
-            let r = write_snapshot(&dir, snap_no, &snapshot).map_err(|e| e.to_string());
+            let r = snapshot::write(job).map_err(|e| e.to_string());
             *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             let _ = waker.wake();
         });
         if let Ok(thread) = spawned {
             self.compaction = Some(done);
+            self.sources.start_capture(crate::sys::unix_ms(), pipe);
             // A finished one's, if any: joined at once.
             if let Some(earlier) = self.compactor.replace(thread) {
                 let _ = earlier.join();
@@ -678,26 +659,22 @@ fn event_payload(event: &Event) -> &[u8] {
     &envelope[start..end]
 }
 
-/// Writes a snapshot as segment `n` (temporary file, fsync, rename, fsync
-/// of the dir), then deletes the segments before it. Returns its size.
-fn write_snapshot(dir: &Path, n: u64, bytes: &[u8]) -> io::Result<u64> {
-    let tmp = dir.join(format!("{n:020}.tmp"));
-    let f = create_file(&tmp, false)?;
-    (&f).write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, segment_path(dir, n))?;
-    sync_dir(dir)?;
-    for old in segments(dir)?.into_iter().filter(|&m| m < n) {
-        std::fs::remove_file(segment_path(dir, old))?;
-    }
-    sync_dir(dir)?;
-    Ok(bytes.len() as u64)
-}
-
 impl Engine for Log {
     fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
+        // A running snapshot gets the source as it is before the change.
+        match op {
+            Op::Delete { key }
+            | Op::Clear { key }
+            | Op::Verify { key, .. }
+            | Op::Retention { key, .. }
+            | Op::Append { key, .. }
+            | Op::Import { key, .. }
+            | Op::Token { key, .. }
+            | Op::RevokeToken { key, .. } => self.sources.touch(key, &self.rings),
+            Op::Create { .. } | Op::DefaultKey(_) => {}
+        }
         match op {
             Op::Create { key, meta } => {
                 self.rings.create(key, &meta.id);
@@ -716,52 +693,51 @@ impl Engine for Log {
                     self.encode(Record::Retention { source: &m.id, retention: m.retention, evicted: None });
                 }
                 self.rings.set_retention(key, &m.retention, now_ms);
-                self.metas.insert(key, meta.clone());
+                self.sources.insert(key, meta.clone(), Vec::new());
                 self.stage_change(ticket, Revert::Create(key));
             }
             Op::Delete { key } => {
+                // Its tokens go with it (the record deletes them too, at recovery).
+                let src = self.sources.remove(key, &self.rings);
                 let ring = self.rings.remove(key);
-                let meta = self.metas.remove(&key);
-                if let Some(m) = &meta {
-                    self.encode(Record::Deleted { id: &m.id });
+                if let Some(s) = &src {
+                    let id = s.meta.id.clone();
+                    self.encode(Record::Deleted { id: &id });
                 }
-                // The record deletes them too, at recovery.
-                let (gone, kept) = std::mem::take(&mut self.tokens).into_iter().partition(|t| t.1 == key);
-                self.tokens = kept;
-                self.stage_change(ticket, Revert::Delete(key, Box::new((meta, ring, gone))));
+                self.stage_change(ticket, Revert::Delete(key, Box::new((src, ring))));
             }
             Op::Clear { key } => {
                 let newest = self.rings.history(key).and_then(|h| h.newest(1).next().map(|e| e.id));
                 let before = self.rings.clear(key);
-                if let (Some(up_to), Some(m)) = (newest, self.metas.get(&key)) {
-                    let id = m.id.clone();
+                if let (Some(up_to), Some(s)) = (newest, self.sources.get(&key)) {
+                    let id = s.meta.id.clone();
                     self.encode(Record::Cleared { source: &id, up_to });
                 }
                 self.stage_change(ticket, Revert::Clear(key, before));
             }
             Op::Verify { key, verify } => {
                 let mut before = None;
-                if let Some(m) = self.metas.get_mut(&key) {
-                    before = std::mem::replace(&mut m.verify, verify.cloned());
-                    let id = m.id.clone();
+                if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                    before = std::mem::replace(&mut s.meta.verify, verify.cloned());
+                    let id = s.meta.id.clone();
                     self.encode_verify(&id, verify);
                 }
                 self.stage_change(ticket, Revert::Verify(key, before));
             }
             Op::Retention { key, retention } => {
                 let mut before = retention;
-                if let Some(m) = self.metas.get_mut(&key) {
-                    before = std::mem::replace(&mut m.retention, retention);
-                    let id = m.id.clone();
+                if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                    before = std::mem::replace(&mut s.meta.retention, retention);
+                    let id = s.meta.id.clone();
                     self.rings.set_retention(key, &retention, now_ms);
                     let evicted = self.rings.history(key).and_then(|h| h.evicted());
                     self.encode(Record::Retention { source: &id, retention, evicted });
                 }
                 self.stage_change(ticket, Revert::Retention(key, before));
             }
-            Op::Append { key, payload, idem } => match (self.rings.stage(key, payload, now_ms), self.metas.get(&key)) {
-                (Some(event), Some(m)) => {
-                    let id = m.id.clone();
+            Op::Append { key, payload, idem } => match (self.rings.stage(key, payload, now_ms), self.sources.get(&key)) {
+                (Some(event), Some(s)) => {
+                    let id = s.meta.id.clone();
                     self.encode(Record::Event { source: &id, id: event.id, payload, key: idem });
                     self.stage(ticket, Ack::Appended(event.id), Some((key, event)));
                     if let Some(staged) = self.staged.last_mut() {
@@ -791,7 +767,7 @@ impl Engine for Log {
                 if let Some(last_id) = source.last_id {
                     self.encode(Record::SourceState { source: &m.id, last_id, evicted: source.evicted });
                 }
-                self.metas.insert(key, m.clone());
+                self.sources.insert(key, m.clone(), Vec::new());
                 self.rings.restore(key, source.clone());
                 // Kept if the write fails, as the hub keeps it: written with the next snapshot.
                 self.stage(ticket, Ack::Stored, None);
@@ -805,16 +781,23 @@ impl Engine for Log {
             Op::Token { key, token } => {
                 let t = token;
                 self.encode(Record::Token { token: &t.token, source: &t.source_id, expires_at: t.expires_at });
-                self.tokens.push((t.token.clone(), key, t.expires_at));
-                self.stage_change(ticket, Revert::Token(t.token.clone()));
+                if let Some(s) = self.sources.get_mut(key, &self.rings) {
+                    s.tokens.push((t.token.clone(), t.expires_at));
+                }
+                self.stage_change(ticket, Revert::Token(key, t.token.clone()));
             }
-            Op::RevokeToken { token } => {
+            Op::RevokeToken { key, token } => {
+                // A source's tokens are at most `--max-tokens-per-source`.
                 let mut revoked = None;
-                if let Some(at) = self.tokens.iter().position(|t| t.0 == token) {
-                    revoked = Some(self.tokens.swap_remove(at));
+                if let Some(s) = self.sources.get_mut(key, &self.rings)
+                    && let Some(at) = s.tokens.iter().position(|t| t.0 == token)
+                {
+                    revoked = Some(s.tokens.swap_remove(at));
+                }
+                if revoked.is_some() {
                     self.encode(Record::TokenRevoked { token });
                 }
-                self.stage_change(ticket, Revert::Revoke(revoked));
+                self.stage_change(ticket, Revert::Revoke(key, revoked));
             }
         }
         ticket
@@ -880,8 +863,9 @@ impl Engine for Log {
         self.pending.clear();
     }
 
+    /// Also while a snapshot is handed over: the next slice is due at once.
     fn wants_flush(&self) -> bool {
-        !self.pending.is_empty() || !self.staged.is_empty()
+        !self.pending.is_empty() || !self.staged.is_empty() || self.sources.capturing()
     }
 
     fn poll(&mut self, out: &mut Vec<Outcome>) {
@@ -937,16 +921,19 @@ impl Engine for Log {
     /// Age evictions write nothing: recovery applies the same bound to
     /// the same ids (and a snapshot holds only what is retained).
     fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.sources.touch(key, &self.rings);
         self.rings.expire(key, now_ms)
     }
 
     fn restore(&mut self, key: SourceKey, source: StoredSource) {
-        self.metas.insert(key, source.meta.clone());
+        self.sources.insert(key, source.meta.clone(), Vec::new());
         self.rings.restore(key, source);
     }
 
     fn restore_token(&mut self, key: SourceKey, token: StoredToken) {
-        self.tokens.push((token.token, key, token.expires_at));
+        if let Some(s) = self.sources.get_mut(key, &self.rings) {
+            s.tokens.push((token.token, token.expires_at));
+        }
     }
 
     /// The sync thread stops and a running compaction ends, so nothing of
@@ -959,6 +946,8 @@ impl Engine for Log {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
+        // An unfinished snapshot is dropped (the older segments stay).
+        self.sources.abandon_capture();
         if let Some(t) = self.compactor.take() {
             let _ = t.join();
         }
@@ -975,6 +964,7 @@ impl Drop for Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::SourceMeta;
     use crate::engine::conformance::{TempDir, check_all};
 
     fn waker() -> Arc<Waker> {
@@ -986,6 +976,23 @@ mod tests {
         let mut opened = open(dir, fsync, Bounds::count(history), false).unwrap();
         let recovered = std::mem::take(&mut opened.recovered);
         (Box::new(opened.start(floor, waker())), recovered)
+    }
+
+    /// A whole snapshot taken as the reactor takes one, in bytes.
+    fn snapshot_of(log: &mut Log, now_ms: u64) -> Vec<u8> {
+        let pipe = Arc::new(snapshot::Pipe::default());
+        log.sources.start_capture(now_ms, pipe.clone());
+        while log.sources.capturing() {
+            log.sources.step(&log.rings);
+        }
+        let mut out = Vec::new();
+        snapshot::encode_head(log.default_key.as_deref(), &mut out);
+        while let Some(msg) = pipe.recv() {
+            if let snapshot::Msg::Pieces(pieces) = msg {
+                pieces.iter().for_each(|p| snapshot::encode_piece(p, &mut out));
+            }
+        }
+        out
     }
 
     #[test]
@@ -1066,7 +1073,7 @@ mod tests {
         }
         log.flush();
         let mut state = recover::State::new(Bounds::count(10));
-        let bytes = log.snapshot(6_000);
+        let bytes = snapshot_of(&mut log, 6_000);
         let mut at = MAGIC.len();
         while at < bytes.len() {
             let (record, len) = record::decode(&bytes[at..]).unwrap();
@@ -1097,7 +1104,7 @@ mod tests {
         log.flush();
         log.poll(&mut Vec::new());
         let mut state = recover::State::new(Bounds::count(1));
-        let bytes = log.snapshot(3_000);
+        let bytes = snapshot_of(&mut log, 3_000);
         let mut at = MAGIC.len();
         while at < bytes.len() {
             let (record, len) = record::decode(&bytes[at..]).unwrap();
@@ -1107,6 +1114,109 @@ mod tests {
         let source = state.into_recovered().sources.remove(0);
         assert_eq!(source.events.len(), 1, "the keyed event is evicted");
         assert_eq!(source.keys.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [idem], "its key is not");
+    }
+
+    /// A source as recovery gives it: meta, events, tokens.
+    type Kept = (SourceMeta, Vec<(EventId, Vec<u8>)>, Vec<String>);
+
+    /// A compaction whose snapshot is handed over in many turns while
+    /// sources are created, deleted (moving others in the walk's order),
+    /// emitted to, cleared and given and revoked tokens: the log reopens
+    /// to exactly what memory held.
+    #[test]
+    fn a_snapshot_taken_over_many_turns_of_changes_reopens_exactly() {
+        let dir = TempDir::new();
+        let meta = |n: u64| SourceMeta {
+            id: format!("dc_{n}"),
+            account: format!("a{}", n % 3),
+            name: format!("s{n}"),
+            endpoint_key: format!("k{n}"),
+            created_at: n,
+            verify: None,
+            retention: Retention::default(),
+        };
+        let token =
+            |n: u64, source: u64| StoredToken { token: format!("st_{n}"), source_id: format!("dc_{source}"), expires_at: u64::MAX - n };
+        let now = 2_000;
+        let mut log = open(&dir.0, Fsync::EverySec, Bounds::count(3), false).unwrap().start(1_000, waker());
+        log.sources.per_step = 7;
+        let n = 600;
+        let mut next_token = 0;
+        for key in 0..n {
+            log.submit(Op::Create { key, meta: &meta(key) }, now);
+            for e in 0..(key % 5) {
+                log.submit(Op::Append { key, payload: format!("{e}").as_bytes(), idem: Some(IdemKey::new(b"k", &[e as u8])) }, now);
+            }
+            if key % 2 == 0 {
+                next_token += 1;
+                log.submit(Op::Token { key, token: &token(next_token, key) }, now);
+            }
+        }
+        // Past the 4 MiB that start a compaction.
+        let big = format!("\"{}\"", "x".repeat(64 * 1024));
+        while log.active_len < COMPACT_MIN_BYTES {
+            log.submit(Op::Append { key: 1, payload: big.as_bytes(), idem: None }, now);
+            log.flush();
+        }
+        log.poll(&mut Vec::new());
+        assert!(log.sources.capturing(), "the snapshot is under way");
+        let (mut turns, mut created) = (0, n);
+        while log.sources.capturing() {
+            turns += 1;
+            let k = (turns * 37) % n;
+            log.submit(Op::Delete { key: k }, now);
+            log.submit(Op::Create { key: created, meta: &meta(created) }, now);
+            created += 1;
+            let a = (turns * 13 + 5) % n;
+            log.submit(Op::Append { key: a, payload: format!("{turns}").as_bytes(), idem: None }, now);
+            next_token += 1;
+            log.submit(Op::Token { key: a, token: &token(next_token, a) }, now);
+            let b = ((turns * 29 + 3) % n) & !1;
+            log.submit(Op::RevokeToken { key: b, token: &format!("st_{}", b / 2 + 1) }, now);
+            if turns % 5 == 0 {
+                log.submit(Op::Clear { key: (turns * 11) % n }, now);
+            }
+            log.flush();
+            log.poll(&mut Vec::new());
+        }
+        assert!(turns > 20, "handed over in many turns: {turns}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while log.compactions == 0 {
+            assert!(Instant::now() < deadline, "the compaction ends");
+            std::thread::sleep(Duration::from_millis(5));
+            log.poll(&mut Vec::new());
+        }
+        assert!(segments(&dir.0).unwrap()[0] > 1, "the older segments are gone");
+        // What memory holds, as recovery would give it.
+        let mut want: Vec<Kept> = log
+            .sources
+            .iter()
+            .map(|(&key, s)| {
+                let events = log.rings.history(key).unwrap().iter().map(|e| (e.id, event_payload(e).to_vec())).collect();
+                let mut tokens: Vec<String> = s.tokens.iter().map(|t| t.0.clone()).collect();
+                tokens.sort();
+                (s.meta.clone(), events, tokens)
+            })
+            .collect();
+        drop(log);
+        let (_, recovered) = engine(&dir.0, 3, 1_000, Fsync::EverySec);
+        let mut got: Vec<Kept> = recovered
+            .sources
+            .into_iter()
+            .map(|s| {
+                let mut tokens: Vec<String> =
+                    recovered.tokens.iter().filter(|t| t.source_id == s.meta.id).map(|t| t.token.clone()).collect();
+                tokens.sort();
+                (s.meta, s.events, tokens)
+            })
+            .collect();
+        want.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        got.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "source {}", w.0.id);
+        }
+        assert!(want.iter().any(|w| !w.2.is_empty()) && want.iter().any(|w| !w.1.is_empty()));
     }
 
     #[test]

@@ -565,7 +565,9 @@ impl Engine for Redis {
             Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
             // Refused above this engine (the API) until Redis keeps it: nothing to store.
             Op::Retention { .. } => None,
-            Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
+            Op::RevokeToken { key, token } => {
+                self.sources.get(*key).filter(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone())
+            }
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
         let Some(id) = source else {
@@ -614,7 +616,7 @@ impl Engine for Redis {
                 let take_back = TakeBack::Token(key, token.token.clone());
                 self.put_token(&id, &token.token, token.expires_at, now_ms, Some(ticket), take_back);
             }
-            Op::RevokeToken { token } => {
+            Op::RevokeToken { token, .. } => {
                 let mut take_back = TakeBack::Nothing;
                 if let Some((key, src)) = self.sources.find_mut(&id)
                     && let Some(at) = src.tokens.iter().position(|(t, _)| t == token)
