@@ -7,14 +7,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::error;
 use mio::{Registry, Token};
 
-use super::link::{Link, LinkState};
+use super::link::{Endpoint, Link, LinkState};
 use super::pipeline::{Awaited, OP_TIMEOUT, Pipeline};
 use super::records::{self, Record};
 use super::resp::Value;
-use super::url::RedisUrl;
 use crate::engine::SourceKey;
 use crate::sse::EventId;
 
@@ -29,22 +27,19 @@ pub struct Reader {
     pub link: Link,
     /// The last partition id read: the next XREAD starts after it.
     pub cursor: Vec<u8>,
-    /// Replies to AUTH and SELECT still to come.
-    setup: usize,
     /// An XREAD is out since.
     reading: Option<Instant>,
 }
 
 impl Reader {
     pub fn new(token: Token, cursor: Vec<u8>) -> Reader {
-        Reader { link: Link::new(token), cursor, setup: 0, reading: None }
+        Reader { link: Link::new(token), cursor, reading: None }
     }
 
     /// Connects if the link is down and its backoff has passed.
-    pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
-            self.link.connect(url, registry)?;
-            self.setup = url.setup().len();
+    pub fn connect_due(&mut self, at: &Endpoint, registry: &Registry, now: Instant) -> io::Result<()> {
+        if self.link.due(now) {
+            self.link.connect(at, registry)?;
             self.reading = None;
         }
         Ok(())
@@ -60,14 +55,6 @@ impl Reader {
 
     /// A reply: its records appended to `out`. An error loses the link.
     pub fn reply(&mut self, reply: Value, out: &mut VecDeque<Record>) -> Result<(), String> {
-        if self.setup > 0 {
-            self.setup -= 1;
-            if let Value::Error(e) = reply {
-                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
-                return Err("set-up refused".into());
-            }
-            return Ok(());
-        }
         self.reading = None;
         match reply {
             Value::Nil => Ok(()),

@@ -13,6 +13,8 @@ use std::time::Duration;
 use log::{info, warn};
 
 use super::keys::KeyNames;
+use super::link::Endpoint;
+use super::master::Locator;
 use super::records::{field, parse_id};
 use super::resp::{self, Value};
 use super::url::{Addr, RedisUrl};
@@ -25,7 +27,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connected and loaded at bind; started on the reactor thread.
 pub struct Opened {
-    pub url: RedisUrl,
+    pub locator: Locator,
     pub keys: KeyNames,
     pub history: usize,
     pub partitions: u32,
@@ -37,14 +39,15 @@ pub struct Opened {
 
 impl Opened {
     pub fn describe(&self) -> String {
-        self.url.describe()
+        self.locator.url.describe()
     }
 }
 
 /// Loads what Redis holds (blocking: before the reactor runs).
 pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
     let keys = KeyNames::new(prefix);
-    let loaded = load(url, &keys, partitions, history)
+    let mut locator = Locator::new(url.clone())?;
+    let loaded = load(&mut locator, &keys, partitions, history)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
     if loaded.partitions != partitions {
         warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
@@ -52,7 +55,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
     let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
     info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
     Ok(Opened {
-        url: url.clone(),
+        locator,
         keys,
         history,
         partitions: loaded.partitions,
@@ -78,6 +81,28 @@ struct Loaded {
 enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Sock {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.write_all(b),
+            Sock::Unix(s) => s.write_all(b),
+            #[cfg(feature = "tls")]
+            Sock::Tls(s) => s.write_all(b),
+        }
+    }
+
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(b),
+            Sock::Unix(s) => s.read(b),
+            #[cfg(feature = "tls")]
+            Sock::Tls(s) => s.read(b),
+        }
+    }
 }
 
 pub struct Blocking {
@@ -86,12 +111,27 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
-        let sock = match &url.addr {
-            Addr::Tcp(addr) => {
-                let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
-                s.set_read_timeout(Some(LOAD_TIMEOUT))?;
-                s.set_write_timeout(Some(LOAD_TIMEOUT))?;
+    /// Connects where `url` says (the master, for a Sentinel URL).
+    #[cfg(test)]
+    pub fn open(url: &RedisUrl) -> io::Result<Blocking> {
+        let mut locator = Locator::new(url.clone())?;
+        Blocking::connect(&locate(&mut locator)?, LOAD_TIMEOUT)
+    }
+
+    pub fn connect(at: &Endpoint, patience: Duration) -> io::Result<Blocking> {
+        let sock = match &at.addr {
+            Addr::Tcp(addr, _name) => {
+                let s = TcpStream::connect_timeout(addr, patience)?;
+                s.set_read_timeout(Some(patience))?;
+                s.set_write_timeout(Some(patience))?;
+                let _ = s.set_nodelay(true);
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &at.tls {
+                    Sock::Tls(Box::new(tls.blocking(s, _name)?))
+                } else {
+                    Sock::Tcp(s)
+                }
+                #[cfg(not(feature = "tls"))]
                 Sock::Tcp(s)
             }
             Addr::Unix(path) => {
@@ -102,7 +142,7 @@ impl Blocking {
             }
         };
         let mut b = Blocking { sock, inbuf: Vec::new() };
-        for command in url.setup() {
+        for command in &at.setup {
             b.call(&[command.iter().map(Vec::as_slice).collect()])?;
         }
         Ok(b)
@@ -115,10 +155,7 @@ impl Blocking {
         for c in commands {
             resp::command(&mut out, c);
         }
-        match &mut self.sock {
-            Sock::Tcp(s) => s.write_all(&out)?,
-            Sock::Unix(s) => s.write_all(&out)?,
-        }
+        self.sock.write_all(&out)?;
         let mut replies = Vec::with_capacity(commands.len());
         let mut used = 0;
         while replies.len() < commands.len() {
@@ -130,10 +167,7 @@ impl Blocking {
                 }
                 None => {
                     let mut chunk = [0u8; 64 * 1024];
-                    let n = match &mut self.sock {
-                        Sock::Tcp(s) => s.read(&mut chunk)?,
-                        Sock::Unix(s) => s.read(&mut chunk)?,
-                    };
+                    let n = self.sock.read(&mut chunk)?;
                     if n == 0 {
                         return Err(io::Error::other("Redis closed the connection"));
                     }
@@ -150,8 +184,13 @@ fn bad(what: &str) -> io::Error {
     io::Error::other(format!("unexpected reply from Redis to {what}"))
 }
 
-fn load(url: &RedisUrl, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
-    let mut b = Blocking::connect(url)?;
+/// Where the master is now (asking the Sentinels, blocking, for a Sentinel URL).
+fn locate(locator: &mut Locator) -> io::Result<Endpoint> {
+    locator.endpoint(std::time::Instant::now())?.ok_or_else(|| io::Error::other("no master found"))
+}
+
+fn load(locator: &mut Locator, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
+    let mut b = Blocking::connect(&locate(locator)?, LOAD_TIMEOUT)?;
     let wanted = partitions.to_string();
     let fresh = crate::auth::random_base62(16);
     let r = b.call(&[

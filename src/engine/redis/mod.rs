@@ -41,10 +41,13 @@ mod health;
 mod keys;
 mod link;
 mod load;
+mod master;
 mod pipeline;
 mod records;
 pub mod resp;
 mod sources;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 
 use std::collections::VecDeque;
@@ -61,6 +64,7 @@ use follow::{Reader, Resync};
 use health::{Health, Refusing};
 use link::{Got, LinkState};
 pub use load::{Opened, open};
+use master::Locator;
 use pipeline::{Awaited, Pipeline};
 use records::Record;
 use resp::Value;
@@ -74,7 +78,8 @@ pub const TOKEN_BASE: usize = usize::MAX / 2;
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
 pub struct Redis {
-    url: RedisUrl,
+    /// Where the master is (and the URL).
+    master: Locator,
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
@@ -114,10 +119,10 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { locator, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
-            url,
+            master: locator,
             registry,
             own,
             rings: Rings::new(history, 0),
@@ -223,11 +228,31 @@ impl Redis {
     // ---- links ----
 
     fn connect_due(&mut self, now: Instant) {
-        if let Err(e) = self.pipe.connect_due(&self.url, &self.registry, now) {
+        if !self.pipe.link.due(now) && !self.readers.iter().any(|r| r.link.due(now)) {
+            return;
+        }
+        let at = match self.master.endpoint(now) {
+            Ok(Some(at)) => at,
+            // Not known yet (the Sentinels are asked).
+            Ok(None) => return,
+            Err(e) => {
+                // Every link due fails to connect, and waits for its backoff.
+                if self.pipe.link.due(now) {
+                    self.lose_cmd(&e.to_string());
+                }
+                for n in 0..self.readers.len() {
+                    if self.readers[n].link.due(now) {
+                        self.lose_reader(n, &e.to_string());
+                    }
+                }
+                return;
+            }
+        };
+        if let Err(e) = self.pipe.connect_due(&at, &self.registry, now) {
             self.lose_cmd(&e.to_string());
         }
         for n in 0..self.readers.len() {
-            if let Err(e) = self.readers[n].connect_due(&self.url, &self.registry, now) {
+            if let Err(e) = self.readers[n].connect_due(&at, &self.registry, now) {
                 self.lose_reader(n, &e.to_string());
             }
         }
@@ -235,7 +260,8 @@ impl Redis {
 
     fn lose_cmd(&mut self, why: &str) {
         let (was_up, awaited) = self.pipe.lose(&self.registry);
-        self.health.lost(was_up, &self.url, "command link", why);
+        self.master.lost();
+        self.health.lost(was_up, &self.master.url, "command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
         self.recovering = false;
@@ -255,7 +281,8 @@ impl Redis {
 
     fn lose_reader(&mut self, n: usize, why: &str) {
         let was_up = self.readers[n].lose(&self.registry);
-        self.health.lost(was_up, &self.url, "a partition link", why);
+        self.master.lost();
+        self.health.lost(was_up, &self.master.url, "a partition link", why);
     }
 
     fn on_ready(&mut self, event: &mio::event::Event) {
@@ -283,7 +310,7 @@ impl Redis {
         }
         self.replies = replies;
         if self.health.is_down() && self.all_up() {
-            self.health.back(&self.url);
+            self.health.back(&self.master.url);
         }
     }
 
@@ -386,7 +413,7 @@ impl Redis {
     /// Redis took emits (or the probe): healthy again if it refused changes.
     fn taken(&mut self) {
         if self.refusing.taken() {
-            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
+            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.master.url.describe());
         }
     }
 
@@ -409,7 +436,11 @@ impl Redis {
             return;
         }
         self.recovering = true;
-        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.count());
+        error!(
+            "Redis at {} lost data; writing back {} sources and raising their id floors",
+            self.master.url.describe(),
+            self.sources.count()
+        );
         let fresh = crate::auth::random_base62(16);
         let epoch = self.pipe.keys.epoch.clone();
         self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);

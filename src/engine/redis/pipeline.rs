@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 
 use super::keys::{KeyNames, partition_of};
-use super::link::{Link, LinkState};
+use super::link::{Endpoint, Link, LinkState};
 use super::records;
-use super::url::RedisUrl;
 use crate::engine::{Outcome, SourceKey, StorageError, Ticket};
 use crate::text::push_u64;
 
@@ -38,7 +37,7 @@ const SCRIPT: &str = include_str!("script.lua");
 
 /// What a reply on the command link answers.
 pub enum Awaited<T> {
-    /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
+    /// SCRIPT LOAD and the SETs of a loss: an error loses the link.
     Setup,
     /// `GET epoch` when idle: liveness, and a Redis that lost its data.
     Ping(Instant),
@@ -132,14 +131,11 @@ impl<T> Pipeline<T> {
         }
     }
 
-    /// Connects if the link is down and its backoff has passed: AUTH,
-    /// SELECT and SCRIPT LOAD go first.
-    pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
-            self.link.connect(url, registry)?;
-            for _ in 0..url.setup().len() {
-                self.awaited.push_back(Awaited::Setup);
-            }
+    /// Connects if the link is down and its backoff has passed: the
+    /// link's set-up and SCRIPT LOAD go first.
+    pub fn connect_due(&mut self, at: &Endpoint, registry: &Registry, now: Instant) -> io::Result<()> {
+        if self.link.due(now) {
+            self.link.connect(at, registry)?;
             self.load_script();
             self.last_sent = now;
         }

@@ -27,7 +27,7 @@ impl RedisServer {
             .expect("redis-server (scripts/test installs it)");
         let server = RedisServer { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while super::load::Blocking::connect(&server.url()).and_then(|mut b| b.call(&[vec![b"PING"]])).is_err() {
+        while super::load::Blocking::open(&server.url()).and_then(|mut b| b.call(&[vec![b"PING"]])).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
