@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod node;
+#[cfg(feature = "redis")]
+pub mod sentinel;
 #[cfg(feature = "tls")]
 pub mod tls;
 

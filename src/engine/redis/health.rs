@@ -103,7 +103,18 @@ impl Health {
 /// refused before its first write (`REFUSING`), or not loaded. (`LOST`
 /// did not run either, but the loss's write-back has already left without
 /// what the change took out: it counts as unknown.)
-const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
+const REFUSED: [&[u8]; 7] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT", b"LOADING", b"MASTERDOWN"];
+/// Error replies that say the master is elsewhere (a replica, one that
+/// loads its data, one whose state changed under a blocked read, one cut
+/// from its master): the link is left and the master found again.
+const ELSEWHERE: [&str; 4] = ["READONLY", "LOADING", "UNBLOCKED", "MASTERDOWN"];
+
+/// Why a link leaves its server, if an error reply says the master is elsewhere.
+pub fn elsewhere(e: &[u8]) -> Option<String> {
+    let code = ELSEWHERE.iter().find(|code| e.starts_with(code.as_bytes()))?;
+    Some(format!("{code}: the master is elsewhere, finding it again"))
+}
+
 /// Redis refuses writes (memory full under `noeviction`, persistence
 /// failing, a replica, too few replicas for `min-replicas-to-write`): the
 /// engine is unhealthy until a change or a probe is taken.

@@ -31,6 +31,8 @@ pub struct Endpoint {
     pub addr: Addr,
     /// AUTH and SELECT.
     pub setup: Vec<Vec<Vec<u8>>>,
+    /// `ROLE` must say master (not so for a Sentinel).
+    pub role: bool,
     #[cfg(feature = "tls")]
     pub tls: Option<Connector>,
 }
@@ -123,6 +125,10 @@ pub struct Link {
     backoff: Duration,
     /// Replies to the set-up (AUTH, SELECT, ROLE) still to come.
     setup: usize,
+    /// The set-up ends with `ROLE`.
+    role: bool,
+    /// `out[..setup_end]` is the set-up (`sendable`).
+    setup_end: usize,
     /// Replies taken since the set-up passed (a link that accepts but
     /// never answers, a stopped Redis, is not healthy).
     pub answered: u64,
@@ -151,6 +157,8 @@ impl Link {
             can_write: false,
             backoff: BACKOFF_MIN,
             setup: 0,
+            role: false,
+            setup_end: 0,
             answered: 0,
             last_read: Instant::now(),
         }
@@ -186,14 +194,26 @@ impl Link {
         for command in &at.setup {
             self.send(&command.iter().map(Vec::as_slice).collect::<Vec<_>>());
         }
-        self.send(&[b"ROLE"]);
-        self.setup = at.setup.len() + 1;
+        if at.role {
+            self.send(&[b"ROLE"]);
+        }
+        self.setup = at.setup.len() + usize::from(at.role);
+        self.role = at.role;
+        self.setup_end = self.out.len();
         Ok(())
     }
 
     /// Down, and its backoff has passed.
     pub fn due(&self, now: Instant) -> bool {
         matches!(self.state, LinkState::Down { retry_at } if retry_at <= now)
+    }
+
+    /// The master moved: a link that waits for its backoff connects now.
+    pub fn retry_now(&mut self, now: Instant) {
+        if let LinkState::Down { .. } = self.state {
+            self.state = LinkState::Down { retry_at: now };
+            self.backoff = BACKOFF_MIN;
+        }
     }
 
     /// Closes the socket; the next connect is after the backoff.
@@ -214,14 +234,27 @@ impl Link {
 
     /// True while queued bytes can be written now.
     pub fn wants_flush(&self) -> bool {
-        self.can_write && self.sock.as_ref().is_some_and(|s| self.written < self.out.len() || s.pending())
+        self.can_write && self.sock.as_ref().is_some_and(|s| self.written < self.sendable() || s.pending())
+    }
+
+    /// The queued bytes that may go now: only the set-up's until it passed
+    /// (a command sent to a server that turns out not to be the master
+    /// would have an unknown fate; held, it surely did not run).
+    fn sendable(&self) -> usize {
+        if self.setup > 0 { self.setup_end } else { self.out.len() }
+    }
+
+    /// Connected, and the set-up passed: commands go out.
+    pub fn passed_setup(&self) -> bool {
+        self.state == LinkState::Up && self.setup == 0
     }
 
     /// Writes what is queued, until done or the socket is full.
     pub fn flush(&mut self) -> Result<(), String> {
+        let limit = self.sendable();
         let Some(sock) = &mut self.sock else { return Ok(()) };
-        while self.written < self.out.len() && self.can_write {
-            match sock.write(&self.out[self.written..]) {
+        while self.written < limit && self.can_write {
+            match sock.write(&self.out[self.written..limit]) {
                 Ok(0) => return Err("write returned 0".into()),
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.can_write = false,
@@ -232,6 +265,7 @@ impl Link {
         if self.written == self.out.len() {
             self.out.clear();
             self.written = 0;
+            self.setup_end = 0;
         }
         #[cfg(feature = "tls")]
         if let Sock::Tls(s) = sock
@@ -299,7 +333,7 @@ impl Link {
                     self.last_read = Instant::now();
                     if self.setup > 0 {
                         self.setup -= 1;
-                        if let Err(why) = set_up(&value, self.setup == 0) {
+                        if let Err(why) = set_up(&value, self.role && self.setup == 0) {
                             return Got::Lost(why);
                         }
                         continue;

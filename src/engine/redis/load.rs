@@ -17,6 +17,7 @@ use super::link::Endpoint;
 use super::master::Locator;
 use super::records::{field, parse_id};
 use super::resp::{self, Value};
+use super::sentinel::{self, ASK_TIMEOUT};
 use super::url::{Addr, RedisUrl};
 use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
@@ -145,6 +146,13 @@ impl Blocking {
         for command in &at.setup {
             b.call(&[command.iter().map(Vec::as_slice).collect()])?;
         }
+        if at.role {
+            let role = b.call(&[vec![b"ROLE"]]).ok();
+            let role = role.as_ref().and_then(|r| r[0].as_array()).and_then(|r| r.first()).and_then(Value::as_bytes);
+            if let Some(role) = role.filter(|r| *r != b"master") {
+                return Err(io::Error::other(format!("not the master (its ROLE is {})", String::from_utf8_lossy(role))));
+            }
+        }
         Ok(b)
     }
 
@@ -184,8 +192,29 @@ fn bad(what: &str) -> io::Error {
     io::Error::other(format!("unexpected reply from Redis to {what}"))
 }
 
-/// Where the master is now (asking the Sentinels, blocking, for a Sentinel URL).
+/// Where the master is now: for a Sentinel URL, the Sentinels asked in
+/// turn (blocking, each within `ASK_TIMEOUT`); the first that answers goes first.
 fn locate(locator: &mut Locator) -> io::Result<Endpoint> {
+    if let Some(sentinels) = &mut locator.sentinels {
+        let mut why = Vec::new();
+        for n in 0..sentinels.count() {
+            let asked = sentinels.endpoint(n).and_then(|at| Blocking::connect(&at, ASK_TIMEOUT)).and_then(|mut b| {
+                let question: Vec<&[u8]> = sentinels.question().to_vec();
+                let reply = b.call(&[question])?;
+                sentinel::address(&reply[0]).ok_or_else(|| io::Error::other("it does not know the master"))
+            });
+            match asked {
+                Ok(addr) => {
+                    sentinels.answered(n, addr);
+                    break;
+                }
+                Err(e) => why.push(format!("Sentinel {}: {e}", n + 1)),
+            }
+        }
+        if sentinels.found.is_none() {
+            return Err(io::Error::other(format!("no Sentinel answered ({})", why.join("; "))));
+        }
+    }
     locator.endpoint(std::time::Instant::now())?.ok_or_else(|| io::Error::other("no master found"))
 }
 

@@ -45,6 +45,7 @@ mod master;
 mod pipeline;
 mod records;
 pub mod resp;
+mod sentinel;
 mod sources;
 #[cfg(feature = "tls")]
 mod tls;
@@ -61,18 +62,19 @@ use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
-use health::{Health, Refusing};
+use health::{Health, Refusing, elsewhere};
 use link::{Got, LinkState};
 pub use load::{Opened, open};
 use master::Locator;
 use pipeline::{Awaited, Pipeline};
 use records::Record;
 use resp::Value;
+use sentinel::Heard;
 use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
 
 /// Tokens of the engine's links: `TOKEN_BASE` is the command link,
-/// `TOKEN_BASE + 1 + n` partition `n`'s reader.
+/// `TOKEN_BASE + 1 + n` partition `n`'s reader, `sentinel::TOKEN` the Sentinel link.
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
@@ -97,6 +99,9 @@ pub struct Redis {
     resync: Option<Resync>,
     /// Records wait for a resync (or for the command link to ask one).
     stalled: bool,
+    /// A reply said the master is elsewhere (`-READONLY`, `-LOADING`, …):
+    /// the command link is dropped once the read's replies are taken.
+    elsewhere: Option<String>,
     scratch: Vec<u8>,
     health: Health,
     /// Redis refuses writes: unhealthy, and probing.
@@ -137,6 +142,7 @@ impl Redis {
             default_key,
             resync: None,
             stalled: false,
+            elsewhere: None,
             scratch: Vec::new(),
             health: Health::default(),
             refusing: Refusing::default(),
@@ -149,11 +155,6 @@ impl Redis {
         let t = Ticket(self.next_ticket);
         self.next_ticket += 1;
         t
-    }
-
-    fn fail_now(&mut self, ticket: Ticket) -> Ticket {
-        self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
-        ticket
     }
 
     /// Queues one script call on the command link.
@@ -259,8 +260,8 @@ impl Redis {
     }
 
     fn lose_cmd(&mut self, why: &str) {
-        let (was_up, awaited) = self.pipe.lose(&self.registry);
-        self.master.lost();
+        let (was_up, sent, awaited) = self.pipe.lose(&self.registry);
+        self.master.lost(&self.registry, Instant::now());
         self.health.lost(was_up, &self.master.url, "command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
@@ -268,20 +269,26 @@ impl Redis {
         if self.resync.as_ref().is_some_and(|r| !r.done) {
             self.resync = None;
         }
-        // In flight: fails, except emits, which wait for their record (or their deadline).
+        // In flight: fails, except emits, which wait for their record (or their deadline);
+        // all fail now if nothing was sent (the set-up did not pass).
         for a in awaited {
-            if let Awaited::Change { ticket, take_back, .. } = a {
-                self.sources.take_back(&mut self.rings, take_back, false);
-                if let Some(ticket) = ticket {
-                    self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
+            match a {
+                Awaited::Change { ticket, take_back, .. } => {
+                    self.sources.take_back(&mut self.rings, take_back, !sent);
+                    let error = if sent { StorageError::Unreachable } else { StorageError::WriteFailed };
+                    if let Some(ticket) = ticket {
+                        self.ready.push(Outcome::Done { ticket, result: Err(error) });
+                    }
                 }
+                Awaited::Emits { counters, .. } if !sent => self.pipe.fail_flights(&counters, &mut self.ready),
+                _ => {}
             }
         }
     }
 
     fn lose_reader(&mut self, n: usize, why: &str) {
         let was_up = self.readers[n].lose(&self.registry);
-        self.master.lost();
+        self.master.lost(&self.registry, Instant::now());
         self.health.lost(was_up, &self.master.url, "a partition link", why);
     }
 
@@ -289,12 +296,20 @@ impl Redis {
         self.stalled = false;
         let t = event.token().0;
         let mut replies = std::mem::take(&mut self.replies);
-        if t == TOKEN_BASE {
+        if event.token() == sentinel::TOKEN {
+            // (A master found after a question is connected to when each link's backoff passes:
+            // a Sentinel that names a server that is not the master yet must not make a busy loop.)
+            if self.master.ready(event, &self.registry) == Heard::Switched {
+                self.switched();
+            }
+        } else if t == TOKEN_BASE {
             let got = self.pipe.link.ready(event, &mut replies);
             for reply in replies.drain(..) {
                 self.on_reply(reply);
             }
             if let Got::Lost(why) = got {
+                self.lose_cmd(&why);
+            } else if let Some(why) = self.elsewhere.take() {
                 self.lose_cmd(&why);
             }
         } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
@@ -314,6 +329,26 @@ impl Redis {
         }
     }
 
+    /// The Sentinels switched the master: every link leaves the old one
+    /// and connects to the new one now.
+    fn switched(&mut self) {
+        let why = "the Sentinels switched the master";
+        if !matches!(self.pipe.link.state, LinkState::Down { .. }) {
+            self.lose_cmd(why);
+        }
+        for n in 0..self.readers.len() {
+            if !matches!(self.readers[n].link.state, LinkState::Down { .. }) {
+                self.lose_reader(n, why);
+            }
+        }
+        let now = Instant::now();
+        self.pipe.link.retry_now(now);
+        for r in &mut self.readers {
+            r.link.retry_now(now);
+        }
+        self.connect_due(now);
+    }
+
     /// The command link is connected and has answered.
     fn reachable(&self) -> bool {
         self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
@@ -328,6 +363,11 @@ impl Redis {
         let Some(awaited) = self.pipe.next_awaited() else {
             return self.lose_cmd("a reply nothing asked for");
         };
+        if let Value::Error(e) = &reply
+            && self.elsewhere.is_none()
+        {
+            self.elsewhere = elsewhere(e);
+        }
         match awaited {
             Awaited::Setup => {
                 if let Value::Error(e) = reply {
@@ -567,6 +607,7 @@ impl Redis {
         }
         self.probe_if_due(now);
         self.pipe.ping_if_idle(now);
+        self.master.drive(&self.registry, now);
         self.connect_due(now);
     }
 
@@ -603,9 +644,19 @@ impl Engine for Redis {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return ticket;
         };
-        // Down: refused at once, not after a timeout (a connecting link queues).
+        // Down: refused at once, not after a timeout (a connecting link
+        // queues); surely not done, so what a delete took here is put back.
         if matches!(self.pipe.link.state, LinkState::Down { .. }) {
-            return self.fail_now(ticket);
+            let error = match (op, taken) {
+                (Op::Append { .. }, _) => StorageError::Unreachable,
+                (Op::Delete { key }, Some(t)) => {
+                    self.sources.take_back(&mut self.rings, TakeBack::Delete(key, Box::new(t)), true);
+                    StorageError::WriteFailed
+                }
+                _ => StorageError::WriteFailed,
+            };
+            self.ready.push(Outcome::Done { ticket, result: Err(error) });
+            return ticket;
         }
         match op {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
@@ -667,6 +718,7 @@ impl Engine for Redis {
     }
 
     fn flush(&mut self) {
+        self.master.flush();
         self.pipe.send_batch(&mut self.ready);
         for n in 0..self.readers.len() {
             let keys = &self.pipe.keys;
@@ -683,6 +735,7 @@ impl Engine for Redis {
 
     fn wants_flush(&self) -> bool {
         self.pipe.link.wants_flush()
+            || self.master.wants_flush()
             || self.pipe.has_batch()
             || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
@@ -704,6 +757,7 @@ impl Engine for Redis {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         self.pipe.next_wake(&mut consider);
+        self.master.next_wake(&mut consider);
         for r in &self.readers {
             r.next_wake(&mut consider);
         }

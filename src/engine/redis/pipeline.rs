@@ -148,11 +148,14 @@ impl<T> Pipeline<T> {
         self.awaited.push_back(Awaited::Setup);
     }
 
-    /// Closes the link: what it awaited is the caller's to settle. True if it was up.
-    pub fn lose(&mut self, registry: &Registry) -> (bool, VecDeque<Awaited<T>>) {
+    /// Closes the link: what it awaited is the caller's to settle. True if
+    /// it was up; and true if it had passed its set-up (else nothing after
+    /// the set-up was sent: those commands surely did not run).
+    pub fn lose(&mut self, registry: &Registry) -> (bool, bool, VecDeque<Awaited<T>>) {
         let was_up = self.link.state == LinkState::Up;
+        let sent = self.link.passed_setup();
         self.link.lose(registry);
-        (was_up, std::mem::take(&mut self.awaited))
+        (was_up, sent, std::mem::take(&mut self.awaited))
     }
 
     /// Sends a command whose reply answers `awaited`.

@@ -1,0 +1,88 @@
+//! The `redis` engine through failovers: real `redis-server` masters,
+//! replicas and three Sentinels (`redis-server --sentinel`) started by the
+//! test on free loopback ports, and ssehub nodes that follow the master.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::TestServer;
+use support::sentinel::Ha;
+
+/// Waits until `check` holds, polling, within `limit`.
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn node(url: &str, extra: &[&str]) -> TestServer {
+    let mut args = vec!["--redis", url];
+    args.extend_from_slice(extra);
+    TestServer::start(&args)
+}
+
+/// One emit: its id, or the status it was answered with, and how long it took.
+fn try_emit(n: &TestServer, source: &str, body: &str) -> (Result<String, u16>, Duration) {
+    let at = Instant::now();
+    let r = n.request("POST", &format!("/v1/sources/{source}/events"), Some(body));
+    let took = at.elapsed();
+    if r.status == 202 { (Ok(r.json()["id"].as_str().unwrap().to_string()), took) } else { (Err(r.status), took) }
+}
+
+/// Nodes started with a `redis-sentinel://` URL find the master through
+/// the Sentinels; after a failover (`SENTINEL FAILOVER`) both write to the
+/// new master within 5 s, a subscriber sees every acknowledged event once,
+/// in order, and the old master (now a replica) gets no write.
+#[test]
+fn nodes_follow_a_sentinel_failover() {
+    let ha = Ha::start(1);
+    let url = ha.url();
+    let (a, b) = (node(&url, &[]), node(&url, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(2), "b knows the source", || b.request("GET", "/v1/sources/s", None).status == 200);
+    let mut on_b = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let mut acked = vec![a.emit("s", "1"), b.emit("s", "2")];
+    assert_eq!(ha.sentinels[0].cli(&["SENTINEL", "FAILOVER", support::sentinel::MASTER]), "OK");
+    wait_until(Duration::from_secs(10), "the Sentinels name the replica", || ha.master() == Some(1));
+    let promoted = Instant::now();
+    for n in [&a, &b] {
+        loop {
+            let (result, took) = try_emit(n, "s", "3");
+            assert!(took < Duration::from_secs(2), "an emit during the failover took {took:?}");
+            match result {
+                Ok(id) => {
+                    acked.push(id);
+                    break;
+                }
+                Err(status) => assert_eq!(status, 503),
+            }
+            assert!(promoted.elapsed() < Duration::from_secs(5), "no emit taken within 5 s of the promotion");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for id in &acked {
+        assert_eq!(&on_b.next_event().id(), id);
+    }
+    // Nothing writes to the old master (a master still, until the Sentinels make it a replica).
+    let old_writes = script_calls(&ha.servers[0]);
+    for _ in 0..10 {
+        acked.push(a.emit("s", "4"));
+        acked.push(b.emit("s", "5"));
+    }
+    for id in &acked[acked.len() - 20..] {
+        assert_eq!(&on_b.next_event().id(), id);
+    }
+    assert_eq!(script_calls(&ha.servers[0]), old_writes, "the old master got writes");
+}
+
+/// Script calls a Redis server has run since it started (every change is one).
+fn script_calls(redis: &support::RedisServer) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let line = stats.lines().find(|l| l.starts_with("cmdstat_evalsha:"));
+    line.and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok()).unwrap_or(0)
+}
