@@ -128,6 +128,7 @@ impl Config {
                 url
             }),
             redis_partitions: self.redis_partitions,
+            redis_replicas: self.redis_replicas,
         }
     }
 }

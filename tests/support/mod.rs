@@ -498,6 +498,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &plain, "--bind", "127.0.0.1", "--dir", self.dir.path()])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
+            // A replica's full sync starts at once (not after 5 s).
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

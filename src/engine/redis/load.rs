@@ -36,6 +36,8 @@ pub struct Opened {
     pub epoch: Vec<u8>,
     pub default_key: Option<String>,
     pub recovered: Recovered,
+    /// `--redis-replicas` (set by the caller).
+    pub replicas: u32,
 }
 
 impl Opened {
@@ -64,6 +66,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
         epoch: loaded.epoch,
         default_key: loaded.recovered.default_key.clone(),
         recovered: loaded.recovered,
+        replicas: 0,
     })
 }
 

@@ -31,19 +31,24 @@
 //! This file is the engine: the changes, the replies and records applied
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
-//! is), `keys.rs` (the key layout), `load.rs` (the blocking load at
-//! start), `pipeline.rs` (the command link), `follow.rs` (the partition
-//! readers), `records.rs` (the records, sans I/O), `health.rs` (logs and
-//! metrics of the links), `link.rs` and `resp.rs` (one connection, RESP).
+//! is), `master.rs` and `sentinel.rs` (where the master is now),
+//! `keys.rs` (the key layout), `load.rs` (the blocking load at start),
+//! `pipeline.rs` (the command link), `replicas.rs` (`WAIT` before an
+//! acknowledgement), `follow.rs` (the partition readers), `records.rs`
+//! (the records, sans I/O), `health.rs` (logs and metrics of the links),
+//! `links.rs` (the links' lives), `link.rs`, `tls.rs` and `resp.rs` (one
+//! connection, TLS, RESP).
 
 mod follow;
 mod health;
 mod keys;
 mod link;
+mod links;
 mod load;
 mod master;
 mod pipeline;
 mod records;
+mod replicas;
 pub mod resp;
 mod sentinel;
 mod sources;
@@ -63,13 +68,13 @@ use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
 use health::{Health, Refusing, elsewhere};
-use link::{Got, LinkState};
+use link::LinkState;
 pub use load::{Opened, open};
 use master::Locator;
 use pipeline::{Awaited, Pipeline};
 use records::Record;
+use replicas::Replicas;
 use resp::Value;
-use sentinel::Heard;
 use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
 
@@ -106,6 +111,8 @@ pub struct Redis {
     health: Health,
     /// Redis refuses writes: unhealthy, and probing.
     refusing: Refusing,
+    /// `--redis-replicas`: changes wait for `WAIT`.
+    replicas: Replicas<TakeBack>,
 }
 
 impl Redis {
@@ -124,7 +131,7 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { locator, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { locator, keys, history, partitions, cursors, epoch, default_key, replicas, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             master: locator,
@@ -146,6 +153,7 @@ impl Redis {
             scratch: Vec::new(),
             health: Health::default(),
             refusing: Refusing::default(),
+            replicas: Replicas::new(replicas),
         };
         r.connect_due(Instant::now());
         r
@@ -226,138 +234,6 @@ impl Redis {
         }
     }
 
-    // ---- links ----
-
-    fn connect_due(&mut self, now: Instant) {
-        if !self.pipe.link.due(now) && !self.readers.iter().any(|r| r.link.due(now)) {
-            return;
-        }
-        let at = match self.master.endpoint(now) {
-            Ok(Some(at)) => at,
-            // Not known yet (the Sentinels are asked).
-            Ok(None) => return,
-            Err(e) => {
-                // Every link due fails to connect, and waits for its backoff.
-                if self.pipe.link.due(now) {
-                    self.lose_cmd(&e.to_string());
-                }
-                for n in 0..self.readers.len() {
-                    if self.readers[n].link.due(now) {
-                        self.lose_reader(n, &e.to_string());
-                    }
-                }
-                return;
-            }
-        };
-        if let Err(e) = self.pipe.connect_due(&at, &self.registry, now) {
-            self.lose_cmd(&e.to_string());
-        }
-        for n in 0..self.readers.len() {
-            if let Err(e) = self.readers[n].connect_due(&at, &self.registry, now) {
-                self.lose_reader(n, &e.to_string());
-            }
-        }
-    }
-
-    fn lose_cmd(&mut self, why: &str) {
-        let (was_up, sent, awaited) = self.pipe.lose(&self.registry);
-        self.master.lost(&self.registry, Instant::now());
-        self.health.lost(was_up, &self.master.url, "command link", why);
-        // A loss being handled is seen again on the next command, and handled then;
-        // a resync not answered is asked again.
-        self.recovering = false;
-        if self.resync.as_ref().is_some_and(|r| !r.done) {
-            self.resync = None;
-        }
-        // In flight: fails, except emits, which wait for their record (or their deadline);
-        // all fail now if nothing was sent (the set-up did not pass).
-        for a in awaited {
-            match a {
-                Awaited::Change { ticket, take_back, .. } => {
-                    self.sources.take_back(&mut self.rings, take_back, !sent);
-                    let error = if sent { StorageError::Unreachable } else { StorageError::WriteFailed };
-                    if let Some(ticket) = ticket {
-                        self.ready.push(Outcome::Done { ticket, result: Err(error) });
-                    }
-                }
-                Awaited::Emits { counters, .. } if !sent => self.pipe.fail_flights(&counters, &mut self.ready),
-                _ => {}
-            }
-        }
-    }
-
-    fn lose_reader(&mut self, n: usize, why: &str) {
-        let was_up = self.readers[n].lose(&self.registry);
-        self.master.lost(&self.registry, Instant::now());
-        self.health.lost(was_up, &self.master.url, "a partition link", why);
-    }
-
-    fn on_ready(&mut self, event: &mio::event::Event) {
-        self.stalled = false;
-        let t = event.token().0;
-        let mut replies = std::mem::take(&mut self.replies);
-        if event.token() == sentinel::TOKEN {
-            // (A master found after a question is connected to when each link's backoff passes:
-            // a Sentinel that names a server that is not the master yet must not make a busy loop.)
-            if self.master.ready(event, &self.registry) == Heard::Switched {
-                self.switched();
-            }
-        } else if t == TOKEN_BASE {
-            let got = self.pipe.link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                self.on_reply(reply);
-            }
-            if let Got::Lost(why) = got {
-                self.lose_cmd(&why);
-            } else if let Some(why) = self.elsewhere.take() {
-                self.lose_cmd(&why);
-            }
-        } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
-            let got = self.readers[n].link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
-                    self.lose_reader(n, &why);
-                }
-            }
-            if let Got::Lost(why) = got {
-                self.lose_reader(n, &why);
-            }
-        }
-        self.replies = replies;
-        if self.health.is_down() && self.all_up() {
-            self.health.back(&self.master.url);
-        }
-    }
-
-    /// The Sentinels switched the master: every link leaves the old one
-    /// and connects to the new one now.
-    fn switched(&mut self) {
-        let why = "the Sentinels switched the master";
-        if !matches!(self.pipe.link.state, LinkState::Down { .. }) {
-            self.lose_cmd(why);
-        }
-        for n in 0..self.readers.len() {
-            if !matches!(self.readers[n].link.state, LinkState::Down { .. }) {
-                self.lose_reader(n, why);
-            }
-        }
-        let now = Instant::now();
-        self.pipe.link.retry_now(now);
-        for r in &mut self.readers {
-            r.link.retry_now(now);
-        }
-        self.connect_due(now);
-    }
-
-    /// The command link is connected and has answered.
-    fn reachable(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
-    }
-
-    fn all_up(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
-    }
-
     /// A reply on the command link.
     fn on_reply(&mut self, reply: Value) {
         let Some(awaited) = self.pipe.next_awaited() else {
@@ -368,6 +244,36 @@ impl Redis {
         {
             self.elsewhere = elsewhere(e);
         }
+        if let Awaited::Wait(at) = awaited {
+            self.health.rtt(at);
+            let (enough, held) = self.replicas.answered(&reply);
+            for (awaited, reply) in held {
+                if enough { self.settle(awaited, reply) } else { self.unconfirmed(awaited) }
+            }
+            return;
+        }
+        if let Err((awaited, reply)) = self.replicas.hold(awaited, reply) {
+            self.settle(awaited, reply);
+        }
+    }
+
+    /// A change that too few replicas confirmed (or whose `WAIT` was lost
+    /// with the link): `503`, its fate unknown.
+    fn unconfirmed(&mut self, awaited: Awaited<TakeBack>) {
+        match awaited {
+            Awaited::Emits { counters, .. } => self.pipe.fail_flights(&counters, &mut self.ready),
+            Awaited::Change { ticket, take_back, .. } => {
+                self.sources.take_back(&mut self.rings, take_back, false);
+                if let Some(ticket) = ticket {
+                    self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What a reply on the command link answers, settled.
+    fn settle(&mut self, awaited: Awaited<TakeBack>, reply: Value) {
         match awaited {
             Awaited::Setup => {
                 if let Value::Error(e) = reply {
@@ -390,6 +296,7 @@ impl Redis {
                     _ => self.taken(),
                 }
             }
+            Awaited::Wait(_) => {}
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -542,7 +449,10 @@ impl Redis {
                     } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
                         self.resync = None;
                     }
-                    if let Some(flight) = self.pipe.land_own(&emit) {
+                    // (Not with `--redis-replicas`: its reply waits for `WAIT`.)
+                    if self.replicas.n == 0
+                        && let Some(flight) = self.pipe.land_own(&emit)
+                    {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
@@ -720,6 +630,7 @@ impl Engine for Redis {
     fn flush(&mut self) {
         self.master.flush();
         self.pipe.send_batch(&mut self.ready);
+        self.replicas.wait_if_due(&mut self.pipe);
         for n in 0..self.readers.len() {
             let keys = &self.pipe.keys;
             if let Err(why) = self.readers[n].flush(|| keys.partition(n as u32)) {

@@ -51,6 +51,8 @@ pub enum Awaited<T> {
     Change { ticket: Option<Ticket>, take_back: T, at: Instant, epoch: u64 },
     /// The script's probe while Redis refuses changes (`probe`).
     Probe(Instant),
+    /// `WAIT` after a turn's changes (`replicas.rs`).
+    Wait(Instant),
 }
 
 /// An emit submitted and not yet answered.
@@ -105,6 +107,8 @@ pub struct Pipeline<T> {
     batch: Vec<(u64, String)>,
     batch_bytes: usize,
     pub last_sent: Instant,
+    /// Changes sent since the last `WAIT` (`replicas.rs`).
+    pub unwaited: usize,
 }
 
 impl<T> Pipeline<T> {
@@ -128,6 +132,7 @@ impl<T> Pipeline<T> {
             batch: Vec::new(),
             batch_bytes: 0,
             last_sent: Instant::now(),
+            unwaited: 0,
         }
     }
 
@@ -161,6 +166,7 @@ impl<T> Pipeline<T> {
     /// Sends a command whose reply answers `awaited`.
     pub fn send(&mut self, command: &[&[u8]], awaited: Awaited<T>) {
         self.link.send(command);
+        self.unwaited += usize::from(matches!(awaited, Awaited::Change { .. }));
         self.awaited.push_back(awaited);
     }
 
@@ -180,6 +186,7 @@ impl<T> Pipeline<T> {
         all.extend_from_slice(args);
         self.link.send(&all);
         self.last_sent = Instant::now();
+        self.unwaited += 1;
         self.awaited.push_back(Awaited::Change { ticket, take_back, at: Instant::now(), epoch: self.epochs });
     }
 
@@ -246,6 +253,7 @@ impl<T> Pipeline<T> {
         }
         self.link.send(&all);
         self.last_sent = Instant::now();
+        self.unwaited += 1;
         let counters = batch.into_iter().map(|(c, _)| c).collect();
         self.awaited.push_back(Awaited::Emits { counters, at: Instant::now(), epoch: self.epochs });
     }
@@ -298,7 +306,9 @@ impl<T> Pipeline<T> {
     /// When the oldest awaited reply that has a deadline was asked for.
     fn oldest_timed(&self) -> Option<Instant> {
         self.awaited.iter().find_map(|e| match e {
-            Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => Some(*at),
+            Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
+                Some(*at)
+            }
             Awaited::Setup | Awaited::Epoch | Awaited::Resync => None,
         })
     }
