@@ -212,3 +212,193 @@ fn a_killed_master_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+/// A TCP proxy in front of Redis, as a managed Redis's one address: new
+/// connections go to the backend set last (`switch`); `hole` makes every
+/// open connection a black hole (kept open, nothing forwarded either way).
+struct Proxy {
+    port: u16,
+    backend: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Connections accepted before this generation forward nothing.
+    hole: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    fn start(backend: u16) -> Proxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::SeqCst};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Proxy {
+            port,
+            backend: Arc::new(AtomicU16::new(backend)),
+            hole: Arc::new(AtomicU64::new(0)),
+            accepted: Arc::new(AtomicU64::new(0)),
+        };
+        let (backend, hole, accepted) = (proxy.backend.clone(), proxy.hole.clone(), proxy.accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let generation = accepted.fetch_add(1, SeqCst) + 1;
+                let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", backend.load(SeqCst))) else { continue };
+                for (mut from, mut to) in [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)] {
+                    let hole = hole.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            // A black hole keeps both sockets and forwards nothing, ever.
+                            while hole.load(SeqCst) >= generation {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Every open connection stops forwarding (new ones work).
+    fn hole(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.hole.store(self.accepted.load(SeqCst), SeqCst);
+    }
+
+    /// New connections go to `backend`; open ones stay where they are.
+    fn switch(&self, backend: u16) {
+        self.backend.store(backend, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn healthz(n: &TestServer) -> u16 {
+    n.request("GET", "/healthz", None).status
+}
+
+/// A node whose links are black-holed (the proxy keeps the connections
+/// and forwards nothing) notices within the read deadline (block time
+/// plus a margin; here a block of 1 s), says so on `/healthz` and in
+/// `/metrics`, reconnects and resumes its stream from its cursor with
+/// nothing lost or repeated.
+#[test]
+fn a_black_holed_link_is_dropped_within_its_deadline_and_resumed() {
+    let redis = support::RedisServer::start();
+    let proxy = Proxy::start(redis.port);
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &proxy.url()]);
+    let a = TestServer::spawn(command.env("SSEHUB_REDIS_BLOCK_MS", "1000"), support::KEY);
+    let b = node(&redis.url(), &[]);
+    a.create_source("s");
+    wait_until(Duration::from_secs(2), "b knows the source", || b.request("GET", "/v1/sources/s", None).status == 200);
+    let mut on_a = a.subscribe("/sources/s/sse", "");
+    a.wait_metric("ssehub_subscribers", 1);
+    let mut acked = vec![b.emit("s", "0")];
+    assert_eq!(on_a.next_event().id(), acked[0]);
+    let metrics = a.request("GET", "/metrics", None).body;
+    assert!(metrics.contains("ssehub_redis_link_up{link=\"partition-0\"} 1"), "{metrics}");
+    proxy.hole();
+    let holed = Instant::now();
+    acked.extend((1..=5).map(|i| b.emit("s", &i.to_string())));
+    wait_until(Duration::from_secs(4), "a notices", || healthz(&a) == 503);
+    let noticed = holed.elapsed();
+    assert!(noticed < Duration::from_secs(3), "noticed after {noticed:?}");
+    for id in &acked[1..] {
+        assert_eq!(&on_a.next_event().id(), id);
+    }
+    // (Its command link is found out by its own deadline: a ping after 1 s idle, 1.5 s for its answer.)
+    let mut live = None;
+    wait_until(Duration::from_secs(5), "a acknowledges again", || {
+        live = try_emit(&a, "s", "6").0.ok();
+        live.is_some()
+    });
+    assert_eq!(healthz(&a), 200);
+    assert_eq!(on_a.next_event().id(), live.unwrap());
+    assert!(a.logs().contains("no answer within its deadline"), "{}", a.logs());
+}
+
+/// A managed-Redis style move behind one address: the replica is promoted,
+/// the old primary follows it, and the address (the proxy) leads new
+/// connections to the new primary while open ones stay on the old one.
+/// The nodes leave the old one at its first `-READONLY` or `-UNBLOCKED`,
+/// connect again through the address, and go on: emits meanwhile are
+/// answered within 2 s, both nodes acknowledge within 5 s, a stream sees
+/// every acknowledged event once, the old primary gets no write after.
+#[test]
+fn a_move_behind_one_address_is_followed() {
+    let old = support::RedisServer::start();
+    let new = support::RedisServer::with(&["--replicaof", "127.0.0.1", &old.port.to_string()], None);
+    wait_until(Duration::from_secs(10), "the replica follows", || new.cli(&["INFO", "replication"]).contains("master_link_status:up"));
+    let proxy = Proxy::start(old.port);
+    let (a, b) = (node(&proxy.url(), &[]), node(&proxy.url(), &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(2), "b knows the source", || b.request("GET", "/v1/sources/s", None).status == 200);
+    let mut on_b = b.subscribe("/sources/s/sse", "");
+    b.wait_metric("ssehub_subscribers", 1);
+    let mut acked = vec![a.emit("s", "1"), b.emit("s", "2")];
+    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    proxy.switch(new.port);
+    assert_eq!(old.cli(&["REPLICAOF", "127.0.0.1", &new.port.to_string()]), "OK");
+    let moved = Instant::now();
+    for n in [&a, &b] {
+        loop {
+            let (result, took) = try_emit(n, "s", "3");
+            assert!(took < Duration::from_secs(2), "an emit during the move took {took:?}");
+            if let Ok(id) = result {
+                acked.push(id);
+                break;
+            }
+            assert!(moved.elapsed() < Duration::from_secs(5), "no emit taken within 5 s of the move");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let old_writes = script_calls(&old);
+    for i in 0..10 {
+        acked.push([&a, &b][i % 2].emit("s", "4"));
+    }
+    assert_eq!(script_calls(&old), old_writes, "the old primary got writes");
+    for id in &acked {
+        assert_eq!(&on_b.next_event().id(), id);
+    }
+}
+
+/// A node starved of CPU (busy loops beside it on every core) is not a
+/// Redis that went away: its deadlines pass while it waits for the CPU,
+/// not for Redis, and it keeps acknowledging without declaring Redis
+/// unreachable.
+#[test]
+fn a_node_beside_a_cpu_hog_does_not_call_redis_unreachable() {
+    struct Hogs(Vec<std::process::Child>);
+    impl Drop for Hogs {
+        fn drop(&mut self) {
+            for h in &mut self.0 {
+                let _ = h.kill();
+                let _ = h.wait();
+            }
+        }
+    }
+    let redis = support::RedisServer::start();
+    let a = node(&redis.url(), &[]);
+    a.create_source("s");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let _hogs =
+        Hogs((0..cores * 2).map(|_| std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap()).collect());
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut emits = 0;
+    while Instant::now() < until {
+        a.emit("s", "1");
+        emits += 1;
+    }
+    assert!(emits > 0);
+    assert!(!a.logs().contains("unreachable"), "{}", a.logs());
+    assert_eq!(healthz(&a), 200);
+}

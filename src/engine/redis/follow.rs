@@ -16,9 +16,14 @@ use super::resp::Value;
 use crate::engine::SourceKey;
 use crate::sse::EventId;
 
-/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
-const BLOCK_MS: &str = "5000";
-const READ_TIMEOUT: Duration = Duration::from_secs(8);
+/// XREAD's BLOCK (`SSEHUB_REDIS_BLOCK_MS` overrides it: a knob for
+/// tests), and the read deadline: the block time and half as much again,
+/// at least a second (a link that answers nothing within it is dropped).
+const BLOCK_MS: u64 = 5000;
+
+fn block_ms() -> u64 {
+    std::env::var("SSEHUB_REDIS_BLOCK_MS").ok().and_then(|v| v.parse().ok()).filter(|&ms| ms > 0).unwrap_or(BLOCK_MS)
+}
 /// Entries per XREAD.
 const READ_COUNT: &str = "1000";
 
@@ -29,11 +34,16 @@ pub struct Reader {
     pub cursor: Vec<u8>,
     /// An XREAD is out since.
     reading: Option<Instant>,
+    /// XREAD's BLOCK, and the read deadline.
+    block: String,
+    read_timeout: Duration,
 }
 
 impl Reader {
     pub fn new(token: Token, cursor: Vec<u8>) -> Reader {
-        Reader { link: Link::new(token), cursor, reading: None }
+        let block = block_ms();
+        let read_timeout = Duration::from_millis(block + (block / 2).max(1000));
+        Reader { link: Link::new(token), cursor, reading: None, block: block.to_string(), read_timeout }
     }
 
     /// Connects if the link is down and its backoff has passed.
@@ -75,7 +85,7 @@ impl Reader {
                 b"COUNT",
                 READ_COUNT.as_bytes(),
                 b"BLOCK",
-                BLOCK_MS.as_bytes(),
+                self.block.as_bytes(),
                 b"STREAMS",
                 stream.as_bytes(),
                 &self.cursor,
@@ -91,7 +101,7 @@ impl Reader {
 
     /// The link stopped answering: a read past its BLOCK, or a connect that takes too long.
     pub fn stuck(&self, now: Instant) -> bool {
-        self.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
+        self.reading.is_some_and(|at| now >= at + self.read_timeout)
             || (self.link.state == LinkState::Connecting && self.reading.is_some_and(|at| now >= at + OP_TIMEOUT))
     }
 
@@ -101,7 +111,7 @@ impl Reader {
             consider(retry_at);
         }
         if let Some(t) = self.reading {
-            consider(t + READ_TIMEOUT);
+            consider(t + self.read_timeout);
         }
     }
 }

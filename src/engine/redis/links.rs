@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::link::{Got, LinkState};
 use super::pipeline::Awaited;
+use super::resp::Value;
 use super::sentinel::{self, Heard};
 use super::{Redis, TOKEN_BASE};
 use crate::engine::{Outcome, StorageError};
@@ -91,29 +92,65 @@ impl Redis {
             }
         } else if t == TOKEN_BASE {
             let got = self.pipe.link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                self.on_reply(reply);
-            }
-            if let Got::Lost(why) = got {
-                self.lose_cmd(&why);
-            } else if let Some(why) = self.elsewhere.take() {
-                self.lose_cmd(&why);
-            }
+            self.took_cmd(got, &mut replies);
         } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
             let got = self.readers[n].link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
-                    self.lose_reader(n, &why);
-                }
-            }
-            if let Got::Lost(why) = got {
-                self.lose_reader(n, &why);
-            }
+            self.took_reader(n, got, &mut replies);
         }
         self.replies = replies;
         if self.health.is_down() && self.all_up() {
             self.health.back(&self.master.url);
         }
+    }
+
+    /// What a read of the command link brought.
+    fn took_cmd(&mut self, got: Got, replies: &mut Vec<Value>) {
+        for reply in replies.drain(..) {
+            self.on_reply(reply);
+        }
+        if let Got::Lost(why) = got {
+            self.lose_cmd(&why);
+        } else if let Some(why) = self.elsewhere.take() {
+            self.lose_cmd(&why);
+        }
+    }
+
+    /// What a read of partition `n`'s link brought.
+    fn took_reader(&mut self, n: usize, got: Got, replies: &mut Vec<Value>) {
+        for reply in replies.drain(..) {
+            if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
+                self.lose_reader(n, &why);
+            }
+        }
+        if let Got::Lost(why) = got {
+            self.lose_reader(n, &why);
+        }
+    }
+
+    /// Deadlines are judged by this node's loop: time spent waiting for
+    /// Redis, not time the node itself was busy or starved of CPU. So a
+    /// link whose deadline passed is read first (without readiness: the
+    /// reply may have come after this turn's poll); only if nothing came
+    /// is it dropped, and reconnected.
+    pub(super) fn judge_deadlines(&mut self, now: Instant) {
+        let mut replies = std::mem::take(&mut self.replies);
+        if self.pipe.overdue(now) {
+            let got = self.pipe.link.read(&mut replies);
+            self.took_cmd(got, &mut replies);
+        }
+        if self.pipe.expire(now, &mut self.ready) {
+            self.lose_cmd("no answer within its deadline");
+        }
+        for n in 0..self.readers.len() {
+            if self.readers[n].stuck(now) {
+                let got = self.readers[n].link.read(&mut replies);
+                self.took_reader(n, got, &mut replies);
+                if self.readers[n].stuck(now) {
+                    self.lose_reader(n, "no answer within its deadline (block time and a margin)");
+                }
+            }
+        }
+        self.replies = replies;
     }
 
     /// The Sentinels switched the master: every link leaves the old one

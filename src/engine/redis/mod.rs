@@ -507,14 +507,7 @@ impl Redis {
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
-        if self.pipe.expire(now, &mut self.ready) {
-            self.lose_cmd("no answer");
-        }
-        for n in 0..self.readers.len() {
-            if self.readers[n].stuck(now) {
-                self.lose_reader(n, "no answer");
-            }
-        }
+        self.judge_deadlines(now);
         self.probe_if_due(now);
         self.pipe.ping_if_idle(now);
         self.master.drive(&self.registry, now);
@@ -684,12 +677,16 @@ impl Engine for Redis {
 
     fn metrics(&self, out: &mut String) {
         self.health.metrics(self.all_up(), out);
+        let links = std::iter::once(&self.pipe.link).chain(self.readers.iter().map(|r| &r.link));
+        health::links(links.map(|l| (l.passed_setup(), l.last_read)), out);
     }
 
-    /// The command link answers, and Redis takes changes (from the first
-    /// one it refuses until emits, or a probe, are taken).
+    /// Every link is up (the command link answers, each partition link is
+    /// connected: a node that delivers nothing is not healthy), and Redis
+    /// takes changes (from the first one it refuses until emits, or a
+    /// probe, are taken).
     fn healthy(&self) -> bool {
-        self.reachable() && !self.refusing.is_on()
+        self.all_up() && !self.refusing.is_on()
     }
 
     /// While Redis refuses writes, deletes and clears are still sent: one

@@ -293,6 +293,11 @@ impl<T> Pipeline<T> {
             || (self.link.state == LinkState::Connecting && now >= self.last_sent + OP_TIMEOUT)
     }
 
+    /// A reply is past its deadline (the link is read before it is judged).
+    pub fn overdue(&self, now: Instant) -> bool {
+        self.oldest_timed().is_some_and(|at| now >= at + OP_TIMEOUT)
+    }
+
     /// `GET epoch` when the link is idle since `PING_INTERVAL`.
     pub fn ping_if_idle(&mut self, now: Instant) {
         if self.link.state == LinkState::Up && self.awaited.is_empty() && now >= self.last_sent + PING_INTERVAL {

@@ -67,3 +67,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod deadlines {
+    use std::time::{Duration, Instant};
+
+    use super::super::{Redis, open};
+    use super::RedisServer;
+    use crate::engine::Engine;
+
+    /// A deadline is judged by the node's loop: a reply that reached the
+    /// socket while the node was busy (here: its loop not run at all) is
+    /// read when the deadline is judged, and the link is kept.
+    #[test]
+    fn a_reply_in_the_socket_is_taken_when_its_deadline_is_judged() {
+        let server = RedisServer::start();
+        let mut r = Redis::standalone(open(&server.url(), 1, 10, "judged:").unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !r.healthy() {
+            assert!(Instant::now() < deadline, "the engine did not connect");
+            r.flush();
+            r.poll(&mut Vec::new());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A ping as if sent 3 s from now, judged 2 s after that (past its
+        // 1.5 s deadline) with its reply unread in the socket.
+        let later = Instant::now() + Duration::from_secs(3);
+        r.pipe.ping_if_idle(later);
+        r.flush();
+        std::thread::sleep(Duration::from_millis(100));
+        r.timers(later + Duration::from_secs(2));
+        assert!(r.healthy(), "the reply was there: the link is kept");
+        assert_eq!(r.health.metrics_reconnects(), 0);
+    }
+}
