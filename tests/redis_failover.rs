@@ -455,3 +455,44 @@ fn failover_times() {
     let (min, median, max) = (from_kill[0], from_kill[2], from_kill[4]);
     eprintln!("kill -9 → first acknowledged emit: min {min:?}, median {median:?}, max {max:?}");
 }
+
+/// `--redis-replicas 0` and a failover to a replica that missed the last
+/// acknowledged events (its replication went through a proxy that stopped
+/// forwarding while they were written; the address then moved to it): the
+/// node notices (the new master's partition ends before
+/// what it read) and handles it as a data loss: ids go on above every id
+/// served, and a subscriber who missed those events (resuming on a node
+/// started afterwards, which never saw them) gets the gap frame.
+#[test]
+fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
+    let mut old = support::RedisServer::start();
+    let replication = Proxy::start(old.port);
+    let replica = support::RedisServer::with(&["--replicaof", "127.0.0.1", &replication.port.to_string()], None);
+    wait_until(Duration::from_secs(10), "the replica follows", || replica.cli(&["INFO", "replication"]).contains("master_link_status:up"));
+    let proxy = Proxy::start(old.port);
+    let a = node(&proxy.url(), &[]);
+    a.create_source("s");
+    let before = a.emit("s", "0");
+    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    replication.hole();
+    let missed: Vec<String> = (1..=3).map(|i| a.emit("s", &i.to_string())).collect();
+    old.kill();
+    assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    proxy.switch(replica.port);
+    let mut after = None;
+    wait_until(Duration::from_secs(10), "a acknowledges again", || {
+        after = try_emit(&a, "s", "4").0.ok();
+        after.is_some()
+    });
+    let after = after.unwrap();
+    assert!(id_key(&after) > id_key(&missed[2]), "ids never go back: {after} after {}", missed[2]);
+    // A node started now never saw the missed events; a resume from before them gets the gap frame.
+    let c = node(&replica.url(), &[]);
+    let mut stream = c.subscribe("/sources/s/sse", &format!("Last-Event-ID: {before}\r\n"));
+    match stream.next_event() {
+        support::Frame::Named { event, .. } => assert_eq!(event, "gap"),
+        other => panic!("expected the gap frame, got {other:?}"),
+    }
+    assert_eq!(stream.next_event().id(), after);
+    assert!(a.logs().contains("lost data"), "{}", a.logs());
+}

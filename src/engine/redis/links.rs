@@ -34,8 +34,11 @@ impl Redis {
                 return;
             }
         };
+        let was_due = self.pipe.link.due(now);
         if let Err(e) = self.pipe.connect_due(&at, &self.registry, now) {
             self.lose_cmd(&e.to_string());
+        } else if was_due {
+            self.ask_tails();
         }
         for n in 0..self.readers.len() {
             if let Err(e) = self.readers[n].connect_due(&at, &self.registry, now) {
@@ -100,6 +103,29 @@ impl Redis {
         self.replies = replies;
         if self.health.is_down() && self.all_up() {
             self.health.back(&self.master.url);
+        }
+    }
+
+    /// On every connect of the command link, each partition's newest id:
+    /// a server whose partition ends before what this node has read lost
+    /// it (a failover to a replica that missed the last writes, with the
+    /// `epoch` key intact), and is handled as a data loss (`tail`).
+    fn ask_tails(&mut self) {
+        for n in 0..self.readers.len() {
+            let stream = self.pipe.keys.partition(n as u32);
+            self.pipe.send(&[b"XREVRANGE", stream.as_bytes(), b"+", b"-", b"COUNT", b"1"], Awaited::Tail(n));
+        }
+    }
+
+    /// Partition `n`'s newest id on the server, against what was read.
+    pub(super) fn tail(&mut self, n: usize, reply: &Value) {
+        let Some(reader) = self.readers.get(n) else { return };
+        let Some(read) = super::records::parse_id(&reader.cursor).filter(|c| *c > crate::sse::EventId::default()) else { return };
+        let newest = reply.as_array().and_then(|a| a.first()).and_then(Value::as_array).and_then(|e| e.first()).and_then(Value::as_bytes);
+        let newest = newest.and_then(super::records::parse_id).unwrap_or_default();
+        if newest < read && !matches!(reply, Value::Error(_)) {
+            log::error!("partition {n} on Redis at {} ends at {newest}, before {read} that this node read", self.master.url.describe());
+            self.data_lost();
         }
     }
 

@@ -297,6 +297,7 @@ impl Redis {
                 }
             }
             Awaited::Wait(_) => {}
+            Awaited::Tail(n) => self.tail(n, &reply),
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();

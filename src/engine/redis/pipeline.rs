@@ -53,6 +53,8 @@ pub enum Awaited<T> {
     Probe(Instant),
     /// `WAIT` after a turn's changes (`replicas.rs`).
     Wait(Instant),
+    /// Partition `n`'s newest id, asked at connect (`links.rs`).
+    Tail(usize),
 }
 
 /// An emit submitted and not yet answered.
@@ -314,7 +316,7 @@ impl<T> Pipeline<T> {
             Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
                 Some(*at)
             }
-            Awaited::Setup | Awaited::Epoch | Awaited::Resync => None,
+            Awaited::Setup | Awaited::Epoch | Awaited::Resync | Awaited::Tail(_) => None,
         })
     }
 
