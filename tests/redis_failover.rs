@@ -479,6 +479,10 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     old.kill();
     assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
     proxy.switch(replica.port);
+    // (Noticed on the command link's connect; an emit that reached the new
+    // master before the write-back would leave the floor unraised: the
+    // script raises it only above the source's last id. Not handled yet.)
+    wait_until(Duration::from_secs(10), "a notices the loss", || a.logs().contains("lost data"));
     let mut after = None;
     wait_until(Duration::from_secs(10), "a acknowledges again", || {
         after = try_emit(&a, "s", "4").0.ok();
@@ -494,5 +498,4 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
         other => panic!("expected the gap frame, got {other:?}"),
     }
     assert_eq!(stream.next_event().id(), after);
-    assert!(a.logs().contains("lost data"), "{}", a.logs());
 }
