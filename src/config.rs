@@ -78,6 +78,10 @@ pub struct Config {
     pub redis: Option<RedisUrl>,
     /// Live partition streams in Redis (`--redis-partitions`).
     pub redis_partitions: u32,
+    /// PEM roots trusted for a `rediss://` URL besides the system's (`--redis-cacert`).
+    pub redis_cacert: Option<PathBuf>,
+    /// Replicas that must have a change before it is acknowledged (`--redis-replicas`).
+    pub redis_replicas: u32,
     /// `SO_REUSEPORT` on the listener: several processes share one port.
     pub reuse_port: bool,
     /// Names this process in every log line (`--node-name`); the binary
@@ -117,8 +121,14 @@ impl Config {
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             repair: self.repair,
-            redis: self.redis.clone(),
+            redis: self.redis.clone().map(|mut url| {
+                if let Some(tls) = &mut url.tls {
+                    tls.cacert = self.redis_cacert.clone();
+                }
+                url
+            }),
             redis_partitions: self.redis_partitions,
+            redis_replicas: self.redis_replicas,
         }
     }
 }
@@ -151,6 +161,8 @@ impl Default for Config {
             max_body_bytes_in_flight: DEFAULT_MAX_BODY_BYTES_IN_FLIGHT,
             redis: None,
             redis_partitions: crate::engine::redis::DEFAULT_PARTITIONS,
+            redis_replicas: 0,
+            redis_cacert: None,
             reuse_port: false,
             node_name: None,
             trusted_proxies: Vec::new(),
@@ -198,8 +210,10 @@ const FLAGS: &[(&str, &str, &str)] = &[
     ("tls-key", "FILE", "PEM private key (PKCS#8, SEC1 or PKCS#1) of --tls-cert"),
     ("max-body-bytes-in-flight", "BYTES", "request body bytes read at once over all connections; beyond: 503 [default: 67108864]"),
     ("repair", "", "start even if the log is damaged before its tail, cutting it at the last good record (--repair or --repair=true)"),
-    ("redis", "URL", "redis://[user:pass@]host:port[/db] or unix:///path: the redis engine, shared by many nodes"),
+    ("redis", "URL", "redis[s]://[user:pass@]host:port[/db], redis[s]-sentinel://host:port,…#MASTER or unix:///path: the redis engine"),
+    ("redis-cacert", "FILE", "PEM CA certificates trusted for rediss:// besides the system's"),
     ("redis-partitions", "N", "live partition streams in Redis; the first node's count wins [default: 16]"),
+    ("redis-replicas", "N", "acknowledge a change once N replicas have it (WAIT N 1000); fewer: 503 [default: 0]"),
     ("reuse-port", "", "SO_REUSEPORT: several processes listen on one port (--reuse-port or --reuse-port=true)"),
     ("trusted-proxy", "ADDRS", "proxies (IPs or CIDRs, comma list) whose X-Forwarded-For names the client in the access log"),
     ("node-name", "NAME", "name of this process in every log line [default: the pid with --reuse-port, else none]"),
@@ -285,6 +299,9 @@ impl Config {
         if config.tls_cert.is_some() != config.tls_key.is_some() {
             return Err(ConfigError("--tls-cert and --tls-key go together".into()));
         }
+        if config.redis_cacert.is_some() && config.redis.as_ref().is_none_or(|u| u.tls.is_none()) {
+            return Err(ConfigError("--redis-cacert needs a rediss:// or rediss-sentinel:// URL".into()));
+        }
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
@@ -343,6 +360,10 @@ impl Config {
             "state-file" => self.state_file = Some(v.into()),
             "engine" => self.engine = EngineKind::parse(&v).ok_or_else(|| bad("expected log, memory or redis"))?,
             "redis" => self.redis = Some(RedisUrl::parse(&v).map_err(|e| bad(&e))?),
+            "redis-cacert" => self.redis_cacert = Some(v.into()),
+            "redis-replicas" => {
+                self.redis_replicas = v.parse().ok().filter(|&n| n <= 16).ok_or_else(|| bad("expected a count from 0 to 16"))?
+            }
             "redis-partitions" => {
                 self.redis_partitions =
                     parse_positive(&v).filter(|&n| n <= 1024).ok_or_else(|| bad("expected a count from 1 to 1024"))? as u32
@@ -562,7 +583,12 @@ mod tests {
                 "--history-max-age and --history-max-bytes are not supported by the redis engine yet",
             ),
             ("--redis-partitions 0", "--redis-partitions: expected a count from 1 to 1024"),
-            ("--redis rediss://h:1", "--redis: expected redis://host:port or unix:///path (rediss:// TLS is not supported)"),
+            (
+                "--redis redis:/h:1",
+                "--redis: expected redis://host:port, rediss://host:port, redis-sentinel://host:port,…#MASTER or unix:///path",
+            ),
+            ("--redis redis://h:1 --redis-cacert ca.pem", "--redis-cacert needs a rediss:// or rediss-sentinel:// URL"),
+            ("--redis redis://h:1 --redis-replicas x", "--redis-replicas: expected a count from 0 to 16"),
         ];
         for (input, want) in table {
             assert_eq!(Config::from_args(&args(input), none).unwrap_err().to_string(), want);

@@ -825,8 +825,9 @@ fn signature_checks_and_tokens_are_shared_by_every_node() {
 
 /// Redis refuses writes (it became a replica, as an old master does after
 /// a failover): a delete, a clear, a revocation or a signature change
-/// answered `503` is not done on the node either, and no node shows it;
-/// all of them work once Redis takes writes again. (A Redis with its
+/// answered `503` is not done on the node either, and no node shows it
+/// (the node leaves the replica at its first `-READONLY`, and its `ROLE`
+/// keeps it away); all of them work once Redis is a master again. (A Redis with its
 /// memory full refuses only what adds: deletes still go through there.)
 #[test]
 fn changes_a_read_only_redis_refuses_are_taken_back() {
@@ -865,6 +866,8 @@ fn changes_a_read_only_redis_refuses_are_taken_back() {
     assert_eq!(a.request("POST", "/v1/sources/s/events", Some("3")).status, 503);
     unchanged(&b, "b");
     assert_eq!(redis.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    // The node left the replica to find the master again: back within its reconnect backoff.
+    wait_until(Duration::from_secs(3), "a is back on the master", || healthz(&a) == 200);
     assert_eq!(a.request("DELETE", &format!("/v1/sources/s/tokens/{token}"), None).status, 204);
     assert_eq!(with_token(&a), 401);
     assert_eq!(a.request("DELETE", "/v1/sources/s", None).status, 204);

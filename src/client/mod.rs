@@ -24,8 +24,8 @@ mod retry;
 mod signal;
 mod sse;
 #[cfg(feature = "tls")]
-mod tls;
-mod url;
+pub(crate) mod tls;
+pub(crate) mod url;
 
 use api::Api;
 use args::Command;

@@ -33,17 +33,40 @@ pub fn connect(mut sock: TcpStream, host: &str, tls: &Tls, url: &str, patience: 
     sock.set_write_timeout(Some(patience))?;
     while conn.is_handshaking() {
         if let Err(err) = conn.complete_io(&mut sock) {
-            return Err(handshake_error(url, err));
+            return Err(handshake_error(url, err, tls));
         }
     }
     Ok(StreamOwned::new(conn, sock))
 }
 
-fn handshake_error(url: &str, err: io::Error) -> Error {
+fn handshake_error(url: &str, err: io::Error, tls: &Tls) -> Error {
     let cause = match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(cert)) => match cert {
-            CertificateError::UnknownIssuer => {
-                "the certificate's issuer is unknown (unknown issuer; pass its CA with --cacert FILE, or --insecure)".to_string()
+        Some(e) => cause(e, tls),
+        None if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => "no answer in time".to_string(),
+        None => err.to_string(),
+    };
+    Error::Tls { url: url.to_string(), cause }
+}
+
+/// A failed handshake's cause in words (unknown issuer, name mismatch,
+/// expired), and what would help; also the Redis link's (`rediss://`).
+pub fn cause(err: &rustls::Error, tls: &Tls) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                let (flag, insecure) = match tls.cacert_flag {
+                    "--redis-cacert" => ("--redis-cacert", ""),
+                    "--to-cacert" => ("--to-cacert", ", or --to-insecure"),
+                    _ => ("--cacert", ", or --insecure"),
+                };
+                let (what, why) = match cert {
+                    // A trusted CA of the issuer's name did not sign it (another CA of the same name).
+                    CertificateError::BadSignature => {
+                        ("the certificate is not signed by the trusted CA of its issuer's name", "bad signature")
+                    }
+                    _ => ("the certificate's issuer is unknown", "unknown issuer"),
+                };
+                format!("{what} ({why}; pass its CA with {flag} FILE{insecure})")
             }
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 "the certificate is for another name (name mismatch)".to_string()
@@ -51,15 +74,13 @@ fn handshake_error(url: &str, err: io::Error) -> Error {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => "the certificate has expired (expired)".to_string(),
             other => format!("the certificate is refused ({other:?})"),
         },
-        Some(other) => other.to_string(),
-        None if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => "no answer in time".to_string(),
-        None => err.to_string(),
-    };
-    Error::Tls { url: url.to_string(), cause }
+        other => other.to_string(),
+    }
 }
 
-/// One config per set of options, built once (the system's roots are read once).
-fn config(tls: &Tls) -> Result<Arc<ClientConfig>, Error> {
+/// One config per set of options, built once (the system's roots are read
+/// once); the Redis link's too (`rediss://`).
+pub fn config(tls: &Tls) -> Result<Arc<ClientConfig>, Error> {
     static BUILT: Mutex<Vec<(Tls, Arc<ClientConfig>)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, config)) = built.iter().find(|(t, _)| t == tls) {

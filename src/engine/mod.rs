@@ -394,6 +394,8 @@ pub struct Settings {
     /// The `redis` engine's server and its number of partition streams.
     pub redis: Option<redis::RedisUrl>,
     pub redis_partitions: u32,
+    /// Replicas that must have a change before it is acknowledged (`WAIT`).
+    pub redis_replicas: u32,
 }
 
 /// An engine opened at bind (files locked, what was stored read), not yet
@@ -431,6 +433,7 @@ impl Opened {
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.bounds.max_events, "ssehub:")?;
+                opened.replicas = config.redis_replicas;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }

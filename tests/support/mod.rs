@@ -4,6 +4,8 @@
 
 pub mod net;
 pub mod node;
+#[cfg(feature = "redis")]
+pub mod sentinel;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -454,20 +456,53 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     pub dir: TempDir,
+    /// More of its command line (`with`).
+    extra: Vec<String>,
+    /// TLS only: the CA file `redis-cli` checks it with.
+    tls_ca: Option<String>,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = RedisServer { child: None, port, dir: TempDir::new("redis") };
+        Self::with(&[], None)
+    }
+
+    /// With more of its command line; `tls_ca`: it speaks TLS only (the
+    /// `extra` arguments say how), and `redis-cli` checks it with this CA.
+    pub fn with(extra: &[&str], tls_ca: Option<&str>) -> RedisServer {
+        Self::on(free_port(), extra, tls_ca)
+    }
+
+    fn on(port: u16, extra: &[&str], tls_ca: Option<&str>) -> RedisServer {
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut r = RedisServer { child: None, port, dir: TempDir::new("redis"), extra, tls_ca: tls_ca.map(Into::into) };
         r.restart();
         r
     }
 
+    /// TLS only on its port (`--tls-port`), with `cert`/`key` signed by
+    /// `ca` (PEM files); on 127.0.0.2 too (an address its certificate may not name).
+    pub fn tls(cert: &str, key: &str, ca: &str) -> RedisServer {
+        let port = free_port();
+        let p = port.to_string();
+        let tls = ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--tls-port", &p];
+        let args = [&tls[..], &["--bind", "127.0.0.1", "127.0.0.2"]].concat();
+        Self::on(port, &args, Some(ca))
+    }
+
     pub fn restart(&mut self) {
+        let plain = if self.tls_ca.is_some() { "0".to_string() } else { self.port.to_string() };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir", self.dir.path()])
+            .args(["--port", &plain, "--bind", "127.0.0.1", "--dir", self.dir.path()])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"])
+            // A replica's full sync starts at once (not after 5 s).
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -481,7 +516,7 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis{}://127.0.0.1:{}", if self.tls_ca.is_some() { "s" } else { "" }, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -498,7 +533,12 @@ impl RedisServer {
 
     /// One `redis-cli` command's output, trimmed ("" if it cannot connect).
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).stderr(Stdio::null()).output();
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cli.args(["--tls", "--cacert", ca]);
+        }
+        let out = cli.args(args).stderr(Stdio::null()).output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
     }
 }

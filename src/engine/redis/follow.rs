@@ -7,20 +7,23 @@ use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::error;
 use mio::{Registry, Token};
 
-use super::link::{Link, LinkState};
+use super::link::{Endpoint, Link, LinkState};
 use super::pipeline::{Awaited, OP_TIMEOUT, Pipeline};
 use super::records::{self, Record};
 use super::resp::Value;
-use super::url::RedisUrl;
 use crate::engine::SourceKey;
 use crate::sse::EventId;
 
-/// XREAD's BLOCK, and how long past it a reader waits before it gives up on the link.
-const BLOCK_MS: &str = "5000";
-const READ_TIMEOUT: Duration = Duration::from_secs(8);
+/// XREAD's BLOCK (`SSEHUB_REDIS_BLOCK_MS` overrides it: a knob for
+/// tests), and the read deadline: the block time and half as much again,
+/// at least a second (a link that answers nothing within it is dropped).
+const BLOCK_MS: u64 = 5000;
+
+fn block_ms() -> u64 {
+    std::env::var("SSEHUB_REDIS_BLOCK_MS").ok().and_then(|v| v.parse().ok()).filter(|&ms| ms > 0).unwrap_or(BLOCK_MS)
+}
 /// Entries per XREAD.
 const READ_COUNT: &str = "1000";
 
@@ -29,22 +32,24 @@ pub struct Reader {
     pub link: Link,
     /// The last partition id read: the next XREAD starts after it.
     pub cursor: Vec<u8>,
-    /// Replies to AUTH and SELECT still to come.
-    setup: usize,
     /// An XREAD is out since.
     reading: Option<Instant>,
+    /// XREAD's BLOCK, and the read deadline.
+    block: String,
+    read_timeout: Duration,
 }
 
 impl Reader {
     pub fn new(token: Token, cursor: Vec<u8>) -> Reader {
-        Reader { link: Link::new(token), cursor, setup: 0, reading: None }
+        let block = block_ms();
+        let read_timeout = Duration::from_millis(block + (block / 2).max(1000));
+        Reader { link: Link::new(token), cursor, reading: None, block: block.to_string(), read_timeout }
     }
 
     /// Connects if the link is down and its backoff has passed.
-    pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
-            self.link.connect(url, registry)?;
-            self.setup = url.setup().len();
+    pub fn connect_due(&mut self, at: &Endpoint, registry: &Registry, now: Instant) -> io::Result<()> {
+        if self.link.due(now) {
+            self.link.connect(at, registry)?;
             self.reading = None;
         }
         Ok(())
@@ -60,14 +65,6 @@ impl Reader {
 
     /// A reply: its records appended to `out`. An error loses the link.
     pub fn reply(&mut self, reply: Value, out: &mut VecDeque<Record>) -> Result<(), String> {
-        if self.setup > 0 {
-            self.setup -= 1;
-            if let Value::Error(e) = reply {
-                error!("Redis refused the connection's set-up: {}", String::from_utf8_lossy(&e));
-                return Err("set-up refused".into());
-            }
-            return Ok(());
-        }
         self.reading = None;
         match reply {
             Value::Nil => Ok(()),
@@ -88,7 +85,7 @@ impl Reader {
                 b"COUNT",
                 READ_COUNT.as_bytes(),
                 b"BLOCK",
-                BLOCK_MS.as_bytes(),
+                self.block.as_bytes(),
                 b"STREAMS",
                 stream.as_bytes(),
                 &self.cursor,
@@ -104,7 +101,7 @@ impl Reader {
 
     /// The link stopped answering: a read past its BLOCK, or a connect that takes too long.
     pub fn stuck(&self, now: Instant) -> bool {
-        self.reading.is_some_and(|at| now >= at + READ_TIMEOUT)
+        self.reading.is_some_and(|at| now >= at + self.read_timeout)
             || (self.link.state == LinkState::Connecting && self.reading.is_some_and(|at| now >= at + OP_TIMEOUT))
     }
 
@@ -114,7 +111,7 @@ impl Reader {
             consider(retry_at);
         }
         if let Some(t) = self.reading {
-            consider(t + READ_TIMEOUT);
+            consider(t + self.read_timeout);
         }
     }
 }

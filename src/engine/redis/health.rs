@@ -63,6 +63,11 @@ impl Health {
         }
     }
 
+    #[cfg(test)]
+    pub fn metrics_reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
     pub fn is_down(&self) -> bool {
         self.down_since.is_some()
     }
@@ -99,11 +104,44 @@ impl Health {
     }
 }
 
+/// Per link (the command link, then partition 0, 1, …): whether it is up
+/// and past its set-up, and the age of its last reply (a partition link
+/// gets one at least every block time, a command link a ping's every
+/// second: an age that grows says the link makes no progress).
+pub fn links(links: impl Iterator<Item = (bool, Instant)>, out: &mut String) {
+    let mut up = String::from(
+        "# HELP ssehub_redis_link_up 1 while a link to Redis is connected and past its set-up.\n# TYPE ssehub_redis_link_up gauge\n",
+    );
+    let mut age = String::from(
+        "# HELP ssehub_redis_link_read_age_seconds Time since a link to Redis last read a reply.\n# TYPE ssehub_redis_link_read_age_seconds gauge\n",
+    );
+    for (n, (is_up, last_read)) in links.enumerate() {
+        let label = if n == 0 { "command".to_string() } else { format!("partition-{}", n - 1) };
+        let ms = last_read.elapsed().as_millis();
+        up.push_str(&format!("ssehub_redis_link_up{{link=\"{label}\"}} {}\n", u8::from(is_up)));
+        // Whole milliseconds as seconds, with no float formatting (see `back`).
+        age.push_str(&format!("ssehub_redis_link_read_age_seconds{{link=\"{label}\"}} {}.{:03}\n", ms / 1000, ms % 1000));
+    }
+    out.push_str(&up);
+    out.push_str(&age);
+}
+
 /// Error replies that say the script did not run or wrote nothing:
 /// refused before its first write (`REFUSING`), or not loaded. (`LOST`
 /// did not run either, but the loss's write-back has already left without
 /// what the change took out: it counts as unknown.)
-const REFUSED: [&[u8]; 5] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT"];
+const REFUSED: [&[u8]; 7] = [b"OOM", b"MISCONF", b"READONLY", b"NOREPLICAS", b"NOSCRIPT", b"LOADING", b"MASTERDOWN"];
+/// Error replies that say the master is elsewhere (a replica, one that
+/// loads its data, one whose state changed under a blocked read, one cut
+/// from its master): the link is left and the master found again.
+const ELSEWHERE: [&str; 4] = ["READONLY", "LOADING", "UNBLOCKED", "MASTERDOWN"];
+
+/// Why a link leaves its server, if an error reply says the master is elsewhere.
+pub fn elsewhere(e: &[u8]) -> Option<String> {
+    let code = ELSEWHERE.iter().find(|code| e.starts_with(code.as_bytes()))?;
+    Some(format!("{code}: the master is elsewhere, finding it again"))
+}
+
 /// Redis refuses writes (memory full under `noeviction`, persistence
 /// failing, a replica, too few replicas for `min-replicas-to-write`): the
 /// engine is unhealthy until a change or a probe is taken.

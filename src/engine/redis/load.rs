@@ -13,8 +13,11 @@ use std::time::Duration;
 use log::{info, warn};
 
 use super::keys::KeyNames;
+use super::link::Endpoint;
+use super::master::Locator;
 use super::records::{field, parse_id};
 use super::resp::{self, Value};
+use super::sentinel::{self, ASK_TIMEOUT};
 use super::url::{Addr, RedisUrl};
 use crate::engine::{Recovered, SourceMeta, StoredSource, StoredToken};
 use crate::sse::EventId;
@@ -25,7 +28,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connected and loaded at bind; started on the reactor thread.
 pub struct Opened {
-    pub url: RedisUrl,
+    pub locator: Locator,
     pub keys: KeyNames,
     pub history: usize,
     pub partitions: u32,
@@ -33,18 +36,21 @@ pub struct Opened {
     pub epoch: Vec<u8>,
     pub default_key: Option<String>,
     pub recovered: Recovered,
+    /// `--redis-replicas` (set by the caller).
+    pub replicas: u32,
 }
 
 impl Opened {
     pub fn describe(&self) -> String {
-        self.url.describe()
+        self.locator.url.describe()
     }
 }
 
 /// Loads what Redis holds (blocking: before the reactor runs).
 pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io::Result<Opened> {
     let keys = KeyNames::new(prefix);
-    let loaded = load(url, &keys, partitions, history)
+    let mut locator = Locator::new(url.clone())?;
+    let loaded = load(&mut locator, &keys, partitions, history)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot load from Redis at {}: {e}", url.describe())))?;
     if loaded.partitions != partitions {
         warn!("--redis-partitions {partitions}: Redis already has {} partitions; using those", loaded.partitions);
@@ -52,7 +58,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
     let events: usize = loaded.recovered.sources.iter().map(|s| s.events.len()).sum();
     info!("loaded {} sources and {events} events from Redis at {}", loaded.recovered.sources.len(), url.describe());
     Ok(Opened {
-        url: url.clone(),
+        locator,
         keys,
         history,
         partitions: loaded.partitions,
@@ -60,6 +66,7 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
         epoch: loaded.epoch,
         default_key: loaded.recovered.default_key.clone(),
         recovered: loaded.recovered,
+        replicas: 0,
     })
 }
 
@@ -78,6 +85,28 @@ struct Loaded {
 enum Sock {
     Tcp(TcpStream),
     Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Sock {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.write_all(b),
+            Sock::Unix(s) => s.write_all(b),
+            #[cfg(feature = "tls")]
+            Sock::Tls(s) => s.write_all(b),
+        }
+    }
+
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(b),
+            Sock::Unix(s) => s.read(b),
+            #[cfg(feature = "tls")]
+            Sock::Tls(s) => s.read(b),
+        }
+    }
 }
 
 pub struct Blocking {
@@ -86,12 +115,27 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn connect(url: &RedisUrl) -> io::Result<Blocking> {
-        let sock = match &url.addr {
-            Addr::Tcp(addr) => {
-                let s = TcpStream::connect_timeout(addr, LOAD_TIMEOUT)?;
-                s.set_read_timeout(Some(LOAD_TIMEOUT))?;
-                s.set_write_timeout(Some(LOAD_TIMEOUT))?;
+    /// Connects where `url` says (the master, for a Sentinel URL).
+    #[cfg(test)]
+    pub fn open(url: &RedisUrl) -> io::Result<Blocking> {
+        let mut locator = Locator::new(url.clone())?;
+        Blocking::connect(&locate(&mut locator)?, LOAD_TIMEOUT)
+    }
+
+    pub fn connect(at: &Endpoint, patience: Duration) -> io::Result<Blocking> {
+        let sock = match &at.addr {
+            Addr::Tcp(addr, _name) => {
+                let s = TcpStream::connect_timeout(addr, patience)?;
+                s.set_read_timeout(Some(patience))?;
+                s.set_write_timeout(Some(patience))?;
+                let _ = s.set_nodelay(true);
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &at.tls {
+                    Sock::Tls(Box::new(tls.blocking(s, _name)?))
+                } else {
+                    Sock::Tcp(s)
+                }
+                #[cfg(not(feature = "tls"))]
                 Sock::Tcp(s)
             }
             Addr::Unix(path) => {
@@ -102,8 +146,15 @@ impl Blocking {
             }
         };
         let mut b = Blocking { sock, inbuf: Vec::new() };
-        for command in url.setup() {
+        for command in &at.setup {
             b.call(&[command.iter().map(Vec::as_slice).collect()])?;
+        }
+        if at.role {
+            let role = b.call(&[vec![b"ROLE"]]).ok();
+            let role = role.as_ref().and_then(|r| r[0].as_array()).and_then(|r| r.first()).and_then(Value::as_bytes);
+            if let Some(role) = role.filter(|r| *r != b"master") {
+                return Err(io::Error::other(format!("not the master (its ROLE is {})", String::from_utf8_lossy(role))));
+            }
         }
         Ok(b)
     }
@@ -115,10 +166,7 @@ impl Blocking {
         for c in commands {
             resp::command(&mut out, c);
         }
-        match &mut self.sock {
-            Sock::Tcp(s) => s.write_all(&out)?,
-            Sock::Unix(s) => s.write_all(&out)?,
-        }
+        self.sock.write_all(&out)?;
         let mut replies = Vec::with_capacity(commands.len());
         let mut used = 0;
         while replies.len() < commands.len() {
@@ -130,10 +178,7 @@ impl Blocking {
                 }
                 None => {
                     let mut chunk = [0u8; 64 * 1024];
-                    let n = match &mut self.sock {
-                        Sock::Tcp(s) => s.read(&mut chunk)?,
-                        Sock::Unix(s) => s.read(&mut chunk)?,
-                    };
+                    let n = self.sock.read(&mut chunk)?;
                     if n == 0 {
                         return Err(io::Error::other("Redis closed the connection"));
                     }
@@ -150,8 +195,34 @@ fn bad(what: &str) -> io::Error {
     io::Error::other(format!("unexpected reply from Redis to {what}"))
 }
 
-fn load(url: &RedisUrl, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
-    let mut b = Blocking::connect(url)?;
+/// Where the master is now: for a Sentinel URL, the Sentinels asked in
+/// turn (blocking, each within `ASK_TIMEOUT`); the first that answers goes first.
+fn locate(locator: &mut Locator) -> io::Result<Endpoint> {
+    if let Some(sentinels) = &mut locator.sentinels {
+        let mut why = Vec::new();
+        for n in 0..sentinels.count() {
+            let asked = sentinels.endpoint(n).and_then(|at| Blocking::connect(&at, ASK_TIMEOUT)).and_then(|mut b| {
+                let question: Vec<&[u8]> = sentinels.question().to_vec();
+                let reply = b.call(&[question])?;
+                sentinel::address(&reply[0]).ok_or_else(|| io::Error::other("it does not know the master"))
+            });
+            match asked {
+                Ok(addr) => {
+                    sentinels.answered(n, addr);
+                    break;
+                }
+                Err(e) => why.push(format!("Sentinel {}: {e}", n + 1)),
+            }
+        }
+        if sentinels.found.is_none() {
+            return Err(io::Error::other(format!("no Sentinel answered ({})", why.join("; "))));
+        }
+    }
+    locator.endpoint(std::time::Instant::now())?.ok_or_else(|| io::Error::other("no master found"))
+}
+
+fn load(locator: &mut Locator, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {
+    let mut b = Blocking::connect(&locate(locator)?, LOAD_TIMEOUT)?;
     let wanted = partitions.to_string();
     let fresh = crate::auth::random_base62(16);
     let r = b.call(&[

@@ -31,20 +31,29 @@
 //! This file is the engine: the changes, the replies and records applied
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
-//! is), `keys.rs` (the key layout), `load.rs` (the blocking load at
-//! start), `pipeline.rs` (the command link), `follow.rs` (the partition
-//! readers), `records.rs` (the records, sans I/O), `health.rs` (logs and
-//! metrics of the links), `link.rs` and `resp.rs` (one connection, RESP).
+//! is), `master.rs` and `sentinel.rs` (where the master is now),
+//! `keys.rs` (the key layout), `load.rs` (the blocking load at start),
+//! `pipeline.rs` (the command link), `replicas.rs` (`WAIT` before an
+//! acknowledgement), `follow.rs` (the partition readers), `records.rs`
+//! (the records, sans I/O), `health.rs` (logs and metrics of the links),
+//! `links.rs` (the links' lives), `link.rs`, `tls.rs` and `resp.rs` (one
+//! connection, TLS, RESP).
 
 mod follow;
 mod health;
 mod keys;
 mod link;
+mod links;
 mod load;
+mod master;
 mod pipeline;
 mod records;
+mod replicas;
 pub mod resp;
+mod sentinel;
 mod sources;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 
 use std::collections::VecDeque;
@@ -58,23 +67,26 @@ use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
 use follow::{Reader, Resync};
-use health::{Health, Refusing};
-use link::{Got, LinkState};
+use health::{Health, Refusing, elsewhere};
+use link::LinkState;
 pub use load::{Opened, open};
+use master::Locator;
 use pipeline::{Awaited, Pipeline};
 use records::Record;
+use replicas::Replicas;
 use resp::Value;
 use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
 
 /// Tokens of the engine's links: `TOKEN_BASE` is the command link,
-/// `TOKEN_BASE + 1 + n` partition `n`'s reader.
+/// `TOKEN_BASE + 1 + n` partition `n`'s reader, `sentinel::TOKEN` the Sentinel link.
 pub const TOKEN_BASE: usize = usize::MAX / 2;
 /// `--redis-partitions`' default.
 pub const DEFAULT_PARTITIONS: u32 = 16;
 
 pub struct Redis {
-    url: RedisUrl,
+    /// Where the master is (and the URL).
+    master: Locator,
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
@@ -92,10 +104,15 @@ pub struct Redis {
     resync: Option<Resync>,
     /// Records wait for a resync (or for the command link to ask one).
     stalled: bool,
+    /// A reply said the master is elsewhere (`-READONLY`, `-LOADING`, …):
+    /// the command link is dropped once the read's replies are taken.
+    elsewhere: Option<String>,
     scratch: Vec<u8>,
     health: Health,
     /// Redis refuses writes: unhealthy, and probing.
     refusing: Refusing,
+    /// `--redis-replicas`: changes wait for `WAIT`.
+    replicas: Replicas<TakeBack>,
 }
 
 impl Redis {
@@ -114,10 +131,10 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { locator, keys, history, partitions, cursors, epoch, default_key, replicas, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
-            url,
+            master: locator,
             registry,
             own,
             rings: Rings::new(history, 0),
@@ -132,9 +149,11 @@ impl Redis {
             default_key,
             resync: None,
             stalled: false,
+            elsewhere: None,
             scratch: Vec::new(),
             health: Health::default(),
             refusing: Refusing::default(),
+            replicas: Replicas::new(replicas),
         };
         r.connect_due(Instant::now());
         r
@@ -144,11 +163,6 @@ impl Redis {
         let t = Ticket(self.next_ticket);
         self.next_ticket += 1;
         t
-    }
-
-    fn fail_now(&mut self, ticket: Ticket) -> Ticket {
-        self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
-        ticket
     }
 
     /// Queues one script call on the command link.
@@ -220,87 +234,46 @@ impl Redis {
         }
     }
 
-    // ---- links ----
-
-    fn connect_due(&mut self, now: Instant) {
-        if let Err(e) = self.pipe.connect_due(&self.url, &self.registry, now) {
-            self.lose_cmd(&e.to_string());
-        }
-        for n in 0..self.readers.len() {
-            if let Err(e) = self.readers[n].connect_due(&self.url, &self.registry, now) {
-                self.lose_reader(n, &e.to_string());
-            }
-        }
-    }
-
-    fn lose_cmd(&mut self, why: &str) {
-        let (was_up, awaited) = self.pipe.lose(&self.registry);
-        self.health.lost(was_up, &self.url, "command link", why);
-        // A loss being handled is seen again on the next command, and handled then;
-        // a resync not answered is asked again.
-        self.recovering = false;
-        if self.resync.as_ref().is_some_and(|r| !r.done) {
-            self.resync = None;
-        }
-        // In flight: fails, except emits, which wait for their record (or their deadline).
-        for a in awaited {
-            if let Awaited::Change { ticket, take_back, .. } = a {
-                self.sources.take_back(&mut self.rings, take_back, false);
-                if let Some(ticket) = ticket {
-                    self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
-                }
-            }
-        }
-    }
-
-    fn lose_reader(&mut self, n: usize, why: &str) {
-        let was_up = self.readers[n].lose(&self.registry);
-        self.health.lost(was_up, &self.url, "a partition link", why);
-    }
-
-    fn on_ready(&mut self, event: &mio::event::Event) {
-        self.stalled = false;
-        let t = event.token().0;
-        let mut replies = std::mem::take(&mut self.replies);
-        if t == TOKEN_BASE {
-            let got = self.pipe.link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                self.on_reply(reply);
-            }
-            if let Got::Lost(why) = got {
-                self.lose_cmd(&why);
-            }
-        } else if let Some(n) = t.checked_sub(TOKEN_BASE + 1).filter(|&n| n < self.readers.len()) {
-            let got = self.readers[n].link.ready(event, &mut replies);
-            for reply in replies.drain(..) {
-                if let Err(why) = self.readers[n].reply(reply, &mut self.entries) {
-                    self.lose_reader(n, &why);
-                }
-            }
-            if let Got::Lost(why) = got {
-                self.lose_reader(n, &why);
-            }
-        }
-        self.replies = replies;
-        if self.health.is_down() && self.all_up() {
-            self.health.back(&self.url);
-        }
-    }
-
-    /// The command link is connected and has answered.
-    fn reachable(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0
-    }
-
-    fn all_up(&self) -> bool {
-        self.pipe.link.state == LinkState::Up && self.pipe.link.answered > 0 && self.readers.iter().all(|r| r.link.state == LinkState::Up)
-    }
-
     /// A reply on the command link.
     fn on_reply(&mut self, reply: Value) {
         let Some(awaited) = self.pipe.next_awaited() else {
             return self.lose_cmd("a reply nothing asked for");
         };
+        if let Value::Error(e) = &reply
+            && self.elsewhere.is_none()
+        {
+            self.elsewhere = elsewhere(e);
+        }
+        if let Awaited::Wait(at) = awaited {
+            self.health.rtt(at);
+            let (enough, held) = self.replicas.answered(&reply);
+            for (awaited, reply) in held {
+                if enough { self.settle(awaited, reply) } else { self.unconfirmed(awaited) }
+            }
+            return;
+        }
+        if let Err((awaited, reply)) = self.replicas.hold(awaited, reply) {
+            self.settle(awaited, reply);
+        }
+    }
+
+    /// A change that too few replicas confirmed (or whose `WAIT` was lost
+    /// with the link): `503`, its fate unknown.
+    fn unconfirmed(&mut self, awaited: Awaited<TakeBack>) {
+        match awaited {
+            Awaited::Emits { counters, .. } => self.pipe.fail_flights(&counters, &mut self.ready),
+            Awaited::Change { ticket, take_back, .. } => {
+                self.sources.take_back(&mut self.rings, take_back, false);
+                if let Some(ticket) = ticket {
+                    self.ready.push(Outcome::Done { ticket, result: Err(StorageError::Unreachable) });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What a reply on the command link answers, settled.
+    fn settle(&mut self, awaited: Awaited<TakeBack>, reply: Value) {
         match awaited {
             Awaited::Setup => {
                 if let Value::Error(e) = reply {
@@ -323,6 +296,8 @@ impl Redis {
                     _ => self.taken(),
                 }
             }
+            Awaited::Wait(_) => {}
+            Awaited::Tail(n) => self.tail(n, &reply),
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -386,7 +361,7 @@ impl Redis {
     /// Redis took emits (or the probe): healthy again if it refused changes.
     fn taken(&mut self) {
         if self.refusing.taken() {
-            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.url.describe());
+            throttled!(self.health.lines.taken, Info, "Redis at {} takes changes again", self.master.url.describe());
         }
     }
 
@@ -409,7 +384,11 @@ impl Redis {
             return;
         }
         self.recovering = true;
-        error!("Redis at {} lost data; writing back {} sources and raising their id floors", self.url.describe(), self.sources.count());
+        error!(
+            "Redis at {} lost data; writing back {} sources and raising their id floors",
+            self.master.url.describe(),
+            self.sources.count()
+        );
         let fresh = crate::auth::random_base62(16);
         let epoch = self.pipe.keys.epoch.clone();
         self.pipe.send(&[b"SET", epoch.as_bytes(), fresh.as_bytes(), b"NX"], Awaited::Setup);
@@ -471,7 +450,10 @@ impl Redis {
                     } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
                         self.resync = None;
                     }
-                    if let Some(flight) = self.pipe.land_own(&emit) {
+                    // (Not with `--redis-replicas`: its reply waits for `WAIT`.)
+                    if self.replicas.n == 0
+                        && let Some(flight) = self.pipe.land_own(&emit)
+                    {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
@@ -526,16 +508,10 @@ impl Redis {
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
-        if self.pipe.expire(now, &mut self.ready) {
-            self.lose_cmd("no answer");
-        }
-        for n in 0..self.readers.len() {
-            if self.readers[n].stuck(now) {
-                self.lose_reader(n, "no answer");
-            }
-        }
+        self.judge_deadlines(now);
         self.probe_if_due(now);
         self.pipe.ping_if_idle(now);
+        self.master.drive(&self.registry, now);
         self.connect_due(now);
     }
 
@@ -574,9 +550,19 @@ impl Engine for Redis {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return ticket;
         };
-        // Down: refused at once, not after a timeout (a connecting link queues).
+        // Down: refused at once, not after a timeout (a connecting link
+        // queues); surely not done, so what a delete took here is put back.
         if matches!(self.pipe.link.state, LinkState::Down { .. }) {
-            return self.fail_now(ticket);
+            let error = match (op, taken) {
+                (Op::Append { .. }, _) => StorageError::Unreachable,
+                (Op::Delete { key }, Some(t)) => {
+                    self.sources.take_back(&mut self.rings, TakeBack::Delete(key, Box::new(t)), true);
+                    StorageError::WriteFailed
+                }
+                _ => StorageError::WriteFailed,
+            };
+            self.ready.push(Outcome::Done { ticket, result: Err(error) });
+            return ticket;
         }
         match op {
             Op::Create { key, meta } => self.create(key, meta, Some(ticket)),
@@ -638,7 +624,9 @@ impl Engine for Redis {
     }
 
     fn flush(&mut self) {
+        self.master.flush();
         self.pipe.send_batch(&mut self.ready);
+        self.replicas.wait_if_due(&mut self.pipe);
         for n in 0..self.readers.len() {
             let keys = &self.pipe.keys;
             if let Err(why) = self.readers[n].flush(|| keys.partition(n as u32)) {
@@ -654,6 +642,7 @@ impl Engine for Redis {
 
     fn wants_flush(&self) -> bool {
         self.pipe.link.wants_flush()
+            || self.master.wants_flush()
             || self.pipe.has_batch()
             || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
@@ -675,6 +664,7 @@ impl Engine for Redis {
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         self.pipe.next_wake(&mut consider);
+        self.master.next_wake(&mut consider);
         for r in &self.readers {
             r.next_wake(&mut consider);
         }
@@ -690,12 +680,16 @@ impl Engine for Redis {
 
     fn metrics(&self, out: &mut String) {
         self.health.metrics(self.all_up(), out);
+        let links = std::iter::once(&self.pipe.link).chain(self.readers.iter().map(|r| &r.link));
+        health::links(links.map(|l| (l.passed_setup(), l.last_read)), out);
     }
 
-    /// The command link answers, and Redis takes changes (from the first
-    /// one it refuses until emits, or a probe, are taken).
+    /// Every link is up (the command link answers, each partition link is
+    /// connected: a node that delivers nothing is not healthy), and Redis
+    /// takes changes (from the first one it refuses until emits, or a
+    /// probe, are taken).
     fn healthy(&self) -> bool {
-        self.reachable() && !self.refusing.is_on()
+        self.all_up() && !self.refusing.is_on()
     }
 
     /// While Redis refuses writes, deletes and clears are still sent: one

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 
 use super::keys::{KeyNames, partition_of};
-use super::link::{Link, LinkState};
+use super::link::{Endpoint, Link, LinkState};
 use super::records;
-use super::url::RedisUrl;
 use crate::engine::{Outcome, SourceKey, StorageError, Ticket};
 use crate::text::push_u64;
 
@@ -38,7 +37,7 @@ const SCRIPT: &str = include_str!("script.lua");
 
 /// What a reply on the command link answers.
 pub enum Awaited<T> {
-    /// AUTH, SELECT, SCRIPT LOAD: an error loses the link.
+    /// SCRIPT LOAD and the SETs of a loss: an error loses the link.
     Setup,
     /// `GET epoch` when idle: liveness, and a Redis that lost its data.
     Ping(Instant),
@@ -52,6 +51,10 @@ pub enum Awaited<T> {
     Change { ticket: Option<Ticket>, take_back: T, at: Instant, epoch: u64 },
     /// The script's probe while Redis refuses changes (`probe`).
     Probe(Instant),
+    /// `WAIT` after a turn's changes (`replicas.rs`).
+    Wait(Instant),
+    /// Partition `n`'s newest id, asked at connect (`links.rs`).
+    Tail(usize),
 }
 
 /// An emit submitted and not yet answered.
@@ -106,6 +109,8 @@ pub struct Pipeline<T> {
     batch: Vec<(u64, String)>,
     batch_bytes: usize,
     pub last_sent: Instant,
+    /// Changes sent since the last `WAIT` (`replicas.rs`).
+    pub unwaited: usize,
 }
 
 impl<T> Pipeline<T> {
@@ -129,17 +134,15 @@ impl<T> Pipeline<T> {
             batch: Vec::new(),
             batch_bytes: 0,
             last_sent: Instant::now(),
+            unwaited: 0,
         }
     }
 
-    /// Connects if the link is down and its backoff has passed: AUTH,
-    /// SELECT and SCRIPT LOAD go first.
-    pub fn connect_due(&mut self, url: &RedisUrl, registry: &Registry, now: Instant) -> io::Result<()> {
-        if matches!(self.link.state, LinkState::Down { retry_at } if retry_at <= now) {
-            self.link.connect(url, registry)?;
-            for _ in 0..url.setup().len() {
-                self.awaited.push_back(Awaited::Setup);
-            }
+    /// Connects if the link is down and its backoff has passed: the
+    /// link's set-up and SCRIPT LOAD go first.
+    pub fn connect_due(&mut self, at: &Endpoint, registry: &Registry, now: Instant) -> io::Result<()> {
+        if self.link.due(now) {
+            self.link.connect(at, registry)?;
             self.load_script();
             self.last_sent = now;
         }
@@ -152,16 +155,20 @@ impl<T> Pipeline<T> {
         self.awaited.push_back(Awaited::Setup);
     }
 
-    /// Closes the link: what it awaited is the caller's to settle. True if it was up.
-    pub fn lose(&mut self, registry: &Registry) -> (bool, VecDeque<Awaited<T>>) {
+    /// Closes the link: what it awaited is the caller's to settle. True if
+    /// it was up; and true if it had passed its set-up (else nothing after
+    /// the set-up was sent: those commands surely did not run).
+    pub fn lose(&mut self, registry: &Registry) -> (bool, bool, VecDeque<Awaited<T>>) {
         let was_up = self.link.state == LinkState::Up;
+        let sent = self.link.passed_setup();
         self.link.lose(registry);
-        (was_up, std::mem::take(&mut self.awaited))
+        (was_up, sent, std::mem::take(&mut self.awaited))
     }
 
     /// Sends a command whose reply answers `awaited`.
     pub fn send(&mut self, command: &[&[u8]], awaited: Awaited<T>) {
         self.link.send(command);
+        self.unwaited += usize::from(matches!(awaited, Awaited::Change { .. }));
         self.awaited.push_back(awaited);
     }
 
@@ -181,6 +188,7 @@ impl<T> Pipeline<T> {
         all.extend_from_slice(args);
         self.link.send(&all);
         self.last_sent = Instant::now();
+        self.unwaited += 1;
         self.awaited.push_back(Awaited::Change { ticket, take_back, at: Instant::now(), epoch: self.epochs });
     }
 
@@ -247,6 +255,7 @@ impl<T> Pipeline<T> {
         }
         self.link.send(&all);
         self.last_sent = Instant::now();
+        self.unwaited += 1;
         let counters = batch.into_iter().map(|(c, _)| c).collect();
         self.awaited.push_back(Awaited::Emits { counters, at: Instant::now(), epoch: self.epochs });
     }
@@ -286,6 +295,11 @@ impl<T> Pipeline<T> {
             || (self.link.state == LinkState::Connecting && now >= self.last_sent + OP_TIMEOUT)
     }
 
+    /// A reply is past its deadline (the link is read before it is judged).
+    pub fn overdue(&self, now: Instant) -> bool {
+        self.oldest_timed().is_some_and(|at| now >= at + OP_TIMEOUT)
+    }
+
     /// `GET epoch` when the link is idle since `PING_INTERVAL`.
     pub fn ping_if_idle(&mut self, now: Instant) {
         if self.link.state == LinkState::Up && self.awaited.is_empty() && now >= self.last_sent + PING_INTERVAL {
@@ -299,8 +313,10 @@ impl<T> Pipeline<T> {
     /// When the oldest awaited reply that has a deadline was asked for.
     fn oldest_timed(&self) -> Option<Instant> {
         self.awaited.iter().find_map(|e| match e {
-            Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => Some(*at),
-            Awaited::Setup | Awaited::Epoch | Awaited::Resync => None,
+            Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
+                Some(*at)
+            }
+            Awaited::Setup | Awaited::Epoch | Awaited::Resync | Awaited::Tail(_) => None,
         })
     }
 

@@ -27,7 +27,7 @@ impl RedisServer {
             .expect("redis-server (scripts/test installs it)");
         let server = RedisServer { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while super::load::Blocking::connect(&server.url()).and_then(|mut b| b.call(&[vec![b"PING"]])).is_err() {
+        while super::load::Blocking::open(&server.url()).and_then(|mut b| b.call(&[vec![b"PING"]])).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -65,5 +65,39 @@ mod tests {
             },
             true,
         );
+    }
+}
+
+#[cfg(test)]
+mod deadlines {
+    use std::time::{Duration, Instant};
+
+    use super::super::{Redis, open};
+    use super::RedisServer;
+    use crate::engine::Engine;
+
+    /// A deadline is judged by the node's loop: a reply that reached the
+    /// socket while the node was busy (here: its loop not run at all) is
+    /// read when the deadline is judged, and the link is kept.
+    #[test]
+    fn a_reply_in_the_socket_is_taken_when_its_deadline_is_judged() {
+        let server = RedisServer::start();
+        let mut r = Redis::standalone(open(&server.url(), 1, 10, "judged:").unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !r.healthy() {
+            assert!(Instant::now() < deadline, "the engine did not connect");
+            r.flush();
+            r.poll(&mut Vec::new());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A ping as if sent 3 s from now, judged 2 s after that (past its
+        // 1.5 s deadline) with its reply unread in the socket.
+        let later = Instant::now() + Duration::from_secs(3);
+        r.pipe.ping_if_idle(later);
+        r.flush();
+        std::thread::sleep(Duration::from_millis(100));
+        r.timers(later + Duration::from_secs(2));
+        assert!(r.healthy(), "the reply was there: the link is kept");
+        assert_eq!(r.health.metrics_reconnects(), 0);
     }
 }

@@ -1,23 +1,78 @@
 //! Where Redis is: `RedisUrl` parsed from `--redis`, the address a link
-//! connects to (`Addr`), and the commands every new connection sends first
-//! (`setup`: AUTH and SELECT).
+//! connects to (`Addr`, resolved again on every connect: a managed Redis
+//! moves its primary behind one name), and the commands every new
+//! connection sends first (`setup`: AUTH and SELECT).
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-/// Where Redis is: `redis://[user:pass@]host:port[/db]` or `unix:///path`.
+/// Where Redis is: `redis[s]://[user:pass@]host:port[/db]`,
+/// `redis[s]-sentinel://[user:pass@]host[:port][,host[:port]…][/db]#MASTER`
+/// or `unix:///path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisUrl {
-    pub addr: Addr,
-    /// (user, password); `redis://:pass@` has no user.
+    pub target: Target,
+    /// (user, password) of the data nodes; `redis://:pass@` has no user.
     pub auth: Option<(Option<String>, String)>,
     pub db: u32,
+    /// `rediss://`, `rediss-sentinel://`: TLS, verified against the
+    /// system's roots plus these (`--redis-cacert`).
+    pub tls: Option<Tls>,
 }
 
-/// The socket address of a Redis server.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    pub cacert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Host(Host),
+    Unix(PathBuf),
+    /// Sentinels to ask where the master named `master` is.
+    Sentinel {
+        sentinels: Vec<Host>,
+        master: String,
+        password: Option<String>,
+    },
+}
+
+/// A host name or address and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub port: u16,
+}
+
+impl Host {
+    fn parse(s: &str, default_port: u16) -> Result<Host, String> {
+        let (name, port) = match s.rsplit_once(':').filter(|(h, _)| !h.is_empty() && !h.ends_with(':')) {
+            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port in {s}"))?),
+            None => (s, default_port),
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty() {
+            return Err("a host is missing".into());
+        }
+        Ok(Host { name: name.to_string(), port })
+    }
+
+    /// Resolved now (again on every connect).
+    pub fn resolve(&self) -> io::Result<Addr> {
+        let addr = (self.name.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", self.name)))?
+            .next()
+            .ok_or_else(|| io::Error::other(format!("{} resolves to no address", self.name)))?;
+        Ok(Addr::Tcp(addr, self.name.clone()))
+    }
+}
+
+/// The socket address of a Redis server (with the name its certificate is checked against).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {
-    Tcp(SocketAddr),
+    Tcp(SocketAddr, String),
     Unix(PathBuf),
 }
 
@@ -53,9 +108,34 @@ impl RedisUrl {
                     _ => return Err(format!("unknown parameter {k} (db, user, password)")),
                 }
             }
-            return Ok(RedisUrl { addr: Addr::Unix(path.into()), auth: pass.map(|p| (user, p)), db });
+            return Ok(RedisUrl { target: Target::Unix(path.into()), auth: pass.map(|p| (user, p)), db, tls: None });
         }
-        let rest = s.strip_prefix("redis://").ok_or("expected redis://host:port or unix:///path (rediss:// TLS is not supported)")?;
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(EXPECTED.into());
+        };
+        let (tls, sentinel) = match scheme {
+            "redis" => (false, false),
+            "rediss" => (true, false),
+            "redis-sentinel" => (false, true),
+            "rediss-sentinel" => (true, true),
+            _ => return Err(EXPECTED.into()),
+        };
+        if tls && !cfg!(feature = "tls") {
+            return Err(format!("{scheme}:// needs TLS, and this ssehub was built without it (cargo feature `tls`)"));
+        }
+        let (rest, master) = match rest.split_once('#') {
+            Some((rest, m)) if sentinel && !m.is_empty() => (rest, Some(crate::http::percent_decode(m))),
+            _ if sentinel => return Err("a Sentinel URL ends with #MASTER, the name the Sentinels know the master by".into()),
+            _ => (rest, None),
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut sentinel_password = None;
+        for (k, v) in crate::http::query_pairs(query) {
+            match k.as_str() {
+                "sentinel_password" if sentinel => sentinel_password = Some(v),
+                _ => return Err(format!("unknown parameter {k}{}", if sentinel { " (sentinel_password)" } else { "" })),
+            }
+        }
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((creds, rest)) => {
                 let (user, pass) = creds.split_once(':').unwrap_or(("", creds));
@@ -64,46 +144,80 @@ impl RedisUrl {
             }
             None => (None, rest),
         };
-        let (hostport, db) = match rest.split_once('/') {
+        let (hosts, db) = match rest.split_once('/') {
             Some((h, "")) => (h, 0),
             Some((h, db)) => (h, db.parse().map_err(|_| "the path must be a db number")?),
             None => (rest, 0),
         };
-        let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:6379") };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{hostport} resolves to no address"))?;
-        Ok(RedisUrl { addr: Addr::Tcp(addr), auth, db })
+        let target = match master {
+            Some(master) => {
+                let sentinels = hosts.split(',').map(|h| Host::parse(h, 26379)).collect::<Result<Vec<_>, _>>()?;
+                Target::Sentinel { sentinels, master, password: sentinel_password }
+            }
+            None => Target::Host(Host::parse(hosts, 6379)?),
+        };
+        Ok(RedisUrl { target, auth, db, tls: tls.then(Tls::default) })
+    }
+
+    /// The address of a server named in the URL (not a Sentinel's master:
+    /// `sentinel.rs` finds that), resolved now.
+    pub fn resolve(&self) -> io::Result<Addr> {
+        match &self.target {
+            Target::Host(h) => h.resolve(),
+            Target::Unix(p) => Ok(Addr::Unix(p.clone())),
+            Target::Sentinel { .. } => Err(io::Error::other("a Sentinel URL names no server")),
+        }
     }
 
     pub fn describe(&self) -> String {
-        match &self.addr {
-            Addr::Tcp(a) => format!("redis://{a}/{}", self.db),
-            Addr::Unix(p) => format!("unix://{}", p.display()),
+        let s = if self.tls.is_some() { "s" } else { "" };
+        match &self.target {
+            Target::Host(h) => format!("redis{s}://{}:{}/{}", h.name, h.port, self.db),
+            Target::Unix(p) => format!("unix://{}", p.display()),
+            Target::Sentinel { sentinels, master, .. } => {
+                let hosts: Vec<String> = sentinels.iter().map(|h| format!("{}:{}", h.name, h.port)).collect();
+                format!("redis{s}-sentinel://{}/{}#{master}", hosts.join(","), self.db)
+            }
         }
     }
 }
+
+const EXPECTED: &str = "expected redis://host:port, rediss://host:port, redis-sentinel://host:port,…#MASTER or unix:///path";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn host(name: &str, port: u16) -> Host {
+        Host { name: name.into(), port }
+    }
+
     #[test]
     fn urls() {
         let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
-        assert_eq!(u, RedisUrl { addr: Addr::Tcp("127.0.0.1:6380".parse().unwrap()), auth: None, db: 2 });
+        assert_eq!(u, RedisUrl { target: Target::Host(host("127.0.0.1", 6380)), auth: None, db: 2, tls: None });
         let u = RedisUrl::parse("redis://ann:p%40ss@127.0.0.1").unwrap();
         assert_eq!(u.auth, Some((Some("ann".into()), "p@ss".into())));
-        assert_eq!(u.addr, Addr::Tcp("127.0.0.1:6379".parse().unwrap()));
+        assert_eq!(u.target, Target::Host(host("127.0.0.1", 6379)));
         assert_eq!(RedisUrl::parse("redis://:secret@127.0.0.1:1/").unwrap().auth, Some((None, "secret".into())));
-        assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().addr, Addr::Unix("/run/redis.sock".into()));
+        assert_eq!(RedisUrl::parse("unix:///run/redis.sock").unwrap().target, Target::Unix("/run/redis.sock".into()));
         let u = RedisUrl::parse("unix:///run/r.sock?db=2&password=p%26w").unwrap();
         assert_eq!((u.db, u.auth), (2, Some((None, "p&w".to_string()))));
-        for bad in ["rediss://h:1", "http://x", "redis://127.0.0.1:1/x", "unix://rel"] {
+        for bad in ["http://x", "redis://127.0.0.1:1/x", "unix://rel", "redis-sentinel://h:1", "redis://h:x", "redis://h?x=1"] {
             assert!(RedisUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_and_sentinel_urls() {
+        let u = RedisUrl::parse("rediss://cache.example.com:6380").unwrap();
+        assert_eq!((u.target, u.tls), (Target::Host(host("cache.example.com", 6380)), Some(Tls::default())));
+        let u = RedisUrl::parse("redis-sentinel://:pw@10.0.0.1,10.0.0.2:26380/3?sentinel_password=s%21#my%20master").unwrap();
+        let sentinels = vec![host("10.0.0.1", 26379), host("10.0.0.2", 26380)];
+        assert_eq!(u.target, Target::Sentinel { sentinels, master: "my master".into(), password: Some("s!".into()) });
+        assert_eq!((u.db, u.auth, u.tls), (3, Some((None, "pw".into())), None));
+        assert_eq!(RedisUrl::parse("rediss-sentinel://a#m").unwrap().tls, Some(Tls::default()));
+        assert_eq!(RedisUrl::parse("redis-sentinel://a:1,b:2#m").unwrap().describe(), "redis-sentinel://a:1,b:2/0#m");
     }
 
     #[test]
