@@ -58,6 +58,8 @@ mod limits;
 mod metrics;
 mod notify;
 mod outq;
+#[cfg(feature = "tls")]
+mod provider;
 mod proxy;
 mod reactor;
 mod registry;

@@ -61,7 +61,7 @@ pub struct Server {
 
 impl Server {
     pub fn load(cert: &Path, key: &Path) -> Result<Server, String> {
-        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+        let ticketer = crate::provider::ticketer().map_err(|e| format!("TLS session tickets: {e}"))?;
         let sessions: Arc<dyn StoresServerSessions> = ServerSessionMemoryCache::new(SESSION_CACHE);
         let tried = [stamp(cert), stamp(key)];
         let (config, not_after) = configure(cert, key, &ticketer, &sessions)?;
@@ -109,7 +109,7 @@ fn configure(
     };
     let not_after = not_after(leaf).unwrap_or(0);
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-    let provider = Arc::new(provider());
+    let provider = Arc::new(crate::provider::provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
@@ -121,14 +121,6 @@ fn configure(
     config.ticketer = ticketer.clone();
     config.session_storage = sessions.clone();
     Ok((Arc::new(config), not_after))
-}
-
-/// rustls's *ring* provider: no aws-lc-rs (its C build and ~1 MB), as
-/// SPEC §9 asks; deprecated in 0.23.48 only for lacking post-quantum key
-/// exchange, which *ring* does not offer.
-#[allow(deprecated)]
-pub fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// The first byte on the TLS port starts a plain HTTP request: a

@@ -222,6 +222,25 @@ fn tls_1_2_and_1_3_are_accepted_1_1_refused_and_alpn_is_http_1_1() {
 }
 
 #[test]
+fn the_aes_gcm_suites_are_served_and_chacha20_poly1305_is_not() {
+    let certs = certs();
+    let (server, _metrics) = tls_server(&certs, &[]);
+    let ca = certs.path("ca.pem");
+    let tls13 = |suite: &str| s_client(server.addr, &["-tls1_3", "-ciphersuites", suite, "-CAfile", &ca]);
+    let tls12 = |suite: &str| s_client(server.addr, &["-tls1_2", "-cipher", suite, "-CAfile", &ca]);
+    for suite in ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"] {
+        let (ok, text) = tls13(suite);
+        assert!(ok && text.contains(suite), "{suite}: {text}");
+    }
+    let (ok, text) = tls12("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+    assert!(ok && text.contains("AES128-GCM-SHA256"), "{text}");
+    let (ok, text) = tls13("TLS_CHACHA20_POLY1305_SHA256");
+    assert!(!ok && text.contains("Cipher is (NONE)"), "TLS 1.3 ChaCha20-Poly1305 is refused: {text}");
+    let (ok, text) = tls12("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+    assert!(!ok && text.contains("Cipher is (NONE)"), "TLS 1.2 ChaCha20-Poly1305 is refused: {text}");
+}
+
+#[test]
 fn sessions_resume_with_tls_1_3_tickets_and_tls_1_2_ids() {
     let certs = certs();
     let (server, _metrics) = tls_server(&certs, &[]);

@@ -86,7 +86,7 @@ pub fn config(tls: &Tls) -> Result<Arc<ClientConfig>, Error> {
     if let Some((_, config)) = built.iter().find(|(t, _)| t == tls) {
         return Ok(config.clone());
     }
-    let provider = Arc::new(provider());
+    let provider = Arc::new(crate::provider::provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Usage(e.to_string()))?;
@@ -117,12 +117,6 @@ fn read_pem(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, Err
     CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))
-}
-
-/// The *ring* provider, as the server's (see `crate::tls::provider`).
-#[allow(deprecated)]
-fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// `--insecure`: any certificate is taken; signatures are still checked,
