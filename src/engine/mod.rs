@@ -210,6 +210,10 @@ pub enum Ack {
     Stored,
     /// An appended event, with the id it got.
     Appended(EventId),
+    /// An emit with an idempotency key already used with the same body:
+    /// nothing appended, the id the first emit got (decided by storage
+    /// shared by nodes, `redis`).
+    Replayed(EventId),
 }
 
 /// Why storage did not take a change; nothing of it is acknowledged.
@@ -223,6 +227,9 @@ pub enum StorageError {
     Unreachable,
     /// Another node took the name first (Redis).
     Conflict,
+    /// The emit's idempotency key was used with another body (decided by
+    /// storage shared by nodes, `redis`): nothing appended.
+    KeyReused,
 }
 
 impl fmt::Display for StorageError {
@@ -232,6 +239,7 @@ impl fmt::Display for StorageError {
             StorageError::SyncFailed => write!(f, "a sync of storage failed; restart needed"),
             StorageError::Unreachable => write!(f, "storage is unreachable"),
             StorageError::Conflict => write!(f, "a source with this name already exists"),
+            StorageError::KeyReused => write!(f, "this Idempotency-Key was used with another body on this source"),
         }
     }
 }
@@ -270,6 +278,11 @@ pub enum Outcome {
     Token {
         key: SourceKey,
         token: StoredToken,
+    },
+    /// Another node set the source's retention (the rings apply it).
+    Retention {
+        key: SourceKey,
+        retention: Retention,
     },
     /// Another node revoked one: its streams here end.
     TokenRevoked {
@@ -430,6 +443,7 @@ impl Opened {
             EngineKind::Redis => {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.bounds.max_events, "ssehub:")?;
+                opened.bounds = config.bounds;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }
@@ -475,7 +489,7 @@ impl Opened {
             Opening::Memory { limits } => Box::new(Memory::with_limits(limits, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
-            Opening::Redis(r) => Box::new(redis::Redis::start(*r, registry.try_clone()?)),
+            Opening::Redis(r) => Box::new(redis::Redis::start(redis::Opened { floor_ms, ..*r }, registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };

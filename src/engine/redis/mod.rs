@@ -53,7 +53,9 @@ use std::time::{Duration, Instant};
 use log::error;
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
+use super::{
+    Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
+};
 use crate::sse::{Event, EventId};
 use crate::throttle::throttled;
 use crate::verify::Verify;
@@ -62,7 +64,7 @@ use health::{Health, Refusing};
 use link::{Got, LinkState};
 pub use load::{Opened, open};
 use pipeline::{Awaited, Pipeline};
-use records::Record;
+use records::{Emitted, Record};
 use resp::Value;
 use sources::{Sources, TakeBack};
 pub use url::RedisUrl;
@@ -78,6 +80,10 @@ pub struct Redis {
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
+    /// A source's bounds where its retention sets none.
+    bounds: Bounds,
+    /// Ids start above this millisecond.
+    floor_ms: u64,
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
@@ -114,14 +120,16 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { url, keys, history, partitions, cursors, epoch, default_key, .. } = opened;
+        let Opened { url, keys, history, bounds, floor_ms, partitions, cursors, epoch, default_key, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             url,
             registry,
             own,
-            rings: Rings::new(history, 0),
-            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
+            rings: Rings::with_limits(Bounds { max_events: history, ..bounds }, 0),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, bounds.max_keys, epoch),
+            bounds: Bounds { max_events: history, ..bounds },
+            floor_ms,
             readers,
             sources: Sources::default(),
             next_ticket: 0,
@@ -156,20 +164,24 @@ impl Redis {
         self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
-    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
+    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8], idem: Option<IdemKey>, now_ms: u64) {
         let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
         let id = src.id.clone();
-        self.pipe.emit(ticket, key, id, payload, &mut self.ready);
+        let at = now_ms.max(self.floor_ms + 1);
+        self.pipe.emit(ticket, key, id, payload, idem, at, &mut self.ready);
     }
 
-    /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
+    /// One emit's part of a batch's reply (`records::emitted`), or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
         let Some(flight) = self.pipe.land(counter) else { return };
         let result = match (reply, records::emitted(reply)) {
-            (_, Some((id, prev))) => {
+            (_, Some(Emitted::Appended(id, prev))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                 // Delivered now if nothing before it is missing here; else the read brings it in order.
                 if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
@@ -177,6 +189,14 @@ impl Redis {
                 }
                 return;
             }
+            // Another emit (of any node) with the key and the same body got `id`: nothing appended.
+            (_, Some(Emitted::Replayed(id))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
+                Ok(Ack::Replayed(id))
+            }
+            (_, Some(Emitted::OtherBody)) => Err(StorageError::KeyReused),
             // The source is gone in Redis.
             (Value::Nil, _) => Ok(Ack::Stored),
             _ => Err(StorageError::Unreachable),
@@ -186,6 +206,7 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
+        self.rings.set_retention(key, &meta.retention, crate::sys::unix_ms());
         self.sources.insert(key, meta.clone(), EventId::default());
         self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
@@ -195,9 +216,30 @@ impl Redis {
     fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
-        let args: [&[u8]; 6] =
-            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
+        let (retention, keep, age) = (records::retention_text(&meta.retention), self.keep(&meta.retention), self.age(&meta.retention));
+        let args: [&[u8]; 9] = [
+            meta.account.as_bytes(),
+            meta.name.as_bytes(),
+            meta.endpoint_key.as_bytes(),
+            created.as_bytes(),
+            last.as_bytes(),
+            &verify,
+            retention.as_bytes(),
+            keep.as_bytes(),
+            age.as_bytes(),
+        ];
         self.call(&meta.id, op, &args, ticket, take_back);
+    }
+
+    /// What a source's history stream keeps: the count in effect, and one
+    /// more (the newest evicted).
+    fn keep(&self, retention: &Retention) -> String {
+        (retention.effective(self.bounds).max_events + 1).to_string()
+    }
+
+    /// A source's age bound in effect, in ms ('' for none).
+    fn age(&self, retention: &Retention) -> String {
+        retention.effective(self.bounds).max_age_ms.map(|ms| ms.to_string()).unwrap_or_default()
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
@@ -460,7 +502,8 @@ impl Redis {
                                         Info,
                                         "source {source}: catching up from its history after {last} (this node fell behind its partition)"
                                     );
-                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
+                                    let keep = self.sources.get(key).map(|s| self.keep(&s.meta.retention)).unwrap_or_default();
+                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev, &keep));
                                 } else {
                                     self.resync = waiting;
                                 }
@@ -473,6 +516,9 @@ impl Redis {
                     }
                     if let Some(flight) = self.pipe.land_own(&emit) {
                         // Our emit, its reply not (yet) here: the record proves Redis took it.
+                        if let Some(idem) = flight.idem {
+                            self.rings.remember(key, idem, id);
+                        }
                         self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
                     }
                     self.deliver(key, id, &payload);
@@ -562,9 +608,9 @@ impl Engine for Redis {
                 taken = self.sources.take(&mut self.rings, *key);
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
-            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
-            // Refused above this engine (the API) until Redis keeps it: nothing to store.
-            Op::Retention { .. } => None,
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } | Op::Retention { key, .. } => {
+                self.sources.get(*key).map(|s| s.id.clone())
+            }
             Op::RevokeToken { token } => self.sources.iter().find(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone()),
             Op::Create { .. } | Op::Append { .. } | Op::Import { .. } | Op::DefaultKey(_) => Some(String::new()),
         };
@@ -587,15 +633,26 @@ impl Engine for Redis {
                 let before = self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
-            // Idempotency keys are refused above this engine (the API, the handle) until Redis keeps them.
-            Op::Append { key, payload, .. } => self.emit(ticket, key, payload),
-            Op::Retention { .. } => {}
+            // With an idempotency key, the script decides: appended, replayed, or the key's other body.
+            Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem, now_ms),
+            Op::Retention { key, retention } => {
+                // In effect here at once (a refusal does not bring back what it evicted); other nodes apply its record.
+                let mut before = retention;
+                if let Some(src) = self.sources.get_mut(key) {
+                    before = std::mem::replace(&mut src.meta.retention, retention);
+                }
+                self.rings.set_retention(key, &retention, now_ms);
+                let (text, keep, age, now) =
+                    (records::retention_text(&retention), self.keep(&retention), self.age(&retention), now_ms.to_string());
+                let args: [&[u8]; 4] = [text.as_bytes(), keep.as_bytes(), age.as_bytes(), now.as_bytes()];
+                self.call(&id, b"r", &args, Some(ticket), TakeBack::Retention(key, before));
+            }
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
                 for (_, payload) in &source.events {
                     let t = self.ticket();
-                    self.emit(t, key, payload);
+                    self.emit(t, key, payload, None, now_ms);
                 }
             }
             Op::Verify { key, verify } => {
@@ -684,6 +741,24 @@ impl Engine for Redis {
 
     fn rings(&self) -> &Rings {
         &self.rings
+    }
+
+    /// Each node evicts by age from the ids, by the same rule, so every
+    /// node shows the same events after the deadline.
+    fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        let evicted = |rings: &Rings| rings.history(key).and_then(|h| h.evicted());
+        let before = evicted(&self.rings);
+        let next = self.rings.expire(key, now_ms);
+        // Redis's copy goes too (any node may ask; the same trim twice does nothing).
+        if evicted(&self.rings) != before
+            && self.pipe.link.state == LinkState::Up
+            && let Some(src) = self.sources.get(key)
+            && let Some(age) = src.meta.retention.effective(self.bounds).max_age_ms
+        {
+            let (id, cut) = (src.id.clone(), now_ms.saturating_sub(age).to_string());
+            self.call(&id, b"a", &[cut.as_bytes()], None, TakeBack::Nothing);
+        }
+        next
     }
 
     fn metrics(&self, out: &mut String) {
