@@ -28,14 +28,16 @@
 //! probe sent once a second meanwhile, are taken; deletes and clears are
 //! still tried meanwhile (a full memory takes them).
 //!
-//! This file is the engine: the changes, the replies and records applied
+//! This file is the engine: the changes, the replies applied
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
 //! is), `keys.rs` (the key layout), `load.rs` (the blocking load at
 //! start), `pipeline.rs` (the command link), `follow.rs` (the partition
-//! readers), `records.rs` (the records, sans I/O), `health.rs` (logs and
+//! readers), `deliver.rs` (records and replies into the rings, once, in
+//! order, at poll), `records.rs` (the records, sans I/O), `health.rs` (logs and
 //! metrics of the links), `link.rs` and `resp.rs` (one connection, RESP).
 
+mod deliver;
 mod follow;
 mod health;
 mod keys;
@@ -56,9 +58,10 @@ use mio::{Events, Poll, Registry, Token};
 use super::{
     Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
 };
-use crate::sse::{Event, EventId};
+use crate::sse::EventId;
 use crate::throttle::throttled;
 use crate::verify::Verify;
+use deliver::Held;
 use follow::{Reader, Resync};
 use health::{Health, Refusing};
 use link::{Got, LinkState};
@@ -91,6 +94,8 @@ pub struct Redis {
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Record>,
+    /// What replies brought since the last poll (`deliver.rs`).
+    held: Vec<Held>,
     replies: Vec<Value>,
     /// A loss is being handled (the new epoch not yet known).
     recovering: bool,
@@ -135,6 +140,7 @@ impl Redis {
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
+            held: Vec::new(),
             replies: Vec::new(),
             recovering: false,
             default_key,
@@ -183,9 +189,9 @@ impl Redis {
                     self.rings.remember(flight.key, idem, id);
                 }
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
-                // Delivered now if nothing before it is missing here; else the read brings it in order.
+                // Delivered (at the next poll) if nothing before it is missing here; else the read brings it in order.
                 if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
-                    self.deliver(flight.key, id, &flight.payload);
+                    self.hold(flight.key, id, &flight.payload);
                 }
                 return;
             }
@@ -247,19 +253,6 @@ impl Redis {
     fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, take_back: TakeBack) {
         let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
         self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, take_back);
-    }
-
-    /// Retains and publishes an event if it is the source's next here.
-    fn deliver(&mut self, key: SourceKey, id: EventId, payload: &[u8]) {
-        let Some(src) = self.sources.get_mut(key) else { return };
-        if id <= src.last {
-            return;
-        }
-        src.last = id;
-        let event = Event::new(id, &src.id, payload, &mut self.scratch);
-        if self.rings.retain(key, event.clone()) {
-            self.ready.push(Outcome::Publish { key, event });
-        }
     }
 
     // ---- links ----
@@ -473,102 +466,6 @@ impl Redis {
         }
     }
 
-    /// Applies read records in order; stops after a remote create, which
-    /// the core must register (and name a key for) before the source's
-    /// next records.
-    fn apply_entries(&mut self) {
-        while let Some(entry) = self.entries.pop_front() {
-            match entry {
-                Record::Event { source, id, prev, emit, payload } => {
-                    let Some(key) = self.sources.key_of(&source) else { continue };
-                    let last = self.sources.get(key).map_or(EventId::default(), |s| s.last);
-                    if prev > last && id > last {
-                        match self.resync.take() {
-                            // Caught up as far as history holds: the rest is gone.
-                            Some(r) if r.key == key && r.prev == prev && r.done => {
-                                self.rings.lost_up_to(key, prev);
-                                if !r.gap_sent {
-                                    throttled!(self.health.lines.lost, Warn, "source {source}: events after {last} up to {prev} are lost");
-                                    self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from: Some(id) } });
-                                }
-                            }
-                            waiting => {
-                                // A finished resync still here is stale (its source went meanwhile).
-                                let waiting = waiting.filter(|r| !r.done);
-                                self.stalled = true;
-                                if waiting.is_none() && self.pipe.link.state == LinkState::Up {
-                                    throttled!(
-                                        self.health.lines.catching_up,
-                                        Info,
-                                        "source {source}: catching up from its history after {last} (this node fell behind its partition)"
-                                    );
-                                    let keep = self.sources.get(key).map(|s| self.keep(&s.meta.retention)).unwrap_or_default();
-                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev, &keep));
-                                } else {
-                                    self.resync = waiting;
-                                }
-                                self.entries.push_front(Record::Event { source, id, prev, emit, payload });
-                                return;
-                            }
-                        }
-                    } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
-                        self.resync = None;
-                    }
-                    if let Some(flight) = self.pipe.land_own(&emit) {
-                        // Our emit, its reply not (yet) here: the record proves Redis took it.
-                        if let Some(idem) = flight.idem {
-                            self.rings.remember(key, idem, id);
-                        }
-                        self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
-                    }
-                    self.deliver(key, id, &payload);
-                }
-                Record::Created(meta) => {
-                    if !self.sources.is_new(&meta.id) {
-                        continue;
-                    }
-                    self.ready.push(Outcome::Created(Box::new(StoredSource {
-                        meta,
-                        events: Vec::new(),
-                        last_id: None,
-                        evicted: None,
-                        keys: Vec::new(),
-                    })));
-                    return;
-                }
-                control => self.sources.apply(control, &mut self.rings, &mut self.ready),
-            }
-        }
-    }
-
-    /// The history's events after the source's last delivered one.
-    fn resynced(&mut self, reply: &Value) {
-        let Some(r) = &mut self.resync else { return };
-        r.done = true;
-        let (key, prev) = (r.key, r.prev);
-        let Some(last) = self.sources.get(key).map(|s| s.last) else { return };
-        // (id, the id before it, payload)
-        let events = records::history(reply, prev);
-        if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
-            // Some of what this node missed is no longer in the history either.
-            throttled!(
-                self.health.lines.evicted,
-                Warn,
-                "source {}: events after {last} up to {before} were evicted before this node caught up",
-                self.sources.get(key).map_or("", |s| &s.id)
-            );
-            self.rings.lost_up_to(key, before);
-            let resumed_from = events.first().map(|e| e.0);
-            self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from } });
-            if let Some(r) = &mut self.resync {
-                r.gap_sent = true;
-            }
-        }
-        for (id, _, payload) in events {
-            self.deliver(key, id, &payload);
-        }
-    }
-
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
@@ -713,10 +610,12 @@ impl Engine for Redis {
             || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()
+            || !self.held.is_empty()
     }
 
     fn poll(&mut self, out: &mut Vec<Outcome>) {
         self.drive_own_poll();
+        self.release_held();
         self.apply_entries();
         self.timers(Instant::now());
         out.append(&mut self.ready);

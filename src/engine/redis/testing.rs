@@ -68,6 +68,47 @@ mod tests {
         );
     }
 
+    /// As the reactor drives the engine (its links read with the clients'
+    /// sockets, its outcomes taken when the turn settles), an acknowledged
+    /// event is in the ring only once it is published: a stream opened
+    /// between the two would otherwise replay it and then get it again.
+    #[test]
+    fn an_event_enters_the_ring_with_its_publish() {
+        use crate::engine::{Engine, Op, Outcome};
+        let server = RedisServer::start();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut e = Redis::start(open(&server.url(), 4, 10, "held:").unwrap(), poll.registry().try_clone().unwrap());
+        let mut events = mio::Events::with_capacity(64);
+        let (mut out, mut published) = (Vec::new(), 0);
+        let meta = crate::engine::conformance::meta(1);
+        let created = e.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+        let mut emitted = None;
+        for _ in 0..1000 {
+            e.flush();
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(10))).unwrap();
+            for event in events.iter() {
+                e.ready(event);
+            }
+            // Here the reactor handles the clients' sockets: a resume replays the ring.
+            let retained = e.rings().history(1).map_or(0, |h| h.len());
+            assert_eq!(retained, published, "in the ring, not yet published");
+            e.poll(&mut out);
+            for o in out.drain(..) {
+                match o {
+                    Outcome::Done { ticket, .. } if ticket == created => {
+                        emitted = Some(e.submit(Op::Append { key: 1, payload: b"1", idem: None }, 2_000))
+                    }
+                    Outcome::Publish { .. } => published += 1,
+                    _ => {}
+                }
+            }
+            if published == 1 && emitted.is_some() {
+                return;
+            }
+        }
+        panic!("the emit was not published");
+    }
+
     /// What the emit's script answers for keys: the first node's emit is
     /// replayed on another node, another body is refused, and each source
     /// keeps at most `--idempotency-keys` keys in Redis (the oldest go).
