@@ -82,7 +82,7 @@ pub enum Error {
     IdempotencyKeyReused,
     /// An emit with the idempotency key is still being stored: retry.
     IdempotencyKeyInFlight,
-    /// The engine does not do this yet (idempotency keys with `redis`).
+    /// The engine does not do this (no engine answers it today).
     Unsupported(&'static str),
 }
 

@@ -305,9 +305,6 @@ impl Config {
         if config.engine == EngineKind::Redis && config.redis.is_none() {
             return Err(ConfigError("--engine redis needs --redis URL".into()));
         }
-        if config.engine == EngineKind::Redis && (config.history_max_age.is_some() || config.history_max_bytes.is_some()) {
-            return Err(ConfigError("--history-max-age and --history-max-bytes are not supported by the redis engine yet".into()));
-        }
         Ok(config)
     }
 
@@ -578,10 +575,6 @@ mod tests {
         assert_eq!(c.engine, EngineKind::Memory, "an engine given wins");
         let table = [
             ("--engine redis", "--engine redis needs --redis URL"),
-            (
-                "--redis redis://127.0.0.1:1 --history-max-age 1h",
-                "--history-max-age and --history-max-bytes are not supported by the redis engine yet",
-            ),
             ("--redis-partitions 0", "--redis-partitions: expected a count from 1 to 1024"),
             (
                 "--redis redis:/h:1",

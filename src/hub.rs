@@ -396,6 +396,12 @@ impl<W> Hub<W> {
                 Outcome::Gap { key, gap } => self.effects.push(Effect::Gap(key, gap)),
                 // (A source gone meanwhile has nothing to set.)
                 Outcome::Verify { key, verify } => drop(self.registry.set_verify(key, verify)),
+                Outcome::Retention { key, retention } => {
+                    if self.registry.get(key).is_some() {
+                        self.registry.set_retention(key, retention);
+                        self.aging.push(key);
+                    }
+                }
                 Outcome::Token { key, token } => {
                     if self.registry.get(key).is_some() {
                         self.tokens.insert(&token.token, key, token.expires_at);
@@ -432,7 +438,8 @@ impl<W> Hub<W> {
         }
         match result {
             // Not a failure of storage: another node took the name first.
-            Err(StorageError::Conflict) => p.undo.apply(&mut self.registry, &mut self.tokens, StorageError::Conflict),
+            // (Nor is an idempotency key used with another body, seen by Redis.)
+            Err(e @ (StorageError::Conflict | StorageError::KeyReused)) => p.undo.apply(&mut self.registry, &mut self.tokens, e),
             Err(e) => {
                 if !self.failing {
                     throttled!(self.fail_lines, Error, "storage unavailable: {e}; changes are refused (503) until it recovers");

@@ -478,6 +478,204 @@ fn a_lost_reply_is_not_stored_twice() {
     assert_eq!(ids, [first, lost_reply[0].clone(), last]);
 }
 
+fn emit_keyed(node: &TestServer, source: &str, key: &str, body: &str) -> support::Response {
+    let headers = format!("Authorization: Bearer {}\r\nIdempotency-Key: {key}\r\n", node.key);
+    node.raw_request("POST", &format!("/v1/sources/{source}/events"), &headers, Some(body))
+}
+
+/// An `Idempotency-Key` is decided in Redis, for every node: a repeat on
+/// another node answers the first emit's id with `Idempotent-Replayed`,
+/// another body is a 422 there too, and each node shows one event.
+#[test]
+fn an_idempotency_key_is_the_same_on_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let first = emit_keyed(&a, "s", "order-1042", r#"{"total":12}"#);
+    assert_eq!((first.status, first.header("idempotent-replayed")), (202, None), "{}", first.body);
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    for n in [&a, &b] {
+        let again = emit_keyed(n, "s", "order-1042", r#"{"total":12}"#);
+        assert_eq!((again.status, again.json()["id"].as_str()), (202, Some(id.as_str())), "{}", again.body);
+        assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+        let other = emit_keyed(n, "s", "order-1042", r#"{"total":13}"#);
+        assert_eq!(
+            (other.status, other.json()["error"].as_str()),
+            (422, Some("this Idempotency-Key was used with another body on this source"))
+        );
+    }
+    // Per source: the same key on another source is its own emit.
+    a.create_source("t");
+    wait_until(Duration::from_secs(5), "b has the second source", || source_names(&b).len() == 2);
+    let r = emit_keyed(&b, "t", "order-1042", r#"{"total":12}"#);
+    assert_eq!((r.status, r.header("idempotent-replayed")), (202, None), "{}", r.body);
+    let last = b.emit("s", "{}");
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "both events on both nodes", || summary_ids(n, "s").len() == 2);
+        assert_eq!(summary_ids(n, "s"), [id.clone(), last.clone()], "one event for the key");
+    }
+}
+
+/// Two nodes given the same key at the same moment, many times: one
+/// event per key, and both answers name it.
+#[test]
+fn two_nodes_given_the_same_key_at_once_store_one_event() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let rounds = 30;
+    for round in 0..rounds {
+        let key = format!("k-{round}");
+        let body = format!("{{\"round\":{round}}}");
+        let start = std::sync::Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|scope| {
+            let (start, key, body) = (&start, &key, &body);
+            let ta = scope.spawn(|| {
+                start.wait();
+                emit_keyed(&a, "s", key, body)
+            });
+            let tb = scope.spawn(|| {
+                start.wait();
+                emit_keyed(&b, "s", key, body)
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert_eq!((ra.status, rb.status), (202, 202), "{} / {}", ra.body, rb.body);
+        assert_eq!(ra.json()["id"], rb.json()["id"], "round {round}: both answers name one event");
+        let replays = [&ra, &rb].iter().filter(|r| r.header("idempotent-replayed").is_some()).count();
+        assert_eq!(replays, 1, "round {round}: one of them is the replay");
+    }
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "every event on both nodes", || summary_ids(n, "s").len() >= rounds);
+        assert_eq!(summary_ids(n, "s").len(), rounds, "one event per key");
+    }
+}
+
+/// An emit with a key whose reply is lost (the proxy cuts it), then the
+/// client's retry with the same key, on the same node and on another
+/// (which only Redis can answer): one event, and each retry answers its id.
+#[test]
+fn a_lost_reply_then_a_retry_with_the_key_stores_one_event() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let redis = RedisServer::start();
+    let proxy = CuttingProxy::start(redis.port, b"LOST-REPLY");
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let a = TestServer::start(&["--redis", &url]);
+    let b = node(&redis, &[]);
+    a.create_source("s");
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    let body = r#"{"marker":"LOST-REPLY"}"#;
+    proxy.armed.store(true, SeqCst);
+    let r = emit_keyed(&a, "s", "retry-me", body);
+    assert_eq!(proxy.cuts.load(SeqCst), 1, "the proxy cut the reply");
+    assert!(matches!(r.status, 202 | 503), "{}: {}", r.status, r.body);
+    a.wait_metric("ssehub_redis_reconnects_total", 1);
+    wait_until(Duration::from_secs(10), "the node reconnects", || healthz(&a) == 200);
+    let retry = emit_keyed(&b, "s", "retry-me", body);
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed").as_deref(), Some("true"));
+    let id = retry.json()["id"].as_str().unwrap().to_string();
+    let again = emit_keyed(&a, "s", "retry-me", body);
+    assert_eq!((again.status, again.json()["id"].as_str()), (202, Some(id.as_str())), "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the event on both nodes", || !summary_ids(n, "s").is_empty());
+        assert_eq!(summary_ids(n, "s"), [id.as_str()], "stored once");
+    }
+    if r.status == 202 {
+        assert_eq!(r.json()["id"], retry.json()["id"]);
+    }
+    eprintln!("lost reply answered {}", r.status);
+}
+
+fn source_json(n: &TestServer, source: &str) -> serde_json::Value {
+    let r = n.request("GET", &format!("/v1/sources/{source}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["data"].clone()
+}
+
+fn gap_frame(n: &TestServer, source: &str, after: &str) -> serde_json::Value {
+    let mut sse = n.subscribe(&format!("/sources/{source}/sse"), &format!("Last-Event-ID: {after}\r\n"));
+    match sse.next_event() {
+        Frame::Named { event, data } if event == "gap" => serde_json::from_str(&data).unwrap(),
+        other => panic!("expected the gap frame, got {other:?}"),
+    }
+}
+
+/// A source's retention set on one node is every node's: shown in its
+/// JSON, and in effect at once on the other node too (a smaller count
+/// evicts there, with the gap frame for a resume from before); a node
+/// started later loads it.
+#[test]
+fn a_retention_set_on_one_node_takes_effect_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let r = a.request("POST", "/v1/sources", Some(r#"{"name":"s","retention":{"max_events":8,"max_bytes":100000}}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let want = serde_json::json!({"max_events":8,"max_age_s":null,"max_bytes":100000});
+    wait_until(Duration::from_secs(5), "b has the source", || source_names(&b) == ["s"]);
+    assert_eq!(source_json(&b, "s")["retention"], want, "created with it on the other node");
+    let ids: Vec<String> = (0..10).map(|n| a.emit("s", &format!("{{\"n\":{n}}}"))).collect();
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the events on both nodes", || summary_ids(n, "s").last() == ids.last());
+        assert_eq!(summary_ids(n, "s"), ids[2..], "8, not the server's 100");
+    }
+    let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"retention":{"max_events":3}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let want = serde_json::json!({"max_events":3,"max_age_s":null,"max_bytes":null});
+    wait_until(Duration::from_secs(2), "b applies the PATCH", || source_json(&b, "s")["retention"] == want);
+    for n in [&a, &b] {
+        assert_eq!(summary_ids(n, "s"), ids[7..], "in effect at once");
+        assert_eq!(gap_frame(n, "s", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":ids[7],"lost":"unknown"}));
+    }
+    // A node started now loads the setting and what it keeps.
+    let c = node(&redis, &[]);
+    assert_eq!(source_json(&c, "s")["retention"], want);
+    assert_eq!(summary_ids(&c, "s"), ids[7..]);
+    let more = b.emit("s", "{}");
+    for n in [&a, &b, &c] {
+        wait_until(Duration::from_secs(5), "the new event everywhere", || summary_ids(n, "s").last() == Some(&more));
+        assert_eq!(summary_ids(n, "s"), [&ids[8..], &[more.clone()][..]].concat());
+    }
+}
+
+/// With `max_age_s 2` two nodes agree after the eviction: their summaries
+/// empty within about two seconds of the emits, and a resume from before
+/// gets the gap frame on either; `--history-max-age` is a default there too.
+#[test]
+fn two_redis_nodes_agree_after_an_age_eviction() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &["--history-max-age", "1h"]), node(&redis, &["--history-max-age", "1h"]));
+    let r = a.request("POST", "/v1/sources", Some(r#"{"name":"aged","retention":{"max_age_s":2}}"#));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let plain = a.create_source("plain");
+    assert_eq!(plain["retention"]["max_age_s"], 3600, "the flag's default");
+    wait_until(Duration::from_secs(5), "b has the sources", || source_names(&b).len() == 2);
+    let ids: Vec<String> = (0..3).map(|n| a.emit("aged", &format!("{{\"n\":{n}}}"))).collect();
+    let kept = b.emit("plain", "{}");
+    let emitted = Instant::now();
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(5), "the events on both nodes", || summary_ids(n, "aged").len() == 3);
+    }
+    for n in [&a, &b] {
+        wait_until(Duration::from_secs(4), "evicted on both nodes", || summary_ids(n, "aged").is_empty());
+    }
+    assert!(emitted.elapsed() >= Duration::from_millis(1900), "not before its age: {:?}", emitted.elapsed());
+    for n in [&a, &b] {
+        assert_eq!(gap_frame(n, "aged", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":null,"lost":"unknown"}));
+        assert_eq!(summary_ids(n, "plain"), [kept.as_str()], "an hour is not yet");
+    }
+    // Redis's copy is trimmed too (XTRIM MINID at the nodes' deadline), the newest evicted kept for later loads.
+    let id = source_json(&a, "aged")["id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(2), "the history stream trimmed", || redis.cli(&["XLEN", &format!("ssehub:h:{id}")]).trim() == "0");
+    assert_eq!(redis.cli(&["HGET", &format!("ssehub:src:{id}"), "evicted"]).trim(), ids[2]);
+    let c = node(&redis, &[]);
+    assert!(summary_ids(&c, "aged").is_empty());
+    assert_eq!(gap_frame(&c, "aged", &ids[0]), serde_json::json!({"after":ids[0],"resumed_from":null,"lost":"unknown"}));
+}
+
 /// Redis loses its data (FLUSHALL; then a restart without its files):
 /// the nodes notice, write back the sources they know (same ids and
 /// endpoint keys), new ids are above every id served, and a subscriber
@@ -553,6 +751,23 @@ fn a_paused_node_catches_up_from_history() {
     let (acked, _) = pause_and_emit(&redis, &a, &b, &mut stream, 400);
     assert_eq!(ids_after_the_first(&mut stream, &acked), acked);
     assert!(b.logs().contains("catching up from its history"), "{}", b.logs());
+}
+
+/// The same when the source's own `max_events` holds what b missed and
+/// `--history` would not: b catches up from the source's longer history,
+/// no gap.
+#[test]
+fn a_paused_node_catches_up_as_far_as_the_sources_own_count_bound() {
+    let redis = RedisServer::start();
+    let (a, b, mut stream) = paused_pair(&redis, "10");
+    let r = a.request("PATCH", "/v1/sources/s", Some(r#"{"retention":{"max_events":1000}}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(Duration::from_secs(2), "b applies it", || {
+        source_names(&b).len() == 1 && b.request("GET", "/v1/sources/s", None).json()["data"]["retention"]["max_events"] == 1000
+    });
+    let (acked, _) = pause_and_emit(&redis, &a, &b, &mut stream, 400);
+    assert_eq!(ids_after_the_first(&mut stream, &acked), acked);
+    assert_eq!(summary_ids(&b, "s").len(), 100, "summaries show at most 100 a page");
 }
 
 /// The ids `stream` gives as `acked` (its first already read), each an
@@ -1113,6 +1328,8 @@ fn a_resume_past_what_a_node_behind_lost_gets_no_gap_frame() {
 struct Resuming {
     seen: Vec<(u64, u64)>,
     reconnects: Vec<Instant>,
+    /// Per event seen: its id, the node that sent it, and the `Last-Event-ID` its stream resumed from.
+    from: Vec<(String, std::net::SocketAddr, Option<String>)>,
 }
 
 fn resuming_subscriber(
@@ -1145,7 +1362,9 @@ fn resuming_subscriber(
     let (mut last, mut retry_ms, mut attempt) = (None::<String>, 3000, first);
     let mut connected_before = false;
     while !stop.load(Ordering::Relaxed) {
-        let Some(mut sse) = open(nodes[attempt % nodes.len()], last.as_deref()) else {
+        let addr = nodes[attempt % nodes.len()];
+        let resumed = last.clone();
+        let Some(mut sse) = open(addr, last.as_deref()) else {
             attempt += 1;
             std::thread::sleep(Duration::from_millis(50));
             continue;
@@ -1162,7 +1381,10 @@ fn resuming_subscriber(
                 Frame::Event { id: Some(id), data } => {
                     let v: serde_json::Value = serde_json::from_str(&data).unwrap();
                     let event = &v["event"];
-                    record.lock().unwrap().seen.push((event["n"].as_u64().unwrap(), event["try"].as_u64().unwrap()));
+                    let mut record = record.lock().unwrap();
+                    record.seen.push((event["n"].as_u64().unwrap(), event["try"].as_u64().unwrap()));
+                    record.from.push((id.clone(), addr, resumed.clone()));
+                    drop(record);
                     last = Some(id);
                 }
                 Frame::End => break,
@@ -1198,7 +1420,7 @@ fn a_rolling_restart_with_drain_loses_nothing_and_spreads_the_reconnects() {
     let stop = Arc::new(AtomicBool::new(false));
     let (subscribed, all_subscribed) = mpsc::channel();
     let records: Vec<Arc<Mutex<Resuming>>> =
-        (0..SUBSCRIBERS).map(|_| Arc::new(Mutex::new(Resuming { seen: Vec::new(), reconnects: Vec::new() }))).collect();
+        (0..SUBSCRIBERS).map(|_| Arc::new(Mutex::new(Resuming { seen: Vec::new(), reconnects: Vec::new(), from: Vec::new() }))).collect();
     let subscribers: Vec<_> = records
         .iter()
         .enumerate()
@@ -1278,10 +1500,13 @@ fn a_rolling_restart_with_drain_loses_nothing_and_spreads_the_reconnects() {
     let mut reconnects = Vec::new();
     for record in &records {
         let record = record.lock().unwrap();
-        let mut seen = record.seen.clone();
-        seen.sort();
-        let repeated = seen.windows(2).filter(|w| w[0] == w[1]).count();
-        assert_eq!(repeated, 0, "a subscriber got {repeated} events twice");
+        // Each repeat named with its id, the node that sent it and where that stream resumed.
+        let mut once = std::collections::HashSet::new();
+        let twice: Vec<String> = (record.seen.iter().zip(&record.from))
+            .filter(|(event, _)| !once.insert(**event))
+            .map(|(event, (id, node, after))| format!("{event:?} as {id} from {node} (its stream resumed after {after:?})"))
+            .collect();
+        assert!(twice.is_empty(), "a subscriber got {} events twice: {}", twice.len(), twice.join("; "));
         reconnects.extend(record.reconnects.iter().copied());
     }
     // Every stream of a stopped node reconnected at least once.

@@ -189,24 +189,3 @@ fn the_log_engine_keeps_retention_across_a_restart_and_evicts_what_expired_while
     assert_eq!(retained(&server, &aged), 1);
     wait_retained(&server, &aged, 0, Duration::from_secs(8));
 }
-
-#[test]
-fn the_redis_engine_refuses_what_it_does_not_keep_yet() {
-    let (code, out) = support::refused_start(&["--engine", "redis", "--redis", "redis://127.0.0.1:1", "--history-max-age", "1h"]);
-    assert_eq!(code, Some(2));
-    assert!(out.contains("--history-max-age and --history-max-bytes are not supported by the redis engine yet"), "{out}");
-}
-
-#[test]
-fn the_redis_engine_refuses_retention_per_source_with_a_clear_400() {
-    let redis = support::RedisServer::start();
-    let server = TestServer::start(&["--redis", &redis.url()]);
-    let r = server.request("POST", "/v1/sources", Some(r#"{"name":"r","retention":{"max_age_s":60}}"#));
-    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("retention per source is not supported by the redis engine yet")));
-    let s = server.create_source("plain");
-    assert_eq!(s["retention"], serde_json::json!({"max_events":100,"max_age_s":null,"max_bytes":null}), "the server's bounds shown");
-    let r = server.request("PATCH", &format!("/v1/sources/{}", s["id"].as_str().unwrap()), Some(r#"{"retention":{"max_events":5}}"#));
-    assert_eq!(r.status, 400, "{}", r.body);
-    let r = server.request("PATCH", &format!("/v1/sources/{}", s["id"].as_str().unwrap()), Some(r#"{"retention":null}"#));
-    assert_eq!(r.status, 200, "the defaults are what it has: {}", r.body);
-}

@@ -305,7 +305,7 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
             // the rates only once the body is good (a 400 takes nothing).
             refuse_over_rate(ctx, source)?;
             json::compact_into(body, ctx.scratch).map_err(|e| Fail::new(400, e.to_string()))?;
-            let idem = idempotency_key(ctx.config, head, body)?;
+            let idem = idempotency_key(head, body)?;
             take_emit(ctx, source)?;
             let Some(idem) = idem else {
                 let ticket = ctx.hub.emit(source, ctx.scratch, ctx.now_ms);
@@ -518,7 +518,7 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
     };
-    let retention = retention(ctx.config, value.get("retention"))?;
+    let retention = retention(value.get("retention"))?;
     let account_name = ctx.keys.account_name(account);
     let (key, ticket) = ctx.hub.create(account, account_name, name, verify, retention, ctx.now_ms).map_err(|e| match e {
         CreateError::BadName => Fail::new(400, e.to_string()),
@@ -535,14 +535,10 @@ fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body:
 
 /// An emit's `Idempotency-Key` (1 to 255 visible ASCII characters), as
 /// kept: its hash and the body's. `None` without the header.
-fn idempotency_key(config: &Config, head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
+fn idempotency_key(head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
     let Some(key) = head.header("idempotency-key") else { return Ok(None) };
     if key.is_empty() || key.len() > 255 || !key.iter().all(u8::is_ascii_graphic) {
         return Err(Fail::new(400, "Idempotency-Key must be 1 to 255 visible ASCII characters"));
-    }
-    // Redis would need the key decided inside the emit's script, on every node: refused, not ignored.
-    if config.engine == crate::engine::EngineKind::Redis {
-        return Err(Fail::new(400, "Idempotency-Key is not supported by the redis engine yet"));
     }
     Ok(Some(IdemKey::new(key, body)))
 }
@@ -550,7 +546,7 @@ fn idempotency_key(config: &Config, head: &Head, body: &[u8]) -> Result<Option<I
 /// `retention` of a create or a `PATCH`: absent or `null`, every bound
 /// the server's; else an object whose members are each absent, `null` or
 /// in range (SPEC §10).
-fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Retention> {
+fn retention(value: Option<&serde_json::Value>) -> Result<Retention> {
     let object = match value {
         None | Some(serde_json::Value::Null) => return Ok(Retention::default()),
         Some(serde_json::Value::Object(o)) => o,
@@ -573,10 +569,6 @@ fn retention(config: &Config, value: Option<&serde_json::Value>) -> Result<Reten
         max_age_s: bound("max_age_s", Retention::MAX_AGE_S)?,
         max_bytes: bound("max_bytes", Retention::MAX_BYTES)?,
     };
-    // Redis trims each history to --history and keeps no setting of a source's: refused, not ignored.
-    if config.engine == crate::engine::EngineKind::Redis && !retention.is_default() {
-        return Err(Fail::new(400, "retention per source is not supported by the redis engine yet"));
-    }
     Ok(retention)
 }
 
@@ -642,7 +634,7 @@ fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: 
     };
     let retention = match object.get("retention") {
         None => None,
-        v => Some(retention(ctx.config, v)?),
+        v => Some(retention(v)?),
     };
     let s = ctx.hub.source(source);
     match &verify {

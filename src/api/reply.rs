@@ -125,6 +125,7 @@ impl Answer {
         let ack = match result {
             Ok(ack) => ack,
             Err(StorageError::Conflict) => return Fail::new(409, StorageError::Conflict.to_string()).reply(keep_alive, head_only, &cors),
+            Err(StorageError::KeyReused) => return Fail::new(422, StorageError::KeyReused.to_string()).reply(keep_alive, head_only, &cors),
             Err(_) => return Fail::new(503, "storage unavailable").reply(keep_alive, head_only, &cors),
         };
         let response = |status, content_type, body: &[u8]| {
@@ -138,6 +139,13 @@ impl Answer {
                 id.write(scratch);
                 scratch.extend_from_slice(b"\"}");
                 response(202, "application/json", scratch)
+            }
+            // Storage (Redis) found the key used with the same body: the first emit's id.
+            (Answered::Emitted, Ack::Replayed(id)) => {
+                let extra = format!("{cors}Idempotent-Replayed: true\r\n");
+                let body = format!("{{\"id\":\"{id}\"}}");
+                let bytes = http::response(202, "application/json", &extra, body.as_bytes(), keep_alive, head_only);
+                Reply::Response { status: 202, bytes, close: !keep_alive }
             }
             (Answered::Ingested, _) => response(200, "application/json", b"{\"success\":true}"),
             (Answered::Fixed { status, body }, _) => response(status, "application/json", &body),

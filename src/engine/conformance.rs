@@ -33,32 +33,34 @@ pub fn check_all(open: Open<'_>, persistent: bool) {
         eprintln!("conformance: {name}");
         check(open, &sub);
     }
-    // Retention per source is not kept by the engines shared by nodes (redis) yet:
-    // the API refuses it there (400), so there is nothing of it to check.
-    let shared = {
-        let sub = dir.0.join("probe");
-        std::fs::create_dir_all(&sub).unwrap();
-        open(&sub, 5, 1_000_000).0.shared()
-    };
     let retention: &[(&str, Check)] = &[
         ("age eviction", age_eviction),
         ("bytes eviction", bytes_eviction),
         ("retention set later", retention_set_later),
         ("idempotency keys", idempotency_keys),
     ];
-    for (name, check) in retention.iter().filter(|_| !shared) {
+    for (name, check) in retention {
         let sub = dir.0.join(name.replace(' ', "-"));
         std::fs::create_dir_all(&sub).unwrap();
         eprintln!("conformance: {name}");
         check(open, &sub);
     }
-    if persistent && !shared {
+    if persistent {
         let sub = dir.0.join("retention-reopen");
         std::fs::create_dir_all(&sub).unwrap();
         retention_kept(open, &sub);
+    }
+    // Engines shared by nodes (redis) keep the keys in storage and decide there: a node
+    // loads none (its ring remembers only its own emits' keys, a shortcut).
+    let shared = {
+        let sub = dir.0.join("probe");
+        std::fs::create_dir_all(&sub).unwrap();
+        open(&sub, 5, 1_000_000).0.shared()
+    };
+    if persistent {
         let sub = dir.0.join("keys-reopen");
         std::fs::create_dir_all(&sub).unwrap();
-        keys_kept(open, &sub);
+        if shared { keys_kept_in_storage(open, &sub) } else { keys_kept(open, &sub) }
     }
     if persistent {
         let sub = dir.0.join("reopen");
@@ -89,7 +91,7 @@ impl Drop for TempDir {
     }
 }
 
-fn meta(n: u64) -> SourceMeta {
+pub fn meta(n: u64) -> SourceMeta {
     SourceMeta {
         id: format!("dc_conformance{n:04}"),
         account: "default".into(),
@@ -103,7 +105,7 @@ fn meta(n: u64) -> SourceMeta {
 
 /// Submits, then flushes and polls until every ticket is done (bounded):
 /// the outcomes in the order they came.
-fn settle(engine: &mut dyn Engine, tickets: &[Ticket]) -> Vec<Outcome> {
+pub fn settle(engine: &mut dyn Engine, tickets: &[Ticket]) -> Vec<Outcome> {
     let mut out = Vec::new();
     for _ in 0..10_000 {
         engine.flush();
@@ -117,7 +119,7 @@ fn settle(engine: &mut dyn Engine, tickets: &[Ticket]) -> Vec<Outcome> {
     panic!("tickets not acknowledged: {tickets:?}, got {out:?}");
 }
 
-fn create(engine: &mut dyn Engine, key: SourceKey, now: u64) {
+pub fn create(engine: &mut dyn Engine, key: SourceKey, now: u64) {
     let m = meta(key);
     let t = engine.submit(Op::Create { key, meta: &m }, now);
     settle(engine, &[t]);
@@ -383,6 +385,34 @@ fn idempotency_keys(open: Open<'_>, dir: &Path) {
 }
 
 /// Keys survive a reopen, with their ids and body hashes.
+/// An engine shared by nodes keeps its keys in storage and decides there:
+/// a node opened later (which loads no keys) replays the first emit's id
+/// for the same body, refuses another body, and appends nothing.
+fn keys_kept_in_storage(open: Open<'_>, dir: &Path) {
+    let t0 = 2_000_000;
+    let a = IdemKey::new(b"key-a", b"{}");
+    let id = {
+        let (mut e, _) = open(dir, 5, 1_000_000);
+        create(&mut *e, 1, t0);
+        let id = append_keyed(&mut *e, 1, "{}", a, t0);
+        append(&mut *e, 1, 0..3, t0);
+        id
+    };
+    let (mut e, recovered) = open(dir, 5, 1_000_000);
+    e.restore(5, recovered.sources.into_iter().next().unwrap());
+    assert_eq!(e.rings().repeat(5, &a.key, t0), None, "no key loaded");
+    let mut result = |payload: &str, idem: IdemKey| {
+        let t = e.submit(Op::Append { key: 5, payload: payload.as_bytes(), idem: Some(idem) }, t0 + 1_000);
+        settle(&mut *e, &[t]).into_iter().find_map(|o| match o {
+            Outcome::Done { ticket, result } if ticket == t => Some(result),
+            _ => None,
+        })
+    };
+    assert_eq!(result("{}", a), Some(Ok(Ack::Replayed(id))));
+    assert_eq!(result("[1]", IdemKey::new(b"key-a", b"[1]")), Some(Err(super::StorageError::KeyReused)));
+    assert_eq!(e.rings().history(5).unwrap().len(), 4, "nothing appended");
+}
+
 fn keys_kept(open: Open<'_>, dir: &Path) {
     let t0 = 2_000_000;
     let a = IdemKey::new(b"key-a", b"{}");

@@ -211,6 +211,10 @@ pub enum Ack {
     Stored,
     /// An appended event, with the id it got.
     Appended(EventId),
+    /// An emit with an idempotency key already used with the same body:
+    /// nothing appended, the id the first emit got (decided by storage
+    /// shared by nodes, `redis`).
+    Replayed(EventId),
 }
 
 /// Why storage did not take a change; nothing of it is acknowledged.
@@ -224,6 +228,9 @@ pub enum StorageError {
     Unreachable,
     /// Another node took the name first (Redis).
     Conflict,
+    /// The emit's idempotency key was used with another body (decided by
+    /// storage shared by nodes, `redis`): nothing appended.
+    KeyReused,
 }
 
 impl fmt::Display for StorageError {
@@ -233,6 +240,7 @@ impl fmt::Display for StorageError {
             StorageError::SyncFailed => write!(f, "a sync of storage failed; restart needed"),
             StorageError::Unreachable => write!(f, "storage is unreachable"),
             StorageError::Conflict => write!(f, "a source with this name already exists"),
+            StorageError::KeyReused => write!(f, "this Idempotency-Key was used with another body on this source"),
         }
     }
 }
@@ -271,6 +279,11 @@ pub enum Outcome {
     Token {
         key: SourceKey,
         token: StoredToken,
+    },
+    /// Another node set the source's retention (the rings apply it).
+    Retention {
+        key: SourceKey,
+        retention: Retention,
     },
     /// Another node revoked one: its streams here end.
     TokenRevoked {
@@ -434,6 +447,7 @@ impl Opened {
                 let url = config.redis.as_ref().ok_or_else(|| io::Error::other("--engine redis needs --redis URL"))?;
                 let mut opened = redis::open(url, config.redis_partitions, config.bounds.max_events, "ssehub:")?;
                 opened.replicas = config.redis_replicas;
+                opened.bounds = config.bounds;
                 let recovered = std::mem::take(&mut opened.recovered);
                 Opened { kind: Opening::Redis(Box::new(opened)), recovered, waker }
             }
@@ -479,7 +493,7 @@ impl Opened {
             Opening::Memory { limits } => Box::new(Memory::with_limits(limits, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
-            Opening::Redis(r) => Box::new(redis::Redis::start(*r, registry.try_clone()?)),
+            Opening::Redis(r) => Box::new(redis::Redis::start(redis::Opened { floor_ms, ..*r }, registry.try_clone()?)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };

@@ -69,6 +69,7 @@ pub struct Rings {
 }
 
 impl Rings {
+    #[cfg(test)]
     pub fn new(capacity: usize, floor_ms: u64) -> Rings {
         Rings::with_limits(Bounds::count(capacity), floor_ms)
     }

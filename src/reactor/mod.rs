@@ -1272,9 +1272,6 @@ impl Reactor {
                     }
                 },
                 Command::Emit { source, payload, idem, reply } => match self.hub.registry.find(account, &source) {
-                    Some(_) if idem.is_some() && self.config.engine == engine::EngineKind::Redis => {
-                        let _ = reply.send(Err(Error::Unsupported("idempotency keys are not supported by the redis engine yet")));
-                    }
                     Some(key) => {
                         let ticket = match idem {
                             None => self.hub.emit(key, &payload, now),
@@ -1294,6 +1291,8 @@ impl Reactor {
                             let _ = reply.send(match result {
                                 Ok(Ack::Appended(id)) => Ok(Emitted { id: id.to_string(), replayed: false }),
                                 Ok(Ack::Stored) => Err(Error::NotFound),
+                                Ok(Ack::Replayed(id)) => Ok(Emitted { id: id.to_string(), replayed: true }),
+                                Err(StorageError::KeyReused) => Err(Error::IdempotencyKeyReused),
                                 Err(_) => Err(Error::Unavailable),
                             });
                         }));

@@ -132,12 +132,12 @@ pub struct Resync {
 impl Resync {
     /// Asks on the command link for the history of `source` after `last`
     /// (the caller logs it, throttled).
-    pub fn ask<T>(pipe: &mut Pipeline<T>, source: &str, key: SourceKey, last: EventId, prev: EventId) -> Resync {
+    /// `keep`: what the source's history stream keeps (its count bound + 1).
+    pub fn ask<T>(pipe: &mut Pipeline<T>, source: &str, key: SourceKey, last: EventId, prev: EventId, keep: &str) -> Resync {
         let history = pipe.keys.history(source);
         // What an exactly trimmed history holds: its newest `keep` (newest first; `~`
         // trimming may keep more), those up to `prev` used (the later ones come by partition).
         let from = format!("({last}");
-        let keep = pipe.keep.clone();
         pipe.send(&[b"XREVRANGE", history.as_bytes(), b"+", from.as_bytes(), b"COUNT", keep.as_bytes()], Awaited::Resync);
         pipe.last_sent = Instant::now();
         Resync { key, prev, done: false, gap_sent: false }

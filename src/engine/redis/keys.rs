@@ -54,6 +54,16 @@ impl KeyNames {
         join(&self.prefix, "h:", id)
     }
 
+    /// A source's idempotency keys: key hash → `<body hash> <event id>`.
+    pub fn idem(&self, id: &str) -> String {
+        join(&self.prefix, "i:", id)
+    }
+
+    /// The order of a source's idempotency keys, oldest first.
+    pub fn idem_order(&self, id: &str) -> String {
+        join(&self.prefix, "io:", id)
+    }
+
     /// Partition `n`'s stream.
     pub fn partition(&self, n: u32) -> String {
         let mut digits = Vec::new();

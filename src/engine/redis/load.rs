@@ -15,7 +15,7 @@ use log::{info, warn};
 use super::keys::KeyNames;
 use super::link::Endpoint;
 use super::master::Locator;
-use super::records::{field, parse_id};
+use super::records::{field, parse_id, parse_retention};
 use super::resp::{self, Value};
 use super::sentinel::{self, ASK_TIMEOUT};
 use super::url::{Addr, RedisUrl};
@@ -31,6 +31,11 @@ pub struct Opened {
     pub locator: Locator,
     pub keys: KeyNames,
     pub history: usize,
+    /// A source's bounds where its retention sets none (`--history` is
+    /// `history`), and `--idempotency-keys`.
+    pub bounds: crate::engine::Bounds,
+    /// Ids start above this millisecond (the process's start), as the other engines'.
+    pub floor_ms: u64,
     pub partitions: u32,
     pub cursors: Vec<Vec<u8>>,
     pub epoch: Vec<u8>,
@@ -61,6 +66,8 @@ pub fn open(url: &RedisUrl, partitions: u32, history: usize, prefix: &str) -> io
         locator,
         keys,
         history,
+        bounds: crate::engine::Bounds::count(history),
+        floor_ms: 0,
         partitions: loaded.partitions,
         cursors: loaded.cursors,
         epoch: loaded.epoch,
@@ -261,10 +268,20 @@ fn load(locator: &mut Locator, keys: &KeyNames, partitions: u32, history: usize)
             commands.push(vec![b"HGETALL", h.as_bytes()]);
             commands.push(vec![b"XREVRANGE", s.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()]);
         }
-        let replies = b.call(&commands)?;
-        for (id, pair) in batch.iter().zip(replies.chunks(2)) {
-            if let Some(s) = stored(id, &pair[0], &pair[1], history) {
-                tokens.extend(stored_tokens(id, &pair[0]));
+        let mut replies = b.call(&commands)?;
+        for (n, id) in batch.iter().enumerate() {
+            // A source that keeps more than --history: its history read again, as long as it keeps.
+            let keep = field(replies[2 * n].as_array().unwrap_or(&[]), "ret")
+                .map_or(history, |r| parse_retention(r).max_events.map_or(history, |m| m as usize));
+            if keep > history {
+                let (stream, count) = (keys.history(id), (keep + 1).to_string());
+                let more = b.call(&[vec![b"XREVRANGE", stream.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()]])?;
+                if let Some(more) = more.into_iter().next() {
+                    replies[2 * n + 1] = more;
+                }
+            }
+            if let Some(s) = stored(id, &replies[2 * n], &replies[2 * n + 1], keep) {
+                tokens.extend(stored_tokens(id, &replies[2 * n]));
                 sources.push(s);
             }
         }
@@ -288,7 +305,7 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let h = hash.as_array()?;
     let get = |name: &str| field(h, name).map(|v| String::from_utf8_lossy(v).into_owned());
     let meta = SourceMeta {
-        retention: Default::default(),
+        retention: field(h, "ret").map(parse_retention).unwrap_or_default(),
         id: id.to_string(),
         account: get("account")?,
         name: get("name")?,
@@ -313,5 +330,7 @@ fn stored(id: &str, hash: &Value, history: &Value, keep: usize) -> Option<Stored
     let last = get("last").and_then(|l| l.parse().ok());
     let last_id = last.max(events.last().map(|e| e.0)).max(beyond);
     let evicted = get("evicted").and_then(|l| l.parse().ok()).max(beyond);
+    // What a bound evicted may still be in the stream (`~` trims whole nodes).
+    events.retain(|e| Some(e.0) > evicted);
     Some(StoredSource { meta, events, last_id, evicted, keys: Vec::new() })
 }

@@ -28,17 +28,19 @@
 //! probe sent once a second meanwhile, are taken; deletes and clears are
 //! still tried meanwhile (a full memory takes them).
 //!
-//! This file is the engine: the changes, the replies and records applied
+//! This file is the engine: the changes, the replies applied
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
 //! is), `master.rs` and `sentinel.rs` (where the master is now),
 //! `keys.rs` (the key layout), `load.rs` (the blocking load at start),
 //! `pipeline.rs` (the command link), `replicas.rs` (`WAIT` before an
-//! acknowledgement), `follow.rs` (the partition readers), `records.rs`
-//! (the records, sans I/O), `health.rs` (logs and metrics of the links),
+//! acknowledgement), `follow.rs` (the partition readers), `deliver.rs`
+//! (records and replies into the rings, once, in order, at poll),
+//! `records.rs` (the records, sans I/O), `health.rs` (logs and metrics of the links),
 //! `links.rs` (the links' lives), `link.rs`, `tls.rs` and `resp.rs` (one
 //! connection, TLS, RESP).
 
+mod deliver;
 mod follow;
 mod health;
 mod keys;
@@ -62,17 +64,20 @@ use std::time::{Duration, Instant};
 use log::error;
 use mio::{Events, Poll, Registry, Token};
 
-use super::{Ack, Engine, Op, Outcome, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket};
-use crate::sse::{Event, EventId};
+use super::{
+    Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
+};
+use crate::sse::EventId;
 use crate::throttle::throttled;
 use crate::verify::Verify;
+use deliver::Held;
 use follow::{Reader, Resync};
 use health::{Health, Refusing, elsewhere};
 use link::LinkState;
 pub use load::{Opened, open};
 use master::Locator;
 use pipeline::{Awaited, Pipeline};
-use records::Record;
+use records::{Emitted, Record};
 use replicas::Replicas;
 use resp::Value;
 use sources::{Sources, TakeBack};
@@ -90,6 +95,10 @@ pub struct Redis {
     registry: Registry,
     own: Option<(Poll, Events)>,
     rings: Rings,
+    /// A source's bounds where its retention sets none.
+    bounds: Bounds,
+    /// Ids start above this millisecond.
+    floor_ms: u64,
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
@@ -97,6 +106,8 @@ pub struct Redis {
     next_ticket: u64,
     ready: Vec<Outcome>,
     entries: VecDeque<Record>,
+    /// What replies brought since the last poll (`deliver.rs`).
+    held: Vec<Held>,
     replies: Vec<Value>,
     /// A loss is being handled (the new epoch not yet known).
     recovering: bool,
@@ -131,19 +142,22 @@ impl Redis {
     }
 
     fn new(opened: Opened, registry: Registry, own: Option<(Poll, Events)>) -> Redis {
-        let Opened { locator, keys, history, partitions, cursors, epoch, default_key, replicas, .. } = opened;
+        let Opened { locator, keys, history, bounds, floor_ms, partitions, cursors, epoch, default_key, replicas, .. } = opened;
         let readers = cursors.into_iter().enumerate().map(|(n, cursor)| Reader::new(Token(TOKEN_BASE + 1 + n), cursor)).collect();
         let mut r = Redis {
             master: locator,
             registry,
             own,
-            rings: Rings::new(history, 0),
-            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, epoch),
+            rings: Rings::with_limits(Bounds { max_events: history, ..bounds }, 0),
+            pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, bounds.max_keys, epoch),
+            bounds: Bounds { max_events: history, ..bounds },
+            floor_ms,
             readers,
             sources: Sources::default(),
             next_ticket: 0,
             ready: Vec::new(),
             entries: VecDeque::new(),
+            held: Vec::new(),
             replies: Vec::new(),
             recovering: false,
             default_key,
@@ -170,27 +184,39 @@ impl Redis {
         self.pipe.call(source, op, args, ticket, take_back, &mut self.ready);
     }
 
-    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8]) {
+    fn emit(&mut self, ticket: Ticket, key: SourceKey, payload: &[u8], idem: Option<IdemKey>, now_ms: u64) {
         let Some(src) = self.sources.get(key) else {
             self.ready.push(Outcome::Done { ticket, result: Ok(Ack::Stored) });
             return;
         };
         let id = src.id.clone();
-        self.pipe.emit(ticket, key, id, payload, &mut self.ready);
+        let at = now_ms.max(self.floor_ms + 1);
+        self.pipe.emit(ticket, key, id, payload, idem, at, &mut self.ready);
     }
 
-    /// One emit's part of a batch's reply: `[id, previous id]`, or nil (no such source).
+    /// One emit's part of a batch's reply (`records::emitted`), or nil (no such source).
     fn emitted(&mut self, counter: u64, reply: &Value) {
         let Some(flight) = self.pipe.land(counter) else { return };
         let result = match (reply, records::emitted(reply)) {
-            (_, Some((id, prev))) => {
+            (_, Some(Emitted::Appended(id, prev))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
                 self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
-                // Delivered now if nothing before it is missing here; else the read brings it in order.
+                // Delivered (at the next poll) if nothing before it is missing here; else the read brings it in order.
                 if self.sources.get(flight.key).is_some_and(|s| prev <= s.last) {
-                    self.deliver(flight.key, id, &flight.payload);
+                    self.hold(flight.key, id, &flight.payload);
                 }
                 return;
             }
+            // Another emit (of any node) with the key and the same body got `id`: nothing appended.
+            (_, Some(Emitted::Replayed(id))) => {
+                if let Some(idem) = flight.idem {
+                    self.rings.remember(flight.key, idem, id);
+                }
+                Ok(Ack::Replayed(id))
+            }
+            (_, Some(Emitted::OtherBody)) => Err(StorageError::KeyReused),
             // The source is gone in Redis.
             (Value::Nil, _) => Ok(Ack::Stored),
             _ => Err(StorageError::Unreachable),
@@ -200,6 +226,7 @@ impl Redis {
 
     fn create(&mut self, key: SourceKey, meta: &SourceMeta, ticket: Option<Ticket>) {
         self.rings.create(key, &meta.id);
+        self.rings.set_retention(key, &meta.retention, crate::sys::unix_ms());
         self.sources.insert(key, meta.clone(), EventId::default());
         self.put_source(b"c", meta, "0-0", ticket, TakeBack::Create(key));
     }
@@ -209,9 +236,30 @@ impl Redis {
     fn put_source(&mut self, op: &[u8], meta: &SourceMeta, last: &str, ticket: Option<Ticket>, take_back: TakeBack) {
         let created = meta.created_at.to_string();
         let verify = meta.verify.as_ref().map(Verify::stored_json).unwrap_or_default();
-        let args: [&[u8]; 6] =
-            [meta.account.as_bytes(), meta.name.as_bytes(), meta.endpoint_key.as_bytes(), created.as_bytes(), last.as_bytes(), &verify];
+        let (retention, keep, age) = (records::retention_text(&meta.retention), self.keep(&meta.retention), self.age(&meta.retention));
+        let args: [&[u8]; 9] = [
+            meta.account.as_bytes(),
+            meta.name.as_bytes(),
+            meta.endpoint_key.as_bytes(),
+            created.as_bytes(),
+            last.as_bytes(),
+            &verify,
+            retention.as_bytes(),
+            keep.as_bytes(),
+            age.as_bytes(),
+        ];
         self.call(&meta.id, op, &args, ticket, take_back);
+    }
+
+    /// What a source's history stream keeps: the count in effect, and one
+    /// more (the newest evicted).
+    fn keep(&self, retention: &Retention) -> String {
+        (retention.effective(self.bounds).max_events + 1).to_string()
+    }
+
+    /// A source's age bound in effect, in ms ('' for none).
+    fn age(&self, retention: &Retention) -> String {
+        retention.effective(self.bounds).max_age_ms.map(|ms| ms.to_string()).unwrap_or_default()
     }
 
     /// Keeps a subscribe token (its stored form) in its source's hash;
@@ -219,19 +267,6 @@ impl Redis {
     fn put_token(&mut self, id: &str, token: &str, expires_at: u64, now_ms: u64, ticket: Option<Ticket>, take_back: TakeBack) {
         let (expires_at, now) = (expires_at.to_string(), now_ms.to_string());
         self.call(id, b"T", &[token.as_bytes(), expires_at.as_bytes(), now.as_bytes()], ticket, take_back);
-    }
-
-    /// Retains and publishes an event if it is the source's next here.
-    fn deliver(&mut self, key: SourceKey, id: EventId, payload: &[u8]) {
-        let Some(src) = self.sources.get_mut(key) else { return };
-        if id <= src.last {
-            return;
-        }
-        src.last = id;
-        let event = Event::new(id, &src.id, payload, &mut self.scratch);
-        if self.rings.retain(key, event.clone()) {
-            self.ready.push(Outcome::Publish { key, event });
-        }
     }
 
     /// A reply on the command link.
@@ -410,101 +445,6 @@ impl Redis {
         }
     }
 
-    /// Applies read records in order; stops after a remote create, which
-    /// the core must register (and name a key for) before the source's
-    /// next records.
-    fn apply_entries(&mut self) {
-        while let Some(entry) = self.entries.pop_front() {
-            match entry {
-                Record::Event { source, id, prev, emit, payload } => {
-                    let Some(key) = self.sources.key_of(&source) else { continue };
-                    let last = self.sources.get(key).map_or(EventId::default(), |s| s.last);
-                    if prev > last && id > last {
-                        match self.resync.take() {
-                            // Caught up as far as history holds: the rest is gone.
-                            Some(r) if r.key == key && r.prev == prev && r.done => {
-                                self.rings.lost_up_to(key, prev);
-                                if !r.gap_sent {
-                                    throttled!(self.health.lines.lost, Warn, "source {source}: events after {last} up to {prev} are lost");
-                                    self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from: Some(id) } });
-                                }
-                            }
-                            waiting => {
-                                // A finished resync still here is stale (its source went meanwhile).
-                                let waiting = waiting.filter(|r| !r.done);
-                                self.stalled = true;
-                                if waiting.is_none() && self.pipe.link.state == LinkState::Up {
-                                    throttled!(
-                                        self.health.lines.catching_up,
-                                        Info,
-                                        "source {source}: catching up from its history after {last} (this node fell behind its partition)"
-                                    );
-                                    self.resync = Some(Resync::ask(&mut self.pipe, &source, key, last, prev));
-                                } else {
-                                    self.resync = waiting;
-                                }
-                                self.entries.push_front(Record::Event { source, id, prev, emit, payload });
-                                return;
-                            }
-                        }
-                    } else if self.resync.as_ref().is_some_and(|r| r.key == key && r.done) {
-                        self.resync = None;
-                    }
-                    // (Not with `--redis-replicas`: its reply waits for `WAIT`.)
-                    if self.replicas.n == 0
-                        && let Some(flight) = self.pipe.land_own(&emit)
-                    {
-                        // Our emit, its reply not (yet) here: the record proves Redis took it.
-                        self.ready.push(Outcome::Done { ticket: flight.ticket, result: Ok(Ack::Appended(id)) });
-                    }
-                    self.deliver(key, id, &payload);
-                }
-                Record::Created(meta) => {
-                    if !self.sources.is_new(&meta.id) {
-                        continue;
-                    }
-                    self.ready.push(Outcome::Created(Box::new(StoredSource {
-                        meta,
-                        events: Vec::new(),
-                        last_id: None,
-                        evicted: None,
-                        keys: Vec::new(),
-                    })));
-                    return;
-                }
-                control => self.sources.apply(control, &mut self.rings, &mut self.ready),
-            }
-        }
-    }
-
-    /// The history's events after the source's last delivered one.
-    fn resynced(&mut self, reply: &Value) {
-        let Some(r) = &mut self.resync else { return };
-        r.done = true;
-        let (key, prev) = (r.key, r.prev);
-        let Some(last) = self.sources.get(key).map(|s| s.last) else { return };
-        // (id, the id before it, payload)
-        let events = records::history(reply, prev);
-        if let Some(&(_, before, _)) = events.first().filter(|e| e.1 > last) {
-            // Some of what this node missed is no longer in the history either.
-            throttled!(
-                self.health.lines.evicted,
-                Warn,
-                "source {}: events after {last} up to {before} were evicted before this node caught up",
-                self.sources.get(key).map_or("", |s| &s.id)
-            );
-            self.rings.lost_up_to(key, before);
-            let resumed_from = events.first().map(|e| e.0);
-            self.ready.push(Outcome::Gap { key, gap: crate::sse::Gap { after: last, resumed_from } });
-            if let Some(r) = &mut self.resync {
-                r.gap_sent = true;
-            }
-        }
-        for (id, _, payload) in events {
-            self.deliver(key, id, &payload);
-        }
-    }
-
     /// Deadlines: emits past theirs fail; a command link or a reader that
     /// stopped answering is closed; pings; reconnects.
     fn timers(&mut self, now: Instant) {
@@ -538,9 +478,9 @@ impl Engine for Redis {
                 taken = self.sources.take(&mut self.rings, *key);
                 taken.as_ref().map(|(s, _)| s.id.clone())
             }
-            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } => self.sources.get(*key).map(|s| s.id.clone()),
-            // Refused above this engine (the API) until Redis keeps it: nothing to store.
-            Op::Retention { .. } => None,
+            Op::Clear { key } | Op::Verify { key, .. } | Op::Token { key, .. } | Op::Retention { key, .. } => {
+                self.sources.get(*key).map(|s| s.id.clone())
+            }
             Op::RevokeToken { key, token } => {
                 self.sources.get(*key).filter(|s| s.tokens.iter().any(|(t, _)| t == token)).map(|s| s.id.clone())
             }
@@ -575,15 +515,26 @@ impl Engine for Redis {
                 let before = self.rings.clear(key);
                 self.call(&id, b"x", &[], Some(ticket), TakeBack::Clear(key, before));
             }
-            // Idempotency keys are refused above this engine (the API, the handle) until Redis keeps them.
-            Op::Append { key, payload, .. } => self.emit(ticket, key, payload),
-            Op::Retention { .. } => {}
+            // With an idempotency key, the script decides: appended, replayed, or the key's other body.
+            Op::Append { key, payload, idem } => self.emit(ticket, key, payload, idem, now_ms),
+            Op::Retention { key, retention } => {
+                // In effect here at once (a refusal does not bring back what it evicted); other nodes apply its record.
+                let mut before = retention;
+                if let Some(src) = self.sources.get_mut(key) {
+                    before = std::mem::replace(&mut src.meta.retention, retention);
+                }
+                self.rings.set_retention(key, &retention, now_ms);
+                let (text, keep, age, now) =
+                    (records::retention_text(&retention), self.keep(&retention), self.age(&retention), now_ms.to_string());
+                let args: [&[u8]; 4] = [text.as_bytes(), keep.as_bytes(), age.as_bytes(), now.as_bytes()];
+                self.call(&id, b"r", &args, Some(ticket), TakeBack::Retention(key, before));
+            }
             Op::Import { key, source } => {
                 // Stored as new: Redis gives the events new ids.
                 self.create(key, &source.meta, Some(ticket));
                 for (_, payload) in &source.events {
                     let t = self.ticket();
-                    self.emit(t, key, payload);
+                    self.emit(t, key, payload, None, now_ms);
                 }
             }
             Op::Verify { key, verify } => {
@@ -647,10 +598,12 @@ impl Engine for Redis {
             || self.readers.iter().any(Reader::wants_flush)
             || (!self.entries.is_empty() && !self.stalled)
             || !self.ready.is_empty()
+            || !self.held.is_empty()
     }
 
     fn poll(&mut self, out: &mut Vec<Outcome>) {
         self.drive_own_poll();
+        self.release_held();
         self.apply_entries();
         self.timers(Instant::now());
         out.append(&mut self.ready);
@@ -676,6 +629,24 @@ impl Engine for Redis {
 
     fn rings(&self) -> &Rings {
         &self.rings
+    }
+
+    /// Each node evicts by age from the ids, by the same rule, so every
+    /// node shows the same events after the deadline.
+    fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        let evicted = |rings: &Rings| rings.history(key).and_then(|h| h.evicted());
+        let before = evicted(&self.rings);
+        let next = self.rings.expire(key, now_ms);
+        // Redis's copy goes too (any node may ask; the same trim twice does nothing).
+        if evicted(&self.rings) != before
+            && self.pipe.link.state == LinkState::Up
+            && let Some(src) = self.sources.get(key)
+            && let Some(age) = src.meta.retention.effective(self.bounds).max_age_ms
+        {
+            let (id, cut) = (src.id.clone(), now_ms.saturating_sub(age).to_string());
+            self.call(&id, b"a", &[cut.as_bytes()], None, TakeBack::Nothing);
+        }
+        next
     }
 
     fn metrics(&self, out: &mut String) {

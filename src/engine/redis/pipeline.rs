@@ -14,7 +14,7 @@ use mio::{Registry, Token};
 use super::keys::{KeyNames, partition_of};
 use super::link::{Endpoint, Link, LinkState};
 use super::records;
-use crate::engine::{Outcome, SourceKey, StorageError, Ticket};
+use crate::engine::{IdemKey, Outcome, SourceKey, StorageError, Ticket};
 use crate::text::push_u64;
 
 /// Events a partition stream keeps at most, about (`MAXLEN ~` divided by
@@ -62,6 +62,8 @@ pub struct Flight {
     pub ticket: Ticket,
     pub key: SourceKey,
     pub payload: Vec<u8>,
+    /// Its idempotency key, decided by the script.
+    pub idem: Option<IdemKey>,
     deadline: Instant,
 }
 
@@ -94,6 +96,8 @@ pub struct Pipeline<T> {
     partitions: u32,
     /// What a history stream keeps at least: `--history` + 1 (the oldest is the newest evicted).
     pub keep: String,
+    /// `--idempotency-keys`: what a source's key list keeps at most.
+    max_keys: String,
     partition_len: String,
     sha: String,
     /// Redis's data generation: a different one means it lost data.
@@ -108,19 +112,22 @@ pub struct Pipeline<T> {
     /// Emits submitted this turn, not yet sent: (counter, source id).
     batch: Vec<(u64, String)>,
     batch_bytes: usize,
+    /// The newest submit time (unix ms) of the batch's emits: their ids' millisecond, at least.
+    batch_now: u64,
     pub last_sent: Instant,
     /// Changes sent since the last `WAIT` (`replicas.rs`).
     pub unwaited: usize,
 }
 
 impl<T> Pipeline<T> {
-    pub fn new(token: Token, keys: KeyNames, partitions: u32, history: usize, epoch: Vec<u8>) -> Pipeline<T> {
+    pub fn new(token: Token, keys: KeyNames, partitions: u32, history: usize, max_keys: usize, epoch: Vec<u8>) -> Pipeline<T> {
         Pipeline {
             link: Link::new(token),
             awaited: VecDeque::new(),
             keys,
             partitions,
             keep: (history + 1).to_string(),
+            max_keys: max_keys.max(1).to_string(),
             partition_len: std::env::var("SSEHUB_REDIS_PARTITION_LEN")
                 .ok()
                 .filter(|n| n.parse::<u32>().is_ok_and(|n| n > 0))
@@ -133,6 +140,7 @@ impl<T> Pipeline<T> {
             flights: Flights::default(),
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_now: 0,
             last_sent: Instant::now(),
             unwaited: 0,
         }
@@ -182,8 +190,9 @@ impl<T> Pipeline<T> {
         // Emits queued before this change go first: order is kept.
         self.send_batch(ready);
         let (h, s, p) = (self.keys.source(source), self.keys.history(source), self.keys.partition(partition_of(source, self.partitions)));
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"6", h.as_bytes(), s.as_bytes(), p.as_bytes()];
-        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), self.keys.epoch.as_bytes()]);
+        let (i, o) = (self.keys.idem(source), self.keys.idem_order(source));
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"8", h.as_bytes(), s.as_bytes(), p.as_bytes()];
+        all.extend([self.keys.sources.as_bytes(), self.keys.names.as_bytes(), i.as_bytes(), o.as_bytes(), self.keys.epoch.as_bytes()]);
         all.extend([op, source.as_bytes(), self.partition_len.as_bytes(), &self.epoch]);
         all.extend_from_slice(args);
         self.link.send(&all);
@@ -211,12 +220,23 @@ impl<T> Pipeline<T> {
     }
 
     /// Queues an emit to source `id` for this turn's batch.
-    pub fn emit(&mut self, ticket: Ticket, key: SourceKey, id: String, payload: &[u8], ready: &mut Vec<Outcome>) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn emit(
+        &mut self,
+        ticket: Ticket,
+        key: SourceKey,
+        id: String,
+        payload: &[u8],
+        idem: Option<IdemKey>,
+        now_ms: u64,
+        ready: &mut Vec<Outcome>,
+    ) {
         self.emits += 1;
+        self.batch_now = self.batch_now.max(now_ms);
         let counter = self.emits;
         self.batch.push((counter, id));
         self.batch_bytes += payload.len();
-        self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), deadline: Instant::now() + EMIT_TIMEOUT });
+        self.flights.insert(counter, Flight { ticket, key, payload: payload.to_vec(), idem, deadline: Instant::now() + EMIT_TIMEOUT });
         if self.batch.len() >= BATCH_EMITS || self.batch_bytes >= BATCH_BYTES {
             self.send_batch(ready);
         }
@@ -229,6 +249,7 @@ impl<T> Pipeline<T> {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        let batch_now = std::mem::take(&mut self.batch_now);
         self.batch_bytes = 0;
         if matches!(self.link.state, LinkState::Down { .. }) {
             for (counter, _) in batch {
@@ -239,19 +260,27 @@ impl<T> Pipeline<T> {
             return;
         }
         let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
-        let mut emit_ids: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        // Per emit: its emit id, then its idempotency key's hash and its body's (hex; empty for none).
+        let mut emit_args: Vec<[Vec<u8>; 3]> = Vec::with_capacity(batch.len());
         for (counter, id) in &batch {
             keys.extend([self.keys.source(id), self.keys.history(id), self.keys.partition(partition_of(id, self.partitions))]);
-            emit_ids.push(records::emit_id(&self.node, *counter));
+            let idem = self.flights.get(*counter).and_then(|f| f.idem);
+            if idem.is_some() {
+                keys.extend([self.keys.idem(id), self.keys.idem_order(id)]);
+            }
+            let (key, body) = idem.map_or((Vec::new(), Vec::new()), |k| (hex(&k.key), hex(&k.body)));
+            emit_args.push([records::emit_id(&self.node, *counter), key, body]);
         }
-        let mut numkeys = Vec::new();
+        let (mut numkeys, mut now) = (Vec::new(), Vec::new());
         push_u64(&mut numkeys, keys.len() as u64 + 1);
+        push_u64(&mut now, batch_now);
         let mut all: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), &numkeys];
         all.extend(keys.iter().map(String::as_bytes));
         all.extend([self.keys.epoch.as_bytes(), b"E", b"", self.partition_len.as_bytes(), &self.epoch, self.keep.as_bytes()]);
-        for ((counter, id), emit_id) in batch.iter().zip(&emit_ids) {
+        all.extend([self.max_keys.as_bytes(), &now]);
+        for ((counter, id), [emit_id, key, body]) in batch.iter().zip(&emit_args) {
             let payload = self.flights.get(*counter).map_or(&b"null"[..], |f| &f.payload);
-            all.extend([id.as_bytes(), emit_id, payload]);
+            all.extend([id.as_bytes(), emit_id, payload, key, body]);
         }
         self.link.send(&all);
         self.last_sent = Instant::now();
@@ -338,4 +367,10 @@ impl<T> Pipeline<T> {
             consider(self.last_sent + PING_INTERVAL);
         }
     }
+}
+
+/// Lower-case hex of a hash.
+fn hex(bytes: &[u8]) -> Vec<u8> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]).collect()
 }

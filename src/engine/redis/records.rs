@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use super::resp::Value;
-use crate::engine::SourceMeta;
+use crate::engine::{Retention, SourceMeta};
 use crate::sse::EventId;
 use crate::text::push_u64;
 use crate::verify::Verify;
@@ -37,6 +37,23 @@ pub enum Record {
     Token(String, String, u64),
     /// A subscribe token revoked: (source, token).
     Revoked(String, String),
+    /// The source's retention set (`retention_text`).
+    Retention(String, Retention),
+}
+
+/// A source's retention as the hash and the records keep it: `max_events
+/// max_age_s max_bytes`, `-` for a bound not set (the server's).
+pub fn retention_text(r: &Retention) -> String {
+    let one = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
+    format!("{} {} {}", one(r.max_events), one(r.max_age_s), one(r.max_bytes))
+}
+
+/// `retention_text` read back; nothing set for what is not one.
+pub fn parse_retention(b: &[u8]) -> Retention {
+    let text = std::str::from_utf8(b).unwrap_or("");
+    let mut parts = text.split(' ').map(|p| p.parse::<u32>().ok());
+    let mut next = || parts.next().flatten();
+    Retention { max_events: next(), max_age_s: next(), max_bytes: next() }
 }
 
 /// The value after `name` in a flat field list (a hash or a stream entry).
@@ -93,7 +110,7 @@ fn control(f: &[Value]) -> Option<Record> {
     let source = text("s")?;
     Some(match field(f, "t")? {
         b"c" => Record::Created(SourceMeta {
-            retention: Default::default(),
+            retention: field(f, "r").map(parse_retention).unwrap_or_default(),
             account: text("a")?,
             name: text("n")?,
             endpoint_key: text("k")?,
@@ -106,14 +123,33 @@ fn control(f: &[Value]) -> Option<Record> {
         b"v" => Record::Verify(source, field(f, "j")?.to_vec()),
         b"T" => Record::Token(source, text("k")?, text("x")?.parse().ok()?),
         b"R" => Record::Revoked(source, text("k")?),
+        b"r" => Record::Retention(source, parse_retention(field(f, "r")?)),
         _ => return None,
     })
 }
 
-/// One emit's part of a script call's reply: `[id, previous id]` (nil:
-/// no such source).
-pub fn emitted(reply: &Value) -> Option<(EventId, EventId)> {
-    reply.as_array().and_then(|a| Some((parse_id(a.first()?.as_bytes()?)?, parse_id(a.get(1)?.as_bytes()?)?)))
+/// What the script did with one emit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Emitted {
+    /// Appended: its id and the id before it.
+    Appended(EventId, EventId),
+    /// Its idempotency key was used with the same body: the id it got.
+    Replayed(EventId),
+    /// Its idempotency key was used with another body.
+    OtherBody,
+}
+
+/// One emit's part of a script call's reply: `[id, previous id]`,
+/// `["R", id]` (replayed) or `["C"]` (the key's other body); nil: no
+/// such source.
+pub fn emitted(reply: &Value) -> Option<Emitted> {
+    let a = reply.as_array()?;
+    let first = a.first()?.as_bytes()?;
+    Some(match first {
+        b"R" => Emitted::Replayed(parse_id(a.get(1)?.as_bytes()?)?),
+        b"C" => Emitted::OtherBody,
+        _ => Emitted::Appended(parse_id(first)?, parse_id(a.get(1)?.as_bytes()?)?),
+    })
 }
 
 /// An XREVRANGE of a history stream (newest first), oldest first: (id,
@@ -180,6 +216,7 @@ mod tests {
                     put("k", m.endpoint_key.as_bytes());
                     put("at", m.created_at.to_string().as_bytes());
                     put("j", &j);
+                    put("r", retention_text(&m.retention).as_bytes());
                 }
                 Record::Deleted(s) => [("t", &b"d"[..]), ("s", s.as_bytes())].into_iter().for_each(|(k, v)| put(k, v)),
                 Record::Cleared(s, up_to) => {
@@ -189,6 +226,9 @@ mod tests {
                 Record::Token(s, t, x) => [("t", &b"T"[..]), ("s", s.as_bytes()), ("k", t.as_bytes()), ("x", x.to_string().as_bytes())]
                     .into_iter()
                     .for_each(|(k, v)| put(k, v)),
+                Record::Retention(s, r) => {
+                    [("t", &b"r"[..]), ("s", s.as_bytes()), ("r", retention_text(r).as_bytes())].into_iter().for_each(|(k, v)| put(k, v))
+                }
                 Record::Revoked(s, t) => {
                     [("t", &b"R"[..]), ("s", s.as_bytes()), ("k", t.as_bytes())].into_iter().for_each(|(k, v)| put(k, v))
                 }
@@ -238,6 +278,8 @@ mod tests {
             vec![Record::Verify("src1".into(), Vec::new())],
             vec![Record::Token("src1".into(), "tok".into(), 1_700_000_060_000)],
             vec![Record::Revoked("src1".into(), "tok".into())],
+            vec![Record::Retention("src1".into(), Retention { max_events: Some(5), max_age_s: None, max_bytes: Some(4096) })],
+            vec![Record::Retention("src1".into(), Retention::default())],
         ];
         for records in entries {
             let fields = encode(&records);
@@ -298,9 +340,16 @@ mod tests {
 
     #[test]
     fn emit_replies_and_histories() {
-        assert_eq!(emitted(&Value::Array(vec![bulk("9-1"), bulk("9-0")])), Some((id(9, 1), id(9, 0))));
-        for bad in [Value::Nil, Value::Error(b"OOM".to_vec()), Value::Array(vec![bulk("9-1")]), Value::Array(vec![bulk("9-1"), bulk("x")])]
-        {
+        assert_eq!(emitted(&Value::Array(vec![bulk("9-1"), bulk("9-0")])), Some(Emitted::Appended(id(9, 1), id(9, 0))));
+        assert_eq!(emitted(&Value::Array(vec![bulk("R"), bulk("8-2")])), Some(Emitted::Replayed(id(8, 2))));
+        assert_eq!(emitted(&Value::Array(vec![bulk("C")])), Some(Emitted::OtherBody));
+        for bad in [
+            Value::Nil,
+            Value::Error(b"OOM".to_vec()),
+            Value::Array(vec![bulk("9-1")]),
+            Value::Array(vec![bulk("9-1"), bulk("x")]),
+            Value::Array(vec![bulk("R")]),
+        ] {
             assert_eq!(emitted(&bad), None, "{bad:?}");
         }
         let h = |at: &str, prev: &str, p: &str| Value::Array(vec![bulk(at), Value::Array(vec![bulk("p"), bulk(p), bulk("v"), bulk(prev)])]);

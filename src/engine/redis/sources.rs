@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::records::Record;
-use crate::engine::{Outcome, Ring, Rings, SourceKey, SourceMeta, StoredToken};
+use crate::engine::{Outcome, Retention, Ring, Rings, SourceKey, SourceMeta, StoredToken};
 use crate::history::History;
 use crate::sse::EventId;
 use crate::verify::Verify;
@@ -31,6 +31,8 @@ pub enum TakeBack {
     Delete(SourceKey, Box<(Src, Option<Ring>)>),
     Clear(SourceKey, Option<History>),
     Verify(SourceKey, Option<Verify>),
+    /// The retention it had (what the new one evicted stays evicted).
+    Retention(SourceKey, Retention),
     Token(SourceKey, String),
     Revoke(SourceKey, (String, u64)),
     Nothing,
@@ -146,6 +148,15 @@ impl Sources {
                 src.tokens.retain(|(t, _)| *t != token);
                 ready.push(Outcome::TokenRevoked { key, token });
             }
+            Record::Retention(id, retention) => {
+                let Some((key, src)) = self.find_mut(&id) else { return };
+                if src.meta.retention == retention {
+                    return;
+                }
+                src.meta.retention = retention;
+                rings.set_retention(key, &retention, crate::sys::unix_ms());
+                ready.push(Outcome::Retention { key, retention });
+            }
             Record::Event { .. } | Record::Created(_) => {}
         }
     }
@@ -162,6 +173,12 @@ impl Sources {
             TakeBack::Verify(key, before) => {
                 if let Some(src) = self.by_key.get_mut(&key) {
                     src.meta.verify = before;
+                }
+            }
+            TakeBack::Retention(key, before) => {
+                if let Some(src) = self.by_key.get_mut(&key) {
+                    src.meta.retention = before;
+                    rings.set_retention(key, &before, crate::sys::unix_ms());
                 }
             }
             TakeBack::Token(key, token) => {

@@ -56,15 +56,107 @@ mod tests {
         let server = RedisServer::start();
         let url = server.url();
         crate::engine::conformance::check_all(
-            &|dir, history, _floor| {
+            &|dir, history, floor| {
                 // One namespace per check dir, so a reopen finds its data.
                 let prefix = format!("t{}:", crate::sha1::hex(dir.to_string_lossy().as_bytes()));
                 let mut opened = open(&url, 4, history, &prefix).unwrap();
+                opened.floor_ms = floor;
                 let recovered = std::mem::take(&mut opened.recovered);
                 (Box::new(Redis::standalone(opened)), recovered)
             },
             true,
         );
+    }
+
+    /// As the reactor drives the engine (its links read with the clients'
+    /// sockets, its outcomes taken when the turn settles), an acknowledged
+    /// event is in the ring only once it is published: a stream opened
+    /// between the two would otherwise replay it and then get it again.
+    #[test]
+    fn an_event_enters_the_ring_with_its_publish() {
+        use crate::engine::{Engine, Op, Outcome};
+        let server = RedisServer::start();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut e = Redis::start(open(&server.url(), 4, 10, "held:").unwrap(), poll.registry().try_clone().unwrap());
+        let mut events = mio::Events::with_capacity(64);
+        let (mut out, mut published) = (Vec::new(), 0);
+        let meta = crate::engine::conformance::meta(1);
+        let created = e.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+        let mut emitted = None;
+        for _ in 0..1000 {
+            e.flush();
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(10))).unwrap();
+            for event in events.iter() {
+                e.ready(event);
+            }
+            // Here the reactor handles the clients' sockets: a resume replays the ring.
+            let retained = e.rings().history(1).map_or(0, |h| h.len());
+            assert_eq!(retained, published, "in the ring, not yet published");
+            e.poll(&mut out);
+            for o in out.drain(..) {
+                match o {
+                    Outcome::Done { ticket, .. } if ticket == created => {
+                        emitted = Some(e.submit(Op::Append { key: 1, payload: b"1", idem: None }, 2_000))
+                    }
+                    Outcome::Publish { .. } => published += 1,
+                    _ => {}
+                }
+            }
+            if published == 1 && emitted.is_some() {
+                return;
+            }
+        }
+        panic!("the emit was not published");
+    }
+
+    /// What the emit's script answers for keys: the first node's emit is
+    /// replayed on another node, another body is refused, and each source
+    /// keeps at most `--idempotency-keys` keys in Redis (the oldest go).
+    #[test]
+    fn idempotency_keys_are_decided_and_bounded_in_redis() {
+        use crate::engine::conformance::{create, settle};
+        use crate::engine::{Ack, Engine, IdemKey, Op, Outcome, StorageError};
+        let server = RedisServer::start();
+        let url = server.url();
+        let start = || {
+            let mut opened = open(&url, 4, 10, "idem:").unwrap();
+            opened.bounds.max_keys = 2;
+            let recovered = std::mem::take(&mut opened.recovered);
+            (Redis::standalone(opened), recovered)
+        };
+        let emit = |e: &mut Redis, payload: &str, key: &str| {
+            let idem = IdemKey::new(key.as_bytes(), payload.as_bytes());
+            let t = e.submit(Op::Append { key: 1, payload: payload.as_bytes(), idem: Some(idem) }, 2_000);
+            settle(e, &[t]).into_iter().find_map(|o| match o {
+                Outcome::Done { ticket, result } if ticket == t => Some(result),
+                _ => None,
+            })
+        };
+        let (mut one, _) = start();
+        create(&mut one, 1, 2_000);
+        let (mut two, recovered) = start();
+        two.restore(1, recovered.sources.into_iter().next().unwrap());
+        let Some(Ok(Ack::Appended(a))) = emit(&mut one, "1", "a") else { panic!("not appended") };
+        assert_eq!(emit(&mut two, "1", "a"), Some(Ok(Ack::Replayed(a))), "the other node replays it");
+        assert_eq!(two.rings().repeat(1, &IdemKey::new(b"a", b"1").key, 2_000).map(|r| r.1), Some(a), "and remembers it");
+        assert_eq!(emit(&mut two, "2", "a"), Some(Err(StorageError::KeyReused)));
+        assert!(matches!(emit(&mut one, "2", "b"), Some(Ok(Ack::Appended(_)))));
+        assert!(matches!(emit(&mut one, "3", "c"), Some(Ok(Ack::Appended(_)))));
+        let mut redis = super::super::load::Blocking::connect(&url).unwrap();
+        let id = "dc_conformance0001";
+        let (i, o) = (format!("idem:i:{id}"), format!("idem:io:{id}"));
+        let lens = redis.call(&[vec![b"HLEN", i.as_bytes()], vec![b"LLEN", o.as_bytes()]]).unwrap();
+        assert_eq!(lens, [crate::engine::redis::resp::Value::Int(2), crate::engine::redis::resp::Value::Int(2)], "two keys kept");
+        // `a` is forgotten in Redis (the oldest of three): a new emit (on the node that never saw it).
+        let (mut three, recovered) = start();
+        three.restore(1, recovered.sources.into_iter().next().unwrap());
+        let Some(Ok(Ack::Appended(again))) = emit(&mut three, "1", "a") else { panic!("not appended") };
+        assert!(again > a);
+        // Deleting the source drops its keys.
+        let t = three.submit(Op::Delete { key: 1 }, 2_000);
+        settle(&mut three, &[t]);
+        let exists = redis.call(&[vec![b"EXISTS", i.as_bytes(), o.as_bytes()]]).unwrap();
+        assert_eq!(exists, [crate::engine::redis::resp::Value::Int(0)]);
     }
 }
 
