@@ -114,6 +114,43 @@ fn changes_wait_for_a_replica() {
     a.create_source("u");
 }
 
+/// An emit answered `503` because `WAIT` found no replica was stored on
+/// the master all the same (its fate was unknown): retried with its
+/// `Idempotency-Key` once the replica is back, it answers the one stored
+/// event's id with `Idempotent-Replayed: true`, and the source holds it
+/// once (SPEC §10, §11).
+#[test]
+fn a_503_from_wait_retried_with_its_idempotency_key_stores_one_event() {
+    let master = support::RedisServer::start();
+    let mut replica = support::RedisServer::with(&["--replicaof", "127.0.0.1", &master.port.to_string()], None);
+    wait_until(Duration::from_secs(10), "the replica follows", || replica.cli(&["INFO", "replication"]).contains("master_link_status:up"));
+    let a = node(&master.url(), &["--redis-replicas", "1"]);
+    a.create_source("s");
+    let first = a.emit("s", "1");
+    replica.kill();
+    let keyed = |body: &str| {
+        let headers = format!("Authorization: Bearer {}\r\nIdempotency-Key: retry-1\r\n", a.key);
+        a.raw_request("POST", "/v1/sources/s/events", &headers, Some(body))
+    };
+    let unknown = keyed("2");
+    assert_eq!(unknown.status, 503, "{}", unknown.body);
+    replica.restart();
+    let retried = {
+        let mut last = None;
+        wait_until(Duration::from_secs(10), "the retry is answered 202", || {
+            let r = keyed("2");
+            let ok = r.status == 202;
+            last = Some(r);
+            ok
+        });
+        last.unwrap()
+    };
+    assert_eq!(retried.header("idempotent-replayed").as_deref(), Some("true"), "{}", retried.body);
+    let id = retried.json()["id"].as_str().unwrap().to_string();
+    assert!(id_key(&id) > id_key(&first));
+    assert_eq!(summary_ids(&a, "s"), [first, id], "the retried event is stored once");
+}
+
 /// One emit's record: when it was sent, when answered, and its outcome.
 struct Sent {
     at: Instant,

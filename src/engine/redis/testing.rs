@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(emit(&mut two, "2", "a"), Some(Err(StorageError::KeyReused)));
         assert!(matches!(emit(&mut one, "2", "b"), Some(Ok(Ack::Appended(_)))));
         assert!(matches!(emit(&mut one, "3", "c"), Some(Ok(Ack::Appended(_)))));
-        let mut redis = super::super::load::Blocking::connect(&url).unwrap();
+        let mut redis = super::super::load::Blocking::open(&url).unwrap();
         let id = "dc_conformance0001";
         let (i, o) = (format!("idem:i:{id}"), format!("idem:io:{id}"));
         let lens = redis.call(&[vec![b"HLEN", i.as_bytes()], vec![b"LLEN", o.as_bytes()]]).unwrap();
