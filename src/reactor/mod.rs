@@ -223,7 +223,7 @@ pub struct Reactor {
     #[cfg(feature = "tls")]
     flights_left: usize,
     #[cfg(feature = "tls")]
-    to_handshake: Vec<(usize, u32)>,
+    to_handshake: std::collections::VecDeque<(usize, u32)>,
 }
 
 impl Reactor {
@@ -308,7 +308,7 @@ impl Reactor {
             #[cfg(feature = "tls")]
             flights_left: 0,
             #[cfg(feature = "tls")]
-            to_handshake: Vec::new(),
+            to_handshake: std::collections::VecDeque::new(),
         };
         #[cfg(feature = "tls")]
         if let Some(tls) = &reactor.tls {
@@ -553,16 +553,23 @@ impl Reactor {
             #[cfg(feature = "tls")]
             let flight = match conn.tls() {
                 Some(tls) if tls.handshaking() && self.flights_left == 0 => {
-                    return self.to_handshake.push((key, conn.generation));
+                    return self.to_handshake.push_back((key, conn.generation));
                 }
                 Some(tls) => tls.handshaking() && !tls.wants_write(),
                 None => false,
             };
+            #[cfg(feature = "tls")]
+            let began = flight.then(Instant::now);
             let filled = conn.fill(&mut self.scratch);
             #[cfg(feature = "tls")]
             if let Some(tls) = conn.tls_mut() {
                 if flight && tls.wants_write() {
                     self.flights_left -= 1;
+                }
+                // A handshake's time is not the turn's time for requests:
+                // pipelined emits go on at their pace during a surge.
+                if let Some(began) = began {
+                    self.turn_ends += began.elapsed();
                 }
                 if tls.just_established() {
                     self.stats.tls_handshakes_ok += 1;
