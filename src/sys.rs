@@ -106,6 +106,19 @@ pub fn cpu_micros() -> u64 {
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
+/// Lowers the calling thread's CPU priority by `steps` nice steps (on
+/// Linux the nice value is a thread's own): background work then yields
+/// the core to the reactor as soon as the reactor has work, where the two
+/// share one core, and still runs whenever the core is otherwise idle.
+pub fn lower_thread_priority(steps: i32) {
+    // SAFETY: getpriority and setpriority only read and set the calling
+    // thread's nice value (who = 0); a failure leaves it as it was.
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + steps).min(19));
+    }
+}
+
 /// Sets the listen backlog of a listening socket (std asks 128, which
 /// overflows in a reconnect storm; the kernel caps it at somaxconn).
 pub fn set_listen_backlog(fd: RawFd, backlog: i32) {
