@@ -209,8 +209,7 @@ impl Reactor {
         let mut streams = std::mem::take(&mut self.to_flush.streams);
         // The streams over budget go first next turn, still marked pending.
         self.to_flush.streams = streams.split_off(streams.len().min(STREAM_FLUSH_BUDGET));
-        // Streams first: an event is not written after a large answer.
-        for key in streams.into_iter().chain(answers) {
+        for key in answers.into_iter().chain(streams) {
             // Not pending: a carried-over key whose connection closed (the
             // key may be reused) or that was listed twice.
             let Some(conn) = self.conns.get_mut(key).filter(|c| c.pending_write) else { continue };

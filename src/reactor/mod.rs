@@ -83,12 +83,11 @@ const WRITE_BUDGET: usize = 256 * 1024;
 const MAX_AWAITED: usize = 64;
 /// Requests read and answered per turn: any number until this long after
 /// the turn began (once one is answered), then one more per connection
-/// that has had none this turn. A page of sources (the costliest answer,
-/// up to 1,000 sources) is answered last in a turn, one per turn in all,
-/// after the turn's other answers and fan-out are written. What is left
-/// is carried over, first in line next turn: one account's many
-/// connections (a flood of emits, pages of sources) delay another's emit
-/// by at most the page being built when it came and one request per
+/// that has had none this turn, and one page of sources (the costliest
+/// answer, up to 1,000 sources) per turn in all. What is left is carried
+/// over, first in line next turn, after this turn's answers and fan-out
+/// are written: one account's many connections (a flood of emits, pages
+/// of sources) delay another's emit by about one page and one request per
 /// connection, not by all of their work.
 const REQUEST_TURN: Duration = Duration::from_millis(1);
 const TIMER_BUDGET: usize = 4096;
@@ -183,8 +182,6 @@ pub struct Reactor {
     /// page of sources) was answered in it; turns are counted.
     turn_ends: Instant,
     turn_served: bool,
-    /// A page of sources was answered this turn, or may not be yet (until
-    /// the turn's last phase: `answer_a_page`).
     turn_listed: bool,
     turn: u16,
     /// By connection key: the turn in which it last had a request answered
@@ -355,7 +352,7 @@ impl Reactor {
             self.now = self.start.elapsed().as_millis() as u64;
             self.unix_now = unix_ms();
             self.turn_ends = Instant::now() + REQUEST_TURN;
-            (self.turn_served, self.turn_listed) = (false, true);
+            (self.turn_served, self.turn_listed) = (false, false);
             self.turn = self.turn.wrapping_add(1);
             // Reads carried over from the last turn go first.
             self.resume_reads();
@@ -388,7 +385,6 @@ impl Reactor {
             self.arm_retention_timers();
             self.resume_parked();
             self.flush_pending();
-            self.answer_a_page();
             self.free_closed();
             self.publish();
             if self.drained() {
@@ -582,13 +578,7 @@ impl Reactor {
                 Ok(Fill::Read(n)) => {
                     budget = budget.saturating_sub(n);
                     if conn.reads_requests() {
-                        let entry = (key, conn.generation);
                         self.process(key);
-                        // A request carried over: so is the rest of the read
-                        // (an end of input read now would drop it unanswered).
-                        if self.to_read.last() == Some(&entry) {
-                            return;
-                        }
                     }
                 }
                 Ok(Fill::Last(_)) => {
@@ -611,26 +601,6 @@ impl Reactor {
                 }
             }
         }
-    }
-
-    /// The turn's page of sources, last: the first carried connection whose
-    /// next request asks for one (with what it has pipelined after, as its
-    /// turn allows); its answer is written at once.
-    fn answer_a_page(&mut self) {
-        let conns = &self.conns;
-        let listing = |&(key, generation): &(usize, u32)| {
-            conns.get(key).is_some_and(|c| c.generation == generation && matches!(c.phase, Phase::Head) && is_listing(&c.rbuf))
-        };
-        let Some(at) = self.to_read.iter().position(listing) else { return };
-        let entry = self.to_read.remove(at);
-        self.turn_listed = false;
-        self.process(entry.0);
-        self.turn_listed = true;
-        // What else it has read, and what waits in its socket: next turn.
-        if self.conns.get(entry.0).is_some_and(|c| c.generation == entry.1 && c.can_read && c.closing.is_none()) {
-            self.carry(entry.0);
-        }
-        self.flush_pending();
     }
 
     /// The turn's time for requests is up (once one was answered): a
@@ -666,11 +636,6 @@ impl Reactor {
     }
 
     fn on_eof(&mut self, key: usize) {
-        // Requests carried over are answered first; the end of input is
-        // read again when they have been.
-        if self.to_read.contains(&(key, self.conns[key].generation)) {
-            return;
-        }
         self.release_body(key);
         let conn = &mut self.conns[key];
         let was_linger = matches!(conn.phase, Phase::Linger);
@@ -1413,11 +1378,7 @@ impl Reactor {
     }
 }
 
-/// A page of sources asked for (a whole request head at the start of
-/// `rbuf`): the costliest answer, kept for the end of a turn.
+/// A page of sources asked for (at the head of `rbuf`): the costliest answer.
 fn is_listing(rbuf: &[u8]) -> bool {
-    rbuf.strip_prefix(b"GET /v1/sources").is_some_and(|rest| {
-        (rest.starts_with(b" ") || rest.starts_with(b"?"))
-            && (rest.windows(4).any(|w| w == b"\r\n\r\n") || rest.windows(2).any(|w| w == b"\n\n"))
-    })
+    rbuf.strip_prefix(b"GET /v1/sources").is_some_and(|rest| rest.starts_with(b" ") || rest.starts_with(b"?"))
 }
