@@ -237,3 +237,22 @@ pub fn listen_reuse_port(addr: std::net::SocketAddr, backlog: i32) -> std::io::R
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The compaction thread's priority drop is its own: the thread that
+    /// spawned it (the reactor) keeps its nice value.
+    #[test]
+    fn a_thread_lowers_its_own_priority_only() {
+        // SAFETY: getpriority only reads the calling thread's nice value.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let lowered = std::thread::spawn(move || {
+            super::lower_thread_priority(3);
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!((lowered, nice()), ((before + 3).min(19), before));
+    }
+}
