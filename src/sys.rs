@@ -106,6 +106,19 @@ pub fn cpu_micros() -> u64 {
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
 
+/// Lowers the calling thread's CPU priority by `steps` nice steps (on
+/// Linux the nice value is a thread's own): background work then yields
+/// the core to the reactor as soon as the reactor has work, where the two
+/// share one core, and still runs whenever the core is otherwise idle.
+pub fn lower_thread_priority(steps: i32) {
+    // SAFETY: getpriority and setpriority only read and set the calling
+    // thread's nice value (who = 0); a failure leaves it as it was.
+    unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + steps).min(19));
+    }
+}
+
 /// Sets the listen backlog of a listening socket (std asks 128, which
 /// overflows in a reconnect storm; the kernel caps it at somaxconn).
 pub fn set_listen_backlog(fd: RawFd, backlog: i32) {
@@ -223,4 +236,23 @@ pub fn listen_reuse_port(addr: std::net::SocketAddr, backlog: i32) -> std::io::R
 /// reactor reads it once per turn.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The compaction thread's priority drop is its own: the thread that
+    /// spawned it (the reactor) keeps its nice value.
+    #[test]
+    fn a_thread_lowers_its_own_priority_only() {
+        // SAFETY: getpriority only reads the calling thread's nice value.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let before = nice();
+        let lowered = std::thread::spawn(move || {
+            super::lower_thread_priority(3);
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!((lowered, nice()), ((before + 3).min(19), before));
+    }
 }

@@ -21,6 +21,8 @@ struct Source {
     last_id: Option<EventId>,
     evicted: Option<EventId>,
     keys: crate::engine::Remembered,
+    /// Its tokens given (some may be revoked since): what a delete takes out.
+    tokens: Vec<String>,
 }
 
 impl Source {
@@ -40,13 +42,14 @@ pub struct State {
     defaults: Bounds,
     sources: HashMap<String, Source>,
     default_key: Option<String>,
-    /// Few (compaction keeps only live ones), so a list.
-    tokens: Vec<StoredToken>,
+    /// By token; a revocation finds its token, a delete its source's
+    /// (`Source::tokens`), without a walk of them all.
+    tokens: HashMap<String, StoredToken>,
 }
 
 impl State {
     pub fn new(defaults: Bounds) -> State {
-        State { defaults, sources: HashMap::new(), default_key: None, tokens: Vec::new() }
+        State { defaults, sources: HashMap::new(), default_key: None, tokens: HashMap::new() }
     }
 
     pub fn apply(&mut self, record: Record<'_>) {
@@ -65,14 +68,19 @@ impl State {
                     created_at,
                     verify: None,
                 };
+                // A record of a source already there keeps its tokens' index.
+                let tokens = self.sources.remove(id).map(|s| s.tokens).unwrap_or_default();
                 self.sources.insert(
                     id.to_string(),
-                    Source { meta, events: VecDeque::new(), last_id: None, evicted: None, keys: Default::default() },
+                    Source { meta, events: VecDeque::new(), last_id: None, evicted: None, keys: Default::default(), tokens },
                 );
             }
             Record::Deleted { id } => {
-                self.sources.remove(id);
-                self.tokens.retain(|t| t.source_id != id);
+                for token in self.sources.remove(id).map(|s| s.tokens).unwrap_or_default() {
+                    if self.tokens.get(&token).is_some_and(|t| t.source_id == id) {
+                        self.tokens.remove(&token);
+                    }
+                }
             }
             Record::Key { source, key, id } => {
                 let Some(s) = self.sources.get_mut(source) else { return };
@@ -119,11 +127,15 @@ impl State {
                 };
             }
             Record::Token { token, source, expires_at } => {
-                if self.sources.contains_key(source) {
-                    self.tokens.push(StoredToken { token: token.to_string(), source_id: source.to_string(), expires_at });
+                if let Some(s) = self.sources.get_mut(source) {
+                    s.tokens.push(token.to_string());
+                    let stored = StoredToken { token: token.to_string(), source_id: source.to_string(), expires_at };
+                    self.tokens.insert(token.to_string(), stored);
                 }
             }
-            Record::TokenRevoked { token } => self.tokens.retain(|t| t.token != token),
+            Record::TokenRevoked { token } => {
+                self.tokens.remove(token);
+            }
         }
     }
 
@@ -136,7 +148,7 @@ impl State {
                 StoredSource { meta: s.meta, events: s.events.into(), last_id: s.last_id, evicted: s.evicted, keys }
             })
             .collect();
-        Recovered { sources, default_key: self.default_key, tokens: self.tokens }
+        Recovered { sources, default_key: self.default_key, tokens: self.tokens.into_values().collect() }
     }
 }
 
