@@ -142,7 +142,7 @@ impl Redis {
                     })));
                     return;
                 }
-                control => self.sources.apply(control, &mut self.rings, &mut self.ready),
+                control => self.sources.apply(control, &mut self.rings, &mut self.ready, self.now_ms),
             }
         }
     }

@@ -99,6 +99,10 @@ pub struct Redis {
     bounds: Bounds,
     /// Ids start above this millisecond.
     floor_ms: u64,
+    /// The clock the reactor last gave (a change's or an eviction's
+    /// time): records of other nodes' retention changes apply at it, so
+    /// the engine's time is the reactor's, fake clocks included.
+    now_ms: u64,
     /// The command link (its key names are the engine's).
     pipe: Pipeline<TakeBack>,
     readers: Vec<Reader>,
@@ -152,6 +156,7 @@ impl Redis {
             pipe: Pipeline::new(Token(TOKEN_BASE), keys, partitions, history, bounds.max_keys, epoch),
             bounds: Bounds { max_events: history, ..bounds },
             floor_ms,
+            now_ms: crate::sys::unix_ms(),
             readers,
             sources: Sources::default(),
             next_ticket: 0,
@@ -468,6 +473,7 @@ impl Redis {
 
 impl Engine for Redis {
     fn submit(&mut self, op: Op<'_>, now_ms: u64) -> Ticket {
+        self.now_ms = now_ms;
         let ticket = self.ticket();
         // The source a change is to: one this node does not have is done, as
         // there is nothing to store (a delete takes it out here first: the
@@ -634,6 +640,7 @@ impl Engine for Redis {
     /// Each node evicts by age from the ids, by the same rule, so every
     /// node shows the same events after the deadline.
     fn expire(&mut self, key: SourceKey, now_ms: u64) -> Option<u64> {
+        self.now_ms = now_ms;
         let evicted = |rings: &Rings| rings.history(key).and_then(|h| h.evicted());
         let before = evicted(&self.rings);
         let next = self.rings.expire(key, now_ms);

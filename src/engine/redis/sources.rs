@@ -110,7 +110,7 @@ impl Sources {
     /// sources and rings; what the core must hear of it goes to `ready`.
     /// This node's own changes come back too: only what changes something
     /// is told. (A create is the engine's: the core names its key first.)
-    pub fn apply(&mut self, record: Record, rings: &mut Rings, ready: &mut Vec<Outcome>) {
+    pub fn apply(&mut self, record: Record, rings: &mut Rings, ready: &mut Vec<Outcome>, now_ms: u64) {
         match record {
             Record::Deleted(id) => {
                 self.unbury(&id);
@@ -154,7 +154,7 @@ impl Sources {
                     return;
                 }
                 src.meta.retention = retention;
-                rings.set_retention(key, &retention, crate::sys::unix_ms());
+                rings.set_retention(key, &retention, now_ms);
                 ready.push(Outcome::Retention { key, retention });
             }
             Record::Event { .. } | Record::Created(_) => {}
