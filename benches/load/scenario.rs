@@ -441,8 +441,11 @@ impl Emitted {
 
 fn fanout(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res<Out> {
     let mut out = open(o, fleet, o.n)?;
+    let mut http = http;
     if !o.idle.is_zero() {
         idle_phase(o, fleet, before, &mut out);
+        // The server closes an idle keep-alive connection meanwhile.
+        http = http::Http::connect(o)?;
     }
     let run = run_id();
     fleet.measure(run, o.events)?;
