@@ -39,19 +39,21 @@ MILLION_SRCS=59 # 127.0.0.2 ..= 127.0.0.60
 
 # What the run sets. tcp_mem is in 4 KiB pages: 4, 6 and 8 GiB (the
 # default here stops at 2.2 GiB, which a first try reached); tcp_rmem and
-# tcp_wmem are Pushpin's 1M run's, so an idle socket's buffers stay small.
+# tcp_wmem stay small (Pushpin's 1M run sets 1024 4096 16384; this kernel
+# refuses a tcp_rmem minimum below 4096), so queued comments cost little.
 MILLION_SYSCTLS=(
   "net.core.somaxconn=65535"
   "net.ipv4.tcp_max_syn_backlog=65535"
   "net.ipv4.ip_local_port_range=10000 65000"
   "net.ipv4.tcp_mem=1048576 1572864 2097152"
-  "net.ipv4.tcp_rmem=1024 4096 16384"
-  "net.ipv4.tcp_wmem=1024 4096 16384"
+  "net.ipv4.tcp_rmem=4096 4096 16384"
+  "net.ipv4.tcp_wmem=4096 4096 16384"
   "fs.file-max=4194304"
 )
 MILLION_SAVED=()
 MILLION_NODES=()
 MILLION_SAMPLER=
+MILLION_LOAD=
 
 million_kernel_set() {
   local kv k now
@@ -82,6 +84,8 @@ million_kernel_restore() {
 }
 
 million_stop() {
+  [ -z "$MILLION_LOAD" ] || kill -TERM "$MILLION_LOAD" 2>/dev/null || true
+  MILLION_LOAD=
   [ -z "$MILLION_SAMPLER" ] || kill "$MILLION_SAMPLER" 2>/dev/null || true
   MILLION_SAMPLER=
   if [ ${#MILLION_NODES[@]} -gt 0 ]; then
@@ -90,6 +94,7 @@ million_stop() {
     MILLION_NODES=()
   fi
   million_kernel_restore
+  stop_redis
 }
 # bench.sh's EXIT trap (cleanup: Redis, the temporary dir) runs after this,
 # with the exit code the run had.
@@ -107,6 +112,7 @@ million_sample() {
 
 million_sampler() {
   local line prev=
+  trap - EXIT INT TERM # a subshell: the run's traps are the parent's
   while sleep 5; do
     line=$(million_sample)
     # busy % of all cores over the last 5 s, from the jiffies of /proc/stat.
@@ -148,12 +154,17 @@ run_million() {
   MILLION_SAMPLER=$!
   pids=$(IFS=,; echo "${MILLION_NODES[*]}")
   echo "# load before the million run:$(uptime | sed 's/.*load average: / /')" >>"$RESULTS"
-  if ! SSEHUB_API_KEY=$KEY timeout --foreground -k 10 $bound "$LOAD" fanout --n "$n" --events 10 --bytes $BYTES \
+  # In the background, waited for: bash runs a trap (ctrl-C, TERM) at once
+  # during `wait`, not only once a foreground command ends.
+  SSEHUB_API_KEY=$KEY timeout -k 10 $bound "$LOAD" fanout --n "$n" --events 10 --bytes $BYTES \
     --rate 1 --window 10 --idle "${MILLION_HOLD}s" --src-count $MILLION_SRCS --inflight "$MILLION_INFLIGHT" \
-    --timeout "$((bound - 120))s" --target ssehub --url "http://127.0.0.1:$PORT" --pid "$pids" >"$log" 2>&1; then
+    --timeout "$((bound - 120))s" --target ssehub --url "http://127.0.0.1:$PORT" --pid "$pids" >"$log" 2>&1 &
+  MILLION_LOAD=$!
+  if ! wait $MILLION_LOAD; then
     FAILED+=("ssehub $label")
     tail -5 "$log" >&2
   fi
+  MILLION_LOAD=
   sed -n "s/^RESULT \(.*\)/RESULT server=ssehub label=$label \1/p" "$log" >>"$RESULTS"
   # Each node's own account of trouble: Redis declared lost, connections refused.
   echo "RESULT server=ssehub label=$label-run scenario=million nodes=$k srcs=$MILLION_SRCS inflight=$MILLION_INFLIGHT" \
@@ -164,7 +175,6 @@ run_million() {
     "redis_lost_logs=$(grep -c 'Redis at .* unreachable' "$LOGS/ssehub-million.log" || true)" >>"$RESULTS"
   grep '^  closed or failed' "$log" | sed "s/^ */# $label: /" >>"$RESULTS" || true
   million_stop
-  stop_redis
 }
 
 # mget KEY: the million run's value of KEY.
