@@ -60,6 +60,12 @@
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
 //!
+//! `fanout --idle D` (`scripts/bench.sh --million`): once all are connected
+//! the subscribers sit idle for D before the first emit (handshake comments
+//! only); the servers' and the tool's CPU over it, the servers' RSS and PSS,
+//! and the kernel's Slab and TCP pages are reported apart. `--pid a,b,..`
+//! sums RSS, PSS and CPU over several server processes (`--reuse-port`).
+//!
 //! `--url https://…` speaks TLS everywhere (`tls`: rustls, no certificate
 //! check, no resumption, so every connect is a full handshake).
 //!
