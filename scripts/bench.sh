@@ -20,6 +20,12 @@
 #   scripts/bench.sh --tls-surge
 #                               only the TLS surge: delivery to 1,000 streams
 #                               while 10,000 clients connect (2 minutes)
+#   scripts/bench.sh --million [N]
+#                               N subscribers (default 1,000,000) over K
+#                               --reuse-port redis-engine processes, held,
+#                               then 10 events to all (scripts/bench-million.sh;
+#                               at most 15 minutes; root sets kernel settings
+#                               for the run and restores them)
 #   scripts/bench.sh --fairness one account's load against another's
 #                               emit -> delivery latency, and the cost of
 #                               limits (ssehub only, 6 minutes; see
@@ -90,6 +96,10 @@ while [ $# -gt 0 ]; do
     --tls) STORAGE=tls ;;
     --tls-surge) STORAGE=tls_surge ;;
     --fairness) STORAGE=fairness ;;
+    --million)
+      STORAGE=million
+      case ${2:-} in [0-9]*) MILLION_N=${2//[,_]/}; shift ;; esac
+      ;;
     --redis-ab) STORAGE=redis_ab AB_BIN=${2:?--redis-ab needs an ssehub binary}; shift ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -127,11 +137,12 @@ install_missing() {
   local need=()
   [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
   [ "$STORAGE" != fairness ] || { command -v wrk >/dev/null && return 0; } # and wrk
+  [ "$STORAGE" != million ] || { command -v redis-server >/dev/null && return 0; } # and Redis
   command -v nginx >/dev/null || need+=(nginx)
   [[ $STORAGE != tls* ]] || command -v openssl >/dev/null || need+=(openssl)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
-  [ "$STORAGE" != redis ] || command -v redis-server >/dev/null || need+=(redis-server)
+  [[ $STORAGE != redis && $STORAGE != million ]] || command -v redis-server >/dev/null || need+=(redis-server)
   command -v gnuplot >/dev/null || need+=(gnuplot-nox)
   [ ${#need[@]} -eq 0 ] && return
   local sudo=()
@@ -844,6 +855,11 @@ case $STORAGE in
   fairness)
     . "$ROOT/scripts/bench-fairness.sh"
     ssehub_only fairness
+    ;;
+  million)
+    # shellcheck source=scripts/bench-million.sh
+    . "$ROOT/scripts/bench-million.sh"
+    ssehub_only million
     ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;

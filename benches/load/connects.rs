@@ -60,7 +60,7 @@ pub fn connects(o: &Opts) -> Res<Out> {
                     let mut t = Tally::default();
                     while t0.elapsed() < o.secs {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        let src = [127, 0, 0, (SRC_FIRST + k % SRC_COUNT) as u8];
+                        let src = [127, 0, 0, (SRC_FIRST + k % o.src_count) as u8];
                         let began = sys::now_ns();
                         match one(o, src, request) {
                             Ok(()) => {

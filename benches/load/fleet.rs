@@ -95,7 +95,7 @@ impl Fleet {
             let cfg = serde_json::json!({
                 "dst": o.addr.to_string(), "host": o.host, "key": o.key,
                 "path": o.target.sub_path(&o.source), "envelope": o.target.envelope(),
-                "index": w, "stride": workers, "inflight": inflight.div_ceil(workers),
+                "index": w, "stride": workers, "inflight": inflight.div_ceil(workers), "src_count": o.src_count,
                 "tls": o.tls.is_some(),
             });
             let mut child = Command::new(&exe)

@@ -13,7 +13,7 @@
 //! cargo bench --bench load -- connects  --secs 20 --inflight 32
 //! cargo bench --bench load -- surge     --n 1000 --crowd 10000 --events 3000 --rate 200
 //! common: --url http[s]://127.0.0.1:8080  --key KEY ($SSEHUB_API_KEY)  --source load
-//!         --pid SERVER_PID  --per-worker 19000  --workers K  --inflight 128
+//!         --pid SERVER_PID[,PID..]  --src-count 253  --per-worker 19000  --workers K  --inflight 128
 //!         --window 64  --timeout 120s  --target ssehub|nchan
 //! ```
 //!
@@ -59,6 +59,12 @@
 //!
 //! With no scenario (as under `cargo test --benches`) it runs its own table
 //! tests, so a bare `cargo bench` never opens 20k sockets.
+//!
+//! `fanout --idle D` (`scripts/bench.sh --million`): once all are connected
+//! the subscribers sit idle for D before the first emit (handshake comments
+//! only); the servers' and the tool's CPU over it, the servers' RSS and PSS,
+//! and the kernel's Slab and TCP pages are reported apart. `--pid a,b,..`
+//! sums RSS, PSS and CPU over several server processes (`--reuse-port`).
 //!
 //! `--url https://…` speaks TLS everywhere (`tls`: rustls, no certificate
 //! check, no resumption, so every connect is a full handshake).
@@ -171,7 +177,7 @@ const USAGE: &str = "usage: load <idle|ladder|fanout|handshake|storm|churn|drain
     [--steps a,b,..] [--events N] [--bytes N] [--rate PER_S] [--secs 60s] [--reads N] \
     [--emit-rate PER_S] [--reconnect-inflight N] [--drains 10s,0s] [--server PATH] \
     [--node-args 'ARGS'] [--default-retry 3s] [--url URL] \
-    [--key KEY] [--source NAME] [--pid PID] [--per-worker N] [--workers K] [--inflight N] \
+    [--key KEY] [--source NAME] [--pid PID[,PID..]] [--src-count N] [--idle 0s] [--per-worker N] [--workers K] [--inflight N] \
     [--window N] [--timeout 120s] [--target ssehub|nchan]";
 
 /// The server the tool speaks to: ssehub's API, or nchan's for comparison.
@@ -228,7 +234,13 @@ struct Opts {
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     key: String,
     source: String,
-    pid: Option<u32>,
+    /// The server's processes (`--pid a,b,c`): RSS and CPU are their sums.
+    pids: Vec<u32>,
+    /// Subscribers bind to 127.0.0.2 and the next `src_count - 1` addresses.
+    src_count: usize,
+    /// `fanout`: how long the subscribers sit idle (handshakes only)
+    /// between connecting and the first emit; its CPU is reported apart.
+    idle: Duration,
     n: usize,
     hold: Duration,
     steps: Vec<usize>,
@@ -314,7 +326,9 @@ impl Opts {
             tls: https.then(tls::config),
             key: get("key", &env_key),
             source: get("source", "load"),
-            pid: Some(get("pid", "")).filter(|p| !p.is_empty()).map(|p| parse("pid", p)).transpose()?,
+            pids: get("pid", "").split(',').filter(|p| !p.is_empty()).map(|p| parse("pid", p.into())).collect::<Res<_>>()?,
+            src_count: parse("src-count", get("src-count", &SRC_COUNT.to_string()))?,
+            idle: parse::<Secs>("idle", get("idle", "0s"))?.0,
             n,
             hold: parse::<Secs>("hold", get("hold", hold))?.0,
             steps: steps.split(',').map(|s| parse("steps", s.into())).collect::<Res<_>>()?,
@@ -360,6 +374,9 @@ impl Opts {
         let name_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
         if o.source.is_empty() || !o.source.bytes().all(name_ok) {
             return Err(format!("bad source name {:?}", o.source));
+        }
+        if !(1..=SRC_COUNT).contains(&o.src_count) {
+            return Err(format!("--src-count must be 1..={SRC_COUNT}"));
         }
         if [o.per_worker, o.inflight, o.reconnect_inflight, o.window].contains(&0) || o.rate.is_nan() || o.rate < 0.0 {
             return Err("--per-worker, --inflight, --reconnect-inflight, --window must be > 0, --rate >= 0".into());

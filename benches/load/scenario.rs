@@ -18,6 +18,17 @@ const FIELDS: &[(&str, &str)] = &[
     ("rss_per_sub_b", "server RSS delta per subscriber (B)"),
     ("kernel_per_conn_b", "kernel slab+TCP per connection, both ends (B)"),
     ("hold_s", "hold (s)"),
+    ("idle_s", "idle before the emits (s)"),
+    ("srv_idle_cpu_pct", "server CPU while idle, all processes (% of a core)"),
+    ("tool_idle_cpu_pct", "load tool CPU while idle (% of a core)"),
+    ("rss_held_kb", "server RSS with all connected, all processes (KiB)"),
+    ("kernel_before_kb", "kernel slab+TCP before subscribers (KiB)"),
+    ("kernel_held_kb", "kernel slab+TCP with all connected (KiB)"),
+    ("pss_held_kb", "server PSS with all connected, all processes (KiB)"),
+    ("slab_held_kb", "kernel Slab with all connected (KiB)"),
+    ("tcp_mem_held_kb", "kernel TCP buffer pages with all connected (KiB)"),
+    ("srv_emit_cpu_pct", "server CPU during the emits (% of a core)"),
+    ("tool_emit_cpu_pct", "load tool CPU during the emits (% of a core)"),
     ("events", "events emitted"),
     ("bytes", "payload bytes"),
     ("rate", "emit rate asked (/s, 0 = back-to-back)"),
@@ -127,8 +138,8 @@ impl Sample {
     pub(crate) fn take(o: &Opts, fleet: Option<&Fleet>) -> Sample {
         let workers = fleet.map_or(0.0, Fleet::cpu_s);
         Sample {
-            rss: o.pid.and_then(sys::proc_rss),
-            cpu: o.pid.and_then(sys::proc_cpu_s),
+            rss: sum(&o.pids, sys::proc_rss),
+            cpu: sum(&o.pids, sys::proc_cpu_s),
             tool_cpu: sys::rusage_cpu_s(libc::RUSAGE_SELF) + workers,
             kernel: sys::kernel_mem(),
         }
@@ -139,6 +150,15 @@ impl Sample {
         let server = self.cpu.zip(earlier.cpu).map(|(b, a)| b - a);
         (server, self.tool_cpu - earlier.tool_cpu)
     }
+}
+
+/// `f` summed over the server's processes; None without one, or when one
+/// cannot be read (gone).
+fn sum<T: std::iter::Sum>(pids: &[u32], f: impl Fn(u32) -> Option<T>) -> Option<T> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| f(p)).sum()
 }
 
 /// The human table and the RESULT line of one measurement.
@@ -237,7 +257,11 @@ pub fn run(o: &Opts) -> Res<()> {
     if let Some(nodes) = &mut nodes {
         nodes.start(o, o.drains[0])?;
     }
-    let pid = o.pid.map_or("none: no server RSS/CPU".into(), |p| p.to_string());
+    let pid = match o.pids.as_slice() {
+        [] => "none: no server RSS/CPU".into(),
+        [p] => p.to_string(),
+        all => format!("{} .. {} ({} processes)", all[0], all[all.len() - 1], all.len()),
+    };
     eprintln!("load: RLIMIT_NOFILE {limit}; {:?} server {} pid {pid}", o.target, o.addr);
     let mut http = http::Http::connect(o)?;
     let body = serde_json::json!({ "name": o.source }).to_string();
@@ -417,6 +441,12 @@ impl Emitted {
 
 fn fanout(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res<Out> {
     let mut out = open(o, fleet, o.n)?;
+    let mut http = http;
+    if !o.idle.is_zero() {
+        idle_phase(o, fleet, before, &mut out);
+        // The server closes an idle keep-alive connection meanwhile.
+        http = http::Http::connect(o)?;
+    }
     let run = run_id();
     fleet.measure(run, o.events)?;
     let s1 = Sample::take(o, Some(fleet));
@@ -456,11 +486,38 @@ fn fanout(o: &Opts, fleet: &mut Fleet, before: &Sample, http: http::Http) -> Res
     out.add("srv_cpu_s", cpu.map(f3));
     out.add("srv_cpu_s_per_m", cpu.map(|c| f3(c * 1e6 / got.max(1) as f64)));
     out.put("tool_cpu_s", f3(tool_cpu));
+    let emit_secs = e.sent.last().map_or(1.0, |&l| (last_rx.max(l) - t0) as f64 / 1e9).max(1e-3);
+    out.add("srv_emit_cpu_pct", cpu.map(|c| format!("{:.1}", c * 100.0 / emit_secs)));
+    out.put("tool_emit_cpu_pct", format!("{:.1}", tool_cpu * 100.0 / emit_secs));
     out.errors(&r);
     if r.get("loss") + r.get("dups") > 0 || !complete {
         out.failure = Some("loss, duplicates or incomplete delivery (see above)".into());
     }
     Ok(out)
+}
+
+/// `fanout --idle D`: the subscribers sit idle for D (handshake comments
+/// only); the servers' and the tool's CPU over it, in % of one core, and
+/// memory once all are connected (RSS and kernel slab + TCP pages, both
+/// ends of every loopback connection, against `before`).
+fn idle_phase(o: &Opts, fleet: &Fleet, before: &Sample, out: &mut Out) {
+    let s1 = Sample::take(o, Some(fleet));
+    let t = Instant::now();
+    std::thread::sleep(o.idle);
+    let s2 = Sample::take(o, Some(fleet));
+    let secs = t.elapsed().as_secs_f64();
+    let (cpu, tool_cpu) = s2.cpu_since(&s1);
+    out.put("idle_s", f2(secs));
+    out.add("srv_idle_cpu_pct", cpu.map(|c| format!("{:.1}", c * 100.0 / secs)));
+    out.put("tool_idle_cpu_pct", format!("{:.1}", tool_cpu * 100.0 / secs));
+    out.add("rss_held_kb", s2.rss.map(kib));
+    out.add("pss_held_kb", sum(&o.pids, sys::proc_pss).map(kib));
+    out.add("kernel_before_kb", before.kernel.map(kib));
+    out.add("kernel_held_kb", s2.kernel.map(kib));
+    if let Some((slab, tcp)) = sys::kernel_parts() {
+        out.put("slab_held_kb", kib(slab));
+        out.put("tcp_mem_held_kb", kib(tcp));
+    }
 }
 
 /// Halfway through the emits every subscriber is dropped at once and

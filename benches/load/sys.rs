@@ -64,13 +64,25 @@ pub fn proc_rss(pid: u32) -> Option<u64> {
     proc_kb(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
+/// Proportional set size (`Pss` of /proc/PID/smaps_rollup): pages shared
+/// with other processes, as the binary's own text, counted in shares, so
+/// that a sum over processes counts each page once.
+pub fn proc_pss(pid: u32) -> Option<u64> {
+    proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
 /// Kernel memory that sockets cost: slab (socket structs, epoll items,
 /// files; both ends of every loopback pair) plus TCP buffer pages.
 pub fn kernel_mem() -> Option<u64> {
+    kernel_parts().map(|(slab, tcp)| slab + tcp)
+}
+
+/// The two parts of `kernel_mem`: Slab and the TCP buffer pages, in bytes.
+pub fn kernel_parts() -> Option<(u64, u64)> {
     let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
     let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
     let pages: u64 = tcp.split(' ').skip_while(|w| *w != "mem").nth(1)?.parse().ok()?;
-    Some(proc_kb("/proc/meminfo", "Slab:")? + pages * sysconf(libc::_SC_PAGESIZE))
+    Some((proc_kb("/proc/meminfo", "Slab:")?, pages * sysconf(libc::_SC_PAGESIZE)))
 }
 
 /// glibc's vectorised memchr: every byte the server sends goes through

@@ -15,6 +15,8 @@ struct Cfg {
     index: usize,
     stride: usize,
     inflight: usize,
+    /// Source addresses 127.0.0.2 and on, this many.
+    src_count: usize,
     /// Payloads arrive in ssehub's envelope (else raw, as from nchan).
     envelope: bool,
     /// `https://`: every subscriber speaks TLS.
@@ -316,6 +318,7 @@ fn config() -> Res<Cfg> {
         index: n("index")?,
         stride: n("stride")?.max(1),
         inflight: n("inflight")?.max(1),
+        src_count: n("src_count")?.clamp(1, SRC_COUNT),
         envelope: v["envelope"].as_bool().ok_or("config lacks envelope")?,
         tls: v["tls"].as_bool().ok_or("config lacks tls")?.then(tls::config),
     })
@@ -431,7 +434,7 @@ impl Worker {
     fn open(&mut self, i: usize, sub: Sub, started_ns: u64) {
         let global = self.cfg.index + self.attempts * self.cfg.stride;
         self.attempts += 1;
-        let src = [127, 0, 0, (SRC_FIRST + global % SRC_COUNT) as u8];
+        let src = [127, 0, 0, (SRC_FIRST + global % self.cfg.src_count) as u8];
         let fd = connect_from(self.cfg.dst, self.cfg.port, src, true).and_then(|fd| match self.register(fd, i as u64) {
             Ok(()) => Ok(fd),
             Err(e) => {

@@ -23,6 +23,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
+/// The first read of a wake-up asks for this much: an idle link's replies
+/// (a blocked XREAD's nil, an acknowledgement) are small, and a node holds
+/// one link per partition, so each keeping `READ_CHUNK` zeroed would cost
+/// a node over a MiB before its first subscriber. A read that fills it
+/// goes on with `READ_CHUNK`.
+const FIRST_CHUNK: usize = 2 * 1024;
 
 /// Where a link connects: the address (of the master as last found) and
 /// what every connection sends first.
@@ -306,9 +312,10 @@ impl Link {
             return Got::Replies;
         }
         let short_read_drains = sock.short_read_drains();
+        let mut chunk = FIRST_CHUNK;
         loop {
-            if self.inbuf.len() < self.filled + READ_CHUNK {
-                self.inbuf.resize(self.filled + READ_CHUNK, 0);
+            if self.inbuf.len() < self.filled + chunk {
+                self.inbuf.resize(self.filled + chunk, 0);
             }
             let room = self.inbuf.len() - self.filled;
             match sock.read(&mut self.inbuf[self.filled..]) {
@@ -319,6 +326,7 @@ impl Link {
                     if n < room && short_read_drains {
                         break;
                     }
+                    chunk = READ_CHUNK;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
