@@ -32,6 +32,7 @@
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
 //! is), `master.rs` and `sentinel.rs` (where the master is now),
+//! `resolve.rs` (host names looked up off the reactor),
 //! `keys.rs` (the key layout), `load.rs` (the blocking load at start),
 //! `pipeline.rs` (the command link), `replicas.rs` (`WAIT` before an
 //! acknowledgement), `follow.rs` (the partition readers), `deliver.rs`
@@ -51,6 +52,7 @@ mod master;
 mod pipeline;
 mod records;
 mod replicas;
+mod resolve;
 pub mod resp;
 mod sentinel;
 mod sources;
@@ -59,10 +61,11 @@ mod tls;
 mod url;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::error;
-use mio::{Events, Poll, Registry, Token};
+use mio::{Events, Poll, Registry, Token, Waker};
 
 use super::{
     Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
@@ -127,8 +130,10 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// The engine, its links registered on the reactor's poll.
-    pub fn start(opened: Opened, registry: Registry) -> Redis {
+    /// The engine, its links registered on the reactor's poll; host
+    /// names resolved off the reactor wake it with `waker`.
+    pub fn start(mut opened: Opened, registry: Registry, waker: Arc<Waker>) -> Redis {
+        opened.locator.wake_with(waker);
         Redis::new(opened, registry, None)
     }
 
