@@ -496,10 +496,11 @@ fn failover_times() {
 /// `--redis-replicas 0` and a failover to a replica that missed the last
 /// acknowledged events (its replication went through a proxy that stopped
 /// forwarding while they were written; the address then moved to it): the
-/// node notices (the new master's partition ends before
-/// what it read) and handles it as a data loss: ids go on above every id
+/// node notices (the new master's partition lacks the newest record it
+/// read or its emits wrote) and handles it as a data loss: ids go on above every id
 /// served, and a subscriber who missed those events (resuming on a node
-/// started afterwards, which never saw them) gets the gap frame.
+/// started afterwards, which never saw them) gets the gap frame, also
+/// when another node's emit reached the new master before the write-back.
 #[test]
 fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     let mut old = support::RedisServer::start();
@@ -515,10 +516,11 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     let missed: Vec<String> = (1..=3).map(|i| a.emit("s", &i.to_string())).collect();
     old.kill();
     assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    // Another node's emit reaches the new master before a's write-back.
+    let b = node(&replica.url(), &[]);
+    let early = b.emit("s", "\"early\"");
     proxy.switch(replica.port);
-    // (Noticed on the command link's connect; an emit that reached the new
-    // master before the write-back would leave the floor unraised: the
-    // script raises it only above the source's last id. Not handled yet.)
+    // (Noticed on the command link's connect.)
     wait_until(Duration::from_secs(10), "a notices the loss", || a.logs().contains("lost data"));
     let mut after = None;
     wait_until(Duration::from_secs(10), "a acknowledges again", || {
@@ -534,5 +536,6 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
         support::Frame::Named { event, .. } => assert_eq!(event, "gap"),
         other => panic!("expected the gap frame, got {other:?}"),
     }
+    assert_eq!(stream.next_event().id(), early);
     assert_eq!(stream.next_event().id(), after);
 }

@@ -127,6 +127,12 @@ pub struct Redis {
     refusing: Refusing,
     /// `--redis-replicas`: changes wait for `WAIT`.
     replicas: Replicas<TakeBack>,
+    /// Per partition, what this node had read when the command link was
+    /// lost, until the server it connects to next shows it has that record
+    /// (`links::ask_tails`; a reader reconnected first may read on past a loss).
+    unchecked: Vec<Option<EventId>>,
+    /// Per partition, the newest record this node's emits wrote (it may not have read it yet).
+    written: Vec<EventId>,
 }
 
 impl Redis {
@@ -173,6 +179,8 @@ impl Redis {
             health: Health::default(),
             refusing: Refusing::default(),
             replicas: Replicas::new(replicas),
+            unchecked: Vec::new(),
+            written: Vec::new(),
         };
         r.connect_due(Instant::now());
         r
@@ -337,7 +345,7 @@ impl Redis {
                 }
             }
             Awaited::Wait(_) => {}
-            Awaited::Tail(n) => self.tail(n, &reply),
+            Awaited::Tail(n, read, upto) => self.tail(n, read, upto, &reply),
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -355,9 +363,11 @@ impl Redis {
                 }
                 self.taken();
                 let parts = reply.as_array().unwrap_or(&[]);
+                let n = counters.len();
                 for (i, counter) in counters.into_iter().enumerate() {
                     self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
                 }
+                self.wrote(parts.get(n..).unwrap_or(&[]));
             }
             Awaited::Change { ticket, take_back, at, epoch } => {
                 self.health.rtt(at);
@@ -448,6 +458,8 @@ impl Redis {
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
         }
+        // (Ids of the server that lost them: not looked for again.)
+        self.written.clear();
     }
 
     /// Deadlines: emits past theirs fail; a command link or a reader that
@@ -601,7 +613,7 @@ impl Engine for Redis {
             || self.master.wants_flush()
             || self.pipe.has_batch()
             || self.readers.iter().any(Reader::wants_flush)
-            || (!self.entries.is_empty() && !self.stalled)
+            || (!self.entries.is_empty() && !self.stalled && !self.unchecked())
             || !self.ready.is_empty()
             || !self.held.is_empty()
     }
