@@ -36,12 +36,17 @@ fn try_emit(n: &TestServer, source: &str, body: &str) -> (Result<String, u16>, D
 /// Nodes started with a `redis-sentinel://` URL find the master through
 /// the Sentinels; after a failover (`SENTINEL FAILOVER`) both write to the
 /// new master within 5 s, a subscriber sees every acknowledged event once,
-/// in order, and the old master (now a replica) gets no write.
+/// in order, and the old master (now a replica) gets no write. Each
+/// node's Sentinel link is a row of `/metrics`.
 #[test]
 fn nodes_follow_a_sentinel_failover() {
     let ha = Ha::start(1);
     let url = ha.url();
     let (a, b) = (node(&url, &[]), node(&url, &[]));
+    // Each listens to a Sentinel for +switch-master: a link of its own in /metrics.
+    for n in [&a, &b] {
+        n.wait_metric("ssehub_redis_link_up{link=\"sentinel\"}", 1);
+    }
     a.create_source("s");
     wait_until(Duration::from_secs(2), "b knows the source", || b.request("GET", "/v1/sources/s", None).status == 200);
     let mut on_b = b.subscribe("/sources/s/sse", "");

@@ -144,6 +144,11 @@ impl Locator {
         self.sentinels.as_ref().is_some_and(Sentinels::wants_flush)
     }
 
+    /// The Sentinel link's state for `/metrics` (none for other URLs).
+    pub fn sentinel_link(&self) -> Option<(bool, Instant)> {
+        self.sentinels.as_ref().map(Sentinels::link)
+    }
+
     pub fn next_wake(&self, consider: &mut impl FnMut(Instant)) {
         self.resolver.next_wake(consider);
         if let Some(s) = &self.sentinels {

@@ -669,7 +669,7 @@ impl Engine for Redis {
     fn metrics(&self, out: &mut String) {
         self.health.metrics(self.all_up(), out);
         let links = std::iter::once(&self.pipe.link).chain(self.readers.iter().map(|r| &r.link));
-        health::links(links.map(|l| (l.passed_setup(), l.last_read)), out);
+        health::links(links.map(|l| (l.passed_setup(), l.last_read)), self.master.sentinel_link(), out);
     }
 
     /// Every link is up (the command link answers, each partition link is

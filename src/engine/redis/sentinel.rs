@@ -12,7 +12,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
 use mio::{Registry, Token, Waker};
 
 use super::link::{Endpoint, Got, Link, LinkState};
@@ -21,6 +20,7 @@ use super::resp::Value;
 #[cfg(feature = "tls")]
 use super::tls::Connector;
 use super::url::Host;
+use crate::throttle::{Throttle, throttled};
 
 /// The token of the link to a Sentinel: past the partition readers' (at most 1024).
 pub const TOKEN: Token = Token(super::TOKEN_BASE + 2048);
@@ -52,6 +52,19 @@ pub struct Sentinels {
     /// The master's address as last heard.
     pub found: Option<Host>,
     replies: Vec<Value>,
+    lines: Lines,
+}
+
+/// The Sentinel link's lines, at most once a second per kind (`health.rs`):
+/// Sentinels that are down, or a master no Sentinel knows, repeat per question.
+#[derive(Default)]
+struct Lines {
+    /// A Sentinel did not answer (could not connect, timed out, lost, does not know the master).
+    unanswered: Throttle,
+    /// A round where none answered.
+    round: Throttle,
+    found: Throttle,
+    switched: Throttle,
 }
 
 /// What the Sentinels said.
@@ -81,6 +94,7 @@ impl Sentinels {
             next_round: None,
             found: None,
             replies: Vec::new(),
+            lines: Lines::default(),
         }
     }
 
@@ -101,6 +115,12 @@ impl Sentinels {
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         })
+    }
+
+    /// The Sentinel link for `/metrics`: up (connected, subscribed to
+    /// `+switch-master`) and when it last read.
+    pub fn link(&self) -> (bool, Instant) {
+        (self.link.passed_setup() && self.asking.is_none(), self.link.last_read)
     }
 
     pub fn count(&self) -> usize {
@@ -148,7 +168,7 @@ impl Sentinels {
         self.resolving = false;
         let connected = addr.and_then(|addr| self.endpoint_at(addr)).and_then(|at| self.link.connect(&at, registry));
         if let Err(e) = connected {
-            warn!("Sentinel {}:{}: {e}", self.hosts[self.at].name, self.hosts[self.at].port);
+            throttled!(self.lines.unanswered, Warn, "Sentinel {}:{}: {e}", self.hosts[self.at].name, self.hosts[self.at].port);
             return self.next(registry, now);
         }
         self.link.send(&[b"SENTINEL", b"get-master-addr-by-name", self.master.as_bytes()]);
@@ -162,7 +182,7 @@ impl Sentinels {
         self.resolving = false;
         self.tried += 1;
         if self.tried >= self.hosts.len() {
-            warn!("no Sentinel knows where master {} is; asking again", self.master);
+            throttled!(self.lines.round, Warn, "no Sentinel knows where master {} is; asking again", self.master);
             self.tried = 0;
             self.at = 0;
             self.next_round = Some(now + ROUND_PAUSE);
@@ -176,7 +196,14 @@ impl Sentinels {
     pub fn drive(&mut self, registry: &Registry, now: Instant) {
         if self.asking.is_some_and(|at| now >= at + ASK_TIMEOUT) {
             let host = &self.hosts[self.at];
-            warn!("Sentinel {}:{}: no answer within {} ms", host.name, host.port, ASK_TIMEOUT.as_millis());
+            throttled!(
+                self.lines.unanswered,
+                Warn,
+                "Sentinel {}:{}: no answer within {} ms",
+                host.name,
+                host.port,
+                ASK_TIMEOUT.as_millis()
+            );
             self.next(registry, now);
         } else if self.resolving {
             self.dial(registry, now);
@@ -226,19 +253,34 @@ impl Sentinels {
                 match address(&reply) {
                     Some(addr) => {
                         let host = &self.hosts[self.at];
-                        info!("Sentinel {}:{} says master {} is at {}", host.name, host.port, self.master, describe(&addr));
+                        throttled!(
+                            self.lines.found,
+                            Info,
+                            "Sentinel {}:{} says master {} is at {}",
+                            host.name,
+                            host.port,
+                            self.master,
+                            describe(&addr)
+                        );
                         self.answered(self.at, addr);
                         heard = Heard::Found;
                     }
                     None => {
                         let host = &self.hosts[self.at];
-                        warn!("Sentinel {}:{} does not know master {}", host.name, host.port, self.master);
+                        throttled!(
+                            self.lines.unanswered,
+                            Warn,
+                            "Sentinel {}:{} does not know master {}",
+                            host.name,
+                            host.port,
+                            self.master
+                        );
                         self.next(registry, now);
                         break;
                     }
                 }
             } else if let Some(addr) = switched(&reply, &self.master) {
-                warn!("the Sentinels switched master {} to {}", self.master, describe(&addr));
+                throttled!(self.lines.switched, Warn, "the Sentinels switched master {} to {}", self.master, describe(&addr));
                 self.found = Some(addr);
                 heard = Heard::Switched;
             }
@@ -247,7 +289,7 @@ impl Sentinels {
         if let Got::Lost(why) = got {
             if self.asking.is_some() {
                 let host = &self.hosts[self.at];
-                warn!("Sentinel {}:{}: {why}", host.name, host.port);
+                throttled!(self.lines.unanswered, Warn, "Sentinel {}:{}: {why}", host.name, host.port);
                 self.next(registry, now);
             } else {
                 // Listened to again at the next drive.
