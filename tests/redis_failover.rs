@@ -386,7 +386,12 @@ fn a_move_behind_one_address_is_followed() {
     let mut on_b = b.subscribe("/sources/s/sse", "");
     b.wait_metric("ssehub_subscribers", 1);
     let mut acked = vec![a.emit("s", "1"), b.emit("s", "2")];
-    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    // (Not `WAIT` from redis-cli: its own connection wrote nothing, so it returns at once.)
+    let id = a.request("GET", "/v1/sources/s", None).json()["data"]["id"].as_str().unwrap().to_string();
+    let history = format!("ssehub:h:{id}");
+    wait_until(Duration::from_secs(10), "the replica has the events", || {
+        new.cli(&["XRANGE", &history, &acked[1], &acked[1]]).contains(&acked[1])
+    });
     assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
     proxy.switch(new.port);
     assert_eq!(old.cli(&["REPLICAOF", "127.0.0.1", &new.port.to_string()]), "OK");
@@ -516,7 +521,12 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     let a = node(&proxy.url(), &[]);
     a.create_source("s");
     let before = a.emit("s", "0");
-    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    // (Not `WAIT` from redis-cli: its own connection wrote nothing, so it returns at once.)
+    let id = a.request("GET", "/v1/sources/s", None).json()["data"]["id"].as_str().unwrap().to_string();
+    let history = format!("ssehub:h:{id}");
+    wait_until(Duration::from_secs(10), "the replica has the first event", || {
+        replica.cli(&["XRANGE", &history, &before, &before]).contains(&before)
+    });
     replication.hole();
     let missed: Vec<String> = (1..=3).map(|i| a.emit("s", &i.to_string())).collect();
     old.kill();
