@@ -251,6 +251,28 @@ fn redis_down_and_back() {
     }
 }
 
+/// `redis://localhost:…`: the name is resolved at start, and again (off
+/// the loop) when the links reconnect after Redis went away.
+#[test]
+fn a_host_name_is_resolved_again_when_the_links_reconnect() {
+    let mut redis = RedisServer::start();
+    let url = redis.url().replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("redis://localhost:"), "{url}");
+    let a = TestServer::start(&["--redis", &url]);
+    a.create_source("s");
+    let mut stream = a.subscribe("/sources/s/sse", "");
+    a.wait_metric("ssehub_subscribers", 1);
+    let first = a.emit("s", "{\"n\":1}");
+    assert_eq!(stream.next_event().id(), first);
+    redis.kill();
+    wait_until(Duration::from_secs(3), "/healthz 503", || healthz(&a) == 503);
+    redis.restart();
+    wait_until(Duration::from_secs(10), "/healthz 200 again", || healthz(&a) == 200);
+    let second = a.emit("s", "{\"n\":2}");
+    assert_eq!(stream.next_event().id(), second);
+    assert!(a.metric("ssehub_redis_reconnects_total") >= 1);
+}
+
 /// Redis stopped (SIGSTOP): connections stay up but nothing answers;
 /// emits still answer 503 within 2 s; after SIGCONT the nodes resume.
 #[test]

@@ -36,12 +36,17 @@ fn try_emit(n: &TestServer, source: &str, body: &str) -> (Result<String, u16>, D
 /// Nodes started with a `redis-sentinel://` URL find the master through
 /// the Sentinels; after a failover (`SENTINEL FAILOVER`) both write to the
 /// new master within 5 s, a subscriber sees every acknowledged event once,
-/// in order, and the old master (now a replica) gets no write.
+/// in order, and the old master (now a replica) gets no write. Each
+/// node's Sentinel link is a row of `/metrics`.
 #[test]
 fn nodes_follow_a_sentinel_failover() {
     let ha = Ha::start(1);
     let url = ha.url();
     let (a, b) = (node(&url, &[]), node(&url, &[]));
+    // Each listens to a Sentinel for +switch-master: a link of its own in /metrics.
+    for n in [&a, &b] {
+        n.wait_metric("ssehub_redis_link_up{link=\"sentinel\"}", 1);
+    }
     a.create_source("s");
     wait_until(Duration::from_secs(2), "b knows the source", || b.request("GET", "/v1/sources/s", None).status == 200);
     let mut on_b = b.subscribe("/sources/s/sse", "");
@@ -381,7 +386,12 @@ fn a_move_behind_one_address_is_followed() {
     let mut on_b = b.subscribe("/sources/s/sse", "");
     b.wait_metric("ssehub_subscribers", 1);
     let mut acked = vec![a.emit("s", "1"), b.emit("s", "2")];
-    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    // (Not `WAIT` from redis-cli: its own connection wrote nothing, so it returns at once.)
+    let id = a.request("GET", "/v1/sources/s", None).json()["data"]["id"].as_str().unwrap().to_string();
+    let history = format!("ssehub:h:{id}");
+    wait_until(Duration::from_secs(10), "the replica has the events", || {
+        new.cli(&["XRANGE", &history, &acked[1], &acked[1]]).contains(&acked[1])
+    });
     assert_eq!(new.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
     proxy.switch(new.port);
     assert_eq!(old.cli(&["REPLICAOF", "127.0.0.1", &new.port.to_string()]), "OK");
@@ -496,10 +506,11 @@ fn failover_times() {
 /// `--redis-replicas 0` and a failover to a replica that missed the last
 /// acknowledged events (its replication went through a proxy that stopped
 /// forwarding while they were written; the address then moved to it): the
-/// node notices (the new master's partition ends before
-/// what it read) and handles it as a data loss: ids go on above every id
+/// node notices (the new master's partition lacks the newest record it
+/// read or its emits wrote) and handles it as a data loss: ids go on above every id
 /// served, and a subscriber who missed those events (resuming on a node
-/// started afterwards, which never saw them) gets the gap frame.
+/// started afterwards, which never saw them) gets the gap frame, also
+/// when another node's emit reached the new master before the write-back.
 #[test]
 fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     let mut old = support::RedisServer::start();
@@ -510,15 +521,21 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
     let a = node(&proxy.url(), &[]);
     a.create_source("s");
     let before = a.emit("s", "0");
-    assert_eq!(old.cli(&["WAIT", "1", "1000"]), "1");
+    // (Not `WAIT` from redis-cli: its own connection wrote nothing, so it returns at once.)
+    let id = a.request("GET", "/v1/sources/s", None).json()["data"]["id"].as_str().unwrap().to_string();
+    let history = format!("ssehub:h:{id}");
+    wait_until(Duration::from_secs(10), "the replica has the first event", || {
+        replica.cli(&["XRANGE", &history, &before, &before]).contains(&before)
+    });
     replication.hole();
     let missed: Vec<String> = (1..=3).map(|i| a.emit("s", &i.to_string())).collect();
     old.kill();
     assert_eq!(replica.cli(&["REPLICAOF", "NO", "ONE"]), "OK");
+    // Another node's emit reaches the new master before a's write-back.
+    let b = node(&replica.url(), &[]);
+    let early = b.emit("s", "\"early\"");
     proxy.switch(replica.port);
-    // (Noticed on the command link's connect; an emit that reached the new
-    // master before the write-back would leave the floor unraised: the
-    // script raises it only above the source's last id. Not handled yet.)
+    // (Noticed on the command link's connect.)
     wait_until(Duration::from_secs(10), "a notices the loss", || a.logs().contains("lost data"));
     let mut after = None;
     wait_until(Duration::from_secs(10), "a acknowledges again", || {
@@ -534,5 +551,6 @@ fn a_failover_to_a_replica_that_missed_events_raises_the_floor() {
         support::Frame::Named { event, .. } => assert_eq!(event, "gap"),
         other => panic!("expected the gap frame, got {other:?}"),
     }
+    assert_eq!(stream.next_event().id(), early);
     assert_eq!(stream.next_event().id(), after);
 }

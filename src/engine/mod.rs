@@ -493,7 +493,7 @@ impl Opened {
             Opening::Memory { limits } => Box::new(Memory::with_limits(limits, floor_ms)),
             Opening::Log(log) => Box::new(log.start(floor_ms, self.waker)),
             #[cfg(feature = "redis")]
-            Opening::Redis(r) => Box::new(redis::Redis::start(redis::Opened { floor_ms, ..*r }, registry.try_clone()?)),
+            Opening::Redis(r) => Box::new(redis::Redis::start(redis::Opened { floor_ms, ..*r }, registry.try_clone()?, self.waker)),
             #[cfg(test)]
             Opening::Custom(make) => make(floor_ms),
         };

@@ -78,8 +78,14 @@ impl Redis {
 
     /// Applies read records in order; stops after a remote create, which
     /// the core must register (and name a key for) before the source's
-    /// next records.
+    /// next records. Waits while what was read before the command link was
+    /// lost is not yet found on the server the links connected to again
+    /// (`links::ask_tails`): a reader that reconnected first, to a server
+    /// that lost records, must not deliver past them before the loss is handled.
     pub(super) fn apply_entries(&mut self) {
+        if self.unchecked() {
+            return;
+        }
         while let Some(entry) = self.entries.pop_front() {
             match entry {
                 Record::Event { source, id, prev, emit, payload } => {

@@ -107,16 +107,19 @@ impl Health {
 /// Per link (the command link, then partition 0, 1, …): whether it is up
 /// and past its set-up, and the age of its last reply (a partition link
 /// gets one at least every block time, a command link a ping's every
-/// second: an age that grows says the link makes no progress).
-pub fn links(links: impl Iterator<Item = (bool, Instant)>, out: &mut String) {
+/// second: an age that grows says the link makes no progress); then the
+/// Sentinel link, if any (up while connected and listening for
+/// `+switch-master`; its age grows while no failover is announced).
+pub fn links(links: impl Iterator<Item = (bool, Instant)>, sentinel: Option<(bool, Instant)>, out: &mut String) {
     let mut up = String::from(
         "# HELP ssehub_redis_link_up 1 while a link to Redis is connected and past its set-up.\n# TYPE ssehub_redis_link_up gauge\n",
     );
     let mut age = String::from(
         "# HELP ssehub_redis_link_read_age_seconds Time since a link to Redis last read a reply.\n# TYPE ssehub_redis_link_read_age_seconds gauge\n",
     );
-    for (n, (is_up, last_read)) in links.enumerate() {
-        let label = if n == 0 { "command".to_string() } else { format!("partition-{}", n - 1) };
+    let labels = (0..).map(|n| if n == 0 { "command".to_string() } else { format!("partition-{}", n - 1) });
+    let sentinel = sentinel.map(|link| ("sentinel".to_string(), link));
+    for (label, (is_up, last_read)) in labels.zip(links).chain(sentinel) {
         let ms = last_read.elapsed().as_millis();
         up.push_str(&format!("ssehub_redis_link_up{{link=\"{label}\"}} {}\n", u8::from(is_up)));
         // Whole milliseconds as seconds, with no float formatting (see `back`).

@@ -11,6 +11,7 @@ use super::resp::Value;
 use super::sentinel::{self, Heard};
 use super::{Redis, TOKEN_BASE};
 use crate::engine::{Outcome, StorageError};
+use crate::sse::EventId;
 
 impl Redis {
     pub(super) fn connect_due(&mut self, now: Instant) {
@@ -50,6 +51,14 @@ impl Redis {
     pub(super) fn lose_cmd(&mut self, why: &str) {
         let (was_up, sent, awaited) = self.pipe.lose(&self.registry);
         self.master.lost(&self.registry, Instant::now());
+        // What was read before the loss is checked on the next server (unless a check is pending).
+        self.unchecked.resize(self.readers.len(), None);
+        self.written.resize(self.readers.len(), EventId::default());
+        for n in 0..self.readers.len() {
+            if self.unchecked[n].is_none() {
+                self.unchecked[n] = self.read_at(n).max(Some(self.written[n])).filter(|id| *id > EventId::default());
+            }
+        }
         self.health.lost(was_up, &self.master.url, "command link", why);
         // A loss being handled is seen again on the next command, and handled then;
         // a resync not answered is asked again.
@@ -106,25 +115,67 @@ impl Redis {
         }
     }
 
-    /// On every connect of the command link, each partition's newest id:
-    /// a server whose partition ends before what this node has read lost
-    /// it (a failover to a replica that missed the last writes, with the
-    /// `epoch` key intact), and is handled as a data loss (`tail`).
+    /// On every connect of the command link, each partition's newest id,
+    /// and its newest at or before what this node has read: a server whose
+    /// partition ends before what was read, or lacks the record read while
+    /// holding older ones, lost it (a failover to a replica that missed the
+    /// last writes, with the `epoch` key intact; records another node wrote
+    /// there since do not hide it), and is handled as a data loss (`tail`).
     fn ask_tails(&mut self) {
         for n in 0..self.readers.len() {
-            let stream = self.pipe.keys.partition(n as u32);
-            self.pipe.send(&[b"XREVRANGE", stream.as_bytes(), b"+", b"-", b"COUNT", b"1"], Awaited::Tail(n));
+            let Some(read) = self.unchecked.get(n).copied().flatten().or_else(|| self.read_at(n)) else { continue };
+            let (stream, cursor) = (self.pipe.keys.partition(n as u32), read.to_string());
+            self.pipe.send(&[b"XREVRANGE", stream.as_bytes(), b"+", b"-", b"COUNT", b"1"], Awaited::Tail(n, read, false));
+            self.pipe.send(&[b"XREVRANGE", stream.as_bytes(), cursor.as_bytes(), b"-", b"COUNT", b"1"], Awaited::Tail(n, read, true));
         }
     }
 
-    /// Partition `n`'s newest id on the server, against what was read.
-    pub(super) fn tail(&mut self, n: usize, reply: &Value) {
-        let Some(reader) = self.readers.get(n) else { return };
-        let Some(read) = super::records::parse_id(&reader.cursor).filter(|c| *c > crate::sse::EventId::default()) else { return };
+    /// The records a batch of emits wrote (`{'P', partition, id}` after the emits' answers).
+    pub(super) fn wrote(&mut self, records: &[Value]) {
+        self.written.resize(self.readers.len(), EventId::default());
+        for r in records {
+            let Some([_, partition, id]) = r.as_array() else { continue };
+            let (Some(partition), Some(id)) = (partition.as_bytes(), id.as_bytes().and_then(super::records::parse_id)) else { continue };
+            if let Some(n) = (0..self.readers.len()).find(|&n| self.pipe.keys.partition(n as u32).as_bytes() == partition) {
+                self.written[n] = self.written[n].max(id);
+            }
+        }
+    }
+
+    /// A partition's read records wait for the check of what was read before a loss.
+    pub(super) fn unchecked(&self) -> bool {
+        self.unchecked.iter().any(Option::is_some)
+    }
+
+    /// The id partition `n`'s reader has read up to, if any.
+    fn read_at(&self, n: usize) -> Option<crate::sse::EventId> {
+        let reader = self.readers.get(n)?;
+        super::records::parse_id(&reader.cursor).filter(|c| *c > crate::sse::EventId::default())
+    }
+
+    /// Partition `n`'s newest id on the server (at or before `read`, if
+    /// `upto`), against what this node had read when it asked.
+    pub(super) fn tail(&mut self, n: usize, read: crate::sse::EventId, upto: bool, reply: &Value) {
+        if upto && let Some(u) = self.unchecked.get_mut(n) {
+            *u = None;
+        }
+        if matches!(reply, Value::Error(_)) {
+            return;
+        }
         let newest = reply.as_array().and_then(|a| a.first()).and_then(Value::as_array).and_then(|e| e.first()).and_then(Value::as_bytes);
-        let newest = newest.and_then(super::records::parse_id).unwrap_or_default();
-        if newest < read && !matches!(reply, Value::Error(_)) {
-            log::error!("partition {n} on Redis at {} ends at {newest}, before {read} that this node read", self.master.url.describe());
+        let newest = newest.and_then(super::records::parse_id);
+        let lost = match (upto, newest) {
+            // Nothing at or before it: trimmed past it, or empty (the newest tells).
+            (true, None) => false,
+            (_, newest) => newest.unwrap_or_default() < read,
+        };
+        if lost {
+            let (newest, url) = (newest.unwrap_or_default(), self.master.url.describe());
+            if upto {
+                log::error!("partition {n} on Redis at {url} lacks {read} that this node read (the record before it there: {newest})");
+            } else {
+                log::error!("partition {n} on Redis at {url} ends at {newest}, before {read} that this node read");
+            }
             self.data_lost();
         }
     }

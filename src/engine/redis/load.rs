@@ -225,7 +225,7 @@ fn locate(locator: &mut Locator) -> io::Result<Endpoint> {
             return Err(io::Error::other(format!("no Sentinel answered ({})", why.join("; "))));
         }
     }
-    locator.endpoint(std::time::Instant::now())?.ok_or_else(|| io::Error::other("no master found"))
+    locator.endpoint_now()?.ok_or_else(|| io::Error::other("no master found"))
 }
 
 fn load(locator: &mut Locator, keys: &KeyNames, partitions: u32, history: usize) -> io::Result<Loaded> {

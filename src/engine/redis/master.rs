@@ -1,18 +1,22 @@
 //! Where the master is, as the links connect to it (`Locator`): the URL's
 //! host resolved again after every lost link (a managed Redis moves its
 //! primary behind one name), a Unix socket, or what the Sentinels say
-//! (`sentinel.rs`, asked again after every lost link).
+//! (`sentinel.rs`, asked again after every lost link). Names are resolved
+//! off the reactor (`resolve.rs`); at start, before the reactor runs,
+//! blocking (`endpoint_now`).
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::Registry;
+use mio::{Registry, Waker};
 
 use super::link::Endpoint;
+use super::resolve::Resolver;
 use super::sentinel::{Heard, Sentinels};
 #[cfg(feature = "tls")]
 use super::tls::Connector;
-use super::url::{Addr, RedisUrl, Target};
+use super::url::{Addr, Host, RedisUrl, Target};
 
 /// A resolved address serves the links that connect within this of each
 /// other (one lookup for a reconnect of every link), unless a link is lost meanwhile.
@@ -22,7 +26,9 @@ pub struct Locator {
     pub url: RedisUrl,
     #[cfg(feature = "tls")]
     tls: Option<Connector>,
-    resolved: Option<(Instant, Endpoint)>,
+    /// The name resolved, when, and its endpoint.
+    resolved: Option<(Host, Instant, Endpoint)>,
+    resolver: Resolver,
     pub sentinels: Option<Sentinels>,
 }
 
@@ -45,23 +51,57 @@ impl Locator {
             tls,
             url,
             resolved: None,
+            resolver: Resolver::default(),
             sentinels,
         })
     }
 
-    /// Where links connect now; `None` while the Sentinels are asked.
-    pub fn endpoint(&mut self, now: Instant) -> io::Result<Option<Endpoint>> {
-        if let Some(s) = &self.sentinels {
-            return Ok(s.found.clone().map(|addr| self.at(addr)));
+    /// Resolutions wake the reactor with this when they end.
+    pub fn wake_with(&mut self, waker: Arc<Waker>) {
+        self.resolver.wake_with(waker.clone());
+        if let Some(s) = &mut self.sentinels {
+            s.wake_with(waker);
         }
-        if let Some((at, e)) = &self.resolved
+    }
+
+    /// The server's name and port: the URL's, or the master the Sentinels
+    /// named (`None` while they are asked); `Err` for a Unix socket.
+    fn host(&self) -> Result<Option<Host>, Addr> {
+        match (&self.sentinels, &self.url.target) {
+            (Some(s), _) => Ok(s.found.clone()),
+            (None, Target::Host(h)) => Ok(Some(h.clone())),
+            (None, Target::Unix(p)) => Err(Addr::Unix(p.clone())),
+            (None, Target::Sentinel { .. }) => Ok(None),
+        }
+    }
+
+    /// Where links connect now; `None` while the Sentinels are asked or
+    /// the name is resolved (the reactor is woken when that ends).
+    pub fn endpoint(&mut self, now: Instant) -> io::Result<Option<Endpoint>> {
+        let host = match self.host() {
+            Ok(Some(host)) => host,
+            Ok(None) => return Ok(None),
+            Err(addr) => return Ok(Some(self.at(addr))),
+        };
+        if let Some((h, at, e)) = &self.resolved
+            && *h == host
             && now < *at + RESOLVED_FOR
         {
             return Ok(Some(e.clone()));
         }
-        let e = self.at(self.url.resolve()?);
-        self.resolved = Some((now, e.clone()));
+        let Some(addr) = self.resolver.resolve(&host, now) else { return Ok(None) };
+        let e = self.at(addr?);
+        self.resolved = Some((host, now, e.clone()));
         Ok(Some(e))
+    }
+
+    /// Where the master is, resolved now, blocking: at start, before the reactor runs.
+    pub fn endpoint_now(&self) -> io::Result<Option<Endpoint>> {
+        match self.host() {
+            Ok(Some(host)) => Ok(Some(self.at(host.resolve()?))),
+            Ok(None) => Ok(None),
+            Err(addr) => Ok(Some(self.at(addr))),
+        }
     }
 
     /// The endpoint of a data node at `addr`: AUTH, SELECT, ROLE and TLS as the URL asks.
@@ -104,7 +144,13 @@ impl Locator {
         self.sentinels.as_ref().is_some_and(Sentinels::wants_flush)
     }
 
+    /// The Sentinel link's state for `/metrics` (none for other URLs).
+    pub fn sentinel_link(&self) -> Option<(bool, Instant)> {
+        self.sentinels.as_ref().map(Sentinels::link)
+    }
+
     pub fn next_wake(&self, consider: &mut impl FnMut(Instant)) {
+        self.resolver.next_wake(consider);
         if let Some(s) = &self.sentinels {
             s.next_wake(consider);
         }

@@ -32,6 +32,7 @@
 //! to this node's sources and rings, faults and data loss. Beside it:
 //! `sources.rs` (this node's sources, take-backs), `url.rs` (where Redis
 //! is), `master.rs` and `sentinel.rs` (where the master is now),
+//! `resolve.rs` (host names looked up off the reactor),
 //! `keys.rs` (the key layout), `load.rs` (the blocking load at start),
 //! `pipeline.rs` (the command link), `replicas.rs` (`WAIT` before an
 //! acknowledgement), `follow.rs` (the partition readers), `deliver.rs`
@@ -51,6 +52,7 @@ mod master;
 mod pipeline;
 mod records;
 mod replicas;
+mod resolve;
 pub mod resp;
 mod sentinel;
 mod sources;
@@ -59,10 +61,11 @@ mod tls;
 mod url;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::error;
-use mio::{Events, Poll, Registry, Token};
+use mio::{Events, Poll, Registry, Token, Waker};
 
 use super::{
     Ack, Bounds, Engine, IdemKey, Op, Outcome, Retention, Rings, SourceKey, SourceMeta, StorageError, StoredSource, StoredToken, Ticket,
@@ -128,11 +131,19 @@ pub struct Redis {
     refusing: Refusing,
     /// `--redis-replicas`: changes wait for `WAIT`.
     replicas: Replicas<TakeBack>,
+    /// Per partition, what this node had read when the command link was
+    /// lost, until the server it connects to next shows it has that record
+    /// (`links::ask_tails`; a reader reconnected first may read on past a loss).
+    unchecked: Vec<Option<EventId>>,
+    /// Per partition, the newest record this node's emits wrote (it may not have read it yet).
+    written: Vec<EventId>,
 }
 
 impl Redis {
-    /// The engine, its links registered on the reactor's poll.
-    pub fn start(opened: Opened, registry: Registry) -> Redis {
+    /// The engine, its links registered on the reactor's poll; host
+    /// names resolved off the reactor wake it with `waker`.
+    pub fn start(mut opened: Opened, registry: Registry, waker: Arc<Waker>) -> Redis {
+        opened.locator.wake_with(waker);
         Redis::new(opened, registry, None)
     }
 
@@ -173,6 +184,8 @@ impl Redis {
             health: Health::default(),
             refusing: Refusing::default(),
             replicas: Replicas::new(replicas),
+            unchecked: Vec::new(),
+            written: Vec::new(),
         };
         r.connect_due(Instant::now());
         r
@@ -337,7 +350,7 @@ impl Redis {
                 }
             }
             Awaited::Wait(_) => {}
-            Awaited::Tail(n) => self.tail(n, &reply),
+            Awaited::Tail(n, read, upto) => self.tail(n, read, upto, &reply),
             Awaited::Epoch => {
                 if let Some(epoch) = reply.as_bytes() {
                     self.pipe.epoch = epoch.to_vec();
@@ -355,9 +368,11 @@ impl Redis {
                 }
                 self.taken();
                 let parts = reply.as_array().unwrap_or(&[]);
+                let n = counters.len();
                 for (i, counter) in counters.into_iter().enumerate() {
                     self.emitted(counter, parts.get(i).unwrap_or(&Value::Error(Vec::new())));
                 }
+                self.wrote(parts.get(n..).unwrap_or(&[]));
             }
             Awaited::Change { ticket, take_back, at, epoch } => {
                 self.health.rtt(at);
@@ -448,6 +463,8 @@ impl Redis {
         for r in &mut self.readers {
             r.cursor = b"0-0".to_vec();
         }
+        // (Ids of the server that lost them: not looked for again.)
+        self.written.clear();
     }
 
     /// Deadlines: emits past theirs fail; a command link or a reader that
@@ -602,7 +619,7 @@ impl Engine for Redis {
             || self.master.wants_flush()
             || self.pipe.has_batch()
             || self.readers.iter().any(Reader::wants_flush)
-            || (!self.entries.is_empty() && !self.stalled)
+            || (!self.entries.is_empty() && !self.stalled && !self.unchecked())
             || !self.ready.is_empty()
             || !self.held.is_empty()
     }
@@ -659,7 +676,7 @@ impl Engine for Redis {
     fn metrics(&self, out: &mut String) {
         self.health.metrics(self.all_up(), out);
         let links = std::iter::once(&self.pipe.link).chain(self.readers.iter().map(|r| &r.link));
-        health::links(links.map(|l| (l.passed_setup(), l.last_read)), out);
+        health::links(links.map(|l| (l.passed_setup(), l.last_read)), self.master.sentinel_link(), out);
     }
 
     /// Every link is up (the command link answers, each partition link is

@@ -53,8 +53,9 @@ pub enum Awaited<T> {
     Probe(Instant),
     /// `WAIT` after a turn's changes (`replicas.rs`).
     Wait(Instant),
-    /// Partition `n`'s newest id, asked at connect (`links.rs`).
-    Tail(usize),
+    /// Partition `n`'s newest id (`false`), or its newest at or before the
+    /// id read (`true`), asked at connect with the id this node had read (`links.rs`).
+    Tail(usize, crate::sse::EventId, bool),
 }
 
 /// An emit submitted and not yet answered.
@@ -345,7 +346,7 @@ impl<T> Pipeline<T> {
             Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
                 Some(*at)
             }
-            Awaited::Setup | Awaited::Epoch | Awaited::Resync | Awaited::Tail(_) => None,
+            Awaited::Setup | Awaited::Epoch | Awaited::Resync | Awaited::Tail(..) => None,
         })
     }
 

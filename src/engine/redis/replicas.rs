@@ -5,6 +5,14 @@
 //! more, and they are settled as usual; fewer (or the link lost first),
 //! and they fail with `503` (their fate is unknown: Redis took them, a
 //! failover may lose them).
+//!
+//! One `WAIT` is out at a time. Redis blocks the connection in `WAIT`, so
+//! calls sent behind it run only once it answers; a `WAIT` per turn behind
+//! it would cost a whole replication round each. Instead the calls go out
+//! at once and the next `WAIT` is sent when the one out answers: it covers
+//! every call sent meanwhile, so under load the rounds carry larger
+//! batches. Replies come in order, so those held when a `WAIT` answers are
+//! exactly the calls Redis ran before it.
 
 use std::time::Instant;
 
@@ -20,17 +28,21 @@ pub struct Replicas<T> {
     pub n: u32,
     /// Replies to changes that wait for the next `WAIT`'s answer.
     held: Vec<(Awaited<T>, Value)>,
+    /// A `WAIT` is out, not yet answered.
+    waiting: bool,
     line: Throttle,
 }
 
 impl<T> Replicas<T> {
     pub fn new(n: u32) -> Replicas<T> {
-        Replicas { n, held: Vec::new(), line: Throttle::default() }
+        Replicas { n, held: Vec::new(), waiting: false, line: Throttle::default() }
     }
 
-    /// One `WAIT` after the changes of the turn (`Pipeline::unwaited`).
-    pub fn wait_if_due(&self, pipe: &mut Pipeline<T>) {
-        if std::mem::take(&mut pipe.unwaited) > 0 && self.n > 0 {
+    /// One `WAIT` after the changes sent since the last (`Pipeline::unwaited`), unless one is out.
+    pub fn wait_if_due(&mut self, pipe: &mut Pipeline<T>) {
+        if pipe.unwaited > 0 && self.n > 0 && !self.waiting {
+            pipe.unwaited = 0;
+            self.waiting = true;
             let n = self.n.to_string();
             pipe.send(&[b"WAIT", n.as_bytes(), WAIT_MS.as_bytes()], Awaited::Wait(Instant::now()));
         }
@@ -49,6 +61,7 @@ impl<T> Replicas<T> {
 
     /// `WAIT`'s answer: the held replies, and whether enough replicas have them.
     pub fn answered(&mut self, reply: &Value) -> (bool, Vec<(Awaited<T>, Value)>) {
+        self.waiting = false;
         let confirmed = reply.as_int().unwrap_or(0);
         let enough = confirmed >= i64::from(self.n);
         if !enough && !self.held.is_empty() {
@@ -65,6 +78,7 @@ impl<T> Replicas<T> {
 
     /// The command link is lost: what was held is not confirmed.
     pub fn lost(&mut self) -> Vec<(Awaited<T>, Value)> {
+        self.waiting = false;
         std::mem::take(&mut self.held)
     }
 }

@@ -37,7 +37,8 @@ if op == 'E' then
   -- + 1, 6 --idempotency-keys, 7 now (the node's unix ms), then per emit: source id, emit id (node:counter), payload, the
   -- hex hashes of its idempotency key and of its body ('' and '' without a key).
   -- Returns per emit {id, previous id}, or {'R', id} (the key was used with this body: the
-  -- id it got, nothing appended), {'C'} (used with another body), or false (no such source).
+  -- id it got, nothing appended), {'C'} (used with another body), or false (no such source);
+  -- then per partition record written {'P', partition, its id}.
   -- A key is kept (hash: key -> 'body id'; list: 'key id', oldest first) 24 h after its
   -- event's id, at most ARGV[6] per source; decided here, so two nodes given the same key
   -- at once store one event.
@@ -113,10 +114,12 @@ if op == 'E' then
   end
   -- A partition keeps at most about ARGV[3] events (and two calls' more): a record of
   -- k events trims the stream to ARGV[3] / k records.
+  -- After the emits' answers, each record's partition and id (a node checks after a
+  -- failover that the new master has what it wrote).
   for _, partition in ipairs(partitions) do
     local record = records[partition]
     record[5] = math.ceil(tonumber(plen) * 4 / (#record - 6))
-    redis.call(unpack(record))
+    out[#out + 1] = {'P', partition, redis.call(unpack(record))}
   end
   for hash, last in pairs(lasts) do
     if last then redis.call('HSET', hash, 'last', last) end
@@ -135,17 +138,19 @@ elseif op == 'c' or op == 'w' then
   if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'age', ARGV[13]) else redis.call('HDEL', KEYS[1], 'age') end
   if op == 'c' then
     redis.call('HSET', KEYS[1], 'last', '0-0')
-  else
-    -- Never below an id served: the floor rises; what is gone counts as evicted.
-    local last = redis.call('HGET', KEYS[1], 'last')
-    if not last or less(last, ARGV[9]) then
-      redis.call('HSET', KEYS[1], 'last', ARGV[9])
-      if ARGV[9] ~= '0-0' then
-        redis.call('HSET', KEYS[1], 'evicted', ARGV[9])
-        -- An empty history stream starts above it: the next `*` id is greater.
-        if redis.call('XLEN', KEYS[2]) == 0 then redis.pcall('XADD', KEYS[2], 'MAXLEN', '0', ARGV[9], 'x', '') end
-      end
-    end
+  elseif ARGV[9] ~= '0-0' then
+    -- Never below an id served: the floor rises; what is gone counts as evicted. Gone:
+    -- the id served is not in the history where the history reaches back past it (an
+    -- emit that reached this server before the write-back does not hide the loss),
+    -- and no eviction covers it (a count bound's trim, a clear, an age).
+    local served, last = ARGV[9], redis.call('HGET', KEYS[1], 'last')
+    if not last or less(last, served) then redis.call('HSET', KEYS[1], 'last', served) end
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    local evicted = redis.call('HGET', KEYS[1], 'evicted')
+    local gone = #redis.call('XRANGE', KEYS[2], served, served) == 0 and (oldest == nil or less(oldest[1], served))
+    if gone and (not evicted or less(evicted, served)) then redis.call('HSET', KEYS[1], 'evicted', served) end
+    -- An empty history stream starts above it: the next `*` id is greater.
+    if oldest == nil then redis.pcall('XADD', KEYS[2], 'MAXLEN', '0', served, 'x', '') end
   end
   redis.call('SADD', KEYS[4], src)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', plen, '*', 't', 'c', 's', src, 'a', ARGV[5], 'n', ARGV[6], 'k', ARGV[7], 'at', ARGV[8], 'j', ARGV[10], 'r', ARGV[11])

@@ -9,16 +9,18 @@
 //! blocking connection: `load.rs`).
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
-use mio::{Registry, Token};
+use mio::{Registry, Token, Waker};
 
 use super::link::{Endpoint, Got, Link, LinkState};
+use super::resolve::Resolver;
 use super::resp::Value;
 #[cfg(feature = "tls")]
 use super::tls::Connector;
-use super::url::{Addr, Host};
+use super::url::Host;
+use crate::throttle::{Throttle, throttled};
 
 /// The token of the link to a Sentinel: past the partition readers' (at most 1024).
 pub const TOKEN: Token = Token(super::TOKEN_BASE + 2048);
@@ -38,6 +40,9 @@ pub struct Sentinels {
     link: Link,
     /// The Sentinel asked or listened to.
     at: usize,
+    /// Its name is being resolved (off the reactor) before the link connects.
+    resolving: bool,
+    resolver: Resolver,
     /// Sentinels asked in this round.
     tried: usize,
     /// A question is out since.
@@ -45,8 +50,21 @@ pub struct Sentinels {
     /// The next round starts then (no Sentinel answered the last).
     next_round: Option<Instant>,
     /// The master's address as last heard.
-    pub found: Option<Addr>,
+    pub found: Option<Host>,
     replies: Vec<Value>,
+    lines: Lines,
+}
+
+/// The Sentinel link's lines, at most once a second per kind (`health.rs`):
+/// Sentinels that are down, or a master no Sentinel knows, repeat per question.
+#[derive(Default)]
+struct Lines {
+    /// A Sentinel did not answer (could not connect, timed out, lost, does not know the master).
+    unanswered: Throttle,
+    /// A round where none answered.
+    round: Throttle,
+    found: Throttle,
+    switched: Throttle,
 }
 
 /// What the Sentinels said.
@@ -69,23 +87,40 @@ impl Sentinels {
             tls,
             link: Link::new(TOKEN),
             at: 0,
+            resolving: false,
+            resolver: Resolver::default(),
             tried: 0,
             asking: None,
             next_round: None,
             found: None,
             replies: Vec::new(),
+            lines: Lines::default(),
         }
     }
 
-    /// Where Sentinel `n` is (resolved now), and what to send it first.
+    pub fn wake_with(&mut self, waker: Arc<Waker>) {
+        self.resolver.wake_with(waker);
+    }
+
+    /// Where Sentinel `n` is (resolved now, blocking: at start), and what to send it first.
     pub fn endpoint(&self, n: usize) -> io::Result<Endpoint> {
+        self.endpoint_at(self.hosts[n].resolve()?)
+    }
+
+    fn endpoint_at(&self, addr: super::url::Addr) -> io::Result<Endpoint> {
         Ok(Endpoint {
-            addr: self.hosts[n].resolve()?,
+            addr,
             setup: self.setup.clone(),
             role: false,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         })
+    }
+
+    /// The Sentinel link for `/metrics`: up (connected, subscribed to
+    /// `+switch-master`) and when it last read.
+    pub fn link(&self) -> (bool, Instant) {
+        (self.link.passed_setup() && self.asking.is_none(), self.link.last_read)
     }
 
     pub fn count(&self) -> usize {
@@ -98,7 +133,7 @@ impl Sentinels {
     }
 
     /// Sentinel `n` answered with the master's address: it goes first.
-    pub fn answered(&mut self, n: usize, addr: Addr) {
+    pub fn answered(&mut self, n: usize, addr: Host) {
         let host = self.hosts.remove(n);
         self.hosts.insert(0, host);
         self.at = 0;
@@ -120,9 +155,20 @@ impl Sentinels {
     fn connect(&mut self, registry: &Registry, now: Instant) {
         self.link.lose(registry);
         self.asking = Some(now);
-        let connected = self.endpoint(self.at).and_then(|at| self.link.connect(&at, registry));
+        self.dial(registry, now);
+    }
+
+    /// Connects to the Sentinel asked once its name is resolved (the
+    /// question's `ASK_TIMEOUT` covers the lookup too).
+    fn dial(&mut self, registry: &Registry, now: Instant) {
+        let Some(addr) = self.resolver.resolve(&self.hosts[self.at], now) else {
+            self.resolving = true;
+            return;
+        };
+        self.resolving = false;
+        let connected = addr.and_then(|addr| self.endpoint_at(addr)).and_then(|at| self.link.connect(&at, registry));
         if let Err(e) = connected {
-            warn!("Sentinel {}:{}: {e}", self.hosts[self.at].name, self.hosts[self.at].port);
+            throttled!(self.lines.unanswered, Warn, "Sentinel {}:{}: {e}", self.hosts[self.at].name, self.hosts[self.at].port);
             return self.next(registry, now);
         }
         self.link.send(&[b"SENTINEL", b"get-master-addr-by-name", self.master.as_bytes()]);
@@ -133,9 +179,10 @@ impl Sentinels {
     fn next(&mut self, registry: &Registry, now: Instant) {
         self.link.lose(registry);
         self.asking = None;
+        self.resolving = false;
         self.tried += 1;
         if self.tried >= self.hosts.len() {
-            warn!("no Sentinel knows where master {} is; asking again", self.master);
+            throttled!(self.lines.round, Warn, "no Sentinel knows where master {} is; asking again", self.master);
             self.tried = 0;
             self.at = 0;
             self.next_round = Some(now + ROUND_PAUSE);
@@ -149,8 +196,17 @@ impl Sentinels {
     pub fn drive(&mut self, registry: &Registry, now: Instant) {
         if self.asking.is_some_and(|at| now >= at + ASK_TIMEOUT) {
             let host = &self.hosts[self.at];
-            warn!("Sentinel {}:{}: no answer within {} ms", host.name, host.port, ASK_TIMEOUT.as_millis());
+            throttled!(
+                self.lines.unanswered,
+                Warn,
+                "Sentinel {}:{}: no answer within {} ms",
+                host.name,
+                host.port,
+                ASK_TIMEOUT.as_millis()
+            );
             self.next(registry, now);
+        } else if self.resolving {
+            self.dial(registry, now);
         }
         if self.next_round.is_some_and(|at| now >= at) {
             self.next_round = None;
@@ -166,6 +222,7 @@ impl Sentinels {
     }
 
     pub fn next_wake(&self, consider: &mut impl FnMut(Instant)) {
+        self.resolver.next_wake(consider);
         if let Some(at) = self.asking {
             consider(at + ASK_TIMEOUT);
         }
@@ -196,19 +253,34 @@ impl Sentinels {
                 match address(&reply) {
                     Some(addr) => {
                         let host = &self.hosts[self.at];
-                        info!("Sentinel {}:{} says master {} is at {}", host.name, host.port, self.master, describe(&addr));
+                        throttled!(
+                            self.lines.found,
+                            Info,
+                            "Sentinel {}:{} says master {} is at {}",
+                            host.name,
+                            host.port,
+                            self.master,
+                            describe(&addr)
+                        );
                         self.answered(self.at, addr);
                         heard = Heard::Found;
                     }
                     None => {
                         let host = &self.hosts[self.at];
-                        warn!("Sentinel {}:{} does not know master {}", host.name, host.port, self.master);
+                        throttled!(
+                            self.lines.unanswered,
+                            Warn,
+                            "Sentinel {}:{} does not know master {}",
+                            host.name,
+                            host.port,
+                            self.master
+                        );
                         self.next(registry, now);
                         break;
                     }
                 }
             } else if let Some(addr) = switched(&reply, &self.master) {
-                warn!("the Sentinels switched master {} to {}", self.master, describe(&addr));
+                throttled!(self.lines.switched, Warn, "the Sentinels switched master {} to {}", self.master, describe(&addr));
                 self.found = Some(addr);
                 heard = Heard::Switched;
             }
@@ -217,7 +289,7 @@ impl Sentinels {
         if let Got::Lost(why) = got {
             if self.asking.is_some() {
                 let host = &self.hosts[self.at];
-                warn!("Sentinel {}:{}: {why}", host.name, host.port);
+                throttled!(self.lines.unanswered, Warn, "Sentinel {}:{}: {why}", host.name, host.port);
                 self.next(registry, now);
             } else {
                 // Listened to again at the next drive.
@@ -228,27 +300,24 @@ impl Sentinels {
     }
 }
 
-fn describe(addr: &Addr) -> String {
-    match addr {
-        Addr::Tcp(a, _) => a.to_string(),
-        Addr::Unix(p) => p.display().to_string(),
-    }
+fn describe(host: &Host) -> String {
+    format!("{}:{}", host.name, host.port)
 }
 
-/// `[ip, port]` to an address (a name is resolved).
-pub fn address(reply: &Value) -> Option<Addr> {
+/// `[ip, port]` to an address (a name, as `announce-hostnames` gives, is resolved when a link connects).
+pub fn address(reply: &Value) -> Option<Host> {
     let parts = reply.as_array()?;
     let host = std::str::from_utf8(parts.first()?.as_bytes()?).ok()?;
     let port = std::str::from_utf8(parts.get(1)?.as_bytes()?).ok()?.parse().ok()?;
     at(host, port)
 }
 
-fn at(host: &str, port: u16) -> Option<Addr> {
-    Host { name: host.to_string(), port }.resolve().ok()
+fn at(host: &str, port: u16) -> Option<Host> {
+    (!host.is_empty()).then(|| Host { name: host.to_string(), port })
 }
 
 /// A `+switch-master` message for `master`: `<name> <old ip> <old port> <new ip> <new port>`.
-fn switched(reply: &Value, master: &str) -> Option<Addr> {
+fn switched(reply: &Value, master: &str) -> Option<Host> {
     let parts = reply.as_array()?;
     if parts.first()?.as_bytes()? != b"message" {
         return None;
@@ -271,7 +340,7 @@ mod tests {
 
     #[test]
     fn answers_and_messages() {
-        let tcp = |s: &str| Some(Addr::Tcp(s.parse().unwrap(), s.split(':').next().unwrap().to_string()));
+        let tcp = |s: &str| s.split_once(':').map(|(name, port)| Host { name: name.into(), port: port.parse().unwrap() });
         assert_eq!(address(&Value::Array(vec![bulk("127.0.0.1"), bulk("6380")])), tcp("127.0.0.1:6380"));
         assert_eq!(address(&Value::Nil), None);
         let message = |text: &str| Value::Array(vec![bulk("message"), bulk("+switch-master"), bulk(text)]);

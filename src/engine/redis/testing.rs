@@ -77,7 +77,8 @@ mod tests {
         use crate::engine::{Engine, Op, Outcome};
         let server = RedisServer::start();
         let mut poll = mio::Poll::new().unwrap();
-        let mut e = Redis::start(open(&server.url(), 4, 10, "held:").unwrap(), poll.registry().try_clone().unwrap());
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
+        let mut e = Redis::start(open(&server.url(), 4, 10, "held:").unwrap(), poll.registry().try_clone().unwrap(), waker);
         let mut events = mio::Events::with_capacity(64);
         let (mut out, mut published) = (Vec::new(), 0);
         let meta = crate::engine::conformance::meta(1);

@@ -58,7 +58,7 @@ impl Host {
         Ok(Host { name: name.to_string(), port })
     }
 
-    /// Resolved now (again on every connect).
+    /// Resolved now, blocking (`resolve.rs` runs it off the reactor).
     pub fn resolve(&self) -> io::Result<Addr> {
         let addr = (self.name.as_str(), self.port)
             .to_socket_addrs()
@@ -157,16 +157,6 @@ impl RedisUrl {
             None => Target::Host(Host::parse(hosts, 6379)?),
         };
         Ok(RedisUrl { target, auth, db, tls: tls.then(Tls::default) })
-    }
-
-    /// The address of a server named in the URL (not a Sentinel's master:
-    /// `sentinel.rs` finds that), resolved now.
-    pub fn resolve(&self) -> io::Result<Addr> {
-        match &self.target {
-            Target::Host(h) => h.resolve(),
-            Target::Unix(p) => Ok(Addr::Unix(p.clone())),
-            Target::Sentinel { .. } => Err(io::Error::other("a Sentinel URL names no server")),
-        }
     }
 
     pub fn describe(&self) -> String {
