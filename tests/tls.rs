@@ -474,18 +474,25 @@ fn answered(publisher: &mut Tls) {
     publisher.read_exact(&mut vec![0; len]).unwrap();
 }
 
+/// An open TLS stream on source `s` that has received event 0, and the
+/// keep-alive connection that emitted it.
+fn stream_and_publisher(certs: &Certs, addr: SocketAddr) -> (Tls, Tls) {
+    let mut sse = subscribe(certs, addr, "/sources/s/sse", "");
+    read_until(&mut sse, b":sse-handshake\n\n");
+    let mut publisher = connect(certs, addr);
+    emit_on(&mut publisher, 0);
+    answered(&mut publisher);
+    read_until(&mut sse, b"\n\n");
+    (sse, publisher)
+}
+
 #[test]
 fn a_storm_of_handshakes_does_not_stall_delivery_to_open_streams() {
     assert!(raise_open_files() >= 2 * MANY as u64 + 64, "the test needs {} descriptors", 2 * MANY + 64);
     let certs = certs();
     // A head timeout of 60 s rather than 10: the debug build on a busy machine may take longer than 10 s over the storm.
     let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "60000")]);
-    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
-    read_until(&mut sse, b":sse-handshake\n\n");
-    let mut publisher = connect(&certs, server.addr);
-    emit_on(&mut publisher, 0);
-    answered(&mut publisher);
-    read_until(&mut sse, b"\n\n");
+    let (mut sse, mut publisher) = stream_and_publisher(&certs, server.addr);
 
     // A thousand connections, each with its ClientHello ready, all sent at once.
     let config = client_config(&certs.path("ca.pem"), &[]);
@@ -523,12 +530,7 @@ fn a_thousand_handshakes_trickled_byte_by_byte_are_closed_by_the_head_timeout_wh
     let certs = certs();
     let (server, metrics) = tls_server_env(&certs, &["--source", "s"], &[("SSEHUB_HEAD_TIMEOUT_MS", "2000")]);
     let config = client_config(&certs.path("ca.pem"), &[]);
-    let mut sse = subscribe(&certs, server.addr, "/sources/s/sse", "");
-    read_until(&mut sse, b":sse-handshake\n\n");
-    let mut publisher = connect(&certs, server.addr);
-    emit_on(&mut publisher, 0);
-    answered(&mut publisher);
-    read_until(&mut sse, b"\n\n");
+    let (mut sse, mut publisher) = stream_and_publisher(&certs, server.addr);
 
     // Each sends a ClientHello one byte every 100 ms, so never all of it in time.
     let (first, hello) = client_hello(&config, server.addr);
