@@ -28,6 +28,10 @@ pub struct Locator {
     tls: Option<Connector>,
     /// The name resolved, when, and its endpoint.
     resolved: Option<(Host, Instant, Endpoint)>,
+    /// `resolved` is the start's (blocking) lookup, which the first links
+    /// use however long the load took: requests right after start find
+    /// the links up, not waiting for a lookup. Gone with the first loss.
+    from_start: bool,
     resolver: Resolver,
     pub sentinels: Option<Sentinels>,
 }
@@ -51,6 +55,7 @@ impl Locator {
             tls,
             url,
             resolved: None,
+            from_start: false,
             resolver: Resolver::default(),
             sentinels,
         })
@@ -85,7 +90,7 @@ impl Locator {
         };
         if let Some((h, at, e)) = &self.resolved
             && *h == host
-            && now < *at + RESOLVED_FOR
+            && (self.from_start || now < *at + RESOLVED_FOR)
         {
             return Ok(Some(e.clone()));
         }
@@ -96,9 +101,13 @@ impl Locator {
     }
 
     /// Where the master is, resolved now, blocking: at start, before the reactor runs.
-    pub fn endpoint_now(&self) -> io::Result<Option<Endpoint>> {
+    pub fn endpoint_now(&mut self) -> io::Result<Option<Endpoint>> {
         match self.host() {
-            Ok(Some(host)) => Ok(Some(self.at(host.resolve()?))),
+            Ok(Some(host)) => {
+                let e = self.at(host.resolve()?);
+                (self.resolved, self.from_start) = (Some((host, Instant::now(), e.clone())), true);
+                Ok(Some(e))
+            }
             Ok(None) => Ok(None),
             Err(addr) => Ok(Some(self.at(addr))),
         }
@@ -117,7 +126,7 @@ impl Locator {
 
     /// A link was lost: the next connect looks again.
     pub fn lost(&mut self, registry: &Registry, now: Instant) {
-        self.resolved = None;
+        (self.resolved, self.from_start) = (None, false);
         if let Some(s) = &mut self.sentinels {
             s.ask(registry, now);
         }
