@@ -864,3 +864,19 @@ fn a_pipelined_burst_of_pages_is_answered_a_turn_at_a_time_and_in_full() {
     assert!(!after.is_empty());
     assert!(first_at * 4 < all, "the first page came after {first_at:?}, all {pages} after {all:?}");
 }
+
+/// Requests pipelined and then a half-close: every request read before
+/// the end of input is answered, even those carried over to a later turn
+/// (one page of sources per turn), and then the connection closes.
+#[test]
+fn requests_carried_over_are_answered_after_the_client_half_closes() {
+    let server = TestServer::start(&["--engine", "memory", "--source", "s"]);
+    let mut s = server.connect();
+    let pages = 5;
+    let request = format!("GET /v1/sources?limit=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n");
+    s.write_all(request.repeat(pages).as_bytes()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let answer = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed within 5 s");
+    let statuses = parse_answers(&answer).unwrap();
+    assert_eq!(statuses, vec![200; pages], "{}", String::from_utf8_lossy(&answer));
+}

@@ -633,6 +633,17 @@ impl Reactor {
             if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() {
                 self.process(key);
             }
+            // The input ended after what was carried: once that is answered
+            // (or found incomplete), the connection ends as at any end of input.
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation && c.peer_eof && c.closing.is_none() && matches!(c.phase, Phase::Head))
+                && self.to_read.last() != Some(&(key, generation))
+            {
+                self.on_eof(key);
+                continue;
+            }
             // Unless its requests were carried over again.
             if self.conns.get(key).is_some_and(|c| c.generation == generation && c.can_read)
                 && self.to_read.last() != Some(&(key, generation))
@@ -645,6 +656,13 @@ impl Reactor {
     fn on_eof(&mut self, key: usize) {
         self.release_body(key);
         let conn = &mut self.conns[key];
+        // Requests read before the FIN but carried over to the next turn
+        // (a spent turn, or a page of sources already built in this one)
+        // are still answered; the last answer then closes.
+        if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() && self.to_read.contains(&(key, conn.generation)) {
+            conn.peer_eof = true;
+            return;
+        }
         let was_linger = matches!(conn.phase, Phase::Linger);
         // Answers to requests read before the FIN still go out.
         if conn.peer_closed() {
@@ -983,7 +1001,8 @@ impl Reactor {
             throttled!(self.throttles.auth, Warn, "failed authentication from {}", conn.peer);
         }
         let was_parked = matches!(conn.phase, Phase::Waiting);
-        let close = close || conn.peer_eof;
+        // After the end of input, the answer to the last request read closes.
+        let close = close || (conn.peer_eof && conn.rbuf.is_empty());
         conn.answered(slot, bytes, close);
         self.to_flush.mark(conn, key);
         let generation = conn.generation;
