@@ -1003,6 +1003,19 @@ mod tests {
         out
     }
 
+    /// What a restart would recover from `log`'s snapshot alone.
+    fn recovered_from_snapshot(log: &mut Log, now_ms: u64, bounds: Bounds) -> Recovered {
+        let mut state = recover::State::new(bounds);
+        let bytes = snapshot_of(log, now_ms);
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let (record, len) = record::decode(&bytes[at..]).unwrap();
+            state.apply(record);
+            at += len;
+        }
+        state.into_recovered()
+    }
+
     #[test]
     fn log_engine_conforms_in_every_fsync_mode() {
         for fsync in [Fsync::Always, Fsync::EverySec, Fsync::Never] {
@@ -1065,30 +1078,15 @@ mod tests {
     fn snapshots_keep_live_tokens_and_drop_expired_ones() {
         let dir = TempDir::new();
         let mut log = open(&dir.0, Fsync::Never, Bounds::count(10), false).unwrap().start(1_000, waker());
-        let meta = SourceMeta {
-            id: "dc_a".into(),
-            account: "default".into(),
-            name: "a".into(),
-            endpoint_key: "k".into(),
-            created_at: 1,
-            verify: None,
-            retention: Retention::default(),
-        };
+        let meta = crate::engine::conformance::meta(1);
         let mut tickets = vec![log.submit(Op::Create { key: 1, meta: &meta }, 2_000)];
         for (token, expires_at) in [("st_live", 10_000), ("st_expired", 5_000)] {
-            let t = StoredToken { token: token.into(), source_id: "dc_a".into(), expires_at };
+            let t = StoredToken { token: token.into(), source_id: meta.id.clone(), expires_at };
             tickets.push(log.submit(Op::Token { key: 1, token: &t }, 2_000));
         }
         log.flush();
-        let mut state = recover::State::new(Bounds::count(10));
-        let bytes = snapshot_of(&mut log, 6_000);
-        let mut at = MAGIC.len();
-        while at < bytes.len() {
-            let (record, len) = record::decode(&bytes[at..]).unwrap();
-            state.apply(record);
-            at += len;
-        }
-        let tokens: Vec<String> = state.into_recovered().tokens.into_iter().map(|t| t.token).collect();
+        let recovered = recovered_from_snapshot(&mut log, 6_000, Bounds::count(10));
+        let tokens: Vec<String> = recovered.tokens.into_iter().map(|t| t.token).collect();
         assert_eq!(tokens, ["st_live"]);
     }
 
@@ -1096,30 +1094,13 @@ mod tests {
     fn snapshots_keep_idempotency_keys_of_evicted_events() {
         let dir = TempDir::new();
         let mut log = open(&dir.0, Fsync::Never, Bounds::count(1), false).unwrap().start(1_000, waker());
-        let meta = SourceMeta {
-            id: "dc_k".into(),
-            account: "default".into(),
-            name: "k".into(),
-            endpoint_key: "k".into(),
-            created_at: 1,
-            verify: None,
-            retention: Retention::default(),
-        };
-        log.submit(Op::Create { key: 1, meta: &meta }, 2_000);
+        log.submit(Op::Create { key: 1, meta: &crate::engine::conformance::meta(1) }, 2_000);
         let idem = IdemKey::new(b"key", b"1");
         log.submit(Op::Append { key: 1, payload: b"1", idem: Some(idem) }, 2_000);
         log.submit(Op::Append { key: 1, payload: b"2", idem: None }, 2_000);
         log.flush();
         log.poll(&mut Vec::new());
-        let mut state = recover::State::new(Bounds::count(1));
-        let bytes = snapshot_of(&mut log, 3_000);
-        let mut at = MAGIC.len();
-        while at < bytes.len() {
-            let (record, len) = record::decode(&bytes[at..]).unwrap();
-            state.apply(record);
-            at += len;
-        }
-        let source = state.into_recovered().sources.remove(0);
+        let source = recovered_from_snapshot(&mut log, 3_000, Bounds::count(1)).sources.remove(0);
         assert_eq!(source.events.len(), 1, "the keyed event is evicted");
         assert_eq!(source.keys.iter().map(|(k, _)| *k).collect::<Vec<_>>(), [idem], "its key is not");
     }
