@@ -140,6 +140,10 @@ pub struct Link {
     pub answered: u64,
     /// When the link last read a reply (or connected): the age `/metrics` shows.
     pub last_read: Instant,
+    /// When the link last wrote bytes to its socket (a link judged late
+    /// says how long ago, so a node that could not write is told apart
+    /// from a server that did not answer).
+    pub last_write: Instant,
 }
 
 /// What a read found.
@@ -167,6 +171,7 @@ impl Link {
             setup_end: 0,
             answered: 0,
             last_read: Instant::now(),
+            last_write: Instant::now(),
         }
     }
 
@@ -238,6 +243,11 @@ impl Link {
         resp::command(&mut self.out, args);
     }
 
+    /// Bytes queued and not yet written.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.written
+    }
+
     /// True while queued bytes can be written now.
     pub fn wants_flush(&self) -> bool {
         self.can_write && self.sock.as_ref().is_some_and(|s| self.written < self.sendable() || s.pending())
@@ -262,7 +272,10 @@ impl Link {
         while self.written < limit && self.can_write {
             match sock.write(&self.out[self.written..limit]) {
                 Ok(0) => return Err("write returned 0".into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.last_write = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.can_write = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),

@@ -216,7 +216,15 @@ impl Redis {
             self.took_cmd(got, &mut replies);
         }
         if self.pipe.expire(now, &mut self.ready) {
-            self.lose_cmd("no answer within its deadline");
+            let ago = |t: Instant| now.saturating_duration_since(t).as_millis();
+            let why = format!(
+                "no answer within its deadline (asked {} ms ago; last write {} ms, last read {} ms ago; {} bytes unsent)",
+                self.pipe.oldest_timed().map_or(0, ago),
+                ago(self.pipe.link.last_write),
+                ago(self.pipe.link.last_read),
+                self.pipe.link.unsent()
+            );
+            self.lose_cmd(&why);
         }
         for n in 0..self.readers.len() {
             if self.readers[n].stuck(now) {

@@ -608,7 +608,7 @@ impl Engine for Redis {
             }
         }
         if self.pipe.link.state == LinkState::Up
-            && let Err(why) = self.pipe.link.flush()
+            && let Err(why) = self.pipe.flush()
         {
             self.lose_cmd(&why);
         }

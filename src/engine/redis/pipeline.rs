@@ -118,6 +118,9 @@ pub struct Pipeline<T> {
     pub last_sent: Instant,
     /// Changes sent since the last `WAIT` (`replicas.rs`).
     pub unwaited: usize,
+    /// The newest entries of `awaited` whose commands are queued, not yet
+    /// all written (`flush` stamps them with the time they went out).
+    unwritten: usize,
 }
 
 impl<T> Pipeline<T> {
@@ -144,6 +147,7 @@ impl<T> Pipeline<T> {
             batch_now: 0,
             last_sent: Instant::now(),
             unwaited: 0,
+            unwritten: 0,
         }
     }
 
@@ -161,7 +165,7 @@ impl<T> Pipeline<T> {
     /// SCRIPT LOAD (again, after a `NOSCRIPT`).
     pub fn load_script(&mut self) {
         self.link.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]);
-        self.awaited.push_back(Awaited::Setup);
+        self.push_awaited(Awaited::Setup);
     }
 
     /// Closes the link: what it awaited is the caller's to settle. True if
@@ -171,14 +175,44 @@ impl<T> Pipeline<T> {
         let was_up = self.link.state == LinkState::Up;
         let sent = self.link.passed_setup();
         self.link.lose(registry);
+        self.unwritten = 0;
         (was_up, sent, std::mem::take(&mut self.awaited))
+    }
+
+    fn push_awaited(&mut self, awaited: Awaited<T>) {
+        self.awaited.push_back(awaited);
+        self.unwritten += 1;
+    }
+
+    /// Writes what is queued. A reply's deadline runs from when its command
+    /// was written, not queued: a node starved of CPU between the two (a
+    /// turn that took long on a busy machine) must not take its own delay
+    /// for Redis's, and lose a link that answers (issue 31's million run:
+    /// nodes declared a Redis unreachable that answered a fresh client
+    /// within 90 ms).
+    pub fn flush(&mut self) -> Result<(), String> {
+        self.link.flush()?;
+        if self.link.unsent() == 0 && self.unwritten > 0 {
+            let now = Instant::now();
+            let n = self.unwritten.min(self.awaited.len());
+            for a in self.awaited.iter_mut().rev().take(n) {
+                match a {
+                    Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
+                        *at = now
+                    }
+                    Awaited::Setup | Awaited::Epoch | Awaited::Resync | Awaited::Tail(..) => {}
+                }
+            }
+            self.unwritten = 0;
+        }
+        Ok(())
     }
 
     /// Sends a command whose reply answers `awaited`.
     pub fn send(&mut self, command: &[&[u8]], awaited: Awaited<T>) {
         self.link.send(command);
         self.unwaited += usize::from(matches!(awaited, Awaited::Change { .. }));
-        self.awaited.push_back(awaited);
+        self.push_awaited(awaited);
     }
 
     /// What the next reply answers.
@@ -199,7 +233,7 @@ impl<T> Pipeline<T> {
         self.link.send(&all);
         self.last_sent = Instant::now();
         self.unwaited += 1;
-        self.awaited.push_back(Awaited::Change { ticket, take_back, at: Instant::now(), epoch: self.epochs });
+        self.push_awaited(Awaited::Change { ticket, take_back, at: Instant::now(), epoch: self.epochs });
     }
 
     /// While Redis refuses changes: the script's `P`, one `SET` of the
@@ -216,7 +250,7 @@ impl<T> Pipeline<T> {
     pub fn probe(&mut self, now: Instant) {
         let key = self.keys.probe.clone();
         self.link.send(&[b"EVALSHA", self.sha.as_bytes(), b"1", key.as_bytes(), b"P"]);
-        self.awaited.push_back(Awaited::Probe(now));
+        self.push_awaited(Awaited::Probe(now));
         self.last_sent = now;
     }
 
@@ -287,7 +321,7 @@ impl<T> Pipeline<T> {
         self.last_sent = Instant::now();
         self.unwaited += 1;
         let counters = batch.into_iter().map(|(c, _)| c).collect();
-        self.awaited.push_back(Awaited::Emits { counters, at: Instant::now(), epoch: self.epochs });
+        self.push_awaited(Awaited::Emits { counters, at: Instant::now(), epoch: self.epochs });
     }
 
     pub fn has_batch(&self) -> bool {
@@ -335,13 +369,13 @@ impl<T> Pipeline<T> {
         if self.link.state == LinkState::Up && self.awaited.is_empty() && now >= self.last_sent + PING_INTERVAL {
             let epoch = self.keys.epoch.clone();
             self.link.send(&[b"GET", epoch.as_bytes()]);
-            self.awaited.push_back(Awaited::Ping(now));
+            self.push_awaited(Awaited::Ping(now));
             self.last_sent = now;
         }
     }
 
     /// When the oldest awaited reply that has a deadline was asked for.
-    fn oldest_timed(&self) -> Option<Instant> {
+    pub fn oldest_timed(&self) -> Option<Instant> {
         self.awaited.iter().find_map(|e| match e {
             Awaited::Ping(at) | Awaited::Probe(at) | Awaited::Wait(at) | Awaited::Emits { at, .. } | Awaited::Change { at, .. } => {
                 Some(*at)

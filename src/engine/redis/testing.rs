@@ -193,4 +193,33 @@ mod deadlines {
         assert!(r.healthy(), "the reply was there: the link is kept");
         assert_eq!(r.health.metrics_reconnects(), 0);
     }
+
+    /// A deadline runs from when the command was written: a ping queued
+    /// while the node was starved (here: stamped 2 s ago) and written only
+    /// now is not judged late at once, before Redis could have answered
+    /// (Redis is paused, so no reply comes in this test).
+    #[test]
+    fn a_command_written_late_is_judged_from_its_write() {
+        let server = RedisServer::start();
+        let mut r = Redis::standalone(open(&server.url(), 1, 10, "late:").unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !r.healthy() {
+            assert!(Instant::now() < deadline, "the engine did not connect");
+            r.flush();
+            r.poll(&mut Vec::new());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut admin = super::super::load::Blocking::open(&server.url()).unwrap();
+        admin.call(&[vec![b"CLIENT", b"PAUSE", b"3000", b"ALL"]]).unwrap();
+        let queued = Instant::now() - Duration::from_secs(2);
+        r.pipe.last_sent = queued - Duration::from_secs(1);
+        r.pipe.ping_if_idle(queued);
+        r.flush();
+        // 0.5 s after the write, 2.5 s after the queueing: within the deadline.
+        r.timers(Instant::now() + Duration::from_millis(500));
+        assert!(r.healthy(), "judged from its queueing, not its write: {:?}", r.health.metrics_reconnects());
+        // Past the deadline from the write, with no reply: lost.
+        r.timers(Instant::now() + Duration::from_millis(1600));
+        assert!(!r.healthy(), "a command unanswered past its deadline loses the link");
+    }
 }
