@@ -84,6 +84,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+BENCH_ARGS=("$@")
 QUICK=0 STORAGE=0
 SERVERS="ssehub nchan"
 while [ $# -gt 0 ]; do
@@ -859,6 +860,7 @@ case $STORAGE in
   million)
     # shellcheck source=scripts/bench-million.sh
     . "$ROOT/scripts/bench-million.sh"
+    million_in_netns "${BENCH_ARGS[@]}"
     ssehub_only million
     ;;
   redis) ssehub_only redis ;;
