@@ -186,10 +186,12 @@ run_million() {
   start_redis everysec
   # Redis at a higher priority than the K nodes and the load tool's workers
   # (as root; MILLION_REDIS_NICE=0 leaves it): a deployment gives Redis a
-  # host or a core of its own, not 1/110th of two. At 1,000,000 on equal
-  # terms the machine was 100 % busy during the hold, Redis answered late,
-  # and nodes declared it unreachable 155 to 195 times per run (each one
-  # is 503s for emits until the link is back, 5 to 12 s later).
+  # host or a core of its own, not 1/110th of two. (The nodes that declared
+  # Redis unreachable 129 to 195 times per run at 1,000,000 were not
+  # Redis's doing: `redis-cli --latency` in the run's namespace saw 7 to
+  # 89 ms; a node starved between queueing a ping and writing it judged
+  # the queueing time, now fixed. With Redis at nice 0 that run also
+  # logged them, so this setting did not hide it.)
   if [ "$MILLION_REDIS_NICE" != 0 ] && [ "$(id -u)" -eq 0 ]; then
     renice -n "$MILLION_REDIS_NICE" -p "$REDIS_PID" >/dev/null
   fi
