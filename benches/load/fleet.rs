@@ -88,13 +88,18 @@ impl Fleet {
 
     /// `workers` processes with `inflight` connects in flight over all of them.
     pub fn spawn_with(o: &Opts, workers: usize, inflight: usize) -> Res<Fleet> {
+        Fleet::spawn_on(o, &o.source, workers, inflight)
+    }
+
+    /// As `spawn_with`, subscribing to `source`.
+    pub fn spawn_on(o: &Opts, source: &str, workers: usize, inflight: usize) -> Res<Fleet> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let (tx, rx) = mpsc::channel();
         let mut procs = Vec::new();
         for w in 0..workers {
             let cfg = serde_json::json!({
                 "dst": o.addr.to_string(), "host": o.host, "key": o.key,
-                "path": o.target.sub_path(&o.source), "envelope": o.target.envelope(),
+                "path": o.target.sub_path(source), "envelope": o.target.envelope(),
                 "index": w, "stride": workers, "inflight": inflight.div_ceil(workers), "src_count": o.src_count,
                 "tls": o.tls.is_some(),
             });

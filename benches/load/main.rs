@@ -76,7 +76,8 @@
 //!
 //! `surge`: N subscribers stream while events go out at `--rate`; a second
 //! fleet of workers then opens `--crowd` more (at most `--crowd-inflight`
-//! connecting at once) while the emits go on. The measured subscribers'
+//! connecting at once) while the emits go on, on a source of their own
+//! (`<source>-crowd`) that nothing emits to. The measured subscribers'
 //! workers run 5 below the tool's nice value where allowed (root), so that
 //! what delays them is the server rather than the crowd's handshakes in the
 //! tool. It reports the measured streams' delivery
