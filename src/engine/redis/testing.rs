@@ -169,13 +169,9 @@ mod deadlines {
     use super::RedisServer;
     use crate::engine::Engine;
 
-    /// A deadline is judged by the node's loop: a reply that reached the
-    /// socket while the node was busy (here: its loop not run at all) is
-    /// read when the deadline is judged, and the link is kept.
-    #[test]
-    fn a_reply_in_the_socket_is_taken_when_its_deadline_is_judged() {
-        let server = RedisServer::start();
-        let mut r = Redis::standalone(open(&server.url(), 1, 10, "judged:").unwrap());
+    /// The engine on `server`, driven until its links are up.
+    fn connected(server: &RedisServer, prefix: &str) -> Redis {
+        let mut r = Redis::standalone(open(&server.url(), 1, 10, prefix).unwrap());
         let deadline = Instant::now() + Duration::from_secs(5);
         while !r.healthy() {
             assert!(Instant::now() < deadline, "the engine did not connect");
@@ -183,6 +179,16 @@ mod deadlines {
             r.poll(&mut Vec::new());
             std::thread::sleep(Duration::from_millis(5));
         }
+        r
+    }
+
+    /// A deadline is judged by the node's loop: a reply that reached the
+    /// socket while the node was busy (here: its loop not run at all) is
+    /// read when the deadline is judged, and the link is kept.
+    #[test]
+    fn a_reply_in_the_socket_is_taken_when_its_deadline_is_judged() {
+        let server = RedisServer::start();
+        let mut r = connected(&server, "judged:");
         // A ping as if sent 3 s from now, judged 2 s after that (past its
         // 1.5 s deadline) with its reply unread in the socket.
         let later = Instant::now() + Duration::from_secs(3);
@@ -201,14 +207,7 @@ mod deadlines {
     #[test]
     fn a_command_written_late_is_judged_from_its_write() {
         let server = RedisServer::start();
-        let mut r = Redis::standalone(open(&server.url(), 1, 10, "late:").unwrap());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !r.healthy() {
-            assert!(Instant::now() < deadline, "the engine did not connect");
-            r.flush();
-            r.poll(&mut Vec::new());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut r = connected(&server, "late:");
         let mut admin = super::super::load::Blocking::open(&server.url()).unwrap();
         admin.call(&[vec![b"CLIENT", b"PAUSE", b"3000", b"ALL"]]).unwrap();
         let queued = Instant::now() - Duration::from_secs(2);
