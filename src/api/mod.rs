@@ -1,32 +1,41 @@
 //! The HTTP API, sans I/O: a complete request (head and body) in, a reply
 //! out — a response to send, "make this connection a stream", or "wait
 //! for storage" — and a head alone, before its body (`check`): what it
-//! gets whatever its body. Routing (`admit`, shared by both), authentication,
-//! CORS and every REST handler live here; changes go through the hub, and
-//! the reactor applies what it records.
+//! gets whatever its body. Routing (`admit`, shared by both), CORS, and
+//! the dispatch to a handler (`run`) live here, with the handlers of
+//! streams, events, health and metrics; beside it, `caller.rs` (who is
+//! asking: a key or a subscribe token), `rates.rs` (tenant limits as
+//! answers), `sources.rs` (the handlers of sources, their tokens and
+//! event summaries), `webhook.rs` (ingest), `ui.rs` (the inspector) and
+//! `reply.rs` (what a request gets). Changes go through the hub, and the
+//! reactor applies what it records.
 
+mod caller;
+mod rates;
 pub mod reply;
+mod sources;
 mod ui;
 mod webhook;
 
 use std::borrow::Cow;
 
-use crate::auth::{AccountId, KeyId, Keys};
+use crate::auth::{AccountId, Keys};
 use crate::config::Config;
-use crate::engine::{self, IdemKey, Retention, SourceKey};
+use crate::engine::{IdemKey, SourceKey};
 use crate::http::{self, Framing, Head};
-use crate::hub::{Hub, Limited, Repeat};
+use crate::hub::{Hub, Repeat};
 use crate::json;
-use crate::limits::{self, Kind, Limits};
+use crate::limits::Kind;
 use crate::metrics::Stats;
-use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
 use crate::throttle::{Throttles, throttled};
 use crate::tokens::Opener;
-use crate::tokens::{self, Check, Serial};
-use crate::verify::Verify;
+pub use caller::account_name;
+use caller::{authenticate, find, reader};
+use rates::{limited, limits_of, rate_refusal, refuse_over_rate, take_emit};
 pub use reply::Reply;
 use reply::{Answer, CORS_ANY, Cors, Fail, ok};
+use sources::{base_url, create_source, create_token, list_sources, source_json, summaries, update_source};
 
 /// What a handler may read and change.
 pub struct Ctx<'a, W> {
@@ -335,55 +344,6 @@ fn run<W>(ctx: &mut Ctx<'_, W>, head: &Head, target: Target<'_>, body: &[u8], co
     }
 }
 
-/// The account's limits: the flags', with what its keys file line sets.
-fn limits_of<W>(ctx: &Ctx<'_, W>, account: AccountId) -> Limits {
-    ctx.keys.limits(account, &ctx.config.limits)
-}
-
-/// Refuses an emit of `source` that its rates refuse now (429); takes nothing.
-fn refuse_over_rate<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Result<()> {
-    rate_refusal(ctx, source).map_or(Ok(()), Err)
-}
-
-/// Takes an emit of `source` from its rates, or refuses it (429): after
-/// `refuse_over_rate` in the same turn, it passes.
-fn take_emit<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Result<()> {
-    let account = ctx.hub.source(source).account;
-    let limits = limits_of(ctx, account);
-    match ctx.hub.take_emit(source, &limits, ctx.clock_ms) {
-        Ok(()) => Ok(()),
-        Err(refused) => Err(rate_limited(ctx, account, &limits, refused)),
-    }
-}
-
-/// The `429` an emit of `source` gets now, if its rates refuse it (nothing is taken).
-fn rate_refusal<W>(ctx: &mut Ctx<'_, W>, source: SourceKey) -> Option<Fail> {
-    let account = ctx.hub.source(source).account;
-    let limits = limits_of(ctx, account);
-    let refused = ctx.hub.emit_refused(source, &limits, ctx.clock_ms)?;
-    Some(rate_limited(ctx, account, &limits, refused))
-}
-
-fn rate_limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, limits: &Limits, refused: Limited) -> Fail {
-    let retry = limits::retry_after_s(refused.wait_ms);
-    let (whose, rate) = match refused.kind {
-        Kind::AccountEmitRate => ("account", limits.account_emit_rate),
-        _ => ("source", limits.emit_rate),
-    };
-    let rate = rate.map(|r| r.to_string()).unwrap_or_default();
-    let message = format!("emit rate exceeded ({rate} events per second per {whose}); retry in {retry} s");
-    limited(ctx, account, refused.kind, Fail::retry_after(message, retry))
-}
-
-/// A request refused at a tenant limit: counted, and logged once a minute
-/// per account and limit, naming the account (never a key).
-fn limited<W>(ctx: &mut Ctx<'_, W>, account: AccountId, kind: Kind, fail: Fail) -> Fail {
-    ctx.stats.count_limited(kind);
-    let (level, held) = ctx.throttles.limited.level(account, kind as usize, log::Level::Warn);
-    log::log!(level, "account {}: {} (answered {}){held}", ctx.keys.account_name(account), fail.message, fail.status);
-    fail
-}
-
 /// A delete or a clear takes effect here at once (streams end, the ring
 /// empties) and storage acknowledges it later; a write that fails takes it
 /// back (`hub::Undo`), and while storage is known to be unreachable it is
@@ -408,91 +368,6 @@ pub fn require_length(head: &Head) -> Result<()> {
     }
 }
 
-/// Who a request comes from.
-enum Caller {
-    Account(AccountId, KeyId),
-    /// A subscribe token of `source`.
-    Token {
-        source: SourceKey,
-        serial: Serial,
-    },
-}
-
-/// The credential: `Authorization: Bearer`, or where `query` allows
-/// (streams, summaries: browsers' EventSource cannot set headers)
-/// `?access_token=`. Neither is ever logged.
-fn credential(head: &Head, query: bool) -> Option<Cow<'_, [u8]>> {
-    let from_header = head.header("authorization").and_then(|v| {
-        let (scheme, token) = v.split_at(v.iter().position(|&b| b == b' ')?);
-        scheme.eq_ignore_ascii_case(b"bearer").then(|| Cow::Borrowed(token.trim_ascii()))
-    });
-    from_header.or_else(|| query.then(|| http::query_param(head.query(), "access_token").map(|t| Cow::Owned(t.into_bytes()))).flatten())
-}
-
-/// The caller of a request: an account's key, or a subscribe token.
-fn caller<W>(ctx: &Ctx<'_, W>, head: &Head, query: bool) -> Result<Caller> {
-    let Some(presented) = credential(head, query) else {
-        return Err(Fail::new(401, "missing API key: send Authorization: Bearer <key>"));
-    };
-    if let Some((account, key)) = ctx.keys.lookup(&presented) {
-        return Ok(Caller::Account(account, key));
-    }
-    if !tokens::looks_like(&presented) {
-        return Err(Fail::new(401, "invalid API key"));
-    }
-    match ctx.hub.tokens.check(&presented, ctx.now_ms) {
-        Check::Valid { source, serial } => Ok(Caller::Token { source, serial }),
-        Check::Expired => Err(Fail::new(401, "subscribe token expired")),
-        Check::Unknown => Err(Fail::new(401, "invalid or revoked subscribe token")),
-    }
-}
-
-/// The name of the account whose key or subscribe token `head` carries,
-/// for the access log; `None` without a valid one.
-pub fn account_name<W>(ctx: &Ctx<'_, W>, head: &Head) -> Option<String> {
-    let account = match caller(ctx, head, true).ok()? {
-        Caller::Account(account, _) => account,
-        Caller::Token { source, .. } => ctx.hub.registry.get(source)?.account,
-    };
-    Some(ctx.keys.account_name(account).to_string())
-}
-
-/// The account of the request's key (`Authorization: Bearer` only); a
-/// subscribe token is refused here.
-fn authenticate<W>(ctx: &Ctx<'_, W>, head: &Head) -> Result<AccountId> {
-    match caller(ctx, head, false)? {
-        Caller::Account(account, _) => Ok(account),
-        Caller::Token { .. } => Err(token_refused()),
-    }
-}
-
-fn token_refused() -> Fail {
-    Fail::new(403, "a subscribe token reads its source's stream and event summaries only")
-}
-
-/// The source a stream or summaries request reads, and what opened it. A
-/// token names its own source only: any other is `403`, whether it exists
-/// or not (so a token tells nothing about the account's other sources).
-fn reader<W>(ctx: &Ctx<'_, W>, head: &Head, s: &str) -> Result<(SourceKey, Opener)> {
-    match caller(ctx, head, true)? {
-        Caller::Account(account, key) => Ok((find(ctx, account, s)?, Opener::Key(key))),
-        Caller::Token { source, serial } => {
-            // A token goes with its source; were one left behind, it reads nothing.
-            let Some(named) = ctx.hub.registry.get(source) else {
-                return Err(Fail::new(401, "invalid or revoked subscribe token"));
-            };
-            match ctx.hub.registry.find(named.account, s) {
-                Some(found) if found == source => Ok((source, Opener::Token(serial))),
-                _ => Err(token_refused()),
-            }
-        }
-    }
-}
-
-fn find<W>(ctx: &Ctx<'_, W>, account: AccountId, s: &str) -> Result<SourceKey> {
-    ctx.hub.registry.find(account, s).ok_or_else(|| Fail::new(404, "no such source"))
-}
-
 fn last_event_id(head: &Head) -> Result<Option<EventId>> {
     let text = match head.header_str("last-event-id") {
         Some(v) => Some(v.to_string()),
@@ -505,34 +380,6 @@ fn last_event_id(head: &Head) -> Result<Option<EventId>> {
     }
 }
 
-fn create_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, body: &[u8], cors: &Cors) -> Result<Reply> {
-    require_length(head)?;
-    if let Some(max) = limits_of(ctx, account).sources
-        && ctx.hub.registry.count(account) as u64 >= max
-    {
-        return Err(limited(ctx, account, Kind::Sources, Fail::new(403, format!("source limit reached ({max} per account)"))));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
-    let name = value.get("name").and_then(|n| n.as_str()).ok_or_else(|| Fail::new(400, "body must be {\"name\":\"<source name>\"}"))?;
-    let verify = match value.get("verify") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?),
-    };
-    let retention = retention(value.get("retention"))?;
-    let account_name = ctx.keys.account_name(account);
-    let (key, ticket) = ctx.hub.create(account, account_name, name, verify, retention, ctx.now_ms).map_err(|e| match e {
-        CreateError::BadName => Fail::new(400, e.to_string()),
-        CreateError::Taken => Fail::new(409, e.to_string()),
-    })?;
-    let s = ctx.hub.source(key);
-    ctx.stats.sources_created += 1;
-    throttled!(ctx.throttles.sources, Info, "source {} ({}) created in account {account_name}", s.name, s.id);
-    let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, s, &base_url(ctx, head), ctx.config.retention_bounds());
-    out.push(b'}');
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
-}
-
 /// An emit's `Idempotency-Key` (1 to 255 visible ASCII characters), as
 /// kept: its hash and the body's. `None` without the header.
 fn idempotency_key(head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
@@ -541,222 +388,6 @@ fn idempotency_key(head: &Head, body: &[u8]) -> Result<Option<IdemKey>> {
         return Err(Fail::new(400, "Idempotency-Key must be 1 to 255 visible ASCII characters"));
     }
     Ok(Some(IdemKey::new(key, body)))
-}
-
-/// `retention` of a create or a `PATCH`: absent or `null`, every bound
-/// the server's; else an object whose members are each absent, `null` or
-/// in range (SPEC §10).
-fn retention(value: Option<&serde_json::Value>) -> Result<Retention> {
-    let object = match value {
-        None | Some(serde_json::Value::Null) => return Ok(Retention::default()),
-        Some(serde_json::Value::Object(o)) => o,
-        Some(_) => return Err(Fail::new(400, "retention must be {\"max_events\":N,\"max_age_s\":S,\"max_bytes\":B} (each optional)")),
-    };
-    if let Some(k) = object.keys().find(|k| !matches!(k.as_str(), "max_events" | "max_age_s" | "max_bytes")) {
-        return Err(Fail::new(400, format!("retention has no member {k:?} (max_events, max_age_s, max_bytes)")));
-    }
-    let bound = |name: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u32>> {
-        match object.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(v) => match v.as_u64().filter(|n| range.contains(n)) {
-                Some(n) => Ok(Some(n as u32)),
-                None => Err(Fail::new(400, format!("retention.{name} must be a whole number from {} to {}", range.start(), range.end()))),
-            },
-        }
-    };
-    let retention = Retention {
-        max_events: bound("max_events", Retention::MAX_EVENTS)?,
-        max_age_s: bound("max_age_s", Retention::MAX_AGE_S)?,
-        max_bytes: bound("max_bytes", Retention::MAX_BYTES)?,
-    };
-    Ok(retention)
-}
-
-/// Sources on one page of `GET /v1/sources`: by default, and at most.
-const PAGE_DEFAULT: usize = 100;
-const PAGE_MAX: usize = 1000;
-
-/// `GET /v1/sources?limit=N&after=ID`: a page of the account's sources,
-/// oldest first, after the source `after` (an id, as `end_cursor` gives,
-/// or a name). It costs the page, not the account's other sources.
-fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
-    let limit = match http::query_param(head.query(), "limit") {
-        None => PAGE_DEFAULT,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|n| (1..=PAGE_MAX).contains(n))
-            .ok_or_else(|| Fail::new(400, format!("limit must be a number from 1 to {PAGE_MAX}")))?,
-    };
-    let after = match http::query_param(head.query(), "after").filter(|a| !a.is_empty()) {
-        None => None,
-        Some(a) => Some(
-            ctx.hub
-                .registry
-                .find(account, &a)
-                .ok_or_else(|| Fail::new(400, "after must name one of this account's sources (the end_cursor of the page before)"))?,
-        ),
-    };
-    let base = base_url(ctx, head);
-    let page = ctx.hub.registry.page(account, after, limit);
-    let cursor = |s: Option<&&Source>| s.map_or("null".to_string(), |s| format!("\"{}\"", s.id));
-    let mut out = format!(
-        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
-        page.total,
-        page.sources.len(),
-        cursor(page.sources.first()),
-        cursor(page.sources.last())
-    )
-    .into_bytes();
-    for (i, source) in page.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        source_json(&mut out, source, &base, ctx.config.retention_bounds());
-    }
-    out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", cors, &out))
-}
-
-/// `PATCH /v1/sources/{source}` `{"verify":{…}|null,"retention":{…}|null}`
-/// (either or both). Answered with the source once storage has the change.
-fn update_source<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
-    require_length(head)?;
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
-    let object = value.as_object().filter(|o| o.contains_key("verify") || o.contains_key("retention"));
-    let Some(object) = object else {
-        return Err(Fail::new(400, "body must be {\"verify\":{…}|null} or {\"retention\":{…}|null}, or both"));
-    };
-    let verify = match object.get("verify") {
-        None => None,
-        Some(serde_json::Value::Null) => Some(None),
-        Some(v) => Some(Some(Verify::from_json(v).map_err(|e| Fail::new(400, e))?)),
-    };
-    let retention = match object.get("retention") {
-        None => None,
-        v => Some(retention(v)?),
-    };
-    let s = ctx.hub.source(source);
-    match &verify {
-        Some(Some(v)) => {
-            throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check set to {}", s.name, s.id, v.scheme.name())
-        }
-        Some(None) => throttled!(ctx.throttles.sources, Info, "source {} ({}): signature check removed", s.name, s.id),
-        None => {}
-    }
-    let mut ticket = None;
-    if let Some(verify) = verify {
-        ticket = Some(ctx.hub.set_verify(source, verify, ctx.now_ms));
-    }
-    if let Some(retention) = retention {
-        let s = ctx.hub.source(source);
-        throttled!(ctx.throttles.sources, Info, "source {} ({}): retention set", s.name, s.id);
-        // The later ticket: engines acknowledge in submission order.
-        ticket = Some(ctx.hub.set_retention(source, retention, ctx.now_ms));
-    }
-    let ticket = ticket.expect("one setting at least");
-    let mut out = b"{\"data\":".to_vec();
-    source_json(&mut out, ctx.hub.source(source), &base_url(ctx, head), ctx.config.retention_bounds());
-    out.push(b'}');
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 200, out, cors.clone()) })
-}
-
-/// `POST …/tokens` `{"expires_in_s":N}` (or no body): a subscribe token.
-fn create_token<W>(ctx: &mut Ctx<'_, W>, head: &Head, source: SourceKey, body: &[u8], cors: &Cors) -> Result<Reply> {
-    let bad = || Fail::new(400, format!("body must be {{\"expires_in_s\":<1 to {}>}} or empty", tokens::MAX_LIFE_S));
-    let life_s = if body.trim_ascii().is_empty() {
-        tokens::DEFAULT_LIFE_S
-    } else {
-        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Fail::new(400, format!("body is not valid JSON: {e}")))?;
-        match value.as_object().ok_or_else(bad)?.get("expires_in_s") {
-            None => tokens::DEFAULT_LIFE_S,
-            Some(n) => n.as_u64().filter(|n| (1..=tokens::MAX_LIFE_S).contains(n)).ok_or_else(bad)?,
-        }
-    };
-    let account = ctx.hub.source(source).account;
-    if let Some(max) = limits_of(ctx, account).tokens
-        && ctx.hub.tokens.count(source) >= max
-    {
-        let message = format!("token limit reached ({max} live tokens per source)");
-        return Err(limited(ctx, account, Kind::Tokens, Fail::new(403, message)));
-    }
-    let (token, ticket) = ctx.hub.create_token(source, ctx.now_ms + life_s * 1000, ctx.now_ms);
-    ctx.stats.tokens_created += 1;
-    throttled!(ctx.throttles.tokens, Info, "subscribe token for source {} created, expires in {life_s} s", token.source_id);
-    let mut out = b"{\"data\":{\"token\":".to_vec();
-    json::write_str(&mut out, &token.token);
-    out.extend_from_slice(b",\"source_id\":");
-    json::write_str(&mut out, &token.source_id);
-    out.extend_from_slice(format!(",\"expires_at\":{}}}}}", token.expires_at).as_bytes());
-    Ok(Reply::Wait { ticket, answer: Answer::fixed(head, 201, out, cors.clone()) })
-}
-
-fn summaries<W>(ctx: &Ctx<'_, W>, head: &Head, source: SourceKey, cors: &str) -> Result<Reply> {
-    let max = ctx.config.retention_bounds().max_events.max(ctx.hub.source(source).retention.max_events.unwrap_or(0) as usize).max(1);
-    let limit = match http::query_param(head.query(), "limit") {
-        None => 10.min(max),
-        Some(l) => l.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| Fail::new(400, "limit must be a positive number"))?.min(max),
-    };
-    let Some(history) = ctx.hub.history(source) else { return Err(Fail::new(404, "no such source")) };
-    let events: Vec<_> = history.newest(limit).collect();
-    let cursor = |e: Option<&&crate::sse::Event>| e.map_or("null".to_string(), |e| format!("\"{}\"", e.id));
-    let mut out = format!(
-        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
-        history.len(),
-        events.len(),
-        cursor(events.first()),
-        cursor(events.last())
-    )
-    .into_bytes();
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e.envelope());
-    }
-    out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", cors, &out))
-}
-
-/// `--public-url`, else `http://` (`https://` with TLS) + the request's Host.
-fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
-    match &ctx.config.public_url {
-        Some(url) => url.clone(),
-        None => match head.header_str("host").filter(|h| !h.is_empty()) {
-            Some(host) => format!("{}://{host}", ctx.config.scheme()),
-            None => format!("{}://{}", ctx.config.scheme(), ctx.config.listen),
-        },
-    }
-}
-
-fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: engine::Bounds) {
-    out.extend_from_slice(b"{\"id\":");
-    json::write_str(out, &s.id);
-    out.extend_from_slice(b",\"name\":");
-    json::write_str(out, &s.name);
-    out.extend_from_slice(b",\"sse_url\":");
-    json::write_str(out, &format!("{base}/sources/{}/sse", s.id));
-    out.extend_from_slice(b",\"endpoint_url\":");
-    json::write_str(out, &format!("{base}/e/{}", s.endpoint_key));
-    out.extend_from_slice(format!(",\"created_at\":{},\"verify\":", s.created_at).as_bytes());
-    match &s.verify {
-        // Write-only: the secret never leaves.
-        Some(v) => v.write_public(out),
-        None => out.extend_from_slice(b"null"),
-    }
-    // The bounds in effect (`null`: none).
-    let limits = s.retention.effective(defaults);
-    let or_null = |n: Option<u64>| n.map_or("null".to_string(), |n| n.to_string());
-    out.extend_from_slice(
-        format!(
-            ",\"retention\":{{\"max_events\":{},\"max_age_s\":{},\"max_bytes\":{}}}",
-            limits.max_events,
-            or_null(limits.max_age_ms.map(|ms| ms / 1000)),
-            or_null(limits.max_bytes)
-        )
-        .as_bytes(),
-    );
-    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! are two u64 LE (ms, seq). A record that runs past the end of the bytes,
 //! or whose CRC does not match, is `Bad`: a torn write or damage.
 
-use crate::engine::{IdemKey, Retention};
+use crate::engine::{IdemKey, Retention, SourceMeta};
 use crate::sse::EventId;
 
 /// Bytes before a record's type: length and CRC.
@@ -189,6 +189,18 @@ impl Record<'_> {
         let (len, crc) = (body.len() as u32, crc32c(body));
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// A source's meta as records: `Source`, then `Verify` and `Retention`
+/// where it has a signature check and a retention of its own.
+pub fn encode_meta(m: &SourceMeta, out: &mut Vec<u8>) {
+    Record::Source { id: &m.id, account: &m.account, name: &m.name, endpoint_key: &m.endpoint_key, created_at: m.created_at }.encode(out);
+    if let Some(v) = &m.verify {
+        Record::Verify { source: &m.id, settings: &v.stored_json() }.encode(out);
+    }
+    if !m.retention.is_default() {
+        Record::Retention { source: &m.id, retention: m.retention, evicted: None }.encode(out);
     }
 }
 
