@@ -1194,10 +1194,10 @@ impl Reactor {
             },
             // Storage answers in its own time (and fails what it cannot take).
             Phase::Waiting => return,
-            // Flushed: the peer's FIN did not come in time.
-            Phase::Linger if conn.out.is_empty() => Reason::Done,
+            // Flushed (over TLS, records rustls holds are output too): the peer's FIN did not come in time.
+            Phase::Linger if !conn.has_output() => Reason::Done,
             // Lazily re-armed: progress since arming moves the deadline.
-            Phase::Stream { .. } if conn.out.is_empty() => return,
+            Phase::Stream { .. } if !conn.has_output() => return,
             Phase::Stream { .. } | Phase::Linger if self.now < conn.last_progress + self.send_timeout_ms => {
                 let at = conn.last_progress + self.send_timeout_ms;
                 return self.arm(key, at);
