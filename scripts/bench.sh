@@ -26,6 +26,10 @@
 #                               then 10 events to all (scripts/bench-million.sh;
 #                               at most 15 minutes; root sets kernel settings
 #                               for the run and restores them)
+#   scripts/bench.sh --failover five kill -9 of a Redis master under three
+#                               Sentinels: the time to the first acknowledged
+#                               emit after each, and nothing lost (ssehub
+#                               only, about 2.5 minutes; scripts/bench-failover.sh)
 #   scripts/bench.sh --fairness one account's load against another's
 #                               emit -> delivery latency, and the cost of
 #                               limits (ssehub only, 6 minutes; see
@@ -97,6 +101,7 @@ while [ $# -gt 0 ]; do
     --tls) STORAGE=tls ;;
     --tls-surge) STORAGE=tls_surge ;;
     --fairness) STORAGE=fairness ;;
+    --failover) STORAGE=failover ;;
     --million)
       STORAGE=million
       case ${2:-} in [0-9]*) MILLION_N=${2//[,_]/}; shift ;; esac
@@ -138,12 +143,12 @@ install_missing() {
   local need=()
   [ "$STORAGE" != drain ] || return 0 # ssehub and the load tool only
   [ "$STORAGE" != fairness ] || { command -v wrk >/dev/null && return 0; } # and wrk
-  [ "$STORAGE" != million ] || { command -v redis-server >/dev/null && return 0; } # and Redis
+  [[ $STORAGE != million && $STORAGE != failover ]] || { command -v redis-server >/dev/null && return 0; } # and Redis
   command -v nginx >/dev/null || need+=(nginx)
   [[ $STORAGE != tls* ]] || command -v openssl >/dev/null || need+=(openssl)
   [ -e $NCHAN_MOD ] || need+=(libnginx-mod-nchan)
   command -v wrk >/dev/null || need+=(wrk)
-  [[ $STORAGE != redis && $STORAGE != million ]] || command -v redis-server >/dev/null || need+=(redis-server)
+  [[ $STORAGE != redis && $STORAGE != million && $STORAGE != failover ]] || command -v redis-server >/dev/null || need+=(redis-server)
   command -v gnuplot >/dev/null || need+=(gnuplot-nox)
   [ ${#need[@]} -eq 0 ] && return
   local sudo=()
@@ -156,10 +161,11 @@ install_missing() {
 build() {
   say "bench: building ssehub (release) and the load tool"
   cargo build --release --quiet
+  SSEHUB=$ROOT/target/release/ssehub
+  [ "$STORAGE" != failover ] || return 0 # it needs no load tool
   LOAD=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/load-[^"]*"' | tail -1 | cut -d'"' -f4)
   [ -x "$LOAD" ] || { say "bench: cannot find the load tool's executable"; exit 1; }
-  SSEHUB=$ROOT/target/release/ssehub
 }
 
 # ---- servers ---------------------------------------------------------------
@@ -862,6 +868,11 @@ case $STORAGE in
     . "$ROOT/scripts/bench-million.sh"
     million_in_netns "${BENCH_ARGS[@]}"
     ssehub_only million
+    ;;
+  failover)
+    # shellcheck source=scripts/bench-failover.sh
+    . "$ROOT/scripts/bench-failover.sh"
+    ssehub_only failover
     ;;
   redis) ssehub_only redis ;;
   redis_ab) ssehub_only redis_ab ;;

@@ -98,30 +98,50 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_served() {
-    let server = TestServer::start(&["--source", "s"]);
-    let baseline = server.metric("ssehub_connections_open");
+    slowloris(Net::Plain, SLOW_CONNECTIONS, None);
+}
 
-    // 200 connections that send a head one byte every 500 ms, never finishing it.
-    let mut slow: Vec<(TcpStream, Instant)> = (0..SLOW_CONNECTIONS)
+/// Inside TLS: each connection completes its handshake, then sends its
+/// head a byte a record; the head timeout shortened to 2 s.
+#[cfg(feature = "tls")]
+#[test]
+fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_served_over_tls() {
+    slowloris(Net::tls(), 50, Some(Duration::from_secs(2)));
+}
+
+/// `connections` send a request head one byte at a time, never finishing
+/// it, against the head timeout (`head_timeout` through
+/// `SSEHUB_HEAD_TIMEOUT_MS`, or the default); meanwhile an ordinary
+/// client emits and a subscriber reads each event.
+fn slowloris(net: Net, connections: usize, head_timeout: Option<Duration>) {
+    let ms = head_timeout.map(|t| t.as_millis().to_string());
+    let env: Vec<(&str, &str)> = ms.iter().map(|ms| ("SSEHUB_HEAD_TIMEOUT_MS", ms.as_str())).collect();
+    let timeout = head_timeout.unwrap_or(HEADER_TIMEOUT);
+    // A byte every 1/20 of the timeout (500 ms of 10 s), an emit every 1/25.
+    let (trickle, pace) = (timeout / 20, timeout / 25);
+    let server = net.start_env(&["--source", "s"], &env);
+    let baseline = net.metric(&server, "ssehub_connections_open");
+
+    let mut slow: Vec<(Stream, Instant)> = (0..connections)
         .map(|_| {
-            let mut s = TcpStream::connect(server.addr).unwrap();
             let at = Instant::now();
+            let mut s = net.connect(&server);
+            // (Over TLS the handshake comes first, with this write.)
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
-            s.set_nonblocking(true).unwrap();
+            s.tcp().set_nonblocking(true).unwrap();
             (s, at)
         })
         .collect();
-    server.wait_metric("ssehub_connections_open", baseline + SLOW_CONNECTIONS as u64);
+    net.wait_metric(&server, "ssehub_connections_open", baseline + connections as u64);
     let trickler = std::thread::spawn(move || {
         // (time from connect to close, bytes the server sent) of each.
         let mut closed: Vec<(Duration, usize)> = Vec::new();
-        let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(8);
+        let deadline = Instant::now() + timeout + Duration::from_secs(8);
         while !slow.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(trickle);
             slow.retain_mut(|(s, at)| {
                 let mut buf = [0u8; 512];
                 let gone = match s.read(&mut buf) {
-                    Ok(0) => Some(0),
                     Ok(n) => Some(n),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => s.write(b"a").err().map(|_| 0),
                     Err(_) => Some(0),
@@ -135,37 +155,36 @@ fn slowloris_connections_are_closed_by_the_header_timeout_while_others_are_serve
         (closed, slow.len())
     });
 
-    // Meanwhile an ordinary client emits every 400 ms and a subscriber reads each event.
-    let mut sse = server.subscribe("/sources/s/sse", "");
+    let mut sse = net.subscribe(&server, "/sources/s/sse");
     let start = Instant::now();
     let (mut emits, mut slowest) = (0, Duration::ZERO);
-    while start.elapsed() < HEADER_TIMEOUT + Duration::from_secs(1) {
+    while start.elapsed() < timeout + Duration::from_secs(1) {
         let t = Instant::now();
-        server.emit("s", &emits.to_string());
+        net.emit(&server, "s", &emits.to_string());
         assert_eq!(sse.next_event().envelope()["event"], emits);
         slowest = slowest.max(t.elapsed());
         emits += 1;
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(pace);
     }
     assert!(slowest < Duration::from_secs(1), "an emit and its delivery took {slowest:?} during the attack");
 
     let (closed, still_open) = trickler.join().unwrap();
-    assert_eq!(still_open, 0, "slow connections still open after {:?}", HEADER_TIMEOUT + Duration::from_secs(8));
+    assert_eq!(still_open, 0, "slow connections still open after {:?}", timeout + Duration::from_secs(8));
     for (took, sent) in &closed {
         assert_eq!(*sent, 0, "a slow connection got an answer instead of a close");
-        // The trickler looks every 500 ms, so a close is seen up to ~0.6 s late.
-        assert!(
-            *took >= HEADER_TIMEOUT - Duration::from_millis(100) && *took < HEADER_TIMEOUT + Duration::from_secs(3),
-            "closed after {took:?}"
-        );
+        // The trickler looks every 1/20 of the timeout, so a close is seen up to ~0.6 s late.
+        assert!(*took >= timeout - Duration::from_millis(100) && *took < timeout + Duration::from_secs(3), "closed after {took:?}");
     }
     let timeouts = server.logs().matches("request head not complete in time").count();
-    assert_eq!(timeouts, SLOW_CONNECTIONS, "each slow connection closed by the head timeout");
-    server.wait_metric("ssehub_connections_timed_out_total", SLOW_CONNECTIONS as u64);
+    assert_eq!(timeouts, connections, "each slow connection closed by the head timeout");
+    net.wait_metric(&server, "ssehub_connections_timed_out_total", connections as u64);
     drop(sse);
-    server.wait_metric("ssehub_connections_open", baseline);
+    net.wait_metric(&server, "ssehub_connections_open", baseline);
     let (first, last) = (closed.iter().map(|c| c.0).min().unwrap(), closed.iter().map(|c| c.0).max().unwrap());
-    eprintln!("slowloris: {SLOW_CONNECTIONS} closed {first:?} to {last:?} after connect; {emits} emits served, slowest {slowest:?}");
+    eprintln!(
+        "slowloris ({}): {connections} closed {first:?} to {last:?} after connect; {emits} emits served, slowest {slowest:?}",
+        net.scheme()
+    );
 }
 
 // ---- stalled readers ----
@@ -455,6 +474,105 @@ fn a_closing_answer_nobody_reads_is_dropped_after_the_send_timeout() {
     assert!(got > 10_000_000, "the slow reader got its whole answer: {got} bytes");
     drop(stuck);
     server.wait_metric("ssehub_connections_open", baseline);
+}
+
+// ---- a stream nobody reads ----
+
+/// The send timeout shortened from 30 s (`SSEHUB_SEND_TIMEOUT_MS`).
+const SHORT_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_stream_nobody_reads_is_dropped_after_the_send_timeout_while_others_receive() {
+    stream_nobody_reads(Net::Plain);
+}
+
+/// Over TLS the event the socket refused part of may have been taken
+/// whole by rustls, as records, leaving the output queue empty: output
+/// nobody takes all the same.
+#[cfg(feature = "tls")]
+#[test]
+fn a_stream_nobody_reads_is_dropped_after_the_send_timeout_while_others_receive_over_tls() {
+    stream_nobody_reads(Net::tls());
+}
+
+/// A subscriber that never reads gets events until the server's socket
+/// to it refuses part of one; then no more. It is closed for the send
+/// timeout, counted once, while a subscriber of another source receives
+/// every event meanwhile, and the source's other subscriber goes on.
+fn stream_nobody_reads(net: Net) {
+    let timeout_ms = SHORT_SEND_TIMEOUT.as_millis().to_string();
+    // No bound on its queue and no handshake comment within the test: only the send timeout may drop it.
+    let args =
+        ["--engine", "memory", "--source", "s", "--source", "t", "--max-subscriber-buffer", "1000000000", "--handshake-interval", "1h"];
+    let server = net.start_env(&args, &[("SSEHUB_SEND_TIMEOUT_MS", timeout_ms.as_str())]);
+    let (mut on_s, mut on_t) = (net.subscribe(&server, "/sources/s/sse"), net.subscribe(&server, "/sources/t/sse"));
+    let mut stalled = net.connect(&server);
+    set_small_receive_buffer(stalled.tcp());
+    write!(stalled, "GET /sources/s/sse HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n").unwrap();
+    net.wait_metric(&server, "ssehub_subscribers", 3);
+    let stalled_addr = stalled.tcp().local_addr().unwrap();
+    let mut api = BufReader::new(net.connect(&server));
+
+    // Events of 32 KiB (under the 64 KiB rustls takes at once) until the
+    // socket to the stalled reader takes less than one.
+    let mut written = bytes_written(server.addr, stalled_addr);
+    let mut i = 0;
+    let refused_from = loop {
+        assert!(i < 2000, "the socket to a reader that never reads took {written} bytes and more");
+        let sent = Instant::now();
+        let body = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(32 * 1024));
+        assert_eq!(request_on(&mut api, "POST", "/v1/sources/s/events", &body), 202);
+        assert_eq!(on_s.next_event().envelope()["event"]["i"], i);
+        // Answered in a later turn than the one that wrote the event to every subscriber.
+        assert_eq!(request_on(&mut api, "GET", "/healthz", ""), 200);
+        let now = bytes_written(server.addr, stalled_addr);
+        let took = now - written;
+        written = now;
+        i += 1;
+        if took < body.len() as u64 {
+            break sent;
+        }
+    };
+
+    // Events to t every 50 ms, each received at once, until the stalled reader is gone.
+    let wanted = format!("closed {stalled_addr}: peer stopped reading");
+    let mut n = 0;
+    while !server.logs().contains(&wanted) {
+        let waited = refused_from.elapsed();
+        assert!(waited < SHORT_SEND_TIMEOUT + Duration::from_secs(3), "not {wanted:?} {waited:?} after its last event");
+        let t = Instant::now();
+        assert_eq!(request_on(&mut api, "POST", "/v1/sources/t/events", &n.to_string()), 202);
+        assert_eq!(on_t.next_event().envelope()["event"], n);
+        assert!(t.elapsed() < Duration::from_millis(500), "an event took {:?} meanwhile", t.elapsed());
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waited = refused_from.elapsed();
+    assert!(waited >= SHORT_SEND_TIMEOUT, "closed {waited:?} after its last event, before the send timeout");
+    eprintln!("a stream nobody reads ({}): {written} bytes taken by its socket, closed {waited:?} after the last event", net.scheme());
+    net.wait_metric(&server, "ssehub_connections_timed_out_total", 1);
+    net.wait_metric(&server, "ssehub_subscribers", 2);
+    assert_eq!(request_on(&mut api, "POST", "/v1/sources/s/events", "\"after\""), 202);
+    assert_eq!(on_s.next_event().envelope()["event"], "after");
+}
+
+/// One request on a keep-alive connection; its status.
+fn request_on(api: &mut BufReader<Stream>, method: &str, path: &str, body: &str) -> u16 {
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n", body.len());
+    api.get_mut().write_all(format!("{head}{body}").as_bytes()).unwrap();
+    read_response(api).status
+}
+
+/// Bytes the server has written to its socket of the connection from
+/// `client`, as `ss` (iproute2) shows them: what the peer's kernel
+/// acknowledged plus what is still in the send queue.
+fn bytes_written(server: std::net::SocketAddr, client: std::net::SocketAddr) -> u64 {
+    let out = std::process::Command::new("ss").args(["-tinH", "src", &server.to_string(), "dst", &client.to_string()]).output();
+    let text = String::from_utf8(out.expect("ss (iproute2)").stdout).unwrap();
+    // ESTAB, Recv-Q, Send-Q, the addresses, then the TCP info.
+    let send_q: u64 = text.split_whitespace().nth(2).and_then(|q| q.parse().ok()).unwrap_or_else(|| panic!("ss: {text:?}"));
+    let acked: u64 = text.split_whitespace().find_map(|w| w.strip_prefix("bytes_acked:")).map_or(0, |n| n.parse().unwrap());
+    send_q + acked
 }
 
 // ---- garbage ----

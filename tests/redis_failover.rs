@@ -450,59 +450,6 @@ fn a_node_beside_a_cpu_hog_does_not_call_redis_unreachable() {
     assert_eq!(healthz(&a), 200);
 }
 
-/// A measurement, not a check (`cargo test --test redis_failover --
-/// --ignored --nocapture failover_times`): five times, the master is
-/// killed (`kill -9`) while one node emits every 10 ms with
-/// `--redis-replicas 1` (two replicas, three Sentinels,
-/// `down-after-milliseconds` 1000); printed: the time from the kill to the
-/// first acknowledged emit sent after it; min, median, max. (The node
-/// hears `+switch-master` before this test's polling of the Sentinels
-/// sees the promotion, so the time from the promotion is not measured.)
-#[test]
-#[ignore]
-fn failover_times() {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-    let mut ha = Ha::start(2);
-    let a = node(&ha.url(), &["--redis-replicas", "1"]);
-    a.create_source("s");
-    // (sent, acknowledged) of each emit taken.
-    let (stop, acks) = (AtomicBool::new(false), Mutex::new(Vec::<(Instant, Instant)>::new()));
-    let mut from_kill = Vec::new();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !stop.load(SeqCst) {
-                let at = Instant::now();
-                if try_emit(&a, "s", "1").0.is_ok() {
-                    acks.lock().unwrap().push((at, Instant::now()));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        for round in 0..5 {
-            let master = ha.master().expect("the Sentinels agree on a master");
-            let killed = Instant::now();
-            ha.servers[master].kill();
-            wait_until(Duration::from_secs(20), "a replica is promoted", || ha.master().is_some_and(|m| m != master));
-            let first = || acks.lock().unwrap().iter().find(|(sent, _)| *sent > killed).map(|&(_, done)| done);
-            wait_until(Duration::from_secs(20), "an emit is acknowledged", || first().is_some());
-            let first = first().unwrap();
-            from_kill.push(first - killed);
-            eprintln!("round {round}: first acknowledged emit {:?} after the kill", first - killed);
-            // The old master comes back, and the Sentinels make it a replica, before the next round.
-            ha.servers[master].restart();
-            wait_until(Duration::from_secs(60), "the old master follows", || {
-                let info = ha.servers[master].cli(&["INFO", "replication"]);
-                info.contains("role:slave") && info.contains("master_link_status:up")
-            });
-        }
-        stop.store(true, SeqCst);
-    });
-    from_kill.sort();
-    let (min, median, max) = (from_kill[0], from_kill[2], from_kill[4]);
-    eprintln!("kill -9 → first acknowledged emit: min {min:?}, median {median:?}, max {max:?}");
-}
-
 /// `--redis-replicas 0` and a failover to a replica that missed the last
 /// acknowledged events (its replication went through a proxy that stopped
 /// forwarding while they were written; the address then moved to it): the

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::{Due, LINGER_TIMEOUT_MS, Reactor, SEND_TIMEOUT_MS, WRITE_BUDGET, Waiter};
+use super::{Due, LINGER_TIMEOUT_MS, Reactor, WRITE_BUDGET, Waiter};
 use crate::api::Reply;
 use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;
@@ -228,7 +228,7 @@ impl Reactor {
                         // A stream, or a last answer (`Linger`, whose phase timer is
                         // disarmed): without this deadline a peer that never reads
                         // would hold the slot and the queued answer for ever.
-                        Flushed::Blocked if conn.timer.is_none() => self.arm(key, self.now + SEND_TIMEOUT_MS),
+                        Flushed::Blocked if conn.timer.is_none() => self.arm(key, self.now + self.send_timeout_ms),
                         Flushed::Blocked => {}
                     }
                 }

@@ -66,6 +66,8 @@ const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 const BODY_TIMEOUT_MS: u64 = 30_000;
 /// A stream or a last answer with queued output whose peer takes no byte for this long is dropped.
 const SEND_TIMEOUT_MS: u64 = 30_000;
+/// A hidden variable for tests that sets `SEND_TIMEOUT_MS`.
+const SEND_TIMEOUT_VAR: &str = "SSEHUB_SEND_TIMEOUT_MS";
 /// After an answer that closes: how long to wait for the peer's FIN.
 const LINGER_TIMEOUT_MS: u64 = 2_000;
 /// Retry accepting after this when the process is out of descriptors.
@@ -168,6 +170,8 @@ pub struct Reactor {
     max_connections: usize,
     /// `HEADER_TIMEOUT_MS`, or what `SSEHUB_HEAD_TIMEOUT_MS` sets (tests).
     header_timeout_ms: u64,
+    /// `SEND_TIMEOUT_MS`, or what `SSEHUB_SEND_TIMEOUT_MS` sets (tests).
+    send_timeout_ms: u64,
     timers: Timers<Due>,
     start: Instant,
     /// Reactor clock: milliseconds since start, read once per turn.
@@ -272,6 +276,7 @@ impl Reactor {
             config,
             max_connections,
             header_timeout_ms: std::env::var(HEADER_TIMEOUT_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(HEADER_TIMEOUT_MS),
+            send_timeout_ms: std::env::var(SEND_TIMEOUT_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(SEND_TIMEOUT_MS),
             timers: Timers::new(0),
             start: Instant::now(),
             now: 0,
@@ -1189,12 +1194,12 @@ impl Reactor {
             },
             // Storage answers in its own time (and fails what it cannot take).
             Phase::Waiting => return,
-            // Flushed: the peer's FIN did not come in time.
-            Phase::Linger if conn.out.is_empty() => Reason::Done,
+            // Flushed (over TLS, records rustls holds are output too): the peer's FIN did not come in time.
+            Phase::Linger if !conn.has_output() => Reason::Done,
             // Lazily re-armed: progress since arming moves the deadline.
-            Phase::Stream { .. } if conn.out.is_empty() => return,
-            Phase::Stream { .. } | Phase::Linger if self.now < conn.last_progress + SEND_TIMEOUT_MS => {
-                let at = conn.last_progress + SEND_TIMEOUT_MS;
+            Phase::Stream { .. } if !conn.has_output() => return,
+            Phase::Stream { .. } | Phase::Linger if self.now < conn.last_progress + self.send_timeout_ms => {
+                let at = conn.last_progress + self.send_timeout_ms;
                 return self.arm(key, at);
             }
             Phase::Stream { .. } | Phase::Linger => Reason::SendTimeout,

@@ -61,8 +61,13 @@ impl TestServer {
     /// `ssehub serve --listen 127.0.0.1:0 --api-key test-key <args>`, with
     /// a data dir of its own unless `args` name one (or another engine).
     pub fn start(args: &[&str]) -> TestServer {
+        Self::start_env(args, &[])
+    }
+
+    /// [`TestServer::start`] with more environment (the hidden timeouts of tests).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut command = Command::new(bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]).args(args);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", KEY]).args(args).envs(env.iter().copied());
         let own_dir = (!args.iter().any(|a| a.starts_with("--data-dir") || a.starts_with("--engine"))).then(|| TempDir::new("data"));
         if let Some(dir) = &own_dir {
             command.args(["--data-dir", dir.path()]);

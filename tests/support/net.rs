@@ -99,12 +99,17 @@ impl Net {
 
     /// [`TestServer::start`], speaking TLS with the test certificate if TLS.
     pub fn start(&self, args: &[&str]) -> TestServer {
+        self.start_env(args, &[])
+    }
+
+    /// [`Net::start`] with more environment (the hidden timeouts of tests).
+    pub fn start_env(&self, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         match self {
-            Net::Plain => TestServer::start(args),
+            Net::Plain => TestServer::start_env(args, env),
             #[cfg(feature = "tls")]
             Net::Tls { certs, .. } => {
                 let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-                TestServer::start(&[&["--tls-cert", &cert, "--tls-key", &key][..], args].concat())
+                TestServer::start_env(&[&["--tls-cert", &cert, "--tls-key", &key][..], args].concat(), env)
             }
         }
     }
