@@ -54,17 +54,19 @@ fn ids_after_the_first(stream: &mut support::Sse, acked: &[String]) -> Vec<Strin
     got
 }
 
+/// A node on Redis at `url` with one partition of 10 entries and
+/// `--history history`: a short pause or freeze puts it past the partition.
+fn short_partition_node(url: &str, history: &str) -> TestServer {
+    let mut command = std::process::Command::new(support::bin());
+    command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", url, "--history", history]);
+    command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
+    TestServer::spawn(&mut command, support::KEY)
+}
+
 /// Two nodes on one partition of 10 entries with `--history history`,
 /// source `s`, and a stream of it on b.
 fn paused_pair(redis: &RedisServer, history: &str) -> (TestServer, TestServer, support::Sse) {
-    let url = redis.url();
-    let start = || {
-        let mut command = std::process::Command::new(support::bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", &url, "--history", history]);
-        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
-        TestServer::spawn(&mut command, support::KEY)
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (short_partition_node(&redis.url(), history), short_partition_node(&redis.url(), history));
     a.create_source("s");
     wait_until(Duration::from_secs(1), "b knows s", || source_names(&b).len() == 1);
     let stream = b.subscribe("/sources/s/sse", "");
@@ -230,13 +232,7 @@ fn a_resume_past_what_a_node_behind_lost_gets_no_gap_frame() {
     use std::sync::atomic::Ordering::SeqCst;
     let redis = RedisServer::start();
     let proxy = FreezingProxy::start(redis.port);
-    let start = |url: &str| {
-        let mut command = std::process::Command::new(support::bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--api-key", support::KEY, "--redis", url, "--history", "20"]);
-        command.env("SSEHUB_REDIS_PARTITION_LEN", "10").env("SSEHUB_REDIS_PARTITIONS", "1");
-        TestServer::spawn(&mut command, support::KEY)
-    };
-    let (a, c) = (start(&redis.url()), start(&format!("redis://127.0.0.1:{}", proxy.port)));
+    let (a, c) = (short_partition_node(&redis.url(), "20"), short_partition_node(&format!("redis://127.0.0.1:{}", proxy.port), "20"));
     a.create_source("s");
     wait_until(Duration::from_secs(1), "c knows s", || source_names(&c).len() == 1);
     let first = a.emit("s", "0");
