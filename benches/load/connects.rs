@@ -19,7 +19,7 @@ struct Tally {
 
 /// One connect: (TLS handshake,) `GET /healthz`, its answer, close.
 fn one(o: &Opts, src: [u8; 4], request: &[u8]) -> Res<()> {
-    let fd = worker::connect_from(o.addr.ip().octets(), o.addr.port(), src, false)?;
+    let fd = socket::connect_from(o.addr.ip().octets(), o.addr.port(), src, false)?;
     // SAFETY: connect_from made this blocking socket, and nothing else owns it.
     let mut sock = unsafe { TcpStream::from_raw_fd(fd) };
     sock.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;

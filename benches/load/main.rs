@@ -118,9 +118,10 @@
 //! since an allocator keeps what an earlier run freed.
 
 // One file per part: `scenario` (each scenario and its report) drives a
-// `fleet` of `worker` processes; `sse`, `http` and `hist` are the sans-I/O
-// parsers and the histogram they share; `sys` wraps libc and /proc;
-// `selftest` holds the table tests.
+// `fleet` of `worker` processes (each `worker` opens its subscribers'
+// `socket`s on one epoll, and counts what they receive in its `tally`);
+// `sse`, `http` and `hist` are the sans-I/O parsers and the histogram they
+// share; `sys` wraps libc and /proc; `selftest` holds the table tests.
 mod connects;
 mod fleet;
 mod hist;
@@ -128,8 +129,10 @@ mod http;
 mod nodes;
 mod scenario;
 mod selftest;
+mod socket;
 mod sse;
 mod sys;
+mod tally;
 mod tls;
 mod worker;
 

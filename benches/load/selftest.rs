@@ -65,9 +65,9 @@ pub fn run() -> i32 {
     check("nchan paths", Target::Nchan.emit_path("s") == "/pub/s" && Target::Nchan.sub_path("s") == "/sub/s");
     check("emit status", Target::Nchan.emit_ok(201) && !Target::Ssehub.emit_ok(201));
     check("auth header", auth_header("").is_empty() && auth_header("k") == "Authorization: Bearer k\r\n");
-    let resumed = worker::resume_request(b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n", b"17-3");
+    let resumed = socket::resume_request(b"GET /s HTTP/1.1\r\nHost: h\r\n\r\n", b"17-3");
     check("resume request", resumed == b"GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 17-3\r\n\r\n");
-    check("churn schedule", worker::churn_schedule_ok());
+    check("churn schedule", tally::churn_schedule_ok());
     let retry_of = |input: &[u8]| {
         let mut p = Parser::default();
         p.feed(input, &mut |_| {});

@@ -5,6 +5,8 @@
 pub mod net;
 pub mod node;
 #[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
 pub mod sentinel;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -155,6 +157,12 @@ impl TestServer {
         req.push_str(body.unwrap_or(""));
         s.write_all(req.as_bytes()).unwrap();
         read_response(&mut BufReader::new(s))
+    }
+
+    /// `POST /v1/sources/<source>/events` with an `Idempotency-Key`.
+    pub fn emit_keyed(&self, source: &str, key: &str, body: &str) -> Response {
+        let headers = format!("Authorization: Bearer {}\r\nIdempotency-Key: {key}\r\n", self.key);
+        self.raw_request("POST", &format!("/v1/sources/{source}/events"), &headers, Some(body))
     }
 
     pub fn create_source(&self, name: &str) -> serde_json::Value {
@@ -446,6 +454,15 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         mac.update(part);
     }
     mac.finalize().into_bytes().to_vec()
+}
+
+/// Waits until `check` holds, polling, within `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A real `redis-server` on a free loopback port with a dir of its own
