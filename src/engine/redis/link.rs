@@ -146,6 +146,9 @@ pub struct Link {
     pub last_write: Instant,
 }
 
+/// Why a link is lost when the server closed it.
+pub const CLOSED_BY_REDIS: &str = "closed by Redis";
+
 /// What a read found.
 pub enum Got {
     /// Replies (possibly none); the link is still up.
@@ -332,7 +335,7 @@ impl Link {
             }
             let room = self.inbuf.len() - self.filled;
             match sock.read(&mut self.inbuf[self.filled..]) {
-                Ok(0) => return Got::Lost("closed by Redis".into()),
+                Ok(0) => return Got::Lost(CLOSED_BY_REDIS.into()),
                 Ok(n) => {
                     self.filled += n;
                     // Fewer than asked: drained (bytes that come later raise a new edge).

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::link::{Got, LinkState};
+use super::link::{CLOSED_BY_REDIS, Got, LinkState};
 use super::pipeline::Awaited;
 use super::resp::Value;
 use super::sentinel::{self, Heard};
@@ -90,6 +90,15 @@ impl Redis {
         let was_up = self.readers[n].lose(&self.registry);
         self.master.lost(&self.registry, Instant::now());
         self.health.lost(was_up, &self.master.url, "a partition link", why);
+        // The server closed it: the command link to the same server may be
+        // closed too, its end not read yet. Read it now, or a partition link
+        // back first would make the node healthy on a dead command link,
+        // and the next emit would wait out its deadline there.
+        if was_up && why == CLOSED_BY_REDIS && self.pipe.link.state == LinkState::Up {
+            let mut replies = Vec::new();
+            let got = self.pipe.link.read(&mut replies);
+            self.took_cmd(got, &mut replies);
+        }
     }
 
     pub(super) fn on_ready(&mut self, event: &mio::event::Event) {
