@@ -21,6 +21,7 @@ use crate::limits::{self, Kind, Limits};
 use crate::metrics::Stats;
 use crate::registry::{CreateError, Source};
 use crate::sse::EventId;
+use crate::text;
 use crate::throttle::{Throttles, throttled};
 use crate::tokens::Opener;
 use crate::tokens::{self, Check, Serial};
@@ -730,15 +731,22 @@ fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
 }
 
 fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: engine::Bounds) {
+    // Written in place, no `format!`: a page is a thousand of these.
     out.extend_from_slice(b"{\"id\":");
     json::write_str(out, &s.id);
     out.extend_from_slice(b",\"name\":");
     json::write_str(out, &s.name);
-    out.extend_from_slice(b",\"sse_url\":");
-    json::write_str(out, &format!("{base}/sources/{}/sse", s.id));
-    out.extend_from_slice(b",\"endpoint_url\":");
-    json::write_str(out, &format!("{base}/e/{}", s.endpoint_key));
-    out.extend_from_slice(format!(",\"created_at\":{},\"verify\":", s.created_at).as_bytes());
+    out.extend_from_slice(b",\"sse_url\":\"");
+    json::write_escaped(out, base);
+    out.extend_from_slice(b"/sources/");
+    json::write_escaped(out, &s.id);
+    out.extend_from_slice(b"/sse\",\"endpoint_url\":\"");
+    json::write_escaped(out, base);
+    out.extend_from_slice(b"/e/");
+    json::write_escaped(out, &s.endpoint_key);
+    out.extend_from_slice(b"\",\"created_at\":");
+    text::push_u64(out, s.created_at);
+    out.extend_from_slice(b",\"verify\":");
     match &s.verify {
         // Write-only: the secret never leaves.
         Some(v) => v.write_public(out),
@@ -746,17 +754,17 @@ fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: engine::Boun
     }
     // The bounds in effect (`null`: none).
     let limits = s.retention.effective(defaults);
-    let or_null = |n: Option<u64>| n.map_or("null".to_string(), |n| n.to_string());
-    out.extend_from_slice(
-        format!(
-            ",\"retention\":{{\"max_events\":{},\"max_age_s\":{},\"max_bytes\":{}}}",
-            limits.max_events,
-            or_null(limits.max_age_ms.map(|ms| ms / 1000)),
-            or_null(limits.max_bytes)
-        )
-        .as_bytes(),
-    );
-    out.push(b'}');
+    let or_null = |out: &mut Vec<u8>, n: Option<u64>| match n {
+        Some(n) => text::push_u64(out, n),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.extend_from_slice(b",\"retention\":{\"max_events\":");
+    text::push_u64(out, limits.max_events as u64);
+    out.extend_from_slice(b",\"max_age_s\":");
+    or_null(out, limits.max_age_ms.map(|ms| ms / 1000));
+    out.extend_from_slice(b",\"max_bytes\":");
+    or_null(out, limits.max_bytes);
+    out.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
