@@ -5,6 +5,7 @@
 //! CORS and every REST handler live here; changes go through the hub, and
 //! the reactor applies what it records.
 
+mod list;
 pub mod reply;
 mod ui;
 mod webhook;
@@ -26,6 +27,7 @@ use crate::throttle::{Throttles, throttled};
 use crate::tokens::Opener;
 use crate::tokens::{self, Check, Serial};
 use crate::verify::Verify;
+pub use list::Listing;
 pub use reply::Reply;
 use reply::{Answer, CORS_ANY, Cors, Fail, ok};
 
@@ -579,7 +581,8 @@ const PAGE_MAX: usize = 1000;
 
 /// `GET /v1/sources?limit=N&after=ID`: a page of the account's sources,
 /// oldest first, after the source `after` (an id, as `end_cursor` gives,
-/// or a name). It costs the page, not the account's other sources.
+/// or a name). It costs the page, not the account's other sources, and
+/// the reactor builds it a slice per turn (`list.rs`).
 fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
     let limit = match http::query_param(head.query(), "limit") {
         None => PAGE_DEFAULT,
@@ -598,25 +601,9 @@ fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: 
                 .ok_or_else(|| Fail::new(400, "after must name one of this account's sources (the end_cursor of the page before)"))?,
         ),
     };
-    let base = base_url(ctx, head);
-    let page = ctx.hub.registry.page(account, after, limit);
-    let cursor = |s: Option<&&Source>| s.map_or("null".to_string(), |s| format!("\"{}\"", s.id));
-    let mut out = format!(
-        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
-        page.total,
-        page.sources.len(),
-        cursor(page.sources.first()),
-        cursor(page.sources.last())
-    )
-    .into_bytes();
-    for (i, source) in page.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        source_json(&mut out, source, &base, ctx.config.retention_bounds());
-    }
-    out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", cors, &out))
+    let from = after.and_then(|k| ctx.hub.registry.position(k));
+    let bounds = ctx.config.retention_bounds();
+    Ok(Reply::Listing(Box::new(Listing::new(account, from, limit, base_url(ctx, head), bounds, head, cors))))
 }
 
 /// `PATCH /v1/sources/{source}` `{"verify":{…}|null,"retention":{…}|null}`

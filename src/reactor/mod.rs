@@ -39,6 +39,7 @@ mod accept;
 mod body;
 mod delivery;
 mod handles;
+mod listing;
 mod read;
 mod request;
 mod start;
@@ -49,6 +50,7 @@ mod timers;
 #[cfg(feature = "tls")]
 mod tls;
 use delivery::{Handshakes, ToFlush};
+use listing::Listings;
 use read::REQUEST_TURN;
 pub use start::Bound;
 use stop::Drain;
@@ -138,8 +140,9 @@ pub struct Reactor {
     trusted_proxies: Vec<Cidr>,
     to_flush: ToFlush,
     to_read: Vec<(usize, u32)>,
-    /// When this turn's `REQUEST_TURN` ends, and whether a request (or a
-    /// page of sources) was answered in it; turns are counted.
+    /// When this turn's `REQUEST_TURN` ends, whether a request was
+    /// answered in it and whether a slice of a page of sources was built;
+    /// turns are counted.
     turn_ends: Instant,
     turn_served: bool,
     turn_listed: bool,
@@ -148,6 +151,8 @@ pub struct Reactor {
     /// (2 bytes a connection beside it; the count wraps, so a connection
     /// served 65,536 turns ago may wait one turn more).
     served_turn: Vec<u16>,
+    /// Pages of sources asked for, the one being built first.
+    listings: Listings,
     to_close: Vec<usize>,
     /// Parked connections answered this turn: (key, generation).
     to_resume: Vec<(usize, u32)>,
@@ -245,6 +250,7 @@ impl Reactor {
             turn_listed: false,
             turn: 1,
             served_turn: Vec::new(),
+            listings: Listings::new(),
             to_close: Vec::new(),
             to_resume: Vec::new(),
             accept_ready: true,
@@ -336,6 +342,7 @@ impl Reactor {
             }
             self.accept();
             self.resume_reads();
+            self.build_listing();
             self.expire_timers();
             // Storage writes what this turn submitted; what it acknowledged
             // is answered and fanned out before the sockets are written.
@@ -355,7 +362,13 @@ impl Reactor {
 
     /// Zero while work is carried over from a spent budget; else until the next timer.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.accept_ready || self.metrics_ready || !self.to_read.is_empty() || !self.to_flush.is_empty() || self.hub.wants_flush() {
+        if self.accept_ready
+            || self.metrics_ready
+            || !self.to_read.is_empty()
+            || !self.to_flush.is_empty()
+            || !self.listings.is_empty()
+            || self.hub.wants_flush()
+        {
             return Some(Duration::ZERO);
         }
         #[cfg(feature = "tls")]

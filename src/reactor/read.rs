@@ -14,12 +14,12 @@ use crate::conn::{Fill, Phase, READ_BUDGET, Reason};
 
 /// Requests read and answered per turn: any number until this long after
 /// the turn began (once one is answered), then one more per connection
-/// that has had none this turn, and one page of sources (the costliest
-/// answer, up to 1,000 sources) per turn in all. What is left is carried
-/// over, first in line next turn, after this turn's answers and fan-out
-/// are written: one account's many connections (a flood of emits, pages
-/// of sources) delay another's emit by about one page and one request per
-/// connection, not by all of their work.
+/// that has had none this turn (and one slice of a page of sources per
+/// turn in all, `listing.rs`). What is left is carried over, first in line
+/// next turn, after this turn's answers and fan-out are written: one
+/// account's many connections (a flood of emits, pages of sources) delay
+/// another's emit by about one slice and one request per connection, not
+/// by all of their work.
 pub(super) const REQUEST_TURN: Duration = Duration::from_millis(1);
 
 /// After one step of reading requests: parse again, or wait for more bytes
@@ -153,8 +153,7 @@ impl Reactor {
         self.release_body(key);
         let conn = &mut self.conns[key];
         // Requests read before the FIN but carried over to the next turn
-        // (a spent turn, or a page of sources already built in this one)
-        // are still answered; the last answer then closes.
+        // (a spent turn) are still answered; the last answer then closes.
         if matches!(conn.phase, Phase::Head) && !conn.rbuf.is_empty() && self.to_read.contains(&(key, conn.generation)) {
             conn.peer_eof = true;
             return;
@@ -182,7 +181,7 @@ impl Reactor {
                     Step::Wait
                 }
                 Phase::Head if conn.rbuf.is_empty() => Step::Wait,
-                Phase::Head if spent || (self.turn_listed && is_listing(&conn.rbuf)) => {
+                Phase::Head if spent => {
                     self.carry(key);
                     Step::Wait
                 }
@@ -209,9 +208,4 @@ impl Reactor {
             }
         }
     }
-}
-
-/// A page of sources asked for (at the head of `rbuf`): the costliest answer.
-fn is_listing(rbuf: &[u8]) -> bool {
-    rbuf.strip_prefix(b"GET /v1/sources").is_some_and(|rest| rest.starts_with(b" ") || rest.starts_with(b"?"))
 }

@@ -22,7 +22,7 @@ use crate::throttle::throttled;
 use crate::tokens::Opener;
 
 /// Pipelined requests awaiting storage on one connection before it stops reading.
-const MAX_AWAITED: usize = 64;
+pub(super) const MAX_AWAITED: usize = 64;
 
 impl Reactor {
     /// The read buffer may hold a request head: parsed, and answered now
@@ -164,7 +164,6 @@ impl Reactor {
     /// Answers one complete request; its head goes back to be reused.
     pub(super) fn dispatch(&mut self, key: usize, head: Head, body: &[u8]) {
         self.turn_served = true;
-        self.turn_listed |= head.method() == "GET" && head.path() == "/v1/sources";
         if self.served_turn.len() <= key {
             self.served_turn.resize(key + 1, 0);
         }
@@ -186,6 +185,7 @@ impl Reactor {
                 self.subscribe(key, source, after, opener);
                 self.conns[key].access = access;
             }
+            Reply::Listing(listing) => self.begin_listing(key, listing, access),
             Reply::Wait { ticket, mut answer } => {
                 answer.access = access;
                 let conn = &mut self.conns[key];
