@@ -27,8 +27,9 @@
 #
 # BENCH_SSEHUB_OTHER=PATH also runs every case with another ssehub binary
 # (an older build, say), labelled base-other, flood-other, ….
-# FAIR_CASES="list" (say) runs only those cases, and FAIR_EMITS=0 leaves
-# out the emits/s rounds: for iterating on one case.
+# FAIR_CASES="list" (say) runs only those cases, FAIR_EMITS=0 leaves out
+# the emits/s rounds, and FAIR_EVENTS_QUICK sets B's events with --quick
+# (default 50): for iterating on one case.
 
 FAIR_EVENTS=${FAIR_EVENTS:-200}
 [ $QUICK = 0 ] || FAIR_EVENTS=${FAIR_EVENTS_QUICK:-50}
