@@ -27,9 +27,14 @@
 #
 # BENCH_SSEHUB_OTHER=PATH also runs every case with another ssehub binary
 # (an older build, say), labelled base-other, flood-other, ….
+# FAIR_CASES="list" (say) runs only those cases, FAIR_EMITS=0 leaves out
+# the emits/s rounds, and FAIR_EVENTS_QUICK sets B's events with --quick
+# (default 50): for iterating on one case.
 
 FAIR_EVENTS=${FAIR_EVENTS:-200}
-[ $QUICK = 0 ] || FAIR_EVENTS=50
+[ $QUICK = 0 ] || FAIR_EVENTS=${FAIR_EVENTS_QUICK:-50}
+FAIR_CASES=${FAIR_CASES:-base flood list compact}
+FAIR_EMITS=${FAIR_EMITS:-1}
 FAIR_SOURCES=100000
 [ $QUICK = 0 ] || FAIR_SOURCES=10000
 FAIR_STREAMS=5000
@@ -131,13 +136,14 @@ run_fairness() {
     PIN_SRV=(taskset -c 0 "${PRIO[@]}") PIN_TOOL=(taskset -c 1)
   fi
   ENGINE_ARGS=(--keys-file "$keys")
-  for c in base flood list compact; do fair_case $c; done
+  for c in $FAIR_CASES; do fair_case $c; done
   if [ -n "${BENCH_SSEHUB_OTHER:-}" ]; then
     SSEHUB=$BENCH_SSEHUB_OTHER
-    for c in base flood list compact; do fair_case $c-other; done
+    for c in $FAIR_CASES; do fair_case $c-other; done
     SSEHUB=$bin
   fi
   PIN_SRV=() PIN_TOOL=()
+  [ "$FAIR_EMITS" = 0 ] && return 0
   for r in 1 2 3; do
     ENGINE_ARGS=()
     wrk_emit_pinned "emit-nolimits-$r"

@@ -260,7 +260,9 @@ impl Conn {
                 a.answers.clear();
                 return self.send_answer(answer, true);
             }
-            let last = a.answers.is_empty() && self.peer_eof;
+            // Requests read before the end of input and not yet parsed
+            // (parked behind this one) are still answered.
+            let last = a.answers.is_empty() && self.peer_eof && self.rbuf.is_empty();
             self.send_answer(answer, last);
         }
     }

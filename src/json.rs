@@ -146,6 +146,13 @@ fn string_end(input: &[u8], mut i: usize) -> usize {
 /// Appends `s` as a JSON string literal, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// `s` escaped as inside a JSON string, without the quotes: a string
+/// written in parts (`"{base}/e/{key}"`) is the parts escaped one by one.
+pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape: &[u8] = match b {
@@ -166,7 +173,6 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&s.as_bytes()[start..]);
-    out.push(b'"');
 }
 
 /// `{"error":"<message>"}`: the body of every error answer.

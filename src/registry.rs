@@ -87,6 +87,8 @@ pub struct Page<'a> {
     /// The account's sources shown, on every page.
     pub total: usize,
     pub sources: Vec<&'a Source>,
+    /// The position of the last of them.
+    pub last: Option<(u64, SourceKey)>,
 }
 
 #[derive(Default)]
@@ -218,27 +220,40 @@ impl Registry {
 
     /// Up to `limit` of the account's sources shown, oldest first, after
     /// the source `after` (one of them) if given.
+    #[cfg(test)]
     pub fn page(&mut self, account: AccountId, after: Option<SourceKey>, limit: usize) -> Page<'_> {
-        let Some(a) = self.accounts.get_mut(account as usize) else { return Page { total: 0, sources: Vec::new() } };
+        let from = after.and_then(|k| self.position(k));
+        self.page_from(account, from, limit)
+    }
+
+    /// Where a source stands in its account's listing: after it, a page
+    /// goes on from there (`page_from`) even once the source is gone.
+    pub fn position(&self, key: SourceKey) -> Option<(u64, SourceKey)> {
+        self.sources.get(&key).map(|s| (s.created_at, key))
+    }
+
+    /// Up to `limit` of the account's sources shown, oldest first, after
+    /// the position `from` if given; `Page::last` is where the next goes on.
+    pub fn page_from(&mut self, account: AccountId, from: Option<(u64, SourceKey)>, limit: usize) -> Page<'_> {
+        let Some(a) = self.accounts.get_mut(account as usize) else { return Page { total: 0, sources: Vec::new(), last: None } };
         if !a.sorted {
             a.order.sort_unstable();
             a.sorted = true;
         }
-        let from = match after.and_then(|k| Some((self.sources.get(&k)?.created_at, k))) {
-            Some(after) => a.order.partition_point(|&at| at <= after),
-            None => 0,
-        };
+        let from = from.map_or(0, |from| a.order.partition_point(|&at| at <= from));
         let mut sources = Vec::with_capacity(limit.min(a.order.len() - from));
-        for (_, k) in &a.order[from..] {
+        let mut last = None;
+        for &(at, k) in &a.order[from..] {
             if sources.len() == limit {
                 break;
             }
-            let s = &self.sources[k];
+            let s = &self.sources[&k];
             if !s.pending {
                 sources.push(s);
+                last = Some((at, k));
             }
         }
-        Page { total: a.order.len() - a.hidden, sources }
+        Page { total: a.order.len() - a.hidden, sources, last }
     }
 
     /// The account's sources, shown or not (a create in flight counts).

@@ -11,6 +11,7 @@
 //! reactor applies what it records.
 
 mod caller;
+mod list;
 mod rates;
 pub mod reply;
 mod sources;
@@ -32,6 +33,7 @@ use crate::throttle::{Throttles, throttled};
 use crate::tokens::Opener;
 pub use caller::account_name;
 use caller::{authenticate, find, reader};
+pub use list::Listing;
 use rates::{limited, limits_of, rate_refusal, refuse_over_rate, take_emit};
 pub use reply::Reply;
 use reply::{Answer, CORS_ANY, Cors, Fail, ok};

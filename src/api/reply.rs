@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use super::list::Listing;
 use crate::access::Access;
 use crate::engine::{Ack, SourceKey, StorageError, Ticket};
 use crate::http::{self, Head};
@@ -21,6 +22,8 @@ pub enum Reply {
     Stream { source: SourceKey, after: Option<EventId>, opener: Opener },
     /// The answer waits until storage acknowledges `ticket`.
     Wait { ticket: Ticket, answer: Answer },
+    /// A page of sources, built a slice per turn (`Listing::step`).
+    Listing(Box<Listing>),
 }
 
 /// The `Access-Control-Allow-Origin` (and `Vary`) header lines of one

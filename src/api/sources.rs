@@ -4,13 +4,14 @@
 
 use super::rates::{limited, limits_of};
 use super::reply::{Answer, Cors, Fail, Reply, ok};
-use super::{Ctx, Result, require_length};
+use super::{Ctx, Listing, Result, require_length};
 use crate::auth::AccountId;
 use crate::engine::{self, Retention, SourceKey};
 use crate::http::{self, Head};
 use crate::json;
 use crate::limits::Kind;
 use crate::registry::{CreateError, Source};
+use crate::text;
 use crate::throttle::throttled;
 use crate::tokens;
 use crate::verify::Verify;
@@ -78,7 +79,8 @@ const PAGE_MAX: usize = 1000;
 
 /// `GET /v1/sources?limit=N&after=ID`: a page of the account's sources,
 /// oldest first, after the source `after` (an id, as `end_cursor` gives,
-/// or a name). It costs the page, not the account's other sources.
+/// or a name). It costs the page, not the account's other sources, and
+/// the reactor builds it a slice per turn (`list.rs`).
 pub(super) fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: AccountId, cors: &str) -> Result<Reply> {
     let limit = match http::query_param(head.query(), "limit") {
         None => PAGE_DEFAULT,
@@ -97,25 +99,9 @@ pub(super) fn list_sources<W>(ctx: &mut Ctx<'_, W>, head: &Head, account: Accoun
                 .ok_or_else(|| Fail::new(400, "after must name one of this account's sources (the end_cursor of the page before)"))?,
         ),
     };
-    let base = base_url(ctx, head);
-    let page = ctx.hub.registry.page(account, after, limit);
-    let cursor = |s: Option<&&Source>| s.map_or("null".to_string(), |s| format!("\"{}\"", s.id));
-    let mut out = format!(
-        "{{\"page_info\":{{\"total_count\":{},\"count\":{},\"start_cursor\":{},\"end_cursor\":{}}},\"data\":[",
-        page.total,
-        page.sources.len(),
-        cursor(page.sources.first()),
-        cursor(page.sources.last())
-    )
-    .into_bytes();
-    for (i, source) in page.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        source_json(&mut out, source, &base, ctx.config.retention_bounds());
-    }
-    out.extend_from_slice(b"]}");
-    Ok(ok(head, 200, "application/json", cors, &out))
+    let from = after.and_then(|k| ctx.hub.registry.position(k));
+    let bounds = ctx.config.retention_bounds();
+    Ok(Reply::Listing(Box::new(Listing::new(account, from, limit, base_url(ctx, head), bounds, head, cors))))
 }
 
 /// `PATCH /v1/sources/{source}` `{"verify":{…}|null,"retention":{…}|null}`
@@ -230,15 +216,22 @@ pub(super) fn base_url<W>(ctx: &Ctx<'_, W>, head: &Head) -> String {
 }
 
 pub(super) fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: engine::Bounds) {
+    // Written in place, no `format!`: a page is a thousand of these.
     out.extend_from_slice(b"{\"id\":");
     json::write_str(out, &s.id);
     out.extend_from_slice(b",\"name\":");
     json::write_str(out, &s.name);
-    out.extend_from_slice(b",\"sse_url\":");
-    json::write_str(out, &format!("{base}/sources/{}/sse", s.id));
-    out.extend_from_slice(b",\"endpoint_url\":");
-    json::write_str(out, &format!("{base}/e/{}", s.endpoint_key));
-    out.extend_from_slice(format!(",\"created_at\":{},\"verify\":", s.created_at).as_bytes());
+    out.extend_from_slice(b",\"sse_url\":\"");
+    json::write_escaped(out, base);
+    out.extend_from_slice(b"/sources/");
+    json::write_escaped(out, &s.id);
+    out.extend_from_slice(b"/sse\",\"endpoint_url\":\"");
+    json::write_escaped(out, base);
+    out.extend_from_slice(b"/e/");
+    json::write_escaped(out, &s.endpoint_key);
+    out.extend_from_slice(b"\",\"created_at\":");
+    text::push_u64(out, s.created_at);
+    out.extend_from_slice(b",\"verify\":");
     match &s.verify {
         // Write-only: the secret never leaves.
         Some(v) => v.write_public(out),
@@ -246,15 +239,15 @@ pub(super) fn source_json(out: &mut Vec<u8>, s: &Source, base: &str, defaults: e
     }
     // The bounds in effect (`null`: none).
     let limits = s.retention.effective(defaults);
-    let or_null = |n: Option<u64>| n.map_or("null".to_string(), |n| n.to_string());
-    out.extend_from_slice(
-        format!(
-            ",\"retention\":{{\"max_events\":{},\"max_age_s\":{},\"max_bytes\":{}}}",
-            limits.max_events,
-            or_null(limits.max_age_ms.map(|ms| ms / 1000)),
-            or_null(limits.max_bytes)
-        )
-        .as_bytes(),
-    );
-    out.push(b'}');
+    let or_null = |out: &mut Vec<u8>, n: Option<u64>| match n {
+        Some(n) => text::push_u64(out, n),
+        None => out.extend_from_slice(b"null"),
+    };
+    out.extend_from_slice(b",\"retention\":{\"max_events\":");
+    text::push_u64(out, limits.max_events as u64);
+    out.extend_from_slice(b",\"max_age_s\":");
+    or_null(out, limits.max_age_ms.map(|ms| ms / 1000));
+    out.extend_from_slice(b",\"max_bytes\":");
+    or_null(out, limits.max_bytes);
+    out.extend_from_slice(b"}}");
 }

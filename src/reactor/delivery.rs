@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::{Due, LINGER_TIMEOUT_MS, Reactor, WRITE_BUDGET, Waiter};
+use super::timers::LINGER_TIMEOUT_MS;
+use super::{Due, Reactor, WRITE_BUDGET, Waiter};
 use crate::api::Reply;
 use crate::conn::{Conn, Phase, Reason};
 use crate::hub::Effect;

@@ -151,6 +151,7 @@ impl Reactor {
     fn finish_requests(&mut self, until: Instant) {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
+            self.build_listings_now();
             self.hub.flush();
             self.settle();
             self.now = self.start.elapsed().as_millis() as u64;
