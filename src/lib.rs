@@ -104,4 +104,20 @@ pub mod fuzzing {
     pub use crate::sse::{Event, EventId, frame};
     #[cfg(feature = "tls")]
     pub use crate::tls::{Received, Server as TlsServer, TlsConn, is_plain_http};
+
+    /// Piece sizes from a seed (xorshift), as a socket splits what it
+    /// reads: one in `big_one_in` up to `big` bytes, the others up to
+    /// `small`.
+    pub fn pieces(seed: u16, big_one_in: u64, big: usize, small: usize) -> impl Iterator<Item = usize> {
+        let mut x = u64::from(seed) | 0x9e37_79b9_0000_0000;
+        std::iter::from_fn(move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Some(match (x >> 32) % big_one_in {
+                0 => 1 + (x >> 8) as usize % big,
+                _ => 1 + (x >> 8) as usize % small,
+            })
+        })
+    }
 }

@@ -8,21 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::fuzzing::{BodyReader, Framing, HEAD_BYTES_MAX, Head, HttpError, parse_head};
-
-/// Piece sizes from a seed (xorshift): mostly small, sometimes large.
-fn pieces(seed: u16) -> impl Iterator<Item = usize> {
-    let mut x = u64::from(seed) | 0x9e37_79b9_0000_0000;
-    std::iter::from_fn(move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        Some(match (x >> 32) % 16 {
-            0 => 1 + (x >> 8) as usize % 4096,
-            _ => 1 + (x >> 8) as usize % 8,
-        })
-    })
-}
+use ssehub::fuzzing::{BodyReader, Framing, HEAD_BYTES_MAX, Head, HttpError, parse_head, pieces};
 
 type HeadResult = Result<Option<(Head, usize)>, HttpError>;
 
@@ -34,7 +20,7 @@ fn summary(r: &HeadResult) -> String {
 /// until the result is not "need more bytes".
 fn head_in_pieces(input: &[u8], seed: u16) -> HeadResult {
     let mut end = 0;
-    for size in pieces(seed) {
+    for size in pieces(seed, 16, 4096, 8) {
         end = (end + size).min(input.len());
         let r = parse_head(&input[..end]);
         if !matches!(r, Ok(None)) || end == input.len() {
@@ -76,7 +62,7 @@ fn body_in_pieces(framing: Framing, max: usize, input: &[u8], seed: u16) -> Opti
         Err(e) => return Some(BodyOutcome { refused: Some(e.status()), body: Vec::new(), consumed: 0, done: false }),
     };
     let (mut body, mut rbuf, mut consumed, mut at) = (Vec::new(), Vec::new(), 0, 0);
-    for size in pieces(seed) {
+    for size in pieces(seed, 16, 4096, 8) {
         let end = (at + size).min(input.len());
         rbuf.extend_from_slice(&input[at..end]);
         at = end;

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ssehub::fuzzing::{Received, TlsServer, is_plain_http};
+use ssehub::fuzzing::{Received, TlsServer, is_plain_http, pieces};
 
 /// A self-signed ECDSA P-256 certificate and its key, made once with
 /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 36500`.
@@ -30,26 +30,12 @@ fn server() -> &'static TlsServer {
     })
 }
 
-/// Piece sizes from a seed (xorshift): mostly small, sometimes large.
-fn pieces(seed: u16) -> impl Iterator<Item = usize> {
-    let mut x = u64::from(seed) | 0x9e37_79b9_0000_0000;
-    std::iter::from_fn(move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        Some(match (x >> 32) % 8 {
-            0 => 1 + (x >> 8) as usize % 20_000,
-            _ => 1 + (x >> 8) as usize % 16,
-        })
-    })
-}
-
 fuzz_target!(|input: (u16, Vec<u8>)| {
     let (seed, data) = input;
     let mut conn = server().accept().unwrap();
     let (mut rbuf, mut alerts) = (Vec::new(), Vec::new());
     let mut rest = &data[..];
-    let mut sizes = pieces(seed);
+    let mut sizes = pieces(seed, 8, 20_000, 16);
     let mut first = true;
     while !rest.is_empty() {
         let n = sizes.next().unwrap().min(rest.len());
