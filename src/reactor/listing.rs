@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 
 use super::Reactor;
-use super::request::MAX_AWAITED;
 use crate::access::Access;
 use crate::api::Listing;
 
@@ -45,15 +44,7 @@ impl Reactor {
                 return self.answer(key, None, 200, bytes, close);
             }
         }
-        let conn = &mut self.conns[key];
-        let slot = conn.await_answer();
-        // Later requests are read meanwhile (their answers queue behind
-        // this one), unless none may follow.
-        if !listing.keep_alive() || conn.peer_eof || conn.awaiting() >= MAX_AWAITED {
-            conn.park();
-        }
-        let generation = conn.generation;
-        self.disarm(key);
+        let (slot, generation) = self.await_slot(key, listing.keep_alive());
         self.listings.push_back(Building { key, generation, slot, listing, access });
     }
 

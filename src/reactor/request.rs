@@ -188,21 +188,28 @@ impl Reactor {
             Reply::Listing(listing) => self.begin_listing(key, listing, access),
             Reply::Wait { ticket, mut answer } => {
                 answer.access = access;
-                let conn = &mut self.conns[key];
-                let slot = conn.await_answer();
-                // Later changes are read meanwhile (their answers queue
-                // behind this one), unless none may follow.
-                if !answer.keep_alive() || conn.peer_eof || conn.awaiting() >= MAX_AWAITED {
-                    conn.park();
-                }
-                let generation = conn.generation;
-                self.disarm(key);
+                let (slot, generation) = self.await_slot(key, answer.keep_alive());
                 self.hub.wait(ticket, Waiter::Conn { key, generation, slot, answer });
             }
         }
         // An engine that acknowledges at once (memory) answers before the
         // next pipelined request is parsed.
         self.settle();
+    }
+
+    /// An answer slot on `key` for an answer that comes later (from
+    /// storage, or a page built in slices): its slot and generation. Later
+    /// requests are read meanwhile (their answers queue behind this one),
+    /// unless none may follow.
+    pub(super) fn await_slot(&mut self, key: usize, keep_alive: bool) -> (u32, u32) {
+        let conn = &mut self.conns[key];
+        let slot = conn.await_answer();
+        if !keep_alive || conn.peer_eof || conn.awaiting() >= MAX_AWAITED {
+            conn.park();
+        }
+        let generation = conn.generation;
+        self.disarm(key);
+        (slot, generation)
     }
 
     /// Queues an answer (to the request just read, or to the awaited one
